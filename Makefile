@@ -1,0 +1,63 @@
+# The two commands of the README (`make run`, `make test`) and every developer task.
+# Everything installs into .venv from PyPI; nothing needs Docker.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.edrs-installed
+SERVICES := gateway persona memory knowledge reasoning task research integration
+
+# Every local package, installed editable in one resolver run so they find each other.
+PACKAGES := -e libs/edrs-proto[gen] -e libs/edrs-core[embedded] \
+            -e libs/edrs-events[postgres,pulsar,cli,test] -e libs/edrs-cli \
+            $(foreach s,$(SERVICES),-e services/$(s))
+
+INSTALL_INPUTS := requirements-dev.txt constraints.txt $(wildcard libs/*/pyproject.toml services/*/pyproject.toml)
+
+.PHONY: help install run test test-fast lint format proto proto-check bench clean
+
+help:
+	@echo "make run     start the whole fleet on embedded engines (Ctrl-C stops it)"
+	@echo "make test    install everything and run the whole test suite"
+	@echo "make lint    ruff + mypy;  make format  ruff format"
+	@echo "make proto   regenerate libs/edrs-proto from protos/"
+	@echo "make bench   run the benchmarks (figures, no pass/fail on time)"
+
+$(STAMP): $(INSTALL_INPUTS)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt \
+	    -r requirements-dev.txt $(PACKAGES)
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/edrs dev up
+
+test: $(STAMP)
+	$(BIN)/pytest
+
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not slow and not fleet"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy libs/edrs-core/src libs/edrs-events/src libs/edrs-cli/src $(foreach s,$(SERVICES),services/$(s)/src)
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+proto: $(STAMP)
+	$(BIN)/python scripts/gen_protos.py
+
+proto-check: $(STAMP)
+	$(BIN)/python scripts/gen_protos.py --check
+
+bench: $(STAMP)
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .edrs .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,33 @@
+"""EDRS service runtime: what every service process is built from."""
+
+from edrs_core.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ServiceError,
+    Unauthenticated,
+    Unavailable,
+)
+from edrs_core.grpc_server import GrpcService
+from edrs_core.runtime import Runtime, ServiceDefinition, run_service
+from edrs_core.settings import ServiceSettings, SettingsError, load_settings
+
+__all__ = [
+    "AlreadyExists",
+    "FailedPrecondition",
+    "GrpcService",
+    "InvalidArgument",
+    "NotFound",
+    "PermissionDenied",
+    "Runtime",
+    "ServiceDefinition",
+    "ServiceError",
+    "ServiceSettings",
+    "SettingsError",
+    "Unauthenticated",
+    "Unavailable",
+    "load_settings",
+    "run_service",
+]

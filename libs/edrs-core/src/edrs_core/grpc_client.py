@@ -1,0 +1,197 @@
+"""Calls to peer services: a deadline on every call, retries with backoff and jitter for idempotent
+methods only, a circuit breaker per peer, and tenant, request id and trace context passed along."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import grpc
+from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
+from google.protobuf.descriptor_pb2 import MethodOptions
+from opentelemetry import trace
+from purgatory import AsyncCircuitBreakerFactory
+from purgatory.domain.model import OpenedState
+
+from edrs_core.context import outgoing_metadata
+from edrs_core.tracing import inject_metadata
+
+# Status codes that say "the peer is unhealthy", as opposed to "your request was wrong".
+_TRANSPORT_FAILURES = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    }
+)
+_SAFE_TO_RETRY = (MethodOptions.NO_SIDE_EFFECTS, MethodOptions.IDEMPOTENT)
+
+
+def is_idempotent(method: MethodDescriptor) -> bool:
+    """A method is retried only when its proto declares `option idempotency_level`."""
+    return method.GetOptions().idempotency_level in _SAFE_TO_RETRY
+
+
+def peer_service_descriptors(peer: str) -> list[ServiceDescriptor]:
+    """The proto services a peer serves, found by the layout rule `edrs_proto.<peer>.v1.<peer>_pb2`."""
+    try:
+        module = importlib.import_module(f"edrs_proto.{peer}.v1.{peer}_pb2")
+    except ModuleNotFoundError:
+        return []
+    return list(module.DESCRIPTOR.services_by_name.values())
+
+
+def retry_service_config(
+    services: list[ServiceDescriptor],
+    *,
+    max_attempts: int = 4,
+    initial_backoff: float = 0.05,
+    max_backoff: float = 1.0,
+) -> str:
+    """gRPC service config retrying idempotent methods on UNAVAILABLE.
+
+    gRPC's own retry implementation applies exponential backoff with full jitter
+    (each delay is random in [0, current backoff]), so none is added here.
+    """
+    names = [
+        {"service": svc.full_name, "method": m.name}
+        for svc in services
+        for m in svc.methods
+        if is_idempotent(m)
+    ]
+    config: dict[str, Any] = {"methodConfig": []}
+    if names:
+        config["methodConfig"].append(
+            {
+                "name": names,
+                "retryPolicy": {
+                    "maxAttempts": max_attempts,
+                    "initialBackoff": f"{initial_backoff}s",
+                    "maxBackoff": f"{max_backoff}s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        )
+    return json.dumps(config)
+
+
+class CircuitOpenError(grpc.aio.AioRpcError):
+    """Raised instead of calling a peer whose breaker is open; callers see plain UNAVAILABLE."""
+
+    def __init__(self, peer: str) -> None:
+        super().__init__(
+            grpc.StatusCode.UNAVAILABLE,
+            grpc.aio.Metadata(),
+            grpc.aio.Metadata(),
+            details=f"circuit breaker open for peer '{peer}'",
+        )
+
+
+def _not_a_peer_failure(exc: BaseException) -> bool:
+    return isinstance(exc, grpc.aio.AioRpcError) and exc.code() not in _TRANSPORT_FAILURES
+
+
+class _ClientInterceptor(
+    grpc.aio.UnaryUnaryClientInterceptor,
+    grpc.aio.UnaryStreamClientInterceptor,
+):
+    def __init__(
+        self, caller: str, peer: str, timeout: float, breakers: AsyncCircuitBreakerFactory
+    ) -> None:
+        self.caller = caller
+        self.peer = peer
+        self.timeout = timeout
+        self.breakers = breakers
+
+    def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        metadata = grpc.aio.Metadata(*(details.metadata or ()))
+        present = {key for key, _ in metadata}
+        for key, value in (*outgoing_metadata(), *inject_metadata()):
+            if key not in present:
+                metadata.add(key, value)
+        return grpc.aio.ClientCallDetails(
+            method=details.method,
+            timeout=details.timeout if details.timeout is not None else self.timeout,
+            metadata=metadata,
+            credentials=details.credentials,
+            wait_for_ready=details.wait_for_ready,
+        )
+
+    def _span(self, details: grpc.aio.ClientCallDetails) -> Any:
+        method = details.method.decode() if isinstance(details.method, bytes) else details.method
+        return trace.get_tracer("edrs_core.grpc").start_as_current_span(
+            f"{self.caller}.call.{method.rsplit('/', 1)[-1]}",
+            kind=trace.SpanKind.CLIENT,
+            attributes={"rpc.system": "grpc", "rpc.method": method, "peer.service": self.peer},
+        )
+
+    async def intercept_unary_unary(
+        self, continuation: Callable[..., Any], details: grpc.aio.ClientCallDetails, request: Any
+    ) -> Any:
+        with self._span(details):
+            try:
+                breaker = await self.breakers.get_breaker(
+                    self.peer, exclude=[(grpc.aio.AioRpcError, _not_a_peer_failure)]
+                )
+                async with breaker:
+                    call = await continuation(self._details(details), request)
+                    await call  # surfaces the status inside the breaker
+                    return call
+            except OpenedState:
+                raise CircuitOpenError(self.peer) from None
+
+    async def intercept_unary_stream(
+        self, continuation: Callable[..., Any], details: grpc.aio.ClientCallDetails, request: Any
+    ) -> Any:
+        with self._span(details):
+            return await continuation(self._details(details), request)
+
+
+class PeerChannels:
+    """One channel per peer, created on first use and closed with the service."""
+
+    def __init__(
+        self,
+        caller: str,
+        peers: Mapping[str, str],
+        *,
+        timeout: float = 5.0,
+        breaker_threshold: int = 5,
+        breaker_ttl: float = 30.0,
+    ) -> None:
+        self.caller = caller
+        self.peers = dict(peers)
+        self.timeout = timeout
+        self.breakers = AsyncCircuitBreakerFactory(
+            default_threshold=breaker_threshold, default_ttl=breaker_ttl
+        )
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    def channel(self, peer: str) -> grpc.aio.Channel:
+        if peer not in self._channels:
+            address = self.peers.get(peer)
+            if not address:
+                raise LookupError(
+                    f"no address configured for peer '{peer}' (set it in the PEERS setting of "
+                    f"'{self.caller}')"
+                )
+            interceptor = _ClientInterceptor(self.caller, peer, self.timeout, self.breakers)
+            self._channels[peer] = grpc.aio.insecure_channel(
+                address,
+                interceptors=[interceptor],
+                options=[
+                    ("grpc.enable_retries", 1),
+                    ("grpc.service_config", retry_service_config(peer_service_descriptors(peer))),
+                ],
+            )
+        return self._channels[peer]
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close()
+        self._channels.clear()

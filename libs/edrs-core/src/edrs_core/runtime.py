@@ -1,0 +1,236 @@
+"""The life of a service process: connect its datastores and bus, serve gRPC, HTTP health and metrics,
+and on SIGTERM stop accepting, drain in-flight work within the grace period and close everything."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from importlib.resources.abc import Traversable
+from typing import Any
+
+import asyncpg
+import nats
+from nats.aio.client import Client as NatsClient
+from redis.asyncio import Redis
+from starlette.routing import BaseRoute
+
+from edrs_core.db import open_database
+from edrs_core.grpc_client import PeerChannels
+from edrs_core.grpc_server import GrpcServer, GrpcService
+from edrs_core.http import HealthState, HttpServer, build_http_app, metrics_app
+from edrs_core.logging import configure_logging
+from edrs_core.settings import ServiceSettings, load_settings_or_exit
+from edrs_core.tracing import configure_tracing
+
+log = logging.getLogger("edrs.runtime")
+
+
+@dataclass
+class Runtime:
+    """Everything a service's handlers may use, built once at start-up and passed in."""
+
+    settings: ServiceSettings
+    db: asyncpg.Pool
+    redis: Redis | None
+    nats: NatsClient
+    peers: PeerChannels
+    background: list[asyncio.Task[Any]] = field(default_factory=list)
+
+    def spawn(self, coro: Awaitable[Any], name: str) -> None:
+        """Run `coro` for the life of the service; it is cancelled at shutdown."""
+        self.background.append(asyncio.ensure_future(coro))
+        self.background[-1].set_name(name)
+
+
+Build = Callable[[Runtime], "Sequence[GrpcService] | Awaitable[Sequence[GrpcService]]"]
+
+
+@dataclass
+class ServiceDefinition:
+    """What makes a service: its settings class, its gRPC services, its migrations, extra routes."""
+
+    settings_cls: type[ServiceSettings]
+    build: Build
+    migrations: Traversable | None = None
+    http_routes: Callable[[Runtime], Sequence[BaseRoute]] | None = None
+
+
+class _StartupAborted(Exception):
+    pass
+
+
+class ServiceRunner:
+    def __init__(
+        self,
+        definition: ServiceDefinition,
+        settings: ServiceSettings,
+        *,
+        handle_signals: bool = True,
+    ) -> None:
+        self.definition = definition
+        self.handle_signals = handle_signals
+        self.started = asyncio.Event()
+        self.settings = settings
+        self.name = settings.service_name
+        self.stop_requested = asyncio.Event()
+        self.runtime: Runtime | None = None
+        self.health = HealthState(checks={}, cache_seconds=settings.readiness_cache_seconds)
+        self.grpc: GrpcServer | None = None
+        self.servers: list[HttpServer] = []
+
+    async def run(self) -> int:
+        if self.handle_signals:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.stop_requested.set)
+        s = self.settings
+        try:
+            # Health and metrics answer first, so probes see "starting" rather than nothing.
+            app = build_http_app(self.name, self.health)
+            self.servers = [
+                HttpServer(metrics_app(), s.host, s.metrics_port, "metrics"),
+                HttpServer(app, s.host, s.http_port, "http"),
+            ]
+            for server in self.servers:
+                await server.start()
+            self.runtime = await self._connect()
+            services = self.definition.build(self.runtime)
+            if inspect.isawaitable(services):
+                services = await services
+            if self.definition.http_routes:
+                app.router.routes.extend(self.definition.http_routes(self.runtime))
+            self.grpc = GrpcServer(self.name, list(services), s.host, s.grpc_port)
+            await self.grpc.start()
+        except _StartupAborted:
+            await self._close()
+            return 0
+        except Exception as exc:
+            log.error("start-up failed: %s", exc, exc_info=True)
+            await self._close()
+            return 1
+        self.health.started = True
+        self.started.set()
+        log.info(
+            "%s started",
+            self.name,
+            extra={
+                "grpc": f"{s.host}:{self.grpc.port}",
+                "http": f"{s.host}:{self.servers[1].port}",
+                "metrics": f"{s.host}:{self.servers[0].port}",
+            },
+        )
+        await self.stop_requested.wait()
+        await self._shutdown()
+        return 0
+
+    async def _retry(
+        self, what: str, attempt: Callable[[], Awaitable[Any]], deadline: float
+    ) -> Any:
+        """Retry a start-up connection with capped exponential backoff until the deadline."""
+        loop = asyncio.get_running_loop()
+        delay = 0.1
+        while True:
+            try:
+                return await attempt()
+            except (OSError, asyncpg.PostgresError, nats.errors.Error, TimeoutError) as exc:
+                if loop.time() + delay > deadline:
+                    raise RuntimeError(f"could not reach {what}: {exc}") from exc
+                log.warning("waiting for %s: %s", what, exc)
+            stop = asyncio.ensure_future(self.stop_requested.wait())
+            done, _ = await asyncio.wait({stop}, timeout=delay)
+            stop.cancel()
+            if done:
+                raise _StartupAborted
+            delay = min(delay * 2, 2.0)
+
+    async def _connect(self) -> Runtime:
+        s = self.settings
+        deadline = asyncio.get_running_loop().time() + s.startup_timeout_seconds
+        db = await self._retry(
+            "PostgreSQL",
+            lambda: open_database(s.database_url, self.definition.migrations, s.database_pool_size),
+            deadline,
+        )
+        redis: Redis | None = None
+        if s.redis_url:
+            redis = Redis.from_url(s.redis_url, socket_timeout=2, socket_connect_timeout=2)
+            await self._retry("Redis", redis.ping, deadline)
+        bus = await self._retry(
+            "NATS",
+            lambda: nats.connect(
+                s.nats_url,
+                name=f"edrs-{self.name}",
+                connect_timeout=2,
+                allow_reconnect=True,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=1,
+            ),
+            deadline,
+        )
+        runtime = Runtime(
+            settings=s,
+            db=db,
+            redis=redis,
+            nats=bus,
+            peers=PeerChannels(self.name, s.peers, timeout=s.rpc_timeout_seconds),
+        )
+        self.health.checks = self._checks(runtime)
+        return runtime
+
+    @staticmethod
+    def _checks(rt: Runtime) -> dict[str, Callable[[], Awaitable[None]]]:
+        async def postgres() -> None:
+            async with rt.db.acquire(timeout=1) as conn:
+                await conn.fetchval("SELECT 1")
+
+        async def redis() -> None:
+            assert rt.redis is not None
+            await rt.redis.ping()
+
+        async def bus() -> None:
+            if not rt.nats.is_connected:
+                raise ConnectionError("not connected to NATS")
+
+        checks: dict[str, Callable[[], Awaitable[None]]] = {"postgres": postgres, "nats": bus}
+        if rt.redis is not None:
+            checks["redis"] = redis
+        return checks
+
+    async def _shutdown(self) -> None:
+        grace = self.settings.shutdown_grace_seconds
+        log.info("SIGTERM received: refusing new calls, draining for up to %ss", grace)
+        self.health.shutting_down = True
+        if self.grpc is not None:
+            await self.grpc.stop(grace)
+        await self._close()
+        log.info("%s stopped", self.name)
+
+    async def _close(self) -> None:
+        for server in reversed(self.servers):
+            await server.stop()
+        rt = self.runtime
+        if rt is None:
+            return
+        for task in rt.background:
+            task.cancel()
+        await asyncio.gather(*rt.background, return_exceptions=True)
+        await rt.peers.close()
+        if not rt.nats.is_closed:
+            await rt.nats.close()
+        if rt.redis is not None:
+            await rt.redis.aclose()
+        await rt.db.close()
+
+
+def run_service(definition: ServiceDefinition) -> None:
+    """Entry point of a service process (`python -m edrs_<name>`)."""
+    settings = load_settings_or_exit(definition.settings_cls)
+    configure_logging(settings.service_name, settings.log_level)
+    configure_tracing(settings.service_name, settings.otlp_endpoint)
+    code = asyncio.run(ServiceRunner(definition, settings).run())
+    sys.exit(code)

@@ -1,0 +1,108 @@
+"""Settings every service shares; each service subclasses it with its own `EDRS_<SERVICE>_` prefix."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, ClassVar, Literal, Self, TypeVar
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Environment = Literal["development", "test", "production"]
+
+S = TypeVar("S", bound="ServiceSettings")
+
+
+class SettingsError(Exception):
+    """Start-up configuration is unusable; the message names the environment variables to fix."""
+
+
+class ServiceSettings(BaseSettings):
+    """Runtime settings common to every service.
+
+    A subclass sets `service_name` and `model_config = SettingsConfigDict(env_prefix="EDRS_<NAME>_")`.
+    `EDRS_ENVIRONMENT` and the OpenTelemetry variables are shared by the whole fleet, so they carry
+    no service prefix.
+    """
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+    service_name: ClassVar[str] = "service"
+    uses_redis: ClassVar[bool] = True
+
+    environment: Environment = Field(default="production", validation_alias="EDRS_ENVIRONMENT")
+    host: str = "127.0.0.1"
+    grpc_port: int = Field(default=50051, ge=0, le=65535)
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    metrics_port: int = Field(default=8081, ge=0, le=65535)
+    database_url: str = Field(description="PostgreSQL DSN of the service's own database")
+    database_pool_size: int = Field(default=10, ge=1, le=200)
+    redis_url: str | None = None
+    nats_url: str = "nats://127.0.0.1:4222"
+    peers: dict[str, str] = Field(
+        default_factory=dict,
+        description='gRPC address of every peer service, JSON: {"persona": "host:port"}',
+    )
+    rpc_timeout_seconds: float = Field(default=5.0, gt=0)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+    startup_timeout_seconds: float = Field(default=30.0, gt=0)
+    readiness_cache_seconds: float = Field(default=2.0, ge=0)
+    otlp_endpoint: str | None = Field(default=None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT")
+
+    @classmethod
+    def env_name(cls, field: str) -> str:
+        """The environment variable that sets `field`."""
+        info = cls.model_fields[field]
+        if isinstance(info.validation_alias, str):
+            return info.validation_alias
+        return f"{cls.model_config.get('env_prefix', '')}{field}".upper()
+
+    @model_validator(mode="after")
+    def _refuse_default_secrets(self) -> Self:
+        if self.environment == "development":
+            return self
+        for name, info in type(self).model_fields.items():
+            value = getattr(self, name)
+            if (
+                isinstance(value, SecretStr)
+                and isinstance(info.default, SecretStr)
+                and value.get_secret_value() == info.default.get_secret_value()
+            ):
+                raise ValueError(
+                    f"{self.env_name(name)} still has its development default; set a real secret "
+                    f"(defaults are only accepted with EDRS_ENVIRONMENT=development)"
+                )
+        if self.uses_redis and not self.redis_url:
+            raise ValueError(f"{self.env_name('redis_url')} is required")
+        return self
+
+
+def load_settings(cls: type[S], **overrides: Any) -> S:
+    """Build settings from the environment, turning validation errors into one readable message."""
+    try:
+        return cls(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = [str(part) for part in err["loc"]]
+            field = loc[0] if loc else ""
+            where = cls.env_name(field) if field in cls.model_fields else ".".join(loc)
+            if err["type"] == "missing":
+                problems.append(f"{where} is required")
+            elif where:
+                problems.append(f"{where}: {err['msg']}")
+            else:
+                problems.append(err["msg"].removeprefix("Value error, "))
+        raise SettingsError(
+            f"{cls.service_name}: invalid configuration: " + "; ".join(problems)
+        ) from None
+
+
+def load_settings_or_exit(cls: type[S]) -> S:
+    """`load_settings` for a process entry point: print the problem and exit 2."""
+    try:
+        return load_settings(cls)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,140 @@
+"""Peer calls: deadlines, retries only for idempotent methods, the circuit breaker, and propagation."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import grpc
+import pytest
+from edrs_core.context import request_context
+from edrs_core.grpc_client import CircuitOpenError, PeerChannels, retry_service_config
+from edrs_core.tracing import configure_tracing
+from edrs_proto.persona.v1 import persona_pb2, persona_pb2_grpc
+from opentelemetry import trace
+
+
+@dataclass
+class Scripted(persona_pb2_grpc.PersonaServiceServicer):
+    """A persona server whose answers the test scripts: a queue of status codes, then OK."""
+
+    failures: list[grpc.StatusCode] = field(default_factory=list)
+    delay: float = 0.0
+    calls: list[str] = field(default_factory=list)
+    metadata: list[dict[str, str]] = field(default_factory=list)
+
+    async def _answer(self, name: str, context: grpc.aio.ServicerContext) -> persona_pb2.Persona:
+        self.calls.append(name)
+        self.metadata.append(dict(context.invocation_metadata()))
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self.failures:
+            await context.abort(self.failures.pop(0), f"scripted failure of {name}")
+        return persona_pb2.Persona(id="p1", name="ok")
+
+    async def GetPersona(self, request, context):  # noqa: N802
+        return await self._answer("GetPersona", context)
+
+    async def CreatePersona(self, request, context):  # noqa: N802
+        return await self._answer("CreatePersona", context)
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[tuple[Scripted, str]]:
+    servicer = Scripted()
+    srv = grpc.aio.server()
+    persona_pb2_grpc.add_PersonaServiceServicer_to_server(servicer, srv)
+    port = srv.add_insecure_port("127.0.0.1:0")
+    await srv.start()
+    yield servicer, f"127.0.0.1:{port}"
+    await srv.stop(None)
+
+
+@pytest.fixture
+async def peers(server) -> AsyncIterator[PeerChannels]:
+    _, address = server
+    channels = PeerChannels("caller", {"persona": address}, timeout=2.0, breaker_threshold=3)
+    yield channels
+    await channels.close()
+
+
+def stub(peers: PeerChannels) -> persona_pb2_grpc.PersonaServiceStub:
+    return persona_pb2_grpc.PersonaServiceStub(peers.channel("persona"))
+
+
+def test_only_methods_declared_idempotent_are_retried() -> None:
+    config = retry_service_config(list(persona_pb2.DESCRIPTOR.services_by_name.values()))
+    assert '"GetPersona"' in config and '"ListPersonas"' in config
+    assert "CreatePersona" not in config
+
+
+async def test_idempotent_call_is_retried_through_unavailable(server, peers) -> None:
+    servicer, _ = server
+    servicer.failures = [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNAVAILABLE]
+    reply = await stub(peers).GetPersona(persona_pb2.GetPersonaRequest(id="p1"))
+    assert reply.name == "ok"
+    assert servicer.calls == ["GetPersona"] * 3
+
+
+async def test_non_idempotent_call_is_not_retried(server, peers) -> None:
+    servicer, _ = server
+    servicer.failures = [grpc.StatusCode.UNAVAILABLE]
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub(peers).CreatePersona(persona_pb2.CreatePersonaRequest(name="x"))
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert servicer.calls == ["CreatePersona"]
+
+
+async def test_every_call_gets_the_default_deadline(server) -> None:
+    servicer, address = server
+    servicer.delay = 1.0
+    channels = PeerChannels("caller", {"persona": address}, timeout=0.2)
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub(channels).CreatePersona(persona_pb2.CreatePersonaRequest(name="x"))
+        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    finally:
+        await channels.close()
+
+
+async def test_breaker_opens_after_repeated_peer_failures(server, peers) -> None:
+    servicer, _ = server
+    servicer.failures = [grpc.StatusCode.INTERNAL] * 10
+    for _ in range(3):
+        with pytest.raises(grpc.aio.AioRpcError):
+            await stub(peers).CreatePersona(persona_pb2.CreatePersonaRequest(name="x"))
+    with pytest.raises(CircuitOpenError) as err:
+        await stub(peers).CreatePersona(persona_pb2.CreatePersonaRequest(name="x"))
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "circuit breaker open for peer 'persona'" in err.value.details()
+    assert len(servicer.calls) == 3  # the open breaker did not reach the peer
+
+
+async def test_caller_errors_do_not_open_the_breaker(server, peers) -> None:
+    servicer, _ = server
+    servicer.failures = [grpc.StatusCode.NOT_FOUND] * 5
+    for _ in range(5):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub(peers).CreatePersona(persona_pb2.CreatePersonaRequest(name="x"))
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    reply = await stub(peers).CreatePersona(persona_pb2.CreatePersonaRequest(name="x"))
+    assert reply.name == "ok"
+
+
+async def test_tenant_request_id_and_trace_context_travel_with_the_call(server, peers) -> None:
+    servicer, _ = server
+    configure_tracing("caller", None)
+    tracer = trace.get_tracer("test")
+    with request_context("tenant-7", "req-42"), tracer.start_as_current_span("caller.op") as span:
+        await stub(peers).GetPersona(persona_pb2.GetPersonaRequest(id="p1"))
+        trace_id = format(span.get_span_context().trace_id, "032x")
+    seen = servicer.metadata[-1]
+    assert seen["x-edrs-client-id"] == "tenant-7"
+    assert seen["x-request-id"] == "req-42"
+    assert seen["traceparent"].split("-")[1] == trace_id
+
+
+async def test_unknown_peer_is_a_clear_error(peers) -> None:
+    with pytest.raises(LookupError, match="no address configured for peer 'memory'"):
+        peers.channel("memory")

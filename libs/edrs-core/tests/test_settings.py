@@ -1,0 +1,86 @@
+"""Settings: required values and default secrets stop start-up with a message naming the variable."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import pytest
+from edrs_core.settings import ServiceSettings, SettingsError, load_settings
+from pydantic import SecretStr
+from pydantic_settings import SettingsConfigDict
+
+
+class DemoSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="EDRS_DEMO_")
+    service_name: ClassVar[str] = "demo"
+    signing_key: SecretStr = SecretStr("dev-only-signing-key")
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("EDRS_ENVIRONMENT", "EDRS_DEMO_DATABASE_URL", "EDRS_DEMO_REDIS_URL"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_missing_database_url_names_the_variable() -> None:
+    with pytest.raises(SettingsError, match="EDRS_DEMO_DATABASE_URL is required"):
+        load_settings(DemoSettings, EDRS_ENVIRONMENT="development")
+
+
+def test_values_come_from_prefixed_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDRS_ENVIRONMENT", "development")
+    monkeypatch.setenv("EDRS_DEMO_DATABASE_URL", "postgresql://x@127.0.0.1/db")
+    monkeypatch.setenv("EDRS_DEMO_GRPC_PORT", "50999")
+    monkeypatch.setenv("EDRS_DEMO_PEERS", '{"persona": "127.0.0.1:50052"}')
+    s = load_settings(DemoSettings)
+    assert s.grpc_port == 50999
+    assert s.peers == {"persona": "127.0.0.1:50052"}
+    assert s.environment == "development"
+
+
+def test_bad_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDRS_DEMO_GRPC_PORT", "seventy")
+    with pytest.raises(SettingsError, match="EDRS_DEMO_GRPC_PORT"):
+        load_settings(DemoSettings, EDRS_ENVIRONMENT="development", database_url="postgresql://x/y")
+
+
+def test_default_secret_refused_outside_development() -> None:
+    with pytest.raises(
+        SettingsError, match="EDRS_DEMO_SIGNING_KEY still has its development default"
+    ):
+        load_settings(
+            DemoSettings,
+            EDRS_ENVIRONMENT="production",
+            database_url="postgresql://x/y",
+            redis_url="redis://r/0",
+        )
+
+
+def test_default_secret_accepted_in_development_and_real_secret_in_production() -> None:
+    dev = load_settings(
+        DemoSettings, EDRS_ENVIRONMENT="development", database_url="postgresql://x/y"
+    )
+    assert dev.signing_key.get_secret_value() == "dev-only-signing-key"
+    prod = load_settings(
+        DemoSettings,
+        EDRS_ENVIRONMENT="production",
+        database_url="postgresql://x/y",
+        redis_url="redis://r/0",
+        signing_key="a-real-secret",
+    )
+    assert prod.environment == "production"
+
+
+def test_production_requires_redis_for_services_that_use_it() -> None:
+    with pytest.raises(SettingsError, match="EDRS_DEMO_REDIS_URL is required"):
+        load_settings(
+            DemoSettings,
+            EDRS_ENVIRONMENT="production",
+            database_url="postgresql://x/y",
+            signing_key="a-real-secret",
+        )
+
+
+def test_unknown_environment_is_refused() -> None:
+    with pytest.raises(SettingsError, match="EDRS_ENVIRONMENT"):
+        load_settings(DemoSettings, EDRS_ENVIRONMENT="staging", database_url="postgresql://x/y")

@@ -1,0 +1,1 @@
+"""Generated package for edrs.persona.v1 (do not edit; see scripts/gen_protos.py)."""

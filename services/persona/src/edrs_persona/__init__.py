@@ -1,0 +1,1 @@
+"""EDRS persona service: the digital co-workers a client talks to."""
