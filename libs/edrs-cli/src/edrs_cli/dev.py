@@ -1,0 +1,185 @@
+"""``edrs dev``: run the whole fleet locally on embedded engines (up, down, status, logs)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from edrs_core.engines import EmbeddedEngine, EngineError, tail_lines
+from rich.console import Console
+
+from edrs_cli.fleet import SERVICES, service_names
+from edrs_cli.render import status_json, status_table
+from edrs_cli.supervisor import (
+    DEFAULT_WAIT_TIMEOUT,
+    LOG_TAIL,
+    Fleet,
+    FleetAlreadyRunningError,
+    FleetError,
+    FleetInterruptedError,
+    FleetNotReadyError,
+    FleetNotRunningError,
+    ProcessExit,
+    ServiceDiedError,
+)
+
+app = typer.Typer(help="Run the EDRS fleet locally on embedded engines.", no_args_is_help=True)
+# Not a terminal (CI, a log file): rich would wrap the table at 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True)
+
+ENGINE_NAMES = ("postgres", "redis", "nats")
+
+StateDir = Annotated[
+    Path,
+    typer.Option(
+        "--state-dir",
+        envvar="EDRS_STATE_DIR",
+        help="Where engine data, logs and fleet.json live.",
+        file_okay=False,
+    ),
+]
+DEFAULT_STATE_DIR = Path(".edrs")
+
+
+def _print_exit(exit: ProcessExit, lines: int = LOG_TAIL) -> None:
+    err_console.print(f"[bold red]{exit.name} exited with code {exit.code}[/bold red]")
+    err_console.print(f"last {lines} lines of {exit.log_path}:", markup=False)
+    for line in exit.log_tail(lines):
+        err_console.print(f"  | {line}", markup=False, highlight=False)
+
+
+def _print_tail(name: str, path: Path, lines: int) -> None:
+    err_console.print(f"[bold]{name}[/bold]: last {lines} lines of {path}:")
+    for line in tail_lines(path, lines) or ["(log is empty)"]:
+        err_console.print(f"  | {line}", markup=False, highlight=False)
+
+
+@app.command()
+def up(
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+    wait_timeout: Annotated[
+        float,
+        typer.Option(min=1.0, help="Seconds to wait for every service to be ready."),
+    ] = DEFAULT_WAIT_TIMEOUT,
+) -> None:
+    """Start engines and all services, wait until ready, then supervise in the foreground."""
+    fleet = Fleet(state_dir)
+    try:
+        fleet.claim()
+    except FleetAlreadyRunningError as exc:
+        err_console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    fleet.handle_signals()
+
+    def engine_started(name: str, engine: EmbeddedEngine) -> None:
+        console.print(f"engine {name} ready at {engine.url()} (pid {engine.pid})")
+
+    code = 0
+    try:
+        console.print(f"starting the fleet in {fleet.state_dir}")
+        rows = fleet.up(wait_timeout=wait_timeout, on_engine=engine_started)
+        console.print(status_table(rows))
+        console.print(f"gateway: [bold]{fleet.gateway_url}[/bold]")
+        console.print("supervising; Ctrl-C or `edrs dev down` stops everything")
+        exited = fleet.supervise()
+        if exited is not None:
+            _print_exit(exited)
+            code = 1
+    except FleetInterruptedError:
+        console.print("interrupted")
+    except ServiceDiedError as exc:
+        _print_exit(exc.exit)
+        code = 1
+    except FleetNotReadyError as exc:
+        err_console.print(f"[bold red]{exc}[/bold red]")
+        for name in exc.names:
+            _print_tail(name, exc.log_paths[name], 10)
+        code = 1
+    except EngineError as exc:
+        err_console.print(f"[bold red]engine failed to start[/bold red]\n{exc}", markup=True)
+        code = 1
+    finally:
+        console.print("stopping the fleet")
+        for failed in fleet.shutdown():
+            _print_exit(failed, 10)
+        console.print("stopped")
+    raise typer.Exit(code)
+
+
+@app.command()
+def down(state_dir: StateDir = DEFAULT_STATE_DIR) -> None:
+    """Stop the fleet running in the state dir and wait until every process is gone."""
+    fleet = Fleet(state_dir)
+    if not fleet.down():
+        console.print(f"no fleet is running in {fleet.state_dir}")
+        return
+    console.print("fleet stopped")
+
+
+@app.command()
+def status(
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
+) -> None:
+    """Show each service with a live readiness check; exit 1 when no fleet runs."""
+    fleet = Fleet(state_dir)
+    try:
+        rows = fleet.status()
+    except FleetNotRunningError as exc:
+        if as_json:
+            print("[]")
+        err_console.print(str(exc))
+        raise typer.Exit(1) from None
+    if as_json:
+        print(status_json(rows))
+    else:
+        console.print(status_table(rows))
+
+
+@app.command()
+def logs(
+    service: Annotated[str, typer.Argument(help=f"One of: {', '.join(service_names(SERVICES))}.")],
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new lines.")
+    ] = False,
+    lines: Annotated[int, typer.Option("--lines", "-n", min=0, help="Lines of tail.")] = 50,
+) -> None:
+    """Print the tail of a service's (or engine's) log; ``-f`` follows it."""
+    valid = [*service_names(SERVICES), *ENGINE_NAMES]
+    if service not in valid:
+        raise typer.BadParameter(
+            f"unknown service {service!r}; valid names: {', '.join(valid)}", param_hint="SERVICE"
+        )
+    path = Fleet(state_dir).log_path(service)
+    if not path.exists() and not follow:
+        err_console.print(f"no log yet for {service} at {path}")
+        raise typer.Exit(1)
+    for line in tail_lines(path, lines) if lines else []:
+        print(line)
+    if follow:
+        _follow(path)
+
+
+def _follow(path: Path) -> None:
+    """``tail -f``: print lines appended to ``path`` until Ctrl-C."""
+    try:
+        while not path.exists():
+            time.sleep(0.5)
+        with path.open("r", encoding="utf-8", errors="replace") as handle:
+            handle.seek(0, 2)
+            while True:
+                line = handle.readline()
+                if line:
+                    print(line, end="", flush=True)
+                else:
+                    time.sleep(0.25)
+    except KeyboardInterrupt:
+        pass
+
+
+__all__ = ["FleetError", "app"]

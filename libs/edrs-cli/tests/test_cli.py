@@ -1,0 +1,91 @@
+"""`edrs dev` output and errors that need no running fleet."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from edrs_cli.main import app
+from edrs_cli.render import status_json, status_table
+from edrs_cli.supervisor import ServiceStatus
+from rich.console import Console
+from typer.testing import CliRunner
+
+runner = CliRunner()
+
+ROWS = [
+    ServiceStatus("gateway", 101, "127.0.0.1:50051", "127.0.0.1:8080", "127.0.0.1:8081", True),
+    ServiceStatus("persona", None, "127.0.0.1:50052", "127.0.0.1:8102", "127.0.0.1:8103", False),
+]
+
+
+def test_status_json_lists_the_documented_keys() -> None:
+    parsed = json.loads(status_json(ROWS))
+    assert parsed[0] == {
+        "name": "gateway",
+        "pid": 101,
+        "grpc": "127.0.0.1:50051",
+        "http": "127.0.0.1:8080",
+        "metrics": "127.0.0.1:8081",
+        "ready": True,
+    }
+    assert parsed[1]["pid"] is None
+    assert parsed[1]["ready"] is False
+
+
+def test_status_table_shows_every_service_and_its_readiness() -> None:
+    console = Console(width=200, record=True)
+    console.print(status_table(ROWS))
+    text = console.export_text()
+    assert "gateway" in text
+    assert "127.0.0.1:8080" in text
+    assert "yes" in text
+    assert "persona" in text
+    assert "no" in text
+
+
+def test_status_without_a_fleet_exits_1(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["dev", "status", "--state-dir", str(tmp_path), "--json"])
+    assert result.exit_code == 1
+    assert json.loads(result.stdout) == []
+    assert "no fleet is running" in result.stderr
+
+
+def test_status_with_a_dead_supervisor_exits_1(tmp_path: Path) -> None:
+    (tmp_path / "fleet.json").write_text(
+        json.dumps({"supervisor": {"pid": 2**22 + 7, "create_time": 1.0}, "services": []})
+    )
+    result = runner.invoke(app, ["dev", "status", "--state-dir", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "is gone" in result.stderr
+
+
+def test_down_without_a_fleet_says_so(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["dev", "down", "--state-dir", str(tmp_path)])
+    assert result.exit_code == 0
+    assert "no fleet is running" in result.stdout
+
+
+def test_logs_of_an_unknown_service_lists_the_valid_names(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["dev", "logs", "gatway", "--state-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "unknown service 'gatway'" in result.stderr
+    assert "gateway" in result.stderr
+    assert "integration" in result.stderr
+
+
+def test_logs_prints_the_tail(tmp_path: Path) -> None:
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "memory.log").write_text("".join(f"line {i}\n" for i in range(100)))
+    result = runner.invoke(app, ["dev", "logs", "memory", "--state-dir", str(tmp_path), "-n", "3"])
+    assert result.exit_code == 0
+    assert result.stdout.splitlines() == ["line 97", "line 98", "line 99"]
+
+
+def test_bad_option_values_are_rejected(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["dev", "up", "--state-dir", str(tmp_path), "--wait-timeout", "soon"]
+    )
+    assert result.exit_code == 2
+    assert "--wait-timeout" in result.stderr
+    assert not (tmp_path / "fleet.json").exists()

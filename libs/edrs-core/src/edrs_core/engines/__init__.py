@@ -1,0 +1,27 @@
+"""Engines from pip packages (PostgreSQL+pgvector, Redis, NATS JetStream) for dev and tests."""
+
+from edrs_core.engines._base import (
+    EmbeddedEngine,
+    EngineError,
+    tail_lines,
+    terminate_process,
+    wait_gone,
+)
+from edrs_core.engines.nats import EmbeddedNats
+from edrs_core.engines.ports import free_port, pick_port, port_is_free
+from edrs_core.engines.postgres import EmbeddedPostgres
+from edrs_core.engines.redis import EmbeddedRedis
+
+__all__ = [
+    "EmbeddedEngine",
+    "EmbeddedNats",
+    "EmbeddedPostgres",
+    "EmbeddedRedis",
+    "EngineError",
+    "free_port",
+    "pick_port",
+    "port_is_free",
+    "tail_lines",
+    "terminate_process",
+    "wait_gone",
+]

@@ -1,0 +1,101 @@
+"""Session fixtures ``postgres_engine``, ``redis_engine``, ``nats_engine`` for the whole repo.
+
+Each starts its embedded engine once per session in a temporary dir, or points at an existing server
+when ``EDRS_TEST_POSTGRES_URL`` / ``EDRS_TEST_REDIS_URL`` / ``EDRS_TEST_NATS_URL`` is set.
+Load it with ``pytest_plugins = ["edrs_core.engines.pytest_plugin"]``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+from edrs_core.engines.nats import EmbeddedNats
+from edrs_core.engines.postgres import EmbeddedPostgres
+from edrs_core.engines.redis import EmbeddedRedis
+
+# Test data is thrown away, so durability is traded for speed on the 2-core CI machine.
+TEST_POSTGRES_SETTINGS = {
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "max_connections": "200",
+}
+
+
+def _with_path(url: str, path: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, parts.fragment))
+
+
+@dataclass(frozen=True)
+class ExternalPostgres:
+    """An existing PostgreSQL server given by URL; same ``url()`` as EmbeddedPostgres."""
+
+    base_url: str
+
+    def url(self, database: str = "postgres") -> str:
+        return _with_path(self.base_url, f"/{database}")
+
+
+@dataclass(frozen=True)
+class ExternalRedis:
+    """An existing Redis server given by URL; same ``url()`` as EmbeddedRedis."""
+
+    base_url: str
+
+    def url(self, db: int = 0) -> str:
+        return _with_path(self.base_url, f"/{db}")
+
+
+@dataclass(frozen=True)
+class ExternalNats:
+    """An existing NATS (JetStream enabled) server given by URL; same ``url()`` as EmbeddedNats."""
+
+    base_url: str
+
+    def url(self) -> str:
+        return self.base_url
+
+
+@pytest.fixture(scope="session")
+def postgres_engine(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[EmbeddedPostgres | ExternalPostgres]:
+    """PostgreSQL with pgvector for the session; ``.url(database)`` gives a DSN."""
+    external = os.environ.get("EDRS_TEST_POSTGRES_URL")
+    if external:
+        yield ExternalPostgres(external)
+        return
+    with EmbeddedPostgres(
+        tmp_path_factory.mktemp("postgres"), settings=TEST_POSTGRES_SETTINGS
+    ) as engine:
+        yield engine
+
+
+@pytest.fixture(scope="session")
+def redis_engine(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[EmbeddedRedis | ExternalRedis]:
+    """Redis for the session; ``.url(db)`` gives a URL."""
+    external = os.environ.get("EDRS_TEST_REDIS_URL")
+    if external:
+        yield ExternalRedis(external)
+        return
+    with EmbeddedRedis(tmp_path_factory.mktemp("redis")) as engine:
+        yield engine
+
+
+@pytest.fixture(scope="session")
+def nats_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNats | ExternalNats]:
+    """NATS with JetStream for the session; ``.url()`` gives a URL."""
+    external = os.environ.get("EDRS_TEST_NATS_URL")
+    if external:
+        yield ExternalNats(external)
+        return
+    with EmbeddedNats(tmp_path_factory.mktemp("nats")) as engine:
+        yield engine
