@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TypeVar
-
-from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
+from typing import Protocol, TypeVar
 
 from edrs_core.errors import InvalidArgument
-
-T = TypeVar("T")
 
 
 def text(value: str, field: str, *, max_length: int, required: bool = True) -> str:
@@ -53,11 +49,23 @@ def limit(value: int, field: str, *, default: int, maximum: int) -> int:
     return min(value, maximum)
 
 
-def enum_value(value: int, field: str, choices: Mapping[int, T], enum: EnumTypeWrapper) -> T:
+T = TypeVar("T")
+K = TypeVar("K", bound=int)
+K_contra = TypeVar("K_contra", bound=int, contravariant=True)
+
+
+class EnumNames(Protocol[K_contra]):
+    """A generated protobuf enum (e.g. `persona_pb2.PersonaStatus`): it can name its numbers."""
+
+    def Name(self, number: K_contra) -> str: ...  # noqa: N802 (protobuf's method name)
+
+
+def enum_value(value: int, field: str, choices: Mapping[K, T], enum: EnumNames[K]) -> T:
     """The domain value that proto enum number `value` stands for; a number missing from `choices`
     (unset, or sent by a newer client) names `field` and lists the accepted names."""
-    if value in choices:
-        return choices[value]
+    for number, choice in choices.items():
+        if number == value:
+            return choice
     allowed = ", ".join(enum.Name(number) for number in choices if number != 0)
     if value == 0:
         raise InvalidArgument(f"{field} is required: one of {allowed}", field=field)

@@ -1,0 +1,1 @@
+"""EDRS knowledge service: the documents a tenant has ingested, and search over them."""

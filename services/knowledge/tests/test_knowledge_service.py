@@ -1,0 +1,202 @@
+"""The knowledge service over real gRPC, against embedded PostgreSQL, Redis and NATS."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from edrs_core.testing import RunningService, running_service
+from edrs_knowledge.app import definition
+from edrs_proto.knowledge.v1 import knowledge_pb2, knowledge_pb2_grpc
+
+pytestmark = pytest.mark.integration
+
+TENANT_A = [("x-edrs-client-id", "tenant-a")]
+TENANT_B = [("x-edrs-client-id", "tenant-b")]
+
+
+@pytest.fixture(scope="module")
+async def knowledge(postgres_engine, redis_engine, nats_engine) -> AsyncIterator[RunningService]:
+    async with running_service(
+        definition,
+        database_url=postgres_engine.url("test_knowledge"),
+        redis_url=redis_engine.url(3),
+        nats_url=nats_engine.url(),
+    ) as svc:
+        yield svc
+
+
+@pytest.fixture
+def stub(knowledge: RunningService) -> knowledge_pb2_grpc.KnowledgeServiceStub:
+    return knowledge_pb2_grpc.KnowledgeServiceStub(knowledge.channel)
+
+
+@pytest.fixture
+def tenant() -> list[tuple[str, str]]:
+    """A fresh tenant per search test, so hits come only from that test's documents."""
+    return [("x-edrs-client-id", f"tenant-{uuid.uuid4()}")]
+
+
+async def ingest(stub, title: str, text: str, tenant=TENANT_A, **fields) -> knowledge_pb2.Document:
+    return await stub.IngestDocument(
+        knowledge_pb2.IngestDocumentRequest(title=title, text=text, **fields), metadata=tenant
+    )
+
+
+async def test_ingest_then_get_returns_what_was_stored(stub) -> None:
+    created = await ingest(
+        stub,
+        " Leave policy ",
+        "Employees get 25 days of paid leave.",
+        source="https://intranet.example.com/hr/leave",
+        metadata={"department": "hr", "year": "2025"},
+    )
+    assert created.title == "Leave policy"
+    assert created.source == "https://intranet.example.com/hr/leave"
+    assert dict(created.metadata) == {"department": "hr", "year": "2025"}
+    fetched = await stub.GetDocument(
+        knowledge_pb2.GetDocumentRequest(id=created.id), metadata=TENANT_A
+    )
+    assert fetched == created
+
+
+async def test_search_ranks_matching_documents_with_a_snippet(stub, tenant) -> None:
+    title_match = await ingest(
+        stub, "Kubernetes autoscaling", "How pods scale with load.", tenant=tenant
+    )
+    body_match = await ingest(
+        stub,
+        "Operations handbook",
+        "Chapter one covers backups. Chapter two covers kubernetes autoscaling of workers.",
+        tenant=tenant,
+    )
+    await ingest(stub, "Lunch menu", "Soup and salad on Mondays.", tenant=tenant)
+
+    found = await stub.Search(
+        knowledge_pb2.SearchRequest(query="kubernetes autoscaling"), metadata=tenant
+    )
+    assert [h.document_id for h in found.hits] == [title_match.id, body_match.id]
+    assert found.hits[0].title == "Kubernetes autoscaling"
+    assert found.hits[0].score > found.hits[1].score > 0
+    assert "kubernetes autoscaling" in found.hits[1].snippet
+    assert "<b>" not in found.hits[1].snippet
+
+
+async def test_search_understands_web_search_syntax(stub, tenant) -> None:
+    cats = await ingest(stub, "Pets", "Cats sleep all day.", tenant=tenant)
+    await ingest(stub, "Pets and dogs", "Cats and dogs both sleep.", tenant=tenant)
+    found = await stub.Search(knowledge_pb2.SearchRequest(query="cats -dogs"), metadata=tenant)
+    assert [h.document_id for h in found.hits] == [cats.id]
+    phrase = await stub.Search(
+        knowledge_pb2.SearchRequest(query='"sleep all day"'), metadata=tenant
+    )
+    assert [h.document_id for h in phrase.hits] == [cats.id]
+
+
+async def test_search_returns_at_most_limit(stub, tenant) -> None:
+    for i in range(4):
+        await ingest(stub, f"Report {i}", "Quarterly revenue grew.", tenant=tenant)
+    found = await stub.Search(
+        knowledge_pb2.SearchRequest(query="revenue", limit=2), metadata=tenant
+    )
+    assert len(found.hits) == 2
+
+
+async def test_search_with_no_match_is_empty(stub, tenant) -> None:
+    await ingest(stub, "Pets", "Cats sleep all day.", tenant=tenant)
+    for query in ("astronomy", "the of and"):
+        found = await stub.Search(knowledge_pb2.SearchRequest(query=query), metadata=tenant)
+        assert list(found.hits) == []
+
+
+async def test_other_tenant_cannot_see_the_document(stub) -> None:
+    created = await ingest(stub, "Board minutes", "Confidential merger with Globex.")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.GetDocument(knowledge_pb2.GetDocumentRequest(id=created.id), metadata=TENANT_B)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    found = await stub.Search(knowledge_pb2.SearchRequest(query="Globex merger"), metadata=TENANT_B)
+    assert created.id not in {h.document_id for h in found.hits}
+
+
+async def test_unknown_document_is_not_found(stub) -> None:
+    missing = str(uuid.uuid4())
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.GetDocument(knowledge_pb2.GetDocumentRequest(id=missing), metadata=TENANT_A)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert missing in err.value.details()
+
+
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        (knowledge_pb2.IngestDocumentRequest(title="", text="t"), "title is required"),
+        (
+            knowledge_pb2.IngestDocumentRequest(title="x" * 501, text="t"),
+            "title is 501 characters long",
+        ),
+        (knowledge_pb2.IngestDocumentRequest(title="t", text="  "), "text is required"),
+        (
+            knowledge_pb2.IngestDocumentRequest(title="t", text="x" * 1_000_001),
+            "text is 1000001 characters long",
+        ),
+        (
+            knowledge_pb2.IngestDocumentRequest(
+                title="t", text="t", metadata={f"k{i}": "v" for i in range(51)}
+            ),
+            "metadata has 51 keys",
+        ),
+        (
+            knowledge_pb2.IngestDocumentRequest(title="t", text="t", metadata={" ": "v"}),
+            "metadata key is required",
+        ),
+    ],
+)
+async def test_invalid_ingest_names_the_field(stub, request_, message) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.IngestDocument(request_, metadata=TENANT_A)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert message in err.value.details()
+
+
+async def test_text_too_varied_to_index_is_refused_naming_text(stub) -> None:
+    # ~110k distinct words fit the 1M-character limit but not PostgreSQL's 1 MB tsvector.
+    words = " ".join(f"w{i:x}q" for i in range(110_000))[:1_000_000]
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await ingest(stub, "Word list", words)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "text has too many distinct words to index" in err.value.details()
+
+
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        (knowledge_pb2.SearchRequest(query=""), "query is required"),
+        (knowledge_pb2.SearchRequest(query="x", limit=-3), "limit must not be negative"),
+    ],
+)
+async def test_invalid_search_names_the_field(stub, request_, message) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.Search(request_, metadata=TENANT_A)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert message in err.value.details()
+
+
+async def test_bad_document_id_names_the_field(stub) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.GetDocument(knowledge_pb2.GetDocumentRequest(id="doc-1"), metadata=TENANT_A)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "id must be a UUID" in err.value.details()
+
+
+async def test_call_without_tenant_is_refused(stub) -> None:
+    for call in (
+        stub.IngestDocument(knowledge_pb2.IngestDocumentRequest(title="t", text="t")),
+        stub.GetDocument(knowledge_pb2.GetDocumentRequest(id=str(uuid.uuid4()))),
+        stub.Search(knowledge_pb2.SearchRequest(query="x")),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await call
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "x-edrs-client-id" in err.value.details()

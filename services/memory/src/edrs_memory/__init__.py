@@ -1,0 +1,1 @@
+"""EDRS memory service: what a persona remembers of its conversations with a user."""

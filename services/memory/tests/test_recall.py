@@ -1,0 +1,119 @@
+"""Recall scoring, as pure functions: relevance, recency, the weighted score and the ranking."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+from uuid import UUID
+
+import pytest
+from edrs_memory.recall import (
+    RecallPolicy,
+    RecallWeights,
+    rank,
+    recency,
+    score,
+    text_relevance,
+)
+from edrs_memory.store import Memory, RecallCandidate
+from edrs_memory.store.postgres import any_word_query
+
+NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
+WEEK = timedelta(days=7)
+
+
+def candidate(
+    n: int, *, age: timedelta = timedelta(0), importance: float = 0.5, text_rank: float = 0.0
+) -> RecallCandidate:
+    memory = Memory(
+        id=UUID(int=n),
+        persona_id=UUID(int=1000),
+        user_id="u",
+        text=f"memory {n}",
+        importance=importance,
+        created_at=NOW - age,
+    )
+    return RecallCandidate(memory=memory, text_rank=text_rank)
+
+
+def test_relevance_is_rank_over_rank_plus_one() -> None:
+    assert text_relevance(0.0) == 0.0
+    assert text_relevance(1.0) == 0.5
+    assert text_relevance(3.0) == 0.75
+    assert 0.99 < text_relevance(1000.0) < 1.0
+
+
+def test_relevance_grows_with_rank() -> None:
+    values = [text_relevance(r) for r in (0.1, 0.5, 1, 2, 10)]
+    assert values == sorted(values)
+
+
+def test_recency_halves_every_half_life() -> None:
+    assert recency(timedelta(0), WEEK) == 1.0
+    assert recency(WEEK, WEEK) == pytest.approx(0.5)
+    assert recency(2 * WEEK, WEEK) == pytest.approx(0.25)
+    assert recency(timedelta(days=1), WEEK) == pytest.approx(math.exp(-math.log(2) / 7))
+
+
+def test_recency_of_a_memory_from_the_future_is_one() -> None:
+    assert recency(timedelta(seconds=-5), WEEK) == 1.0
+
+
+def test_score_is_the_weighted_sum_of_its_parts() -> None:
+    parts = score(relevance=0.8, age=WEEK, importance=0.4, policy=RecallPolicy())
+    assert parts.relevance == 0.8
+    assert parts.recency == pytest.approx(0.5)
+    assert parts.importance == 0.4
+    assert parts.score == pytest.approx(0.5 * 0.8 + 0.3 * 0.5 + 0.2 * 0.4)
+
+
+def test_score_uses_the_policy_weights_and_half_life() -> None:
+    policy = RecallPolicy(
+        weights=RecallWeights(relevance=0, recency=1, importance=0), half_life=timedelta(days=1)
+    )
+    parts = score(relevance=1.0, age=timedelta(days=1), importance=1.0, policy=policy)
+    assert parts.score == pytest.approx(0.5)
+
+
+def test_a_perfect_memory_scores_one() -> None:
+    assert score(
+        relevance=1.0, age=timedelta(0), importance=1.0, policy=RecallPolicy()
+    ).score == pytest.approx(1.0)
+
+
+def test_rank_puts_the_relevant_memory_above_a_more_important_one() -> None:
+    relevant = candidate(1, text_rank=1.0, importance=0.5)
+    important = candidate(2, importance=0.9)
+    best = rank([important, relevant], now=NOW, limit=10, policy=RecallPolicy())
+    assert [s.memory.id for s in best] == [UUID(int=1), UUID(int=2)]
+
+
+def test_rank_prefers_recent_memories_when_nothing_else_differs() -> None:
+    old = candidate(1, age=timedelta(days=30))
+    new = candidate(2, age=timedelta(hours=1))
+    best = rank([old, new], now=NOW, limit=10, policy=RecallPolicy())
+    assert [s.memory.id for s in best] == [UUID(int=2), UUID(int=1)]
+    assert best[0].parts.recency > best[1].parts.recency
+
+
+def test_rank_keeps_only_the_limit_best() -> None:
+    candidates = [candidate(n, importance=n / 10) for n in range(1, 10)]
+    best = rank(candidates, now=NOW, limit=3, policy=RecallPolicy())
+    assert [s.memory.id.int for s in best] == [9, 8, 7]
+
+
+def test_rank_of_nothing_is_empty() -> None:
+    assert rank([], now=NOW, limit=10, policy=RecallPolicy()) == []
+
+
+def test_recall_query_matches_any_of_its_words() -> None:
+    assert any_word_query("hiking trips") == "hiking or trips"
+
+
+def test_recall_query_drops_websearch_operators() -> None:
+    assert any_word_query('-"cats" OR dogs!') == "cats or OR or dogs"
+
+
+def test_recall_query_without_words_matches_nothing() -> None:
+    assert any_word_query("") is None
+    assert any_word_query(" ?! ") is None

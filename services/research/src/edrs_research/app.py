@@ -1,0 +1,28 @@
+"""Wires the research service: its store, its gRPC servicer, its migrations."""
+
+from importlib.resources import files
+
+from edrs_core import GrpcService, Runtime, ServiceDefinition
+from edrs_proto.research.v1 import research_pb2, research_pb2_grpc
+
+from edrs_research.config import ResearchSettings
+from edrs_research.server import ResearchServicer
+from edrs_research.store.postgres import PostgresResearchStore
+
+
+def build(rt: Runtime) -> list[GrpcService]:
+    servicer = ResearchServicer(PostgresResearchStore(rt.db))
+    return [
+        GrpcService(
+            research_pb2.DESCRIPTOR.services_by_name["ResearchService"].full_name,
+            servicer,
+            research_pb2_grpc.add_ResearchServiceServicer_to_server,
+        )
+    ]
+
+
+definition = ServiceDefinition(
+    settings_cls=ResearchSettings,
+    build=build,
+    migrations=files("edrs_research") / "migrations",
+)

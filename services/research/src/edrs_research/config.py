@@ -1,0 +1,11 @@
+"""Research service settings (`EDRS_RESEARCH_*`)."""
+
+from typing import ClassVar
+
+from edrs_core import ServiceSettings
+from pydantic_settings import SettingsConfigDict
+
+
+class ResearchSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="EDRS_RESEARCH_")
+    service_name: ClassVar[str] = "research"

@@ -1,0 +1,170 @@
+"""The research service over real gRPC, against embedded PostgreSQL, Redis and NATS."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from edrs_core.testing import RunningService, running_service
+from edrs_proto.common.v1 import common_pb2
+from edrs_proto.research.v1 import research_pb2, research_pb2_grpc
+from edrs_research.app import definition
+
+pytestmark = pytest.mark.integration
+
+TENANT_A = [("x-edrs-client-id", "tenant-a")]
+TENANT_B = [("x-edrs-client-id", "tenant-b")]
+
+
+@pytest.fixture(scope="module")
+async def research(postgres_engine, redis_engine, nats_engine) -> AsyncIterator[RunningService]:
+    async with running_service(
+        definition,
+        database_url=postgres_engine.url("test_research"),
+        redis_url=redis_engine.url(6),
+        nats_url=nats_engine.url(),
+    ) as svc:
+        yield svc
+
+
+@pytest.fixture
+def stub(research: RunningService) -> research_pb2_grpc.ResearchServiceStub:
+    return research_pb2_grpc.ResearchServiceStub(research.channel)
+
+
+def unique_url(path: str = "") -> str:
+    return f"https://{uuid.uuid4().hex}.example.org/{path}"
+
+
+async def test_register_returns_the_normalised_source_with_its_credibility(stub) -> None:
+    host = f"{uuid.uuid4().hex}.nasa.gov"
+    created = await stub.RegisterSource(
+        research_pb2.RegisterSourceRequest(
+            url=f"HTTPS://{host.upper()}:443/missions#apollo", title=" Missions "
+        ),
+        metadata=TENANT_A,
+    )
+    assert uuid.UUID(created.id)
+    assert created.url == f"https://{host}/missions"
+    assert created.title == "Missions"
+    assert created.credibility == 0.9
+    assert created.create_time.seconds > 0
+    listed = await stub.ListSources(research_pb2.ListSourcesRequest(), metadata=TENANT_A)
+    assert created in listed.sources
+
+
+async def test_title_defaults_to_the_url(stub) -> None:
+    url = unique_url("paper")
+    created = await stub.RegisterSource(
+        research_pb2.RegisterSourceRequest(url=url), metadata=TENANT_A
+    )
+    assert created.title == url
+
+
+async def test_registering_the_same_page_again_is_already_exists(stub) -> None:
+    host = f"{uuid.uuid4().hex}.example.org"
+    url = f"https://{host}/report"
+    await stub.RegisterSource(research_pb2.RegisterSourceRequest(url=url), metadata=TENANT_A)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.RegisterSource(
+            research_pb2.RegisterSourceRequest(url=f"https://{host.upper()}:443/report#top"),
+            metadata=TENANT_A,
+        )
+    assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert f"url {url}" in err.value.details()
+
+
+async def test_tenants_register_and_list_sources_independently(stub) -> None:
+    url = unique_url("shared")
+    mine = await stub.RegisterSource(research_pb2.RegisterSourceRequest(url=url), metadata=TENANT_A)
+    theirs = await stub.RegisterSource(
+        research_pb2.RegisterSourceRequest(url=url), metadata=TENANT_B
+    )
+    assert mine.id != theirs.id
+    listed = await stub.ListSources(
+        research_pb2.ListSourcesRequest(page=common_pb2.PageRequest(page_size=200)),
+        metadata=TENANT_B,
+    )
+    assert mine.id not in {s.id for s in listed.sources}
+    assert theirs.id in {s.id for s in listed.sources}
+
+
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        (research_pb2.RegisterSourceRequest(url=""), "url is required"),
+        (
+            research_pb2.RegisterSourceRequest(url="ftp://example.com/"),
+            "url must use http or https",
+        ),
+        (
+            research_pb2.RegisterSourceRequest(url="http://localhost:8080/admin"),
+            "url host localhost",
+        ),
+        (
+            research_pb2.RegisterSourceRequest(url="http://169.254.169.254/latest/meta-data"),
+            "url host 169.254.169.254 is a link-local address",
+        ),
+        (
+            research_pb2.RegisterSourceRequest(url="https://admin:pw@example.com/"),
+            "url must not carry credentials",
+        ),
+        (
+            research_pb2.RegisterSourceRequest(url="https://example.com/", title="t" * 501),
+            "title is 501 characters long",
+        ),
+    ],
+)
+async def test_invalid_register_names_the_field(stub, request_, message) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.RegisterSource(request_, metadata=TENANT_A)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert message in err.value.details()
+
+
+async def test_call_without_tenant_is_refused(stub) -> None:
+    for call in (
+        stub.RegisterSource(research_pb2.RegisterSourceRequest(url=unique_url())),
+        stub.ListSources(research_pb2.ListSourcesRequest()),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await call
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "x-edrs-client-id" in err.value.details()
+
+
+async def test_list_pages_through_every_source_once(stub) -> None:
+    tenant = [("x-edrs-client-id", f"tenant-{uuid.uuid4()}")]
+    made = []
+    for i in range(7):
+        s = await stub.RegisterSource(
+            research_pb2.RegisterSourceRequest(url=unique_url(str(i))), metadata=tenant
+        )
+        made.append(s.id)
+    seen: list[str] = []
+    token = ""
+    while True:
+        page = await stub.ListSources(
+            research_pb2.ListSourcesRequest(
+                page=common_pb2.PageRequest(page_size=3, page_token=token)
+            ),
+            metadata=tenant,
+        )
+        assert len(page.sources) <= 3
+        seen += [s.id for s in page.sources]
+        token = page.page.next_page_token
+        if not token:
+            break
+    assert seen == made
+
+
+async def test_bad_page_token_is_refused(stub) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.ListSources(
+            research_pb2.ListSourcesRequest(page=common_pb2.PageRequest(page_token="garbage!")),
+            metadata=TENANT_A,
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "page.page_token" in err.value.details()
