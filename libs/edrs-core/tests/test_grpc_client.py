@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import grpc
 import pytest
-from edrs_core.context import request_context
+from edrs_core.context import deadline_var, request_context
 from edrs_core.grpc_client import CircuitOpenError, PeerChannels, retry_service_config
 from edrs_core.tracing import configure_tracing
 from edrs_proto.persona.v1 import persona_pb2, persona_pb2_grpc
@@ -138,3 +139,18 @@ async def test_tenant_request_id_and_trace_context_travel_with_the_call(server, 
 async def test_unknown_peer_is_a_clear_error(peers) -> None:
     with pytest.raises(LookupError, match="no address configured for peer 'memory'"):
         peers.channel("memory")
+
+
+async def test_peer_call_never_outlives_the_incoming_calls_deadline(server) -> None:
+    servicer, address = server
+    servicer.delay = 2.0
+    channels = PeerChannels("caller", {"persona": address}, timeout=30.0)
+    # As the server interceptor does for a call that arrived with 0.2 s left:
+    token = deadline_var.set(time.monotonic() + 0.2)
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub(channels).CreatePersona(persona_pb2.CreatePersonaRequest(name="x"))
+        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    finally:
+        deadline_var.reset(token)
+        await channels.close()

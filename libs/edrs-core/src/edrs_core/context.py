@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -13,6 +14,14 @@ REQUEST_ID_KEY = "x-request-id"
 
 client_id_var: ContextVar[str | None] = ContextVar("edrs_client_id", default=None)
 request_id_var: ContextVar[str | None] = ContextVar("edrs_request_id", default=None)
+# time.monotonic() at which the incoming call's deadline passes; peer calls never outlive it.
+deadline_var: ContextVar[float | None] = ContextVar("edrs_deadline", default=None)
+
+
+def remaining_time() -> float | None:
+    """Seconds left before the incoming call's deadline, or None when it has none."""
+    deadline = deadline_var.get()
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
 def new_request_id() -> str:

@@ -15,7 +15,7 @@ from opentelemetry import trace
 from purgatory import AsyncCircuitBreakerFactory
 from purgatory.domain.model import OpenedState
 
-from edrs_core.context import outgoing_metadata
+from edrs_core.context import outgoing_metadata, remaining_time
 from edrs_core.tracing import inject_metadata
 
 # Status codes that say "the peer is unhealthy", as opposed to "your request was wrong".
@@ -114,9 +114,13 @@ class _ClientInterceptor(
         for key, value in (*outgoing_metadata(), *inject_metadata()):
             if key not in present:
                 metadata.add(key, value)
+        timeout = details.timeout if details.timeout is not None else self.timeout
+        remaining = remaining_time()
+        if remaining is not None:
+            timeout = min(timeout, remaining)  # never outlive the call being served
         return grpc.aio.ClientCallDetails(
             method=details.method,
-            timeout=details.timeout if details.timeout is not None else self.timeout,
+            timeout=timeout,
             metadata=metadata,
             credentials=details.credentials,
             wait_for_ready=details.wait_for_ready,

@@ -15,7 +15,12 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry import trace
 
 from edrs_core import metrics
-from edrs_core.context import context_from_metadata, request_context, request_id_var
+from edrs_core.context import (
+    context_from_metadata,
+    deadline_var,
+    request_context,
+    request_id_var,
+)
 from edrs_core.errors import ServiceError
 from edrs_core.tracing import extract_context
 
@@ -48,6 +53,8 @@ class _CallObserver:
         self, call: Callable[[], Awaitable[Any]], context: grpc.aio.ServicerContext
     ) -> Any:
         client_id, request_id = context_from_metadata(self.metadata)
+        remaining = context.time_remaining()
+        deadline_var.set(None if remaining is None else time.monotonic() + remaining)
         tracer = trace.get_tracer("edrs_core.grpc")
         with (
             request_context(client_id, request_id),

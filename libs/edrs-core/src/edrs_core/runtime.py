@@ -157,7 +157,7 @@ class ServiceRunner:
             deadline,
         )
         redis: Redis | None = None
-        if s.redis_url:
+        if s.uses_redis and s.redis_url:
             redis = Redis.from_url(s.redis_url, socket_timeout=2, socket_connect_timeout=2)
             await self._retry("Redis", redis.ping, deadline)
         bus = await self._retry(

@@ -9,3 +9,4 @@ from pydantic_settings import SettingsConfigDict
 class KnowledgeSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="EDRS_KNOWLEDGE_")
     service_name: ClassVar[str] = "knowledge"
+    uses_redis: ClassVar[bool] = False

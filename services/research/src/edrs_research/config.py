@@ -9,3 +9,4 @@ from pydantic_settings import SettingsConfigDict
 class ResearchSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="EDRS_RESEARCH_")
     service_name: ClassVar[str] = "research"
+    uses_redis: ClassVar[bool] = False

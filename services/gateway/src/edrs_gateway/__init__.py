@@ -1,0 +1,1 @@
+"""EDRS gateway service: tenants today; the public API, authentication and rate limits come next."""

@@ -1,0 +1,66 @@
+"""The tenant administration gRPC servicer: validates requests and manages tenants."""
+
+from __future__ import annotations
+
+import grpc
+from edrs_core import NotFound, validation
+from edrs_core.ids import parse_id
+from edrs_core.protobuf import timestamp
+from edrs_proto.common.v1 import common_pb2
+from edrs_proto.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+
+from edrs_gateway.store import NewTenant, Tenant, TenantStore
+from edrs_gateway.tenants import tenant_name
+
+_TIER_TO_PROTO = {
+    "standard": gateway_pb2.TIER_STANDARD,
+    "professional": gateway_pb2.TIER_PROFESSIONAL,
+    "enterprise": gateway_pb2.TIER_ENTERPRISE,
+}
+# The contract says TIER_UNSPECIFIED means TIER_STANDARD, so an unset tier is not an error.
+_TIER_FROM_PROTO = {
+    gateway_pb2.TIER_UNSPECIFIED: "standard",
+    **{number: tier for tier, number in _TIER_TO_PROTO.items()},
+}
+
+
+def to_proto(t: Tenant) -> gateway_pb2.Tenant:
+    return gateway_pb2.Tenant(
+        id=str(t.id), name=t.name, tier=_TIER_TO_PROTO[t.tier], create_time=timestamp(t.created_at)
+    )
+
+
+class TenantServicer(gateway_pb2_grpc.TenantServiceServicer):
+    """Operator (admin) RPCs about tenants themselves, so they are not scoped to a tenant and need
+    no `x-edrs-client-id`. Who may call them is decided by the gateway's public API and its
+    authorization, which come with the gateway issue; until then only the fleet network reaches
+    this port."""
+
+    def __init__(self, store: TenantStore) -> None:
+        self.store = store
+
+    async def CreateTenant(  # noqa: N802 (gRPC method name)
+        self, request: gateway_pb2.CreateTenantRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.Tenant:
+        new = NewTenant(
+            name=tenant_name(request.name),
+            tier=validation.enum_value(request.tier, "tier", _TIER_FROM_PROTO, gateway_pb2.Tier),
+        )
+        return to_proto(await self.store.create(new))
+
+    async def GetTenant(  # noqa: N802
+        self, request: gateway_pb2.GetTenantRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.Tenant:
+        tenant = await self.store.get(parse_id(request.id))
+        if tenant is None:
+            raise NotFound(f"tenant {request.id} not found")
+        return to_proto(tenant)
+
+    async def ListTenants(  # noqa: N802
+        self, request: gateway_pb2.ListTenantsRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.ListTenantsResponse:
+        tenants, token = await self.store.list(request.page.page_token, request.page.page_size)
+        return gateway_pb2.ListTenantsResponse(
+            tenants=[to_proto(t) for t in tenants],
+            page=common_pb2.PageInfo(next_page_token=token),
+        )

@@ -1,0 +1,1 @@
+"""EDRS integration service: connectors to the outside world and the credentials they carry."""

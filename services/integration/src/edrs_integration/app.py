@@ -1,0 +1,31 @@
+"""Wires the integration service: its store and secret cipher, its gRPC servicer, its migrations."""
+
+from importlib.resources import files
+
+from edrs_core import GrpcService, Runtime, ServiceDefinition
+from edrs_proto.integration.v1 import integration_pb2, integration_pb2_grpc
+
+from edrs_integration.config import IntegrationSettings
+from edrs_integration.credentials import SecretCipher
+from edrs_integration.server import IntegrationServicer
+from edrs_integration.store.postgres import PostgresConnectorStore
+
+
+def build(rt: Runtime) -> list[GrpcService]:
+    settings = rt.settings
+    assert isinstance(settings, IntegrationSettings)
+    store = PostgresConnectorStore(rt.db, SecretCipher(settings.credentials_key))
+    return [
+        GrpcService(
+            integration_pb2.DESCRIPTOR.services_by_name["IntegrationService"].full_name,
+            IntegrationServicer(store),
+            integration_pb2_grpc.add_IntegrationServiceServicer_to_server,
+        )
+    ]
+
+
+definition = ServiceDefinition(
+    settings_cls=IntegrationSettings,
+    build=build,
+    migrations=files("edrs_integration") / "migrations",
+)

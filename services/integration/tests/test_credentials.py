@@ -1,0 +1,70 @@
+"""Encryption of connector secrets and the settings that key it, without I/O."""
+
+from __future__ import annotations
+
+import pytest
+from edrs_core import SettingsError, load_settings
+from edrs_integration.config import IntegrationSettings
+from edrs_integration.credentials import CredentialsError, SecretCipher, derive_fernet_key
+from pydantic import SecretStr
+
+KEY = SecretStr("unit-test-credentials-key-0123456789")
+
+
+def test_secret_round_trips_and_ciphertext_hides_it() -> None:
+    cipher = SecretCipher(KEY)
+    token = cipher.encrypt("sk-live-abc123")
+    assert "sk-live-abc123" not in token
+    assert cipher.decrypt(token) == "sk-live-abc123"
+    # Fernet tokens carry a random IV: the same secret never encrypts to the same text twice.
+    assert cipher.encrypt("sk-live-abc123") != token
+
+
+def test_key_derivation_is_stable_across_processes_and_depends_on_the_setting() -> None:
+    assert derive_fernet_key(KEY) == derive_fernet_key(SecretStr(KEY.get_secret_value()))
+    assert derive_fernet_key(KEY) != derive_fernet_key(
+        SecretStr("another-credentials-key-0123456789")
+    )
+
+
+def test_decrypting_with_another_key_says_which_setting_is_wrong() -> None:
+    token = SecretCipher(KEY).encrypt("hunter2")
+    other = SecretCipher(SecretStr("another-credentials-key-0123456789"))
+    with pytest.raises(CredentialsError, match="EDRS_INTEGRATION_CREDENTIALS_KEY"):
+        other.decrypt(token)
+
+
+def test_production_refuses_the_development_credentials_key() -> None:
+    with pytest.raises(SettingsError, match="EDRS_INTEGRATION_CREDENTIALS_KEY"):
+        load_settings(
+            IntegrationSettings,
+            EDRS_ENVIRONMENT="production",
+            database_url="postgresql://db/integration",
+            redis_url="redis://cache/7",
+        )
+
+
+def test_development_accepts_the_default_and_production_a_real_key() -> None:
+    dev = load_settings(
+        IntegrationSettings, EDRS_ENVIRONMENT="development", database_url="postgresql://db/i"
+    )
+    assert dev.credentials_key.get_secret_value()
+    prod = load_settings(
+        IntegrationSettings,
+        EDRS_ENVIRONMENT="production",
+        database_url="postgresql://db/i",
+        redis_url="redis://cache/7",
+        credentials_key=KEY.get_secret_value(),
+    )
+    assert prod.credentials_key == KEY
+
+
+def test_short_credentials_key_is_refused_naming_the_variable() -> None:
+    with pytest.raises(SettingsError, match="EDRS_INTEGRATION_CREDENTIALS_KEY"):
+        load_settings(
+            IntegrationSettings,
+            EDRS_ENVIRONMENT="production",
+            database_url="postgresql://db/i",
+            redis_url="redis://cache/7",
+            credentials_key="short",
+        )

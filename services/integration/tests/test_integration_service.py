@@ -1,0 +1,229 @@
+"""The integration service over real gRPC, against embedded PostgreSQL, Redis and NATS."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import asyncpg
+import grpc
+import pytest
+from edrs_core.testing import RunningService, running_service
+from edrs_integration.app import definition
+from edrs_proto.common.v1 import common_pb2
+from edrs_proto.integration.v1 import integration_pb2, integration_pb2_grpc
+
+pytestmark = pytest.mark.integration
+
+TENANT_A = [("x-edrs-client-id", "tenant-a")]
+TENANT_B = [("x-edrs-client-id", "tenant-b")]
+WEBHOOK = integration_pb2.CONNECTOR_KIND_WEBHOOK
+
+
+@pytest.fixture(scope="module")
+async def integration(postgres_engine, redis_engine, nats_engine) -> AsyncIterator[RunningService]:
+    async with running_service(
+        definition,
+        database_url=postgres_engine.url("test_integration"),
+        redis_url=redis_engine.url(7),
+        nats_url=nats_engine.url(),
+        credentials_key="test-credentials-key-0123456789abcdef",
+    ) as svc:
+        yield svc
+
+
+@pytest.fixture
+def stub(integration: RunningService) -> integration_pb2_grpc.IntegrationServiceStub:
+    return integration_pb2_grpc.IntegrationServiceStub(integration.channel)
+
+
+async def test_create_then_get_returns_what_was_stored(stub) -> None:
+    created = await stub.CreateConnector(
+        integration_pb2.CreateConnectorRequest(
+            name=" Orders hook ",
+            kind=WEBHOOK,
+            config={"url": "https://hooks.example.com/orders", "format": "json"},
+            enabled=True,
+        ),
+        metadata=TENANT_A,
+    )
+    assert created.name == "Orders hook"
+    assert created.kind == WEBHOOK
+    assert dict(created.config) == {"url": "https://hooks.example.com/orders", "format": "json"}
+    assert created.enabled is True
+    fetched = await stub.GetConnector(
+        integration_pb2.GetConnectorRequest(id=created.id), metadata=TENANT_A
+    )
+    assert fetched == created
+
+
+async def test_secrets_are_redacted_and_not_stored_in_clear(stub, postgres_engine) -> None:
+    created = await stub.CreateConnector(
+        integration_pb2.CreateConnectorRequest(
+            name="CRM",
+            kind=integration_pb2.CONNECTOR_KIND_HTTP,
+            config={
+                "url": "https://crm.example.com/api",
+                "Api_Key": "sk-live-abc123",
+                "db.password": "hunter2",
+                "region": "eu",
+            },
+        ),
+        metadata=TENANT_A,
+    )
+    expected = {
+        "url": "https://crm.example.com/api",
+        "Api_Key": "********",
+        "db.password": "********",
+        "region": "eu",
+    }
+    assert dict(created.config) == expected
+    fetched = await stub.GetConnector(
+        integration_pb2.GetConnectorRequest(id=created.id), metadata=TENANT_A
+    )
+    assert dict(fetched.config) == expected
+    listed = await stub.ListConnectors(integration_pb2.ListConnectorsRequest(), metadata=TENANT_A)
+    assert dict(next(c for c in listed.connectors if c.id == created.id).config) == expected
+
+    # What a reader of the database (or of a backup) sees.
+    conn = await asyncpg.connect(postgres_engine.url("test_integration"))
+    try:
+        raw = await conn.fetchval(
+            "SELECT config::text FROM connectors WHERE id = $1::uuid", created.id
+        )
+    finally:
+        await conn.close()
+    assert "sk-live-abc123" not in raw
+    assert "hunter2" not in raw
+    stored = json.loads(raw)
+    assert stored["region"] == "eu"
+    assert set(stored["Api_Key"]) == {"fernet"}
+
+
+async def test_duplicate_name_in_a_tenant_is_refused_but_other_tenants_may_reuse_it(stub) -> None:
+    request = integration_pb2.CreateConnectorRequest(
+        name="Tools", kind=integration_pb2.CONNECTOR_KIND_MCP
+    )
+    await stub.CreateConnector(request, metadata=TENANT_A)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.CreateConnector(
+            integration_pb2.CreateConnectorRequest(
+                name="TOOLS", kind=integration_pb2.CONNECTOR_KIND_MCP
+            ),
+            metadata=TENANT_A,
+        )
+    assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert "TOOLS" in err.value.details()
+    theirs = await stub.CreateConnector(request, metadata=TENANT_B)
+    assert theirs.name == "Tools"
+
+
+async def test_other_tenant_cannot_see_the_connector(stub) -> None:
+    created = await stub.CreateConnector(
+        integration_pb2.CreateConnectorRequest(
+            name="Private", kind=integration_pb2.CONNECTOR_KIND_MCP
+        ),
+        metadata=TENANT_A,
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.GetConnector(
+            integration_pb2.GetConnectorRequest(id=created.id), metadata=TENANT_B
+        )
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    listed = await stub.ListConnectors(integration_pb2.ListConnectorsRequest(), metadata=TENANT_B)
+    assert created.id not in {c.id for c in listed.connectors}
+
+
+@pytest.mark.parametrize(
+    ("request_", "field"),
+    [
+        (integration_pb2.CreateConnectorRequest(name="", kind=WEBHOOK), "name is required"),
+        (
+            integration_pb2.CreateConnectorRequest(name="n" * 201, kind=WEBHOOK),
+            "name is 201 characters",
+        ),
+        (integration_pb2.CreateConnectorRequest(name="n"), "kind is required"),
+        (
+            integration_pb2.CreateConnectorRequest(name="n", kind=WEBHOOK),
+            "config[url] is required",
+        ),
+        (
+            integration_pb2.CreateConnectorRequest(
+                name="n", kind=WEBHOOK, config={"url": "ftp://files.example.com"}
+            ),
+            "config[url] must be an http:// or https:// URL",
+        ),
+        (
+            integration_pb2.CreateConnectorRequest(
+                name="n",
+                kind=integration_pb2.CONNECTOR_KIND_MCP,
+                config={f"k{i}": "v" for i in range(51)},
+            ),
+            "config has 51 keys",
+        ),
+        (
+            integration_pb2.CreateConnectorRequest(
+                name="n", kind=integration_pb2.CONNECTOR_KIND_MCP, config={"bad key": "v"}
+            ),
+            "config key 'bad key'",
+        ),
+        (
+            integration_pb2.CreateConnectorRequest(
+                name="n", kind=integration_pb2.CONNECTOR_KIND_MCP, config={"k": "v" * 4097}
+            ),
+            "config[k] is 4097 characters",
+        ),
+    ],
+)
+async def test_invalid_create_names_the_field(stub, request_, field) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.CreateConnector(request_, metadata=TENANT_A)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field in err.value.details()
+
+
+async def test_call_without_tenant_is_refused(stub) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.ListConnectors(integration_pb2.ListConnectorsRequest())
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "x-edrs-client-id" in err.value.details()
+
+
+async def test_list_pages_through_every_connector_once(stub) -> None:
+    tenant = [("x-edrs-client-id", "tenant-paging")]
+    made = []
+    for i in range(7):
+        c = await stub.CreateConnector(
+            integration_pb2.CreateConnectorRequest(
+                name=f"c{i}", kind=integration_pb2.CONNECTOR_KIND_MCP
+            ),
+            metadata=tenant,
+        )
+        made.append(c.id)
+    seen: list[str] = []
+    token = ""
+    while True:
+        page = await stub.ListConnectors(
+            integration_pb2.ListConnectorsRequest(
+                page=common_pb2.PageRequest(page_size=3, page_token=token)
+            ),
+            metadata=tenant,
+        )
+        assert len(page.connectors) <= 3
+        seen += [c.id for c in page.connectors]
+        token = page.page.next_page_token
+        if not token:
+            break
+    assert seen == made
+
+
+async def test_bad_page_token_is_refused(stub) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.ListConnectors(
+            integration_pb2.ListConnectorsRequest(
+                page=common_pb2.PageRequest(page_token="garbage!")
+            ),
+            metadata=TENANT_A,
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "page.page_token" in err.value.details()

@@ -1,0 +1,1 @@
+"""EDRS reasoning service: model calls, reasoning strategies and the traces they leave."""

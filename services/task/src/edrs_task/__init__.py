@@ -1,0 +1,1 @@
+"""EDRS task service: units of work, assigned to personas."""

@@ -1,0 +1,31 @@
+"""Wires the task service: its store, the persona peer, its gRPC servicer, its migrations."""
+
+from importlib.resources import files
+
+from edrs_core import GrpcService, Runtime, ServiceDefinition
+from edrs_proto.task.v1 import task_pb2, task_pb2_grpc
+
+from edrs_task.config import TaskSettings
+from edrs_task.personas import PersonaDirectory
+from edrs_task.server import TaskServicer
+from edrs_task.store.postgres import PostgresTaskStore
+
+
+def build(rt: Runtime) -> list[GrpcService]:
+    # Resolved here rather than per call so a missing persona address stops start-up.
+    personas = PersonaDirectory(rt.peers.channel("persona"))
+    servicer = TaskServicer(PostgresTaskStore(rt.db), personas)
+    return [
+        GrpcService(
+            task_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name,
+            servicer,
+            task_pb2_grpc.add_TaskServiceServicer_to_server,
+        )
+    ]
+
+
+definition = ServiceDefinition(
+    settings_cls=TaskSettings,
+    build=build,
+    migrations=files("edrs_task") / "migrations",
+)

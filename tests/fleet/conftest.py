@@ -1,0 +1,190 @@
+"""Fleet harness: starts the whole fleet the way `make run` does (`edrs dev up`) and stops it.
+
+``fleet`` is one fleet shared by the session; ``fleet_control`` starts extra fleets in a test.
+Teardown runs `edrs dev down` and fails if any process of the fleet is still alive.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from edrs_cli.fleet import service_names
+
+START_TIMEOUT = 240.0
+STOP_TIMEOUT = 120.0
+
+
+def edrs_command() -> list[str]:
+    """The installed `edrs` script of this interpreter's environment, else `python -m edrs_cli`."""
+    script = Path(sys.executable).parent / "edrs"
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("edrs")
+    return [found] if found else [sys.executable, "-m", "edrs_cli"]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+@dataclass
+class RunningFleet:
+    """A fleet started by `edrs dev up`, as `edrs dev status --json` and fleet.json describe it."""
+
+    state_dir: Path
+    up_process: subprocess.Popen[bytes]
+    up_output: Path
+    services: dict[str, dict[str, Any]]
+    state: dict[str, Any] = field(default_factory=dict)
+
+    def grpc_address(self, name: str) -> str:
+        return str(self.services[name]["grpc"])
+
+    def http_url(self, name: str) -> str:
+        return f"http://{self.services[name]['http']}"
+
+    def metrics_url(self, name: str) -> str:
+        return f"http://{self.services[name]['metrics']}/metrics"
+
+    @property
+    def gateway_url(self) -> str:
+        return self.http_url("gateway")
+
+    def log(self, name: str) -> str:
+        """Everything the service (or engine: postgres, redis, nats) has logged so far."""
+        if name in self.state.get("engines", {}):
+            path = Path(self.state["engines"][name]["log"])
+        else:
+            path = self.state_dir / "logs" / f"{name}.log"
+        return path.read_text(encoding="utf-8", errors="replace")
+
+    def pids(self) -> dict[str, int]:
+        """Every process of the fleet: supervisor, services and engines."""
+        pids = {"supervisor": self.up_process.pid}
+        pids.update({name: int(s["pid"]) for name, s in self.services.items() if s["pid"]})
+        for name, engine in self.state.get("engines", {}).items():
+            if engine.get("pid"):
+                pids[f"engine {name}"] = int(engine["pid"])
+        return pids
+
+    def edrs(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        """Run `edrs <args> --state-dir <this fleet>`."""
+        return subprocess.run(
+            [*edrs_command(), *args, "--state-dir", str(self.state_dir)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+
+def _status(state_dir: Path) -> list[dict[str, Any]] | None:
+    result = subprocess.run(
+        [*edrs_command(), "dev", "status", "--json", "--state-dir", str(state_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if result.returncode != 0:
+        return None
+    return json.loads(result.stdout)
+
+
+def start_fleet(state_dir: Path, timeout: float = START_TIMEOUT) -> RunningFleet:
+    """`edrs dev up` in the background; returns once status shows every service ready."""
+    expected = set(service_names())
+    output = state_dir.with_name(f"{state_dir.name}-up.out")
+    with output.open("wb") as out:
+        process = subprocess.Popen(
+            [
+                *edrs_command(),
+                "dev",
+                "up",
+                "--state-dir",
+                str(state_dir),
+                "--wait-timeout",
+                str(timeout),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + timeout + 10
+    rows: list[dict[str, Any]] | None = None
+    while True:
+        if process.poll() is not None:
+            pytest.fail(
+                f"`edrs dev up` exited with code {process.returncode} before the fleet was ready:\n"
+                + output.read_text(errors="replace")
+            )
+        rows = _status(state_dir)
+        if rows and {r["name"] for r in rows} == expected and all(r["ready"] for r in rows):
+            break
+        if time.monotonic() > deadline:
+            not_ready = sorted(expected - {r["name"] for r in rows or [] if r["ready"]})
+            process.terminate()
+            process.wait(STOP_TIMEOUT)
+            pytest.fail(
+                f"fleet not ready after {timeout:.0f}s; not ready: {not_ready}\n"
+                + output.read_text(errors="replace")
+            )
+        # Doubles as the poll interval and returns at once if `up` exits.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(1.0)
+    state = json.loads((state_dir / "fleet.json").read_text())
+    return RunningFleet(
+        state_dir=state_dir,
+        up_process=process,
+        up_output=output,
+        services={r["name"]: r for r in rows},
+        state=state,
+    )
+
+
+def stop_fleet(fleet: RunningFleet) -> dict[str, int]:
+    """`edrs dev down`; returns the fleet's processes still alive afterwards (should be none)."""
+    result = fleet.edrs("dev", "down", timeout=STOP_TIMEOUT)
+    assert result.returncode == 0, f"`edrs dev down` failed:\n{result.stdout}\n{result.stderr}"
+    try:
+        fleet.up_process.wait(STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        fleet.up_process.kill()
+        fleet.up_process.wait()
+    return {name: pid for name, pid in fleet.pids().items() if _alive(pid)}
+
+
+@pytest.fixture(scope="session")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningFleet]:
+    """The whole fleet, started once per session with `edrs dev up` and stopped with `down`."""
+    running = start_fleet(tmp_path_factory.mktemp("fleet") / "state")
+    yield running
+    leftovers = stop_fleet(running)
+    assert not leftovers, f"processes left after `edrs dev down`: {leftovers}"
+
+
+class FleetControl:
+    """`start(state_dir)` and `stop(fleet) -> leftovers` for tests that run a fleet of their own."""
+
+    start = staticmethod(start_fleet)
+    stop = staticmethod(stop_fleet)
+
+
+# A fixture, because conftest modules are not importable under --import-mode=importlib.
+@pytest.fixture(scope="session")
+def fleet_control() -> FleetControl:
+    return FleetControl()

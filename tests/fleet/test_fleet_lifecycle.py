@@ -1,0 +1,82 @@
+"""The fleet as `make run` starts it: every service healthy over HTTP and gRPC, and a clean stop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import httpx
+import psutil
+import pytest
+from edrs_cli.fleet import service_names
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+pytestmark = [pytest.mark.fleet, pytest.mark.slow]
+
+SERVICES = service_names()
+
+
+# First in the module on purpose: it runs before the session fleet starts, so two fleets never
+# compete for the 2 CPU cores.
+def test_down_stops_every_process_of_the_fleet(tmp_path: Path, fleet_control) -> None:
+    own = fleet_control.start(tmp_path / "state")
+    pids = own.pids()
+    assert set(SERVICES) <= set(pids)
+    assert all(psutil.pid_exists(pid) for pid in pids.values())
+
+    leftovers = fleet_control.stop(own)
+
+    assert leftovers == {}
+    assert own.up_process.returncode == 0, own.up_output.read_text()
+    assert not (own.state_dir / "fleet.json").exists()
+    status = own.edrs("dev", "status")
+    assert status.returncode == 1
+    assert "no fleet is running" in status.stderr
+
+
+@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize("probe", ["liveness", "readiness", "startup"])
+def test_health_endpoints_answer_200(fleet, service: str, probe: str) -> None:
+    response = httpx.get(f"{fleet.http_url(service)}/health/{probe}", timeout=5)
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_metrics_expose_edrs_and_process_metrics(fleet, service: str) -> None:
+    response = httpx.get(fleet.metrics_url(service), timeout=5)
+    assert response.status_code == 200
+    names = {
+        line.split(" ", 3)[2] for line in response.text.splitlines() if line.startswith("# TYPE ")
+    }
+    assert any(name.startswith("edrs_") for name in names), sorted(names)
+    assert any(name.startswith("process_") for name in names), sorted(names)
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_grpc_health_check_is_serving(fleet, service: str) -> None:
+    with grpc.insecure_channel(fleet.grpc_address(service)) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=""), timeout=5
+        )
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_status_table_lists_every_service(fleet) -> None:
+    result = fleet.edrs("dev", "status")
+    assert result.returncode == 0, result.stderr
+    for service in SERVICES:
+        assert service in result.stdout
+
+
+def test_a_second_up_on_the_same_state_dir_is_refused(fleet) -> None:
+    result = fleet.edrs("dev", "up", "--wait-timeout", "5")
+    assert result.returncode == 1
+    assert "already running" in result.stdout + result.stderr
+    assert fleet.up_process.poll() is None, "the running fleet must be left alone"
+
+
+def test_logs_shows_the_service_log(fleet) -> None:
+    result = fleet.edrs("dev", "logs", "persona", "--lines", "5")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip()
+    assert result.stdout.strip().splitlines()[-1] in fleet.log("persona")
