@@ -94,6 +94,8 @@ class EmbeddedPostgres(EmbeddedEngine):
     def _prepare(self) -> None:
         if self._user is not None:
             _make_traversable(self.data_dir)
+            # The binaries live in the virtualenv, which may sit under a private (0700) folder.
+            _make_traversable(self.bin_dir)
         if (self.pgdata / "PG_VERSION").exists():
             self._clear_stale_pid_file()
             return
