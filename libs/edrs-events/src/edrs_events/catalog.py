@@ -1,0 +1,166 @@
+"""The schema catalog: every event type with its owning service and payload JSON Schema."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import jsonschema
+from jsonschema.exceptions import ValidationError, best_match
+
+from edrs_events.envelope import BaseEvent, validate_event_type
+
+SERVICES: tuple[str, ...] = (
+    "gateway",
+    "persona",
+    "memory",
+    "knowledge",
+    "reasoning",
+    "task",
+    "research",
+    "integration",
+)
+
+
+class EventValidationError(ValueError):
+    """An event cannot be published; `field` names the offending field (dotted path)."""
+
+    def __init__(self, event_type: str, field: str, reason: str) -> None:
+        self.event_type = event_type
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{event_type}: field '{field}': {reason}")
+
+
+class UnknownEventTypeError(EventValidationError):
+    """The event type is not registered in the catalog."""
+
+    def __init__(self, event_type: str) -> None:
+        super().__init__(
+            event_type,
+            "event_type",
+            f"names an unknown event type {event_type!r}; register it in the catalog first",
+        )
+
+
+@dataclass(frozen=True)
+class EventType:
+    """One catalog entry."""
+
+    name: str
+    owner: str
+    payload_schema: dict[str, Any]
+    schema_version: int = 1
+    description: str = ""
+    _validator: Any = field(default=None, repr=False, compare=False)
+
+    def validator(self) -> jsonschema.protocols.Validator:
+        """The compiled validator for the payload schema."""
+        return self._validator
+
+
+def _field_of(error: ValidationError) -> str:
+    path = ["payload", *(str(p) for p in error.absolute_path)]
+    # For a missing property the path points at its parent object; name the property itself.
+    if error.validator == "required" and isinstance(error.instance, Mapping):
+        missing = [name for name in error.validator_value if name not in error.instance]
+        if missing:
+            path.append(missing[0])
+    return ".".join(path)
+
+
+class SchemaCatalog:
+    """Event types by name; validates payloads before anything is published."""
+
+    def __init__(self, types: Mapping[str, EventType] | None = None) -> None:
+        self._types: dict[str, EventType] = dict(types or {})
+
+    def register(
+        self,
+        name: str,
+        owner: str,
+        payload_schema: dict[str, Any],
+        *,
+        schema_version: int = 1,
+        description: str = "",
+    ) -> EventType:
+        """Add (or replace) an event type. `owner` must be one of the fleet's services."""
+        validate_event_type(name, field="name")
+        if owner not in SERVICES:
+            raise ValueError(f"owner {owner!r} of {name} must be one of {', '.join(SERVICES)}")
+        validator_cls = jsonschema.validators.validator_for(payload_schema)
+        validator_cls.check_schema(payload_schema)
+        entry = EventType(
+            name=name,
+            owner=owner,
+            payload_schema=payload_schema,
+            schema_version=schema_version,
+            description=description,
+            _validator=validator_cls(payload_schema, format_checker=validator_cls.FORMAT_CHECKER),
+        )
+        self._types[name] = entry
+        return entry
+
+    def get(self, name: str) -> EventType:
+        """The entry for `name`, or `UnknownEventTypeError`."""
+        try:
+            return self._types[name]
+        except KeyError:
+            raise UnknownEventTypeError(name) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._types
+
+    def __iter__(self) -> Iterator[EventType]:
+        return iter(sorted(self._types.values(), key=lambda t: t.name))
+
+    def __len__(self) -> int:
+        return len(self._types)
+
+    def validate(self, event: BaseEvent) -> None:
+        """Raise `EventValidationError` naming the field if `event` breaks its type's schema."""
+        entry = self.get(event.event_type)
+        error = best_match(entry.validator().iter_errors(event.payload))
+        if error is not None:
+            raise EventValidationError(event.event_type, _field_of(error), error.message)
+
+    @classmethod
+    def from_json(cls, document: Mapping[str, Any]) -> SchemaCatalog:
+        """Build a catalog from the `catalog.json` document shape."""
+        catalog = cls()
+        for name, spec in document["event_types"].items():
+            catalog.register(
+                name,
+                spec["owner"],
+                spec["payload_schema"],
+                schema_version=spec.get("schema_version", 1),
+                description=spec.get("description", ""),
+            )
+        return catalog
+
+    def copy(self) -> SchemaCatalog:
+        """An independent copy, for a service that registers types of its own."""
+        return SchemaCatalog(self._types)
+
+
+@cache
+def _packaged_document() -> dict[str, Any]:
+    text = resources.files("edrs_events").joinpath("schemas/catalog.json").read_text("utf-8")
+    return json.loads(text)
+
+
+def default_catalog() -> SchemaCatalog:
+    """A fresh catalog holding every event type shipped with the package."""
+    return SchemaCatalog.from_json(_packaged_document())
+
+
+def envelope_schema_document() -> dict[str, Any]:
+    """The checked-in envelope JSON Schema."""
+    text = (
+        resources.files("edrs_events").joinpath("schemas/envelope.schema.json").read_text("utf-8")
+    )
+    return json.loads(text)

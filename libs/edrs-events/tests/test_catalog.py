@@ -1,0 +1,86 @@
+"""Unit tests of the schema catalog: owners, payload validation, errors that name the field."""
+
+import pytest
+from edrs_events import (
+    SERVICES,
+    BaseEvent,
+    EventValidationError,
+    UnknownEventTypeError,
+    default_catalog,
+)
+
+FIRST_TYPES = [
+    "persona.persona_created",
+    "persona.message_received",
+    "persona.response_delivered",
+    "memory.episode_stored",
+    "memory.fact_superseded",
+    "knowledge.document_ingested",
+    "knowledge.knowledge_updated",
+    "reasoning.trace_recorded",
+    "task.task_created",
+    "task.task_completed",
+    "research.source_registered",
+    "integration.connector_created",
+    "integration.webhook_received",
+    "gateway.tenant_created",
+    "gateway.event_published",
+]
+
+
+def event(event_type: str, payload: dict[str, object]) -> BaseEvent:
+    return BaseEvent(event_type=event_type, source_container="test", payload=payload)
+
+
+def test_catalog_registers_the_fleets_first_types_with_their_owners() -> None:
+    catalog = default_catalog()
+    for name in FIRST_TYPES:
+        entry = catalog.get(name)
+        assert entry.owner == name.split(".")[0]
+        assert entry.owner in SERVICES
+        assert entry.payload_schema["type"] == "object"
+    assert {entry.owner for entry in catalog} == set(SERVICES)
+
+
+def test_valid_payload_passes() -> None:
+    default_catalog().validate(event("task.task_created", {"task_id": "t1", "title": "Draft"}))
+
+
+def test_missing_required_field_is_named() -> None:
+    with pytest.raises(EventValidationError) as caught:
+        default_catalog().validate(event("task.task_created", {"task_id": "t1"}))
+    assert caught.value.field == "payload.title"
+    assert "payload.title" in str(caught.value)
+
+
+def test_wrong_type_in_nested_field_is_named() -> None:
+    bad = {"entity_ids": ["e1", 7], "change": "added"}
+    with pytest.raises(EventValidationError) as caught:
+        default_catalog().validate(event("knowledge.knowledge_updated", bad))
+    assert caught.value.field == "payload.entity_ids.1"
+
+
+def test_enum_violation_is_named() -> None:
+    with pytest.raises(EventValidationError, match=r"payload\.status"):
+        default_catalog().validate(event("task.task_completed", {"task_id": "t", "status": "done"}))
+
+
+def test_unknown_type_is_refused() -> None:
+    with pytest.raises(UnknownEventTypeError, match="event_type"):
+        default_catalog().validate(event("task.task_teleported", {}))
+
+
+def test_added_optional_fields_are_accepted() -> None:
+    payload = {"task_id": "t1", "title": "Draft", "estimated_minutes": 30}
+    default_catalog().validate(event("task.task_created", payload))
+
+
+def test_register_requires_a_known_owner_and_a_valid_schema() -> None:
+    catalog = default_catalog()
+    with pytest.raises(ValueError, match="owner"):
+        catalog.register("billing.invoice_sent", "billing", {"type": "object"})
+    with pytest.raises(Exception, match="not valid"):
+        catalog.register("task.task_paused", "task", {"type": "objekt"})
+    catalog.register("task.task_paused", "task", {"type": "object", "required": ["task_id"]})
+    assert "task.task_paused" in catalog
+    assert "task.task_paused" not in default_catalog(), "default_catalog() returns a fresh copy"

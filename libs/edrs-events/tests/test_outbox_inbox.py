@@ -1,0 +1,231 @@
+"""Outbox, relay and inbox against real PostgreSQL and NATS JetStream."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import asyncpg
+import pytest
+from edrs_events import BaseEvent, ConsumerOptions, EventValidationError
+from edrs_events.inbox import Inbox, install_inbox
+from edrs_events.nats_bus import NatsBus
+from edrs_events.outbox import Outbox, install_outbox
+from edrs_events.relay import OutboxRelay
+
+pytestmark = pytest.mark.integration
+
+Eventually = Callable[..., Awaitable[None]]
+
+
+def task_created(task_id: str, **fields: object) -> BaseEvent:
+    return BaseEvent(
+        event_type="task.task_created",
+        source_container="task",
+        payload={"task_id": task_id, "title": f"task {task_id}"},
+        **fields,
+    )
+
+
+@pytest.fixture
+async def pool(pg_dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await asyncpg.create_pool(pg_dsn, min_size=1, max_size=4)
+    async with pool.acquire() as conn:
+        await install_outbox(conn)
+        await install_inbox(conn)
+        await conn.execute("CREATE TABLE tasks (task_id text PRIMARY KEY)")
+        await conn.execute("CREATE TABLE effects (event_id uuid NOT NULL, consumer text NOT NULL)")
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+async def bus(nats_url: str, namespace: str) -> AsyncIterator[NatsBus]:
+    bus = await NatsBus.connect(nats_url, namespace=namespace)
+    yield bus
+    await bus.js.delete_stream(bus.subjects.events_stream)
+    await bus.js.delete_stream(bus.subjects.dlq_stream)
+    await bus.close()
+
+
+async def test_event_commits_with_its_domain_row_or_not_at_all(pool: asyncpg.Pool) -> None:
+    outbox = Outbox()
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            await conn.execute("INSERT INTO tasks VALUES ('t1')")
+            await outbox.add(conn, task_created("t1"), aggregate_id="t1")
+        with pytest.raises(RuntimeError, match="boom"):
+            async with conn.transaction():
+                await conn.execute("INSERT INTO tasks VALUES ('t2')")
+                await outbox.add(conn, task_created("t2"), aggregate_id="t2")
+                raise RuntimeError("boom")
+        assert await conn.fetchval("SELECT count(*) FROM tasks") == 1
+        assert await Outbox.pending(conn) == 1
+        body = await conn.fetchval("SELECT body FROM edrs_outbox")
+        assert BaseEvent.from_json(body).payload["task_id"] == "t1"
+
+
+async def test_outbox_refuses_an_invalid_payload_naming_the_field(pool: asyncpg.Pool) -> None:
+    bad = BaseEvent(
+        event_type="task.task_created", source_container="task", payload={"task_id": "t"}
+    )
+    async with pool.acquire() as conn:
+        with pytest.raises(EventValidationError, match=r"payload\.title"):
+            await Outbox().add(conn, bad)
+        assert await Outbox.pending(conn) == 0
+
+
+async def test_relay_wakes_on_notify_publishes_in_order_and_marks_sent(
+    pool: asyncpg.Pool, pg_dsn: str, bus: NatsBus, eventually: Eventually
+) -> None:
+    received: list[tuple[str, str]] = []
+
+    async def handle(event: BaseEvent) -> None:
+        received.append((event.metadata["aggregate"], event.payload["task_id"]))
+
+    await bus.subscribe("orderly", handle, options=ConsumerOptions(ack_wait=5.0))
+    # A poll interval of an hour: only the NOTIFY from the insert can wake the relay in time.
+    relay = OutboxRelay(pg_dsn, bus, batch_size=7, poll_interval=3600.0)
+    stop = asyncio.Event()
+    running = asyncio.create_task(relay.run(stop))
+    try:
+        async with pool.acquire() as conn:
+            outbox = Outbox()
+            for n in range(30):
+                aggregate = "a" if n % 3 else "b"
+                event = task_created(f"{aggregate}{n}", metadata={"aggregate": aggregate})
+                async with conn.transaction():
+                    await outbox.add(conn, event, aggregate_id=aggregate)
+
+        async def all_received() -> bool:
+            return len(received) >= 30
+
+        await eventually(all_received, within=20, what="30 relayed events")
+    finally:
+        stop.set()
+        await running
+    for aggregate in ("a", "b"):
+        ids = [int(task[1:]) for agg, task in received if agg == aggregate]
+        assert ids == sorted(ids), f"aggregate {aggregate} out of order: {ids}"
+    async with pool.acquire() as conn:
+        assert await Outbox.pending(conn) == 0
+        assert (
+            await conn.fetchval("SELECT count(*) FROM edrs_outbox WHERE sent_at IS NOT NULL") == 30
+        )
+    assert relay.stats.published == 30
+
+
+async def test_inbox_runs_effects_once_per_event(pool: asyncpg.Pool) -> None:
+    inbox = Inbox(pool, "billing")
+
+    async def effect(event: BaseEvent, conn: asyncpg.Connection) -> None:
+        await conn.execute("INSERT INTO effects VALUES ($1, 'billing')", event.event_id)
+
+    handle = inbox.handler(effect)
+    event = task_created("t1")
+    await asyncio.gather(handle(event), handle(event), handle(event))
+    await handle(event)
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM effects") == 1
+    assert await inbox.handled(event.event_id)
+    assert await Inbox(pool, "audit").handled(event.event_id) is False
+
+
+async def test_batched_inbox_shares_a_transaction_and_isolates_a_poison_event(
+    pool: asyncpg.Pool,
+) -> None:
+    inbox = Inbox(pool, "batched")
+    transactions: set[int] = set()
+
+    async def effect(event: BaseEvent, conn: asyncpg.Connection) -> None:
+        if event.payload["task_id"] == "poison":
+            raise ValueError("poison")
+        transactions.add(await conn.fetchval("SELECT txid_current()"))
+        await conn.execute("INSERT INTO effects VALUES ($1, 'batched')", event.event_id)
+
+    handle = inbox.batched_handler(effect)
+    events = [task_created(f"t{n}") for n in range(20)]
+    await asyncio.gather(*(handle(e) for e in [*events, events[0], events[1]]))
+    assert len(transactions) == 1, "events arriving together commit together"
+
+    poison = task_created("poison")
+    more = [task_created(f"u{n}") for n in range(5)]
+    results = await asyncio.gather(*(handle(e) for e in [*more, poison]), return_exceptions=True)
+    assert [type(r) for r in results] == [type(None)] * 5 + [ValueError]
+    await asyncio.gather(*(handle(e) for e in events))  # redelivered: nothing happens
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM effects") == 25
+        assert await conn.fetchval("SELECT count(DISTINCT event_id) FROM effects") == 25
+    assert not await inbox.handled(poison.event_id)
+
+
+async def test_effect_rolled_back_with_a_failing_handler_is_retried(pool: asyncpg.Pool) -> None:
+    inbox = Inbox(pool, "billing")
+    calls = 0
+
+    async def flaky(event: BaseEvent, conn: asyncpg.Connection) -> None:
+        nonlocal calls
+        calls += 1
+        await conn.execute("INSERT INTO effects VALUES ($1, 'billing')", event.event_id)
+        if calls == 1:
+            raise ConnectionError("downstream unavailable")
+
+    handle = inbox.handler(flaky)
+    event = task_created("t1")
+    with pytest.raises(ConnectionError):
+        await handle(event)
+    assert not await inbox.handled(event.event_id), "the inbox row rolls back with the effects"
+    await handle(event)
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM effects") == 1
+
+
+async def test_consumer_crashing_after_its_effect_and_before_ack_yields_one_effect(
+    pool: asyncpg.Pool, nats_url: str, namespace: str, eventually: Eventually
+) -> None:
+    options = ConsumerOptions(ack_wait=1.0, max_deliver=5, backoff=(0.1,))
+    inbox = Inbox(pool, "crashy")
+
+    async def effect(event: BaseEvent, conn: asyncpg.Connection) -> None:
+        await conn.execute("INSERT INTO effects VALUES ($1, 'crashy')", event.event_id)
+
+    committed = asyncio.Event()
+    effect_then_hang = inbox.handler(effect)
+
+    async def first_life(event: BaseEvent) -> None:
+        await effect_then_hang(event)  # effect and inbox row committed...
+        committed.set()
+        await asyncio.Event().wait()  # ...and the process dies before it acks
+
+    first = await NatsBus.connect(nats_url, namespace=namespace)
+    await first.subscribe("crashy", first_life, options=options)
+    event = task_created("t1")
+    await first.publish(event)
+    await asyncio.wait_for(committed.wait(), 10)
+    await first.nc.close()  # the crash: the connection goes away with the delivery unacked
+    await first.close()
+
+    deliveries: list[int] = []
+    handle = inbox.handler(effect)
+
+    async def second_life(event: BaseEvent) -> None:
+        deliveries.append(1)
+        await handle(event)
+
+    second = await NatsBus.connect(nats_url, namespace=namespace)
+    try:
+        await second.subscribe("crashy", second_life, options=options)
+
+        async def redelivered_and_acked() -> bool:
+            if not deliveries:
+                return False
+            info = await second.js.consumer_info(second.subjects.events_stream, "crashy_normal")
+            return info.num_ack_pending == 0 and info.num_pending == 0
+
+        await eventually(redelivered_and_acked, within=20, what="the redelivery to be acked")
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SELECT count(*) FROM effects") == 1
+    finally:
+        await second.js.delete_stream(second.subjects.events_stream)
+        await second.js.delete_stream(second.subjects.dlq_stream)
+        await second.close()
