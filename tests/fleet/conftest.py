@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -88,6 +89,19 @@ class RunningFleet:
             capture_output=True,
             text=True,
             timeout=timeout,
+            check=False,
+        )
+
+    def edrs_in_fleet(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        """Run `edrs <args>` as a user would beside this fleet (EDRS_STATE_DIR names it)."""
+        env = {**os.environ, "EDRS_STATE_DIR": str(self.state_dir)}
+        env.pop("EDRS_NATS_URL", None)
+        return subprocess.run(
+            [*edrs_command(), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
             check=False,
         )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import grpc
@@ -80,3 +81,14 @@ def test_logs_shows_the_service_log(fleet) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip()
     assert result.stdout.strip().splitlines()[-1] in fleet.log("persona")
+
+
+def test_events_commands_reach_the_fleets_bus(fleet) -> None:
+    payload = json.dumps({"tenant_id": "t-1", "name": "Acme"})
+    published = fleet.edrs_in_fleet(
+        "events", "publish", "gateway.tenant_created", "--payload", payload
+    )
+    assert published.returncode == 0, published.stderr
+    refused = fleet.edrs_in_fleet("events", "publish", "gateway.tenant_created", "--payload", "{}")
+    assert refused.returncode != 0
+    assert "tenant_id" in refused.stdout + refused.stderr

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import typer
+from edrs_events import cli as events_cli
 
 from edrs_cli import dev
+from edrs_cli.supervisor import Fleet
 
 app = typer.Typer(
     name="edrs",
@@ -14,6 +19,19 @@ app = typer.Typer(
 )
 # New groups (`edrs events ...`, `edrs admin ...`) are one add_typer line each.
 app.add_typer(dev.app, name="dev")
+app.add_typer(events_cli.app, name="events")
+
+
+@app.callback()
+def _root(ctx: typer.Context) -> None:
+    """Point `edrs events` at the local fleet's bus unless a URL was given."""
+    if ctx.invoked_subcommand == "events" and "EDRS_NATS_URL" not in os.environ:
+        state_dir = Path(os.environ.get("EDRS_STATE_DIR", dev.DEFAULT_STATE_DIR))
+        state = Fleet(state_dir).read_state() or {}
+        url = state.get("engines", {}).get("nats", {}).get("url")
+        if url:
+            # The events group reads its default from this variable (its --nats-url envvar).
+            os.environ["EDRS_NATS_URL"] = url
 
 
 if __name__ == "__main__":
