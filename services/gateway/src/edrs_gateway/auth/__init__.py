@@ -1,0 +1,1 @@
+"""Who is calling: principals, roles and permissions, tokens, passwords and API keys."""

@@ -1,0 +1,44 @@
+"""The public API's documentation is served beside the health endpoints."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from edrs_core.testing import RunningService, running_service
+from edrs_gateway.app import definition
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+async def gateway(postgres_engine, redis_engine, nats_engine) -> AsyncIterator[RunningService]:
+    async with running_service(
+        definition,
+        database_url=postgres_engine.url("test_gateway_api"),
+        redis_url=redis_engine.url(0),
+        nats_url=nats_engine.url(),
+    ) as svc:
+        yield svc
+
+
+async def test_openapi_docs_and_health_share_the_http_port(gateway) -> None:
+    async with httpx.AsyncClient(base_url=gateway.http_url) as client:
+        spec = (await client.get("/api/openapi.json")).json()
+        docs = await client.get("/api/docs")
+        redoc = await client.get("/api/redoc")
+        live = await client.get("/health/liveness")
+    assert spec["openapi"].startswith("3.1")
+    assert spec["info"]["title"] == "EDRS API"
+    assert "swagger-ui" in docs.text
+    assert redoc.status_code == 200
+    assert live.json() == {"status": "alive"}
+
+
+async def test_unknown_route_is_a_problem_document(gateway) -> None:
+    async with httpx.AsyncClient(base_url=gateway.http_url) as client:
+        reply = await client.get("/api/v1/no-such-thing")
+    assert reply.status_code == 404
+    assert reply.headers["content-type"] == "application/problem+json"
+    assert reply.json()["code"] == "not_found"
