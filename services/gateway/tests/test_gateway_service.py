@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
-from edrs_core.testing import RunningService, running_service
+from edrs_core import testing
 from edrs_gateway.app import definition
 from edrs_proto.common.v1 import common_pb2
 from edrs_proto.gateway.v1 import gateway_pb2, gateway_pb2_grpc
@@ -15,18 +15,18 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-async def gateway(postgres_engine, redis_engine, nats_engine) -> AsyncIterator[RunningService]:
-    async with running_service(
-        definition,
-        database_url=postgres_engine.url("test_gateway"),
-        redis_url=redis_engine.url(0),
-        nats_url=nats_engine.url(),
-    ) as svc:
+async def gateway(
+    postgres_engine, redis_engine, nats_engine
+) -> AsyncIterator[testing.RunningService]:
+    settings = testing.engine_settings(
+        postgres_engine, redis_engine, nats_engine, database="test_gateway", redis_db=0
+    )
+    async with testing.running_service(definition, **settings) as svc:
         yield svc
 
 
 @pytest.fixture
-def stub(gateway: RunningService) -> gateway_pb2_grpc.TenantServiceStub:
+def stub(gateway: testing.RunningService) -> gateway_pb2_grpc.TenantServiceStub:
     return gateway_pb2_grpc.TenantServiceStub(gateway.channel)
 
 
@@ -55,18 +55,18 @@ async def test_admin_calls_need_no_tenant_metadata(stub) -> None:
 
 async def test_duplicate_name_ignoring_case_is_refused(stub) -> None:
     await stub.CreateTenant(gateway_pb2.CreateTenantRequest(name="Globex"))
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub.CreateTenant(gateway_pb2.CreateTenantRequest(name="GLOBEX"))
-    assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
-    assert "GLOBEX" in err.value.details()
+    await testing.expect_rpc_error(
+        stub.CreateTenant(gateway_pb2.CreateTenantRequest(name="GLOBEX")),
+        grpc.StatusCode.ALREADY_EXISTS,
+        "GLOBEX",
+    )
 
 
 async def test_unknown_tenant_is_not_found(stub) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub.GetTenant(
-            gateway_pb2.GetTenantRequest(id="0190d6a0-0000-7000-8000-000000000000")
-        )
-    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    await testing.expect_rpc_error(
+        stub.GetTenant(gateway_pb2.GetTenantRequest(id="0190d6a0-0000-7000-8000-000000000000")),
+        grpc.StatusCode.NOT_FOUND,
+    )
 
 
 @pytest.mark.parametrize(
@@ -80,17 +80,17 @@ async def test_unknown_tenant_is_not_found(stub) -> None:
     ],
 )
 async def test_invalid_create_names_the_field(stub, request_, field) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub.CreateTenant(request_)
-    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert field in err.value.details()
+    await testing.expect_rpc_error(
+        stub.CreateTenant(request_), grpc.StatusCode.INVALID_ARGUMENT, field
+    )
 
 
 async def test_get_with_a_malformed_id_names_the_field(stub) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub.GetTenant(gateway_pb2.GetTenantRequest(id="acme"))
-    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "id must be a UUID" in err.value.details()
+    await testing.expect_rpc_error(
+        stub.GetTenant(gateway_pb2.GetTenantRequest(id="acme")),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "id must be a UUID",
+    )
 
 
 async def test_list_pages_through_every_tenant_once_oldest_first(stub) -> None:
@@ -98,28 +98,20 @@ async def test_list_pages_through_every_tenant_once_oldest_first(stub) -> None:
         (await stub.CreateTenant(gateway_pb2.CreateTenantRequest(name=f"Paging {i}"))).id
         for i in range(7)
     ]
-    seen: list[str] = []
-    token = ""
-    while True:
-        page = await stub.ListTenants(
-            gateway_pb2.ListTenantsRequest(
-                page=common_pb2.PageRequest(page_size=3, page_token=token)
-            )
-        )
-        assert len(page.tenants) <= 3
-        seen += [t.id for t in page.tenants]
-        token = page.page.next_page_token
-        if not token:
-            break
+    tenants = await testing.collect_pages(
+        stub.ListTenants, gateway_pb2.ListTenantsRequest, "tenants", page_size=3
+    )
+    seen = [t.id for t in tenants]
     # Other tests add tenants too; what matters is that ours come once each, in creation order.
     assert [t for t in seen if t in made] == made
     assert len(seen) == len(set(seen))
 
 
 async def test_bad_page_token_is_refused(stub) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub.ListTenants(
+    await testing.expect_rpc_error(
+        stub.ListTenants(
             gateway_pb2.ListTenantsRequest(page=common_pb2.PageRequest(page_token="garbage!"))
-        )
-    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "page.page_token" in err.value.details()
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "page.page_token",
+    )

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import grpc
 import pytest
-from edrs_core.testing import RunningService, running_service
+from edrs_core import testing
 from edrs_integration.app import definition
 from edrs_proto.common.v1 import common_pb2
 from edrs_proto.integration.v1 import integration_pb2, integration_pb2_grpc
@@ -21,19 +21,20 @@ WEBHOOK = integration_pb2.CONNECTOR_KIND_WEBHOOK
 
 
 @pytest.fixture(scope="module")
-async def integration(postgres_engine, redis_engine, nats_engine) -> AsyncIterator[RunningService]:
-    async with running_service(
-        definition,
-        database_url=postgres_engine.url("test_integration"),
-        redis_url=redis_engine.url(7),
-        nats_url=nats_engine.url(),
-        credentials_key="test-credentials-key-0123456789abcdef",
+async def integration(
+    postgres_engine, redis_engine, nats_engine
+) -> AsyncIterator[testing.RunningService]:
+    settings = testing.engine_settings(
+        postgres_engine, redis_engine, nats_engine, database="test_integration", redis_db=7
+    )
+    async with testing.running_service(
+        definition, **settings, credentials_key="test-credentials-key-0123456789abcdef"
     ) as svc:
         yield svc
 
 
 @pytest.fixture
-def stub(integration: RunningService) -> integration_pb2_grpc.IntegrationServiceStub:
+def stub(integration: testing.RunningService) -> integration_pb2_grpc.IntegrationServiceStub:
     return integration_pb2_grpc.IntegrationServiceStub(integration.channel)
 
 
@@ -105,15 +106,16 @@ async def test_duplicate_name_in_a_tenant_is_refused_but_other_tenants_may_reuse
         name="Tools", kind=integration_pb2.CONNECTOR_KIND_MCP
     )
     await stub.CreateConnector(request, metadata=TENANT_A)
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub.CreateConnector(
+    await testing.expect_rpc_error(
+        stub.CreateConnector(
             integration_pb2.CreateConnectorRequest(
                 name="TOOLS", kind=integration_pb2.CONNECTOR_KIND_MCP
             ),
             metadata=TENANT_A,
-        )
-    assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
-    assert "TOOLS" in err.value.details()
+        ),
+        grpc.StatusCode.ALREADY_EXISTS,
+        "TOOLS",
+    )
     theirs = await stub.CreateConnector(request, metadata=TENANT_B)
     assert theirs.name == "Tools"
 
@@ -125,11 +127,10 @@ async def test_other_tenant_cannot_see_the_connector(stub) -> None:
         ),
         metadata=TENANT_A,
     )
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub.GetConnector(
-            integration_pb2.GetConnectorRequest(id=created.id), metadata=TENANT_B
-        )
-    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    await testing.expect_rpc_error(
+        stub.GetConnector(integration_pb2.GetConnectorRequest(id=created.id), metadata=TENANT_B),
+        grpc.StatusCode.NOT_FOUND,
+    )
     listed = await stub.ListConnectors(integration_pb2.ListConnectorsRequest(), metadata=TENANT_B)
     assert created.id not in {c.id for c in listed.connectors}
 
@@ -176,17 +177,15 @@ async def test_other_tenant_cannot_see_the_connector(stub) -> None:
     ],
 )
 async def test_invalid_create_names_the_field(stub, request_, field) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub.CreateConnector(request_, metadata=TENANT_A)
-    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert field in err.value.details()
+    await testing.expect_rpc_error(
+        stub.CreateConnector(request_, metadata=TENANT_A), grpc.StatusCode.INVALID_ARGUMENT, field
+    )
 
 
 async def test_call_without_tenant_is_refused(stub) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub.ListConnectors(integration_pb2.ListConnectorsRequest())
-    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert "x-edrs-client-id" in err.value.details()
+    await testing.expect_refused_without_tenant(
+        stub.ListConnectors(integration_pb2.ListConnectorsRequest())
+    )
 
 
 async def test_list_pages_through_every_connector_once(stub) -> None:
@@ -200,30 +199,24 @@ async def test_list_pages_through_every_connector_once(stub) -> None:
             metadata=tenant,
         )
         made.append(c.id)
-    seen: list[str] = []
-    token = ""
-    while True:
-        page = await stub.ListConnectors(
-            integration_pb2.ListConnectorsRequest(
-                page=common_pb2.PageRequest(page_size=3, page_token=token)
-            ),
-            metadata=tenant,
-        )
-        assert len(page.connectors) <= 3
-        seen += [c.id for c in page.connectors]
-        token = page.page.next_page_token
-        if not token:
-            break
-    assert seen == made
+    connectors = await testing.collect_pages(
+        stub.ListConnectors,
+        integration_pb2.ListConnectorsRequest,
+        "connectors",
+        page_size=3,
+        metadata=tenant,
+    )
+    assert [c.id for c in connectors] == made
 
 
 async def test_bad_page_token_is_refused(stub) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub.ListConnectors(
+    await testing.expect_rpc_error(
+        stub.ListConnectors(
             integration_pb2.ListConnectorsRequest(
                 page=common_pb2.PageRequest(page_token="garbage!")
             ),
             metadata=TENANT_A,
-        )
-    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "page.page_token" in err.value.details()
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "page.page_token",
+    )

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
-from edrs_core.testing import RunningService, running_service
+from edrs_core import testing
 from edrs_knowledge.app import definition
 from edrs_proto.knowledge.v1 import knowledge_pb2, knowledge_pb2_grpc
 
@@ -18,18 +18,18 @@ TENANT_B = [("x-edrs-client-id", "tenant-b")]
 
 
 @pytest.fixture(scope="module")
-async def knowledge(postgres_engine, redis_engine, nats_engine) -> AsyncIterator[RunningService]:
-    async with running_service(
-        definition,
-        database_url=postgres_engine.url("test_knowledge"),
-        redis_url=redis_engine.url(3),
-        nats_url=nats_engine.url(),
-    ) as svc:
+async def knowledge(
+    postgres_engine, redis_engine, nats_engine
+) -> AsyncIterator[testing.RunningService]:
+    settings = testing.engine_settings(
+        postgres_engine, redis_engine, nats_engine, database="test_knowledge", redis_db=3
+    )
+    async with testing.running_service(definition, **settings) as svc:
         yield svc
 
 
 @pytest.fixture
-def stub(knowledge: RunningService) -> knowledge_pb2_grpc.KnowledgeServiceStub:
+def stub(knowledge: testing.RunningService) -> knowledge_pb2_grpc.KnowledgeServiceStub:
     return knowledge_pb2_grpc.KnowledgeServiceStub(knowledge.channel)
 
 
@@ -113,19 +113,21 @@ async def test_search_with_no_match_is_empty(stub, tenant) -> None:
 
 async def test_other_tenant_cannot_see_the_document(stub) -> None:
     created = await ingest(stub, "Board minutes", "Confidential merger with Globex.")
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub.GetDocument(knowledge_pb2.GetDocumentRequest(id=created.id), metadata=TENANT_B)
-    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    await testing.expect_rpc_error(
+        stub.GetDocument(knowledge_pb2.GetDocumentRequest(id=created.id), metadata=TENANT_B),
+        grpc.StatusCode.NOT_FOUND,
+    )
     found = await stub.Search(knowledge_pb2.SearchRequest(query="Globex merger"), metadata=TENANT_B)
     assert created.id not in {h.document_id for h in found.hits}
 
 
 async def test_unknown_document_is_not_found(stub) -> None:
     missing = str(uuid.uuid4())
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub.GetDocument(knowledge_pb2.GetDocumentRequest(id=missing), metadata=TENANT_A)
-    assert err.value.code() == grpc.StatusCode.NOT_FOUND
-    assert missing in err.value.details()
+    await testing.expect_rpc_error(
+        stub.GetDocument(knowledge_pb2.GetDocumentRequest(id=missing), metadata=TENANT_A),
+        grpc.StatusCode.NOT_FOUND,
+        missing,
+    )
 
 
 @pytest.mark.parametrize(
@@ -154,19 +156,19 @@ async def test_unknown_document_is_not_found(stub) -> None:
     ],
 )
 async def test_invalid_ingest_names_the_field(stub, request_, message) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub.IngestDocument(request_, metadata=TENANT_A)
-    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert message in err.value.details()
+    await testing.expect_rpc_error(
+        stub.IngestDocument(request_, metadata=TENANT_A), grpc.StatusCode.INVALID_ARGUMENT, message
+    )
 
 
 async def test_text_too_varied_to_index_is_refused_naming_text(stub) -> None:
     # ~110k distinct words fit the 1M-character limit but not PostgreSQL's 1 MB tsvector.
     words = " ".join(f"w{i:x}q" for i in range(110_000))[:1_000_000]
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await ingest(stub, "Word list", words)
-    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "text has too many distinct words to index" in err.value.details()
+    await testing.expect_rpc_error(
+        ingest(stub, "Word list", words),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "text has too many distinct words to index",
+    )
 
 
 @pytest.mark.parametrize(
@@ -177,26 +179,22 @@ async def test_text_too_varied_to_index_is_refused_naming_text(stub) -> None:
     ],
 )
 async def test_invalid_search_names_the_field(stub, request_, message) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub.Search(request_, metadata=TENANT_A)
-    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert message in err.value.details()
+    await testing.expect_rpc_error(
+        stub.Search(request_, metadata=TENANT_A), grpc.StatusCode.INVALID_ARGUMENT, message
+    )
 
 
 async def test_bad_document_id_names_the_field(stub) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub.GetDocument(knowledge_pb2.GetDocumentRequest(id="doc-1"), metadata=TENANT_A)
-    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "id must be a UUID" in err.value.details()
+    await testing.expect_rpc_error(
+        stub.GetDocument(knowledge_pb2.GetDocumentRequest(id="doc-1"), metadata=TENANT_A),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "id must be a UUID",
+    )
 
 
 async def test_call_without_tenant_is_refused(stub) -> None:
-    for call in (
+    await testing.expect_refused_without_tenant(
         stub.IngestDocument(knowledge_pb2.IngestDocumentRequest(title="t", text="t")),
         stub.GetDocument(knowledge_pb2.GetDocumentRequest(id=str(uuid.uuid4()))),
         stub.Search(knowledge_pb2.SearchRequest(query="x")),
-    ):
-        with pytest.raises(grpc.aio.AioRpcError) as err:
-            await call
-        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
-        assert "x-edrs-client-id" in err.value.details()
+    )

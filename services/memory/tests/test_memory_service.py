@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
-from edrs_core.testing import RunningService, running_service
+from edrs_core import testing
 from edrs_memory.app import definition
 from edrs_proto.memory.v1 import memory_pb2, memory_pb2_grpc
 
@@ -18,18 +18,18 @@ TENANT_B = [("x-edrs-client-id", "tenant-b")]
 
 
 @pytest.fixture(scope="module")
-async def memory(postgres_engine, redis_engine, nats_engine) -> AsyncIterator[RunningService]:
-    async with running_service(
-        definition,
-        database_url=postgres_engine.url("test_memory"),
-        redis_url=redis_engine.url(2),
-        nats_url=nats_engine.url(),
-    ) as svc:
+async def memory(
+    postgres_engine, redis_engine, nats_engine
+) -> AsyncIterator[testing.RunningService]:
+    settings = testing.engine_settings(
+        postgres_engine, redis_engine, nats_engine, database="test_memory", redis_db=2
+    )
+    async with testing.running_service(definition, **settings) as svc:
         yield svc
 
 
 @pytest.fixture
-def stub(memory: RunningService) -> memory_pb2_grpc.MemoryServiceStub:
+def stub(memory: testing.RunningService) -> memory_pb2_grpc.MemoryServiceStub:
     return memory_pb2_grpc.MemoryServiceStub(memory.channel)
 
 
@@ -166,10 +166,9 @@ PERSONA = str(uuid.UUID(int=1))
     ],
 )
 async def test_invalid_remember_names_the_field(stub, request_, message) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub.Remember(request_, metadata=TENANT_A)
-    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert message in err.value.details()
+    await testing.expect_rpc_error(
+        stub.Remember(request_, metadata=TENANT_A), grpc.StatusCode.INVALID_ARGUMENT, message
+    )
 
 
 @pytest.mark.parametrize(
@@ -181,21 +180,16 @@ async def test_invalid_remember_names_the_field(stub, request_, message) -> None
     ],
 )
 async def test_invalid_recall_names_the_field(stub, request_, message) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub.Recall(request_, metadata=TENANT_A)
-    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert message in err.value.details()
+    await testing.expect_rpc_error(
+        stub.Recall(request_, metadata=TENANT_A), grpc.StatusCode.INVALID_ARGUMENT, message
+    )
 
 
 async def test_call_without_tenant_is_refused(stub, persona_id) -> None:
-    for call in (
+    await testing.expect_refused_without_tenant(
         stub.Remember(memory_pb2.RememberRequest(persona_id=persona_id, user_id="u", text="t")),
         stub.Recall(memory_pb2.RecallRequest(persona_id=persona_id)),
-    ):
-        with pytest.raises(grpc.aio.AioRpcError) as err:
-            await call
-        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
-        assert "x-edrs-client-id" in err.value.details()
+    )
 
 
 async def test_recall_with_only_stop_words_still_returns_memories(stub, persona_id) -> None:

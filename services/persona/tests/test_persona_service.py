@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
-from edrs_core.testing import RunningService, running_service
+from edrs_core import testing
 from edrs_persona.app import definition
 from edrs_proto.common.v1 import common_pb2
 from edrs_proto.persona.v1 import persona_pb2, persona_pb2_grpc
@@ -18,18 +18,18 @@ TENANT_B = [("x-edrs-client-id", "tenant-b")]
 
 
 @pytest.fixture(scope="module")
-async def persona(postgres_engine, redis_engine, nats_engine) -> AsyncIterator[RunningService]:
-    async with running_service(
-        definition,
-        database_url=postgres_engine.url("test_persona"),
-        redis_url=redis_engine.url(1),
-        nats_url=nats_engine.url(),
-    ) as svc:
+async def persona(
+    postgres_engine, redis_engine, nats_engine
+) -> AsyncIterator[testing.RunningService]:
+    settings = testing.engine_settings(
+        postgres_engine, redis_engine, nats_engine, database="test_persona", redis_db=1
+    )
+    async with testing.running_service(definition, **settings) as svc:
         yield svc
 
 
 @pytest.fixture
-def stub(persona: RunningService) -> persona_pb2_grpc.PersonaServiceStub:
+def stub(persona: testing.RunningService) -> persona_pb2_grpc.PersonaServiceStub:
     return persona_pb2_grpc.PersonaServiceStub(persona.channel)
 
 
@@ -51,9 +51,10 @@ async def test_other_tenant_cannot_see_the_persona(stub) -> None:
     created = await stub.CreatePersona(
         persona_pb2.CreatePersonaRequest(name="Private", role="r"), metadata=TENANT_A
     )
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub.GetPersona(persona_pb2.GetPersonaRequest(id=created.id), metadata=TENANT_B)
-    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    await testing.expect_rpc_error(
+        stub.GetPersona(persona_pb2.GetPersonaRequest(id=created.id), metadata=TENANT_B),
+        grpc.StatusCode.NOT_FOUND,
+    )
     listed = await stub.ListPersonas(persona_pb2.ListPersonasRequest(), metadata=TENANT_B)
     assert created.id not in {p.id for p in listed.personas}
 
@@ -71,17 +72,15 @@ async def test_other_tenant_cannot_see_the_persona(stub) -> None:
     ],
 )
 async def test_invalid_create_names_the_field(stub, request_, field) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub.CreatePersona(request_, metadata=TENANT_A)
-    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert field in err.value.details()
+    await testing.expect_rpc_error(
+        stub.CreatePersona(request_, metadata=TENANT_A), grpc.StatusCode.INVALID_ARGUMENT, field
+    )
 
 
 async def test_call_without_tenant_is_refused(stub) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub.ListPersonas(persona_pb2.ListPersonasRequest())
-    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert "x-edrs-client-id" in err.value.details()
+    await testing.expect_refused_without_tenant(
+        stub.ListPersonas(persona_pb2.ListPersonasRequest())
+    )
 
 
 async def test_list_pages_through_every_persona_once(stub) -> None:
@@ -92,27 +91,18 @@ async def test_list_pages_through_every_persona_once(stub) -> None:
             persona_pb2.CreatePersonaRequest(name=f"p{i}", role="r"), metadata=tenant
         )
         made.append(p.id)
-    seen: list[str] = []
-    token = ""
-    while True:
-        page = await stub.ListPersonas(
-            persona_pb2.ListPersonasRequest(
-                page=common_pb2.PageRequest(page_size=3, page_token=token)
-            ),
-            metadata=tenant,
-        )
-        seen += [p.id for p in page.personas]
-        token = page.page.next_page_token
-        if not token:
-            break
-    assert seen == made
+    personas = await testing.collect_pages(
+        stub.ListPersonas, persona_pb2.ListPersonasRequest, "personas", page_size=3, metadata=tenant
+    )
+    assert [p.id for p in personas] == made
 
 
 async def test_bad_page_token_is_refused(stub) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub.ListPersonas(
+    await testing.expect_rpc_error(
+        stub.ListPersonas(
             persona_pb2.ListPersonasRequest(page=common_pb2.PageRequest(page_token="garbage!")),
             metadata=TENANT_A,
-        )
-    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "page.page_token" in err.value.details()
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "page.page_token",
+    )

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
-from edrs_core.testing import RunningService, running_service
+from edrs_core import testing
 from edrs_proto.common.v1 import common_pb2
 from edrs_proto.reasoning.v1 import reasoning_pb2, reasoning_pb2_grpc
 from edrs_reasoning.app import definition
@@ -23,24 +23,24 @@ TENANT_B = [("x-edrs-client-id", "tenant-b")]
 
 
 @pytest.fixture(scope="module")
-async def reasoning(postgres_engine, redis_engine, nats_engine) -> AsyncIterator[RunningService]:
-    async with running_service(
-        definition,
-        database_url=postgres_engine.url("test_reasoning"),
-        redis_url=redis_engine.url(4),
-        nats_url=nats_engine.url(),
-    ) as svc:
+async def reasoning(
+    postgres_engine, redis_engine, nats_engine
+) -> AsyncIterator[testing.RunningService]:
+    settings = testing.engine_settings(
+        postgres_engine, redis_engine, nats_engine, database="test_reasoning", redis_db=4
+    )
+    async with testing.running_service(definition, **settings) as svc:
         yield svc
 
 
 @pytest.fixture
-def store(reasoning: RunningService) -> PostgresTraceStore:
+def store(reasoning: testing.RunningService) -> PostgresTraceStore:
     assert reasoning.runner.runtime is not None
     return PostgresTraceStore(reasoning.runner.runtime.db)
 
 
 @pytest.fixture
-def stub(reasoning: RunningService) -> reasoning_pb2_grpc.ReasoningServiceStub:
+def stub(reasoning: testing.RunningService) -> reasoning_pb2_grpc.ReasoningServiceStub:
     return reasoning_pb2_grpc.ReasoningServiceStub(reasoning.channel)
 
 
@@ -73,52 +73,41 @@ async def test_recorded_trace_reads_back_as_stored(store, stub) -> None:
 
 async def test_other_tenant_cannot_see_the_trace(store, stub) -> None:
     recorded = await store.record("tenant-a", _trace("private"))
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub.GetTrace(reasoning_pb2.GetTraceRequest(id=str(recorded.id)), metadata=TENANT_B)
-    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    await testing.expect_rpc_error(
+        stub.GetTrace(reasoning_pb2.GetTraceRequest(id=str(recorded.id)), metadata=TENANT_B),
+        grpc.StatusCode.NOT_FOUND,
+    )
     listed = await stub.ListTraces(reasoning_pb2.ListTracesRequest(), metadata=TENANT_B)
     assert str(recorded.id) not in {t.id for t in listed.traces}
 
 
 async def test_malformed_id_names_the_field(stub) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub.GetTrace(reasoning_pb2.GetTraceRequest(id="nope"), metadata=TENANT_A)
-    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "id must be a UUID" in err.value.details()
+    await testing.expect_rpc_error(
+        stub.GetTrace(reasoning_pb2.GetTraceRequest(id="nope"), metadata=TENANT_A),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "id must be a UUID",
+    )
 
 
 async def test_call_without_tenant_is_refused(stub) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub.ListTraces(reasoning_pb2.ListTracesRequest())
-    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert "x-edrs-client-id" in err.value.details()
+    await testing.expect_refused_without_tenant(stub.ListTraces(reasoning_pb2.ListTracesRequest()))
 
 
 async def test_list_pages_through_every_trace_once_newest_first(store, stub) -> None:
     tenant = [("x-edrs-client-id", "tenant-paging")]
     made = [str((await store.record("tenant-paging", _trace(f"a{i}"))).id) for i in range(7)]
-    seen: list[str] = []
-    token = ""
-    while True:
-        page = await stub.ListTraces(
-            reasoning_pb2.ListTracesRequest(
-                page=common_pb2.PageRequest(page_size=3, page_token=token)
-            ),
-            metadata=tenant,
-        )
-        assert len(page.traces) <= 3
-        seen += [t.id for t in page.traces]
-        token = page.page.next_page_token
-        if not token:
-            break
-    assert seen == made[::-1]
+    traces = await testing.collect_pages(
+        stub.ListTraces, reasoning_pb2.ListTracesRequest, "traces", page_size=3, metadata=tenant
+    )
+    assert [t.id for t in traces] == made[::-1]
 
 
 async def test_bad_page_token_is_refused(stub) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub.ListTraces(
+    await testing.expect_rpc_error(
+        stub.ListTraces(
             reasoning_pb2.ListTracesRequest(page=common_pb2.PageRequest(page_token="garbage!")),
             metadata=TENANT_A,
-        )
-    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "page.page_token" in err.value.details()
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "page.page_token",
+    )

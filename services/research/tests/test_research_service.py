@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
-from edrs_core.testing import RunningService, running_service
+from edrs_core import testing
 from edrs_proto.common.v1 import common_pb2
 from edrs_proto.research.v1 import research_pb2, research_pb2_grpc
 from edrs_research.app import definition
@@ -19,18 +19,18 @@ TENANT_B = [("x-edrs-client-id", "tenant-b")]
 
 
 @pytest.fixture(scope="module")
-async def research(postgres_engine, redis_engine, nats_engine) -> AsyncIterator[RunningService]:
-    async with running_service(
-        definition,
-        database_url=postgres_engine.url("test_research"),
-        redis_url=redis_engine.url(6),
-        nats_url=nats_engine.url(),
-    ) as svc:
+async def research(
+    postgres_engine, redis_engine, nats_engine
+) -> AsyncIterator[testing.RunningService]:
+    settings = testing.engine_settings(
+        postgres_engine, redis_engine, nats_engine, database="test_research", redis_db=6
+    )
+    async with testing.running_service(definition, **settings) as svc:
         yield svc
 
 
 @pytest.fixture
-def stub(research: RunningService) -> research_pb2_grpc.ResearchServiceStub:
+def stub(research: testing.RunningService) -> research_pb2_grpc.ResearchServiceStub:
     return research_pb2_grpc.ResearchServiceStub(research.channel)
 
 
@@ -67,13 +67,14 @@ async def test_registering_the_same_page_again_is_already_exists(stub) -> None:
     host = f"{uuid.uuid4().hex}.example.org"
     url = f"https://{host}/report"
     await stub.RegisterSource(research_pb2.RegisterSourceRequest(url=url), metadata=TENANT_A)
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub.RegisterSource(
+    err = await testing.expect_rpc_error(
+        stub.RegisterSource(
             research_pb2.RegisterSourceRequest(url=f"https://{host.upper()}:443/report#top"),
             metadata=TENANT_A,
-        )
-    assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
-    assert f"url {url}" in err.value.details()
+        ),
+        grpc.StatusCode.ALREADY_EXISTS,
+    )
+    assert f"url {url}" in err.details()
 
 
 async def test_tenants_register_and_list_sources_independently(stub) -> None:
@@ -118,21 +119,16 @@ async def test_tenants_register_and_list_sources_independently(stub) -> None:
     ],
 )
 async def test_invalid_register_names_the_field(stub, request_, message) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub.RegisterSource(request_, metadata=TENANT_A)
-    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert message in err.value.details()
+    await testing.expect_rpc_error(
+        stub.RegisterSource(request_, metadata=TENANT_A), grpc.StatusCode.INVALID_ARGUMENT, message
+    )
 
 
 async def test_call_without_tenant_is_refused(stub) -> None:
-    for call in (
+    await testing.expect_refused_without_tenant(
         stub.RegisterSource(research_pb2.RegisterSourceRequest(url=unique_url())),
         stub.ListSources(research_pb2.ListSourcesRequest()),
-    ):
-        with pytest.raises(grpc.aio.AioRpcError) as err:
-            await call
-        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
-        assert "x-edrs-client-id" in err.value.details()
+    )
 
 
 async def test_list_pages_through_every_source_once(stub) -> None:
@@ -143,28 +139,18 @@ async def test_list_pages_through_every_source_once(stub) -> None:
             research_pb2.RegisterSourceRequest(url=unique_url(str(i))), metadata=tenant
         )
         made.append(s.id)
-    seen: list[str] = []
-    token = ""
-    while True:
-        page = await stub.ListSources(
-            research_pb2.ListSourcesRequest(
-                page=common_pb2.PageRequest(page_size=3, page_token=token)
-            ),
-            metadata=tenant,
-        )
-        assert len(page.sources) <= 3
-        seen += [s.id for s in page.sources]
-        token = page.page.next_page_token
-        if not token:
-            break
-    assert seen == made
+    sources = await testing.collect_pages(
+        stub.ListSources, research_pb2.ListSourcesRequest, "sources", page_size=3, metadata=tenant
+    )
+    assert [s.id for s in sources] == made
 
 
 async def test_bad_page_token_is_refused(stub) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub.ListSources(
+    await testing.expect_rpc_error(
+        stub.ListSources(
             research_pb2.ListSourcesRequest(page=common_pb2.PageRequest(page_token="garbage!")),
             metadata=TENANT_A,
-        )
-    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "page.page_token" in err.value.details()
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "page.page_token",
+    )

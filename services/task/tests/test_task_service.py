@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import edrs_persona.app
 import grpc
 import pytest
-from edrs_core.testing import RunningService, running_service
+from edrs_core import testing
 from edrs_proto.common.v1 import common_pb2
 from edrs_proto.persona.v1 import persona_pb2, persona_pb2_grpc
 from edrs_proto.task.v1 import task_pb2, task_pb2_grpc
@@ -24,37 +24,40 @@ MISSING_ID = "0190d6a0-0000-7000-8000-000000000000"
 
 
 @pytest.fixture(scope="module")
-async def persona(postgres_engine, redis_engine, nats_engine) -> AsyncIterator[RunningService]:
-    async with running_service(
-        edrs_persona.app.definition,
-        # Its own database, so these personas do not mix with the persona service's own tests.
-        database_url=postgres_engine.url("test_task_persona"),
-        redis_url=redis_engine.url(1),
-        nats_url=nats_engine.url(),
-    ) as svc:
+async def persona(
+    postgres_engine, redis_engine, nats_engine
+) -> AsyncIterator[testing.RunningService]:
+    # Its own database, so these personas do not mix with the persona service's own tests.
+    settings = testing.engine_settings(
+        postgres_engine, redis_engine, nats_engine, database="test_task_persona", redis_db=1
+    )
+    async with testing.running_service(edrs_persona.app.definition, **settings) as svc:
         yield svc
 
 
 @pytest.fixture(scope="module")
 async def task(
-    postgres_engine, redis_engine, nats_engine, persona: RunningService
-) -> AsyncIterator[RunningService]:
-    async with running_service(
-        definition,
-        database_url=postgres_engine.url("test_task"),
-        redis_url=redis_engine.url(5),
-        nats_url=nats_engine.url(),
-        peers={"persona": persona.grpc_address},
+    postgres_engine, redis_engine, nats_engine, persona: testing.RunningService
+) -> AsyncIterator[testing.RunningService]:
+    settings = task_settings(postgres_engine, redis_engine, nats_engine)
+    async with testing.running_service(
+        definition, **settings, peers={"persona": persona.grpc_address}
     ) as svc:
         yield svc
 
 
+def task_settings(postgres_engine, redis_engine, nats_engine) -> dict[str, str]:
+    return testing.engine_settings(
+        postgres_engine, redis_engine, nats_engine, database="test_task", redis_db=5
+    )
+
+
 @pytest.fixture
-def stub(task: RunningService) -> task_pb2_grpc.TaskServiceStub:
+def stub(task: testing.RunningService) -> task_pb2_grpc.TaskServiceStub:
     return task_pb2_grpc.TaskServiceStub(task.channel)
 
 
-async def _persona_in(persona: RunningService, tenant: list[tuple[str, str]]) -> str:
+async def _persona_in(persona: testing.RunningService, tenant: list[tuple[str, str]]) -> str:
     created = await persona_pb2_grpc.PersonaServiceStub(persona.channel).CreatePersona(
         persona_pb2.CreatePersonaRequest(name="Ada", role="analyst"), metadata=tenant
     )
@@ -87,33 +90,36 @@ async def test_unassigned_task_gets_the_default_priority(stub) -> None:
 
 
 async def test_assignee_that_does_not_exist_is_refused(stub) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub.CreateTask(
+    await testing.expect_rpc_error(
+        stub.CreateTask(
             task_pb2.CreateTaskRequest(title="t", assignee_persona_id=MISSING_ID),
             metadata=TENANT_A,
-        )
-    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert f"assignee_persona_id {MISSING_ID} does not exist" in err.value.details()
+        ),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        f"assignee_persona_id {MISSING_ID} does not exist",
+    )
 
 
 async def test_persona_of_another_tenant_cannot_be_assigned(stub, persona) -> None:
     # The tenant travels to the persona service with the call, which then cannot see B's persona.
     theirs = await _persona_in(persona, TENANT_B)
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub.CreateTask(
+    await testing.expect_rpc_error(
+        stub.CreateTask(
             task_pb2.CreateTaskRequest(title="t", assignee_persona_id=theirs), metadata=TENANT_A
-        )
-    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "assignee_persona_id" in err.value.details()
+        ),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "assignee_persona_id",
+    )
     listed = await stub.ListTasks(task_pb2.ListTasksRequest(), metadata=TENANT_A)
     assert theirs not in {t.assignee_persona_id for t in listed.tasks}
 
 
 async def test_other_tenant_cannot_see_the_task(stub) -> None:
     created = await stub.CreateTask(task_pb2.CreateTaskRequest(title="private"), metadata=TENANT_A)
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub.GetTask(task_pb2.GetTaskRequest(id=created.id), metadata=TENANT_B)
-    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    await testing.expect_rpc_error(
+        stub.GetTask(task_pb2.GetTaskRequest(id=created.id), metadata=TENANT_B),
+        grpc.StatusCode.NOT_FOUND,
+    )
     listed = await stub.ListTasks(task_pb2.ListTasksRequest(), metadata=TENANT_B)
     assert created.id not in {t.id for t in listed.tasks}
 
@@ -136,17 +142,13 @@ async def test_other_tenant_cannot_see_the_task(stub) -> None:
     ],
 )
 async def test_invalid_create_names_the_field(stub, request_, field) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub.CreateTask(request_, metadata=TENANT_A)
-    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert field in err.value.details()
+    await testing.expect_rpc_error(
+        stub.CreateTask(request_, metadata=TENANT_A), grpc.StatusCode.INVALID_ARGUMENT, field
+    )
 
 
 async def test_call_without_tenant_is_refused(stub) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub.ListTasks(task_pb2.ListTasksRequest())
-    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert "x-edrs-client-id" in err.value.details()
+    await testing.expect_refused_without_tenant(stub.ListTasks(task_pb2.ListTasksRequest()))
 
 
 async def test_list_pages_through_every_task_once(stub) -> None:
@@ -155,29 +157,21 @@ async def test_list_pages_through_every_task_once(stub) -> None:
         (await stub.CreateTask(task_pb2.CreateTaskRequest(title=f"t{i}"), metadata=tenant)).id
         for i in range(7)
     ]
-    seen: list[str] = []
-    token = ""
-    while True:
-        page = await stub.ListTasks(
-            task_pb2.ListTasksRequest(page=common_pb2.PageRequest(page_size=3, page_token=token)),
-            metadata=tenant,
-        )
-        assert len(page.tasks) <= 3
-        seen += [t.id for t in page.tasks]
-        token = page.page.next_page_token
-        if not token:
-            break
-    assert seen == made
+    tasks = await testing.collect_pages(
+        stub.ListTasks, task_pb2.ListTasksRequest, "tasks", page_size=3, metadata=tenant
+    )
+    assert [t.id for t in tasks] == made
 
 
 async def test_bad_page_token_is_refused(stub) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub.ListTasks(
+    await testing.expect_rpc_error(
+        stub.ListTasks(
             task_pb2.ListTasksRequest(page=common_pb2.PageRequest(page_token="garbage!")),
             metadata=TENANT_A,
-        )
-    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "page.page_token" in err.value.details()
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "page.page_token",
+    )
 
 
 def _closed_port() -> int:
@@ -186,24 +180,28 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
+async def _assignment_is_unavailable(svc: testing.RunningService, reason: str) -> None:
+    """Assigning a task on `svc` must fail UNAVAILABLE with `reason`, the persona check failing."""
+    await testing.expect_rpc_error(
+        task_pb2_grpc.TaskServiceStub(svc.channel).CreateTask(
+            task_pb2.CreateTaskRequest(title="t", assignee_persona_id=MISSING_ID),
+            metadata=TENANT_A,
+            timeout=10,
+        ),
+        grpc.StatusCode.UNAVAILABLE,
+        reason,
+    )
+
+
 async def test_assignment_while_persona_service_is_down_is_unavailable(
     postgres_engine, redis_engine, nats_engine
 ) -> None:
-    async with running_service(
+    async with testing.running_service(
         definition,
-        database_url=postgres_engine.url("test_task"),
-        redis_url=redis_engine.url(5),
-        nats_url=nats_engine.url(),
+        **task_settings(postgres_engine, redis_engine, nats_engine),
         peers={"persona": f"127.0.0.1:{_closed_port()}"},
     ) as svc:
-        with pytest.raises(grpc.aio.AioRpcError) as err:
-            await task_pb2_grpc.TaskServiceStub(svc.channel).CreateTask(
-                task_pb2.CreateTaskRequest(title="t", assignee_persona_id=MISSING_ID),
-                metadata=TENANT_A,
-                timeout=10,
-            )
-    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert "persona service did not answer" in err.value.details()
+        await _assignment_is_unavailable(svc, "persona service did not answer")
 
 
 async def test_assignment_when_persona_service_hangs_is_unavailable(
@@ -213,22 +211,13 @@ async def test_assignment_when_persona_service_hangs_is_unavailable(
     silent = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
     port = silent.sockets[0].getsockname()[1]
     try:
-        async with running_service(
+        async with testing.running_service(
             definition,
-            database_url=postgres_engine.url("test_task"),
-            redis_url=redis_engine.url(5),
-            nats_url=nats_engine.url(),
+            **task_settings(postgres_engine, redis_engine, nats_engine),
             peers={"persona": f"127.0.0.1:{port}"},
             rpc_timeout_seconds=0.3,
         ) as svc:
-            with pytest.raises(grpc.aio.AioRpcError) as err:
-                await task_pb2_grpc.TaskServiceStub(svc.channel).CreateTask(
-                    task_pb2.CreateTaskRequest(title="t", assignee_persona_id=MISSING_ID),
-                    metadata=TENANT_A,
-                    timeout=10,
-                )
+            await _assignment_is_unavailable(svc, "DEADLINE_EXCEEDED")
     finally:
         silent.close()
         await silent.wait_closed()
-    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert "DEADLINE_EXCEEDED" in err.value.details()

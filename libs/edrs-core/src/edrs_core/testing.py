@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
+from edrs_proto.common.v1 import common_pb2
 
 from edrs_core.runtime import ServiceDefinition, ServiceRunner
 from edrs_core.settings import load_settings
@@ -79,3 +80,94 @@ async def running_service(
         await channel.close()
         runner.stop_requested.set()
         await task
+
+
+class _PostgresUrls(Protocol):
+    def url(self, database: str = ...) -> str: ...
+
+
+class _RedisUrls(Protocol):
+    def url(self, db: int = ...) -> str: ...
+
+
+class _NatsUrls(Protocol):
+    def url(self) -> str: ...
+
+
+def engine_settings(
+    postgres_engine: _PostgresUrls,
+    redis_engine: _RedisUrls,
+    nats_engine: _NatsUrls,
+    *,
+    database: str,
+    redis_db: int,
+) -> dict[str, str]:
+    """The `running_service` settings that point a service at the three test engines.
+
+    Each service gets its own `database` and `redis_db` so suites never see each other's data."""
+    return {
+        "database_url": postgres_engine.url(database),
+        "redis_url": redis_engine.url(redis_db),
+        "nats_url": nats_engine.url(),
+    }
+
+
+Metadata = Sequence[tuple[str, str]]
+TENANT_HEADER = "x-edrs-client-id"
+
+
+async def collect_pages(
+    list_call: Callable[..., Awaitable[Any]],
+    make_request: Callable[..., Any],
+    items_field: str,
+    *,
+    page_size: int,
+    metadata: Metadata | None = None,
+) -> list[Any]:
+    """Follow `next_page_token` from the first page to the last and return every item in order.
+
+    `make_request` is called as `make_request(page=PageRequest(...))`, so the list call's request
+    class itself will do; `items_field` names the repeated field of the response. Fails if a page
+    holds more than `page_size` items."""
+    items: list[Any] = []
+    token = ""
+    while True:
+        page = await list_call(
+            make_request(page=common_pb2.PageRequest(page_size=page_size, page_token=token)),
+            metadata=metadata,
+        )
+        found = list(getattr(page, items_field))
+        if len(found) > page_size:
+            raise AssertionError(
+                f"a page of {items_field} holds {len(found)} items, more than page_size={page_size}"
+            )
+        items += found
+        token = page.page.next_page_token
+        if not token:
+            return items
+
+
+async def expect_rpc_error(
+    call: Awaitable[object], code: grpc.StatusCode, *details: str
+) -> grpc.aio.AioRpcError:
+    """Await `call`, assert it fails with `code` and that its details contain each of `details`."""
+    try:
+        await call
+    except grpc.aio.AioRpcError as error:
+        if error.code() != code:
+            raise AssertionError(
+                f"expected {code.name}, got {error.code().name}: {error}"
+            ) from None
+        missing = [part for part in details if part not in (error.details() or "")]
+        if missing:
+            raise AssertionError(
+                f"expected {missing!r} in the {code.name} details, got {error.details()!r}"
+            ) from None
+        return error
+    raise AssertionError(f"expected the call to fail with {code.name}, but it succeeded")
+
+
+async def expect_refused_without_tenant(*calls: Awaitable[object]) -> None:
+    """Assert each call, made without tenant metadata, is UNAUTHENTICATED naming the header."""
+    for call in calls:
+        await expect_rpc_error(call, grpc.StatusCode.UNAUTHENTICATED, TENANT_HEADER)
