@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import aclosing
 from dataclasses import dataclass
 
 import pytest
-from edrs_events import BaseEvent, ConsumerOptions, EventBus, EventValidationError, Priority
+from edrs_events import (
+    BaseEvent,
+    ConsumerOptions,
+    EventBus,
+    EventValidationError,
+    Priority,
+    SequencedEvent,
+)
 from edrs_events.memory_bus import InMemoryBus
 from edrs_events.nats_bus import NatsBus
 
@@ -171,6 +180,61 @@ async def test_invalid_payload_is_refused_at_publish_naming_the_field(
         )
     if under_test.stored is not None:
         assert await under_test.stored() == 0, "nothing of a refused batch reaches the broker"
+
+
+async def first_sequenced(
+    bus: EventBus, count: int, *, client_id: str, start_sequence: int | None
+) -> list[SequencedEvent]:
+    """The first `count` events of a sequenced tail of `client_id`'s task events."""
+    seen: list[SequencedEvent] = []
+    tail = bus.tail_sequenced("task.*", client_id=client_id, start_sequence=start_sequence)
+    async with aclosing(tail) as stream:
+        async for item in stream:
+            seen.append(item)
+            if len(seen) == count:
+                return seen
+    return seen
+
+
+async def test_sequenced_tail_resumes_right_after_the_last_event_seen(
+    under_test: BusUnderTest,
+) -> None:
+    if under_test.stored is None:
+        pytest.skip("Pulsar keeps one topic per lane, so there is no single sequence to resume at")
+    bus = under_test.bus
+    mine = [task_created(n) for n in range(3)]
+    theirs = task_created(9).model_copy(update={"client_id": "globex"})
+    await bus.publish_many([mine[0], theirs, mine[1], mine[2]])
+
+    seen = await asyncio.wait_for(first_sequenced(bus, 3, client_id="acme", start_sequence=1), 10)
+    assert [item.event.event_id for item in seen] == [e.event_id for e in mine]
+    sequences = [item.sequence for item in seen]
+    assert sequences == sorted(sequences) and len(set(sequences)) == 3
+    assert sequences[1] > sequences[0] + 1, "the other tenant's event took a sequence in between"
+
+    resumed = await asyncio.wait_for(
+        first_sequenced(bus, 2, client_id="acme", start_sequence=sequences[0] + 1), 10
+    )
+    assert [item.event.event_id for item in resumed] == [mine[1].event_id, mine[2].event_id]
+    assert [item.sequence for item in resumed] == sequences[1:]
+
+
+async def test_last_sequence_lets_a_reader_start_with_the_next_event(
+    under_test: BusUnderTest,
+) -> None:
+    if under_test.stored is None:
+        pytest.skip("Pulsar keeps one topic per lane, so there is no single sequence to resume at")
+    bus = under_test.bus
+    assert await bus.last_sequence() == 0, "an empty bus has no last sequence"
+    old, new = task_created(1), task_created(2)
+    await bus.publish(old)
+    after_old = await bus.last_sequence()
+    await bus.publish(new)
+    seen = await asyncio.wait_for(
+        first_sequenced(bus, 1, client_id="acme", start_sequence=after_old + 1), 10
+    )
+    assert seen[0].event.event_id == new.event_id
+    assert seen[0].sequence == await bus.last_sequence()
 
 
 async def test_consumer_accepts_payload_with_added_optional_fields(

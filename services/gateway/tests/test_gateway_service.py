@@ -21,7 +21,10 @@ async def gateway(
     settings = testing.engine_settings(
         postgres_engine, redis_engine, nats_engine, database="test_gateway", redis_db=0
     )
-    async with testing.running_service(definition, **settings) as svc:
+    # Outside development the gateway refuses its default key-encryption secret.
+    async with testing.running_service(
+        definition, **settings, key_encryption_secret="test-key-encryption-secret-0123456789"
+    ) as svc:
         yield svc
 
 

@@ -11,6 +11,7 @@ import typer
 from edrs_core.engines import EmbeddedEngine, EngineError, tail_lines
 from rich.console import Console
 
+from edrs_cli.admin import development_token_command, gateway_database_url
 from edrs_cli.fleet import SERVICES, service_names
 from edrs_cli.render import status_json, status_table
 from edrs_cli.supervisor import (
@@ -84,6 +85,7 @@ def up(
         rows = fleet.up(wait_timeout=wait_timeout, on_engine=engine_started)
         console.print(status_table(rows))
         console.print(f"gateway: [bold]{fleet.gateway_url}[/bold]")
+        _print_token_hint(fleet)
         console.print("supervising; Ctrl-C or `edrs dev down` stops everything")
         exited = fleet.supervise()
         if exited is not None:
@@ -108,6 +110,22 @@ def up(
             _print_exit(failed, 10)
         console.print("stopped")
     raise typer.Exit(code)
+
+
+def _print_token_hint(fleet: Fleet) -> None:
+    """How to get an access token for the admin the gateway created on its first start."""
+    postgres = fleet.engines.get("postgres")
+    if postgres is None or fleet.gateway_url is None:
+        return
+    command = development_token_command(gateway_database_url(postgres.url()), fleet.gateway_url)
+    if command is None:
+        console.print(
+            "get a token: create a user with `edrs admin create-user`, then POST "
+            f"{fleet.gateway_url}/api/v1/auth/token"
+        )
+        return
+    console.print("get an access token for admin@edrs.local:")
+    console.print(command, markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()

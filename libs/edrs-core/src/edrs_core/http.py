@@ -23,7 +23,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edrs_core import metrics
-from edrs_core.context import CLIENT_ID_KEY, REQUEST_ID_KEY, request_context
+from edrs_core.context import REQUEST_ID_KEY, request_context
 from edrs_core.tracing import extract_context
 
 log = logging.getLogger("edrs.http")
@@ -117,7 +117,9 @@ class ObservabilityMiddleware:
 
         tracer = trace.get_tracer("edrs_core.http")
         with (
-            request_context(headers.get(CLIENT_ID_KEY), headers.get(REQUEST_ID_KEY)),
+            # The tenant is never taken from an HTTP header: over HTTP it comes only from a verified
+            # credential (the gateway's authentication), so a client cannot choose it.
+            request_context(None, headers.get(REQUEST_ID_KEY)),
             tracer.start_as_current_span(
                 f"{self.service}.http", context=extract_context(headers), kind=trace.SpanKind.SERVER
             ) as span,
@@ -153,9 +155,18 @@ class _Server(uvicorn.Server):
 
 
 class HttpServer:
-    def __init__(self, app: Any, host: str, port: int, name: str) -> None:
+    def __init__(
+        self, app: Any, host: str, port: int, name: str, *, graceful_seconds: float = 10.0
+    ) -> None:
         config = uvicorn.Config(
-            app, host=host, port=port, log_config=None, access_log=False, lifespan="off"
+            app,
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            # Long-lived responses (SSE streams) are cut after this instead of holding shutdown.
+            timeout_graceful_shutdown=graceful_seconds,
         )
         self.name = name
         self.server = _Server(config)

@@ -40,6 +40,11 @@ class Runtime:
     nats: NatsClient
     peers: PeerChannels
     background: list[asyncio.Task[Any]] = field(default_factory=list)
+    closers: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
+
+    def on_close(self, closer: Callable[[], Awaitable[Any]]) -> None:
+        """Await `closer` at shutdown, after the servers stopped and before the pools close."""
+        self.closers.append(closer)
 
     def spawn(self, coro: Awaitable[Any], name: str) -> None:
         """Run `coro` for the life of the service; it is cancelled at shutdown."""
@@ -57,7 +62,9 @@ class ServiceDefinition:
     settings_cls: type[ServiceSettings]
     build: Build
     migrations: Traversable | None = None
-    http_routes: Callable[[Runtime], Sequence[BaseRoute]] | None = None
+    http_routes: (
+        Callable[[Runtime], Sequence[BaseRoute] | Awaitable[Sequence[BaseRoute]]] | None
+    ) = None
 
 
 class _StartupAborted(Exception):
@@ -93,8 +100,16 @@ class ServiceRunner:
             # Health and metrics answer first, so probes see "starting" rather than nothing.
             app = build_http_app(self.name, self.health)
             self.servers = [
-                HttpServer(metrics_app(), s.host, s.metrics_port, "metrics"),
-                HttpServer(app, s.host, s.http_port, "http"),
+                HttpServer(
+                    metrics_app(),
+                    s.host,
+                    s.metrics_port,
+                    "metrics",
+                    graceful_seconds=s.shutdown_grace_seconds,
+                ),
+                HttpServer(
+                    app, s.host, s.http_port, "http", graceful_seconds=s.shutdown_grace_seconds
+                ),
             ]
             for server in self.servers:
                 await server.start()
@@ -103,7 +118,10 @@ class ServiceRunner:
             if inspect.isawaitable(services):
                 services = await services
             if self.definition.http_routes:
-                app.router.routes.extend(self.definition.http_routes(self.runtime))
+                routes = self.definition.http_routes(self.runtime)
+                if inspect.isawaitable(routes):
+                    routes = await routes
+                app.router.routes.extend(routes)
             self.grpc = GrpcServer(self.name, list(services), s.host, s.grpc_port)
             await self.grpc.start()
         except _StartupAborted:
@@ -219,6 +237,11 @@ class ServiceRunner:
         for task in rt.background:
             task.cancel()
         await asyncio.gather(*rt.background, return_exceptions=True)
+        for closer in reversed(rt.closers):
+            try:
+                await closer()
+            except Exception:
+                log.warning("error while closing", exc_info=True)
         await rt.peers.close()
         if not rt.nats.is_closed:
             await rt.nats.close()

@@ -124,6 +124,17 @@ class WireMessage:
         )
 
 
+@dataclass(frozen=True)
+class SequencedEvent:
+    """An event with its position in the bus's log, as `EventBus.tail_sequenced` yields it.
+
+    `sequence` grows with every event the bus stores (all tenants and types share it), so a reader
+    that remembers the last one it saw resumes with `start_sequence=sequence + 1`."""
+
+    sequence: int
+    event: BaseEvent
+
+
 class Subscription(ABC):
     """A running durable consumer."""
 
@@ -217,6 +228,29 @@ class EventBus(ABC):
         from_start: bool = False,
     ) -> AsyncGenerator[BaseEvent, None]:
         """Live view of events as they are published (no ack, no durable state)."""
+
+    def tail_sequenced(
+        self,
+        pattern: str = "*",
+        *,
+        priority: Priority | None = None,
+        client_id: str | None = None,
+        start_sequence: int | None = None,
+    ) -> AsyncGenerator[SequencedEvent, None]:
+        """`tail`, resumable: each event comes with its log sequence, and the view starts at
+        `start_sequence` (the oldest retained event if that one is gone) or, when None, with the
+        next event published. Only buses with one ordered log (NATS, memory) can do this."""
+        raise NotImplementedError(
+            f"{type(self).__name__} has no single event sequence, so its tail cannot resume; "
+            "use the NATS bus"
+        )
+
+    async def last_sequence(self) -> int:
+        """Sequence of the newest stored event (0 when there is none): `tail_sequenced` from
+        this plus one sees exactly the events published after this call."""
+        raise NotImplementedError(
+            f"{type(self).__name__} has no single event sequence; use the NATS bus"
+        )
 
     @abstractmethod
     async def dead_letters(

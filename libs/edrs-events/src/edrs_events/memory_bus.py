@@ -16,6 +16,7 @@ from edrs_events.bus import (
     EventBus,
     Handler,
     HandlerOutcome,
+    SequencedEvent,
     Subscription,
     WireMessage,
     run_handler,
@@ -59,7 +60,7 @@ class InMemoryBus(EventBus):
         self._consumers: dict[str, _Consumer] = {}
         self._dead: dict[int, tuple[DeadLetter, WireMessage]] = {}
         self._dead_seq = 0
-        self._tails: list[asyncio.Queue[WireMessage]] = []
+        self._tails: list[asyncio.Queue[tuple[int, WireMessage]]] = []
 
     async def publish_wire(self, messages: Sequence[WireMessage]) -> None:
         for message in messages:
@@ -69,7 +70,7 @@ class InMemoryBus(EventBus):
             self.log.append(message)
             self._route(_Delivery(len(self.log), message))
             for queue in self._tails:
-                queue.put_nowait(message)
+                queue.put_nowait((len(self.log), message))
 
     def _route(self, delivery: _Delivery, only: _Consumer | None = None) -> None:
         for consumer in [only] if only else self._consumers.values():
@@ -110,21 +111,42 @@ class InMemoryBus(EventBus):
         client_id: str | None = None,
         from_start: bool = False,
     ) -> AsyncGenerator[BaseEvent, None]:
-        queue: asyncio.Queue[WireMessage] = asyncio.Queue()
-        if from_start:
-            for message in self.log:
-                queue.put_nowait(message)
+        async for item in self.tail_sequenced(
+            pattern,
+            priority=priority,
+            client_id=client_id,
+            start_sequence=1 if from_start else None,
+        ):
+            yield item.event
+
+    async def last_sequence(self) -> int:
+        return len(self.log)
+
+    async def tail_sequenced(
+        self,
+        pattern: str = "*",
+        *,
+        priority: Priority | None = None,
+        client_id: str | None = None,
+        start_sequence: int | None = None,
+    ) -> AsyncGenerator[SequencedEvent, None]:
+        if start_sequence is not None and start_sequence < 1:
+            raise ValueError(f"start_sequence must be >= 1, got {start_sequence}")
+        queue: asyncio.Queue[tuple[int, WireMessage]] = asyncio.Queue()
+        if start_sequence is not None:
+            for seq, message in enumerate(self.log[start_sequence - 1 :], start=start_sequence):
+                queue.put_nowait((seq, message))
         self._tails.append(queue)
         try:
             while True:
-                message = await queue.get()
+                seq, message = await queue.get()
                 if not _matches([pattern], message.event_type):
                     continue
                 if priority is not None and message.priority is not priority:
                     continue
                 if client_id is not None and message.client_id != client_id:
                     continue
-                yield BaseEvent.from_json(message.body)
+                yield SequencedEvent(seq, BaseEvent.from_json(message.body))
         finally:
             self._tails.remove(queue)
 

@@ -35,6 +35,7 @@ from edrs_events.bus import (
     EventBus,
     Handler,
     HandlerOutcome,
+    SequencedEvent,
     Subscription,
     WireMessage,
     run_handler,
@@ -184,13 +185,39 @@ class NatsBus(EventBus):
         client_id: str | None = None,
         from_start: bool = False,
     ) -> AsyncGenerator[BaseEvent, None]:
+        async for item in self.tail_sequenced(
+            pattern,
+            priority=priority,
+            client_id=client_id,
+            start_sequence=1 if from_start else None,
+        ):
+            yield item.event
+
+    async def last_sequence(self) -> int:
+        info = await self.js.stream_info(self.subjects.events_stream)
+        return int(info.state.last_seq)
+
+    async def tail_sequenced(
+        self,
+        pattern: str = "*",
+        *,
+        priority: Priority | None = None,
+        client_id: str | None = None,
+        start_sequence: int | None = None,
+    ) -> AsyncGenerator[SequencedEvent, None]:
+        if start_sequence is not None and start_sequence < 1:
+            raise ValueError(f"start_sequence must be >= 1, got {start_sequence}")
         subject = self.subjects.event_filter(priority, pattern)
-        policy = api.DeliverPolicy.ALL if from_start else api.DeliverPolicy.NEW
+        # A reader that dies without cleaning up leaves a consumer the server drops after this.
+        config = api.ConsumerConfig(inactive_threshold=30.0)
+        if start_sequence is None:
+            config.deliver_policy = api.DeliverPolicy.NEW
+        else:
+            # A sequence older than the stream's first retained one starts at that first one.
+            config.deliver_policy = api.DeliverPolicy.BY_START_SEQUENCE
+            config.opt_start_seq = start_sequence
         sub = await self.js.subscribe(
-            subject,
-            stream=self.subjects.events_stream,
-            ordered_consumer=True,
-            deliver_policy=policy,
+            subject, stream=self.subjects.events_stream, ordered_consumer=True, config=config
         )
         try:
             while True:
@@ -200,10 +227,20 @@ class NatsBus(EventBus):
                     continue
                 if client_id is not None and (msg.headers or {}).get(H_CLIENT_ID) != client_id:
                     continue
-                yield BaseEvent.from_json(msg.data)
+                yield SequencedEvent(msg.metadata.sequence.stream, BaseEvent.from_json(msg.data))
         finally:
-            with contextlib.suppress(nats.errors.Error):
-                await sub.unsubscribe()
+            # Clean up in a task of its own: when the reader is cancelled from outside (an SSE
+            # client went away), its awaits here would be cancelled too, and the subscription
+            # would stay behind buffering every event of the stream.
+            await asyncio.shield(asyncio.ensure_future(self._drop_tail(sub)))
+
+    async def _drop_tail(self, sub: Any) -> None:
+        with contextlib.suppress(nats.errors.Error):
+            await sub.unsubscribe()
+        with contextlib.suppress(nats.errors.Error):
+            # An ordered consumer is recreated under a new name after a gap, so ask for it.
+            info = await sub.consumer_info()
+            await self.js.delete_consumer(self.subjects.events_stream, info.name)
 
     async def dead_letter(
         self, consumer: str, body: bytes, *, subject: str, reason: str, deliveries: int, seq: int

@@ -1,4 +1,4 @@
-"""Wires the gateway service: its store, its gRPC servicer, its migrations."""
+"""Wires the gateway service: its stores, its gRPC servicer, its public API, its migrations."""
 
 from importlib.resources import files
 
@@ -7,13 +7,20 @@ from edrs_proto.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from starlette.routing import BaseRoute, Mount
 
 from edrs_gateway.api.app import create_api
+from edrs_gateway.api.routes.events import open_event_bus
+from edrs_gateway.auth.passwords import Passwords
 from edrs_gateway.config import GatewaySettings
 from edrs_gateway.context import GatewayContext
+from edrs_gateway.identity.bootstrap import bootstrap
 from edrs_gateway.server import TenantServicer
 from edrs_gateway.store.postgres import PostgresTenantStore
 
 
-def build(rt: Runtime) -> list[GrpcService]:
+async def build(rt: Runtime) -> list[GrpcService]:
+    assert isinstance(rt.settings, GatewaySettings)
+    # Before the service reports started: the first token needs a signing key, and in
+    # development the first login needs a tenant and an admin.
+    await bootstrap(rt.db, rt.settings, Passwords())
     servicer = TenantServicer(PostgresTenantStore(rt.db))
     return [
         GrpcService(
@@ -24,11 +31,13 @@ def build(rt: Runtime) -> list[GrpcService]:
     ]
 
 
-def http_routes(rt: Runtime) -> list[BaseRoute]:
+async def http_routes(rt: Runtime) -> list[BaseRoute]:
     """The public API, mounted beside the health endpoints on the HTTP port."""
     assert isinstance(rt.settings, GatewaySettings)
-    ctx = GatewayContext(settings=rt.settings, runtime=rt, tenants=PostgresTenantStore(rt.db))
-    return [Mount("", app=create_api(ctx))]
+    ctx = GatewayContext.build(rt.settings, rt)
+    bus = await open_event_bus(rt.settings)
+    rt.on_close(bus.close)
+    return [Mount("", app=create_api(ctx, bus))]
 
 
 definition = ServiceDefinition(

@@ -1,11 +1,67 @@
 """Gateway service settings (`EDRS_GATEWAY_*`)."""
 
-from typing import ClassVar
+import json
+from typing import Annotated, Any, ClassVar
 
 from edrs_core import ServiceSettings
-from pydantic_settings import SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 
 class GatewaySettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="EDRS_GATEWAY_")
     service_name: ClassVar[str] = "gateway"
+
+    # The runtime refuses this default unless EDRS_ENVIRONMENT=development. Changing it makes the
+    # stored signing keys unreadable: rotate the signing key after changing it.
+    key_encryption_secret: SecretStr = Field(
+        default=SecretStr("development-only-key-encryption-secret-do-not-use"),
+        min_length=32,
+        description="Secret from which the key encrypting token-signing keys at rest is derived",
+    )
+    token_issuer: str = Field(default="edrs-gateway", min_length=1, description="JWT `iss`")
+    token_audience: str = Field(default="edrs-api", min_length=1, description="JWT `aud`")
+    access_token_ttl_seconds: int = Field(default=3600, ge=60, le=86_400)
+    refresh_token_ttl_days: int = Field(default=30, ge=1, le=365)
+    lockout_threshold: int = Field(
+        default=5, ge=1, description="Consecutive failed logins that lock a user"
+    )
+    lockout_minutes: int = Field(
+        default=15, ge=1, description="How long a locked user stays locked"
+    )
+    signing_key_cache_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="How long a process trusts its cached signing keys before re-reading them; "
+        "a token with an unknown kid re-reads them at once",
+    )
+    # Only read when EDRS_ENVIRONMENT=development, to create the first admin; a plain default
+    # would have to be overridden in production for nothing, so None means the built-in one.
+    dev_admin_password: SecretStr | None = Field(
+        default=None,
+        description="Password of admin@edrs.local, created on the first development start",
+    )
+
+    # Edge protections (edrs_gateway.edge).
+    max_body_bytes: int = Field(
+        default=10 * 1024 * 1024, ge=1, description="Largest request body accepted, in bytes"
+    )
+    request_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="Per-request deadline; streaming endpoints are exempt"
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Browser origins allowed by CORS, comma-separated or a JSON list; empty = none",
+    )
+    rate_limits_enabled: bool = Field(default=True, description="Per-tier token buckets in Redis")
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        # An env var arrives as one string: accept "https://a,https://b" as well as a JSON list.
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value

@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import Literal
+from uuid import UUID
 
 from edrs_core import Runtime
 from fastapi import Request
 
+from edrs_gateway.auth.login import Authenticator, Lockout
+from edrs_gateway.auth.passwords import Passwords
+from edrs_gateway.auth.revocations import TokenRevocations
+from edrs_gateway.auth.signing_keys import KeyRing, SigningKeyStore, signing_key_cipher
+from edrs_gateway.auth.tokens import TokenService
 from edrs_gateway.config import GatewaySettings
+from edrs_gateway.identity.api_keys import ApiKeyStore
+from edrs_gateway.identity.audit import AuditLog
+from edrs_gateway.identity.refresh_tokens import RefreshTokenStore
+from edrs_gateway.identity.users import UserStore
 from edrs_gateway.store import TenantStore
+from edrs_gateway.store.postgres import PostgresTenantStore
 
 
 @dataclass
@@ -16,6 +29,70 @@ class GatewayContext:
     settings: GatewaySettings
     runtime: Runtime
     tenants: TenantStore
+    users: UserStore
+    api_keys: ApiKeyStore
+    refresh_tokens: RefreshTokenStore
+    audit: AuditLog
+    passwords: Passwords
+    signing_keys: SigningKeyStore
+    tokens: TokenService
+    revocations: TokenRevocations
+    authenticator: Authenticator
+
+    @classmethod
+    def build(cls, settings: GatewaySettings, rt: Runtime) -> GatewayContext:
+        if rt.redis is None:
+            raise RuntimeError("the gateway needs Redis (EDRS_GATEWAY_REDIS_URL)")
+        tenants = PostgresTenantStore(rt.db)
+        users = UserStore(rt.db)
+        api_keys = ApiKeyStore(rt.db)
+        refresh_tokens = RefreshTokenStore(
+            rt.db, family_ttl=timedelta(days=settings.refresh_token_ttl_days)
+        )
+        audit = AuditLog(rt.db)
+        passwords = Passwords()
+        signing_keys = SigningKeyStore(rt.db, signing_key_cipher(settings.key_encryption_secret))
+        tokens = TokenService(
+            KeyRing(signing_keys, cache_seconds=settings.signing_key_cache_seconds),
+            issuer=settings.token_issuer,
+            audience=settings.token_audience,
+            ttl_seconds=settings.access_token_ttl_seconds,
+        )
+        revocations = TokenRevocations(rt.redis)
+        authenticator = Authenticator(
+            tenants=tenants,
+            users=users,
+            api_keys=api_keys,
+            refresh_tokens=refresh_tokens,
+            tokens=tokens,
+            revocations=revocations,
+            audit=audit,
+            passwords=passwords,
+            lockout=Lockout(
+                settings.lockout_threshold, timedelta(minutes=settings.lockout_minutes)
+            ),
+        )
+        return cls(
+            settings=settings,
+            runtime=rt,
+            tenants=tenants,
+            users=users,
+            api_keys=api_keys,
+            refresh_tokens=refresh_tokens,
+            audit=audit,
+            passwords=passwords,
+            signing_keys=signing_keys,
+            tokens=tokens,
+            revocations=revocations,
+            authenticator=authenticator,
+        )
+
+    async def end_sessions(self, kind: Literal["user", "api_key"], subject_id: UUID) -> None:
+        """Refuse the subject's access tokens from now on and revoke its refresh tokens."""
+        await self.revocations.revoke_subject(
+            kind, str(subject_id), self.settings.access_token_ttl_seconds
+        )
+        await self.refresh_tokens.revoke_subject(kind, subject_id)
 
 
 def get_context(request: Request) -> GatewayContext:

@@ -2,15 +2,47 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
+from edrs_events import EventBus
 from fastapi import FastAPI
 
+from edrs_gateway.api.common import problem_responses
 from edrs_gateway.api.problems import install_problem_handlers
+from edrs_gateway.api.routes import api_keys, audit, auth, events, jwks, personas, tenant, users
+from edrs_gateway.auth.middleware import AuthenticationMiddleware
+from edrs_gateway.auth.principal import Principal
 from edrs_gateway.context import GatewayContext
+from edrs_gateway.edge import (
+    BodyLimitMiddleware,
+    DlpMiddleware,
+    DlpScanner,
+    Hit,
+    IdempotencyMiddleware,
+    IdempotencyStore,
+    RateLimiter,
+    RateLimitMiddleware,
+    SecurityHeadersMiddleware,
+    TenantPolicies,
+    TimeoutMiddleware,
+    cors_middleware,
+)
+from edrs_gateway.identity import actor_of
 
 API_PREFIX = "/api/v1"
 
 
-def create_api(ctx: GatewayContext) -> FastAPI:
+# Streams stay open as long as the client follows them: no request timeout, no concurrency slot.
+STREAM_PATHS = (f"{API_PREFIX}/events/stream",)
+# Credentials are expected in these bodies, and their responses are secrets not to be stored.
+AUTH_PATHS = (f"{API_PREFIX}/auth/",)
+# DLP guards text on its way to other services. Account data (a user's email is their login)
+# stays in the gateway and is the point of these routes, so it is not redacted.
+DLP_EXEMPT_PATHS = (*AUTH_PATHS, f"{API_PREFIX}/users", f"{API_PREFIX}/api-keys")
+
+
+def create_api(ctx: GatewayContext, event_bus: EventBus) -> FastAPI:
     app = FastAPI(
         title="EDRS API",
         version="1.0.0",
@@ -20,6 +52,95 @@ def create_api(ctx: GatewayContext) -> FastAPI:
         redoc_url="/api/redoc",
     )
     app.state.ctx = ctx
+    app.state.event_bus = event_bus
     install_problem_handlers(app)
+    _add_edge(app, ctx)
     # Routers are included here, one line each (auth, users, api keys, audit, events, personas...).
+    app.include_router(auth.router, prefix=API_PREFIX)
+    app.include_router(jwks.router, prefix=API_PREFIX)
+    app.include_router(tenant.router, prefix=API_PREFIX)
+    app.include_router(users.router, prefix=API_PREFIX)
+    app.include_router(api_keys.router, prefix=API_PREFIX)
+    app.include_router(audit.router, prefix=API_PREFIX)
+    app.include_router(personas.router, prefix=API_PREFIX)
+    app.include_router(events.router, prefix=API_PREFIX)
+    _document_edge_responses(app)
     return app
+
+
+def _document_edge_responses(app: FastAPI) -> None:
+    """What the middleware stack may answer on any route, added to every operation of the schema
+    so it tells clients all of it (the middlewares are outside FastAPI's view of the routes)."""
+    build_schema = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build_schema()
+        for path, operations in schema.get("paths", {}).items():
+            if not path.startswith(API_PREFIX):
+                continue
+            for operation in operations.values():
+                extra = [429]
+                if "requestBody" in operation:
+                    extra += [400, 413]  # unparseable JSON; over the body limit
+                if path not in STREAM_PATHS:
+                    extra.append(504)
+                responses = operation.setdefault("responses", {})
+                for status, spec in problem_responses(*extra).items():
+                    responses.setdefault(
+                        str(status),
+                        {"description": spec["description"], "content": spec["content"]},
+                    )
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _add_edge(app: FastAPI, ctx: GatewayContext) -> None:
+    """The middleware stack. Starlette runs the last added first, so this reads inside-out:
+    request → security headers → CORS → body limit → timeout → authentication → rate limit →
+    idempotency → DLP → route. Idempotency sits outside DLP so its fingerprint covers the body
+    the client sent; rate limits sit inside authentication so they know the tenant's tier."""
+    settings = ctx.settings
+    redis = ctx.runtime.redis
+    assert redis is not None
+
+    async def record_dlp_hits(principal: Principal | None, hits: Sequence[Hit]) -> None:
+        if principal is None:
+            return  # anonymous requests reach no route that stores text
+        await ctx.audit.record(
+            principal.tenant_id,
+            "dlp.detected",
+            "success",
+            actor=actor_of(principal),
+            details={"hits": [{"kind": h.kind, "pointer": h.pointer} for h in hits]},
+        )
+
+    app.add_middleware(
+        DlpMiddleware,
+        scanner=DlpScanner(),
+        policy_of=TenantPolicies(ctx.runtime.db).dlp_policy,
+        on_hits=record_dlp_hits,
+        exempt_paths=DLP_EXEMPT_PATHS,
+    )
+    app.add_middleware(
+        IdempotencyMiddleware, store=IdempotencyStore(redis), exempt_paths=AUTH_PATHS
+    )
+    if settings.rate_limits_enabled:
+        app.add_middleware(
+            RateLimitMiddleware, limiter=RateLimiter(redis), exempt_paths=STREAM_PATHS
+        )
+    # Verifies the bearer token of every request and leaves the Principal in the scope state for
+    # routes (`require`) and for the middlewares inside it (rate limits, idempotency, DLP).
+    app.add_middleware(AuthenticationMiddleware, tokens=ctx.tokens, revocations=ctx.revocations)
+    app.add_middleware(
+        TimeoutMiddleware,
+        timeout_seconds=settings.request_timeout_seconds,
+        exempt_paths=STREAM_PATHS,
+    )
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    if (cors := cors_middleware(settings)) is not None:
+        app.add_middleware(cors.cls, *cors.args, **cors.kwargs)
+    app.add_middleware(SecurityHeadersMiddleware)

@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic.alias_generators import to_camel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 log = logging.getLogger("edrs.gateway.api")
 
@@ -71,6 +72,17 @@ def _pointer(loc: tuple[Any, ...]) -> str:
     return "/" + "/".join(parts) if parts else ""
 
 
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves on this path: Starlette's own 405 names only the first
+    route that matched the path, while a path is often served by several (GET list, POST create)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "GET", "type": "http"})
+        if match is not Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -108,12 +120,15 @@ def install_problem_handlers(app: FastAPI) -> None:
             401: "unauthenticated",
             403: "forbidden",
         }.get(exc.status_code, "http_error")
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(_allowed_methods(request))
         return problem_response(
             exc.status_code,
             code,
             str(exc.detail),
             instance=request.url.path,
-            headers=dict(exc.headers or {}),
+            headers=headers,
         )
 
     @app.exception_handler(Exception)

@@ -1,0 +1,342 @@
+"""Gateway benchmark: authenticated `GET /api/v1/personas/{id}` (one gRPC call) vs a bare endpoint.
+
+Run `python benchmarks/bench_gateway.py`; it starts embedded PostgreSQL, Redis and NATS, the
+persona and gateway services as processes, and a bare uvicorn app serving the same JSON, then
+drives both from a separate load process with the same concurrency. It prints requests/s,
+p50/p95/p99 latency, peak RSS and the ratio, and asserts nothing about time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import psutil
+from edrs_core.engines.nats import EmbeddedNats
+from edrs_core.engines.ports import free_port
+from edrs_core.engines.postgres import EmbeddedPostgres
+from edrs_core.engines.redis import EmbeddedRedis
+from edrs_gateway.identity.bootstrap import DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD
+from edrs_proto.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+
+API = "/api/v1"
+# Same as the test engines: the figures are about the gateway, not about disk flushes.
+POSTGRES_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+
+
+@dataclass
+class Service:
+    name: str
+    process: subprocess.Popen[bytes]
+    http_url: str
+    grpc_address: str
+
+
+@contextmanager
+def service(name: str, env: dict[str, str], log_dir: Path) -> Iterator[Service]:
+    """`python -m edrs_<name>` on free ports, in development mode; stopped with SIGTERM."""
+    prefix = f"EDRS_{name.upper()}_"
+    grpc_port, http_port = free_port(), free_port()
+    values = {
+        "EDRS_ENVIRONMENT": "development",
+        f"{prefix}GRPC_PORT": str(grpc_port),
+        f"{prefix}HTTP_PORT": str(http_port),
+        f"{prefix}METRICS_PORT": str(free_port()),
+        f"{prefix}LOG_LEVEL": "WARNING",
+        **{f"{prefix}{key}": value for key, value in env.items()},
+    }
+    log = (log_dir / f"{name}.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", f"edrs_{name}"],
+        env={**os.environ, **values},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    svc = Service(name, process, f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}")
+    try:
+        wait_started(svc, log_dir / f"{name}.log")
+        yield svc
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def wait_started(svc: Service, log_path: Path, within: float = 60.0) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if svc.process.poll() is not None:
+            raise SystemExit(f"{svc.name} exited at start:\n{log_path.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{svc.http_url}/health/startup", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)  # polling a child process's start-up; there is nothing to await
+    raise SystemExit(f"{svc.name} did not start within {within}s:\n{log_path.read_text()[-3000:]}")
+
+
+async def dev_admin_headers(gateway: Service) -> dict[str, str]:
+    """A bearer token of the development admin, whom the gateway creates on its first start."""
+    async with grpc.aio.insecure_channel(gateway.grpc_address) as channel:
+        tenants = await gateway_pb2_grpc.TenantServiceStub(channel).ListTenants(
+            gateway_pb2.ListTenantsRequest()
+        )
+    tenant_id = tenants.tenants[0].id
+    async with httpx.AsyncClient(base_url=gateway.http_url) as client:
+        reply = await client.post(
+            f"{API}/auth/token",
+            json={
+                "grantType": "password",
+                "tenantId": tenant_id,
+                "email": DEV_ADMIN_EMAIL,
+                "password": DEV_ADMIN_PASSWORD,
+            },
+        )
+    if reply.status_code != 200:
+        raise SystemExit(f"could not get a token: {reply.status_code} {reply.text}")
+    return {"Authorization": f"Bearer {reply.json()['accessToken']}"}
+
+
+async def create_persona(gateway: Service, headers: dict[str, str]) -> dict[str, Any]:
+    body = {"name": "Bench", "role": "benchmark subject", "skills": ["latency"], "tone": "brisk"}
+    async with httpx.AsyncClient(base_url=gateway.http_url, headers=headers) as client:
+        reply = await client.post(f"{API}/personas", json=body)
+    if reply.status_code == 404:
+        raise SystemExit(
+            "the gateway does not serve /api/v1/personas: include "
+            "edrs_gateway.api.routes.personas.router in edrs_gateway.api.app.create_api"
+        )
+    if reply.status_code != 201:
+        raise SystemExit(f"could not create a persona: {reply.status_code} {reply.text}")
+    persona: dict[str, Any] = reply.json()
+    return persona
+
+
+# --- the bare endpoint -----------------------------------------------------------------------
+
+
+def serve_bare(port: int, body: bytes) -> None:
+    """A trivial FastAPI app on uvicorn answering the same JSON: the ceiling of the stack."""
+    import uvicorn
+    from fastapi import FastAPI, Response
+
+    app = FastAPI()
+
+    @app.get("/api/v1/personas/{persona_id}")
+    async def persona(persona_id: str) -> Response:
+        return Response(body, media_type="application/json")
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+@contextmanager
+def bare_server(body: bytes) -> Iterator[tuple[str, int]]:
+    port = free_port()
+    process = multiprocessing.get_context("spawn").Process(
+        target=serve_bare, args=(port, body), daemon=True
+    )
+    process.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            httpx.get(f"{url}/api/v1/personas/x", timeout=1)
+            break
+        except httpx.TransportError:
+            if time.monotonic() > deadline or not process.is_alive():
+                raise SystemExit("the bare endpoint did not start") from None
+            time.sleep(0.05)  # waiting for a child process to listen; nothing to await
+    try:
+        assert process.pid is not None
+        yield url, process.pid
+    finally:
+        process.terminate()
+        process.join(10)
+
+
+# --- load ------------------------------------------------------------------------------------
+
+
+def load_worker(url: str, headers: dict[str, str], count: int, concurrency: int, out: Any) -> None:
+    """Runs in its own process so the client never shares the server's CPU time slice or loop."""
+    out.send(asyncio.run(_drive(url, headers, count, concurrency)))
+
+
+async def _drive(url: str, headers: dict[str, str], count: int, concurrency: int) -> dict[str, Any]:
+    latencies: list[float] = []
+    statuses: Counter[int] = Counter()
+    remaining = count
+
+    async def client_loop() -> None:
+        nonlocal remaining
+        # One client (one keep-alive connection) per simulated caller.
+        async with httpx.AsyncClient(headers=headers, timeout=30) as client:
+            while remaining > 0:
+                remaining -= 1
+                started = time.perf_counter()
+                reply = await client.get(url)
+                latencies.append(time.perf_counter() - started)
+                statuses[reply.status_code] += 1
+
+    started, cpu = time.perf_counter(), time.process_time()
+    await asyncio.gather(*(client_loop() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    return {
+        "latencies": latencies,
+        "elapsed": elapsed,
+        "statuses": dict(statuses),
+        # Near 100% means the client, not the server, set the pace of this run.
+        "client_cpu": (time.process_time() - cpu) / elapsed,
+    }
+
+
+def run_load(
+    url: str, headers: dict[str, str], count: int, concurrency: int, pids: list[int]
+) -> dict[str, Any]:
+    """Drive `url` from a separate process; sample the servers' RSS meanwhile."""
+    receiver, sender = multiprocessing.Pipe(duplex=False)
+    worker = multiprocessing.get_context("spawn").Process(
+        target=load_worker, args=(url, headers, count, concurrency, sender)
+    )
+    peak = {pid: psutil.Process(pid).memory_info().rss for pid in pids}
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.1):
+            for pid in pids:
+                with suppress(psutil.NoSuchProcess):
+                    peak[pid] = max(peak[pid], psutil.Process(pid).memory_info().rss)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    worker.start()
+    result: dict[str, Any] = receiver.recv()
+    worker.join()
+    stop.set()
+    sampler.join()
+    result["peak_rss_mib"] = {pid: rss / 2**20 for pid, rss in peak.items()}
+    return result
+
+
+def summary(result: dict[str, Any]) -> dict[str, float]:
+    latencies = sorted(result["latencies"])
+    cuts = statistics.quantiles(latencies, n=100, method="inclusive")
+    return {
+        "rps": len(latencies) / result["elapsed"],
+        "p50": cuts[49] * 1000,
+        "p95": cuts[94] * 1000,
+        "p99": cuts[98] * 1000,
+    }
+
+
+def report(name: str, result: dict[str, Any], rss_names: dict[int, str]) -> dict[str, float]:
+    s = summary(result)
+    rss = ", ".join(
+        f"{rss_names[pid]} {mib:.0f} MiB" for pid, mib in result["peak_rss_mib"].items()
+    )
+    print(
+        f"{name:<34} {s['rps']:>8.0f} req/s   p50 {s['p50']:6.1f} ms   p95 {s['p95']:6.1f} ms   "
+        f"p99 {s['p99']:6.1f} ms   statuses {result['statuses']}   peak RSS: {rss}   "
+        f"load client CPU {result['client_cpu']:.0%} of a core"
+    )
+    return s
+
+
+# --- main ------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=5000, help="requests per target")
+    parser.add_argument("--concurrency", type=int, default=32, help="concurrent clients")
+    parser.add_argument("--warmup", type=int, default=300, help="unmeasured requests first")
+    args = parser.parse_args()
+
+    with ExitStack() as stack:
+        root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-gateway-")))
+        postgres = stack.enter_context(
+            EmbeddedPostgres(root / "postgres", settings=POSTGRES_SETTINGS)
+        )
+        redis = stack.enter_context(EmbeddedRedis(root / "redis"))
+        nats = stack.enter_context(EmbeddedNats(root / "nats"))
+        common = {"NATS_URL": nats.url()}
+        persona = stack.enter_context(
+            service(
+                "persona",
+                {
+                    **common,
+                    "DATABASE_URL": postgres.url("bench_persona"),
+                    "REDIS_URL": redis.url(1),
+                },
+                root,
+            )
+        )
+        gateway = stack.enter_context(
+            service(
+                "gateway",
+                {
+                    **common,
+                    "DATABASE_URL": postgres.url("bench_gateway"),
+                    "REDIS_URL": redis.url(0),
+                    "PEERS": json.dumps({"persona": persona.grpc_address}),
+                },
+                root,
+            )
+        )
+        headers = asyncio.run(dev_admin_headers(gateway))
+        created = asyncio.run(create_persona(gateway, headers))
+        gateway_url = f"{gateway.http_url}{API}/personas/{created['id']}"
+        body = httpx.get(gateway_url, headers=headers).content
+        bare_url, bare_pid = stack.enter_context(bare_server(body))
+        bare_url = f"{bare_url}{API}/personas/{created['id']}"
+
+        names = {gateway.process.pid: "gateway", persona.process.pid: "persona", bare_pid: "bare"}
+        print(
+            f"{args.requests} requests per target, {args.concurrency} concurrent clients, "
+            f"{os.cpu_count()} CPUs; load from a separate process"
+        )
+        run_load(gateway_url, headers, args.warmup, args.concurrency, [])
+        run_load(bare_url, {}, args.warmup, args.concurrency, [])
+        bare = report(
+            "bare uvicorn endpoint",
+            run_load(bare_url, {}, args.requests, args.concurrency, [bare_pid]),
+            names,
+        )
+        gw = report(
+            "gateway GET persona (auth, 1 gRPC)",
+            run_load(
+                gateway_url,
+                headers,
+                args.requests,
+                args.concurrency,
+                [gateway.process.pid, persona.process.pid],
+            ),
+            names,
+        )
+        print(f"gateway / bare throughput ratio: {gw['rps'] / bare['rps']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""What routes share for their OpenAPI documentation and lists: error responses and page parameters."""
+
+from __future__ import annotations
+
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Annotated, Any, TypeVar
+
+from edrs_core import AlreadyExists, FailedPrecondition, InvalidArgument, ServiceError
+from fastapi import Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from edrs_gateway.api.problems import PROBLEM_JSON, ApiError
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, as every error is answered."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "https://edrs.dev/problems/not-found",
+                    "title": "Not found",
+                    "status": 404,
+                    "detail": "user 0190d6a0-0000-7000-8000-000000000000 not found",
+                    "code": "not_found",
+                    "instance": "/api/v1/users/0190d6a0-0000-7000-8000-000000000000",
+                }
+            ]
+        }
+    )
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str = Field(description="Stable, documented error code")
+    instance: str | None = None
+    errors: list[dict[str, Any]] | None = None
+    request_id: str | None = Field(default=None, alias="requestId")
+
+
+_DESCRIPTIONS = {
+    400: "The request is malformed",
+    401: "No valid access token (see `WWW-Authenticate`)",
+    403: "The caller's role does not allow this",
+    404: "No such object in the caller's tenant",
+    409: "Conflicts with the current state (e.g. a duplicate)",
+    413: "The body is too large",
+    422: "The request failed validation; `errors` points at each bad field",
+    429: "Rate limit exceeded; retry after `Retry-After` seconds",
+    504: "The request took longer than the gateway's time limit",
+}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The `responses=` of a route: each status documented as problem+json."""
+    return {
+        status: {
+            "model": Problem,
+            "description": _DESCRIPTIONS[status],
+            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
+        for status in statuses
+    }
+
+
+# What every authenticated route can answer, whatever it does.
+AUTHENTICATED = (401, 403, 422, 429)
+
+
+@dataclass(frozen=True)
+class PageRequest:
+    page_size: int
+    page_token: str
+
+
+def page_request(
+    page_size: Annotated[
+        int, Query(alias="pageSize", ge=1, le=200, description="Items per page (default 50)")
+    ] = 50,
+    page_token: Annotated[
+        str,
+        Query(
+            alias="pageToken", max_length=500, description="`nextPageToken` of the previous page"
+        ),
+    ] = "",
+) -> PageRequest:
+    return PageRequest(page_size, page_token)
+
+
+T = TypeVar("T")
+
+
+async def service_call(call: Coroutine[Any, Any, T]) -> T:
+    """Await a store call, turning its domain errors into problem+json answers."""
+    try:
+        return await call
+    except InvalidArgument as exc:
+        field = (exc.field or "").replace("page.page_token", "pageToken")
+        raise ApiError(
+            422,
+            "invalid_page_token" if field == "pageToken" else "validation_failed",
+            exc.message.replace("page.page_token", "pageToken"),
+            errors=[{"in": "query" if field == "pageToken" else "body",
+                     "pointer": f"/{field}", "detail": exc.message}],
+        ) from None  # fmt: skip
+    except AlreadyExists as exc:
+        raise ApiError(409, "already_exists", exc.message) from None
+    except FailedPrecondition as exc:
+        raise ApiError(409, "failed_precondition", exc.message) from None
+    except ServiceError:
+        raise
+
+
+def not_found(kind: str, object_id: object) -> ApiError:
+    return ApiError(404, "not_found", f"{kind} {object_id} not found")
+
+
+__all__ = [
+    "AUTHENTICATED",
+    "PageRequest",
+    "Problem",
+    "not_found",
+    "page_request",
+    "problem_responses",
+    "service_call",
+]

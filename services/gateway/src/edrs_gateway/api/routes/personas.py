@@ -1,0 +1,211 @@
+"""`/api/v1/personas`: the caller's tenant's personas, served by the persona service over gRPC."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+from uuid import UUID
+
+from edrs_proto.persona.v1 import persona_pb2, persona_pb2_grpc
+from fastapi import APIRouter, Depends, Path, Request, Response
+from google.protobuf.timestamp_pb2 import Timestamp
+from pydantic import ConfigDict, Field, JsonValue
+
+from edrs_gateway.api.common import AUTHENTICATED, PageRequest, page_request, problem_responses
+from edrs_gateway.api.grpc_errors import calling, upstream_responses
+from edrs_gateway.api.models import MULTI_LINE, REQUIRED_LINE, SINGLE_LINE, ApiModel, PageOf
+from edrs_gateway.auth.dependencies import require
+from edrs_gateway.auth.permissions import Permission
+from edrs_gateway.auth.principal import Principal
+from edrs_gateway.context import GatewayContext, get_context
+
+PEER = "persona"
+router = APIRouter(prefix="/personas", tags=["personas"])
+
+# Module-level so tests (and only tests) can swap them with `app.dependency_overrides`.
+read_personas = require(Permission.PERSONAS_READ)
+write_personas = require(Permission.PERSONAS_WRITE)
+
+# The persona service's limits (edrs_persona.server), so a bad body is refused here, naming the
+# field, before any call. Control characters are refused as well: a name is shown on screens.
+NAME_MAX, ROLE_MAX, TONE_MAX, INSTRUCTIONS_MAX = 200, 200, 500, 20_000
+LIST_MAX_ITEMS, RESPONSIBILITY_MAX, SKILL_MAX = 50, 500, 200
+
+_EXAMPLE_ID = "0190d6a0-0000-7000-8000-0000000000a1"
+_EXAMPLE_BODY: dict[str, JsonValue] = {
+    "name": "Ada",
+    "role": "research analyst",
+    "responsibilities": ["weekly market summary"],
+    "skills": ["research", "sql"],
+    "tone": "warm, concise",
+    "instructions": "Cite a source for every figure.",
+}
+
+Responsibility = Annotated[
+    str, Field(min_length=1, max_length=RESPONSIBILITY_MAX, pattern=REQUIRED_LINE)
+]
+Skill = Annotated[str, Field(min_length=1, max_length=SKILL_MAX, pattern=REQUIRED_LINE)]
+
+
+class CreatePersona(ApiModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [_EXAMPLE_BODY]})
+
+    name: str = Field(min_length=1, max_length=NAME_MAX, pattern=REQUIRED_LINE)
+    role: str = Field(
+        min_length=1, max_length=ROLE_MAX, pattern=REQUIRED_LINE, description="Job title or role"
+    )
+    responsibilities: list[Responsibility] = Field(
+        default_factory=list, max_length=LIST_MAX_ITEMS, description="What it is accountable for"
+    )
+    skills: list[Skill] = Field(
+        default_factory=list,
+        max_length=LIST_MAX_ITEMS,
+        description="What it can do; used to route work to it",
+    )
+    tone: str = Field(
+        default="", max_length=TONE_MAX, pattern=SINGLE_LINE, description="Voice of its replies"
+    )
+    instructions: str = Field(
+        default="",
+        max_length=INSTRUCTIONS_MAX,
+        pattern=MULTI_LINE,
+        description="Standing instructions prepended to its reasoning",
+    )
+
+
+class PersonaOut(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": _EXAMPLE_ID,
+                    **_EXAMPLE_BODY,
+                    "status": "active",
+                    "createdAt": "2025-01-01T12:00:00Z",
+                    "updatedAt": "2025-01-01T12:00:00Z",
+                }
+            ]
+        }
+    )
+
+    id: UUID
+    name: str
+    role: str
+    responsibilities: list[str]
+    skills: list[str]
+    tone: str
+    instructions: str
+    status: Literal["active", "archived"] = Field(
+        description="`archived` personas are kept for history and take no new work"
+    )
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, p: persona_pb2.Persona) -> PersonaOut:
+        return cls(
+            id=UUID(p.id),
+            name=p.name,
+            role=p.role,
+            responsibilities=list(p.responsibilities),
+            skills=list(p.skills),
+            tone=p.tone,
+            instructions=p.instructions,
+            status=_STATUS[p.status],
+            created_at=_time(p.create_time),
+            updated_at=_time(p.update_time),
+        )
+
+
+class PersonaPage(PageOf):
+    items: list[PersonaOut]
+
+
+_STATUS: dict[int, Literal["active", "archived"]] = {
+    persona_pb2.PERSONA_STATUS_ACTIVE: "active",
+    persona_pb2.PERSONA_STATUS_ARCHIVED: "archived",
+}
+
+
+def _time(ts: Timestamp) -> datetime:
+    return ts.ToDatetime(tzinfo=UTC)
+
+
+def _stub(ctx: GatewayContext) -> persona_pb2_grpc.PersonaServiceStub:
+    return persona_pb2_grpc.PersonaServiceStub(ctx.runtime.peers.channel(PEER))
+
+
+Ctx = Annotated[GatewayContext, Depends(get_context)]
+_STRING = {"schema": {"type": "string"}}
+_ERRORS = {**problem_responses(*AUTHENTICATED), **upstream_responses()}
+
+
+@router.get(
+    "",
+    response_model=PersonaPage,
+    summary="List personas",
+    description="The tenant's personas, oldest first, one page at a time.",
+    responses=_ERRORS,
+)
+async def list_personas(
+    ctx: Ctx,
+    page: Annotated[PageRequest, Depends(page_request)],
+    caller: Annotated[Principal, Depends(read_personas)],
+) -> PersonaPage:
+    request = persona_pb2.ListPersonasRequest()
+    request.page.page_size = page.page_size
+    request.page.page_token = page.page_token
+    with calling(PEER, caller):
+        reply = await _stub(ctx).ListPersonas(request)
+    return PersonaPage(
+        items=[PersonaOut.of(p) for p in reply.personas], next_page_token=reply.page.next_page_token
+    )
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=PersonaOut,
+    summary="Create a persona",
+    description="Creates an active persona; `Location` names it.",
+    responses={
+        201: {"headers": {"Location": {"description": "Path of the new persona", **_STRING}}},
+        **_ERRORS,
+    },
+)
+async def create_persona(
+    body: CreatePersona,
+    request: Request,
+    response: Response,
+    ctx: Ctx,
+    caller: Annotated[Principal, Depends(write_personas)],
+) -> PersonaOut:
+    message = persona_pb2.CreatePersonaRequest(
+        name=body.name,
+        role=body.role,
+        responsibilities=body.responsibilities,
+        skills=body.skills,
+        tone=body.tone,
+        instructions=body.instructions,
+    )
+    with calling(PEER, caller):
+        created = PersonaOut.of(await _stub(ctx).CreatePersona(message))
+    response.headers["Location"] = f"{request.url.path.rstrip('/')}/{created.id}"
+    return created
+
+
+@router.get(
+    "/{personaId}",
+    response_model=PersonaOut,
+    summary="Get a persona",
+    responses={**_ERRORS, **problem_responses(404)},
+)
+async def get_persona(
+    persona_id: Annotated[UUID, Path(alias="personaId", examples=[_EXAMPLE_ID])],
+    ctx: Ctx,
+    caller: Annotated[Principal, Depends(read_personas)],
+) -> PersonaOut:
+    with calling(PEER, caller):
+        return PersonaOut.of(
+            await _stub(ctx).GetPersona(persona_pb2.GetPersonaRequest(id=str(persona_id)))
+        )

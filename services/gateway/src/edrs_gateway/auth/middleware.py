@@ -1,0 +1,55 @@
+"""ASGI middleware that verifies a `Bearer` token and records who is calling in the request scope.
+
+It never answers by itself: it stores the Principal in `scope["state"]["principal"]`, or why the
+token was refused in `scope["state"]["auth_error"]`, and lets the request through. Routes decide
+with `require(...)`; the rate-limit, idempotency and DLP middlewares read the principal from there.
+"""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from edrs_gateway.auth.principal import Principal
+from edrs_gateway.auth.revocations import TokenRevocations
+from edrs_gateway.auth.tokens import InvalidToken, TokenService
+
+PRINCIPAL = "principal"
+AUTH_ERROR = "auth_error"
+
+
+class AuthenticationMiddleware:
+    def __init__(
+        self, app: ASGIApp, *, tokens: TokenService, revocations: TokenRevocations
+    ) -> None:
+        self.app = app
+        self.tokens = tokens
+        self.revocations = revocations
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            state = scope.setdefault("state", {})
+            state[PRINCIPAL] = None
+            state[AUTH_ERROR] = None
+            header = _authorization(scope)
+            if header is not None:
+                try:
+                    state[PRINCIPAL] = await self._authenticate(header)
+                except InvalidToken as exc:
+                    state[AUTH_ERROR] = str(exc)
+        await self.app(scope, receive, send)
+
+    async def _authenticate(self, header: str) -> Principal:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise InvalidToken("the Authorization header must be 'Bearer <access token>'")
+        verified = await self.tokens.verify(token.strip())
+        if await self.revocations.is_revoked(verified):
+            raise InvalidToken("the token has been revoked")
+        return verified.principal
+
+
+def _authorization(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            return value.decode("latin-1")
+    return None

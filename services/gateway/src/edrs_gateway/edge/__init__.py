@@ -1,0 +1,31 @@
+"""Edge protections in front of every route: rate limits, idempotency, DLP, body limit, timeouts,
+security headers and CORS. Each is a pure ASGI middleware the app wires in."""
+
+from edrs_gateway.edge.dlp import DlpMiddleware, DlpPolicy, DlpScanner, Hit
+from edrs_gateway.edge.idempotency import IdempotencyMiddleware, IdempotencyStore
+from edrs_gateway.edge.policies import TenantPolicies
+from edrs_gateway.edge.ratelimit import TIER_LIMITS, RateLimiter, RateLimitMiddleware, TierLimits
+from edrs_gateway.edge.security import (
+    BodyLimitMiddleware,
+    SecurityHeadersMiddleware,
+    TimeoutMiddleware,
+    cors_middleware,
+)
+
+__all__ = [
+    "TIER_LIMITS",
+    "BodyLimitMiddleware",
+    "DlpMiddleware",
+    "DlpPolicy",
+    "DlpScanner",
+    "Hit",
+    "IdempotencyMiddleware",
+    "IdempotencyStore",
+    "RateLimitMiddleware",
+    "RateLimiter",
+    "SecurityHeadersMiddleware",
+    "TenantPolicies",
+    "TierLimits",
+    "TimeoutMiddleware",
+    "cors_middleware",
+]

@@ -1,0 +1,138 @@
+"""The events and personas routes behind the gateway's real authentication: tokens, roles, tenants.
+
+The gateway runs as a service (its own database, Redis, NATS, a real persona peer); its public app
+is built with `create_api` and served with the events and personas routers included.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+from edrs_core.testing import engine_settings, running_service
+from edrs_gateway.api.app import API_PREFIX
+from edrs_gateway.app import definition as gateway_definition
+from edrs_gateway.config import GatewaySettings
+from edrs_gateway.context import GatewayContext
+from edrs_gateway.store import NewTenant
+from edrs_persona.app import definition as persona_definition
+
+pytestmark = pytest.mark.integration
+
+PASSWORD = "correct horse battery staple"
+WEBHOOK = {
+    "type": "integration.webhook_received",
+    "payload": {"webhook_id": "w", "delivery_id": "d"},
+}
+
+
+@dataclass
+class Gateway:
+    url: str
+    ctx: GatewayContext
+
+
+@pytest.fixture(scope="module")
+async def gateway(postgres_engine, redis_engine, nats_engine) -> AsyncIterator[Gateway]:
+    persona_settings = engine_settings(
+        postgres_engine, redis_engine, nats_engine, database="test_gateway_events", redis_db=1
+    )
+    gateway_settings = engine_settings(
+        postgres_engine, redis_engine, nats_engine, database="test_gateway_events_auth", redis_db=0
+    )
+    async with (
+        running_service(persona_definition, **persona_settings) as persona,
+        running_service(
+            gateway_definition,
+            peers={"persona": persona.grpc_address},
+            key_encryption_secret="test-key-encryption-secret-0123456789",
+            rate_limits_enabled=False,
+            **gateway_settings,
+        ) as svc,
+    ):
+        rt = svc.runner.runtime
+        assert rt is not None and isinstance(rt.settings, GatewaySettings)
+        # Stores on the gateway's own pool, to create users the way an admin would.
+        yield Gateway(svc.http_url, GatewayContext.build(rt.settings, rt))
+
+
+async def login(gateway: Gateway, tenant_id: uuid.UUID, role: str) -> dict[str, str]:
+    email = f"{role}-{uuid.uuid4().hex[:8]}@example.com"
+    await gateway.ctx.users.create(
+        tenant_id,
+        email=email,
+        display_name=role,
+        password_hash=await gateway.ctx.passwords.hash(PASSWORD),
+        role=role,
+    )
+    async with httpx.AsyncClient(base_url=gateway.url) as client:
+        reply = await client.post(
+            f"{API_PREFIX}/auth/token",
+            json={
+                "grantType": "password",
+                "tenantId": str(tenant_id),
+                "email": email,
+                "password": PASSWORD,
+            },
+        )
+    assert reply.status_code == 200, reply.text
+    return {"Authorization": f"Bearer {reply.json()['accessToken']}"}
+
+
+async def new_tenant(gateway: Gateway) -> uuid.UUID:
+    tenant = await gateway.ctx.tenants.create(NewTenant(name=f"T {uuid.uuid4().hex[:10]}"))
+    return tenant.id
+
+
+@pytest.fixture
+async def client(gateway: Gateway) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as client:
+        yield client
+
+
+async def test_every_route_needs_a_token(client: httpx.AsyncClient) -> None:
+    for method, path in [
+        ("GET", f"{API_PREFIX}/personas"),
+        ("GET", f"{API_PREFIX}/personas/{uuid.uuid4()}"),
+        ("POST", f"{API_PREFIX}/personas"),
+        ("POST", f"{API_PREFIX}/events"),
+        ("GET", f"{API_PREFIX}/events/stream"),
+    ]:
+        reply = await client.request(method, path, json={} if method == "POST" else None)
+        assert reply.status_code == 401, (method, path, reply.text)
+        assert reply.json()["code"] == "unauthenticated"
+
+
+async def test_roles_decide_who_publishes_what(gateway: Gateway, client: httpx.AsyncClient) -> None:
+    tenant = await new_tenant(gateway)
+    viewer = await login(gateway, tenant, "viewer")
+    integrator = await login(gateway, tenant, "integrator")
+    refused = await client.post(f"{API_PREFIX}/events", json=WEBHOOK, headers=viewer)
+    assert refused.status_code == 403
+    assert refused.json()["code"] == "forbidden"
+    task = {"type": "task.task_completed", "payload": {"task_id": "t", "status": "failed"}}
+    wrong_type = await client.post(f"{API_PREFIX}/events", json=task, headers=integrator)
+    assert wrong_type.status_code == 403
+    assert wrong_type.json()["code"] == "event_type_forbidden"
+    accepted = await client.post(f"{API_PREFIX}/events", json=WEBHOOK, headers=integrator)
+    assert accepted.status_code == 202, accepted.text
+
+
+async def test_a_persona_is_seen_by_its_tenant_only(
+    gateway: Gateway, client: httpx.AsyncClient
+) -> None:
+    member = await login(gateway, await new_tenant(gateway), "member")
+    outsider = await login(gateway, await new_tenant(gateway), "admin")
+    created = await client.post(
+        f"{API_PREFIX}/personas", json={"name": "Ada", "role": "analyst"}, headers=member
+    )
+    assert created.status_code == 201, created.text
+    url = created.headers["location"]
+    assert (await client.get(url, headers=member)).json() == created.json()
+    hidden = await client.get(url, headers=outsider)
+    assert hidden.status_code == 404
+    listed = await client.get(f"{API_PREFIX}/personas", headers=outsider)
+    assert listed.json() == {"items": [], "nextPageToken": ""}
