@@ -94,7 +94,10 @@ async def test_schemathesis_finds_no_failures(gateway, postgres_engine, tmp_path
         str(tmp_path),
     ]
     proc = await asyncio.create_subprocess_exec(
-        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        *command,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        cwd=tmp_path,  # its cache folder goes there, not into the work tree
     )
     out, _ = await proc.communicate()
     output = out.decode()
@@ -105,5 +108,7 @@ async def test_schemathesis_finds_no_failures(gateway, postgres_engine, tmp_path
     operations = int(summary.split("Tested:")[1].split()[0])
     assert operations >= 15, summary
     assert " 0 failures" in summary or "failures" not in summary.split("Test cases:")[1], summary
-    events = [json.loads(line) for f in tmp_path.glob("*.ndjson") for line in f.read_text().splitlines()]
+    events = [
+        json.loads(line) for f in tmp_path.glob("*.ndjson") for line in f.read_text().splitlines()
+    ]
     assert events, "schemathesis wrote no report"

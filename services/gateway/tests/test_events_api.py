@@ -351,8 +351,8 @@ async def test_list_pages_through_the_tenants_personas(client: httpx.AsyncClient
     while True:
         params = {"pageSize": "2", **({"pageToken": token} if token else {})}
         page = (await client.get(f"{API_PREFIX}/personas", params=params, headers=tenant)).json()
-        assert len(page["items"]) <= 2
-        seen += [p["id"] for p in page["items"]]
+        assert len(page["personas"]) <= 2
+        seen += [p["id"] for p in page["personas"]]
         token = page["nextPageToken"]
         if not token:
             break

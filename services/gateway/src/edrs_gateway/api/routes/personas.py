@@ -118,7 +118,7 @@ class PersonaOut(ApiModel):
 
 
 class PersonaPage(PageOf):
-    items: list[PersonaOut]
+    personas: list[PersonaOut]
 
 
 _STATUS: dict[int, Literal["active", "archived"]] = {
@@ -158,7 +158,8 @@ async def list_personas(
     with calling(PEER, caller):
         reply = await _stub(ctx).ListPersonas(request)
     return PersonaPage(
-        items=[PersonaOut.of(p) for p in reply.personas], next_page_token=reply.page.next_page_token
+        personas=[PersonaOut.of(p) for p in reply.personas],
+        next_page_token=reply.page.next_page_token,
     )
 
 
