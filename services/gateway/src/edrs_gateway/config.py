@@ -1,11 +1,22 @@
 """Gateway service settings (`EDRS_GATEWAY_*`)."""
 
 import json
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 from edrs_core import ServiceSettings
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic.alias_generators import to_camel
 from pydantic_settings import NoDecode, SettingsConfigDict
+
+
+class RateLimitTier(BaseModel):
+    """A tier's limits as settings carry them (camelCase JSON in the environment)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    per_minute: int = Field(gt=0)
+    burst: int = Field(gt=0)
+    concurrency: int = Field(gt=0)
 
 
 class GatewaySettings(ServiceSettings):
@@ -54,6 +65,13 @@ class GatewaySettings(ServiceSettings):
         description="Browser origins allowed by CORS, comma-separated or a JSON list; empty = none",
     )
     rate_limits_enabled: bool = Field(default=True, description="Per-tier token buckets in Redis")
+    rate_limit_overrides: dict[Literal["standard", "professional", "enterprise"], RateLimitTier] = (
+        Field(
+            default_factory=dict,
+            description='Replace a tier\'s limits, JSON: {"enterprise": {"perMinute": 6000, '
+            '"burst": 500, "concurrency": 200}}; tiers not named keep the defaults',
+        )
+    )
 
     @field_validator("cors_origins", mode="before")
     @classmethod

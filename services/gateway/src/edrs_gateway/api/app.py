@@ -15,6 +15,7 @@ from edrs_gateway.auth.middleware import AuthenticationMiddleware
 from edrs_gateway.auth.principal import Principal
 from edrs_gateway.context import GatewayContext
 from edrs_gateway.edge import (
+    TIER_LIMITS,
     BodyLimitMiddleware,
     DlpMiddleware,
     DlpScanner,
@@ -25,6 +26,7 @@ from edrs_gateway.edge import (
     RateLimitMiddleware,
     SecurityHeadersMiddleware,
     TenantPolicies,
+    TierLimits,
     TimeoutMiddleware,
     cors_middleware,
 )
@@ -129,8 +131,17 @@ def _add_edge(app: FastAPI, ctx: GatewayContext) -> None:
         IdempotencyMiddleware, store=IdempotencyStore(redis), exempt_paths=AUTH_PATHS
     )
     if settings.rate_limits_enabled:
+        limits = {
+            **TIER_LIMITS,
+            **{
+                tier: TierLimits(o.per_minute, o.burst, o.concurrency)
+                for tier, o in settings.rate_limit_overrides.items()
+            },
+        }
         app.add_middleware(
-            RateLimitMiddleware, limiter=RateLimiter(redis), exempt_paths=STREAM_PATHS
+            RateLimitMiddleware,
+            limiter=RateLimiter(redis, limits=limits),
+            exempt_paths=STREAM_PATHS,
         )
     # Verifies the bearer token of every request and leaves the Principal in the scope state for
     # routes (`require`) and for the middlewares inside it (rate limits, idempotency, DLP).
