@@ -135,4 +135,4 @@ async def test_a_persona_is_seen_by_its_tenant_only(
     hidden = await client.get(url, headers=outsider)
     assert hidden.status_code == 404
     listed = await client.get(f"{API_PREFIX}/personas", headers=outsider)
-    assert listed.json() == {"items": [], "nextPageToken": ""}
+    assert listed.json() == {"personas": [], "nextPageToken": ""}
