@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Literal
+from typing import Annotated, Literal
 from uuid import UUID
 
 from edrs_core import Runtime
-from fastapi import Request
+from fastapi import Depends, Request
 
 from edrs_gateway.auth.login import Authenticator, Lockout
 from edrs_gateway.auth.passwords import Passwords
@@ -99,3 +99,7 @@ def get_context(request: Request) -> GatewayContext:
     """FastAPI dependency: the context of the app serving this request."""
     ctx: GatewayContext = request.app.state.ctx
     return ctx
+
+
+# A route parameter typed `Ctx` receives the context of the app serving the request.
+Ctx = Annotated[GatewayContext, Depends(get_context)]

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
 from edrs_core import AlreadyExists, FailedPrecondition, InvalidArgument, ServiceError
-from fastapi import Query
+from fastapi import Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from edrs_gateway.api.problems import PROBLEM_JSON, ApiError
@@ -127,3 +127,8 @@ __all__ = [
     "problem_responses",
     "service_call",
 ]
+
+
+def client_ip(request: Request) -> str | None:
+    """The peer address of the request, for the audit log."""
+    return request.client.host if request.client else None

@@ -12,6 +12,7 @@ from pydantic import ConfigDict, Field, StrictInt, field_validator
 from edrs_gateway.api.common import (
     AUTHENTICATED,
     PageRequest,
+    client_ip,
     not_found,
     page_request,
     problem_responses,
@@ -22,7 +23,7 @@ from edrs_gateway.api.problems import ApiError
 from edrs_gateway.auth.dependencies import require
 from edrs_gateway.auth.permissions import ROLE_PERMISSIONS, Permission
 from edrs_gateway.auth.principal import Principal, Role
-from edrs_gateway.context import GatewayContext, get_context
+from edrs_gateway.context import Ctx
 from edrs_gateway.identity.api_keys import ApiKey
 from edrs_gateway.identity.audit import actor_of
 
@@ -112,13 +113,6 @@ class CreateApiKey(ApiModel):
         return value.strip()
 
 
-def _ip(request: Request) -> str | None:
-    return request.client.host if request.client else None
-
-
-Ctx = Annotated[GatewayContext, Depends(get_context)]
-
-
 @router.get(
     "",
     response_model=ApiKeyPage,
@@ -175,7 +169,7 @@ async def create_api_key(
         target=f"api_key:{key.id}",
         details={"name": key.name, "prefix": key.prefix, "role": key.role,
                  "scopes": list(key.scopes)},
-        ip=_ip(request),
+        ip=client_ip(request),
     )  # fmt: skip
     return CreatedApiKey(**ApiKeyOut.of(key).model_dump(), api_key=plaintext)
 
@@ -225,6 +219,6 @@ async def revoke_api_key(
     await ctx.audit.record(
         caller.tenant_id, "api_key.revoked", "success", actor=actor_of(caller),
         target=f"api_key:{key.id}", details={"name": key.name, "prefix": key.prefix},
-        ip=_ip(request),
+        ip=client_ip(request),
     )  # fmt: skip
     return Response(status_code=204)

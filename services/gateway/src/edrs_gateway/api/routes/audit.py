@@ -20,7 +20,7 @@ from edrs_gateway.api.models import ApiModel, PageOf
 from edrs_gateway.auth.dependencies import require
 from edrs_gateway.auth.permissions import Permission
 from edrs_gateway.auth.principal import Principal
-from edrs_gateway.context import GatewayContext, get_context
+from edrs_gateway.context import Ctx
 from edrs_gateway.identity.audit import AuditEvent, Outcome
 
 router = APIRouter(prefix="/audit-events", tags=["audit"])
@@ -80,7 +80,7 @@ class AuditEventPage(PageOf):
     responses=problem_responses(*AUTHENTICATED),
 )
 async def list_audit_events(
-    ctx: Annotated[GatewayContext, Depends(get_context)],
+    ctx: Ctx,
     page: Annotated[PageRequest, Depends(page_request)],
     caller: Annotated[Principal, Depends(require(Permission.AUDIT_READ))],
     action: Annotated[

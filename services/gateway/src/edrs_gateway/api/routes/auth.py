@@ -5,17 +5,17 @@ from __future__ import annotations
 from typing import Annotated, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Body, Depends, Request, Response
+from fastapi import APIRouter, Body, Request, Response
 from pydantic import ConfigDict, Field
 
-from edrs_gateway.api.common import problem_responses
+from edrs_gateway.api.common import client_ip, problem_responses
 from edrs_gateway.api.models import ApiModel
 from edrs_gateway.api.problems import ApiError
 from edrs_gateway.api.routes.users import EMAIL_PATTERN
 from edrs_gateway.auth.dependencies import current_principal
 from edrs_gateway.auth.login import LoginFailed
 from edrs_gateway.auth.passwords import PASSWORD_MAX_LENGTH
-from edrs_gateway.context import GatewayContext, get_context
+from edrs_gateway.context import Ctx
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -97,10 +97,6 @@ class RevokeRequest(ApiModel):
     token: str = Field(min_length=1, max_length=4096, description="An access or refresh token")
 
 
-def _ip(request: Request) -> str | None:
-    return request.client.host if request.client else None
-
-
 @router.post(
     "/token",
     response_model=TokenResponse,
@@ -114,17 +110,17 @@ def _ip(request: Request) -> str | None:
 async def issue_token(
     request: Request,
     grant: Annotated[TokenRequest, Body()],
-    ctx: Annotated[GatewayContext, Depends(get_context)],
+    ctx: Ctx,
 ) -> TokenResponse:
     try:
         if isinstance(grant, PasswordGrant):
             issued = await ctx.authenticator.password_grant(
-                grant.tenant_id, grant.email.strip(), grant.password, _ip(request)
+                grant.tenant_id, grant.email.strip(), grant.password, client_ip(request)
             )
         elif isinstance(grant, ApiKeyGrant):
-            issued = await ctx.authenticator.api_key_grant(grant.api_key, _ip(request))
+            issued = await ctx.authenticator.api_key_grant(grant.api_key, client_ip(request))
         else:
-            issued = await ctx.authenticator.refresh_grant(grant.refresh_token, _ip(request))
+            issued = await ctx.authenticator.refresh_grant(grant.refresh_token, client_ip(request))
     except LoginFailed as exc:
         raise ApiError(
             401, "invalid_grant", str(exc), headers={"WWW-Authenticate": "Bearer"}
@@ -148,7 +144,7 @@ async def issue_token(
 async def revoke_token(
     request: Request,
     body: RevokeRequest,
-    ctx: Annotated[GatewayContext, Depends(get_context)],
+    ctx: Ctx,
 ) -> Response:
-    await ctx.authenticator.revoke(body.token, current_principal(request), _ip(request))
+    await ctx.authenticator.revoke(body.token, current_principal(request), client_ip(request))
     return Response(status_code=204)

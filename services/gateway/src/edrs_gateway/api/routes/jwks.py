@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Response
 
 from edrs_gateway.api.common import problem_responses
-from edrs_gateway.context import GatewayContext, get_context
+from edrs_gateway.context import Ctx
 
 router = APIRouter(tags=["auth"])
 
@@ -42,8 +42,6 @@ _MAX_AGE_SECONDS = 300
         **problem_responses(429),
     },
 )
-async def jwks(
-    response: Response, ctx: Annotated[GatewayContext, Depends(get_context)]
-) -> dict[str, list[dict[str, Any]]]:
+async def jwks(response: Response, ctx: Ctx) -> dict[str, list[dict[str, Any]]]:
     response.headers["Cache-Control"] = f"public, max-age={_MAX_AGE_SECONDS}"
     return {"keys": await ctx.signing_keys.public_jwks()}

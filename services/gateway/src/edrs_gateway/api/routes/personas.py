@@ -17,7 +17,7 @@ from edrs_gateway.api.models import MULTI_LINE, REQUIRED_LINE, SINGLE_LINE, ApiM
 from edrs_gateway.auth.dependencies import require
 from edrs_gateway.auth.permissions import Permission
 from edrs_gateway.auth.principal import Principal
-from edrs_gateway.context import GatewayContext, get_context
+from edrs_gateway.context import Ctx, GatewayContext
 
 PEER = "persona"
 router = APIRouter(prefix="/personas", tags=["personas"])
@@ -135,7 +135,6 @@ def _stub(ctx: GatewayContext) -> persona_pb2_grpc.PersonaServiceStub:
     return persona_pb2_grpc.PersonaServiceStub(ctx.runtime.peers.channel(PEER))
 
 
-Ctx = Annotated[GatewayContext, Depends(get_context)]
 _STRING = {"schema": {"type": "string"}}
 _ERRORS = {**problem_responses(*AUTHENTICATED), **upstream_responses()}
 

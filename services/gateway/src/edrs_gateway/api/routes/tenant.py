@@ -14,7 +14,7 @@ from edrs_gateway.api.models import ApiModel
 from edrs_gateway.auth.dependencies import require
 from edrs_gateway.auth.permissions import Permission
 from edrs_gateway.auth.principal import Principal, Tier
-from edrs_gateway.context import GatewayContext, get_context
+from edrs_gateway.context import Ctx
 
 router = APIRouter(tags=["tenant"])
 
@@ -46,7 +46,7 @@ class TenantOut(ApiModel):
     responses=problem_responses(*AUTHENTICATED, 404),
 )
 async def get_tenant(
-    ctx: Annotated[GatewayContext, Depends(get_context)],
+    ctx: Ctx,
     caller: Annotated[Principal, Depends(require(Permission.TENANT_READ))],
 ) -> TenantOut:
     tenant = await ctx.tenants.get(UUID(caller.tenant_id))

@@ -12,6 +12,7 @@ from pydantic import ConfigDict, Field
 from edrs_gateway.api.common import (
     AUTHENTICATED,
     PageRequest,
+    client_ip,
     not_found,
     page_request,
     problem_responses,
@@ -23,7 +24,7 @@ from edrs_gateway.auth.dependencies import require
 from edrs_gateway.auth.passwords import PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH
 from edrs_gateway.auth.permissions import Permission
 from edrs_gateway.auth.principal import Principal, Role
-from edrs_gateway.context import GatewayContext, get_context
+from edrs_gateway.context import Ctx
 from edrs_gateway.identity.audit import actor_of
 from edrs_gateway.identity.users import User
 
@@ -113,13 +114,6 @@ class UpdateUser(ApiModel):
     role: Role | None = Field(default=None, description="A new role ends the user's sessions")
 
 
-def _ip(request: Request) -> str | None:
-    return request.client.host if request.client else None
-
-
-Ctx = Annotated[GatewayContext, Depends(get_context)]
-
-
 @router.get(
     "",
     response_model=UserPage,
@@ -161,7 +155,7 @@ async def create_user(
     )
     await ctx.audit.record(
         caller.tenant_id, "user.created", "success", actor=actor_of(caller),
-        target=f"user:{user.id}", details={"role": user.role}, ip=_ip(request),
+        target=f"user:{user.id}", details={"role": user.role}, ip=client_ip(request),
     )  # fmt: skip
     return UserOut.of(user)
 
@@ -224,7 +218,7 @@ async def update_user(
         details |= {"roleBefore": before.role, "role": user.role}
     await ctx.audit.record(
         caller.tenant_id, "user.updated", "success", actor=actor_of(caller),
-        target=f"user:{user.id}", details=details, ip=_ip(request),
+        target=f"user:{user.id}", details=details, ip=client_ip(request),
     )  # fmt: skip
     return UserOut.of(user)
 
@@ -250,7 +244,7 @@ async def delete_user(
     await ctx.end_sessions("user", user_id)
     await ctx.audit.record(
         caller.tenant_id, "user.deleted", "success", actor=actor_of(caller),
-        target=f"user:{user_id}", ip=_ip(request),
+        target=f"user:{user_id}", ip=client_ip(request),
     )  # fmt: skip
     return Response(status_code=204)
 
