@@ -1,5 +1,6 @@
 """EDRS service runtime: what every service process is built from."""
 
+from edrs_core import validation
 from edrs_core.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -30,4 +31,5 @@ __all__ = [
     "Unavailable",
     "load_settings",
     "run_service",
+    "validation",
 ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -166,7 +167,7 @@ class HttpServer:
             access_log=False,
             lifespan="off",
             # Long-lived responses (SSE streams) are cut after this instead of holding shutdown.
-            timeout_graceful_shutdown=graceful_seconds,
+            timeout_graceful_shutdown=math.ceil(graceful_seconds),
         )
         self.name = name
         self.server = _Server(config)
