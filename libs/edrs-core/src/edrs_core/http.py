@@ -17,6 +17,7 @@ import uvicorn
 from opentelemetry import trace
 from prometheus_client import make_asgi_app
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -139,11 +140,28 @@ class ObservabilityMiddleware:
                     metrics.HTTP_ERRORS.labels(*labels, str(status)).inc()
 
 
+async def _http_problem(request: Request, exc: Exception) -> JSONResponse:
+    """Errors no route answered (no path matched, say) as RFC 9457 problem+json, like the API's."""
+    assert isinstance(exc, HTTPException)
+    return JSONResponse(
+        {
+            "type": "about:blank",
+            "title": exc.detail,
+            "status": exc.status_code,
+            "detail": exc.detail,
+        },
+        status_code=exc.status_code,
+        media_type="application/problem+json",
+        headers=exc.headers,
+    )
+
+
 def build_http_app(service: str, state: HealthState) -> Starlette:
     """Health routes now; a service adds its own with `app.router.routes.extend(...)` once built."""
     return Starlette(
         routes=health_routes(state),
         middleware=[Middleware(ObservabilityMiddleware, service=service)],
+        exception_handlers={HTTPException: _http_problem},
     )
 
 
