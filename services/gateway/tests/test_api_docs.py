@@ -49,6 +49,10 @@ async def test_unknown_route_is_a_problem_document(gateway) -> None:
 async def test_a_path_no_route_can_match_is_still_a_problem_document(gateway) -> None:
     # A newline in a path segment matches no route pattern at all, not even the API's mount.
     async with httpx.AsyncClient(base_url=gateway.http_url) as client:
-        reply = await client.get("/api/v1/users/%3F%C2%AD%5C%F3%93%9C%B6%0A%F2%8F%A2%94%C2%8E%F0%B9%A8%8D")
+        reply = await client.get(
+            "/api/v1/users/%3F%C2%AD%5C%F3%93%9C%B6%0A%F2%8F%A2%94%C2%8E%F0%B9%A8%8D"
+        )
     assert reply.status_code == 404
     assert reply.headers["content-type"] == "application/problem+json"
+    body = reply.json()
+    assert body["code"] == "not_found" and body["status"] == 404, body

@@ -143,12 +143,15 @@ class ObservabilityMiddleware:
 async def _http_problem(request: Request, exc: Exception) -> JSONResponse:
     """Errors no route answered (no path matched, say) as RFC 9457 problem+json, like the API's."""
     assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
     return JSONResponse(
         {
             "type": "about:blank",
             "title": exc.detail,
             "status": exc.status_code,
             "detail": exc.detail,
+            "code": code,
+            "instance": request.url.path,
         },
         status_code=exc.status_code,
         media_type="application/problem+json",

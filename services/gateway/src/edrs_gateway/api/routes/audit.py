@@ -84,7 +84,12 @@ async def list_audit_events(
     page: Annotated[PageRequest, Depends(page_request)],
     caller: Annotated[Principal, Depends(require(Permission.AUDIT_READ))],
     action: Annotated[
-        str | None, Query(max_length=100, description="Only this action, e.g. `login`")
+        str | None,
+        Query(
+            max_length=100,
+            pattern=r"^[a-z0-9_.]+$",
+            description="Only this action, e.g. `login.failed`",
+        ),
     ] = None,
 ) -> AuditEventPage:
     events, token = await service_call(
