@@ -117,10 +117,19 @@ def test_every_service_has_an_rpc(proto_files: list[descriptor_pb2.FileDescripto
         assert service.method, f"{file_name}: service {service.name} has no rpc"
 
 
+# List RPCs whose result is bounded by design, so a page would only add a round trip.
+BOUNDED_LISTS = {
+    "MemoryService.ListWorkingItems": "bounded by the working-memory maximum count",
+    "MemoryService.ListFacts": "the facts about one user of one persona",
+    "PersonaService.ListCoworkers": "the co-workers of one persona",
+}
+
+
 def test_get_and_list_rpcs_follow_the_naming_rules(
     proto_files: list[descriptor_pb2.FileDescriptorProto],
 ) -> None:
     messages = _messages(proto_files)
+    string = descriptor_pb2.FieldDescriptorProto.TYPE_STRING
     for file in proto_files:
         for service in file.service:
             for rpc in service.method:
@@ -128,11 +137,15 @@ def test_get_and_list_rpcs_follow_the_naming_rules(
                 request = messages[rpc.input_type]
                 if rpc.name.startswith("Get"):
                     assert request.name == f"{rpc.name}Request", f"{where}: request name"
-                    fields = [(f.name, f.number, f.type) for f in request.field]
-                    assert fields == [("id", 1, descriptor_pb2.FieldDescriptorProto.TYPE_STRING)], (
-                        f"{where}: Get<X>Request must be exactly {{string id = 1;}}"
-                    )
+                    # One resource by its id, or by the ids of its key (a persona's relationship
+                    # with a user), or a singleton (no fields).
+                    fields = [(f.name, f.type) for f in request.field]
+                    assert all(
+                        t == string and (n == "id" or n.endswith("_id")) for n, t in fields
+                    ), f"{where}: Get<X>Request holds only the resource's id fields"
                 if rpc.name.startswith("List"):
+                    if f"{service.name}.{rpc.name}" in BOUNDED_LISTS:
+                        continue
                     response = messages[rpc.output_type]
                     page_in = {f.name: f.type_name for f in request.field}
                     page_out = {f.name: f.type_name for f in response.field}

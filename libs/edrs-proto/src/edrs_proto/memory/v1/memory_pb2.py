@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x65\x64rs/memory/v1/memory.proto\x12\x0e\x65\x64rs.memory.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa5\x01\n\x06Memory\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\npersona_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x04 \x01(\t\x12\x0c\n\x04text\x18\x05 \x01(\t\x12\x12\n\nimportance\x18\x06 \x01(\x01\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"q\n\x0fRememberRequest\x12\x12\n\npersona_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x03 \x01(\t\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\x12\n\nimportance\x18\x05 \x01(\x01\"R\n\rRecallRequest\x12\x12\n\npersona_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\r\n\x05query\x18\x03 \x01(\t\x12\r\n\x05limit\x18\x04 \x01(\x05\"@\n\x0eRecallResponse\x12.\n\x08memories\x18\x01 \x03(\x0b\x32\x1c.edrs.memory.v1.ScoredMemory\"}\n\x0cScoredMemory\x12&\n\x06memory\x18\x01 \x01(\x0b\x32\x16.edrs.memory.v1.Memory\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x0f\n\x07recency\x18\x03 \x01(\x01\x12\x12\n\nimportance\x18\x04 \x01(\x01\x12\x11\n\trelevance\x18\x05 \x01(\x01\x32\xa2\x01\n\rMemoryService\x12\x43\n\x08Remember\x12\x1f.edrs.memory.v1.RememberRequest\x1a\x16.edrs.memory.v1.Memory\x12L\n\x06Recall\x12\x1d.edrs.memory.v1.RecallRequest\x1a\x1e.edrs.memory.v1.RecallResponse\"\x03\x90\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x65\x64rs/memory/v1/memory.proto\x12\x0e\x65\x64rs.memory.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc1\x01\n\x06Memory\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\npersona_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x04 \x01(\t\x12\x0c\n\x04text\x18\x05 \x01(\t\x12\x12\n\nimportance\x18\x06 \x01(\x01\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04kind\x18\x08 \x01(\t\x12\x0c\n\x04role\x18\t \x01(\t\"\x8d\x01\n\x0fRememberRequest\x12\x12\n\npersona_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x03 \x01(\t\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\x12\n\nimportance\x18\x05 \x01(\x01\x12\x0c\n\x04kind\x18\x06 \x01(\t\x12\x0c\n\x04role\x18\x07 \x01(\t\"s\n\rRecallRequest\x12\x12\n\npersona_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\r\n\x05query\x18\x03 \x01(\t\x12\r\n\x05limit\x18\x04 \x01(\x05\x12\x1f\n\x17\x65xclude_conversation_id\x18\x05 \x01(\t\"@\n\x0eRecallResponse\x12.\n\x08memories\x18\x01 \x03(\x0b\x32\x1c.edrs.memory.v1.ScoredMemory\"}\n\x0cScoredMemory\x12&\n\x06memory\x18\x01 \x01(\x0b\x32\x16.edrs.memory.v1.Memory\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x0f\n\x07recency\x18\x03 \x01(\x01\x12\x12\n\nimportance\x18\x04 \x01(\x01\x12\x11\n\trelevance\x18\x05 \x01(\x01\"\x8a\x01\n\x11RecordTurnRequest\x12\x12\n\npersona_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x03 \x01(\t\x12\x11\n\tuser_text\x18\x04 \x01(\t\x12\x12\n\nreply_text\x18\x05 \x01(\t\x12\x10\n\x08trace_id\x18\x06 \x01(\t\"\x8f\x01\n\x12RecordTurnResponse\x12(\n\x08\x65pisodes\x18\x01 \x03(\x0b\x32\x16.edrs.memory.v1.Memory\x12%\n\x07learned\x18\x02 \x03(\x0b\x32\x14.edrs.memory.v1.Fact\x12(\n\nsuperseded\x18\x03 \x03(\x0b\x32\x14.edrs.memory.v1.Fact\"\xf5\x01\n\x0bWorkingItem\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\npersona_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x04 \x01(\t\x12\x0c\n\x04text\x18\x05 \x01(\t\x12\x10\n\x08priority\x18\x06 \x01(\x05\x12\x0c\n\x04kind\x18\x07 \x01(\t\x12\x0c\n\x04role\x18\x08 \x01(\t\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa6\x01\n\x15PutWorkingItemRequest\x12\x12\n\npersona_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x03 \x01(\t\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\x10\n\x08priority\x18\x05 \x01(\x05\x12\x13\n\x0bttl_seconds\x18\x06 \x01(\x05\x12\x0c\n\x04kind\x18\x07 \x01(\t\x12\x0c\n\x04role\x18\x08 \x01(\t\"f\n\x17ListWorkingItemsRequest\x12\x12\n\npersona_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x03 \x01(\t\x12\r\n\x05limit\x18\x04 \x01(\x05\"F\n\x18ListWorkingItemsResponse\x12*\n\x05items\x18\x01 \x03(\x0b\x32\x1b.edrs.memory.v1.WorkingItem\"\x9c\x02\n\x04\x46\x61\x63t\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\npersona_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x11\n\tattribute\x18\x04 \x01(\t\x12\r\n\x05value\x18\x05 \x01(\t\x12\x11\n\tstatement\x18\x06 \x01(\t\x12\x0e\n\x06source\x18\x07 \x01(\t\x12\x19\n\x11source_episode_id\x18\x08 \x01(\t\x12.\n\nvalid_from\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08valid_to\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rsuperseded_by\x18\x0b \x01(\t\x12\x0e\n\x06status\x18\x0c \x01(\t\"S\n\x10ListFactsRequest\x12\x12\n\npersona_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x1a\n\x12include_superseded\x18\x03 \x01(\x08\"8\n\x11ListFactsResponse\x12#\n\x05\x66\x61\x63ts\x18\x01 \x03(\x0b\x32\x14.edrs.memory.v1.Fact\"Z\n\x11\x41ssertFactRequest\x12\x12\n\npersona_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x11\n\tattribute\x18\x03 \x01(\t\x12\r\n\x05value\x18\x04 \x01(\t\"b\n\x12\x41ssertFactResponse\x12\"\n\x04\x66\x61\x63t\x18\x01 \x01(\x0b\x32\x14.edrs.memory.v1.Fact\x12(\n\nsuperseded\x18\x02 \x03(\x0b\x32\x14.edrs.memory.v1.Fact\"I\n\x11\x44\x65leteFactRequest\x12\x12\n\npersona_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0f\n\x07\x66\x61\x63t_id\x18\x03 \x01(\t\"\x14\n\x12\x44\x65leteFactResponse\"8\n\x11\x46orgetUserRequest\x12\x12\n\npersona_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"d\n\x12\x46orgetUserResponse\x12\x15\n\rfacts_deleted\x18\x01 \x01(\x05\x12\x18\n\x10\x65pisodes_deleted\x18\x02 \x01(\x05\x12\x1d\n\x15working_items_deleted\x18\x03 \x01(\x05\x32\x8f\x06\n\rMemoryService\x12\x43\n\x08Remember\x12\x1f.edrs.memory.v1.RememberRequest\x1a\x16.edrs.memory.v1.Memory\x12L\n\x06Recall\x12\x1d.edrs.memory.v1.RecallRequest\x1a\x1e.edrs.memory.v1.RecallResponse\"\x03\x90\x02\x01\x12S\n\nRecordTurn\x12!.edrs.memory.v1.RecordTurnRequest\x1a\".edrs.memory.v1.RecordTurnResponse\x12T\n\x0ePutWorkingItem\x12%.edrs.memory.v1.PutWorkingItemRequest\x1a\x1b.edrs.memory.v1.WorkingItem\x12j\n\x10ListWorkingItems\x12\'.edrs.memory.v1.ListWorkingItemsRequest\x1a(.edrs.memory.v1.ListWorkingItemsResponse\"\x03\x90\x02\x01\x12U\n\tListFacts\x12 .edrs.memory.v1.ListFactsRequest\x1a!.edrs.memory.v1.ListFactsResponse\"\x03\x90\x02\x01\x12S\n\nAssertFact\x12!.edrs.memory.v1.AssertFactRequest\x1a\".edrs.memory.v1.AssertFactResponse\x12S\n\nDeleteFact\x12!.edrs.memory.v1.DeleteFactRequest\x1a\".edrs.memory.v1.DeleteFactResponse\x12S\n\nForgetUser\x12!.edrs.memory.v1.ForgetUserRequest\x1a\".edrs.memory.v1.ForgetUserResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,16 +34,50 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_MEMORYSERVICE'].methods_by_name['Recall']._loaded_options = None
   _globals['_MEMORYSERVICE'].methods_by_name['Recall']._serialized_options = b'\220\002\001'
+  _globals['_MEMORYSERVICE'].methods_by_name['ListWorkingItems']._loaded_options = None
+  _globals['_MEMORYSERVICE'].methods_by_name['ListWorkingItems']._serialized_options = b'\220\002\001'
+  _globals['_MEMORYSERVICE'].methods_by_name['ListFacts']._loaded_options = None
+  _globals['_MEMORYSERVICE'].methods_by_name['ListFacts']._serialized_options = b'\220\002\001'
   _globals['_MEMORY']._serialized_start=81
-  _globals['_MEMORY']._serialized_end=246
-  _globals['_REMEMBERREQUEST']._serialized_start=248
-  _globals['_REMEMBERREQUEST']._serialized_end=361
-  _globals['_RECALLREQUEST']._serialized_start=363
-  _globals['_RECALLREQUEST']._serialized_end=445
-  _globals['_RECALLRESPONSE']._serialized_start=447
-  _globals['_RECALLRESPONSE']._serialized_end=511
-  _globals['_SCOREDMEMORY']._serialized_start=513
-  _globals['_SCOREDMEMORY']._serialized_end=638
-  _globals['_MEMORYSERVICE']._serialized_start=641
-  _globals['_MEMORYSERVICE']._serialized_end=803
+  _globals['_MEMORY']._serialized_end=274
+  _globals['_REMEMBERREQUEST']._serialized_start=277
+  _globals['_REMEMBERREQUEST']._serialized_end=418
+  _globals['_RECALLREQUEST']._serialized_start=420
+  _globals['_RECALLREQUEST']._serialized_end=535
+  _globals['_RECALLRESPONSE']._serialized_start=537
+  _globals['_RECALLRESPONSE']._serialized_end=601
+  _globals['_SCOREDMEMORY']._serialized_start=603
+  _globals['_SCOREDMEMORY']._serialized_end=728
+  _globals['_RECORDTURNREQUEST']._serialized_start=731
+  _globals['_RECORDTURNREQUEST']._serialized_end=869
+  _globals['_RECORDTURNRESPONSE']._serialized_start=872
+  _globals['_RECORDTURNRESPONSE']._serialized_end=1015
+  _globals['_WORKINGITEM']._serialized_start=1018
+  _globals['_WORKINGITEM']._serialized_end=1263
+  _globals['_PUTWORKINGITEMREQUEST']._serialized_start=1266
+  _globals['_PUTWORKINGITEMREQUEST']._serialized_end=1432
+  _globals['_LISTWORKINGITEMSREQUEST']._serialized_start=1434
+  _globals['_LISTWORKINGITEMSREQUEST']._serialized_end=1536
+  _globals['_LISTWORKINGITEMSRESPONSE']._serialized_start=1538
+  _globals['_LISTWORKINGITEMSRESPONSE']._serialized_end=1608
+  _globals['_FACT']._serialized_start=1611
+  _globals['_FACT']._serialized_end=1895
+  _globals['_LISTFACTSREQUEST']._serialized_start=1897
+  _globals['_LISTFACTSREQUEST']._serialized_end=1980
+  _globals['_LISTFACTSRESPONSE']._serialized_start=1982
+  _globals['_LISTFACTSRESPONSE']._serialized_end=2038
+  _globals['_ASSERTFACTREQUEST']._serialized_start=2040
+  _globals['_ASSERTFACTREQUEST']._serialized_end=2130
+  _globals['_ASSERTFACTRESPONSE']._serialized_start=2132
+  _globals['_ASSERTFACTRESPONSE']._serialized_end=2230
+  _globals['_DELETEFACTREQUEST']._serialized_start=2232
+  _globals['_DELETEFACTREQUEST']._serialized_end=2305
+  _globals['_DELETEFACTRESPONSE']._serialized_start=2307
+  _globals['_DELETEFACTRESPONSE']._serialized_end=2327
+  _globals['_FORGETUSERREQUEST']._serialized_start=2329
+  _globals['_FORGETUSERREQUEST']._serialized_end=2385
+  _globals['_FORGETUSERRESPONSE']._serialized_start=2387
+  _globals['_FORGETUSERRESPONSE']._serialized_end=2487
+  _globals['_MEMORYSERVICE']._serialized_start=2490
+  _globals['_MEMORYSERVICE']._serialized_end=3273
 # @@protoc_insertion_point(module_scope)

@@ -21,7 +21,7 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class Memory(_message.Message):
-    """Memory is one remembered fact or turn."""
+    """Memory is one episode: a turn of a conversation or a notable event."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -32,6 +32,8 @@ class Memory(_message.Message):
     TEXT_FIELD_NUMBER: _builtins.int
     IMPORTANCE_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Memory id (UUID)."""
     persona_id: _builtins.str
@@ -44,6 +46,10 @@ class Memory(_message.Message):
     """What is remembered."""
     importance: _builtins.float
     """How much it matters, 0..1."""
+    kind: _builtins.str
+    """"message" (a turn of a conversation), "event" or "note"."""
+    role: _builtins.str
+    """For messages: "user" or "assistant"."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the memory was stored."""
@@ -58,10 +64,12 @@ class Memory(_message.Message):
         text: _builtins.str = ...,
         importance: _builtins.float = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        kind: _builtins.str = ...,
+        role: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_id", b"conversation_id", "create_time", b"create_time", "id", b"id", "importance", b"importance", "persona_id", b"persona_id", "text", b"text", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_id", b"conversation_id", "create_time", b"create_time", "id", b"id", "importance", b"importance", "kind", b"kind", "persona_id", b"persona_id", "role", b"role", "text", b"text", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -78,6 +86,8 @@ class RememberRequest(_message.Message):
     CONVERSATION_ID_FIELD_NUMBER: _builtins.int
     TEXT_FIELD_NUMBER: _builtins.int
     IMPORTANCE_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
     persona_id: _builtins.str
     """Persona that remembers (UUID); required."""
     user_id: _builtins.str
@@ -87,7 +97,11 @@ class RememberRequest(_message.Message):
     text: _builtins.str
     """What to remember; required, non-empty."""
     importance: _builtins.float
-    """How much it matters, 0..1; INVALID_ARGUMENT outside that range."""
+    """How much it matters, 0..1; INVALID_ARGUMENT outside that range; 0 means the default (0.5)."""
+    kind: _builtins.str
+    """"message", "event" or "note"; empty means "note"."""
+    role: _builtins.str
+    """For messages: "user" or "assistant"."""
     def __init__(
         self,
         *,
@@ -96,10 +110,12 @@ class RememberRequest(_message.Message):
         conversation_id: _builtins.str = ...,
         text: _builtins.str = ...,
         importance: _builtins.float = ...,
+        kind: _builtins.str = ...,
+        role: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_id", b"conversation_id", "importance", b"importance", "persona_id", b"persona_id", "text", b"text", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_id", b"conversation_id", "importance", b"importance", "kind", b"kind", "persona_id", b"persona_id", "role", b"role", "text", b"text", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -115,6 +131,7 @@ class RecallRequest(_message.Message):
     USER_ID_FIELD_NUMBER: _builtins.int
     QUERY_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
+    EXCLUDE_CONVERSATION_ID_FIELD_NUMBER: _builtins.int
     persona_id: _builtins.str
     """Persona whose memories to search (UUID); required."""
     user_id: _builtins.str
@@ -123,6 +140,8 @@ class RecallRequest(_message.Message):
     """Free-text query."""
     limit: _builtins.int
     """Maximum number of memories to return; 0 means the server default."""
+    exclude_conversation_id: _builtins.str
+    """Leave out episodes of this conversation (the caller already has them in working memory)."""
     def __init__(
         self,
         *,
@@ -130,10 +149,11 @@ class RecallRequest(_message.Message):
         user_id: _builtins.str = ...,
         query: _builtins.str = ...,
         limit: _builtins.int = ...,
+        exclude_conversation_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "persona_id", b"persona_id", "query", b"query", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["exclude_conversation_id", b"exclude_conversation_id", "limit", b"limit", "persona_id", b"persona_id", "query", b"query", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -181,7 +201,7 @@ class ScoredMemory(_message.Message):
     importance: _builtins.float
     """Importance component, 0..1."""
     relevance: _builtins.float
-    """Relevance to the query, 0..1."""
+    """Relevance to the query, 0..1 (embedding similarity)."""
     @_builtins.property
     def memory(self) -> Global___Memory:
         """The memory."""
@@ -202,3 +222,477 @@ class ScoredMemory(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ScoredMemory: _TypeAlias = ScoredMemory  # noqa: Y015
+
+@_typing.final
+class RecordTurnRequest(_message.Message):
+    """RecordTurnRequest is one finished turn of a conversation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERSONA_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    CONVERSATION_ID_FIELD_NUMBER: _builtins.int
+    USER_TEXT_FIELD_NUMBER: _builtins.int
+    REPLY_TEXT_FIELD_NUMBER: _builtins.int
+    TRACE_ID_FIELD_NUMBER: _builtins.int
+    persona_id: _builtins.str
+    user_id: _builtins.str
+    conversation_id: _builtins.str
+    user_text: _builtins.str
+    """What the user said; required."""
+    reply_text: _builtins.str
+    """What the persona answered; may be empty when generation failed."""
+    trace_id: _builtins.str
+    """The reasoning trace behind the reply, kept on the reply's episode."""
+    def __init__(
+        self,
+        *,
+        persona_id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+        conversation_id: _builtins.str = ...,
+        user_text: _builtins.str = ...,
+        reply_text: _builtins.str = ...,
+        trace_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_id", b"conversation_id", "persona_id", b"persona_id", "reply_text", b"reply_text", "trace_id", b"trace_id", "user_id", b"user_id", "user_text", b"user_text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordTurnRequest: _TypeAlias = RecordTurnRequest  # noqa: Y015
+
+@_typing.final
+class RecordTurnResponse(_message.Message):
+    """RecordTurnResponse reports what the turn added to memory."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EPISODES_FIELD_NUMBER: _builtins.int
+    LEARNED_FIELD_NUMBER: _builtins.int
+    SUPERSEDED_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def episodes(self) -> _containers.RepeatedCompositeFieldContainer[Global___Memory]:
+        """The user's episode, then the reply's (when there was one)."""
+
+    @_builtins.property
+    def learned(self) -> _containers.RepeatedCompositeFieldContainer[Global___Fact]:
+        """Facts the user's message stated, new as of this turn."""
+
+    @_builtins.property
+    def superseded(self) -> _containers.RepeatedCompositeFieldContainer[Global___Fact]:
+        """Facts those new ones superseded, now with valid_to and superseded_by set."""
+
+    def __init__(
+        self,
+        *,
+        episodes: _abc.Iterable[Global___Memory] | None = ...,
+        learned: _abc.Iterable[Global___Fact] | None = ...,
+        superseded: _abc.Iterable[Global___Fact] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["episodes", b"episodes", "learned", b"learned", "superseded", b"superseded"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordTurnResponse: _TypeAlias = RecordTurnResponse  # noqa: Y015
+
+@_typing.final
+class WorkingItem(_message.Message):
+    """WorkingItem is one item of a conversation's working memory: short-lived, bounded, prioritised."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PERSONA_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    CONVERSATION_ID_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    persona_id: _builtins.str
+    user_id: _builtins.str
+    conversation_id: _builtins.str
+    text: _builtins.str
+    priority: _builtins.int
+    """1 (least) .. 5 (most important); eviction takes the lowest priority first, then the oldest."""
+    kind: _builtins.str
+    """"message" or "note"."""
+    role: _builtins.str
+    """For messages: "user" or "assistant"."""
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        persona_id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+        conversation_id: _builtins.str = ...,
+        text: _builtins.str = ...,
+        priority: _builtins.int = ...,
+        kind: _builtins.str = ...,
+        role: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_id", b"conversation_id", "create_time", b"create_time", "expire_time", b"expire_time", "id", b"id", "kind", b"kind", "persona_id", b"persona_id", "priority", b"priority", "role", b"role", "text", b"text", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorkingItem: _TypeAlias = WorkingItem  # noqa: Y015
+
+@_typing.final
+class PutWorkingItemRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERSONA_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    CONVERSATION_ID_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    TTL_SECONDS_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    persona_id: _builtins.str
+    user_id: _builtins.str
+    conversation_id: _builtins.str
+    text: _builtins.str
+    """Required, up to 20,000 characters."""
+    priority: _builtins.int
+    """1..5; 0 means 3."""
+    ttl_seconds: _builtins.int
+    """1..604,800 seconds; 0 means the service default (3,600)."""
+    kind: _builtins.str
+    role: _builtins.str
+    def __init__(
+        self,
+        *,
+        persona_id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+        conversation_id: _builtins.str = ...,
+        text: _builtins.str = ...,
+        priority: _builtins.int = ...,
+        ttl_seconds: _builtins.int = ...,
+        kind: _builtins.str = ...,
+        role: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_id", b"conversation_id", "kind", b"kind", "persona_id", b"persona_id", "priority", b"priority", "role", b"role", "text", b"text", "ttl_seconds", b"ttl_seconds", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PutWorkingItemRequest: _TypeAlias = PutWorkingItemRequest  # noqa: Y015
+
+@_typing.final
+class ListWorkingItemsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERSONA_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    CONVERSATION_ID_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    persona_id: _builtins.str
+    user_id: _builtins.str
+    conversation_id: _builtins.str
+    limit: _builtins.int
+    """The newest `limit` items (still returned oldest first); 0 means all."""
+    def __init__(
+        self,
+        *,
+        persona_id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+        conversation_id: _builtins.str = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_id", b"conversation_id", "limit", b"limit", "persona_id", b"persona_id", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListWorkingItemsRequest: _TypeAlias = ListWorkingItemsRequest  # noqa: Y015
+
+@_typing.final
+class ListWorkingItemsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___WorkingItem]: ...
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___WorkingItem] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListWorkingItemsResponse: _TypeAlias = ListWorkingItemsResponse  # noqa: Y015
+
+@_typing.final
+class Fact(_message.Message):
+    """Fact is one thing known about a user, valid from one time until superseded."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PERSONA_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    ATTRIBUTE_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    STATEMENT_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    SOURCE_EPISODE_ID_FIELD_NUMBER: _builtins.int
+    VALID_FROM_FIELD_NUMBER: _builtins.int
+    VALID_TO_FIELD_NUMBER: _builtins.int
+    SUPERSEDED_BY_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    persona_id: _builtins.str
+    user_id: _builtins.str
+    attribute: _builtins.str
+    """What the fact is about, snake_case: manager, name, employer, job_title, location, timezone
+    (one current value each), preference, like, dislike (many current values each), or any
+    attribute stated through AssertFact.
+    """
+    value: _builtins.str
+    statement: _builtins.str
+    """The words the fact was read from."""
+    source: _builtins.str
+    """"rule" (read from a turn by the extraction rules) or "user" (stated through AssertFact)."""
+    source_episode_id: _builtins.str
+    """The episode the fact was read from, when it came from a turn."""
+    superseded_by: _builtins.str
+    """The fact that replaced this one, when superseded."""
+    status: _builtins.str
+    """"current" or "superseded"."""
+    @_builtins.property
+    def valid_from(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def valid_to(self) -> _timestamp_pb2.Timestamp:
+        """Unset while the fact is current."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        persona_id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+        attribute: _builtins.str = ...,
+        value: _builtins.str = ...,
+        statement: _builtins.str = ...,
+        source: _builtins.str = ...,
+        source_episode_id: _builtins.str = ...,
+        valid_from: _timestamp_pb2.Timestamp | None = ...,
+        valid_to: _timestamp_pb2.Timestamp | None = ...,
+        superseded_by: _builtins.str = ...,
+        status: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["valid_from", b"valid_from", "valid_to", b"valid_to"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attribute", b"attribute", "id", b"id", "persona_id", b"persona_id", "source", b"source", "source_episode_id", b"source_episode_id", "statement", b"statement", "status", b"status", "superseded_by", b"superseded_by", "user_id", b"user_id", "valid_from", b"valid_from", "valid_to", b"valid_to", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Fact: _TypeAlias = Fact  # noqa: Y015
+
+@_typing.final
+class ListFactsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERSONA_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    INCLUDE_SUPERSEDED_FIELD_NUMBER: _builtins.int
+    persona_id: _builtins.str
+    user_id: _builtins.str
+    include_superseded: _builtins.bool
+    """Also list superseded facts (history), newest first within an attribute."""
+    def __init__(
+        self,
+        *,
+        persona_id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+        include_superseded: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_superseded", b"include_superseded", "persona_id", b"persona_id", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListFactsRequest: _TypeAlias = ListFactsRequest  # noqa: Y015
+
+@_typing.final
+class ListFactsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FACTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def facts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Fact]: ...
+    def __init__(
+        self,
+        *,
+        facts: _abc.Iterable[Global___Fact] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["facts", b"facts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListFactsResponse: _TypeAlias = ListFactsResponse  # noqa: Y015
+
+@_typing.final
+class AssertFactRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERSONA_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    ATTRIBUTE_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    persona_id: _builtins.str
+    user_id: _builtins.str
+    attribute: _builtins.str
+    """snake_case, 1..64 characters."""
+    value: _builtins.str
+    """1..500 characters."""
+    def __init__(
+        self,
+        *,
+        persona_id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+        attribute: _builtins.str = ...,
+        value: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attribute", b"attribute", "persona_id", b"persona_id", "user_id", b"user_id", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AssertFactRequest: _TypeAlias = AssertFactRequest  # noqa: Y015
+
+@_typing.final
+class AssertFactResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FACT_FIELD_NUMBER: _builtins.int
+    SUPERSEDED_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def fact(self) -> Global___Fact: ...
+    @_builtins.property
+    def superseded(self) -> _containers.RepeatedCompositeFieldContainer[Global___Fact]: ...
+    def __init__(
+        self,
+        *,
+        fact: Global___Fact | None = ...,
+        superseded: _abc.Iterable[Global___Fact] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fact", b"fact"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fact", b"fact", "superseded", b"superseded"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AssertFactResponse: _TypeAlias = AssertFactResponse  # noqa: Y015
+
+@_typing.final
+class DeleteFactRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERSONA_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    FACT_ID_FIELD_NUMBER: _builtins.int
+    persona_id: _builtins.str
+    user_id: _builtins.str
+    fact_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        persona_id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+        fact_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fact_id", b"fact_id", "persona_id", b"persona_id", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteFactRequest: _TypeAlias = DeleteFactRequest  # noqa: Y015
+
+@_typing.final
+class DeleteFactResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteFactResponse: _TypeAlias = DeleteFactResponse  # noqa: Y015
+
+@_typing.final
+class ForgetUserRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERSONA_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    persona_id: _builtins.str
+    user_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        persona_id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["persona_id", b"persona_id", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ForgetUserRequest: _TypeAlias = ForgetUserRequest  # noqa: Y015
+
+@_typing.final
+class ForgetUserResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FACTS_DELETED_FIELD_NUMBER: _builtins.int
+    EPISODES_DELETED_FIELD_NUMBER: _builtins.int
+    WORKING_ITEMS_DELETED_FIELD_NUMBER: _builtins.int
+    facts_deleted: _builtins.int
+    episodes_deleted: _builtins.int
+    working_items_deleted: _builtins.int
+    def __init__(
+        self,
+        *,
+        facts_deleted: _builtins.int = ...,
+        episodes_deleted: _builtins.int = ...,
+        working_items_deleted: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["episodes_deleted", b"episodes_deleted", "facts_deleted", b"facts_deleted", "working_items_deleted", b"working_items_deleted"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ForgetUserResponse: _TypeAlias = ForgetUserResponse  # noqa: Y015

@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class MemoryServiceStub:
-    """MemoryService stores and recalls memories in the calling tenant (`x-edrs-client-id`).
+    """MemoryService keeps what personas remember in the calling tenant (`x-edrs-client-id`): working
+    memory per conversation, episodes (every turn and notable event), and facts about each user.
     """
 
     def __init__(self, channel):
@@ -45,21 +46,108 @@ class MemoryServiceStub:
                 request_serializer=edrs_dot_memory_dot_v1_dot_memory__pb2.RecallRequest.SerializeToString,
                 response_deserializer=edrs_dot_memory_dot_v1_dot_memory__pb2.RecallResponse.FromString,
                 _registered_method=True)
+        self.RecordTurn = channel.unary_unary(
+                '/edrs.memory.v1.MemoryService/RecordTurn',
+                request_serializer=edrs_dot_memory_dot_v1_dot_memory__pb2.RecordTurnRequest.SerializeToString,
+                response_deserializer=edrs_dot_memory_dot_v1_dot_memory__pb2.RecordTurnResponse.FromString,
+                _registered_method=True)
+        self.PutWorkingItem = channel.unary_unary(
+                '/edrs.memory.v1.MemoryService/PutWorkingItem',
+                request_serializer=edrs_dot_memory_dot_v1_dot_memory__pb2.PutWorkingItemRequest.SerializeToString,
+                response_deserializer=edrs_dot_memory_dot_v1_dot_memory__pb2.WorkingItem.FromString,
+                _registered_method=True)
+        self.ListWorkingItems = channel.unary_unary(
+                '/edrs.memory.v1.MemoryService/ListWorkingItems',
+                request_serializer=edrs_dot_memory_dot_v1_dot_memory__pb2.ListWorkingItemsRequest.SerializeToString,
+                response_deserializer=edrs_dot_memory_dot_v1_dot_memory__pb2.ListWorkingItemsResponse.FromString,
+                _registered_method=True)
+        self.ListFacts = channel.unary_unary(
+                '/edrs.memory.v1.MemoryService/ListFacts',
+                request_serializer=edrs_dot_memory_dot_v1_dot_memory__pb2.ListFactsRequest.SerializeToString,
+                response_deserializer=edrs_dot_memory_dot_v1_dot_memory__pb2.ListFactsResponse.FromString,
+                _registered_method=True)
+        self.AssertFact = channel.unary_unary(
+                '/edrs.memory.v1.MemoryService/AssertFact',
+                request_serializer=edrs_dot_memory_dot_v1_dot_memory__pb2.AssertFactRequest.SerializeToString,
+                response_deserializer=edrs_dot_memory_dot_v1_dot_memory__pb2.AssertFactResponse.FromString,
+                _registered_method=True)
+        self.DeleteFact = channel.unary_unary(
+                '/edrs.memory.v1.MemoryService/DeleteFact',
+                request_serializer=edrs_dot_memory_dot_v1_dot_memory__pb2.DeleteFactRequest.SerializeToString,
+                response_deserializer=edrs_dot_memory_dot_v1_dot_memory__pb2.DeleteFactResponse.FromString,
+                _registered_method=True)
+        self.ForgetUser = channel.unary_unary(
+                '/edrs.memory.v1.MemoryService/ForgetUser',
+                request_serializer=edrs_dot_memory_dot_v1_dot_memory__pb2.ForgetUserRequest.SerializeToString,
+                response_deserializer=edrs_dot_memory_dot_v1_dot_memory__pb2.ForgetUserResponse.FromString,
+                _registered_method=True)
 
 
 class MemoryServiceServicer:
-    """MemoryService stores and recalls memories in the calling tenant (`x-edrs-client-id`).
+    """MemoryService keeps what personas remember in the calling tenant (`x-edrs-client-id`): working
+    memory per conversation, episodes (every turn and notable event), and facts about each user.
     """
 
     def Remember(self, request, context):
-        """Stores one memory.
+        """Stores one episode; its embedding is computed by the reasoning service.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Recall(self, request, context):
-        """Returns the memories that best answer a query, best first.
+        """Returns the episodes that best answer a query, best first, with the parts of each score.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordTurn(self, request, context):
+        """Stores one conversation turn: an episode for the user's message and one for the reply, both
+        messages appended to the conversation's working memory, and the facts the user's message
+        states (a fact contradicting a current one supersedes it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PutWorkingItem(self, request, context):
+        """Adds one item to a conversation's working memory, evicting beyond the maximum count.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWorkingItems(self, request, context):
+        """Lists a conversation's live working-memory items, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListFacts(self, request, context):
+        """Lists what is known about a user: current facts, and superseded ones on request.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AssertFact(self, request, context):
+        """States a fact directly (a user's correction); supersedes the current fact it contradicts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteFact(self, request, context):
+        """Deletes one fact (the user asked to forget it). NOT_FOUND when it does not exist.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ForgetUser(self, request, context):
+        """Deletes everything remembered about one user by one persona: facts, episodes, working memory.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -78,6 +166,41 @@ def add_MemoryServiceServicer_to_server(servicer, server):
                     request_deserializer=edrs_dot_memory_dot_v1_dot_memory__pb2.RecallRequest.FromString,
                     response_serializer=edrs_dot_memory_dot_v1_dot_memory__pb2.RecallResponse.SerializeToString,
             ),
+            'RecordTurn': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordTurn,
+                    request_deserializer=edrs_dot_memory_dot_v1_dot_memory__pb2.RecordTurnRequest.FromString,
+                    response_serializer=edrs_dot_memory_dot_v1_dot_memory__pb2.RecordTurnResponse.SerializeToString,
+            ),
+            'PutWorkingItem': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutWorkingItem,
+                    request_deserializer=edrs_dot_memory_dot_v1_dot_memory__pb2.PutWorkingItemRequest.FromString,
+                    response_serializer=edrs_dot_memory_dot_v1_dot_memory__pb2.WorkingItem.SerializeToString,
+            ),
+            'ListWorkingItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWorkingItems,
+                    request_deserializer=edrs_dot_memory_dot_v1_dot_memory__pb2.ListWorkingItemsRequest.FromString,
+                    response_serializer=edrs_dot_memory_dot_v1_dot_memory__pb2.ListWorkingItemsResponse.SerializeToString,
+            ),
+            'ListFacts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListFacts,
+                    request_deserializer=edrs_dot_memory_dot_v1_dot_memory__pb2.ListFactsRequest.FromString,
+                    response_serializer=edrs_dot_memory_dot_v1_dot_memory__pb2.ListFactsResponse.SerializeToString,
+            ),
+            'AssertFact': grpc.unary_unary_rpc_method_handler(
+                    servicer.AssertFact,
+                    request_deserializer=edrs_dot_memory_dot_v1_dot_memory__pb2.AssertFactRequest.FromString,
+                    response_serializer=edrs_dot_memory_dot_v1_dot_memory__pb2.AssertFactResponse.SerializeToString,
+            ),
+            'DeleteFact': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteFact,
+                    request_deserializer=edrs_dot_memory_dot_v1_dot_memory__pb2.DeleteFactRequest.FromString,
+                    response_serializer=edrs_dot_memory_dot_v1_dot_memory__pb2.DeleteFactResponse.SerializeToString,
+            ),
+            'ForgetUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.ForgetUser,
+                    request_deserializer=edrs_dot_memory_dot_v1_dot_memory__pb2.ForgetUserRequest.FromString,
+                    response_serializer=edrs_dot_memory_dot_v1_dot_memory__pb2.ForgetUserResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'edrs.memory.v1.MemoryService', rpc_method_handlers)
@@ -87,7 +210,8 @@ def add_MemoryServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class MemoryService:
-    """MemoryService stores and recalls memories in the calling tenant (`x-edrs-client-id`).
+    """MemoryService keeps what personas remember in the calling tenant (`x-edrs-client-id`): working
+    memory per conversation, episodes (every turn and notable event), and facts about each user.
     """
 
     @staticmethod
@@ -134,6 +258,195 @@ class MemoryService:
             '/edrs.memory.v1.MemoryService/Recall',
             edrs_dot_memory_dot_v1_dot_memory__pb2.RecallRequest.SerializeToString,
             edrs_dot_memory_dot_v1_dot_memory__pb2.RecallResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordTurn(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.memory.v1.MemoryService/RecordTurn',
+            edrs_dot_memory_dot_v1_dot_memory__pb2.RecordTurnRequest.SerializeToString,
+            edrs_dot_memory_dot_v1_dot_memory__pb2.RecordTurnResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutWorkingItem(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.memory.v1.MemoryService/PutWorkingItem',
+            edrs_dot_memory_dot_v1_dot_memory__pb2.PutWorkingItemRequest.SerializeToString,
+            edrs_dot_memory_dot_v1_dot_memory__pb2.WorkingItem.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWorkingItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.memory.v1.MemoryService/ListWorkingItems',
+            edrs_dot_memory_dot_v1_dot_memory__pb2.ListWorkingItemsRequest.SerializeToString,
+            edrs_dot_memory_dot_v1_dot_memory__pb2.ListWorkingItemsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListFacts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.memory.v1.MemoryService/ListFacts',
+            edrs_dot_memory_dot_v1_dot_memory__pb2.ListFactsRequest.SerializeToString,
+            edrs_dot_memory_dot_v1_dot_memory__pb2.ListFactsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AssertFact(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.memory.v1.MemoryService/AssertFact',
+            edrs_dot_memory_dot_v1_dot_memory__pb2.AssertFactRequest.SerializeToString,
+            edrs_dot_memory_dot_v1_dot_memory__pb2.AssertFactResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteFact(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.memory.v1.MemoryService/DeleteFact',
+            edrs_dot_memory_dot_v1_dot_memory__pb2.DeleteFactRequest.SerializeToString,
+            edrs_dot_memory_dot_v1_dot_memory__pb2.DeleteFactResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ForgetUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.memory.v1.MemoryService/ForgetUser',
+            edrs_dot_memory_dot_v1_dot_memory__pb2.ForgetUserRequest.SerializeToString,
+            edrs_dot_memory_dot_v1_dot_memory__pb2.ForgetUserResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -27,29 +27,69 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class MemoryServiceStub:
-    """MemoryService stores and recalls memories in the calling tenant (`x-edrs-client-id`)."""
+    """MemoryService keeps what personas remember in the calling tenant (`x-edrs-client-id`): working
+    memory per conversation, episodes (every turn and notable event), and facts about each user.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> MemoryServiceAsyncStub: ...
     Remember: _grpc.UnaryUnaryMultiCallable[_memory_pb2.RememberRequest, _memory_pb2.Memory]
-    """Stores one memory."""
+    """Stores one episode; its embedding is computed by the reasoning service."""
     Recall: _grpc.UnaryUnaryMultiCallable[_memory_pb2.RecallRequest, _memory_pb2.RecallResponse]
-    """Returns the memories that best answer a query, best first."""
+    """Returns the episodes that best answer a query, best first, with the parts of each score."""
+    RecordTurn: _grpc.UnaryUnaryMultiCallable[_memory_pb2.RecordTurnRequest, _memory_pb2.RecordTurnResponse]
+    """Stores one conversation turn: an episode for the user's message and one for the reply, both
+    messages appended to the conversation's working memory, and the facts the user's message
+    states (a fact contradicting a current one supersedes it).
+    """
+    PutWorkingItem: _grpc.UnaryUnaryMultiCallable[_memory_pb2.PutWorkingItemRequest, _memory_pb2.WorkingItem]
+    """Adds one item to a conversation's working memory, evicting beyond the maximum count."""
+    ListWorkingItems: _grpc.UnaryUnaryMultiCallable[_memory_pb2.ListWorkingItemsRequest, _memory_pb2.ListWorkingItemsResponse]
+    """Lists a conversation's live working-memory items, oldest first."""
+    ListFacts: _grpc.UnaryUnaryMultiCallable[_memory_pb2.ListFactsRequest, _memory_pb2.ListFactsResponse]
+    """Lists what is known about a user: current facts, and superseded ones on request."""
+    AssertFact: _grpc.UnaryUnaryMultiCallable[_memory_pb2.AssertFactRequest, _memory_pb2.AssertFactResponse]
+    """States a fact directly (a user's correction); supersedes the current fact it contradicts."""
+    DeleteFact: _grpc.UnaryUnaryMultiCallable[_memory_pb2.DeleteFactRequest, _memory_pb2.DeleteFactResponse]
+    """Deletes one fact (the user asked to forget it). NOT_FOUND when it does not exist."""
+    ForgetUser: _grpc.UnaryUnaryMultiCallable[_memory_pb2.ForgetUserRequest, _memory_pb2.ForgetUserResponse]
+    """Deletes everything remembered about one user by one persona: facts, episodes, working memory."""
 
 @_typing.type_check_only
 class MemoryServiceAsyncStub(MemoryServiceStub):
-    """MemoryService stores and recalls memories in the calling tenant (`x-edrs-client-id`)."""
+    """MemoryService keeps what personas remember in the calling tenant (`x-edrs-client-id`): working
+    memory per conversation, episodes (every turn and notable event), and facts about each user.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Remember: _aio.UnaryUnaryMultiCallable[_memory_pb2.RememberRequest, _memory_pb2.Memory]  # type: ignore[assignment]
-    """Stores one memory."""
+    """Stores one episode; its embedding is computed by the reasoning service."""
     Recall: _aio.UnaryUnaryMultiCallable[_memory_pb2.RecallRequest, _memory_pb2.RecallResponse]  # type: ignore[assignment]
-    """Returns the memories that best answer a query, best first."""
+    """Returns the episodes that best answer a query, best first, with the parts of each score."""
+    RecordTurn: _aio.UnaryUnaryMultiCallable[_memory_pb2.RecordTurnRequest, _memory_pb2.RecordTurnResponse]  # type: ignore[assignment]
+    """Stores one conversation turn: an episode for the user's message and one for the reply, both
+    messages appended to the conversation's working memory, and the facts the user's message
+    states (a fact contradicting a current one supersedes it).
+    """
+    PutWorkingItem: _aio.UnaryUnaryMultiCallable[_memory_pb2.PutWorkingItemRequest, _memory_pb2.WorkingItem]  # type: ignore[assignment]
+    """Adds one item to a conversation's working memory, evicting beyond the maximum count."""
+    ListWorkingItems: _aio.UnaryUnaryMultiCallable[_memory_pb2.ListWorkingItemsRequest, _memory_pb2.ListWorkingItemsResponse]  # type: ignore[assignment]
+    """Lists a conversation's live working-memory items, oldest first."""
+    ListFacts: _aio.UnaryUnaryMultiCallable[_memory_pb2.ListFactsRequest, _memory_pb2.ListFactsResponse]  # type: ignore[assignment]
+    """Lists what is known about a user: current facts, and superseded ones on request."""
+    AssertFact: _aio.UnaryUnaryMultiCallable[_memory_pb2.AssertFactRequest, _memory_pb2.AssertFactResponse]  # type: ignore[assignment]
+    """States a fact directly (a user's correction); supersedes the current fact it contradicts."""
+    DeleteFact: _aio.UnaryUnaryMultiCallable[_memory_pb2.DeleteFactRequest, _memory_pb2.DeleteFactResponse]  # type: ignore[assignment]
+    """Deletes one fact (the user asked to forget it). NOT_FOUND when it does not exist."""
+    ForgetUser: _aio.UnaryUnaryMultiCallable[_memory_pb2.ForgetUserRequest, _memory_pb2.ForgetUserResponse]  # type: ignore[assignment]
+    """Deletes everything remembered about one user by one persona: facts, episodes, working memory."""
 
 class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
-    """MemoryService stores and recalls memories in the calling tenant (`x-edrs-client-id`)."""
+    """MemoryService keeps what personas remember in the calling tenant (`x-edrs-client-id`): working
+    memory per conversation, episodes (every turn and notable event), and facts about each user.
+    """
 
     @_abc_1.abstractmethod
     def Remember(
@@ -57,7 +97,7 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _memory_pb2.RememberRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_memory_pb2.Memory, _abc.Awaitable[_memory_pb2.Memory]]:
-        """Stores one memory."""
+        """Stores one episode; its embedding is computed by the reasoning service."""
 
     @_abc_1.abstractmethod
     def Recall(
@@ -65,6 +105,65 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _memory_pb2.RecallRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_memory_pb2.RecallResponse, _abc.Awaitable[_memory_pb2.RecallResponse]]:
-        """Returns the memories that best answer a query, best first."""
+        """Returns the episodes that best answer a query, best first, with the parts of each score."""
+
+    @_abc_1.abstractmethod
+    def RecordTurn(
+        self,
+        request: _memory_pb2.RecordTurnRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_memory_pb2.RecordTurnResponse, _abc.Awaitable[_memory_pb2.RecordTurnResponse]]:
+        """Stores one conversation turn: an episode for the user's message and one for the reply, both
+        messages appended to the conversation's working memory, and the facts the user's message
+        states (a fact contradicting a current one supersedes it).
+        """
+
+    @_abc_1.abstractmethod
+    def PutWorkingItem(
+        self,
+        request: _memory_pb2.PutWorkingItemRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_memory_pb2.WorkingItem, _abc.Awaitable[_memory_pb2.WorkingItem]]:
+        """Adds one item to a conversation's working memory, evicting beyond the maximum count."""
+
+    @_abc_1.abstractmethod
+    def ListWorkingItems(
+        self,
+        request: _memory_pb2.ListWorkingItemsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_memory_pb2.ListWorkingItemsResponse, _abc.Awaitable[_memory_pb2.ListWorkingItemsResponse]]:
+        """Lists a conversation's live working-memory items, oldest first."""
+
+    @_abc_1.abstractmethod
+    def ListFacts(
+        self,
+        request: _memory_pb2.ListFactsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_memory_pb2.ListFactsResponse, _abc.Awaitable[_memory_pb2.ListFactsResponse]]:
+        """Lists what is known about a user: current facts, and superseded ones on request."""
+
+    @_abc_1.abstractmethod
+    def AssertFact(
+        self,
+        request: _memory_pb2.AssertFactRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_memory_pb2.AssertFactResponse, _abc.Awaitable[_memory_pb2.AssertFactResponse]]:
+        """States a fact directly (a user's correction); supersedes the current fact it contradicts."""
+
+    @_abc_1.abstractmethod
+    def DeleteFact(
+        self,
+        request: _memory_pb2.DeleteFactRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_memory_pb2.DeleteFactResponse, _abc.Awaitable[_memory_pb2.DeleteFactResponse]]:
+        """Deletes one fact (the user asked to forget it). NOT_FOUND when it does not exist."""
+
+    @_abc_1.abstractmethod
+    def ForgetUser(
+        self,
+        request: _memory_pb2.ForgetUserRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_memory_pb2.ForgetUserResponse, _abc.Awaitable[_memory_pb2.ForgetUserResponse]]:
+        """Deletes everything remembered about one user by one persona: facts, episodes, working memory."""
 
 def add_MemoryServiceServicer_to_server(servicer: MemoryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -23,10 +23,12 @@ _sym_db = _symbol_database.Default()
 
 
 from edrs_proto.common.v1 import common_pb2 as edrs_dot_common_dot_v1_dot_common__pb2
+from edrs_proto.memory.v1 import memory_pb2 as edrs_dot_memory_dot_v1_dot_memory__pb2
+from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x65\x64rs/persona/v1/persona.proto\x12\x0f\x65\x64rs.persona.v1\x1a\x1b\x65\x64rs/common/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x91\x02\n\x07Persona\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x18\n\x10responsibilities\x18\x04 \x03(\t\x12\x0e\n\x06skills\x18\x05 \x03(\t\x12\x0c\n\x04tone\x18\x06 \x01(\t\x12\x14\n\x0cinstructions\x18\x07 \x01(\t\x12.\n\x06status\x18\x08 \x01(\x0e\x32\x1e.edrs.persona.v1.PersonaStatus\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x80\x01\n\x14\x43reatePersonaRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x18\n\x10responsibilities\x18\x03 \x03(\t\x12\x0e\n\x06skills\x18\x04 \x03(\t\x12\x0c\n\x04tone\x18\x05 \x01(\t\x12\x14\n\x0cinstructions\x18\x06 \x01(\t\"\x1f\n\x11GetPersonaRequest\x12\n\n\x02id\x18\x01 \x01(\t\"@\n\x13ListPersonasRequest\x12)\n\x04page\x18\x01 \x01(\x0b\x32\x1b.edrs.common.v1.PageRequest\"j\n\x14ListPersonasResponse\x12*\n\x08personas\x18\x01 \x03(\x0b\x32\x18.edrs.persona.v1.Persona\x12&\n\x04page\x18\x02 \x01(\x0b\x32\x18.edrs.common.v1.PageInfo*g\n\rPersonaStatus\x12\x1e\n\x1aPERSONA_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15PERSONA_STATUS_ACTIVE\x10\x01\x12\x1b\n\x17PERSONA_STATUS_ARCHIVED\x10\x02\x32\x95\x02\n\x0ePersonaService\x12P\n\rCreatePersona\x12%.edrs.persona.v1.CreatePersonaRequest\x1a\x18.edrs.persona.v1.Persona\x12O\n\nGetPersona\x12\".edrs.persona.v1.GetPersonaRequest\x1a\x18.edrs.persona.v1.Persona\"\x03\x90\x02\x01\x12`\n\x0cListPersonas\x12$.edrs.persona.v1.ListPersonasRequest\x1a%.edrs.persona.v1.ListPersonasResponse\"\x03\x90\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x65\x64rs/persona/v1/persona.proto\x12\x0f\x65\x64rs.persona.v1\x1a\x1b\x65\x64rs/common/v1/common.proto\x1a\x1b\x65\x64rs/memory/v1/memory.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x91\x02\n\x07Persona\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x18\n\x10responsibilities\x18\x04 \x03(\t\x12\x0e\n\x06skills\x18\x05 \x03(\t\x12\x0c\n\x04tone\x18\x06 \x01(\t\x12\x14\n\x0cinstructions\x18\x07 \x01(\t\x12.\n\x06status\x18\x08 \x01(\x0e\x32\x1e.edrs.persona.v1.PersonaStatus\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x80\x01\n\x14\x43reatePersonaRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x18\n\x10responsibilities\x18\x03 \x03(\t\x12\x0e\n\x06skills\x18\x04 \x03(\t\x12\x0c\n\x04tone\x18\x05 \x01(\t\x12\x14\n\x0cinstructions\x18\x06 \x01(\t\"\x1f\n\x11GetPersonaRequest\x12\n\n\x02id\x18\x01 \x01(\t\"Z\n\x13ListPersonasRequest\x12)\n\x04page\x18\x01 \x01(\x0b\x32\x1b.edrs.common.v1.PageRequest\x12\x18\n\x10include_archived\x18\x02 \x01(\x08\"j\n\x14ListPersonasResponse\x12*\n\x08personas\x18\x01 \x03(\x0b\x32\x18.edrs.persona.v1.Persona\x12&\n\x04page\x18\x02 \x01(\x0b\x32\x18.edrs.common.v1.PageInfo\"r\n\x14UpdatePersonaRequest\x12)\n\x07persona\x18\x01 \x01(\x0b\x32\x18.edrs.persona.v1.Persona\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"#\n\x15\x41rchivePersonaRequest\x12\n\n\x02id\x18\x01 \x01(\t\"a\n\x0f\x43onverseOptions\x12\x12\n\nmax_tokens\x18\x01 \x01(\x05\x12\x18\n\x0btemperature\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x08strategy\x18\x03 \x01(\tB\x0e\n\x0c_temperature\"\x90\x01\n\x0f\x43onverseRequest\x12\x12\n\npersona_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\x31\n\x07options\x18\x05 \x01(\x0b\x32 .edrs.persona.v1.ConverseOptions\"\x90\x02\n\rConverseEvent\x12\x34\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x0b\x32 .edrs.persona.v1.MessageAcceptedH\x00\x12-\n\x06queued\x18\x02 \x01(\x0b\x32\x1b.edrs.persona.v1.TurnQueuedH\x00\x12/\n\x07started\x18\x03 \x01(\x0b\x32\x1c.edrs.persona.v1.TurnStartedH\x00\x12,\n\x05\x64\x65lta\x18\x04 \x01(\x0b\x32\x1b.edrs.persona.v1.ReplyDeltaH\x00\x12\x33\n\tcompleted\x18\x05 \x01(\x0b\x32\x1e.edrs.persona.v1.TurnCompletedH\x00\x42\x06\n\x04kind\"%\n\x0fMessageAccepted\x12\x12\n\nmessage_id\x18\x01 \x01(\t\"\x1b\n\nTurnQueued\x12\r\n\x05\x61head\x18\x01 \x01(\x05\"\r\n\x0bTurnStarted\"\x1a\n\nReplyDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\"\x95\x01\n\x0bTurnTimings\x12\x10\n\x08queue_ms\x18\x01 \x01(\x01\x12\x11\n\trecall_ms\x18\x02 \x01(\x01\x12\x11\n\tprompt_ms\x18\x03 \x01(\x01\x12\x15\n\rgeneration_ms\x18\x04 \x01(\x01\x12\x10\n\x08store_ms\x18\x05 \x01(\x01\x12\x10\n\x08total_ms\x18\x06 \x01(\x01\x12\x13\n\x0boverhead_ms\x18\x07 \x01(\x01\"\xa1\x02\n\rTurnCompleted\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\r\n\x05reply\x18\x02 \x01(\t\x12\x10\n\x08trace_id\x18\x03 \x01(\t\x12.\n\x08recalled\x18\x04 \x03(\x0b\x32\x1c.edrs.memory.v1.ScoredMemory\x12#\n\x05\x66\x61\x63ts\x18\x05 \x03(\x0b\x32\x14.edrs.memory.v1.Fact\x12%\n\x07learned\x18\x06 \x03(\x0b\x32\x14.edrs.memory.v1.Fact\x12\x15\n\rprompt_tokens\x18\x07 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x08 \x01(\x05\x12-\n\x07timings\x18\t \x01(\x0b\x32\x1c.edrs.persona.v1.TurnTimings\"j\n\x18ListConversationsRequest\x12\x12\n\npersona_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12)\n\x04page\x18\x03 \x01(\x0b\x32\x1b.edrs.common.v1.PageRequest\"\xa7\x01\n\x0c\x43onversation\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\npersona_id\x18\x02 \x01(\t\x12\x15\n\rmessage_count\x18\x03 \x01(\x05\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"y\n\x19ListConversationsResponse\x12\x34\n\rconversations\x18\x01 \x03(\x0b\x32\x1d.edrs.persona.v1.Conversation\x12&\n\x04page\x18\x02 \x01(\x0b\x32\x18.edrs.common.v1.PageInfo\"~\n\x13ListMessagesRequest\x12\x12\n\npersona_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x03 \x01(\t\x12)\n\x04page\x18\x04 \x01(\x0b\x32\x1b.edrs.common.v1.PageRequest\"\x8d\x01\n\x07Message\x12\n\n\x02id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\x10\n\x08trace_id\x18\x05 \x01(\t\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"j\n\x14ListMessagesResponse\x12*\n\x08messages\x18\x01 \x03(\x0b\x32\x18.edrs.persona.v1.Message\x12&\n\x04page\x18\x02 \x01(\x0b\x32\x18.edrs.common.v1.PageInfo\"\xec\x02\n\x0cRelationship\x12\x12\n\npersona_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x13\n\x0bpreferences\x18\x03 \x03(\t\x12\r\n\x05likes\x18\x04 \x03(\t\x12\x10\n\x08\x64islikes\x18\x05 \x03(\t\x12\r\n\x05notes\x18\x06 \x03(\t\x12#\n\x05\x66\x61\x63ts\x18\x07 \x03(\x0b\x32\x14.edrs.memory.v1.Fact\x12\x19\n\x11interaction_count\x18\x08 \x01(\x05\x12:\n\x16\x66irst_interaction_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x39\n\x15last_interaction_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12;\n\x14recent_conversations\x18\x0b \x03(\x0b\x32\x1d.edrs.persona.v1.Conversation\"=\n\x16GetRelationshipRequest\x12\x12\n\npersona_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"O\n\x19UpdateRelationshipRequest\x12\x12\n\npersona_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\r\n\x05notes\x18\x03 \x03(\t\"[\n\x12\x43orrectFactRequest\x12\x12\n\npersona_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x11\n\tattribute\x18\x03 \x01(\t\x12\r\n\x05value\x18\x04 \x01(\t\"I\n\x11\x44\x65leteFactRequest\x12\x12\n\npersona_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0f\n\x07\x66\x61\x63t_id\x18\x03 \x01(\t\"@\n\x19\x46orgetRelationshipRequest\x12\x12\n\npersona_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"g\n\x1a\x46orgetRelationshipResponse\x12\x15\n\rfacts_deleted\x18\x01 \x01(\x05\x12\x18\n\x10\x65pisodes_deleted\x18\x02 \x01(\x05\x12\x18\n\x10messages_deleted\x18\x03 \x01(\x05\"\xb6\x01\n\x08\x43oworker\x12\x12\n\npersona_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63oworker_id\x18\x02 \x01(\t\x12\x15\n\rcoworker_name\x18\x03 \x01(\t\x12\x15\n\rcoworker_role\x18\x04 \x01(\t\x12\x10\n\x08relation\x18\x05 \x01(\t\x12\x10\n\x08handover\x18\x06 \x01(\t\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"a\n\x12SetCoworkerRequest\x12\x12\n\npersona_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63oworker_id\x18\x02 \x01(\t\x12\x10\n\x08relation\x18\x03 \x01(\t\x12\x10\n\x08handover\x18\x04 \x01(\t\"*\n\x14ListCoworkersRequest\x12\x12\n\npersona_id\x18\x01 \x01(\t\"E\n\x15ListCoworkersResponse\x12,\n\tcoworkers\x18\x01 \x03(\x0b\x32\x19.edrs.persona.v1.Coworker\"@\n\x15RemoveCoworkerRequest\x12\x12\n\npersona_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63oworker_id\x18\x02 \x01(\t\"\x18\n\x16RemoveCoworkerResponse*g\n\rPersonaStatus\x12\x1e\n\x1aPERSONA_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15PERSONA_STATUS_ACTIVE\x10\x01\x12\x1b\n\x17PERSONA_STATUS_ARCHIVED\x10\x02\x32\xc9\x0b\n\x0ePersonaService\x12P\n\rCreatePersona\x12%.edrs.persona.v1.CreatePersonaRequest\x1a\x18.edrs.persona.v1.Persona\x12O\n\nGetPersona\x12\".edrs.persona.v1.GetPersonaRequest\x1a\x18.edrs.persona.v1.Persona\"\x03\x90\x02\x01\x12`\n\x0cListPersonas\x12$.edrs.persona.v1.ListPersonasRequest\x1a%.edrs.persona.v1.ListPersonasResponse\"\x03\x90\x02\x01\x12P\n\rUpdatePersona\x12%.edrs.persona.v1.UpdatePersonaRequest\x1a\x18.edrs.persona.v1.Persona\x12R\n\x0e\x41rchivePersona\x12&.edrs.persona.v1.ArchivePersonaRequest\x1a\x18.edrs.persona.v1.Persona\x12N\n\x08\x43onverse\x12 .edrs.persona.v1.ConverseRequest\x1a\x1e.edrs.persona.v1.ConverseEvent0\x01\x12o\n\x11ListConversations\x12).edrs.persona.v1.ListConversationsRequest\x1a*.edrs.persona.v1.ListConversationsResponse\"\x03\x90\x02\x01\x12`\n\x0cListMessages\x12$.edrs.persona.v1.ListMessagesRequest\x1a%.edrs.persona.v1.ListMessagesResponse\"\x03\x90\x02\x01\x12^\n\x0fGetRelationship\x12\'.edrs.persona.v1.GetRelationshipRequest\x1a\x1d.edrs.persona.v1.Relationship\"\x03\x90\x02\x01\x12_\n\x12UpdateRelationship\x12*.edrs.persona.v1.UpdateRelationshipRequest\x1a\x1d.edrs.persona.v1.Relationship\x12Q\n\x0b\x43orrectFact\x12#.edrs.persona.v1.CorrectFactRequest\x1a\x1d.edrs.persona.v1.Relationship\x12O\n\nDeleteFact\x12\".edrs.persona.v1.DeleteFactRequest\x1a\x1d.edrs.persona.v1.Relationship\x12m\n\x12\x46orgetRelationship\x12*.edrs.persona.v1.ForgetRelationshipRequest\x1a+.edrs.persona.v1.ForgetRelationshipResponse\x12M\n\x0bSetCoworker\x12#.edrs.persona.v1.SetCoworkerRequest\x1a\x19.edrs.persona.v1.Coworker\x12\x63\n\rListCoworkers\x12%.edrs.persona.v1.ListCoworkersRequest\x1a&.edrs.persona.v1.ListCoworkersResponse\"\x03\x90\x02\x01\x12\x61\n\x0eRemoveCoworker\x12&.edrs.persona.v1.RemoveCoworkerRequest\x1a\'.edrs.persona.v1.RemoveCoworkerResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,18 +39,86 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PERSONASERVICE'].methods_by_name['GetPersona']._serialized_options = b'\220\002\001'
   _globals['_PERSONASERVICE'].methods_by_name['ListPersonas']._loaded_options = None
   _globals['_PERSONASERVICE'].methods_by_name['ListPersonas']._serialized_options = b'\220\002\001'
-  _globals['_PERSONASTATUS']._serialized_start=726
-  _globals['_PERSONASTATUS']._serialized_end=829
-  _globals['_PERSONA']._serialized_start=113
-  _globals['_PERSONA']._serialized_end=386
-  _globals['_CREATEPERSONAREQUEST']._serialized_start=389
-  _globals['_CREATEPERSONAREQUEST']._serialized_end=517
-  _globals['_GETPERSONAREQUEST']._serialized_start=519
-  _globals['_GETPERSONAREQUEST']._serialized_end=550
-  _globals['_LISTPERSONASREQUEST']._serialized_start=552
-  _globals['_LISTPERSONASREQUEST']._serialized_end=616
-  _globals['_LISTPERSONASRESPONSE']._serialized_start=618
-  _globals['_LISTPERSONASRESPONSE']._serialized_end=724
-  _globals['_PERSONASERVICE']._serialized_start=832
-  _globals['_PERSONASERVICE']._serialized_end=1109
+  _globals['_PERSONASERVICE'].methods_by_name['ListConversations']._loaded_options = None
+  _globals['_PERSONASERVICE'].methods_by_name['ListConversations']._serialized_options = b'\220\002\001'
+  _globals['_PERSONASERVICE'].methods_by_name['ListMessages']._loaded_options = None
+  _globals['_PERSONASERVICE'].methods_by_name['ListMessages']._serialized_options = b'\220\002\001'
+  _globals['_PERSONASERVICE'].methods_by_name['GetRelationship']._loaded_options = None
+  _globals['_PERSONASERVICE'].methods_by_name['GetRelationship']._serialized_options = b'\220\002\001'
+  _globals['_PERSONASERVICE'].methods_by_name['ListCoworkers']._loaded_options = None
+  _globals['_PERSONASERVICE'].methods_by_name['ListCoworkers']._serialized_options = b'\220\002\001'
+  _globals['_PERSONASTATUS']._serialized_start=4166
+  _globals['_PERSONASTATUS']._serialized_end=4269
+  _globals['_PERSONA']._serialized_start=176
+  _globals['_PERSONA']._serialized_end=449
+  _globals['_CREATEPERSONAREQUEST']._serialized_start=452
+  _globals['_CREATEPERSONAREQUEST']._serialized_end=580
+  _globals['_GETPERSONAREQUEST']._serialized_start=582
+  _globals['_GETPERSONAREQUEST']._serialized_end=613
+  _globals['_LISTPERSONASREQUEST']._serialized_start=615
+  _globals['_LISTPERSONASREQUEST']._serialized_end=705
+  _globals['_LISTPERSONASRESPONSE']._serialized_start=707
+  _globals['_LISTPERSONASRESPONSE']._serialized_end=813
+  _globals['_UPDATEPERSONAREQUEST']._serialized_start=815
+  _globals['_UPDATEPERSONAREQUEST']._serialized_end=929
+  _globals['_ARCHIVEPERSONAREQUEST']._serialized_start=931
+  _globals['_ARCHIVEPERSONAREQUEST']._serialized_end=966
+  _globals['_CONVERSEOPTIONS']._serialized_start=968
+  _globals['_CONVERSEOPTIONS']._serialized_end=1065
+  _globals['_CONVERSEREQUEST']._serialized_start=1068
+  _globals['_CONVERSEREQUEST']._serialized_end=1212
+  _globals['_CONVERSEEVENT']._serialized_start=1215
+  _globals['_CONVERSEEVENT']._serialized_end=1487
+  _globals['_MESSAGEACCEPTED']._serialized_start=1489
+  _globals['_MESSAGEACCEPTED']._serialized_end=1526
+  _globals['_TURNQUEUED']._serialized_start=1528
+  _globals['_TURNQUEUED']._serialized_end=1555
+  _globals['_TURNSTARTED']._serialized_start=1557
+  _globals['_TURNSTARTED']._serialized_end=1570
+  _globals['_REPLYDELTA']._serialized_start=1572
+  _globals['_REPLYDELTA']._serialized_end=1598
+  _globals['_TURNTIMINGS']._serialized_start=1601
+  _globals['_TURNTIMINGS']._serialized_end=1750
+  _globals['_TURNCOMPLETED']._serialized_start=1753
+  _globals['_TURNCOMPLETED']._serialized_end=2042
+  _globals['_LISTCONVERSATIONSREQUEST']._serialized_start=2044
+  _globals['_LISTCONVERSATIONSREQUEST']._serialized_end=2150
+  _globals['_CONVERSATION']._serialized_start=2153
+  _globals['_CONVERSATION']._serialized_end=2320
+  _globals['_LISTCONVERSATIONSRESPONSE']._serialized_start=2322
+  _globals['_LISTCONVERSATIONSRESPONSE']._serialized_end=2443
+  _globals['_LISTMESSAGESREQUEST']._serialized_start=2445
+  _globals['_LISTMESSAGESREQUEST']._serialized_end=2571
+  _globals['_MESSAGE']._serialized_start=2574
+  _globals['_MESSAGE']._serialized_end=2715
+  _globals['_LISTMESSAGESRESPONSE']._serialized_start=2717
+  _globals['_LISTMESSAGESRESPONSE']._serialized_end=2823
+  _globals['_RELATIONSHIP']._serialized_start=2826
+  _globals['_RELATIONSHIP']._serialized_end=3190
+  _globals['_GETRELATIONSHIPREQUEST']._serialized_start=3192
+  _globals['_GETRELATIONSHIPREQUEST']._serialized_end=3253
+  _globals['_UPDATERELATIONSHIPREQUEST']._serialized_start=3255
+  _globals['_UPDATERELATIONSHIPREQUEST']._serialized_end=3334
+  _globals['_CORRECTFACTREQUEST']._serialized_start=3336
+  _globals['_CORRECTFACTREQUEST']._serialized_end=3427
+  _globals['_DELETEFACTREQUEST']._serialized_start=3429
+  _globals['_DELETEFACTREQUEST']._serialized_end=3502
+  _globals['_FORGETRELATIONSHIPREQUEST']._serialized_start=3504
+  _globals['_FORGETRELATIONSHIPREQUEST']._serialized_end=3568
+  _globals['_FORGETRELATIONSHIPRESPONSE']._serialized_start=3570
+  _globals['_FORGETRELATIONSHIPRESPONSE']._serialized_end=3673
+  _globals['_COWORKER']._serialized_start=3676
+  _globals['_COWORKER']._serialized_end=3858
+  _globals['_SETCOWORKERREQUEST']._serialized_start=3860
+  _globals['_SETCOWORKERREQUEST']._serialized_end=3957
+  _globals['_LISTCOWORKERSREQUEST']._serialized_start=3959
+  _globals['_LISTCOWORKERSREQUEST']._serialized_end=4001
+  _globals['_LISTCOWORKERSRESPONSE']._serialized_start=4003
+  _globals['_LISTCOWORKERSRESPONSE']._serialized_end=4072
+  _globals['_REMOVECOWORKERREQUEST']._serialized_start=4074
+  _globals['_REMOVECOWORKERREQUEST']._serialized_end=4138
+  _globals['_REMOVECOWORKERRESPONSE']._serialized_start=4140
+  _globals['_REMOVECOWORKERRESPONSE']._serialized_end=4164
+  _globals['_PERSONASERVICE']._serialized_start=4272
+  _globals['_PERSONASERVICE']._serialized_end=5753
 # @@protoc_insertion_point(module_scope)

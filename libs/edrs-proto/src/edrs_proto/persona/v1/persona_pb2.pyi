@@ -5,7 +5,9 @@ Personas: the digital co-workers a client talks to."""
 
 from collections import abc as _abc
 from edrs_proto.common.v1 import common_pb2 as _common_pb2
+from edrs_proto.memory.v1 import memory_pb2 as _memory_pb2
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -184,6 +186,9 @@ class ListPersonasRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PAGE_FIELD_NUMBER: _builtins.int
+    INCLUDE_ARCHIVED_FIELD_NUMBER: _builtins.int
+    include_archived: _builtins.bool
+    """Also list archived personas."""
     @_builtins.property
     def page(self) -> _common_pb2.PageRequest:
         """Page size and cursor."""
@@ -192,10 +197,11 @@ class ListPersonasRequest(_message.Message):
         self,
         *,
         page: _common_pb2.PageRequest | None = ...,
+        include_archived: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["page", b"page"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page", b"page"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_archived", b"include_archived", "page", b"page"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -230,3 +236,879 @@ class ListPersonasResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListPersonasResponse: _TypeAlias = ListPersonasResponse  # noqa: Y015
+
+@_typing.final
+class UpdatePersonaRequest(_message.Message):
+    """UpdatePersonaRequest changes the fields of `persona` named in `update_mask` (name, role,
+    responsibilities, skills, tone, instructions); an empty mask is INVALID_ARGUMENT.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERSONA_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def persona(self) -> Global___Persona: ...
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask: ...
+    def __init__(
+        self,
+        *,
+        persona: Global___Persona | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["persona", b"persona", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["persona", b"persona", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdatePersonaRequest: _TypeAlias = UpdatePersonaRequest  # noqa: Y015
+
+@_typing.final
+class ArchivePersonaRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ArchivePersonaRequest: _TypeAlias = ArchivePersonaRequest  # noqa: Y015
+
+@_typing.final
+class ConverseOptions(_message.Message):
+    """ConverseOptions tune how the reply is generated."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAX_TOKENS_FIELD_NUMBER: _builtins.int
+    TEMPERATURE_FIELD_NUMBER: _builtins.int
+    STRATEGY_FIELD_NUMBER: _builtins.int
+    max_tokens: _builtins.int
+    """0 means the service default."""
+    temperature: _builtins.float
+    strategy: _builtins.str
+    """"direct" (default), "chain_of_thought" or "self_consistency"."""
+    def __init__(
+        self,
+        *,
+        max_tokens: _builtins.int = ...,
+        temperature: _builtins.float | None = ...,
+        strategy: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_temperature", b"_temperature", "temperature", b"temperature"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_temperature", b"_temperature", "max_tokens", b"max_tokens", "strategy", b"strategy", "temperature", b"temperature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__temperature: _TypeAlias = _typing.Literal["temperature"]  # noqa: Y015
+    _WhichOneofArgType__temperature: _TypeAlias = _typing.Literal["_temperature", b"_temperature"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__temperature) -> _WhichOneofReturnType__temperature | None: ...
+
+Global___ConverseOptions: _TypeAlias = ConverseOptions  # noqa: Y015
+
+@_typing.final
+class ConverseRequest(_message.Message):
+    """ConverseRequest is one message from a user to a persona."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERSONA_ID_FIELD_NUMBER: _builtins.int
+    CONVERSATION_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
+    persona_id: _builtins.str
+    conversation_id: _builtins.str
+    """The client's conversation id: 1..100 characters of [A-Za-z0-9._:-]."""
+    user_id: _builtins.str
+    """Who is talking (the gateway's authenticated principal)."""
+    text: _builtins.str
+    """1..20,000 characters."""
+    @_builtins.property
+    def options(self) -> Global___ConverseOptions: ...
+    def __init__(
+        self,
+        *,
+        persona_id: _builtins.str = ...,
+        conversation_id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+        text: _builtins.str = ...,
+        options: Global___ConverseOptions | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["options", b"options"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_id", b"conversation_id", "options", b"options", "persona_id", b"persona_id", "text", b"text", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConverseRequest: _TypeAlias = ConverseRequest  # noqa: Y015
+
+@_typing.final
+class ConverseEvent(_message.Message):
+    """ConverseEvent is one message of the Converse stream: `accepted`, optionally `queued`, `started`,
+    any number of `delta`, then exactly one `completed`.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCEPTED_FIELD_NUMBER: _builtins.int
+    QUEUED_FIELD_NUMBER: _builtins.int
+    STARTED_FIELD_NUMBER: _builtins.int
+    DELTA_FIELD_NUMBER: _builtins.int
+    COMPLETED_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def accepted(self) -> Global___MessageAccepted: ...
+    @_builtins.property
+    def queued(self) -> Global___TurnQueued: ...
+    @_builtins.property
+    def started(self) -> Global___TurnStarted: ...
+    @_builtins.property
+    def delta(self) -> Global___ReplyDelta: ...
+    @_builtins.property
+    def completed(self) -> Global___TurnCompleted: ...
+    def __init__(
+        self,
+        *,
+        accepted: Global___MessageAccepted | None = ...,
+        queued: Global___TurnQueued | None = ...,
+        started: Global___TurnStarted | None = ...,
+        delta: Global___ReplyDelta | None = ...,
+        completed: Global___TurnCompleted | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "completed", b"completed", "delta", b"delta", "kind", b"kind", "queued", b"queued", "started", b"started"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "completed", b"completed", "delta", b"delta", "kind", b"kind", "queued", b"queued", "started", b"started"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["accepted", "queued", "started", "delta", "completed"]  # noqa: Y015
+    _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
+
+Global___ConverseEvent: _TypeAlias = ConverseEvent  # noqa: Y015
+
+@_typing.final
+class MessageAccepted(_message.Message):
+    """MessageAccepted: the user's message is stored under `message_id`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    message_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        message_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message_id", b"message_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MessageAccepted: _TypeAlias = MessageAccepted  # noqa: Y015
+
+@_typing.final
+class TurnQueued(_message.Message):
+    """TurnQueued: another turn of this conversation is running; this one waits behind `ahead` turns."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AHEAD_FIELD_NUMBER: _builtins.int
+    ahead: _builtins.int
+    def __init__(
+        self,
+        *,
+        ahead: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ahead", b"ahead"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TurnQueued: _TypeAlias = TurnQueued  # noqa: Y015
+
+@_typing.final
+class TurnStarted(_message.Message):
+    """TurnStarted: the persona is working on the reply (the "typing" indicator)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TurnStarted: _TypeAlias = TurnStarted  # noqa: Y015
+
+@_typing.final
+class ReplyDelta(_message.Message):
+    """ReplyDelta is the next piece of the reply's text."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEXT_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    def __init__(
+        self,
+        *,
+        text: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplyDelta: _TypeAlias = ReplyDelta  # noqa: Y015
+
+@_typing.final
+class TurnTimings(_message.Message):
+    """TurnTimings breaks a turn down, in milliseconds."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_MS_FIELD_NUMBER: _builtins.int
+    RECALL_MS_FIELD_NUMBER: _builtins.int
+    PROMPT_MS_FIELD_NUMBER: _builtins.int
+    GENERATION_MS_FIELD_NUMBER: _builtins.int
+    STORE_MS_FIELD_NUMBER: _builtins.int
+    TOTAL_MS_FIELD_NUMBER: _builtins.int
+    OVERHEAD_MS_FIELD_NUMBER: _builtins.int
+    queue_ms: _builtins.float
+    recall_ms: _builtins.float
+    prompt_ms: _builtins.float
+    generation_ms: _builtins.float
+    """Time spent in the model, as the reasoning service measured it."""
+    store_ms: _builtins.float
+    total_ms: _builtins.float
+    overhead_ms: _builtins.float
+    """Everything but generation and queueing: the fleet's own overhead."""
+    def __init__(
+        self,
+        *,
+        queue_ms: _builtins.float = ...,
+        recall_ms: _builtins.float = ...,
+        prompt_ms: _builtins.float = ...,
+        generation_ms: _builtins.float = ...,
+        store_ms: _builtins.float = ...,
+        total_ms: _builtins.float = ...,
+        overhead_ms: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["generation_ms", b"generation_ms", "overhead_ms", b"overhead_ms", "prompt_ms", b"prompt_ms", "queue_ms", b"queue_ms", "recall_ms", b"recall_ms", "store_ms", b"store_ms", "total_ms", b"total_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TurnTimings: _TypeAlias = TurnTimings  # noqa: Y015
+
+@_typing.final
+class TurnCompleted(_message.Message):
+    """TurnCompleted carries the whole reply and what went into it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    REPLY_FIELD_NUMBER: _builtins.int
+    TRACE_ID_FIELD_NUMBER: _builtins.int
+    RECALLED_FIELD_NUMBER: _builtins.int
+    FACTS_FIELD_NUMBER: _builtins.int
+    LEARNED_FIELD_NUMBER: _builtins.int
+    PROMPT_TOKENS_FIELD_NUMBER: _builtins.int
+    COMPLETION_TOKENS_FIELD_NUMBER: _builtins.int
+    TIMINGS_FIELD_NUMBER: _builtins.int
+    message_id: _builtins.str
+    """The reply's message id."""
+    reply: _builtins.str
+    trace_id: _builtins.str
+    """The reasoning trace behind the reply."""
+    prompt_tokens: _builtins.int
+    completion_tokens: _builtins.int
+    @_builtins.property
+    def recalled(self) -> _containers.RepeatedCompositeFieldContainer[_memory_pb2.ScoredMemory]:
+        """The memories recalled for this turn, as they were given to the model."""
+
+    @_builtins.property
+    def facts(self) -> _containers.RepeatedCompositeFieldContainer[_memory_pb2.Fact]:
+        """The facts about the user that were given to the model."""
+
+    @_builtins.property
+    def learned(self) -> _containers.RepeatedCompositeFieldContainer[_memory_pb2.Fact]:
+        """Facts learned from the user's message in this turn."""
+
+    @_builtins.property
+    def timings(self) -> Global___TurnTimings: ...
+    def __init__(
+        self,
+        *,
+        message_id: _builtins.str = ...,
+        reply: _builtins.str = ...,
+        trace_id: _builtins.str = ...,
+        recalled: _abc.Iterable[_memory_pb2.ScoredMemory] | None = ...,
+        facts: _abc.Iterable[_memory_pb2.Fact] | None = ...,
+        learned: _abc.Iterable[_memory_pb2.Fact] | None = ...,
+        prompt_tokens: _builtins.int = ...,
+        completion_tokens: _builtins.int = ...,
+        timings: Global___TurnTimings | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["timings", b"timings"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completion_tokens", b"completion_tokens", "facts", b"facts", "learned", b"learned", "message_id", b"message_id", "prompt_tokens", b"prompt_tokens", "recalled", b"recalled", "reply", b"reply", "timings", b"timings", "trace_id", b"trace_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TurnCompleted: _TypeAlias = TurnCompleted  # noqa: Y015
+
+@_typing.final
+class ListConversationsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERSONA_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    PAGE_FIELD_NUMBER: _builtins.int
+    persona_id: _builtins.str
+    user_id: _builtins.str
+    @_builtins.property
+    def page(self) -> _common_pb2.PageRequest: ...
+    def __init__(
+        self,
+        *,
+        persona_id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+        page: _common_pb2.PageRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["page", b"page"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page", b"page", "persona_id", b"persona_id", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListConversationsRequest: _TypeAlias = ListConversationsRequest  # noqa: Y015
+
+@_typing.final
+class Conversation(_message.Message):
+    """Conversation summarises one conversation between a user and a persona."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PERSONA_ID_FIELD_NUMBER: _builtins.int
+    MESSAGE_COUNT_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    persona_id: _builtins.str
+    message_count: _builtins.int
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        persona_id: _builtins.str = ...,
+        message_count: _builtins.int = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "id", b"id", "message_count", b"message_count", "persona_id", b"persona_id", "update_time", b"update_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Conversation: _TypeAlias = Conversation  # noqa: Y015
+
+@_typing.final
+class ListConversationsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONVERSATIONS_FIELD_NUMBER: _builtins.int
+    PAGE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def conversations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Conversation]: ...
+    @_builtins.property
+    def page(self) -> _common_pb2.PageInfo: ...
+    def __init__(
+        self,
+        *,
+        conversations: _abc.Iterable[Global___Conversation] | None = ...,
+        page: _common_pb2.PageInfo | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["page", b"page"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversations", b"conversations", "page", b"page"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListConversationsResponse: _TypeAlias = ListConversationsResponse  # noqa: Y015
+
+@_typing.final
+class ListMessagesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERSONA_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    CONVERSATION_ID_FIELD_NUMBER: _builtins.int
+    PAGE_FIELD_NUMBER: _builtins.int
+    persona_id: _builtins.str
+    user_id: _builtins.str
+    conversation_id: _builtins.str
+    @_builtins.property
+    def page(self) -> _common_pb2.PageRequest: ...
+    def __init__(
+        self,
+        *,
+        persona_id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+        conversation_id: _builtins.str = ...,
+        page: _common_pb2.PageRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["page", b"page"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_id", b"conversation_id", "page", b"page", "persona_id", b"persona_id", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListMessagesRequest: _TypeAlias = ListMessagesRequest  # noqa: Y015
+
+@_typing.final
+class Message(_message.Message):
+    """Message is one message of a conversation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    CONVERSATION_ID_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    TRACE_ID_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    conversation_id: _builtins.str
+    role: _builtins.str
+    """"user" or "assistant"."""
+    text: _builtins.str
+    trace_id: _builtins.str
+    """For replies: the reasoning trace behind it."""
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        conversation_id: _builtins.str = ...,
+        role: _builtins.str = ...,
+        text: _builtins.str = ...,
+        trace_id: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_id", b"conversation_id", "create_time", b"create_time", "id", b"id", "role", b"role", "text", b"text", "trace_id", b"trace_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Message: _TypeAlias = Message  # noqa: Y015
+
+@_typing.final
+class ListMessagesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGES_FIELD_NUMBER: _builtins.int
+    PAGE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___Message]: ...
+    @_builtins.property
+    def page(self) -> _common_pb2.PageInfo: ...
+    def __init__(
+        self,
+        *,
+        messages: _abc.Iterable[Global___Message] | None = ...,
+        page: _common_pb2.PageInfo | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["page", b"page"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages", b"messages", "page", b"page"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListMessagesResponse: _TypeAlias = ListMessagesResponse  # noqa: Y015
+
+@_typing.final
+class Relationship(_message.Message):
+    """Relationship is what a persona knows about one user."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERSONA_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    PREFERENCES_FIELD_NUMBER: _builtins.int
+    LIKES_FIELD_NUMBER: _builtins.int
+    DISLIKES_FIELD_NUMBER: _builtins.int
+    NOTES_FIELD_NUMBER: _builtins.int
+    FACTS_FIELD_NUMBER: _builtins.int
+    INTERACTION_COUNT_FIELD_NUMBER: _builtins.int
+    FIRST_INTERACTION_TIME_FIELD_NUMBER: _builtins.int
+    LAST_INTERACTION_TIME_FIELD_NUMBER: _builtins.int
+    RECENT_CONVERSATIONS_FIELD_NUMBER: _builtins.int
+    persona_id: _builtins.str
+    user_id: _builtins.str
+    interaction_count: _builtins.int
+    @_builtins.property
+    def preferences(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Current facts with attribute "preference", "like" and "dislike", as values."""
+
+    @_builtins.property
+    def likes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def dislikes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def notes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Personality notes the persona keeps (editable by the user)."""
+
+    @_builtins.property
+    def facts(self) -> _containers.RepeatedCompositeFieldContainer[_memory_pb2.Fact]:
+        """Every fact, current and superseded, newest first within an attribute."""
+
+    @_builtins.property
+    def first_interaction_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def last_interaction_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def recent_conversations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Conversation]:
+        """The most recent conversations, newest first (up to 5)."""
+
+    def __init__(
+        self,
+        *,
+        persona_id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+        preferences: _abc.Iterable[_builtins.str] | None = ...,
+        likes: _abc.Iterable[_builtins.str] | None = ...,
+        dislikes: _abc.Iterable[_builtins.str] | None = ...,
+        notes: _abc.Iterable[_builtins.str] | None = ...,
+        facts: _abc.Iterable[_memory_pb2.Fact] | None = ...,
+        interaction_count: _builtins.int = ...,
+        first_interaction_time: _timestamp_pb2.Timestamp | None = ...,
+        last_interaction_time: _timestamp_pb2.Timestamp | None = ...,
+        recent_conversations: _abc.Iterable[Global___Conversation] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["first_interaction_time", b"first_interaction_time", "last_interaction_time", b"last_interaction_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dislikes", b"dislikes", "facts", b"facts", "first_interaction_time", b"first_interaction_time", "interaction_count", b"interaction_count", "last_interaction_time", b"last_interaction_time", "likes", b"likes", "notes", b"notes", "persona_id", b"persona_id", "preferences", b"preferences", "recent_conversations", b"recent_conversations", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Relationship: _TypeAlias = Relationship  # noqa: Y015
+
+@_typing.final
+class GetRelationshipRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERSONA_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    persona_id: _builtins.str
+    user_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        persona_id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["persona_id", b"persona_id", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRelationshipRequest: _TypeAlias = GetRelationshipRequest  # noqa: Y015
+
+@_typing.final
+class UpdateRelationshipRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERSONA_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    NOTES_FIELD_NUMBER: _builtins.int
+    persona_id: _builtins.str
+    user_id: _builtins.str
+    @_builtins.property
+    def notes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Replaces the notes: up to 50, each 1..500 characters."""
+
+    def __init__(
+        self,
+        *,
+        persona_id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+        notes: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["notes", b"notes", "persona_id", b"persona_id", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateRelationshipRequest: _TypeAlias = UpdateRelationshipRequest  # noqa: Y015
+
+@_typing.final
+class CorrectFactRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERSONA_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    ATTRIBUTE_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    persona_id: _builtins.str
+    user_id: _builtins.str
+    attribute: _builtins.str
+    value: _builtins.str
+    def __init__(
+        self,
+        *,
+        persona_id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+        attribute: _builtins.str = ...,
+        value: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attribute", b"attribute", "persona_id", b"persona_id", "user_id", b"user_id", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CorrectFactRequest: _TypeAlias = CorrectFactRequest  # noqa: Y015
+
+@_typing.final
+class DeleteFactRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERSONA_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    FACT_ID_FIELD_NUMBER: _builtins.int
+    persona_id: _builtins.str
+    user_id: _builtins.str
+    fact_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        persona_id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+        fact_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fact_id", b"fact_id", "persona_id", b"persona_id", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteFactRequest: _TypeAlias = DeleteFactRequest  # noqa: Y015
+
+@_typing.final
+class ForgetRelationshipRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERSONA_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    persona_id: _builtins.str
+    user_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        persona_id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["persona_id", b"persona_id", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ForgetRelationshipRequest: _TypeAlias = ForgetRelationshipRequest  # noqa: Y015
+
+@_typing.final
+class ForgetRelationshipResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FACTS_DELETED_FIELD_NUMBER: _builtins.int
+    EPISODES_DELETED_FIELD_NUMBER: _builtins.int
+    MESSAGES_DELETED_FIELD_NUMBER: _builtins.int
+    facts_deleted: _builtins.int
+    episodes_deleted: _builtins.int
+    messages_deleted: _builtins.int
+    def __init__(
+        self,
+        *,
+        facts_deleted: _builtins.int = ...,
+        episodes_deleted: _builtins.int = ...,
+        messages_deleted: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["episodes_deleted", b"episodes_deleted", "facts_deleted", b"facts_deleted", "messages_deleted", b"messages_deleted"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ForgetRelationshipResponse: _TypeAlias = ForgetRelationshipResponse  # noqa: Y015
+
+@_typing.final
+class Coworker(_message.Message):
+    """Coworker is one persona another works with."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERSONA_ID_FIELD_NUMBER: _builtins.int
+    COWORKER_ID_FIELD_NUMBER: _builtins.int
+    COWORKER_NAME_FIELD_NUMBER: _builtins.int
+    COWORKER_ROLE_FIELD_NUMBER: _builtins.int
+    RELATION_FIELD_NUMBER: _builtins.int
+    HANDOVER_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    persona_id: _builtins.str
+    coworker_id: _builtins.str
+    coworker_name: _builtins.str
+    """The co-worker's name and role, for prompts and listings."""
+    coworker_role: _builtins.str
+    relation: _builtins.str
+    """How they work together, e.g. "reviews my analyses"; up to 200 characters."""
+    handover: _builtins.str
+    """When and how to hand work over to the co-worker; up to 2,000 characters."""
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        persona_id: _builtins.str = ...,
+        coworker_id: _builtins.str = ...,
+        coworker_name: _builtins.str = ...,
+        coworker_role: _builtins.str = ...,
+        relation: _builtins.str = ...,
+        handover: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["coworker_id", b"coworker_id", "coworker_name", b"coworker_name", "coworker_role", b"coworker_role", "create_time", b"create_time", "handover", b"handover", "persona_id", b"persona_id", "relation", b"relation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Coworker: _TypeAlias = Coworker  # noqa: Y015
+
+@_typing.final
+class SetCoworkerRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERSONA_ID_FIELD_NUMBER: _builtins.int
+    COWORKER_ID_FIELD_NUMBER: _builtins.int
+    RELATION_FIELD_NUMBER: _builtins.int
+    HANDOVER_FIELD_NUMBER: _builtins.int
+    persona_id: _builtins.str
+    coworker_id: _builtins.str
+    relation: _builtins.str
+    handover: _builtins.str
+    def __init__(
+        self,
+        *,
+        persona_id: _builtins.str = ...,
+        coworker_id: _builtins.str = ...,
+        relation: _builtins.str = ...,
+        handover: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["coworker_id", b"coworker_id", "handover", b"handover", "persona_id", b"persona_id", "relation", b"relation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetCoworkerRequest: _TypeAlias = SetCoworkerRequest  # noqa: Y015
+
+@_typing.final
+class ListCoworkersRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERSONA_ID_FIELD_NUMBER: _builtins.int
+    persona_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        persona_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["persona_id", b"persona_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCoworkersRequest: _TypeAlias = ListCoworkersRequest  # noqa: Y015
+
+@_typing.final
+class ListCoworkersResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COWORKERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def coworkers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Coworker]: ...
+    def __init__(
+        self,
+        *,
+        coworkers: _abc.Iterable[Global___Coworker] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["coworkers", b"coworkers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCoworkersResponse: _TypeAlias = ListCoworkersResponse  # noqa: Y015
+
+@_typing.final
+class RemoveCoworkerRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERSONA_ID_FIELD_NUMBER: _builtins.int
+    COWORKER_ID_FIELD_NUMBER: _builtins.int
+    persona_id: _builtins.str
+    coworker_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        persona_id: _builtins.str = ...,
+        coworker_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["coworker_id", b"coworker_id", "persona_id", b"persona_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveCoworkerRequest: _TypeAlias = RemoveCoworkerRequest  # noqa: Y015
+
+@_typing.final
+class RemoveCoworkerResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveCoworkerResponse: _TypeAlias = RemoveCoworkerResponse  # noqa: Y015

@@ -50,6 +50,71 @@ class PersonaServiceStub:
                 request_serializer=edrs_dot_persona_dot_v1_dot_persona__pb2.ListPersonasRequest.SerializeToString,
                 response_deserializer=edrs_dot_persona_dot_v1_dot_persona__pb2.ListPersonasResponse.FromString,
                 _registered_method=True)
+        self.UpdatePersona = channel.unary_unary(
+                '/edrs.persona.v1.PersonaService/UpdatePersona',
+                request_serializer=edrs_dot_persona_dot_v1_dot_persona__pb2.UpdatePersonaRequest.SerializeToString,
+                response_deserializer=edrs_dot_persona_dot_v1_dot_persona__pb2.Persona.FromString,
+                _registered_method=True)
+        self.ArchivePersona = channel.unary_unary(
+                '/edrs.persona.v1.PersonaService/ArchivePersona',
+                request_serializer=edrs_dot_persona_dot_v1_dot_persona__pb2.ArchivePersonaRequest.SerializeToString,
+                response_deserializer=edrs_dot_persona_dot_v1_dot_persona__pb2.Persona.FromString,
+                _registered_method=True)
+        self.Converse = channel.unary_stream(
+                '/edrs.persona.v1.PersonaService/Converse',
+                request_serializer=edrs_dot_persona_dot_v1_dot_persona__pb2.ConverseRequest.SerializeToString,
+                response_deserializer=edrs_dot_persona_dot_v1_dot_persona__pb2.ConverseEvent.FromString,
+                _registered_method=True)
+        self.ListConversations = channel.unary_unary(
+                '/edrs.persona.v1.PersonaService/ListConversations',
+                request_serializer=edrs_dot_persona_dot_v1_dot_persona__pb2.ListConversationsRequest.SerializeToString,
+                response_deserializer=edrs_dot_persona_dot_v1_dot_persona__pb2.ListConversationsResponse.FromString,
+                _registered_method=True)
+        self.ListMessages = channel.unary_unary(
+                '/edrs.persona.v1.PersonaService/ListMessages',
+                request_serializer=edrs_dot_persona_dot_v1_dot_persona__pb2.ListMessagesRequest.SerializeToString,
+                response_deserializer=edrs_dot_persona_dot_v1_dot_persona__pb2.ListMessagesResponse.FromString,
+                _registered_method=True)
+        self.GetRelationship = channel.unary_unary(
+                '/edrs.persona.v1.PersonaService/GetRelationship',
+                request_serializer=edrs_dot_persona_dot_v1_dot_persona__pb2.GetRelationshipRequest.SerializeToString,
+                response_deserializer=edrs_dot_persona_dot_v1_dot_persona__pb2.Relationship.FromString,
+                _registered_method=True)
+        self.UpdateRelationship = channel.unary_unary(
+                '/edrs.persona.v1.PersonaService/UpdateRelationship',
+                request_serializer=edrs_dot_persona_dot_v1_dot_persona__pb2.UpdateRelationshipRequest.SerializeToString,
+                response_deserializer=edrs_dot_persona_dot_v1_dot_persona__pb2.Relationship.FromString,
+                _registered_method=True)
+        self.CorrectFact = channel.unary_unary(
+                '/edrs.persona.v1.PersonaService/CorrectFact',
+                request_serializer=edrs_dot_persona_dot_v1_dot_persona__pb2.CorrectFactRequest.SerializeToString,
+                response_deserializer=edrs_dot_persona_dot_v1_dot_persona__pb2.Relationship.FromString,
+                _registered_method=True)
+        self.DeleteFact = channel.unary_unary(
+                '/edrs.persona.v1.PersonaService/DeleteFact',
+                request_serializer=edrs_dot_persona_dot_v1_dot_persona__pb2.DeleteFactRequest.SerializeToString,
+                response_deserializer=edrs_dot_persona_dot_v1_dot_persona__pb2.Relationship.FromString,
+                _registered_method=True)
+        self.ForgetRelationship = channel.unary_unary(
+                '/edrs.persona.v1.PersonaService/ForgetRelationship',
+                request_serializer=edrs_dot_persona_dot_v1_dot_persona__pb2.ForgetRelationshipRequest.SerializeToString,
+                response_deserializer=edrs_dot_persona_dot_v1_dot_persona__pb2.ForgetRelationshipResponse.FromString,
+                _registered_method=True)
+        self.SetCoworker = channel.unary_unary(
+                '/edrs.persona.v1.PersonaService/SetCoworker',
+                request_serializer=edrs_dot_persona_dot_v1_dot_persona__pb2.SetCoworkerRequest.SerializeToString,
+                response_deserializer=edrs_dot_persona_dot_v1_dot_persona__pb2.Coworker.FromString,
+                _registered_method=True)
+        self.ListCoworkers = channel.unary_unary(
+                '/edrs.persona.v1.PersonaService/ListCoworkers',
+                request_serializer=edrs_dot_persona_dot_v1_dot_persona__pb2.ListCoworkersRequest.SerializeToString,
+                response_deserializer=edrs_dot_persona_dot_v1_dot_persona__pb2.ListCoworkersResponse.FromString,
+                _registered_method=True)
+        self.RemoveCoworker = channel.unary_unary(
+                '/edrs.persona.v1.PersonaService/RemoveCoworker',
+                request_serializer=edrs_dot_persona_dot_v1_dot_persona__pb2.RemoveCoworkerRequest.SerializeToString,
+                response_deserializer=edrs_dot_persona_dot_v1_dot_persona__pb2.RemoveCoworkerResponse.FromString,
+                _registered_method=True)
 
 
 class PersonaServiceServicer:
@@ -77,6 +142,101 @@ class PersonaServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdatePersona(self, request, context):
+        """Changes the fields named in `update_mask`; FAILED_PRECONDITION for an archived persona.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ArchivePersona(self, request, context):
+        """Archives a persona: kept for history, takes no new conversations. Archiving twice is a no-op.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Converse(self, request, context):
+        """One turn of a conversation: the user's message in, the persona's reply streamed out.
+        A message arriving while a turn of the same conversation runs waits its turn (`queued`), or
+        is refused with ABORTED when the service runs the "reject" policy; RESOURCE_EXHAUSTED when
+        the conversation's queue is full. FAILED_PRECONDITION for an archived persona.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListConversations(self, request, context):
+        """Lists the caller's conversations with a persona, most recent first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListMessages(self, request, context):
+        """Lists one conversation's messages, oldest first, with cursor pagination.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRelationship(self, request, context):
+        """What a persona knows about one user: preferences, likes, dislikes, facts (with history),
+        personality notes and recent interactions.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateRelationship(self, request, context):
+        """Replaces the personality notes the persona keeps about the user.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CorrectFact(self, request, context):
+        """States or corrects one fact about the user (supersedes the current one it contradicts).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteFact(self, request, context):
+        """Deletes one fact about the user.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ForgetRelationship(self, request, context):
+        """Deletes everything the persona knows about the user: relationship, facts and memories.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetCoworker(self, request, context):
+        """Records that two personas work together, and how to hand work over (both directions).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCoworkers(self, request, context):
+        """Lists a persona's co-workers.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveCoworker(self, request, context):
+        """Removes a co-worker relation (both directions). NOT_FOUND when there is none.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PersonaServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -94,6 +254,71 @@ def add_PersonaServiceServicer_to_server(servicer, server):
                     servicer.ListPersonas,
                     request_deserializer=edrs_dot_persona_dot_v1_dot_persona__pb2.ListPersonasRequest.FromString,
                     response_serializer=edrs_dot_persona_dot_v1_dot_persona__pb2.ListPersonasResponse.SerializeToString,
+            ),
+            'UpdatePersona': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdatePersona,
+                    request_deserializer=edrs_dot_persona_dot_v1_dot_persona__pb2.UpdatePersonaRequest.FromString,
+                    response_serializer=edrs_dot_persona_dot_v1_dot_persona__pb2.Persona.SerializeToString,
+            ),
+            'ArchivePersona': grpc.unary_unary_rpc_method_handler(
+                    servicer.ArchivePersona,
+                    request_deserializer=edrs_dot_persona_dot_v1_dot_persona__pb2.ArchivePersonaRequest.FromString,
+                    response_serializer=edrs_dot_persona_dot_v1_dot_persona__pb2.Persona.SerializeToString,
+            ),
+            'Converse': grpc.unary_stream_rpc_method_handler(
+                    servicer.Converse,
+                    request_deserializer=edrs_dot_persona_dot_v1_dot_persona__pb2.ConverseRequest.FromString,
+                    response_serializer=edrs_dot_persona_dot_v1_dot_persona__pb2.ConverseEvent.SerializeToString,
+            ),
+            'ListConversations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListConversations,
+                    request_deserializer=edrs_dot_persona_dot_v1_dot_persona__pb2.ListConversationsRequest.FromString,
+                    response_serializer=edrs_dot_persona_dot_v1_dot_persona__pb2.ListConversationsResponse.SerializeToString,
+            ),
+            'ListMessages': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMessages,
+                    request_deserializer=edrs_dot_persona_dot_v1_dot_persona__pb2.ListMessagesRequest.FromString,
+                    response_serializer=edrs_dot_persona_dot_v1_dot_persona__pb2.ListMessagesResponse.SerializeToString,
+            ),
+            'GetRelationship': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRelationship,
+                    request_deserializer=edrs_dot_persona_dot_v1_dot_persona__pb2.GetRelationshipRequest.FromString,
+                    response_serializer=edrs_dot_persona_dot_v1_dot_persona__pb2.Relationship.SerializeToString,
+            ),
+            'UpdateRelationship': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateRelationship,
+                    request_deserializer=edrs_dot_persona_dot_v1_dot_persona__pb2.UpdateRelationshipRequest.FromString,
+                    response_serializer=edrs_dot_persona_dot_v1_dot_persona__pb2.Relationship.SerializeToString,
+            ),
+            'CorrectFact': grpc.unary_unary_rpc_method_handler(
+                    servicer.CorrectFact,
+                    request_deserializer=edrs_dot_persona_dot_v1_dot_persona__pb2.CorrectFactRequest.FromString,
+                    response_serializer=edrs_dot_persona_dot_v1_dot_persona__pb2.Relationship.SerializeToString,
+            ),
+            'DeleteFact': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteFact,
+                    request_deserializer=edrs_dot_persona_dot_v1_dot_persona__pb2.DeleteFactRequest.FromString,
+                    response_serializer=edrs_dot_persona_dot_v1_dot_persona__pb2.Relationship.SerializeToString,
+            ),
+            'ForgetRelationship': grpc.unary_unary_rpc_method_handler(
+                    servicer.ForgetRelationship,
+                    request_deserializer=edrs_dot_persona_dot_v1_dot_persona__pb2.ForgetRelationshipRequest.FromString,
+                    response_serializer=edrs_dot_persona_dot_v1_dot_persona__pb2.ForgetRelationshipResponse.SerializeToString,
+            ),
+            'SetCoworker': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetCoworker,
+                    request_deserializer=edrs_dot_persona_dot_v1_dot_persona__pb2.SetCoworkerRequest.FromString,
+                    response_serializer=edrs_dot_persona_dot_v1_dot_persona__pb2.Coworker.SerializeToString,
+            ),
+            'ListCoworkers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCoworkers,
+                    request_deserializer=edrs_dot_persona_dot_v1_dot_persona__pb2.ListCoworkersRequest.FromString,
+                    response_serializer=edrs_dot_persona_dot_v1_dot_persona__pb2.ListCoworkersResponse.SerializeToString,
+            ),
+            'RemoveCoworker': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveCoworker,
+                    request_deserializer=edrs_dot_persona_dot_v1_dot_persona__pb2.RemoveCoworkerRequest.FromString,
+                    response_serializer=edrs_dot_persona_dot_v1_dot_persona__pb2.RemoveCoworkerResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -178,6 +403,357 @@ class PersonaService:
             '/edrs.persona.v1.PersonaService/ListPersonas',
             edrs_dot_persona_dot_v1_dot_persona__pb2.ListPersonasRequest.SerializeToString,
             edrs_dot_persona_dot_v1_dot_persona__pb2.ListPersonasResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdatePersona(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.persona.v1.PersonaService/UpdatePersona',
+            edrs_dot_persona_dot_v1_dot_persona__pb2.UpdatePersonaRequest.SerializeToString,
+            edrs_dot_persona_dot_v1_dot_persona__pb2.Persona.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ArchivePersona(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.persona.v1.PersonaService/ArchivePersona',
+            edrs_dot_persona_dot_v1_dot_persona__pb2.ArchivePersonaRequest.SerializeToString,
+            edrs_dot_persona_dot_v1_dot_persona__pb2.Persona.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Converse(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/edrs.persona.v1.PersonaService/Converse',
+            edrs_dot_persona_dot_v1_dot_persona__pb2.ConverseRequest.SerializeToString,
+            edrs_dot_persona_dot_v1_dot_persona__pb2.ConverseEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListConversations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.persona.v1.PersonaService/ListConversations',
+            edrs_dot_persona_dot_v1_dot_persona__pb2.ListConversationsRequest.SerializeToString,
+            edrs_dot_persona_dot_v1_dot_persona__pb2.ListConversationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMessages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.persona.v1.PersonaService/ListMessages',
+            edrs_dot_persona_dot_v1_dot_persona__pb2.ListMessagesRequest.SerializeToString,
+            edrs_dot_persona_dot_v1_dot_persona__pb2.ListMessagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRelationship(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.persona.v1.PersonaService/GetRelationship',
+            edrs_dot_persona_dot_v1_dot_persona__pb2.GetRelationshipRequest.SerializeToString,
+            edrs_dot_persona_dot_v1_dot_persona__pb2.Relationship.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateRelationship(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.persona.v1.PersonaService/UpdateRelationship',
+            edrs_dot_persona_dot_v1_dot_persona__pb2.UpdateRelationshipRequest.SerializeToString,
+            edrs_dot_persona_dot_v1_dot_persona__pb2.Relationship.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CorrectFact(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.persona.v1.PersonaService/CorrectFact',
+            edrs_dot_persona_dot_v1_dot_persona__pb2.CorrectFactRequest.SerializeToString,
+            edrs_dot_persona_dot_v1_dot_persona__pb2.Relationship.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteFact(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.persona.v1.PersonaService/DeleteFact',
+            edrs_dot_persona_dot_v1_dot_persona__pb2.DeleteFactRequest.SerializeToString,
+            edrs_dot_persona_dot_v1_dot_persona__pb2.Relationship.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ForgetRelationship(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.persona.v1.PersonaService/ForgetRelationship',
+            edrs_dot_persona_dot_v1_dot_persona__pb2.ForgetRelationshipRequest.SerializeToString,
+            edrs_dot_persona_dot_v1_dot_persona__pb2.ForgetRelationshipResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetCoworker(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.persona.v1.PersonaService/SetCoworker',
+            edrs_dot_persona_dot_v1_dot_persona__pb2.SetCoworkerRequest.SerializeToString,
+            edrs_dot_persona_dot_v1_dot_persona__pb2.Coworker.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCoworkers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.persona.v1.PersonaService/ListCoworkers',
+            edrs_dot_persona_dot_v1_dot_persona__pb2.ListCoworkersRequest.SerializeToString,
+            edrs_dot_persona_dot_v1_dot_persona__pb2.ListCoworkersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveCoworker(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.persona.v1.PersonaService/RemoveCoworker',
+            edrs_dot_persona_dot_v1_dot_persona__pb2.RemoveCoworkerRequest.SerializeToString,
+            edrs_dot_persona_dot_v1_dot_persona__pb2.RemoveCoworkerResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -39,6 +39,38 @@ class PersonaServiceStub:
     """Returns one persona by id; NOT_FOUND when it does not exist in the tenant."""
     ListPersonas: _grpc.UnaryUnaryMultiCallable[_persona_pb2.ListPersonasRequest, _persona_pb2.ListPersonasResponse]
     """Lists the tenant's personas with cursor pagination."""
+    UpdatePersona: _grpc.UnaryUnaryMultiCallable[_persona_pb2.UpdatePersonaRequest, _persona_pb2.Persona]
+    """Changes the fields named in `update_mask`; FAILED_PRECONDITION for an archived persona."""
+    ArchivePersona: _grpc.UnaryUnaryMultiCallable[_persona_pb2.ArchivePersonaRequest, _persona_pb2.Persona]
+    """Archives a persona: kept for history, takes no new conversations. Archiving twice is a no-op."""
+    Converse: _grpc.UnaryStreamMultiCallable[_persona_pb2.ConverseRequest, _persona_pb2.ConverseEvent]
+    """One turn of a conversation: the user's message in, the persona's reply streamed out.
+    A message arriving while a turn of the same conversation runs waits its turn (`queued`), or
+    is refused with ABORTED when the service runs the "reject" policy; RESOURCE_EXHAUSTED when
+    the conversation's queue is full. FAILED_PRECONDITION for an archived persona.
+    """
+    ListConversations: _grpc.UnaryUnaryMultiCallable[_persona_pb2.ListConversationsRequest, _persona_pb2.ListConversationsResponse]
+    """Lists the caller's conversations with a persona, most recent first."""
+    ListMessages: _grpc.UnaryUnaryMultiCallable[_persona_pb2.ListMessagesRequest, _persona_pb2.ListMessagesResponse]
+    """Lists one conversation's messages, oldest first, with cursor pagination."""
+    GetRelationship: _grpc.UnaryUnaryMultiCallable[_persona_pb2.GetRelationshipRequest, _persona_pb2.Relationship]
+    """What a persona knows about one user: preferences, likes, dislikes, facts (with history),
+    personality notes and recent interactions.
+    """
+    UpdateRelationship: _grpc.UnaryUnaryMultiCallable[_persona_pb2.UpdateRelationshipRequest, _persona_pb2.Relationship]
+    """Replaces the personality notes the persona keeps about the user."""
+    CorrectFact: _grpc.UnaryUnaryMultiCallable[_persona_pb2.CorrectFactRequest, _persona_pb2.Relationship]
+    """States or corrects one fact about the user (supersedes the current one it contradicts)."""
+    DeleteFact: _grpc.UnaryUnaryMultiCallable[_persona_pb2.DeleteFactRequest, _persona_pb2.Relationship]
+    """Deletes one fact about the user."""
+    ForgetRelationship: _grpc.UnaryUnaryMultiCallable[_persona_pb2.ForgetRelationshipRequest, _persona_pb2.ForgetRelationshipResponse]
+    """Deletes everything the persona knows about the user: relationship, facts and memories."""
+    SetCoworker: _grpc.UnaryUnaryMultiCallable[_persona_pb2.SetCoworkerRequest, _persona_pb2.Coworker]
+    """Records that two personas work together, and how to hand work over (both directions)."""
+    ListCoworkers: _grpc.UnaryUnaryMultiCallable[_persona_pb2.ListCoworkersRequest, _persona_pb2.ListCoworkersResponse]
+    """Lists a persona's co-workers."""
+    RemoveCoworker: _grpc.UnaryUnaryMultiCallable[_persona_pb2.RemoveCoworkerRequest, _persona_pb2.RemoveCoworkerResponse]
+    """Removes a co-worker relation (both directions). NOT_FOUND when there is none."""
 
 @_typing.type_check_only
 class PersonaServiceAsyncStub(PersonaServiceStub):
@@ -51,6 +83,38 @@ class PersonaServiceAsyncStub(PersonaServiceStub):
     """Returns one persona by id; NOT_FOUND when it does not exist in the tenant."""
     ListPersonas: _aio.UnaryUnaryMultiCallable[_persona_pb2.ListPersonasRequest, _persona_pb2.ListPersonasResponse]  # type: ignore[assignment]
     """Lists the tenant's personas with cursor pagination."""
+    UpdatePersona: _aio.UnaryUnaryMultiCallable[_persona_pb2.UpdatePersonaRequest, _persona_pb2.Persona]  # type: ignore[assignment]
+    """Changes the fields named in `update_mask`; FAILED_PRECONDITION for an archived persona."""
+    ArchivePersona: _aio.UnaryUnaryMultiCallable[_persona_pb2.ArchivePersonaRequest, _persona_pb2.Persona]  # type: ignore[assignment]
+    """Archives a persona: kept for history, takes no new conversations. Archiving twice is a no-op."""
+    Converse: _aio.UnaryStreamMultiCallable[_persona_pb2.ConverseRequest, _persona_pb2.ConverseEvent]  # type: ignore[assignment]
+    """One turn of a conversation: the user's message in, the persona's reply streamed out.
+    A message arriving while a turn of the same conversation runs waits its turn (`queued`), or
+    is refused with ABORTED when the service runs the "reject" policy; RESOURCE_EXHAUSTED when
+    the conversation's queue is full. FAILED_PRECONDITION for an archived persona.
+    """
+    ListConversations: _aio.UnaryUnaryMultiCallable[_persona_pb2.ListConversationsRequest, _persona_pb2.ListConversationsResponse]  # type: ignore[assignment]
+    """Lists the caller's conversations with a persona, most recent first."""
+    ListMessages: _aio.UnaryUnaryMultiCallable[_persona_pb2.ListMessagesRequest, _persona_pb2.ListMessagesResponse]  # type: ignore[assignment]
+    """Lists one conversation's messages, oldest first, with cursor pagination."""
+    GetRelationship: _aio.UnaryUnaryMultiCallable[_persona_pb2.GetRelationshipRequest, _persona_pb2.Relationship]  # type: ignore[assignment]
+    """What a persona knows about one user: preferences, likes, dislikes, facts (with history),
+    personality notes and recent interactions.
+    """
+    UpdateRelationship: _aio.UnaryUnaryMultiCallable[_persona_pb2.UpdateRelationshipRequest, _persona_pb2.Relationship]  # type: ignore[assignment]
+    """Replaces the personality notes the persona keeps about the user."""
+    CorrectFact: _aio.UnaryUnaryMultiCallable[_persona_pb2.CorrectFactRequest, _persona_pb2.Relationship]  # type: ignore[assignment]
+    """States or corrects one fact about the user (supersedes the current one it contradicts)."""
+    DeleteFact: _aio.UnaryUnaryMultiCallable[_persona_pb2.DeleteFactRequest, _persona_pb2.Relationship]  # type: ignore[assignment]
+    """Deletes one fact about the user."""
+    ForgetRelationship: _aio.UnaryUnaryMultiCallable[_persona_pb2.ForgetRelationshipRequest, _persona_pb2.ForgetRelationshipResponse]  # type: ignore[assignment]
+    """Deletes everything the persona knows about the user: relationship, facts and memories."""
+    SetCoworker: _aio.UnaryUnaryMultiCallable[_persona_pb2.SetCoworkerRequest, _persona_pb2.Coworker]  # type: ignore[assignment]
+    """Records that two personas work together, and how to hand work over (both directions)."""
+    ListCoworkers: _aio.UnaryUnaryMultiCallable[_persona_pb2.ListCoworkersRequest, _persona_pb2.ListCoworkersResponse]  # type: ignore[assignment]
+    """Lists a persona's co-workers."""
+    RemoveCoworker: _aio.UnaryUnaryMultiCallable[_persona_pb2.RemoveCoworkerRequest, _persona_pb2.RemoveCoworkerResponse]  # type: ignore[assignment]
+    """Removes a co-worker relation (both directions). NOT_FOUND when there is none."""
 
 class PersonaServiceServicer(metaclass=_abc_1.ABCMeta):
     """PersonaService manages the personas of the calling tenant (`x-edrs-client-id`)."""
@@ -78,5 +142,115 @@ class PersonaServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_persona_pb2.ListPersonasResponse, _abc.Awaitable[_persona_pb2.ListPersonasResponse]]:
         """Lists the tenant's personas with cursor pagination."""
+
+    @_abc_1.abstractmethod
+    def UpdatePersona(
+        self,
+        request: _persona_pb2.UpdatePersonaRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_persona_pb2.Persona, _abc.Awaitable[_persona_pb2.Persona]]:
+        """Changes the fields named in `update_mask`; FAILED_PRECONDITION for an archived persona."""
+
+    @_abc_1.abstractmethod
+    def ArchivePersona(
+        self,
+        request: _persona_pb2.ArchivePersonaRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_persona_pb2.Persona, _abc.Awaitable[_persona_pb2.Persona]]:
+        """Archives a persona: kept for history, takes no new conversations. Archiving twice is a no-op."""
+
+    @_abc_1.abstractmethod
+    def Converse(
+        self,
+        request: _persona_pb2.ConverseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_persona_pb2.ConverseEvent], _abc.AsyncIterator[_persona_pb2.ConverseEvent]]:
+        """One turn of a conversation: the user's message in, the persona's reply streamed out.
+        A message arriving while a turn of the same conversation runs waits its turn (`queued`), or
+        is refused with ABORTED when the service runs the "reject" policy; RESOURCE_EXHAUSTED when
+        the conversation's queue is full. FAILED_PRECONDITION for an archived persona.
+        """
+
+    @_abc_1.abstractmethod
+    def ListConversations(
+        self,
+        request: _persona_pb2.ListConversationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_persona_pb2.ListConversationsResponse, _abc.Awaitable[_persona_pb2.ListConversationsResponse]]:
+        """Lists the caller's conversations with a persona, most recent first."""
+
+    @_abc_1.abstractmethod
+    def ListMessages(
+        self,
+        request: _persona_pb2.ListMessagesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_persona_pb2.ListMessagesResponse, _abc.Awaitable[_persona_pb2.ListMessagesResponse]]:
+        """Lists one conversation's messages, oldest first, with cursor pagination."""
+
+    @_abc_1.abstractmethod
+    def GetRelationship(
+        self,
+        request: _persona_pb2.GetRelationshipRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_persona_pb2.Relationship, _abc.Awaitable[_persona_pb2.Relationship]]:
+        """What a persona knows about one user: preferences, likes, dislikes, facts (with history),
+        personality notes and recent interactions.
+        """
+
+    @_abc_1.abstractmethod
+    def UpdateRelationship(
+        self,
+        request: _persona_pb2.UpdateRelationshipRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_persona_pb2.Relationship, _abc.Awaitable[_persona_pb2.Relationship]]:
+        """Replaces the personality notes the persona keeps about the user."""
+
+    @_abc_1.abstractmethod
+    def CorrectFact(
+        self,
+        request: _persona_pb2.CorrectFactRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_persona_pb2.Relationship, _abc.Awaitable[_persona_pb2.Relationship]]:
+        """States or corrects one fact about the user (supersedes the current one it contradicts)."""
+
+    @_abc_1.abstractmethod
+    def DeleteFact(
+        self,
+        request: _persona_pb2.DeleteFactRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_persona_pb2.Relationship, _abc.Awaitable[_persona_pb2.Relationship]]:
+        """Deletes one fact about the user."""
+
+    @_abc_1.abstractmethod
+    def ForgetRelationship(
+        self,
+        request: _persona_pb2.ForgetRelationshipRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_persona_pb2.ForgetRelationshipResponse, _abc.Awaitable[_persona_pb2.ForgetRelationshipResponse]]:
+        """Deletes everything the persona knows about the user: relationship, facts and memories."""
+
+    @_abc_1.abstractmethod
+    def SetCoworker(
+        self,
+        request: _persona_pb2.SetCoworkerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_persona_pb2.Coworker, _abc.Awaitable[_persona_pb2.Coworker]]:
+        """Records that two personas work together, and how to hand work over (both directions)."""
+
+    @_abc_1.abstractmethod
+    def ListCoworkers(
+        self,
+        request: _persona_pb2.ListCoworkersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_persona_pb2.ListCoworkersResponse, _abc.Awaitable[_persona_pb2.ListCoworkersResponse]]:
+        """Lists a persona's co-workers."""
+
+    @_abc_1.abstractmethod
+    def RemoveCoworker(
+        self,
+        request: _persona_pb2.RemoveCoworkerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_persona_pb2.RemoveCoworkerResponse, _abc.Awaitable[_persona_pb2.RemoveCoworkerResponse]]:
+        """Removes a co-worker relation (both directions). NOT_FOUND when there is none."""
 
 def add_PersonaServiceServicer_to_server(servicer: PersonaServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

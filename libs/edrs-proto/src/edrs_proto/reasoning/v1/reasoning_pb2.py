@@ -26,25 +26,73 @@ from edrs_proto.common.v1 import common_pb2 as edrs_dot_common_dot_v1_dot_common
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!edrs/reasoning/v1/reasoning.proto\x12\x11\x65\x64rs.reasoning.v1\x1a\x1b\x65\x64rs/common/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd1\x01\n\x05Trace\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08strategy\x18\x02 \x01(\t\x12\x0e\n\x06prompt\x18\x03 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x04 \x01(\t\x12\x12\n\nconfidence\x18\x05 \x01(\x01\x12\x15\n\rprompt_tokens\x18\x06 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x07 \x01(\x05\x12\x13\n\x0b\x64uration_ms\x18\x08 \x01(\x01\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x1d\n\x0fGetTraceRequest\x12\n\n\x02id\x18\x01 \x01(\t\">\n\x11ListTracesRequest\x12)\n\x04page\x18\x01 \x01(\x0b\x32\x1b.edrs.common.v1.PageRequest\"f\n\x12ListTracesResponse\x12(\n\x06traces\x18\x01 \x03(\x0b\x32\x18.edrs.reasoning.v1.Trace\x12&\n\x04page\x18\x02 \x01(\x0b\x32\x18.edrs.common.v1.PageInfo2\xc1\x01\n\x10ReasoningService\x12M\n\x08GetTrace\x12\".edrs.reasoning.v1.GetTraceRequest\x1a\x18.edrs.reasoning.v1.Trace\"\x03\x90\x02\x01\x12^\n\nListTraces\x12$.edrs.reasoning.v1.ListTracesRequest\x1a%.edrs.reasoning.v1.ListTracesResponse\"\x03\x90\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!edrs/reasoning/v1/reasoning.proto\x12\x11\x65\x64rs.reasoning.v1\x1a\x1b\x65\x64rs/common/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"F\n\x0b\x43ontextItem\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\r\n\x05score\x18\x04 \x01(\x01\"\x99\x01\n\x11GenerationOptions\x12\x12\n\nmax_tokens\x18\x01 \x01(\x05\x12\x18\n\x0btemperature\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x0c\n\x04stop\x18\x03 \x03(\t\x12\x12\n\x05top_p\x18\x04 \x01(\x01H\x01\x88\x01\x01\x12\x11\n\x04seed\x18\x05 \x01(\rH\x02\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seed\"\xe5\x02\n\rReasonRequest\x12\x30\n\x08messages\x18\x01 \x03(\x0b\x32\x1e.edrs.reasoning.v1.ChatMessage\x12/\n\x07\x63ontext\x18\x02 \x03(\x0b\x32\x1e.edrs.reasoning.v1.ContextItem\x12-\n\x08strategy\x18\x03 \x01(\x0e\x32\x1b.edrs.reasoning.v1.Strategy\x12\x35\n\x07options\x18\x04 \x01(\x0b\x32$.edrs.reasoning.v1.GenerationOptions\x12\x0f\n\x07samples\x18\x05 \x01(\x05\x12\r\n\x05\x64raft\x18\x06 \x01(\t\x12<\n\x06labels\x18\x07 \x03(\x0b\x32,.edrs.reasoning.v1.ReasonRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"{\n\x0eReasonResponse\x12.\n\x05\x64\x65lta\x18\x01 \x01(\x0b\x32\x1d.edrs.reasoning.v1.TokenDeltaH\x00\x12\x31\n\x06result\x18\x02 \x01(\x0b\x32\x1f.edrs.reasoning.v1.ReasonResultH\x00\x42\x06\n\x04kind\"\x1a\n\nTokenDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\"9\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\"\\\n\x07Timings\x12\x10\n\x08queue_ms\x18\x01 \x01(\x01\x12\x16\n\x0e\x66irst_token_ms\x18\x02 \x01(\x01\x12\x15\n\rgeneration_ms\x18\x03 \x01(\x01\x12\x10\n\x08total_ms\x18\x04 \x01(\x01\"\xc5\x01\n\x0cReasonResult\x12\x10\n\x08trace_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x02 \x01(\t\x12\x12\n\nconfidence\x18\x03 \x01(\x01\x12\x1a\n\x12unsupported_claims\x18\x04 \x03(\t\x12\'\n\x05usage\x18\x05 \x01(\x0b\x32\x18.edrs.reasoning.v1.Usage\x12+\n\x07timings\x18\x06 \x01(\x0b\x32\x1a.edrs.reasoning.v1.Timings\x12\r\n\x05model\x18\x07 \x01(\t\"X\n\x06Sample\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x02 \x01(\t\x12\x19\n\x11\x63ompletion_tokens\x18\x03 \x01(\x05\x12\x15\n\rgeneration_ms\x18\x04 \x01(\x01\"\x1d\n\x0c\x45mbedRequest\x12\r\n\x05texts\x18\x01 \x03(\t\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"d\n\rEmbedResponse\x12\x30\n\nembeddings\x18\x01 \x03(\x0b\x32\x1c.edrs.reasoning.v1.Embedding\x12\r\n\x05model\x18\x02 \x01(\t\x12\x12\n\ndimensions\x18\x03 \x01(\x05\"\x15\n\x13GetModelInfoRequest\"\x9a\x01\n\tModelInfo\x12\x0f\n\x07\x62\x61\x63kend\x18\x01 \x01(\t\x12\x12\n\nchat_model\x18\x02 \x01(\t\x12\x16\n\x0e\x63ontext_window\x18\x03 \x01(\x05\x12\x19\n\x11max_output_tokens\x18\x04 \x01(\x05\x12\x17\n\x0f\x65mbedding_model\x18\x05 \x01(\t\x12\x1c\n\x14\x65mbedding_dimensions\x18\x06 \x01(\x05\"\xe3\x04\n\x05Trace\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08strategy\x18\x02 \x01(\t\x12\x0e\n\x06prompt\x18\x03 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x04 \x01(\t\x12\x12\n\nconfidence\x18\x05 \x01(\x01\x12\x15\n\rprompt_tokens\x18\x06 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x07 \x01(\x05\x12\x13\n\x0b\x64uration_ms\x18\x08 \x01(\x01\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x08messages\x18\n \x03(\x0b\x32\x1e.edrs.reasoning.v1.ChatMessage\x12/\n\x07\x63ontext\x18\x0b \x03(\x0b\x32\x1e.edrs.reasoning.v1.ContextItem\x12*\n\x07samples\x18\x0c \x03(\x0b\x32\x19.edrs.reasoning.v1.Sample\x12\x1a\n\x12unsupported_claims\x18\r \x03(\t\x12\r\n\x05model\x18\x0e \x01(\t\x12+\n\x07timings\x18\x0f \x01(\x0b\x32\x1a.edrs.reasoning.v1.Timings\x12\x34\n\x06labels\x18\x10 \x03(\x0b\x32$.edrs.reasoning.v1.Trace.LabelsEntry\x12\x35\n\x07options\x18\x11 \x01(\x0b\x32$.edrs.reasoning.v1.GenerationOptions\x12\r\n\x05\x64raft\x18\x12 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1d\n\x0fGetTraceRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\xaf\x01\n\x11ListTracesRequest\x12)\n\x04page\x18\x01 \x01(\x0b\x32\x1b.edrs.common.v1.PageRequest\x12@\n\x06labels\x18\x02 \x03(\x0b\x32\x30.edrs.reasoning.v1.ListTracesRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"f\n\x12ListTracesResponse\x12(\n\x06traces\x18\x01 \x03(\x0b\x32\x18.edrs.reasoning.v1.Trace\x12&\n\x04page\x18\x02 \x01(\x0b\x32\x18.edrs.common.v1.PageInfo*\x8c\x01\n\x08Strategy\x12\x18\n\x14STRATEGY_UNSPECIFIED\x10\x00\x12\x13\n\x0fSTRATEGY_DIRECT\x10\x01\x12\x1d\n\x19STRATEGY_CHAIN_OF_THOUGHT\x10\x02\x12\x1d\n\x19STRATEGY_SELF_CONSISTENCY\x10\x03\x12\x13\n\x0fSTRATEGY_VERIFY\x10\x04\x32\xbe\x03\n\x10ReasoningService\x12O\n\x06Reason\x12 .edrs.reasoning.v1.ReasonRequest\x1a!.edrs.reasoning.v1.ReasonResponse0\x01\x12O\n\x05\x45mbed\x12\x1f.edrs.reasoning.v1.EmbedRequest\x1a .edrs.reasoning.v1.EmbedResponse\"\x03\x90\x02\x01\x12Y\n\x0cGetModelInfo\x12&.edrs.reasoning.v1.GetModelInfoRequest\x1a\x1c.edrs.reasoning.v1.ModelInfo\"\x03\x90\x02\x01\x12M\n\x08GetTrace\x12\".edrs.reasoning.v1.GetTraceRequest\x1a\x18.edrs.reasoning.v1.Trace\"\x03\x90\x02\x01\x12^\n\nListTraces\x12$.edrs.reasoning.v1.ListTracesRequest\x1a%.edrs.reasoning.v1.ListTracesResponse\"\x03\x90\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'edrs.reasoning.v1.reasoning_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_REASONREQUEST_LABELSENTRY']._loaded_options = None
+  _globals['_REASONREQUEST_LABELSENTRY']._serialized_options = b'8\001'
+  _globals['_TRACE_LABELSENTRY']._loaded_options = None
+  _globals['_TRACE_LABELSENTRY']._serialized_options = b'8\001'
+  _globals['_LISTTRACESREQUEST_LABELSENTRY']._loaded_options = None
+  _globals['_LISTTRACESREQUEST_LABELSENTRY']._serialized_options = b'8\001'
+  _globals['_REASONINGSERVICE'].methods_by_name['Embed']._loaded_options = None
+  _globals['_REASONINGSERVICE'].methods_by_name['Embed']._serialized_options = b'\220\002\001'
+  _globals['_REASONINGSERVICE'].methods_by_name['GetModelInfo']._loaded_options = None
+  _globals['_REASONINGSERVICE'].methods_by_name['GetModelInfo']._serialized_options = b'\220\002\001'
   _globals['_REASONINGSERVICE'].methods_by_name['GetTrace']._loaded_options = None
   _globals['_REASONINGSERVICE'].methods_by_name['GetTrace']._serialized_options = b'\220\002\001'
   _globals['_REASONINGSERVICE'].methods_by_name['ListTraces']._loaded_options = None
   _globals['_REASONINGSERVICE'].methods_by_name['ListTraces']._serialized_options = b'\220\002\001'
-  _globals['_TRACE']._serialized_start=119
-  _globals['_TRACE']._serialized_end=328
-  _globals['_GETTRACEREQUEST']._serialized_start=330
-  _globals['_GETTRACEREQUEST']._serialized_end=359
-  _globals['_LISTTRACESREQUEST']._serialized_start=361
-  _globals['_LISTTRACESREQUEST']._serialized_end=423
-  _globals['_LISTTRACESRESPONSE']._serialized_start=425
-  _globals['_LISTTRACESRESPONSE']._serialized_end=527
-  _globals['_REASONINGSERVICE']._serialized_start=530
-  _globals['_REASONINGSERVICE']._serialized_end=723
+  _globals['_STRATEGY']._serialized_start=2618
+  _globals['_STRATEGY']._serialized_end=2758
+  _globals['_CHATMESSAGE']._serialized_start=118
+  _globals['_CHATMESSAGE']._serialized_end=162
+  _globals['_CONTEXTITEM']._serialized_start=164
+  _globals['_CONTEXTITEM']._serialized_end=234
+  _globals['_GENERATIONOPTIONS']._serialized_start=237
+  _globals['_GENERATIONOPTIONS']._serialized_end=390
+  _globals['_REASONREQUEST']._serialized_start=393
+  _globals['_REASONREQUEST']._serialized_end=750
+  _globals['_REASONREQUEST_LABELSENTRY']._serialized_start=705
+  _globals['_REASONREQUEST_LABELSENTRY']._serialized_end=750
+  _globals['_REASONRESPONSE']._serialized_start=752
+  _globals['_REASONRESPONSE']._serialized_end=875
+  _globals['_TOKENDELTA']._serialized_start=877
+  _globals['_TOKENDELTA']._serialized_end=903
+  _globals['_USAGE']._serialized_start=905
+  _globals['_USAGE']._serialized_end=962
+  _globals['_TIMINGS']._serialized_start=964
+  _globals['_TIMINGS']._serialized_end=1056
+  _globals['_REASONRESULT']._serialized_start=1059
+  _globals['_REASONRESULT']._serialized_end=1256
+  _globals['_SAMPLE']._serialized_start=1258
+  _globals['_SAMPLE']._serialized_end=1346
+  _globals['_EMBEDREQUEST']._serialized_start=1348
+  _globals['_EMBEDREQUEST']._serialized_end=1377
+  _globals['_EMBEDDING']._serialized_start=1379
+  _globals['_EMBEDDING']._serialized_end=1406
+  _globals['_EMBEDRESPONSE']._serialized_start=1408
+  _globals['_EMBEDRESPONSE']._serialized_end=1508
+  _globals['_GETMODELINFOREQUEST']._serialized_start=1510
+  _globals['_GETMODELINFOREQUEST']._serialized_end=1531
+  _globals['_MODELINFO']._serialized_start=1534
+  _globals['_MODELINFO']._serialized_end=1688
+  _globals['_TRACE']._serialized_start=1691
+  _globals['_TRACE']._serialized_end=2302
+  _globals['_TRACE_LABELSENTRY']._serialized_start=705
+  _globals['_TRACE_LABELSENTRY']._serialized_end=750
+  _globals['_GETTRACEREQUEST']._serialized_start=2304
+  _globals['_GETTRACEREQUEST']._serialized_end=2333
+  _globals['_LISTTRACESREQUEST']._serialized_start=2336
+  _globals['_LISTTRACESREQUEST']._serialized_end=2511
+  _globals['_LISTTRACESREQUEST_LABELSENTRY']._serialized_start=705
+  _globals['_LISTTRACESREQUEST_LABELSENTRY']._serialized_end=750
+  _globals['_LISTTRACESRESPONSE']._serialized_start=2513
+  _globals['_LISTTRACESRESPONSE']._serialized_end=2615
+  _globals['_REASONINGSERVICE']._serialized_start=2761
+  _globals['_REASONINGSERVICE']._serialized_end=3207
 # @@protoc_insertion_point(module_scope)

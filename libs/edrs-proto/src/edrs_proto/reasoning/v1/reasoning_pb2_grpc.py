@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class ReasoningServiceStub:
-    """ReasoningService exposes the reasoning traces of the calling tenant (`x-edrs-client-id`).
+    """ReasoningService runs the models for the calling tenant (`x-edrs-client-id`) and keeps a trace of
+    every reasoning call.
     """
 
     def __init__(self, channel):
@@ -35,6 +36,21 @@ class ReasoningServiceStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.Reason = channel.unary_stream(
+                '/edrs.reasoning.v1.ReasoningService/Reason',
+                request_serializer=edrs_dot_reasoning_dot_v1_dot_reasoning__pb2.ReasonRequest.SerializeToString,
+                response_deserializer=edrs_dot_reasoning_dot_v1_dot_reasoning__pb2.ReasonResponse.FromString,
+                _registered_method=True)
+        self.Embed = channel.unary_unary(
+                '/edrs.reasoning.v1.ReasoningService/Embed',
+                request_serializer=edrs_dot_reasoning_dot_v1_dot_reasoning__pb2.EmbedRequest.SerializeToString,
+                response_deserializer=edrs_dot_reasoning_dot_v1_dot_reasoning__pb2.EmbedResponse.FromString,
+                _registered_method=True)
+        self.GetModelInfo = channel.unary_unary(
+                '/edrs.reasoning.v1.ReasoningService/GetModelInfo',
+                request_serializer=edrs_dot_reasoning_dot_v1_dot_reasoning__pb2.GetModelInfoRequest.SerializeToString,
+                response_deserializer=edrs_dot_reasoning_dot_v1_dot_reasoning__pb2.ModelInfo.FromString,
+                _registered_method=True)
         self.GetTrace = channel.unary_unary(
                 '/edrs.reasoning.v1.ReasoningService/GetTrace',
                 request_serializer=edrs_dot_reasoning_dot_v1_dot_reasoning__pb2.GetTraceRequest.SerializeToString,
@@ -48,8 +64,33 @@ class ReasoningServiceStub:
 
 
 class ReasoningServiceServicer:
-    """ReasoningService exposes the reasoning traces of the calling tenant (`x-edrs-client-id`).
+    """ReasoningService runs the models for the calling tenant (`x-edrs-client-id`) and keeps a trace of
+    every reasoning call.
     """
+
+    def Reason(self, request, context):
+        """Answers a conversation with the chosen strategy. Streams the answer's text as the model
+        generates it (`delta`), then one `result` with the trace id, confidence, usage and timings.
+        The trace is stored before the result is sent. INVALID_ARGUMENT for bad options or a prompt
+        that cannot fit the model's context window; RESOURCE_EXHAUSTED when the generation queue is full.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Embed(self, request, context):
+        """Embeds texts with the sentence model, one vector per text, in order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetModelInfo(self, request, context):
+        """Describes the models in use: names, context window, embedding dimensions.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
     def GetTrace(self, request, context):
         """Returns one trace by id; NOT_FOUND when it does not exist in the tenant.
@@ -68,6 +109,21 @@ class ReasoningServiceServicer:
 
 def add_ReasoningServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'Reason': grpc.unary_stream_rpc_method_handler(
+                    servicer.Reason,
+                    request_deserializer=edrs_dot_reasoning_dot_v1_dot_reasoning__pb2.ReasonRequest.FromString,
+                    response_serializer=edrs_dot_reasoning_dot_v1_dot_reasoning__pb2.ReasonResponse.SerializeToString,
+            ),
+            'Embed': grpc.unary_unary_rpc_method_handler(
+                    servicer.Embed,
+                    request_deserializer=edrs_dot_reasoning_dot_v1_dot_reasoning__pb2.EmbedRequest.FromString,
+                    response_serializer=edrs_dot_reasoning_dot_v1_dot_reasoning__pb2.EmbedResponse.SerializeToString,
+            ),
+            'GetModelInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetModelInfo,
+                    request_deserializer=edrs_dot_reasoning_dot_v1_dot_reasoning__pb2.GetModelInfoRequest.FromString,
+                    response_serializer=edrs_dot_reasoning_dot_v1_dot_reasoning__pb2.ModelInfo.SerializeToString,
+            ),
             'GetTrace': grpc.unary_unary_rpc_method_handler(
                     servicer.GetTrace,
                     request_deserializer=edrs_dot_reasoning_dot_v1_dot_reasoning__pb2.GetTraceRequest.FromString,
@@ -87,8 +143,90 @@ def add_ReasoningServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class ReasoningService:
-    """ReasoningService exposes the reasoning traces of the calling tenant (`x-edrs-client-id`).
+    """ReasoningService runs the models for the calling tenant (`x-edrs-client-id`) and keeps a trace of
+    every reasoning call.
     """
+
+    @staticmethod
+    def Reason(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/edrs.reasoning.v1.ReasoningService/Reason',
+            edrs_dot_reasoning_dot_v1_dot_reasoning__pb2.ReasonRequest.SerializeToString,
+            edrs_dot_reasoning_dot_v1_dot_reasoning__pb2.ReasonResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Embed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.reasoning.v1.ReasoningService/Embed',
+            edrs_dot_reasoning_dot_v1_dot_reasoning__pb2.EmbedRequest.SerializeToString,
+            edrs_dot_reasoning_dot_v1_dot_reasoning__pb2.EmbedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetModelInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.reasoning.v1.ReasoningService/GetModelInfo',
+            edrs_dot_reasoning_dot_v1_dot_reasoning__pb2.GetModelInfoRequest.SerializeToString,
+            edrs_dot_reasoning_dot_v1_dot_reasoning__pb2.ModelInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def GetTrace(request,

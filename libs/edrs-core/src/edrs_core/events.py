@@ -1,0 +1,81 @@
+"""A service's own events: written to its outbox in the caller's transaction, relayed to the bus.
+
+    events = await start_service_events(rt)          # once, in the service's build()
+    async with rt.db.acquire() as conn, conn.transaction():
+        ...                                          # the state change
+        await events.add(conn, "memory.episode_stored", {...}, aggregate_id=str(episode_id))
+
+The relay runs for the life of the service and publishes with the event id as the broker's dedup
+id, so a crash between commit and publish neither loses nor duplicates an event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+import asyncpg
+from edrs_events import BaseEvent, Priority, connect_bus
+from edrs_events.outbox import Outbox, install_outbox
+from edrs_events.relay import OutboxRelay
+
+from edrs_core.context import client_id_var, request_id_var
+from edrs_core.runtime import Runtime
+
+
+class ServiceEvents:
+    """Builds events stamped with this service and the current call's tenant, into the outbox."""
+
+    def __init__(self, source: str, outbox: Outbox | None = None) -> None:
+        self.source = source
+        self.outbox = outbox or Outbox()
+
+    def event(
+        self,
+        event_type: str,
+        payload: Mapping[str, Any],
+        *,
+        priority: Priority = Priority.NORMAL,
+        client_id: str | None = None,
+    ) -> BaseEvent:
+        """One event of this service in the current call's tenant, correlated by its request id."""
+        return BaseEvent(
+            event_type=event_type,
+            source_container=self.source,
+            priority=priority,
+            client_id=client_id or client_id_var.get(),
+            correlation_id=request_id_var.get(),
+            payload=dict(payload),
+        )
+
+    async def add(
+        self,
+        conn: asyncpg.Connection,
+        event_type: str,
+        payload: Mapping[str, Any],
+        *,
+        priority: Priority = Priority.NORMAL,
+        aggregate_id: str | None = None,
+    ) -> BaseEvent:
+        """Validate against the catalog and write in `conn`'s transaction; returns the event."""
+        event = self.event(event_type, payload, priority=priority)
+        await self.outbox.add(conn, event, aggregate_id=aggregate_id)
+        return event
+
+
+async def start_service_events(rt: Runtime) -> ServiceEvents:
+    """Install the outbox table, start the relay to the bus, and return the service's writer."""
+    async with rt.db.acquire() as conn:
+        await install_outbox(conn)
+    bus = await connect_bus(rt.settings.nats_url)
+    relay = OutboxRelay(rt.settings.database_url, bus, poll_interval=1.0)
+    stop = asyncio.Event()
+    rt.spawn(relay.run(stop), f"{rt.settings.service_name}-outbox-relay")
+
+    async def close() -> None:
+        stop.set()
+        await bus.close()
+
+    rt.on_close(close)
+    return ServiceEvents(rt.settings.service_name)
