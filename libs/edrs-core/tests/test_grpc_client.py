@@ -40,6 +40,11 @@ class Scripted(persona_pb2_grpc.PersonaServiceServicer):
     async def CreatePersona(self, request, context):  # noqa: N802
         return await self._answer("CreatePersona", context)
 
+    async def Converse(self, request, context):  # noqa: N802 (a server-streaming method)
+        self.calls.append("Converse")
+        self.metadata.append(dict(context.invocation_metadata()))
+        yield persona_pb2.ConverseEvent(started=persona_pb2.TurnStarted())
+
 
 @pytest.fixture
 async def server() -> AsyncIterator[tuple[Scripted, str]]:
@@ -133,6 +138,19 @@ async def test_tenant_request_id_and_trace_context_travel_with_the_call(server, 
     seen = servicer.metadata[-1]
     assert seen["x-edrs-client-id"] == "tenant-7"
     assert seen["x-request-id"] == "req-42"
+    assert seen["traceparent"].split("-")[1] == trace_id
+
+
+async def test_streaming_calls_carry_the_tenant_and_request_id_too(server, peers) -> None:
+    servicer, _ = server
+    configure_tracing("caller", None)
+    tracer = trace.get_tracer("test")
+    with request_context("tenant-7", "req-43"), tracer.start_as_current_span("caller.op") as span:
+        events = [e async for e in stub(peers).Converse(persona_pb2.ConverseRequest())]
+        trace_id = format(span.get_span_context().trace_id, "032x")
+    assert [e.WhichOneof("kind") for e in events] == ["started"]
+    seen = servicer.metadata[-1]
+    assert (seen["x-edrs-client-id"], seen["x-request-id"]) == ("tenant-7", "req-43")
     assert seen["traceparent"].split("-")[1] == trace_id
 
 

@@ -2,11 +2,13 @@
 
 from edrs_core import validation
 from edrs_core.errors import (
+    Aborted,
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    ResourceExhausted,
     ServiceError,
     Unauthenticated,
     Unavailable,
@@ -16,12 +18,14 @@ from edrs_core.runtime import Runtime, ServiceDefinition, run_service
 from edrs_core.settings import ServiceSettings, SettingsError, load_settings
 
 __all__ = [
+    "Aborted",
     "AlreadyExists",
     "FailedPrecondition",
     "GrpcService",
     "InvalidArgument",
     "NotFound",
     "PermissionDenied",
+    "ResourceExhausted",
     "Runtime",
     "ServiceDefinition",
     "ServiceError",

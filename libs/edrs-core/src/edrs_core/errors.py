@@ -32,6 +32,14 @@ class FailedPrecondition(ServiceError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
+class ResourceExhausted(ServiceError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class Aborted(ServiceError):
+    code = grpc.StatusCode.ABORTED
+
+
 class PermissionDenied(ServiceError):
     code = grpc.StatusCode.PERMISSION_DENIED
 

@@ -96,10 +96,7 @@ def _not_a_peer_failure(exc: BaseException) -> bool:
     return isinstance(exc, grpc.aio.AioRpcError) and exc.code() not in _TRANSPORT_FAILURES
 
 
-class _ClientInterceptor(
-    grpc.aio.UnaryUnaryClientInterceptor,
-    grpc.aio.UnaryStreamClientInterceptor,
-):
+class _ClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
     def __init__(
         self, caller: str, peer: str, timeout: float, breakers: AsyncCircuitBreakerFactory
     ) -> None:
@@ -156,6 +153,19 @@ class _ClientInterceptor(
             return await continuation(self._details(details), request)
 
 
+class _StreamClientInterceptor(grpc.aio.UnaryStreamClientInterceptor):
+    """The same interceptor for server-streaming calls: a grpc.aio channel files each interceptor
+    under the first call kind it implements, so one object cannot serve both kinds."""
+
+    def __init__(self, inner: _ClientInterceptor) -> None:
+        self.inner = inner
+
+    async def intercept_unary_stream(
+        self, continuation: Callable[..., Any], details: grpc.aio.ClientCallDetails, request: Any
+    ) -> Any:
+        return await self.inner.intercept_unary_stream(continuation, details, request)
+
+
 class PeerChannels:
     """One channel per peer, created on first use and closed with the service."""
 
@@ -187,7 +197,7 @@ class PeerChannels:
             interceptor = _ClientInterceptor(self.caller, peer, self.timeout, self.breakers)
             self._channels[peer] = grpc.aio.insecure_channel(
                 address,
-                interceptors=[interceptor],
+                interceptors=[interceptor, _StreamClientInterceptor(interceptor)],
                 options=[
                     ("grpc.enable_retries", 1),
                     ("grpc.service_config", retry_service_config(peer_service_descriptors(peer))),

@@ -138,6 +138,22 @@ class ObservabilityMiddleware:
                 metrics.HTTP_LATENCY.labels(*labels).observe(elapsed)
                 if status >= 500:
                     metrics.HTTP_ERRORS.labels(*labels, str(status)).inc()
+                # One JSON access line per request, inside the span so it carries the trace id;
+                # probes stay at DEBUG, or they would be most of every log.
+                probe = template.startswith(("/health", "/metrics"))
+                log.log(
+                    logging.DEBUG if probe else logging.INFO,
+                    "http %s %s %s",
+                    scope["method"],
+                    template,
+                    status,
+                    extra={
+                        "http_method": scope["method"],
+                        "http_route": template,
+                        "status": status,
+                        "duration_ms": round(elapsed * 1e3, 3),
+                    },
+                )
 
 
 async def _http_problem(request: Request, exc: Exception) -> JSONResponse:
