@@ -10,7 +10,8 @@ SERVICES := gateway persona memory knowledge reasoning task research integration
 # Every local package, installed editable in one resolver run so they find each other.
 PACKAGES := -e libs/edrs-proto[gen] -e libs/edrs-core[embedded] \
             -e libs/edrs-events[postgres,pulsar,cli,test] -e libs/edrs-cli \
-            $(foreach s,$(SERVICES),-e services/$(s))
+            $(foreach s,$(filter-out reasoning,$(SERVICES)),-e services/$(s)) \
+            -e services/reasoning[openai-test]
 
 INSTALL_INPUTS := requirements-dev.txt constraints.txt $(wildcard libs/*/pyproject.toml services/*/pyproject.toml)
 
@@ -22,6 +23,11 @@ help:
 	@echo "make lint    ruff + mypy;  make format  ruff format"
 	@echo "make proto   regenerate libs/edrs-proto from protos/"
 	@echo "make bench   run the benchmarks (figures, no pass/fail on time)"
+
+# llama-cpp-python builds from source (about 10 minutes on 2 cores; pip caches the wheel). A native
+# build (-march=native) crashed at the first decode on CI-class CPUs, so build for the common
+# x86-64 baseline instead.
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AMX=OFF -DGGML_AVX512=OFF
 
 $(STAMP): $(INSTALL_INPUTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

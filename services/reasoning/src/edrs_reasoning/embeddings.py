@@ -1,0 +1,148 @@
+"""The sentence embedding model, with concurrent Embed calls micro-batched into one encode call."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edrs_core import SettingsError
+
+log = logging.getLogger("edrs.reasoning.embeddings")
+
+
+@dataclass
+class _Pending:
+    texts: Sequence[str]
+    future: asyncio.Future[list[list[float]]]
+
+
+class Embedder:
+    """Encodes texts into L2-normalised vectors.
+
+    Calls that arrive within `window_seconds` of each other, or while an encode is running, share
+    the next encode call (up to `batch_size` texts, a single call's texts never split): torch runs
+    one batch of 32 short texts in about the time of a few single ones on CPU."""
+
+    def __init__(
+        self, model: Any, name: str, dimensions: int, batch_size: int, window_seconds: float
+    ) -> None:
+        self.model = model
+        self.name = name
+        self.dimensions = dimensions
+        self.batch_size = batch_size
+        self.window_seconds = window_seconds
+        self._pending: list[_Pending] = []
+        self._pending_texts = 0
+        self._full = asyncio.Event()
+        self._worker: asyncio.Task[None] | None = None
+        # torch releases the GIL while encoding; one encode at a time keeps its threads for it.
+        self._encode_lock = threading.Lock()
+
+    @classmethod
+    async def load(
+        cls,
+        path: Path,
+        *,
+        name: str,
+        dimensions: int,
+        device: str,
+        precision: str,
+        batch_size: int,
+        window_seconds: float,
+    ) -> Embedder:
+        """Load the model in a worker thread (torch import and weights take seconds)."""
+        model = await asyncio.to_thread(_load_model, path, device, precision)
+        # sentence-transformers 6 renamed the method; older releases only have the long name.
+        dimension = getattr(model, "get_embedding_dimension", None) or (
+            model.get_sentence_embedding_dimension
+        )
+        actual = dimension()
+        if actual != dimensions:
+            raise SettingsError(
+                f"EDRS_REASONING_EMBEDDING_DIMENSIONS is {dimensions} but the model at {path} "
+                f"produces {actual}-dimensional vectors"
+            )
+        return cls(model, name, dimensions, batch_size, window_seconds)
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """One vector per text, in order."""
+        future: asyncio.Future[list[list[float]]] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending(texts, future))
+        self._pending_texts += len(texts)
+        if self._pending_texts >= self.batch_size:
+            self._full.set()
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._drain(), name="embedding-batcher")
+        return await future
+
+    async def _drain(self) -> None:
+        while self._pending:
+            if not self._full.is_set() and self.window_seconds > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._full.wait(), self.window_seconds)
+            batch = self._take_batch()
+            texts = [t for p in batch for t in p.texts]
+            try:
+                vectors = await asyncio.to_thread(self._encode, texts)
+            except Exception as exc:
+                for p in batch:
+                    if not p.future.done():
+                        p.future.set_exception(exc)
+                continue
+            start = 0
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_result(vectors[start : start + len(p.texts)])
+                start += len(p.texts)
+
+    def _take_batch(self) -> list[_Pending]:
+        batch: list[_Pending] = []
+        count = 0
+        while self._pending and (
+            not batch or count + len(self._pending[0].texts) <= self.batch_size
+        ):
+            item = self._pending.pop(0)
+            if item.future.cancelled():
+                self._pending_texts -= len(item.texts)
+                continue
+            batch.append(item)
+            count += len(item.texts)
+        self._pending_texts -= count
+        if self._pending_texts < self.batch_size:
+            self._full.clear()
+        return batch
+
+    def _encode(self, texts: list[str]) -> list[list[float]]:
+        with self._encode_lock:
+            matrix = self.model.encode(
+                texts,
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+        return [row.astype("float32").tolist() for row in matrix]
+
+
+def _load_model(path: Path, device: str, precision: str) -> Any:
+    # Set before sentence-transformers imports huggingface_hub, which reads it once: the model is
+    # a local folder and the service must never reach for the hub.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # a tqdm bar per load, outside the JSON logs
+
+    model = SentenceTransformer(str(path), device="cuda" if device == "gpu" else "cpu")
+    if precision == "float16":
+        model = model.half()
+    log.info("embedding model loaded", extra={"path": str(path), "device": device})
+    return model

