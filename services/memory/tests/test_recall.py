@@ -7,25 +7,21 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 import pytest
-from edrs_memory.recall import (
-    RecallPolicy,
-    RecallWeights,
-    rank,
-    recency,
-    score,
-    text_relevance,
-)
-from edrs_memory.store import Memory, RecallCandidate
-from edrs_memory.store.postgres import any_word_query
+from edrs_memory.recall import RecallPolicy, RecallWeights, rank, recency, relevance, score
+from edrs_memory.store import Episode, RecallCandidate
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 WEEK = timedelta(days=7)
 
 
 def candidate(
-    n: int, *, age: timedelta = timedelta(0), importance: float = 0.5, text_rank: float = 0.0
+    n: int,
+    *,
+    age: timedelta = timedelta(0),
+    importance: float = 0.5,
+    similarity: float | None = None,
 ) -> RecallCandidate:
-    memory = Memory(
+    episode = Episode(
         id=UUID(int=n),
         persona_id=UUID(int=1000),
         user_id="u",
@@ -33,19 +29,17 @@ def candidate(
         importance=importance,
         created_at=NOW - age,
     )
-    return RecallCandidate(memory=memory, text_rank=text_rank)
+    return RecallCandidate(episode=episode, similarity=similarity)
 
 
-def test_relevance_is_rank_over_rank_plus_one() -> None:
-    assert text_relevance(0.0) == 0.0
-    assert text_relevance(1.0) == 0.5
-    assert text_relevance(3.0) == 0.75
-    assert 0.99 < text_relevance(1000.0) < 1.0
+def test_relevance_is_cosine_similarity_clamped_to_zero_one() -> None:
+    assert relevance(0.42) == 0.42
+    assert relevance(-0.3) == 0.0
+    assert relevance(1.0000001) == 1.0
 
 
-def test_relevance_grows_with_rank() -> None:
-    values = [text_relevance(r) for r in (0.1, 0.5, 1, 2, 10)]
-    assert values == sorted(values)
+def test_relevance_without_embedding_is_zero() -> None:
+    assert relevance(None) == 0.0
 
 
 def test_recency_halves_every_half_life() -> None:
@@ -82,38 +76,25 @@ def test_a_perfect_memory_scores_one() -> None:
 
 
 def test_rank_puts_the_relevant_memory_above_a_more_important_one() -> None:
-    relevant = candidate(1, text_rank=1.0, importance=0.5)
+    relevant = candidate(1, similarity=0.6, importance=0.5)
     important = candidate(2, importance=0.9)
     best = rank([important, relevant], now=NOW, limit=10, policy=RecallPolicy())
-    assert [s.memory.id for s in best] == [UUID(int=1), UUID(int=2)]
+    assert [s.episode.id for s in best] == [UUID(int=1), UUID(int=2)]
 
 
 def test_rank_prefers_recent_memories_when_nothing_else_differs() -> None:
     old = candidate(1, age=timedelta(days=30))
     new = candidate(2, age=timedelta(hours=1))
     best = rank([old, new], now=NOW, limit=10, policy=RecallPolicy())
-    assert [s.memory.id for s in best] == [UUID(int=2), UUID(int=1)]
+    assert [s.episode.id for s in best] == [UUID(int=2), UUID(int=1)]
     assert best[0].parts.recency > best[1].parts.recency
 
 
 def test_rank_keeps_only_the_limit_best() -> None:
     candidates = [candidate(n, importance=n / 10) for n in range(1, 10)]
     best = rank(candidates, now=NOW, limit=3, policy=RecallPolicy())
-    assert [s.memory.id.int for s in best] == [9, 8, 7]
+    assert [s.episode.id.int for s in best] == [9, 8, 7]
 
 
 def test_rank_of_nothing_is_empty() -> None:
     assert rank([], now=NOW, limit=10, policy=RecallPolicy()) == []
-
-
-def test_recall_query_matches_any_of_its_words() -> None:
-    assert any_word_query("hiking trips") == "hiking or trips"
-
-
-def test_recall_query_drops_websearch_operators() -> None:
-    assert any_word_query('-"cats" OR dogs!') == "cats or OR or dogs"
-
-
-def test_recall_query_without_words_matches_nothing() -> None:
-    assert any_word_query("") is None
-    assert any_word_query(" ?! ") is None

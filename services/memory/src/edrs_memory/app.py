@@ -1,25 +1,54 @@
-"""Wires the memory service: its store, its gRPC servicer, its migrations."""
+"""Wires the memory service: its store, working memory, embedder, maintenance job and servicer."""
 
 from datetime import timedelta
 from importlib.resources import files
 
 from edrs_core import GrpcService, Runtime, ServiceDefinition
+from edrs_core.events import start_service_events
 from edrs_proto.memory.v1 import memory_pb2, memory_pb2_grpc
 
 from edrs_memory.config import MemorySettings
+from edrs_memory.embeddings import GrpcEmbedder
 from edrs_memory.recall import RecallPolicy
+from edrs_memory.retention import maintain, run_maintenance
 from edrs_memory.server import MemoryServicer
 from edrs_memory.store.postgres import PostgresMemoryStore
+from edrs_memory.working import WorkingMemory
 
 
-def build(rt: Runtime) -> list[GrpcService]:
+async def build(rt: Runtime) -> list[GrpcService]:
     settings = rt.settings
     assert isinstance(settings, MemorySettings)
+    assert rt.redis is not None, "memory uses Redis (settings require redis_url)"
+    store = PostgresMemoryStore(rt.db, await start_service_events(rt))
+    stored = await store.embedding_dimensions()
+    if stored != settings.embedding_dimensions:
+        raise RuntimeError(
+            f"EDRS_MEMORY_EMBEDDING_DIMENSIONS is {settings.embedding_dimensions} but the episodes "
+            f"table stores vector({stored}); a new migration must change the column first"
+        )
     policy = RecallPolicy(
         half_life=timedelta(days=settings.recall_half_life_days),
-        candidates=settings.recall_candidates,
+        nearest=settings.recall_candidates,
+        recent=settings.recall_recent,
     )
-    servicer = MemoryServicer(PostgresMemoryStore(rt.db), policy)
+    working = WorkingMemory(
+        rt.redis,
+        store,
+        default_ttl=settings.working_ttl_seconds,
+        max_items=settings.working_max_items,
+    )
+    embedder = GrpcEmbedder(lambda: rt.peers.channel("reasoning"), settings.embedding_dimensions)
+    await maintain(rt.db, retention_days=settings.episode_retention_days)
+    rt.spawn(
+        run_maintenance(
+            rt.db,
+            retention_days=settings.episode_retention_days,
+            interval=settings.maintenance_interval_seconds,
+        ),
+        "memory-maintenance",
+    )
+    servicer = MemoryServicer(store, working, embedder, policy)
     return [
         GrpcService(
             memory_pb2.DESCRIPTOR.services_by_name["MemoryService"].full_name,

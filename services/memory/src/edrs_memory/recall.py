@@ -1,9 +1,13 @@
-"""Recall scoring: how well a stored memory answers a query, from its relevance, recency and importance.
+"""Recall scoring: how well a stored episode answers a query, from its relevance, recency and importance.
 
-    score = w_rel * relevance + w_rec * recency + w_imp * importance    (weights 0.5 / 0.3 / 0.2)
+    score     = 0.5 * relevance + 0.3 * recency + 0.2 * importance
+    relevance = cosine similarity of the query's and the episode's embeddings, clamped to 0..1
+                (0 when either has none: an empty query, an episode stored before embeddings)
+    recency   = 0.5 ** (age / half_life)      (half-life 7 days by default; 1 = just now)
+    importance= the episode's own 0..1 importance
 
 Every part is 0..1, so with weights summing to 1 the score is 0..1 too. The functions here are pure:
-the store supplies candidates and their full-text rank, the caller supplies the clock.
+the store supplies candidates and their similarity, the caller supplies the clock.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from edrs_memory.store import Memory, RecallCandidate
+from edrs_memory.store import Episode, RecallCandidate
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -29,7 +33,9 @@ class RecallPolicy:
 
     weights: RecallWeights = RecallWeights()
     half_life: timedelta = timedelta(days=7)
-    candidates: int = 500
+    # Nearest episodes by embedding, and most recent ones, that are scored per recall.
+    nearest: int = 50
+    recent: int = 50
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,22 +48,19 @@ class ScoreParts:
 
 @dataclass(frozen=True, kw_only=True)
 class ScoredMemory:
-    memory: Memory
+    episode: Episode
     parts: ScoreParts
 
 
-def text_relevance(text_rank: float) -> float:
-    """Relevance 0..1 from a full-text rank (PostgreSQL ts_rank_cd, 0..unbounded): rank/(rank+1).
-
-    The one place relevance is defined, so embedding similarity can replace it later.
-    """
-    if text_rank <= 0:
+def relevance(similarity: float | None) -> float:
+    """Relevance 0..1 from cosine similarity (-1..1): opposite or unrelated meanings count 0."""
+    if similarity is None:
         return 0.0
-    return text_rank / (text_rank + 1.0)
+    return min(max(similarity, 0.0), 1.0)
 
 
 def recency(age: timedelta, half_life: timedelta) -> float:
-    """1 for a memory stored now, halving every `half_life`: exp(-age / half_life * ln 2).
+    """1 for an episode stored now, halving every `half_life`: exp(-age / half_life * ln 2).
 
     A negative age (the database clock a little ahead of ours) counts as now.
     """
@@ -81,15 +84,15 @@ def rank(
     """The `limit` best candidates, best first; ties go to the newer memory."""
     scored = [
         ScoredMemory(
-            memory=c.memory,
+            episode=c.episode,
             parts=score(
-                relevance=text_relevance(c.text_rank),
-                age=now - c.memory.created_at,
-                importance=c.memory.importance,
+                relevance=relevance(c.similarity),
+                age=now - c.episode.created_at,
+                importance=c.episode.importance,
                 policy=policy,
             ),
         )
         for c in candidates
     ]
-    scored.sort(key=lambda s: (s.parts.score, s.memory.created_at, s.memory.id), reverse=True)
+    scored.sort(key=lambda s: (s.parts.score, s.episode.created_at, s.episode.id), reverse=True)
     return scored[:limit]
