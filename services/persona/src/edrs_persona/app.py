@@ -1,17 +1,39 @@
-"""Wires the persona service: its store, its gRPC servicer, its migrations."""
+"""Wires the persona service: its store, its peers, its gRPC servicer, its migrations."""
 
 from importlib.resources import files
 
 from edrs_core import GrpcService, Runtime, ServiceDefinition
+from edrs_core.events import start_service_events
 from edrs_proto.persona.v1 import persona_pb2, persona_pb2_grpc
 
 from edrs_persona.config import PersonaSettings
+from edrs_persona.conversation import Conversations
+from edrs_persona.peers import Peers
 from edrs_persona.server import PersonaServicer
 from edrs_persona.store.postgres import PostgresPersonaStore
+from edrs_persona.turns import TurnGate
 
 
-def build(rt: Runtime) -> list[GrpcService]:
-    servicer = PersonaServicer(PostgresPersonaStore(rt.db))
+async def build(rt: Runtime) -> list[GrpcService]:
+    settings = rt.settings
+    assert isinstance(settings, PersonaSettings)
+    assert rt.redis is not None  # PersonaSettings.uses_redis: required at start-up
+    events = await start_service_events(rt)
+    store = PostgresPersonaStore(rt.db, events)
+    peers = Peers(rt.peers)
+    gate = TurnGate(
+        rt.redis,
+        policy=settings.turn_policy,
+        max_queued=settings.max_queued_turns,
+        lock_seconds=settings.turn_lock_seconds,
+    )
+    conversations = Conversations(store, peers, gate, settings)
+
+    async def drain_turns() -> None:
+        await conversations.drain(settings.shutdown_grace_seconds)
+
+    rt.on_close(drain_turns)
+    servicer = PersonaServicer(store, peers, conversations)
     return [
         GrpcService(
             persona_pb2.DESCRIPTOR.services_by_name["PersonaService"].full_name,

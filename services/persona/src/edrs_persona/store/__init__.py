@@ -1,11 +1,18 @@
-"""The persona store port: what the service needs from its datastore, whatever the engine."""
+"""The persona store port: what the service needs from its datastore, whatever the engine.
+
+State changes that other services may care about write their event to the outbox in the same
+transaction, so the adapter is given the service's event writer."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 from uuid import UUID
+
+# The persona fields UpdatePersona may change, in the order listings name them.
+UPDATABLE_FIELDS = ("name", "role", "responsibilities", "skills", "tone", "instructions")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -25,12 +32,117 @@ class Persona(NewPersona):
     created_at: datetime
     updated_at: datetime
 
+    @property
+    def active(self) -> bool:
+        return self.status == "active"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConversationKey:
+    """A conversation's identity: the client's id is only unique per tenant, persona and user."""
+
+    client_id: str
+    persona_id: UUID
+    user_id: str
+    conversation_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Conversation:
+    id: str
+    persona_id: UUID
+    user_id: str
+    message_count: int
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class Message:
+    id: UUID
+    conversation_id: str
+    role: str
+    text: str
+    trace_id: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class Relationship:
+    """The persona's own record of a user; an empty one when they never talked."""
+
+    persona_id: UUID
+    user_id: str
+    notes: list[str] = field(default_factory=list)
+    interaction_count: int = 0
+    first_interaction_at: datetime | None = None
+    last_interaction_at: datetime | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Coworker:
+    """A co-worker relation seen from `persona_id`'s side."""
+
+    persona_id: UUID
+    coworker_id: UUID
+    coworker_name: str
+    coworker_role: str
+    coworker_status: str
+    relation: str
+    handover: str
+    created_at: datetime
+
 
 class PersonaStore(Protocol):
     async def create(self, client_id: str, persona: NewPersona) -> Persona: ...
 
     async def get(self, client_id: str, persona_id: UUID) -> Persona | None: ...
 
-    async def list(
-        self, client_id: str, page_token: str, page_size: int
+    async def list_personas(
+        self, client_id: str, page_token: str, page_size: int, *, include_archived: bool = False
     ) -> tuple[list[Persona], str]: ...
+
+    async def update(
+        self, client_id: str, persona_id: UUID, changes: Mapping[str, Any]
+    ) -> Persona: ...
+
+    async def archive(self, client_id: str, persona_id: UUID) -> Persona: ...
+
+    async def add_user_message(self, key: ConversationKey, text: str) -> Message: ...
+
+    async def add_reply(
+        self, key: ConversationKey, text: str, trace_id: str, latency_ms: float
+    ) -> Message: ...
+
+    async def list_conversations(
+        self, client_id: str, persona_id: UUID, user_id: str, page_token: str, page_size: int
+    ) -> tuple[list[Conversation], str]: ...
+
+    async def list_messages(
+        self, key: ConversationKey, page_token: str, page_size: int
+    ) -> tuple[list[Message], str]: ...
+
+    async def get_relationship(
+        self, client_id: str, persona_id: UUID, user_id: str
+    ) -> Relationship: ...
+
+    async def set_notes(
+        self, client_id: str, persona_id: UUID, user_id: str, notes: list[str]
+    ) -> Relationship: ...
+
+    async def forget(self, client_id: str, persona_id: UUID, user_id: str) -> int: ...
+
+    async def set_coworker(
+        self,
+        client_id: str,
+        persona_id: UUID,
+        coworker_id: UUID,
+        relation: str,
+        handover: str,
+    ) -> Coworker: ...
+
+    async def list_coworkers(self, client_id: str, persona_id: UUID) -> list[Coworker]: ...
+
+    async def remove_coworker(
+        self, client_id: str, persona_id: UUID, coworker_id: UUID
+    ) -> bool: ...

@@ -2,18 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 from uuid import UUID
 
 import asyncpg
+from edrs_core import FailedPrecondition, NotFound
+from edrs_core.events import ServiceEvents
 from edrs_core.ids import new_id
-from edrs_core.pagination import keyset_page
+from edrs_core.pagination import Cursor, decode_cursor, encode_cursor, keyset_page, page_size
 
-from edrs_persona.store import NewPersona, Persona
+from edrs_persona.store import (
+    UPDATABLE_FIELDS,
+    Conversation,
+    ConversationKey,
+    Coworker,
+    Message,
+    NewPersona,
+    Persona,
+    Relationship,
+)
 
 _COLUMNS = (
     "id, name, role, responsibilities, skills, tone, instructions, status, created_at, updated_at"
 )
+_MESSAGE_COLUMNS = "id, conversation_id, role, text, trace_id, created_at"
+_CONVERSATION_COLUMNS = "id, persona_id, user_id, message_count, created_at, updated_at"
 
 
 def _persona(row: Any) -> Persona:
@@ -31,26 +45,90 @@ def _persona(row: Any) -> Persona:
     )
 
 
+def _message(row: Any) -> Message:
+    return Message(
+        id=row["id"],
+        conversation_id=row["conversation_id"],
+        role=row["role"],
+        text=row["text"],
+        trace_id=row["trace_id"],
+        created_at=row["created_at"],
+    )
+
+
+def _conversation(row: Any) -> Conversation:
+    return Conversation(
+        id=row["id"],
+        persona_id=row["persona_id"],
+        user_id=row["user_id"],
+        message_count=row["message_count"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _relationship(persona_id: UUID, user_id: str, row: Any) -> Relationship:
+    if row is None:
+        return Relationship(persona_id=persona_id, user_id=user_id)
+    return Relationship(
+        persona_id=persona_id,
+        user_id=user_id,
+        notes=list(row["notes"]),
+        interaction_count=row["interaction_count"],
+        first_interaction_at=row["first_interaction_at"],
+        last_interaction_at=row["last_interaction_at"],
+    )
+
+
+def _coworker(row: Any) -> Coworker:
+    return Coworker(
+        persona_id=row["persona_id"],
+        coworker_id=row["coworker_id"],
+        coworker_name=row["name"],
+        coworker_role=row["role"],
+        coworker_status=row["status"],
+        relation=row["relation"],
+        handover=row["handover"],
+        created_at=row["created_at"],
+    )
+
+
 class PostgresPersonaStore:
-    def __init__(self, db: asyncpg.Pool) -> None:
+    def __init__(self, db: asyncpg.Pool, events: ServiceEvents) -> None:
         self.db = db
+        self.events = events
+
+    # -- personas ---------------------------------------------------------------------------
 
     async def create(self, client_id: str, persona: NewPersona) -> Persona:
-        row = await self.db.fetchrow(
-            f"""INSERT INTO personas
-                    (id, client_id, name, role, responsibilities, skills, tone, instructions)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-                RETURNING {_COLUMNS}""",
-            new_id(),
-            client_id,
-            persona.name,
-            persona.role,
-            persona.responsibilities,
-            persona.skills,
-            persona.tone,
-            persona.instructions,
-        )
-        return _persona(row)
+        async with self.db.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                f"""INSERT INTO personas
+                        (id, client_id, name, role, responsibilities, skills, tone, instructions)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                    RETURNING {_COLUMNS}""",
+                new_id(),
+                client_id,
+                persona.name,
+                persona.role,
+                persona.responsibilities,
+                persona.skills,
+                persona.tone,
+                persona.instructions,
+            )
+            created = _persona(row)
+            await self.events.add(
+                conn,
+                "persona.persona_created",
+                {
+                    "persona_id": str(created.id),
+                    "name": created.name,
+                    "role": created.role,
+                    "skills": created.skills,
+                },
+                aggregate_id=str(created.id),
+            )
+        return created
 
     async def get(self, client_id: str, persona_id: UUID) -> Persona | None:
         row = await self.db.fetchrow(
@@ -60,16 +138,292 @@ class PostgresPersonaStore:
         )
         return _persona(row) if row else None
 
-    async def list(
-        self, client_id: str, page_token: str, page_size: int
+    async def list_personas(
+        self, client_id: str, page_token: str, page_size: int, *, include_archived: bool = False
     ) -> tuple[list[Persona], str]:
         rows, token = await keyset_page(
             self.db,
             table="personas",
             columns=_COLUMNS,
-            where="client_id = $1",
+            where="client_id = $1" if include_archived else "client_id = $1 AND status = 'active'",
             args=[client_id],
             page_token=page_token,
             requested_size=page_size,
         )
         return [_persona(r) for r in rows], token
+
+    async def _locked(self, conn: asyncpg.Connection, client_id: str, persona_id: UUID) -> Persona:
+        row = await conn.fetchrow(
+            f"SELECT {_COLUMNS} FROM personas WHERE client_id = $1 AND id = $2 FOR UPDATE",
+            client_id,
+            persona_id,
+        )
+        if row is None:
+            raise NotFound(f"persona {persona_id} not found")
+        return _persona(row)
+
+    async def update(self, client_id: str, persona_id: UUID, changes: Mapping[str, Any]) -> Persona:
+        # Column names come from UPDATABLE_FIELDS, never from the request.
+        names = [f for f in UPDATABLE_FIELDS if f in changes]
+        async with self.db.acquire() as conn, conn.transaction():
+            current = await self._locked(conn, client_id, persona_id)
+            if not current.active:
+                raise FailedPrecondition(f"persona {persona_id} is archived and cannot be changed")
+            sets = ", ".join(f"{name} = ${i}" for i, name in enumerate(names, start=3))
+            row = await conn.fetchrow(
+                f"""UPDATE personas SET {sets}, updated_at = now()
+                    WHERE client_id = $1 AND id = $2 RETURNING {_COLUMNS}""",
+                client_id,
+                persona_id,
+                *(changes[n] for n in names),
+            )
+            await self.events.add(
+                conn,
+                "persona.persona_updated",
+                {"persona_id": str(persona_id), "fields": names},
+                aggregate_id=str(persona_id),
+            )
+        return _persona(row)
+
+    async def archive(self, client_id: str, persona_id: UUID) -> Persona:
+        async with self.db.acquire() as conn, conn.transaction():
+            current = await self._locked(conn, client_id, persona_id)
+            if not current.active:
+                return current
+            row = await conn.fetchrow(
+                f"""UPDATE personas SET status = 'archived', updated_at = now()
+                    WHERE client_id = $1 AND id = $2 RETURNING {_COLUMNS}""",
+                client_id,
+                persona_id,
+            )
+            await self.events.add(
+                conn,
+                "persona.persona_archived",
+                {"persona_id": str(persona_id)},
+                aggregate_id=str(persona_id),
+            )
+        return _persona(row)
+
+    # -- conversations ----------------------------------------------------------------------
+
+    @staticmethod
+    async def _insert_message(
+        conn: asyncpg.Connection, key: ConversationKey, role: str, text: str, trace_id: str
+    ) -> Message:
+        await conn.execute(
+            """INSERT INTO conversations (client_id, persona_id, user_id, id, message_count)
+               VALUES ($1, $2, $3, $4, 1)
+               ON CONFLICT (client_id, persona_id, user_id, id) DO UPDATE
+               SET message_count = conversations.message_count + 1, updated_at = now()""",
+            key.client_id,
+            key.persona_id,
+            key.user_id,
+            key.conversation_id,
+        )
+        row = await conn.fetchrow(
+            f"""INSERT INTO messages
+                    (id, client_id, persona_id, user_id, conversation_id, role, text, trace_id)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                RETURNING {_MESSAGE_COLUMNS}""",
+            new_id(),
+            key.client_id,
+            key.persona_id,
+            key.user_id,
+            key.conversation_id,
+            role,
+            text,
+            trace_id,
+        )
+        return _message(row)
+
+    async def add_user_message(self, key: ConversationKey, text: str) -> Message:
+        async with self.db.acquire() as conn, conn.transaction():
+            message = await self._insert_message(conn, key, "user", text, "")
+            await self.events.add(
+                conn,
+                "persona.message_received",
+                {
+                    "persona_id": str(key.persona_id),
+                    "user_id": key.user_id,
+                    "conversation_id": key.conversation_id,
+                    "message_id": str(message.id),
+                    "text": text,
+                },
+                aggregate_id=str(key.persona_id),
+            )
+        return message
+
+    async def add_reply(
+        self, key: ConversationKey, text: str, trace_id: str, latency_ms: float
+    ) -> Message:
+        async with self.db.acquire() as conn, conn.transaction():
+            message = await self._insert_message(conn, key, "assistant", text, trace_id)
+            await conn.execute(
+                """INSERT INTO relationships (client_id, persona_id, user_id, interaction_count,
+                                              first_interaction_at, last_interaction_at)
+                   VALUES ($1, $2, $3, 1, now(), now())
+                   ON CONFLICT (client_id, persona_id, user_id) DO UPDATE
+                   SET interaction_count = relationships.interaction_count + 1,
+                       first_interaction_at = coalesce(relationships.first_interaction_at, now()),
+                       last_interaction_at = now(),
+                       updated_at = now()""",
+                key.client_id,
+                key.persona_id,
+                key.user_id,
+            )
+            await self.events.add(
+                conn,
+                "persona.response_delivered",
+                {
+                    "persona_id": str(key.persona_id),
+                    "user_id": key.user_id,
+                    "conversation_id": key.conversation_id,
+                    "message_id": str(message.id),
+                    "latency_ms": max(0.0, latency_ms),
+                },
+                aggregate_id=str(key.persona_id),
+            )
+        return message
+
+    async def list_conversations(
+        self, client_id: str, persona_id: UUID, user_id: str, page_token: str, page_size_: int
+    ) -> tuple[list[Conversation], str]:
+        # Most recent first: the cursor holds the last row's (updated_at, id).
+        cursor = decode_cursor(page_token)
+        size = page_size(page_size_)
+        args: list[Any] = [client_id, persona_id, user_id]
+        condition = "client_id = $1 AND persona_id = $2 AND user_id = $3"
+        if cursor is not None:
+            condition += " AND (updated_at, id) < ($4, $5)"
+            args += [cursor.created_at, cursor.id]
+        rows = await self.db.fetch(
+            f"""SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE {condition}
+                ORDER BY updated_at DESC, id DESC LIMIT {size + 1}""",
+            *args,
+        )
+        if len(rows) <= size:
+            return [_conversation(r) for r in rows], ""
+        last = rows[size - 1]
+        token = encode_cursor(Cursor(last["updated_at"], last["id"]))
+        return [_conversation(r) for r in rows[:size]], token
+
+    async def list_messages(
+        self, key: ConversationKey, page_token: str, page_size_: int
+    ) -> tuple[list[Message], str]:
+        rows, token = await keyset_page(
+            self.db,
+            table="messages",
+            columns=_MESSAGE_COLUMNS,
+            where="client_id = $1 AND persona_id = $2 AND user_id = $3 AND conversation_id = $4",
+            args=[key.client_id, key.persona_id, key.user_id, key.conversation_id],
+            page_token=page_token,
+            requested_size=page_size_,
+        )
+        return [_message(r) for r in rows], token
+
+    # -- relationships ----------------------------------------------------------------------
+
+    async def get_relationship(
+        self, client_id: str, persona_id: UUID, user_id: str
+    ) -> Relationship:
+        row = await self.db.fetchrow(
+            """SELECT notes, interaction_count, first_interaction_at, last_interaction_at
+               FROM relationships WHERE client_id = $1 AND persona_id = $2 AND user_id = $3""",
+            client_id,
+            persona_id,
+            user_id,
+        )
+        return _relationship(persona_id, user_id, row)
+
+    async def set_notes(
+        self, client_id: str, persona_id: UUID, user_id: str, notes: list[str]
+    ) -> Relationship:
+        row = await self.db.fetchrow(
+            """INSERT INTO relationships (client_id, persona_id, user_id, notes)
+               VALUES ($1, $2, $3, $4)
+               ON CONFLICT (client_id, persona_id, user_id) DO UPDATE
+               SET notes = excluded.notes, updated_at = now()
+               RETURNING notes, interaction_count, first_interaction_at, last_interaction_at""",
+            client_id,
+            persona_id,
+            user_id,
+            notes,
+        )
+        return _relationship(persona_id, user_id, row)
+
+    async def forget(self, client_id: str, persona_id: UUID, user_id: str) -> int:
+        async with self.db.acquire() as conn, conn.transaction():
+            deleted = await conn.fetchval(
+                """WITH gone AS (
+                       DELETE FROM messages
+                       WHERE client_id = $1 AND persona_id = $2 AND user_id = $3 RETURNING 1)
+                   SELECT count(*) FROM gone""",
+                client_id,
+                persona_id,
+                user_id,
+            )
+            for table in ("conversations", "relationships"):
+                await conn.execute(
+                    f"DELETE FROM {table} WHERE client_id = $1 AND persona_id = $2 AND user_id = $3",
+                    client_id,
+                    persona_id,
+                    user_id,
+                )
+            await self.events.add(
+                conn,
+                "persona.relationship_forgotten",
+                {"persona_id": str(persona_id), "user_id": user_id},
+                aggregate_id=str(persona_id),
+            )
+        return int(deleted)
+
+    # -- co-workers -------------------------------------------------------------------------
+
+    async def set_coworker(
+        self,
+        client_id: str,
+        persona_id: UUID,
+        coworker_id: UUID,
+        relation: str,
+        handover: str,
+    ) -> Coworker:
+        async with self.db.acquire() as conn, conn.transaction():
+            # Both directions carry the same relation text; each side reads it as "we ...".
+            await conn.execute(
+                """INSERT INTO coworkers (client_id, persona_id, coworker_id, relation, handover)
+                   VALUES ($1, $2, $3, $4, $5), ($1, $3, $2, $4, $5)
+                   ON CONFLICT (client_id, persona_id, coworker_id) DO UPDATE
+                   SET relation = excluded.relation, handover = excluded.handover""",
+                client_id,
+                persona_id,
+                coworker_id,
+                relation,
+                handover,
+            )
+            row = await conn.fetchrow(
+                _COWORKER_SELECT + " AND c.coworker_id = $3", client_id, persona_id, coworker_id
+            )
+        return _coworker(row)
+
+    async def list_coworkers(self, client_id: str, persona_id: UUID) -> list[Coworker]:
+        rows = await self.db.fetch(
+            _COWORKER_SELECT + " ORDER BY c.created_at, c.coworker_id", client_id, persona_id
+        )
+        return [_coworker(r) for r in rows]
+
+    async def remove_coworker(self, client_id: str, persona_id: UUID, coworker_id: UUID) -> bool:
+        status = await self.db.execute(
+            """DELETE FROM coworkers WHERE client_id = $1
+               AND ((persona_id = $2 AND coworker_id = $3) OR (persona_id = $3 AND coworker_id = $2))""",
+            client_id,
+            persona_id,
+            coworker_id,
+        )
+        return status != "DELETE 0"
+
+
+_COWORKER_SELECT = """
+    SELECT c.persona_id, c.coworker_id, c.relation, c.handover, c.created_at,
+           p.name, p.role, p.status
+    FROM coworkers c JOIN personas p ON p.client_id = c.client_id AND p.id = c.coworker_id
+    WHERE c.client_id = $1 AND c.persona_id = $2"""
