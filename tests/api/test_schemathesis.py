@@ -14,7 +14,9 @@ import pytest
 from edrs_core import testing
 from edrs_core.testing import RunningService, running_service
 from edrs_gateway.app import definition as gateway_definition
+from edrs_memory.app import definition as memory_definition
 from edrs_persona.app import definition as persona_definition
+from edrs_reasoning.app import definition as reasoning_definition
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -25,18 +27,36 @@ MAX_EXAMPLES = 12
 
 @pytest.fixture(scope="module")
 async def gateway(postgres_engine, redis_engine, nats_engine) -> AsyncIterator[RunningService]:
-    persona = testing.engine_settings(
-        postgres_engine, redis_engine, nats_engine, database="test_st_persona", redis_db=1
-    )
-    gateway = testing.engine_settings(
-        postgres_engine, redis_engine, nats_engine, database="test_st_gateway", redis_db=0
-    )
+    def engines(service: str, redis_db: int) -> dict[str, str]:
+        return testing.engine_settings(
+            postgres_engine,
+            redis_engine,
+            nats_engine,
+            database=f"test_st_{service}",
+            redis_db=redis_db,
+        )
+
+    # Every peer a route calls (memory's recall embeds the query with the real sentence model).
     async with (
-        running_service(persona_definition, **persona) as persona_svc,
+        running_service(
+            reasoning_definition, start_timeout=180.0, **engines("reasoning", 1)
+        ) as reasoning,
+        running_service(
+            memory_definition, peers={"reasoning": reasoning.grpc_address}, **engines("memory", 1)
+        ) as memory,
+        running_service(
+            persona_definition,
+            peers={"memory": memory.grpc_address, "reasoning": reasoning.grpc_address},
+            **engines("persona", 1),
+        ) as persona_svc,
         running_service(
             gateway_definition,
-            **gateway,
-            peers={"persona": persona_svc.grpc_address},
+            **engines("gateway", 0),
+            peers={
+                "persona": persona_svc.grpc_address,
+                "memory": memory.grpc_address,
+                "reasoning": reasoning.grpc_address,
+            },
             # The development bootstrap gives a tenant and an admin to log in with.
             EDRS_ENVIRONMENT="development",
             # The fuzzer checks the API contract; thousands of calls from one tenant would

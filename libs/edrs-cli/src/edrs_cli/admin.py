@@ -340,11 +340,11 @@ async def _require_tenant(db: asyncpg.Pool, tenant_id: UUID) -> None:
         raise fail(f"no tenant with id {tenant_id}; `edrs admin create-tenant` makes one")
 
 
-def development_token_command(database_url: str, gateway_url: str) -> str | None:
-    """The curl command that gets a token for the development admin the gateway created on its
-    first development start; None when there is no such tenant (e.g. tenants were made first)."""
+def development_tenant_id(database_url: str) -> str | None:
+    """The id of the tenant the gateway created on its first development start, or None (no
+    such tenant, or the database cannot be reached)."""
     import asyncpg
-    from edrs_gateway.identity.bootstrap import DEV_ADMIN_PASSWORD, DEV_TENANT_NAME, token_curl
+    from edrs_gateway.identity.bootstrap import DEV_TENANT_NAME
 
     async def tenant_id() -> str | None:
         conn = await asyncpg.connect(database_url)
@@ -355,9 +355,17 @@ def development_token_command(database_url: str, gateway_url: str) -> str | None
         return str(found) if found else None
 
     try:
-        found = asyncio.run(tenant_id())
+        return asyncio.run(tenant_id())
     except (OSError, asyncpg.PostgresError):
         return None
+
+
+def development_token_command(database_url: str, gateway_url: str) -> str | None:
+    """The curl command that gets a token for the development admin the gateway created on its
+    first development start; None when there is no such tenant (e.g. tenants were made first)."""
+    from edrs_gateway.identity.bootstrap import DEV_ADMIN_PASSWORD, token_curl
+
+    found = development_tenant_id(database_url)
     if found is None:
         return None
     password = os.environ.get("EDRS_GATEWAY_DEV_ADMIN_PASSWORD") or DEV_ADMIN_PASSWORD

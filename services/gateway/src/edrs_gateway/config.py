@@ -60,6 +60,12 @@ class GatewaySettings(ServiceSettings):
     request_timeout_seconds: float = Field(
         default=30.0, gt=0, description="Per-request deadline; streaming endpoints are exempt"
     )
+    turn_timeout_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="Deadline of one conversation turn, queueing included (the persona service's "
+        "Converse call); a JSON reply is also bound by the request timeout",
+    )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Browser origins allowed by CORS, comma-separated or a JSON list; empty = none",

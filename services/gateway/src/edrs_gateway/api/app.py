@@ -10,13 +10,29 @@ from fastapi import FastAPI
 
 from edrs_gateway.api.common import problem_responses
 from edrs_gateway.api.problems import install_problem_handlers
-from edrs_gateway.api.routes import api_keys, audit, auth, events, jwks, personas, tenant, users
+from edrs_gateway.api.routes import (
+    api_keys,
+    audit,
+    auth,
+    conversations,
+    coworkers,
+    events,
+    jwks,
+    memories,
+    personas,
+    relationships,
+    tenant,
+    traces,
+    users,
+    ws,
+)
 from edrs_gateway.auth.middleware import AuthenticationMiddleware
 from edrs_gateway.auth.principal import Principal
 from edrs_gateway.context import GatewayContext
 from edrs_gateway.edge import (
     TIER_LIMITS,
     BodyLimitMiddleware,
+    DlpGuard,
     DlpMiddleware,
     DlpScanner,
     Hit,
@@ -65,7 +81,13 @@ def create_api(ctx: GatewayContext, event_bus: EventBus) -> FastAPI:
     app.include_router(api_keys.router, prefix=API_PREFIX)
     app.include_router(audit.router, prefix=API_PREFIX)
     app.include_router(personas.router, prefix=API_PREFIX)
+    app.include_router(conversations.router, prefix=API_PREFIX)
+    app.include_router(relationships.router, prefix=API_PREFIX)
+    app.include_router(memories.router, prefix=API_PREFIX)
+    app.include_router(coworkers.router, prefix=API_PREFIX)
+    app.include_router(traces.router, prefix=API_PREFIX)
     app.include_router(events.router, prefix=API_PREFIX)
+    app.include_router(ws.router, prefix=API_PREFIX)
     _document_edge_responses(app)
     return app
 
@@ -120,13 +142,18 @@ def _add_edge(app: FastAPI, ctx: GatewayContext) -> None:
             details={"hits": [{"kind": h.kind, "pointer": h.pointer} for h in hits]},
         )
 
+    scanner, policies = DlpScanner(), TenantPolicies(ctx.runtime.db)
     app.add_middleware(
         DlpMiddleware,
-        scanner=DlpScanner(),
-        policy_of=TenantPolicies(ctx.runtime.db).dlp_policy,
+        scanner=scanner,
+        policy_of=policies.dlp_policy,
         on_hits=record_dlp_hits,
         exempt_paths=DLP_EXEMPT_PATHS,
     )
+    # The WebSocket is outside the HTTP middlewares' reach: it applies the same DLP and rate
+    # limits to each message frame itself (api/routes/ws.py).
+    app.state.dlp = DlpGuard(scanner, policies.dlp_policy, record_dlp_hits)
+    app.state.rate_limiter = None
     app.add_middleware(
         IdempotencyMiddleware, store=IdempotencyStore(redis), exempt_paths=AUTH_PATHS
     )
@@ -138,11 +165,9 @@ def _add_edge(app: FastAPI, ctx: GatewayContext) -> None:
                 for tier, o in settings.rate_limit_overrides.items()
             },
         }
-        app.add_middleware(
-            RateLimitMiddleware,
-            limiter=RateLimiter(redis, limits=limits),
-            exempt_paths=STREAM_PATHS,
-        )
+        limiter = RateLimiter(redis, limits=limits)
+        app.add_middleware(RateLimitMiddleware, limiter=limiter, exempt_paths=STREAM_PATHS)
+        app.state.rate_limiter = limiter
     # Verifies the bearer token of every request and leaves the Principal in the scope state for
     # routes (`require`) and for the middlewares inside it (rate limits, idempotency, DLP).
     app.add_middleware(AuthenticationMiddleware, tokens=ctx.tokens, revocations=ctx.revocations)

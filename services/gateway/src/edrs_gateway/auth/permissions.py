@@ -19,6 +19,12 @@ class Permission(StrEnum):
     PERSONAS_READ = "personas:read"
     PERSONAS_WRITE = "personas:write"
     CONVERSE = "conversations:write"
+    # The caller's own conversations, relationship and memories with a persona.
+    CONVERSATIONS_READ = "conversations:read"
+    # Reasoning traces labelled with the caller's own user id ...
+    TRACES_READ = "traces:read"
+    # ... and every trace of the tenant.
+    TRACES_READ_ALL = "traces:read_all"
 
 
 _READ = {
@@ -29,7 +35,15 @@ _READ = {
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     "admin": frozenset(Permission),
-    "member": frozenset(_READ | {Permission.PERSONAS_WRITE, Permission.CONVERSE}),
+    "member": frozenset(
+        _READ
+        | {
+            Permission.PERSONAS_WRITE,
+            Permission.CONVERSE,
+            Permission.CONVERSATIONS_READ,
+            Permission.TRACES_READ,
+        }
+    ),
     "integrator": frozenset(_READ | {Permission.EVENTS_PUBLISH}),
     "viewer": frozenset(_READ),
 }

@@ -1,7 +1,15 @@
 """Edge protections in front of every route: rate limits, idempotency, DLP, body limit, timeouts,
 security headers and CORS. Each is a pure ASGI middleware the app wires in."""
 
-from edrs_gateway.edge.dlp import DlpMiddleware, DlpPolicy, DlpScanner, Hit
+from edrs_gateway.edge.dlp import (
+    DlpGuard,
+    DlpMiddleware,
+    DlpPolicy,
+    DlpScanner,
+    Hit,
+    Verdict,
+    blocked_problem,
+)
 from edrs_gateway.edge.idempotency import IdempotencyMiddleware, IdempotencyStore
 from edrs_gateway.edge.policies import TenantPolicies
 from edrs_gateway.edge.ratelimit import TIER_LIMITS, RateLimiter, RateLimitMiddleware, TierLimits
@@ -15,6 +23,7 @@ from edrs_gateway.edge.security import (
 __all__ = [
     "TIER_LIMITS",
     "BodyLimitMiddleware",
+    "DlpGuard",
     "DlpMiddleware",
     "DlpPolicy",
     "DlpScanner",
@@ -27,5 +36,7 @@ __all__ = [
     "TenantPolicies",
     "TierLimits",
     "TimeoutMiddleware",
+    "Verdict",
+    "blocked_problem",
     "cors_middleware",
 ]

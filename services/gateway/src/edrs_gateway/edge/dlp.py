@@ -251,6 +251,67 @@ PolicyOf = Callable[[str], Awaitable[DlpPolicy]]
 OnHits = Callable[[Principal | None, list[Hit]], Awaitable[None]]
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """What the tenant's policy made of a document: its redacted copy, the hits, and whether the
+    policy blocks it."""
+
+    clean: Any
+    hits: list[Hit]
+    blocked: bool
+
+
+class DlpGuard:
+    """Scan a document, report its hits and apply the caller's tenant policy (cached a few
+    seconds). The HTTP middleware uses it for bodies; the WebSocket for each message frame."""
+
+    def __init__(
+        self,
+        scanner: DlpScanner,
+        policy_of: PolicyOf,
+        on_hits: OnHits,
+        *,
+        policy_cache_seconds: float = 30.0,
+        anonymous_policy: DlpPolicy = "redact",
+    ) -> None:
+        self.scanner = scanner
+        self.policy_of = policy_of
+        self.on_hits = on_hits
+        self.anonymous_policy = anonymous_policy
+        self._policies = _TtlCache(policy_cache_seconds)
+
+    async def policy(self, principal: Principal | None) -> DlpPolicy:
+        if principal is None:
+            return self.anonymous_policy
+        cached = self._policies.get(principal.tenant_id)
+        if cached is None:
+            cached = await self.policy_of(principal.tenant_id)
+            self._policies.put(principal.tenant_id, cached)
+        return cached
+
+    async def inspect(self, principal: Principal | None, document: Any) -> Verdict:
+        clean, hits = self.scanner.scan_json(document)
+        if not hits:
+            return Verdict(document, [], blocked=False)
+        try:
+            await self.on_hits(principal, hits)
+        except Exception:
+            # A failing audit sink must not let the data through unredacted, nor fail the call.
+            log.exception("recording %d DLP hits failed", len(hits))
+        return Verdict(clean, hits, blocked=await self.policy(principal) == "block")
+
+
+def blocked_problem(hits: Sequence[Hit]) -> tuple[str, list[dict[str, Any]]]:
+    """The detail and `errors` of a 422 `sensitive_data_blocked`."""
+    kinds = sorted({h.kind for h in hits})
+    detail = f"the request holds sensitive data ({', '.join(kinds)}); remove it and retry"
+    errors = [
+        {"in": "body", "pointer": h.pointer, "kind": h.kind, "detail": f"{h.kind} found"}
+        for h in hits
+    ]
+    return detail, errors
+
+
 class DlpMiddleware:
     """Pure ASGI: scan JSON bodies of POST/PUT/PATCH before the app sees them.
 
@@ -272,21 +333,14 @@ class DlpMiddleware:
         anonymous_policy: DlpPolicy = "redact",
     ) -> None:
         self.app = app
-        self.scanner = scanner
-        self.policy_of = policy_of
-        self.on_hits = on_hits
+        self.guard = DlpGuard(
+            scanner,
+            policy_of,
+            on_hits,
+            policy_cache_seconds=policy_cache_seconds,
+            anonymous_policy=anonymous_policy,
+        )
         self.exempt_paths = tuple(exempt_paths)
-        self.anonymous_policy = anonymous_policy
-        self._policies = _TtlCache(policy_cache_seconds)
-
-    async def _policy(self, principal: Principal | None) -> DlpPolicy:
-        if principal is None:
-            return self.anonymous_policy
-        cached = self._policies.get(principal.tenant_id)
-        if cached is None:
-            cached = await self.policy_of(principal.tenant_id)
-            self._policies.put(principal.tenant_id, cached)
-        return cached
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -312,41 +366,26 @@ class DlpMiddleware:
             document = _parse(body)
         except ValueError:
             document = None  # not JSON after all: the app's validation answers it
-        hits: list[Hit] = []
         if document is not None:
-            clean, hits = self.scanner.scan_json(document)
-        if hits:
-            principal = principal_of(scope)
-            try:
-                await self.on_hits(principal, hits)
-            except Exception:
-                # A failing audit sink must not let the data through unredacted, nor fail the call.
-                log.exception("recording %d DLP hits failed", len(hits))
-            if await self._policy(principal) == "block":
-                kinds = sorted({h.kind for h in hits})
+            verdict = await self.guard.inspect(principal_of(scope), document)
+            if verdict.blocked:
+                detail, errors = blocked_problem(verdict.hits)
                 await problem_response(
                     422,
                     "sensitive_data_blocked",
-                    f"the request holds sensitive data ({', '.join(kinds)}); remove it and retry",
+                    detail,
                     instance=scope["path"],
-                    errors=[
-                        {
-                            "in": "body",
-                            "pointer": h.pointer,
-                            "kind": h.kind,
-                            "detail": f"{h.kind} found",
-                        }
-                        for h in hits
-                    ],
+                    errors=errors,
                 )(scope, receive, send)
                 return
-            body = _dump(clean)
-            scope = {
-                **scope,
-                "headers": replace_header(
-                    scope["headers"], b"content-length", str(len(body)).encode()
-                ),
-            }
+            if verdict.hits:
+                body = _dump(verdict.clean)
+                scope = {
+                    **scope,
+                    "headers": replace_header(
+                        scope["headers"], b"content-length", str(len(body)).encode()
+                    ),
+                }
 
         delivered = False
 

@@ -7,7 +7,8 @@ from typing import Annotated, Literal
 from uuid import UUID
 
 from edrs_proto.persona.v1 import persona_pb2, persona_pb2_grpc
-from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.timestamp_pb2 import Timestamp
 from pydantic import ConfigDict, Field, JsonValue
 
@@ -73,6 +74,21 @@ class CreatePersona(ApiModel):
     )
 
 
+class UpdatePersona(ApiModel):
+    """Fields left out (or null) keep their value; lists are replaced whole."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"tone": "formal", "skills": ["research", "python"]}]}
+    )
+
+    name: str | None = Field(default=None, min_length=1, max_length=NAME_MAX, pattern=REQUIRED_LINE)
+    role: str | None = Field(default=None, min_length=1, max_length=ROLE_MAX, pattern=REQUIRED_LINE)
+    responsibilities: list[Responsibility] | None = Field(default=None, max_length=LIST_MAX_ITEMS)
+    skills: list[Skill] | None = Field(default=None, max_length=LIST_MAX_ITEMS)
+    tone: str | None = Field(default=None, max_length=TONE_MAX, pattern=SINGLE_LINE)
+    instructions: str | None = Field(default=None, max_length=INSTRUCTIONS_MAX, pattern=MULTI_LINE)
+
+
 class PersonaOut(ApiModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -131,8 +147,12 @@ def _time(ts: Timestamp) -> datetime:
     return ts.ToDatetime(tzinfo=UTC)
 
 
-def _stub(ctx: GatewayContext) -> persona_pb2_grpc.PersonaServiceStub:
+def persona_stub(ctx: GatewayContext) -> persona_pb2_grpc.PersonaServiceStub:
     return persona_pb2_grpc.PersonaServiceStub(ctx.runtime.peers.channel(PEER))
+
+
+# The `{personaId}` path parameter of every route under a persona.
+PersonaId = Annotated[UUID, Path(alias="personaId", examples=[_EXAMPLE_ID])]
 
 
 _STRING = {"schema": {"type": "string"}}
@@ -143,19 +163,23 @@ _ERRORS = {**problem_responses(*AUTHENTICATED), **upstream_responses()}
     "",
     response_model=PersonaPage,
     summary="List personas",
-    description="The tenant's personas, oldest first, one page at a time.",
+    description="The tenant's active personas (and archived ones with `includeArchived=true`), "
+    "oldest first, one page at a time.",
     responses=_ERRORS,
 )
 async def list_personas(
     ctx: Ctx,
     page: Annotated[PageRequest, Depends(page_request)],
     caller: Annotated[Principal, Depends(read_personas)],
+    include_archived: Annotated[
+        bool, Query(alias="includeArchived", description="Also list archived personas")
+    ] = False,
 ) -> PersonaPage:
-    request = persona_pb2.ListPersonasRequest()
+    request = persona_pb2.ListPersonasRequest(include_archived=include_archived)
     request.page.page_size = page.page_size
     request.page.page_token = page.page_token
     with calling(PEER, caller):
-        reply = await _stub(ctx).ListPersonas(request)
+        reply = await persona_stub(ctx).ListPersonas(request)
     return PersonaPage(
         personas=[PersonaOut.of(p) for p in reply.personas],
         next_page_token=reply.page.next_page_token,
@@ -189,7 +213,7 @@ async def create_persona(
         instructions=body.instructions,
     )
     with calling(PEER, caller):
-        created = PersonaOut.of(await _stub(ctx).CreatePersona(message))
+        created = PersonaOut.of(await persona_stub(ctx).CreatePersona(message))
     response.headers["Location"] = f"{request.url.path.rstrip('/')}/{created.id}"
     return created
 
@@ -201,11 +225,66 @@ async def create_persona(
     responses={**_ERRORS, **problem_responses(404)},
 )
 async def get_persona(
-    persona_id: Annotated[UUID, Path(alias="personaId", examples=[_EXAMPLE_ID])],
+    persona_id: PersonaId,
     ctx: Ctx,
     caller: Annotated[Principal, Depends(read_personas)],
 ) -> PersonaOut:
     with calling(PEER, caller):
         return PersonaOut.of(
-            await _stub(ctx).GetPersona(persona_pb2.GetPersonaRequest(id=str(persona_id)))
+            await persona_stub(ctx).GetPersona(persona_pb2.GetPersonaRequest(id=str(persona_id)))
         )
+
+
+@router.patch(
+    "/{personaId}",
+    response_model=PersonaOut,
+    summary="Change a persona",
+    description="Only the fields given change (lists are replaced whole); an empty body changes "
+    "nothing. An archived persona cannot be changed (409 `failed_precondition`).",
+    responses={**_ERRORS, **problem_responses(404, 409)},
+)
+async def update_persona(
+    persona_id: PersonaId,
+    body: UpdatePersona,
+    ctx: Ctx,
+    caller: Annotated[Principal, Depends(write_personas)],
+) -> PersonaOut:
+    changed = sorted(k for k, v in body.model_dump().items() if v is not None)
+    with calling(PEER, caller):
+        if not changed:
+            persona = await persona_stub(ctx).GetPersona(
+                persona_pb2.GetPersonaRequest(id=str(persona_id))
+            )
+            return PersonaOut.of(persona)
+        update = persona_pb2.UpdatePersonaRequest(
+            persona=persona_pb2.Persona(
+                id=str(persona_id),
+                name=body.name or "",
+                role=body.role or "",
+                responsibilities=body.responsibilities or [],
+                skills=body.skills or [],
+                tone=body.tone or "",
+                instructions=body.instructions or "",
+            ),
+            update_mask=FieldMask(paths=changed),
+        )
+        return PersonaOut.of(await persona_stub(ctx).UpdatePersona(update))
+
+
+@router.post(
+    "/{personaId}/archive",
+    response_model=PersonaOut,
+    summary="Archive a persona",
+    description="Kept for history, takes no new conversations; archiving twice changes nothing.",
+    responses={**_ERRORS, **problem_responses(404)},
+)
+async def archive_persona(
+    persona_id: PersonaId,
+    ctx: Ctx,
+    caller: Annotated[Principal, Depends(write_personas)],
+) -> PersonaOut:
+    with calling(PEER, caller):
+        archived = await persona_stub(ctx).ArchivePersona(
+            persona_pb2.ArchivePersonaRequest(id=str(persona_id))
+        )
+    return PersonaOut.of(archived)

@@ -1,0 +1,304 @@
+"""``edrs chat PERSONA``: talk to a persona from a terminal, replies streamed as they are written.
+
+It is a client of the gateway's public API like any other (Server-Sent Events on the messages
+route). Credentials: --token / EDRS_TOKEN, or --api-key / EDRS_API_KEY (exchanged for a token), or,
+beside a local development fleet, the development admin the gateway created on its first start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+
+from edrs_cli.supervisor import Fleet
+
+DEFAULT_STATE_DIR = Path(".edrs")
+DEFAULT_GATEWAY_URL = "http://127.0.0.1:8080"
+# Generation on a CPU takes a while; the stream itself has no end-to-end limit.
+TIMEOUT = httpx.Timeout(30.0, read=300.0)
+
+
+class ChatError(Exception):
+    """A failure to tell the user in one line (and exit 1)."""
+
+
+def gateway_url(url: str | None, state_dir: Path) -> str:
+    """--url, else the local fleet's gateway (fleet.json), else the default local port."""
+    if url:
+        return url.rstrip("/")
+    state = Fleet(state_dir).read_state() or {}
+    found = state.get("gateway_url")
+    return str(found).rstrip("/") if found else DEFAULT_GATEWAY_URL
+
+
+def _problem(reply: httpx.Response) -> str:
+    try:
+        body = reply.json()
+    except ValueError:
+        return f"HTTP {reply.status_code}"
+    return str(body.get("detail") or body.get("title") or f"HTTP {reply.status_code}")
+
+
+def access_token(
+    client: httpx.Client, token: str | None, api_key: str | None, state_dir: Path
+) -> str:
+    if token:
+        return token
+    if api_key:
+        reply = client.post("/api/v1/auth/token", json={"grantType": "apiKey", "apiKey": api_key})
+        if reply.status_code != 200:
+            raise ChatError(f"authentication failed: {_problem(reply)}")
+        return str(reply.json()["accessToken"])
+    return _development_token(client, state_dir)
+
+
+def _development_token(client: httpx.Client, state_dir: Path) -> str:
+    """The development admin's token, when a local development fleet runs in `state_dir`."""
+    from edrs_cli.admin import development_tenant_id, gateway_database_url
+
+    state = Fleet(state_dir).read_state() or {}
+    postgres = state.get("engines", {}).get("postgres", {}).get("url")
+    tenant_id = development_tenant_id(gateway_database_url(postgres)) if postgres else None
+    if tenant_id is None:
+        raise ChatError(
+            "no credentials: pass --token (or EDRS_TOKEN) or --api-key (or EDRS_API_KEY); without "
+            f"them only a local development fleet's admin is used, and none runs in {state_dir}"
+        )
+    from edrs_gateway.identity.bootstrap import DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD
+
+    password = os.environ.get("EDRS_GATEWAY_DEV_ADMIN_PASSWORD") or DEV_ADMIN_PASSWORD
+    reply = client.post(
+        "/api/v1/auth/token",
+        json={
+            "grantType": "password",
+            "tenantId": tenant_id,
+            "email": DEV_ADMIN_EMAIL,
+            "password": password,
+        },
+    )
+    if reply.status_code != 200:
+        raise ChatError(f"authentication failed (development admin): {_problem(reply)}")
+    return str(reply.json()["accessToken"])
+
+
+def resolve_persona(client: httpx.Client, persona: str) -> dict[str, Any]:
+    """PERSONA is an id, or the name of exactly one active persona (case-insensitive)."""
+    try:
+        persona_id = uuid.UUID(persona)
+    except ValueError:
+        persona_id = None
+    if persona_id is not None:
+        reply = client.get(f"/api/v1/personas/{persona_id}")
+        if reply.status_code == 404:
+            raise ChatError(f"persona {persona} not found")
+        _check(reply)
+        return dict(reply.json())
+    matches: list[dict[str, Any]] = []
+    page_token = ""
+    while True:
+        reply = client.get("/api/v1/personas", params={"pageSize": 200, "pageToken": page_token})
+        _check(reply)
+        body = reply.json()
+        matches += [p for p in body["personas"] if p["name"].casefold() == persona.casefold()]
+        page_token = body["nextPageToken"]
+        if not page_token:
+            break
+    if not matches:
+        raise ChatError(f"no persona named {persona!r}; `GET /api/v1/personas` lists them")
+    if len(matches) > 1:
+        ids = ", ".join(p["id"] for p in matches)
+        raise ChatError(f"{len(matches)} personas are named {persona!r}; pass the id: {ids}")
+    return matches[0]
+
+
+def _check(reply: httpx.Response) -> None:
+    if reply.status_code == 401:
+        raise ChatError(f"authentication failed: {_problem(reply)}")
+    if reply.status_code >= 400:
+        raise ChatError(_problem(reply))
+
+
+def sse_events(lines: Iterator[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(event, data) pairs of a text/event-stream; comments and pings are skipped."""
+    event, data = "message", list[str]()
+    for line in lines:
+        if line == "":
+            if data:
+                yield event, json.loads("\n".join(data))
+            event, data = "message", []
+        elif line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].lstrip())
+
+
+class Typing:
+    """`typing…` on the terminal until the first piece of the reply arrives."""
+
+    TEXT = "typing…"
+
+    def __init__(self) -> None:
+        self.shown = False
+        self.enabled = sys.stderr.isatty()
+
+    def show(self) -> None:
+        if self.enabled and not self.shown:
+            sys.stderr.write(self.TEXT)
+            sys.stderr.flush()
+            self.shown = True
+
+    def hide(self) -> None:
+        if self.shown:
+            sys.stderr.write("\r" + " " * len(self.TEXT) + "\r")
+            sys.stderr.flush()
+            self.shown = False
+
+
+def send(
+    client: httpx.Client,
+    persona_id: str,
+    conversation: str,
+    text: str,
+    options: dict[str, Any],
+    prefix: str = "",
+) -> dict[str, Any]:
+    """One turn: print the reply as it streams; return the `completed` body."""
+    typing = Typing()
+    with client.stream(
+        "POST",
+        f"/api/v1/personas/{persona_id}/conversations/{conversation}/messages",
+        headers={"Accept": "text/event-stream"},
+        json={"text": text, **({"options": options} if options else {})},
+    ) as reply:
+        if reply.status_code != 200:
+            reply.read()
+            if reply.status_code == 404:
+                raise ChatError(f"persona {persona_id} not found")
+            _check(reply)
+        started = False
+        for event, data in sse_events(reply.iter_lines()):
+            if event in ("accepted", "queued", "started"):
+                typing.show()
+            elif event == "delta":
+                typing.hide()
+                if not started:
+                    sys.stdout.write(prefix)
+                    started = True
+                sys.stdout.write(data["text"])
+                sys.stdout.flush()
+            elif event == "completed":
+                typing.hide()
+                sys.stdout.write("\n")
+                sys.stdout.flush()
+                return data
+            elif event == "error":
+                typing.hide()
+                raise ChatError(str(data.get("detail") or data))
+    typing.hide()
+    raise ChatError("the gateway ended the stream before the reply was complete")
+
+
+def chat(
+    persona: Annotated[str, typer.Argument(help="The persona's id or name.")],
+    message: Annotated[
+        str | None,
+        typer.Option("--message", "-m", help="Send this one message, print the reply, exit."),
+    ] = None,
+    conversation: Annotated[
+        str | None,
+        typer.Option(
+            "--conversation", "-c", help="Conversation id to continue (default: a new one)."
+        ),
+    ] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url",
+            envvar="EDRS_URL",
+            help="The gateway. Default: the local fleet's (its state dir), else "
+            f"{DEFAULT_GATEWAY_URL}.",
+            show_default=False,
+        ),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option("--token", envvar="EDRS_TOKEN", help="An access token.", show_default=False),
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            "--api-key",
+            envvar="EDRS_API_KEY",
+            help="An API key to log in with.",
+            show_default=False,
+        ),
+    ] = None,
+    max_tokens: Annotated[
+        int | None, typer.Option("--max-tokens", min=1, help="Longest reply, in tokens.")
+    ] = None,
+    temperature: Annotated[
+        float | None, typer.Option("--temperature", min=0.0, max=2.0, help="Sampling temperature.")
+    ] = None,
+    state_dir: Annotated[
+        Path,
+        typer.Option(
+            "--state-dir",
+            envvar="EDRS_STATE_DIR",
+            help="The local fleet's state dir (its gateway and development login).",
+            file_okay=False,
+        ),
+    ] = DEFAULT_STATE_DIR,
+) -> None:
+    """Talk to a persona; replies stream in as the model writes them."""
+    options: dict[str, Any] = {}
+    if max_tokens is not None:
+        options["maxTokens"] = max_tokens
+    if temperature is not None:
+        options["temperature"] = temperature
+    conversation_id = conversation or f"chat-{uuid.uuid4().hex[:12]}"
+    base = gateway_url(url, state_dir)
+    try:
+        with httpx.Client(base_url=base, timeout=TIMEOUT) as client:
+            bearer = access_token(client, token, api_key, state_dir)
+            client.headers["Authorization"] = f"Bearer {bearer}"
+            found = resolve_persona(client, persona)
+            if message is not None:
+                send(client, found["id"], conversation_id, message, options)
+                return
+            _interactive(client, found, conversation_id, options)
+    except ChatError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise typer.Exit(1) from None
+    except httpx.TransportError as exc:
+        print(f"error: cannot reach the gateway at {base}: {exc}", file=sys.stderr)
+        raise typer.Exit(1) from None
+
+
+def _interactive(
+    client: httpx.Client, persona: dict[str, Any], conversation_id: str, options: dict[str, Any]
+) -> None:
+    print(
+        f"talking to {persona['name']} ({persona['role']}), conversation {conversation_id}; "
+        "an empty line or Ctrl-D ends it",
+        file=sys.stderr,
+    )
+    while True:
+        try:
+            text = input("you> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            print(file=sys.stderr)
+            return
+        if not text:
+            return
+        try:
+            send(client, persona["id"], conversation_id, text, options, f"{persona['name']}> ")
+        except KeyboardInterrupt:
+            print("\n(interrupted)", file=sys.stderr)

@@ -1,0 +1,220 @@
+"""`/api/v1/personas/{personaId}/conversations`: talk to a persona (a JSON reply or Server-Sent
+Events) and read back the caller's conversations and their messages."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from edrs_proto.persona.v1 import persona_pb2
+from fastapi import APIRouter, Depends, Header, Path
+from pydantic import Field
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from edrs_gateway.api.common import AUTHENTICATED, PageRequest, page_request, problem_responses
+from edrs_gateway.api.grpc_errors import calling, upstream_responses
+from edrs_gateway.api.models import ApiModel, PageOf
+from edrs_gateway.api.problems import PROBLEM_JSON, ApiError
+from edrs_gateway.api.routes.personas import PersonaId, persona_stub
+from edrs_gateway.api.turns import (
+    CONVERSATION_ID_PATTERN,
+    SendMessage,
+    Turn,
+    TurnOut,
+    converse_request,
+    problem_body,
+    user_id_of,
+)
+from edrs_gateway.auth.dependencies import require
+from edrs_gateway.auth.permissions import Permission
+from edrs_gateway.auth.principal import Principal
+from edrs_gateway.context import Ctx
+
+PEER = "persona"
+router = APIRouter(prefix="/personas", tags=["conversations"])
+
+converse = require(Permission.CONVERSE)
+read_conversations = require(Permission.CONVERSATIONS_READ)
+
+ConversationId = Annotated[
+    str,
+    Path(
+        alias="conversationId",
+        pattern=CONVERSATION_ID_PATTERN,
+        description="Chosen by the client: 1..100 characters of `A-Z a-z 0-9 . _ : -`; "
+        "yours alone (another user's conversation of the same id is a different one)",
+        examples=["weekly-review"],
+    ),
+]
+EVENT_STREAM = "text/event-stream"
+
+
+class ConversationOut(ApiModel):
+    id: str
+    persona_id: UUID
+    message_count: int
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, c: persona_pb2.Conversation) -> ConversationOut:
+        return cls(
+            id=c.id,
+            persona_id=UUID(c.persona_id),
+            message_count=c.message_count,
+            created_at=c.create_time.ToDatetime(tzinfo=UTC),
+            updated_at=c.update_time.ToDatetime(tzinfo=UTC),
+        )
+
+
+class ConversationPage(PageOf):
+    conversations: list[ConversationOut]
+
+
+class MessageOut(ApiModel):
+    id: UUID
+    conversation_id: str
+    role: Literal["user", "assistant"]
+    text: str = Field(description="As stored: after the gateway's DLP redaction")
+    trace_id: str | None = Field(description="For replies: the reasoning trace behind it")
+    created_at: datetime
+
+    @classmethod
+    def of(cls, m: persona_pb2.Message) -> MessageOut:
+        return cls(
+            id=UUID(m.id),
+            conversation_id=m.conversation_id,
+            role="assistant" if m.role == "assistant" else "user",
+            text=m.text,
+            trace_id=m.trace_id or None,
+            created_at=m.create_time.ToDatetime(tzinfo=UTC),
+        )
+
+
+class MessagePage(PageOf):
+    messages: list[MessageOut]
+
+
+_ERRORS = {**problem_responses(*AUTHENTICATED, 404), **upstream_responses()}
+
+_SSE_EXAMPLE = (
+    'event: accepted\ndata: {"messageId": "0190d6a0-0000-7000-8000-0000000000b1"}\n\n'
+    "event: started\ndata: {}\n\n"
+    'event: delta\ndata: {"text": "- Sales"}\n\n'
+    'event: delta\ndata: {"text": " rose 4%"}\n\n'
+    'event: completed\ndata: {"messageId": "...", "reply": {...}, ...}\n\n'
+)
+
+
+@router.post(
+    "/{personaId}/conversations/{conversationId}/messages",
+    response_model=TurnOut,
+    summary="Send a message to a persona",
+    description=(
+        "One turn: your message in, the persona's reply out. By default the reply comes as one "
+        "JSON body once generated. With `Accept: text/event-stream` the turn streams as "
+        "Server-Sent Events: `accepted` {messageId}, `queued` {ahead} when another turn of the "
+        "conversation is running, `started` {} (the persona is typing), one `delta` {text} per "
+        "piece of the reply as the model writes it, then `completed` with the JSON body; a "
+        "failure after the stream began is an `error` event holding a problem. The text passes "
+        "the tenant's DLP policy first (redacted or refused)."
+    ),
+    responses={
+        200: {
+            "description": "The reply (JSON), or the turn as it happens (SSE)",
+            "content": {EVENT_STREAM: {"schema": {"type": "string"}, "example": _SSE_EXAMPLE}},
+        },
+        **_ERRORS,
+        409: {
+            "description": "The persona is archived, or (reject policy) a turn is running",
+            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        },
+    },
+)
+async def send_message(
+    persona_id: PersonaId,
+    conversation_id: ConversationId,
+    body: SendMessage,
+    ctx: Ctx,
+    caller: Annotated[Principal, Depends(converse)],
+    accept: Annotated[str, Header(include_in_schema=False)] = "",
+) -> Any:
+    turn = Turn(ctx, caller, converse_request(caller, persona_id, conversation_id, body))
+    try:
+        await turn.first()
+    except BaseException:
+        turn.cancel()
+        raise
+    if EVENT_STREAM not in accept.lower():
+        try:
+            return await turn.result()
+        except BaseException:
+            turn.cancel()
+            raise
+    return EventSourceResponse(_stream(turn), ping=15.0, send_timeout=30.0)
+
+
+async def _stream(turn: Turn) -> AsyncIterator[ServerSentEvent]:
+    try:
+        async for event in turn.events():
+            yield ServerSentEvent(data=json.dumps(event.data), event=event.name)
+    except ApiError as error:
+        yield ServerSentEvent(data=json.dumps(problem_body(error)), event="error")
+    finally:
+        turn.cancel()  # no-op once the call has ended
+
+
+@router.get(
+    "/{personaId}/conversations",
+    response_model=ConversationPage,
+    summary="List your conversations with a persona",
+    description="Yours only, most recent first.",
+    responses=_ERRORS,
+)
+async def list_conversations(
+    persona_id: PersonaId,
+    ctx: Ctx,
+    page: Annotated[PageRequest, Depends(page_request)],
+    caller: Annotated[Principal, Depends(read_conversations)],
+) -> ConversationPage:
+    request = persona_pb2.ListConversationsRequest(
+        persona_id=str(persona_id), user_id=user_id_of(caller)
+    )
+    request.page.page_size = page.page_size
+    request.page.page_token = page.page_token
+    with calling(PEER, caller):
+        reply = await persona_stub(ctx).ListConversations(request)
+    return ConversationPage(
+        conversations=[ConversationOut.of(c) for c in reply.conversations],
+        next_page_token=reply.page.next_page_token,
+    )
+
+
+@router.get(
+    "/{personaId}/conversations/{conversationId}/messages",
+    response_model=MessagePage,
+    summary="Read a conversation",
+    description="Its messages, oldest first; none for a conversation you never had.",
+    responses=_ERRORS,
+)
+async def list_messages(
+    persona_id: PersonaId,
+    conversation_id: ConversationId,
+    ctx: Ctx,
+    page: Annotated[PageRequest, Depends(page_request)],
+    caller: Annotated[Principal, Depends(read_conversations)],
+) -> MessagePage:
+    request = persona_pb2.ListMessagesRequest(
+        persona_id=str(persona_id), user_id=user_id_of(caller), conversation_id=conversation_id
+    )
+    request.page.page_size = page.page_size
+    request.page.page_token = page.page_token
+    with calling(PEER, caller):
+        reply = await persona_stub(ctx).ListMessages(request)
+    return MessagePage(
+        messages=[MessageOut.of(m) for m in reply.messages],
+        next_page_token=reply.page.next_page_token,
+    )

@@ -1,0 +1,322 @@
+"""`/api/v1/ws`: conversations over one WebSocket, both ways, several at once, with typing frames.
+
+Authentication (browsers cannot set headers on a WebSocket): `Authorization: Bearer <token>`, or
+`?access_token=<token>`, or the subprotocol `bearer.<token>` (offer `edrs.v1` beside it and the
+server selects that). Without a valid token the socket is closed with 4401, without the
+`conversations:write` permission with 4403; when the token expires, with 4401.
+
+Client frames (JSON text): `message` {personaId, conversationId, text, options?, requestId?},
+`typing` (the user is typing: accepted, not forwarded), `ping`. Server frames: `accepted`,
+`queued`, `typing` (state `started` when the persona starts, `stopped` when its turn ends),
+`delta`, `completed` (the same body as the HTTP reply), `error` {problem}, `pong`; each names its
+conversationId and requestId. A bad frame gets an `error` frame; the socket stays open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from edrs_core.context import request_context
+from fastapi import APIRouter, WebSocket
+from opentelemetry import trace
+from pydantic import Field, TypeAdapter, ValidationError
+from redis.exceptions import RedisError
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from edrs_gateway.api.models import SINGLE_LINE, ApiModel
+from edrs_gateway.api.problems import ApiError
+from edrs_gateway.api.turns import (
+    CONVERSATION_ID_PATTERN,
+    SendMessage,
+    Turn,
+    converse_request,
+    problem_body,
+)
+from edrs_gateway.auth.dependencies import may
+from edrs_gateway.auth.permissions import Permission
+from edrs_gateway.auth.principal import Principal
+from edrs_gateway.auth.tokens import InvalidToken
+from edrs_gateway.context import GatewayContext
+from edrs_gateway.edge import DlpGuard, RateLimiter, blocked_problem
+
+log = logging.getLogger("edrs.gateway.ws")
+router = APIRouter(tags=["conversations"])
+
+SUBPROTOCOL = "edrs.v1"
+BEARER_SUBPROTOCOL = "bearer."
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
+# RFC 6455: a close reason is at most 123 bytes.
+_REASON_BYTES = 123
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,100}$"
+
+
+class MessageFrame(SendMessage):
+    type: Literal["message"]
+    persona_id: UUID
+    conversation_id: str = Field(pattern=CONVERSATION_ID_PATTERN)
+    request_id: str | None = Field(default=None, pattern=REQUEST_ID_PATTERN)
+
+
+class TypingFrame(ApiModel):
+    type: Literal["typing"]
+    persona_id: UUID | None = None
+    conversation_id: str | None = Field(default=None, pattern=CONVERSATION_ID_PATTERN)
+    state: str | None = Field(default=None, max_length=20, pattern=SINGLE_LINE)
+    request_id: str | None = Field(default=None, pattern=REQUEST_ID_PATTERN)
+
+
+class PingFrame(ApiModel):
+    type: Literal["ping"]
+    request_id: str | None = Field(default=None, pattern=REQUEST_ID_PATTERN)
+
+
+Frame = MessageFrame | TypingFrame | PingFrame
+ClientFrame: TypeAdapter[Frame] = TypeAdapter(Annotated[Frame, Field(discriminator="type")])
+
+
+def _reason(text: str) -> str:
+    encoded = text.encode()[:_REASON_BYTES]
+    return encoded.decode(errors="ignore")
+
+
+def _bearer_token(websocket: WebSocket) -> str | None:
+    header = websocket.headers.get("authorization")
+    if header is not None:
+        scheme, _, token = header.partition(" ")
+        return token.strip() if scheme.lower() == "bearer" else ""
+    query_token = websocket.query_params.get("access_token")
+    if query_token is not None:
+        return query_token
+    for protocol in _offered(websocket):
+        if protocol.startswith(BEARER_SUBPROTOCOL):
+            return protocol.removeprefix(BEARER_SUBPROTOCOL)
+    return None
+
+
+def _offered(websocket: WebSocket) -> list[str]:
+    return [p.strip() for p in websocket.headers.get("sec-websocket-protocol", "").split(",")]
+
+
+def _selected_subprotocol(websocket: WebSocket) -> str | None:
+    """A browser fails the handshake when it offered subprotocols and none is selected: pick
+    `edrs.v1` when offered, else echo the bearer one (it goes back only to its sender)."""
+    offered = [p for p in _offered(websocket) if p]
+    if SUBPROTOCOL in offered:
+        return SUBPROTOCOL
+    return next((p for p in offered if p.startswith(BEARER_SUBPROTOCOL)), None)
+
+
+async def _authenticate(ctx: GatewayContext, token: str | None) -> tuple[Principal, float]:
+    """The caller and when their token expires (epoch seconds); InvalidToken otherwise."""
+    if not token:
+        raise InvalidToken(
+            "this socket needs an access token: Authorization: Bearer, ?access_token= or the "
+            "subprotocol bearer.<token>"
+        )
+    verified = await ctx.tokens.verify(token)
+    if await ctx.revocations.is_revoked(verified):
+        raise InvalidToken("the token has been revoked")
+    return verified.principal, float(verified.expires_at)
+
+
+@router.websocket("/ws", name="conversation_socket")
+async def conversation_socket(websocket: WebSocket) -> None:
+    ctx: GatewayContext = websocket.app.state.ctx
+    # Accepted first in every case: a close code and reason only reach a browser over an open
+    # socket (a refused handshake is a bare HTTP 403 to it).
+    await websocket.accept(subprotocol=_selected_subprotocol(websocket))
+    try:
+        principal, expires_at = await _authenticate(ctx, _bearer_token(websocket))
+    except InvalidToken as exc:
+        await websocket.close(CLOSE_UNAUTHENTICATED, _reason(str(exc)))
+        return
+    if not may(principal, Permission.CONVERSE):
+        await websocket.close(
+            CLOSE_FORBIDDEN,
+            _reason(f"the role {principal.role!r} does not allow {Permission.CONVERSE.value!r}"),
+        )
+        return
+    await _Session(websocket, ctx, principal, expires_at).run()
+
+
+class _Session:
+    """One authenticated socket: reads frames, runs each message's turn in its own task."""
+
+    def __init__(
+        self, websocket: WebSocket, ctx: GatewayContext, principal: Principal, expires_at: float
+    ) -> None:
+        self.websocket = websocket
+        self.ctx = ctx
+        self.principal = principal
+        self.expires_at = expires_at
+        self.dlp: DlpGuard = websocket.app.state.dlp
+        self.limiter: RateLimiter | None = websocket.app.state.rate_limiter
+        self._send_lock = asyncio.Lock()
+        self._turns: set[asyncio.Task[None]] = set()
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        # Turns of several conversations write to the one socket: one frame at a time.
+        async with self._send_lock:
+            if self.websocket.application_state == WebSocketState.CONNECTED:
+                await self.websocket.send_text(json.dumps(frame))
+
+    async def run(self) -> None:
+        expiry = asyncio.get_running_loop().call_later(
+            max(0.0, self.expires_at - time.time()),
+            lambda: asyncio.ensure_future(self._expire()),
+        )
+        try:
+            while True:
+                message = await self.websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                text = message.get("text")
+                if text is None:
+                    await self._error(ApiError(400, "invalid_frame", "frames are JSON text"))
+                    continue
+                await self._handle(text)
+        except WebSocketDisconnect:
+            return
+        finally:
+            expiry.cancel()
+            for task in self._turns:
+                task.cancel()
+            if self._turns:
+                await asyncio.gather(*self._turns, return_exceptions=True)
+
+    async def _expire(self) -> None:
+        if self.websocket.application_state == WebSocketState.CONNECTED:
+            async with self._send_lock:
+                await self.websocket.close(CLOSE_UNAUTHENTICATED, "the access token has expired")
+
+    async def _error(self, error: ApiError, **ids: Any) -> None:
+        await self.send({"type": "error", **ids, "problem": problem_body(error, "/api/v1/ws")})
+
+    async def _handle(self, text: str) -> None:
+        try:
+            document = json.loads(text)
+        except ValueError:
+            await self._error(ApiError(400, "invalid_frame", "the frame is not valid JSON"))
+            return
+        ids = _ids_of(document)
+        if isinstance(document, dict) and document.get("type") == "message":
+            verdict = await self.dlp.inspect(self.principal, document)
+            if verdict.blocked:
+                detail, errors = blocked_problem(verdict.hits)
+                await self._error(
+                    ApiError(422, "sensitive_data_blocked", detail, errors=errors), **ids
+                )
+                return
+            document = verdict.clean
+        try:
+            frame = ClientFrame.validate_python(document)
+        except ValidationError as exc:
+            await self._error(_invalid(exc), **ids)
+            return
+        if isinstance(frame, PingFrame):
+            await self.send({"type": "pong", "requestId": frame.request_id})
+        elif isinstance(frame, MessageFrame):
+            await self._start_turn(frame)
+        # A typing frame is accepted and goes no further: nothing behind the gateway uses it.
+
+    async def _start_turn(self, frame: MessageFrame) -> None:
+        request_id = frame.request_id or uuid.uuid4().hex
+        ids = {
+            "personaId": str(frame.persona_id),
+            "conversationId": frame.conversation_id,
+            "requestId": request_id,
+        }
+        subject = f"tenant:{self.principal.tenant_id}"
+        if self.limiter is not None:
+            try:
+                decision = await self.limiter.acquire(subject, self.principal.tier, request_id)
+            except RedisError:
+                # As the HTTP middleware does: an unreachable limiter lets the message through.
+                log.warning("rate limiter unavailable; message let through", exc_info=True)
+                decision = None
+            if decision is not None and not decision.allowed:
+                await self._error(
+                    ApiError(
+                        429,
+                        "rate_limited",
+                        f"request rate above your tier's limit; retry after "
+                        f"{decision.retry_after}s",
+                    ),
+                    **ids,
+                )
+                return
+        task = asyncio.create_task(self._turn(frame, ids, subject))
+        self._turns.add(task)
+        task.add_done_callback(self._turns.discard)
+
+    async def _turn(self, frame: MessageFrame, ids: dict[str, Any], subject: str) -> None:
+        tracer = trace.get_tracer("edrs_gateway.ws")
+        turn: Turn | None = None
+        try:
+            with (
+                request_context(self.principal.tenant_id, uuid.uuid4().hex),
+                tracer.start_as_current_span("gateway.ws.message", kind=trace.SpanKind.SERVER),
+            ):
+                request = converse_request(
+                    self.principal, frame.persona_id, frame.conversation_id, frame
+                )
+                turn = Turn(self.ctx, self.principal, request)
+                async for event in turn.events():
+                    if event.name == "started":
+                        await self.send({"type": "typing", **ids, "state": "started"})
+                    else:
+                        await self.send({"type": event.name, **ids, **event.data})
+        except ApiError as error:
+            await self._error(error, **ids)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("turn %s failed", ids["requestId"])
+            await self._error(
+                ApiError(500, "internal_error", "internal error; quote the request id"), **ids
+            )
+        finally:
+            if turn is not None:
+                turn.cancel()
+            await asyncio.shield(self._finish(ids, subject))
+
+    async def _finish(self, ids: dict[str, Any], subject: str) -> None:
+        try:
+            await self.send({"type": "typing", **ids, "state": "stopped"})
+        except Exception:  # the socket is gone: nothing left to tell
+            log.debug("socket closed before the end of turn %s", ids["requestId"])
+        if self.limiter is not None:
+            try:
+                await self.limiter.release(subject, ids["requestId"])
+            except Exception:
+                log.warning("rate limiter release failed", exc_info=True)
+
+
+def _ids_of(document: Any) -> dict[str, Any]:
+    """The ids a client put in a frame, echoed in an error frame so it can tell which failed."""
+    if not isinstance(document, dict):
+        return {}
+    keys = ("personaId", "conversationId", "requestId")
+    return {k: document[k] for k in keys if isinstance(document.get(k), str)}
+
+
+def _invalid(exc: ValidationError) -> ApiError:
+    errors = []
+    for e in exc.errors():
+        loc = [str(p) for p in e["loc"]]
+        if e["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            loc = ["type"]
+        elif loc and loc[0] in ("message", "typing", "ping"):
+            loc = loc[1:]  # the discriminator's branch, not a field of the frame
+        errors.append({"in": "frame", "pointer": "/" + "/".join(loc), "detail": e["msg"]})
+    first = errors[0]
+    return ApiError(
+        422, "validation_failed", f"{first['pointer']}: {first['detail']}", errors=errors
+    )

@@ -1,0 +1,347 @@
+"""One conversation turn as the public API shows it: the message a client sends, the events of the
+persona's Converse stream turned into JSON, and the reply's body. Shared by the HTTP route (JSON
+and SSE) and the WebSocket."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+from uuid import UUID
+
+import grpc
+from edrs_core.context import request_context, request_id_var
+from edrs_proto.memory.v1 import memory_pb2
+from edrs_proto.persona.v1 import persona_pb2
+from google.protobuf.timestamp_pb2 import Timestamp
+from pydantic import ConfigDict, Field, JsonValue
+
+from edrs_gateway.api.grpc_errors import api_error
+from edrs_gateway.api.models import MULTI_LINE, ApiModel
+from edrs_gateway.api.problems import ApiError
+from edrs_gateway.api.routes.personas import persona_stub
+from edrs_gateway.auth.principal import Principal
+from edrs_gateway.context import GatewayContext
+
+PEER = "persona"
+
+# The persona service's limits (ConverseRequest), checked here so a bad message names its field.
+TEXT_MAX = 20_000
+MAX_TOKENS_MAX = 4096
+# A client-chosen conversation id: 1..100 characters of [A-Za-z0-9._:-].
+CONVERSATION_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,100}$"
+
+Strategy = Literal["direct", "chain_of_thought", "self_consistency"]
+
+# The name of each Converse event on the wire (SSE `event:`, WebSocket `type`).
+EventName = Literal["accepted", "queued", "started", "delta", "completed"]
+
+
+def user_id_of(principal: Principal) -> str:
+    """Who is talking, as the persona and memory services know them: the user's id for user
+    tokens, the API key's id for keys (so a key has its own relationships and memories)."""
+    return principal.subject_id
+
+
+def _time(ts: Timestamp) -> datetime:
+    return ts.ToDatetime(tzinfo=UTC)
+
+
+def _time_or_none(message: Any, field: str) -> datetime | None:
+    return _time(getattr(message, field)) if message.HasField(field) else None
+
+
+class TurnOptions(ApiModel):
+    max_tokens: int | None = Field(
+        default=None, ge=1, le=MAX_TOKENS_MAX, description="Most tokens of the reply"
+    )
+    temperature: float | None = Field(default=None, ge=0, le=2, description="Sampling temperature")
+    strategy: Strategy = Field(
+        default="direct",
+        description="`direct`, `chain_of_thought` (step by step, then the answer) or "
+        "`self_consistency` (several samples, majority answer)",
+    )
+
+
+class SendMessage(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"text": "Summarise yesterday's sales.", "options": {"maxTokens": 200}},
+            ]
+        }
+    )
+
+    text: str = Field(min_length=1, max_length=TEXT_MAX, pattern=MULTI_LINE)
+    options: TurnOptions | None = None
+
+
+def converse_request(
+    principal: Principal, persona_id: UUID, conversation_id: str, message: SendMessage
+) -> persona_pb2.ConverseRequest:
+    options = message.options or TurnOptions()
+    request = persona_pb2.ConverseRequest(
+        persona_id=str(persona_id),
+        conversation_id=conversation_id,
+        user_id=user_id_of(principal),
+        text=message.text,
+        options=persona_pb2.ConverseOptions(
+            max_tokens=options.max_tokens or 0, strategy=options.strategy
+        ),
+    )
+    if options.temperature is not None:
+        request.options.temperature = options.temperature
+    return request
+
+
+class MemoryOut(ApiModel):
+    id: UUID
+    conversation_id: str = Field(description="Conversation it came from; empty for notes")
+    text: str
+    kind: str = Field(description="`message` (a turn), `event` or `note`")
+    role: str = Field(description="For messages: `user` or `assistant`")
+    importance: float
+    created_at: datetime
+
+    @classmethod
+    def of(cls, m: memory_pb2.Memory) -> MemoryOut:
+        return cls(
+            id=UUID(m.id),
+            conversation_id=m.conversation_id,
+            text=m.text,
+            kind=m.kind,
+            role=m.role,
+            importance=m.importance,
+            created_at=_time(m.create_time),
+        )
+
+
+class ScoredMemoryOut(ApiModel):
+    memory: MemoryOut
+    score: float = Field(description="What memories are ranked by (higher first)")
+    recency: float = Field(description="0..1, 1 = just now")
+    importance: float = Field(description="0..1")
+    relevance: float = Field(description="0..1, similarity to the query")
+
+    @classmethod
+    def of(cls, s: memory_pb2.ScoredMemory) -> ScoredMemoryOut:
+        return cls(
+            memory=MemoryOut.of(s.memory),
+            score=s.score,
+            recency=s.recency,
+            importance=s.importance,
+            relevance=s.relevance,
+        )
+
+
+class FactOut(ApiModel):
+    id: UUID
+    attribute: str = Field(description="e.g. `manager`, `preference`, `like`")
+    value: str
+    statement: str = Field(description="The words the fact was read from")
+    source: str = Field(description="`rule` (read from a message) or `user` (stated directly)")
+    valid_from: datetime
+    valid_to: datetime | None = Field(description="Set once superseded")
+    superseded_by: UUID | None = Field(description="The fact that replaced this one")
+    status: Literal["current", "superseded"]
+
+    @classmethod
+    def of(cls, f: memory_pb2.Fact) -> FactOut:
+        return cls(
+            id=UUID(f.id),
+            attribute=f.attribute,
+            value=f.value,
+            statement=f.statement,
+            source=f.source,
+            valid_from=_time(f.valid_from),
+            valid_to=_time_or_none(f, "valid_to"),
+            superseded_by=UUID(f.superseded_by) if f.superseded_by else None,
+            status="superseded" if f.status == "superseded" else "current",
+        )
+
+
+class ReplyOut(ApiModel):
+    message_id: UUID
+    text: str
+    trace_id: str = Field(description="The reasoning trace behind the reply (`/traces/{id}`)")
+
+
+class UsageOut(ApiModel):
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class TimingsOut(ApiModel):
+    """Milliseconds; `overheadMs` is everything but generation and queueing."""
+
+    queue_ms: float
+    recall_ms: float
+    prompt_ms: float
+    generation_ms: float
+    store_ms: float
+    total_ms: float
+    overhead_ms: float
+
+
+_TURN_EXAMPLE: dict[str, JsonValue] = {
+    "messageId": "0190d6a0-0000-7000-8000-0000000000b1",
+    "reply": {
+        "messageId": "0190d6a0-0000-7000-8000-0000000000b2",
+        "text": "- Sales rose 4% on Monday.",
+        "traceId": "0190d6a0-0000-7000-8000-0000000000c1",
+    },
+    "recalled": [],
+    "facts": [],
+    "learned": [],
+    "usage": {"promptTokens": 312, "completionTokens": 11},
+    "timings": {
+        "queueMs": 0.0,
+        "recallMs": 8.1,
+        "promptMs": 0.4,
+        "generationMs": 640.2,
+        "storeMs": 12.5,
+        "totalMs": 664.0,
+        "overheadMs": 23.8,
+    },
+}
+
+
+class TurnOut(ApiModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [_TURN_EXAMPLE]})
+
+    message_id: UUID = Field(description="Id of the message you sent")
+    reply: ReplyOut
+    recalled: list[ScoredMemoryOut] = Field(description="Memories given to the model")
+    facts: list[FactOut] = Field(description="What is known about you, given to the model")
+    learned: list[FactOut] = Field(description="Facts learned from your message")
+    usage: UsageOut
+    timings: TimingsOut
+
+    @classmethod
+    def of(cls, message_id: str, done: persona_pb2.TurnCompleted) -> TurnOut:
+        t = done.timings
+        return cls(
+            message_id=UUID(message_id),
+            reply=ReplyOut(
+                message_id=UUID(done.message_id), text=done.reply, trace_id=done.trace_id
+            ),
+            recalled=[ScoredMemoryOut.of(m) for m in done.recalled],
+            facts=[FactOut.of(f) for f in done.facts],
+            learned=[FactOut.of(f) for f in done.learned],
+            usage=UsageOut(
+                prompt_tokens=done.prompt_tokens, completion_tokens=done.completion_tokens
+            ),
+            timings=TimingsOut(
+                queue_ms=t.queue_ms,
+                recall_ms=t.recall_ms,
+                prompt_ms=t.prompt_ms,
+                generation_ms=t.generation_ms,
+                store_ms=t.store_ms,
+                total_ms=t.total_ms,
+                overhead_ms=t.overhead_ms,
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class TurnEvent:
+    """One step of a turn for the client: its name and its JSON data."""
+
+    name: EventName
+    data: dict[str, Any]
+
+
+class Turn:
+    """A running Converse call. `first()` waits for the first event, so that a turn the persona
+    service refuses (unknown persona, archived, bad options) is answered with a plain HTTP error
+    rather than as an event inside an already started stream; `events()` yields the rest."""
+
+    def __init__(
+        self, ctx: GatewayContext, principal: Principal, request: persona_pb2.ConverseRequest
+    ) -> None:
+        # The client interceptor puts the tenant, request id and trace context on the call when
+        # it starts, so it starts inside the principal's context.
+        with request_context(principal.tenant_id, request_id_var.get()):
+            self._call = persona_stub(ctx).Converse(
+                request, timeout=ctx.settings.turn_timeout_seconds
+            )
+        self._stream = self._call.__aiter__()
+        self._message_id = ""
+        self._pending: TurnEvent | None = None
+        self._completed: TurnOut | None = None
+
+    async def _next(self) -> TurnEvent | None:
+        try:
+            event: persona_pb2.ConverseEvent = await self._stream.__anext__()
+        except StopAsyncIteration:
+            return None
+        except grpc.aio.AioRpcError as error:
+            raise api_error(error, PEER) from None
+        return self._convert(event)
+
+    def _convert(self, event: persona_pb2.ConverseEvent) -> TurnEvent:
+        kind = event.WhichOneof("kind")
+        if kind == "accepted":
+            self._message_id = event.accepted.message_id
+            return TurnEvent("accepted", {"messageId": event.accepted.message_id})
+        if kind == "queued":
+            return TurnEvent("queued", {"ahead": event.queued.ahead})
+        if kind == "started":
+            return TurnEvent("started", {})
+        if kind == "delta":
+            return TurnEvent("delta", {"text": event.delta.text})
+        if kind == "completed":
+            self._completed = TurnOut.of(self._message_id, event.completed)
+            return TurnEvent("completed", self._completed.model_dump(mode="json", by_alias=True))
+        raise ApiError(502, "upstream_error", f"the {PEER} service sent an unknown event")
+
+    async def first(self) -> TurnEvent:
+        """The first event; raises ApiError when the turn was refused."""
+        event = await self._next()
+        if event is None:
+            raise ApiError(502, "upstream_error", f"the {PEER} service ended the turn early")
+        self._pending = event
+        return event
+
+    async def events(self) -> AsyncIterator[TurnEvent]:
+        """Every event, ending with `completed`; raises ApiError on a failure mid-turn."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            yield pending
+            if pending.name == "completed":
+                return
+        while (event := await self._next()) is not None:
+            yield event
+            if event.name == "completed":
+                return
+        raise ApiError(502, "upstream_error", f"the {PEER} service ended the turn early")
+
+    def cancel(self) -> None:
+        """The client went away: stop the call (the persona service still stores the turn)."""
+        self._call.cancel()
+
+    async def result(self) -> TurnOut:
+        """Run the turn to its end and return the body of `completed`."""
+        async for _ in self.events():
+            pass
+        assert self._completed is not None  # events() ends with `completed` or raises
+        return self._completed
+
+
+def problem_body(error: ApiError, instance: str | None = None) -> dict[str, Any]:
+    """An ApiError as the problem+json body, for SSE `error` events and WebSocket frames."""
+    body: dict[str, Any] = {
+        "type": f"https://edrs.dev/problems/{error.code.replace('_', '-')}",
+        "title": error.title,
+        "status": error.status,
+        "detail": error.detail,
+        "code": error.code,
+    }
+    if instance:
+        body["instance"] = instance
+    if error.errors:
+        body["errors"] = error.errors
+    if (rid := request_id_var.get()) is not None:
+        body["requestId"] = rid
+    return body

@@ -1,0 +1,122 @@
+"""Gateway tests' fixtures: the part of the fleet a conversation needs, in-process on the test
+engines (reasoning with the real models, memory, persona, the gateway), and tenants and logged-in
+users to drive it with."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+from edrs_core.testing import RunningService, engine_settings, running_service
+from edrs_gateway.app import definition as gateway_definition
+from edrs_gateway.config import GatewaySettings
+from edrs_gateway.context import GatewayContext
+from edrs_gateway.store import NewTenant
+from edrs_memory.app import definition as memory_definition
+from edrs_persona.app import definition as persona_definition
+from edrs_reasoning.app import definition as reasoning_definition
+
+PASSWORD = "correct horse battery staple"
+KEY_SECRET = "test-key-encryption-secret-0123456789"
+GATEWAY_REDIS_DB, SERVICES_REDIS_DB = 12, 13
+
+
+@dataclass
+class ConversationFleet:
+    gateway: RunningService
+    ctx: GatewayContext
+
+    @property
+    def url(self) -> str:
+        return self.gateway.http_url
+
+    async def new_tenant(self, tier: str = "enterprise") -> uuid.UUID:
+        tenant = await self.ctx.tenants.create(
+            NewTenant(name=f"T {uuid.uuid4().hex[:10]}", tier=tier)  # type: ignore[arg-type]
+        )
+        return tenant.id
+
+    async def login(self, tenant_id: uuid.UUID, role: str) -> dict[str, str]:
+        """The Authorization header of a new user of `role` in the tenant."""
+        email = f"{role}-{uuid.uuid4().hex[:8]}@example.com"
+        await self.ctx.users.create(
+            tenant_id,
+            email=email,
+            display_name=role,
+            password_hash=await self.ctx.passwords.hash(PASSWORD),
+            role=role,  # type: ignore[arg-type]
+        )
+        async with httpx.AsyncClient(base_url=self.url) as client:
+            reply = await client.post(
+                "/api/v1/auth/token",
+                json={
+                    "grantType": "password",
+                    "tenantId": str(tenant_id),
+                    "email": email,
+                    "password": PASSWORD,
+                },
+            )
+        assert reply.status_code == 200, reply.text
+        return {"Authorization": f"Bearer {reply.json()['accessToken']}"}
+
+
+@pytest.fixture(scope="module")
+async def conversation_fleet(
+    postgres_engine, redis_engine, nats_engine
+) -> AsyncIterator[ConversationFleet]:
+    """Reasoning, memory, persona and gateway, each on its own `test_gateway_conv_*` database."""
+    async with start_conversation_fleet(
+        postgres_engine, redis_engine, nats_engine, "test_gateway_conv"
+    ) as fleet:
+        yield fleet
+
+
+@contextlib.asynccontextmanager
+async def start_conversation_fleet(
+    postgres_engine, redis_engine, nats_engine, prefix: str, **gateway_settings: object
+) -> AsyncIterator[ConversationFleet]:
+    """Each service on its own database `<prefix>_<service>`."""
+
+    def engines(service: str, redis_db: int) -> dict[str, str]:
+        return engine_settings(
+            postgres_engine,
+            redis_engine,
+            nats_engine,
+            database=f"{prefix}_{service}",
+            redis_db=redis_db,
+        )
+
+    async with (
+        # The models load at start-up.
+        running_service(
+            reasoning_definition, start_timeout=180.0, **engines("reasoning", SERVICES_REDIS_DB)
+        ) as reasoning,
+        running_service(
+            memory_definition,
+            peers={"reasoning": reasoning.grpc_address},
+            **engines("memory", SERVICES_REDIS_DB),
+        ) as memory,
+        running_service(
+            persona_definition,
+            peers={"memory": memory.grpc_address, "reasoning": reasoning.grpc_address},
+            **engines("persona", SERVICES_REDIS_DB),
+        ) as persona,
+        running_service(
+            gateway_definition,
+            peers={
+                "persona": persona.grpc_address,
+                "memory": memory.grpc_address,
+                "reasoning": reasoning.grpc_address,
+            },
+            key_encryption_secret=KEY_SECRET,
+            **{**engines("gateway", GATEWAY_REDIS_DB), **gateway_settings},
+        ) as gateway,
+    ):
+        rt = gateway.runner.runtime
+        assert rt is not None and isinstance(rt.settings, GatewaySettings)
+        # The gateway's own stores, to make tenants and users as an operator would.
+        yield ConversationFleet(gateway, GatewayContext.build(rt.settings, rt))
