@@ -14,109 +14,22 @@ import json
 import multiprocessing
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
 import httpx
 import psutil
+from _harness import API, POSTGRES_SETTINGS, Service, dev_admin_headers, service
 from edrs_core.engines.nats import EmbeddedNats
 from edrs_core.engines.ports import free_port
 from edrs_core.engines.postgres import EmbeddedPostgres
 from edrs_core.engines.redis import EmbeddedRedis
-from edrs_gateway.identity.bootstrap import DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD
-from edrs_proto.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-
-API = "/api/v1"
-# Same as the test engines: the figures are about the gateway, not about disk flushes.
-POSTGRES_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
-
-
-@dataclass
-class Service:
-    name: str
-    process: subprocess.Popen[bytes]
-    http_url: str
-    grpc_address: str
-
-
-@contextmanager
-def service(name: str, env: dict[str, str], log_dir: Path) -> Iterator[Service]:
-    """`python -m edrs_<name>` on free ports, in development mode; stopped with SIGTERM."""
-    prefix = f"EDRS_{name.upper()}_"
-    grpc_port, http_port = free_port(), free_port()
-    values = {
-        "EDRS_ENVIRONMENT": "development",
-        f"{prefix}GRPC_PORT": str(grpc_port),
-        f"{prefix}HTTP_PORT": str(http_port),
-        f"{prefix}METRICS_PORT": str(free_port()),
-        f"{prefix}LOG_LEVEL": "WARNING",
-        **{f"{prefix}{key}": value for key, value in env.items()},
-    }
-    log = (log_dir / f"{name}.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", f"edrs_{name}"],
-        env={**os.environ, **values},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    svc = Service(name, process, f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}")
-    try:
-        wait_started(svc, log_dir / f"{name}.log")
-        yield svc
-    finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
-
-
-def wait_started(svc: Service, log_path: Path, within: float = 60.0) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if svc.process.poll() is not None:
-            raise SystemExit(f"{svc.name} exited at start:\n{log_path.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{svc.http_url}/health/startup", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)  # polling a child process's start-up; there is nothing to await
-    raise SystemExit(f"{svc.name} did not start within {within}s:\n{log_path.read_text()[-3000:]}")
-
-
-async def dev_admin_headers(gateway: Service) -> dict[str, str]:
-    """A bearer token of the development admin, whom the gateway creates on its first start."""
-    async with grpc.aio.insecure_channel(gateway.grpc_address) as channel:
-        tenants = await gateway_pb2_grpc.TenantServiceStub(channel).ListTenants(
-            gateway_pb2.ListTenantsRequest()
-        )
-    tenant_id = tenants.tenants[0].id
-    async with httpx.AsyncClient(base_url=gateway.http_url) as client:
-        reply = await client.post(
-            f"{API}/auth/token",
-            json={
-                "grantType": "password",
-                "tenantId": tenant_id,
-                "email": DEV_ADMIN_EMAIL,
-                "password": DEV_ADMIN_PASSWORD,
-            },
-        )
-    if reply.status_code != 200:
-        raise SystemExit(f"could not get a token: {reply.status_code} {reply.text}")
-    return {"Authorization": f"Bearer {reply.json()['accessToken']}"}
 
 
 async def create_persona(gateway: Service, headers: dict[str, str]) -> dict[str, Any]:

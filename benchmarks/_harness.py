@@ -1,0 +1,109 @@
+"""What the benchmarks share: engines and services started as processes, the development admin."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import httpx
+from edrs_core.engines.ports import free_port
+from edrs_gateway.identity.bootstrap import DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD
+from edrs_proto.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+
+API = "/api/v1"
+# Same as the test engines: the figures are about the gateway, not about disk flushes.
+POSTGRES_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+
+
+@dataclass
+class Service:
+    name: str
+    process: subprocess.Popen[bytes]
+    http_url: str
+    grpc_address: str
+
+
+@contextmanager
+def service(
+    name: str, env: dict[str, str], log_dir: Path, *, start_within: float = 60.0
+) -> Iterator[Service]:
+    """`python -m edrs_<name>` on free ports, in development mode; stopped with SIGTERM."""
+    prefix = f"EDRS_{name.upper()}_"
+    grpc_port, http_port = free_port(), free_port()
+    values = {
+        "EDRS_ENVIRONMENT": "development",
+        f"{prefix}GRPC_PORT": str(grpc_port),
+        f"{prefix}HTTP_PORT": str(http_port),
+        f"{prefix}METRICS_PORT": str(free_port()),
+        f"{prefix}LOG_LEVEL": "WARNING",
+        **{f"{prefix}{key}": value for key, value in env.items()},
+    }
+    log = (log_dir / f"{name}.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", f"edrs_{name}"],
+        env={**os.environ, **values},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    svc = Service(name, process, f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}")
+    try:
+        wait_started(svc, log_dir / f"{name}.log", start_within)
+        yield svc
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def wait_started(svc: Service, log_path: Path, within: float = 60.0) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if svc.process.poll() is not None:
+            raise SystemExit(f"{svc.name} exited at start:\n{log_path.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{svc.http_url}/health/startup", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)  # polling a child process's start-up; there is nothing to await
+    raise SystemExit(f"{svc.name} did not start within {within}s:\n{log_path.read_text()[-3000:]}")
+
+
+async def dev_admin_headers(gateway: Service) -> dict[str, str]:
+    """A bearer token of the development admin, whom the gateway creates on its first start."""
+    async with grpc.aio.insecure_channel(gateway.grpc_address) as channel:
+        tenants = await gateway_pb2_grpc.TenantServiceStub(channel).ListTenants(
+            gateway_pb2.ListTenantsRequest()
+        )
+    tenant_id = tenants.tenants[0].id
+    async with httpx.AsyncClient(base_url=gateway.http_url) as client:
+        reply = await client.post(
+            f"{API}/auth/token",
+            json={
+                "grantType": "password",
+                "tenantId": tenant_id,
+                "email": DEV_ADMIN_EMAIL,
+                "password": DEV_ADMIN_PASSWORD,
+            },
+        )
+    if reply.status_code != 200:
+        raise SystemExit(f"could not get a token: {reply.status_code} {reply.text}")
+    return {"Authorization": f"Bearer {reply.json()['accessToken']}"}
+
+
+def percentiles(samples: Sequence[float]) -> dict[str, float]:
+    """p50/p95/p99 of `samples` (seconds), in milliseconds."""
+    cuts = statistics.quantiles(sorted(samples), n=100, method="inclusive")
+    return {"p50": cuts[49] * 1000, "p95": cuts[94] * 1000, "p99": cuts[98] * 1000}
