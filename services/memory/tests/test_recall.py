@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 import pytest
+from edrs_memory.embeddings import CachingEmbedder
 from edrs_memory.recall import RecallPolicy, RecallWeights, rank, recency, relevance, score
 from edrs_memory.store import Episode, RecallCandidate
 
@@ -98,3 +100,26 @@ def test_rank_keeps_only_the_limit_best() -> None:
 
 def test_rank_of_nothing_is_empty() -> None:
     assert rank([], now=NOW, limit=10, policy=RecallPolicy()) == []
+
+
+class _CountingEmbedder:
+    """Stands in for the reasoning service's model in this unit test: it counts what it embeds."""
+
+    def __init__(self) -> None:
+        self.asked: list[list[str]] = []
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        self.asked.append(list(texts))
+        return [[float(len(t)), 1.0] for t in texts]
+
+
+async def test_the_embedding_cache_embeds_each_text_once_and_keeps_the_newest() -> None:
+    inner = _CountingEmbedder()
+    cache = CachingEmbedder(inner, size=2)
+    assert await cache.embed(["a", "bb"]) == [[1.0, 1.0], [2.0, 1.0]]
+    # A turn's message embedded for recall is free when the turn is stored.
+    assert await cache.embed(["bb", "ccc", "ccc"]) == [[2.0, 1.0], [3.0, 1.0], [3.0, 1.0]]
+    assert inner.asked == [["a", "bb"], ["ccc"]]
+    # "a" was the least recently used of three with room for two.
+    await cache.embed(["a"])
+    assert inner.asked[-1] == ["a"]

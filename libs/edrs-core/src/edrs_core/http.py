@@ -212,6 +212,11 @@ class HttpServer:
         # Bind here so a taken port fails start-up at once with a clear error; uvicorn then
         # serves on the bound socket, and connections wait in its backlog until it does.
         self.socket = socket.create_server((host, port), reuse_port=False, backlog=2048)
+        # asyncio turns Nagle off only for sockets created with proto=IPPROTO_TCP, and
+        # create_server's (and so its accepted connections') proto is 0: uvicorn's header and
+        # body writes then met the client's delayed ACK, 40 ms on every response. Accepted
+        # connections inherit TCP_NODELAY from the listener on Linux.
+        self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.port = self.socket.getsockname()[1]
 
     async def start(self) -> None:

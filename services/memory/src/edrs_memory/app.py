@@ -8,7 +8,7 @@ from edrs_core.events import start_service_events
 from edrs_proto.memory.v1 import memory_pb2, memory_pb2_grpc
 
 from edrs_memory.config import MemorySettings
-from edrs_memory.embeddings import GrpcEmbedder
+from edrs_memory.embeddings import CachingEmbedder, Embedder, GrpcEmbedder
 from edrs_memory.recall import RecallPolicy
 from edrs_memory.retention import maintain, run_maintenance
 from edrs_memory.server import MemoryServicer
@@ -38,7 +38,11 @@ async def build(rt: Runtime) -> list[GrpcService]:
         default_ttl=settings.working_ttl_seconds,
         max_items=settings.working_max_items,
     )
-    embedder = GrpcEmbedder(lambda: rt.peers.channel("reasoning"), settings.embedding_dimensions)
+    embedder: Embedder = GrpcEmbedder(
+        lambda: rt.peers.channel("reasoning"), settings.embedding_dimensions
+    )
+    if settings.embedding_cache_size:
+        embedder = CachingEmbedder(embedder, settings.embedding_cache_size)
     await maintain(rt.db, retention_days=settings.episode_retention_days)
     rt.spawn(
         run_maintenance(

@@ -26,6 +26,12 @@ class MemorySettings(ServiceSettings):
         le=1_000,
         description="Most recent episodes scored per recall, besides the nearest ones",
     )
+    embedding_cache_size: int = Field(
+        default=1024,
+        ge=0,
+        le=1_000_000,
+        description="Vectors of recent texts kept in memory (0: none); a turn embeds its message twice",
+    )
     embedding_dimensions: int = Field(
         default=384,
         ge=1,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -45,6 +46,30 @@ class GrpcEmbedder:
         for vector in vectors:
             check_dimensions(vector, self.dimensions)
         return vectors
+
+
+class CachingEmbedder:
+    """Remembers the vectors of the last `size` texts: a turn embeds the user's message for
+    recall and again when the turn is stored, and the model is deterministic, so the second
+    time is free. Misses go to the wrapped embedder in one call."""
+
+    def __init__(self, inner: Embedder, size: int) -> None:
+        self.inner = inner
+        self.size = size
+        self._cache: OrderedDict[str, Vector] = OrderedDict()
+
+    async def embed(self, texts: Sequence[str]) -> list[Vector]:
+        # Hits are taken before the await: another call may evict them meanwhile.
+        found = {t: self._cache[t] for t in texts if t in self._cache}
+        missing = [t for t in dict.fromkeys(texts) if t not in found]
+        if missing:
+            found.update(zip(missing, await self.inner.embed(missing), strict=True))
+        for text, vector in found.items():
+            self._cache[text] = vector
+            self._cache.move_to_end(text)
+        while len(self._cache) > self.size:
+            self._cache.popitem(last=False)
+        return [found[t] for t in texts]
 
 
 def check_dimensions(vector: Sequence[float], dimensions: int) -> None:
