@@ -81,23 +81,20 @@ def line(name: str, samples: list[float], extra: str = "") -> dict[str, float]:
 # --- turns -----------------------------------------------------------------------------------
 
 
-async def bare_generation(reasoning: Service, tenant: str, count: int) -> list[float]:
-    """The model alone: one `Reason` call per sample, prompt shaped like a turn's."""
-    messages = [
-        reasoning_pb2.ChatMessage(
-            role="system",
-            content="You are Bench, a benchmark subject. Tone: brisk. Answer briefly.",
-        ),
-        reasoning_pb2.ChatMessage(role="user", content="What should we plan for tomorrow?"),
-    ]
-    request = reasoning_pb2.ReasonRequest(
-        messages=messages,
-        options=reasoning_pb2.GenerationOptions(max_tokens=MAX_TOKENS, temperature=0.2),
-    )
+async def bare_generation(
+    reasoning: Service, tenant: str, prompts: list[list[dict[str, str]]]
+) -> list[float]:
+    """The model alone: one `Reason` call per prompt, with the turns' options."""
     took: list[float] = []
     async with grpc.aio.insecure_channel(reasoning.grpc_address) as channel:
         stub = reasoning_pb2_grpc.ReasoningServiceStub(channel)
-        for _ in range(count):
+        for prompt in prompts:
+            request = reasoning_pb2.ReasonRequest(
+                messages=[
+                    reasoning_pb2.ChatMessage(role=m["role"], content=m["content"]) for m in prompt
+                ],
+                options=reasoning_pb2.GenerationOptions(max_tokens=MAX_TOKENS),
+            )
             started = time.perf_counter()
             async for _reply in stub.Reason(request, metadata=[(TENANT_KEY, tenant)], timeout=120):
                 pass
@@ -105,7 +102,7 @@ async def bare_generation(reasoning: Service, tenant: str, count: int) -> list[f
     return took
 
 
-async def turns(gateway: Service, headers: dict[str, str], count: int) -> dict[str, list[float]]:
+async def turns(gateway: Service, headers: dict[str, str], count: int) -> dict[str, Any]:
     """`count` turns, one after another, in a few conversations of one persona."""
     texts = [
         "I prefer bullet points in every answer.",
@@ -114,13 +111,16 @@ async def turns(gateway: Service, headers: dict[str, str], count: int) -> dict[s
         "Remind me what you know about my manager.",
         "Draft a short note to the team about the offsite.",
     ]
-    out: dict[str, list[float]] = {
+    stages = ("queue", "recall", "prompt", "generation", "store", "overhead")
+    out: dict[str, Any] = {
         "latency": [],
-        "generation": [],
-        "overhead": [],
-        "queue": [],
+        "client_overhead": [],
         "completion_tokens": [],
+        "prompt_tokens": [],
+        **{f"persona_{stage}": [] for stage in stages},
     }
+    trace_ids: list[str] = []
+    run = uuid.uuid4().hex[:6]
     async with httpx.AsyncClient(base_url=gateway.http_url, headers=headers, timeout=300) as api:
         made = await api.post(
             f"{API}/personas",
@@ -132,19 +132,42 @@ async def turns(gateway: Service, headers: dict[str, str], count: int) -> dict[s
         conversations = [str(uuid.uuid4()) for _ in range(3)]
         for i in range(count):
             path = f"{API}/personas/{persona_id}/conversations/{conversations[i % 3]}/messages"
-            body = {"text": texts[i % len(texts)], "options": {"maxTokens": MAX_TOKENS}}
+            # Every message differs, so no cache along the way sees a text twice across turns.
+            text = f"{texts[i % len(texts)]} (turn {i} of run {run})"
+            body = {"text": text, "options": {"maxTokens": MAX_TOKENS}}
             started = time.perf_counter()
             reply = await api.post(path, json=body)
             took = time.perf_counter() - started
             if reply.status_code != 200:
                 raise SystemExit(f"turn failed: {reply.status_code} {reply.text}")
-            timings = reply.json()["timings"]
+            turn = reply.json()
+            timings = turn["timings"]
             out["latency"].append(took)
-            out["generation"].append(timings["generationMs"] / 1000)
-            out["queue"].append(timings["queueMs"] / 1000)
+            for stage in stages:
+                out[f"persona_{stage}"].append(timings[f"{stage}Ms"] / 1000)
             # The fleet's overhead as the client sees it: the whole request minus the model.
-            out["overhead"].append(took - (timings["generationMs"] + timings["queueMs"]) / 1000)
-            out["completion_tokens"].append(reply.json()["usage"]["completionTokens"])
+            out["client_overhead"].append(
+                took - (timings["generationMs"] + timings["queueMs"]) / 1000
+            )
+            out["completion_tokens"].append(turn["usage"]["completionTokens"])
+            out["prompt_tokens"].append(turn["usage"]["promptTokens"])
+            trace_ids.append(turn["reply"]["traceId"])
+        # The gateway's floor: an authenticated read that makes one gRPC call to persona.
+        out["gateway_read"] = []
+        for _ in range(50):
+            started = time.perf_counter()
+            await api.get(f"{API}/personas/{persona_id}")
+            out["gateway_read"].append(time.perf_counter() - started)
+        # The baseline replays the prompts the model read, in the same order: the model's own
+        # prompt cache then helps it exactly as much as it helped the turns.
+        out["prompts"] = []
+        for trace_id in trace_ids:
+            trace = await api.get(f"{API}/traces/{trace_id}")
+            if trace.status_code != 200:
+                raise SystemExit(
+                    f"could not read trace {trace_id}: {trace.status_code} {trace.text}"
+                )
+            out["prompts"].append(trace.json()["messages"])
     return out
 
 
@@ -404,7 +427,13 @@ def run_turns(
                 **common,
                 "DATABASE_URL": postgres.url("bench_gateway"),
                 "REDIS_URL": redis.url(0),
-                "PEERS": json.dumps({"persona": persona.grpc_address}),
+                "PEERS": json.dumps(
+                    {
+                        "persona": persona.grpc_address,
+                        "memory": memory.grpc_address,
+                        "reasoning": reasoning.grpc_address,
+                    }
+                ),
             },
             root,
         )
@@ -418,15 +447,22 @@ def run_turns(
         started = time.perf_counter()
         measured = asyncio.run(turns(gateway, headers, args.turns))
         elapsed = time.perf_counter() - started
-    bare = asyncio.run(bare_generation(reasoning, "bench", max(10, args.turns // 2)))
+    bare = asyncio.run(bare_generation(reasoning, "bench", measured["prompts"]))
     print(f"  throughput {args.turns / elapsed:.2f} turns/s (one conversation turn at a time)")
-    turn = line("turn, client-measured", measured["latency"])
-    line("  generation (in the model)", measured["generation"])
-    over = line("  fleet overhead (everything but generation)", measured["overhead"])
-    gen_alone = line("bare model call (baseline, same run)", bare)
     print(
-        f"  completion tokens per turn: median {statistics.median(measured['completion_tokens'])}"
+        f"  tokens per turn (median): prompt {statistics.median(measured['prompt_tokens'])}, "
+        f"completion {statistics.median(measured['completion_tokens'])}"
     )
+    turn = line("turn, client-measured", measured["latency"])
+    line("  generation (in the model)", measured["persona_generation"])
+    over = line("  fleet overhead, client-measured", measured["client_overhead"])
+    line("    persona: overhead (total - generation - queue)", measured["persona_overhead"])
+    line("      recall (facts, memories, history)", measured["persona_recall"])
+    line("      prompt assembly", measured["persona_prompt"])
+    line("      store the turn (memory, transcript)", measured["persona_store"])
+    line("    persona: waiting for the conversation", measured["persona_queue"])
+    line("  gateway GET persona, for scale (1 gRPC call)", measured["gateway_read"])
+    gen_alone = line("bare model calls, same prompts (baseline)", bare)
     print(f"  turn / bare model call (p50): {turn['p50'] / gen_alone['p50']:.2f}")
     print(f"  fleet overhead p95 {over['p95']:.1f} ms (goal: under 30 ms)")
     print("  peak RSS: " + ", ".join(f"{n} {mib:.0f} MiB" for n, mib in peak.items()))
