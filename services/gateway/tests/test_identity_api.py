@@ -756,3 +756,15 @@ async def test_another_tenants_objects_are_404_and_stay_unchanged(client, new_te
     )
     tenant = (await client.get("/api/v1/tenant", headers=bearer(a.admin_token))).json()
     assert tenant["id"] == a.id
+
+
+async def test_a_route_whose_service_has_no_configured_address_answers_503_naming_it(
+    client, new_tenant
+) -> None:
+    # This gateway was started without PEERS: a deployment mistake, not the client's.
+    tenant = await new_tenant()
+    reply = await client.get("/api/v1/traces", headers=bearer(tenant.admin_token))
+    assert reply.status_code == 503, reply.text
+    assert reply.headers["content-type"].startswith("application/problem+json")
+    assert reply.json()["detail"] == "the reasoning service is unavailable; try again shortly"
+    assert reply.headers["Retry-After"] == "1"

@@ -50,3 +50,12 @@ class Unauthenticated(ServiceError):
 
 class Unavailable(ServiceError):
     code = grpc.StatusCode.UNAVAILABLE
+
+
+class PeerNotConfigured(Unavailable, LookupError):
+    """A call to a peer whose address the PEERS setting does not give: a deployment mistake, so
+    callers answer UNAVAILABLE (503) and the message names the setting to fix."""
+
+    def __init__(self, peer: str, message: str) -> None:
+        super().__init__(message)
+        self.peer = peer

@@ -16,6 +16,7 @@ from purgatory import AsyncCircuitBreakerFactory
 from purgatory.domain.model import OpenedState
 
 from edrs_core.context import outgoing_metadata, remaining_time
+from edrs_core.errors import PeerNotConfigured
 from edrs_core.tracing import inject_metadata
 
 # Status codes that say "the peer is unhealthy", as opposed to "your request was wrong".
@@ -190,9 +191,10 @@ class PeerChannels:
         if peer not in self._channels:
             address = self.peers.get(peer)
             if not address:
-                raise LookupError(
+                raise PeerNotConfigured(
+                    peer,
                     f"no address configured for peer '{peer}' (set it in the PEERS setting of "
-                    f"'{self.caller}')"
+                    f"'{self.caller}')",
                 )
             interceptor = _ClientInterceptor(self.caller, peer, self.timeout, self.breakers)
             self._channels[peer] = grpc.aio.insecure_channel(

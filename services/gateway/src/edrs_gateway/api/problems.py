@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from edrs_core.context import request_id_var
+from edrs_core.errors import PeerNotConfigured
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -129,6 +130,18 @@ def install_problem_handlers(app: FastAPI) -> None:
             str(exc.detail),
             instance=request.url.path,
             headers=headers,
+        )
+
+    @app.exception_handler(PeerNotConfigured)
+    async def _peer_not_configured(request: Request, exc: PeerNotConfigured) -> JSONResponse:
+        # The operator's mistake, logged for them; the client learns which service is missing.
+        log.error("%s %s: %s", request.method, request.url.path, exc.message)
+        return problem_response(
+            503,
+            "upstream_unavailable",
+            f"the {exc.peer} service is unavailable; try again shortly",
+            instance=request.url.path,
+            headers={"Retry-After": "1"},
         )
 
     @app.exception_handler(Exception)
