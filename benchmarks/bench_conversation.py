@@ -476,7 +476,6 @@ async def recall_at_scale(
     users = [f"user-{i}" for i in range(100)]
     distinct = sentences(2_000)
     vectors = await embed(reasoning, tenant, distinct)
-    queries = sentences(args.queries, seed=11)
     loaded = 0
     for size in (int(s) for s in args.sizes.split(",")):
         await bulk_load(
@@ -485,6 +484,9 @@ async def recall_at_scale(
         )  # fmt: skip
         loaded = size
         print(f"== recall at {size:,} episodes ({len(users)} users, top 5)")
+        # New queries at every size: memory caches recent embeddings, and a query it saw at the
+        # previous size would skip the model.
+        queries = [f"{q} ({size}/{i})" for i, q in enumerate(sentences(args.queries, seed=size))]
         with peak_rss({"memory": pids["memory"]}) as peak:
             await recall_latency(memory, tenant, persona_id, users, queries[:20])  # warm-up
             rpc = await recall_latency(memory, tenant, persona_id, users, queries)

@@ -55,6 +55,7 @@ async def load_embedder(settings: ReasoningSettings) -> Embedder:
         precision=settings.precision,
         batch_size=settings.embedding_batch_size,
         window_seconds=settings.embedding_batch_window_ms / 1e3,
+        threads=settings.embedding_threads,
     )
 
 

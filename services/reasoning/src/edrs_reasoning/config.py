@@ -82,10 +82,22 @@ class ReasoningSettings(ServiceSettings):
         default=32, ge=1, le=1024, description="texts per encode call of the embedding model"
     )
     embedding_batch_window_ms: float = Field(
-        default=2.0,
+        default=0.0,
         ge=0,
         le=1000,
-        description="how long an Embed call waits for others to share one encode call",
+        description=(
+            "how long an Embed call waits for others to share one encode call; at 0, calls that "
+            "arrive while an encode runs still share the next one"
+        ),
+    )
+    embedding_threads: int = Field(
+        default=1,
+        ge=1,
+        le=256,
+        description=(
+            "torch threads for the embedding model: one answers a short text fastest on a small "
+            "host (waking a pool costs more than it saves); raise it for large batches"
+        ),
     )
 
     @model_validator(mode="after")

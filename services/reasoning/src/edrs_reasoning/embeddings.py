@@ -56,9 +56,10 @@ class Embedder:
         precision: str,
         batch_size: int,
         window_seconds: float,
+        threads: int = 1,
     ) -> Embedder:
         """Load the model in a worker thread (torch import and weights take seconds)."""
-        model = await asyncio.to_thread(_load_model, path, device, precision)
+        model = await asyncio.to_thread(_load_model, path, device, precision, threads)
         # sentence-transformers 6 renamed the method; older releases only have the long name.
         dimension = getattr(model, "get_embedding_dimension", None) or (
             model.get_sentence_embedding_dimension
@@ -131,12 +132,16 @@ class Embedder:
         return [row.astype("float32").tolist() for row in matrix]
 
 
-def _load_model(path: Path, device: str, precision: str) -> Any:
+def _load_model(path: Path, device: str, precision: str, threads: int) -> Any:
     # Set before sentence-transformers imports huggingface_hub, which reads it once: the model is
     # a local folder and the service must never reach for the hub.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    import torch
     from sentence_transformers import SentenceTransformer
+
+    # Process-wide, but only torch reads it: llama.cpp runs its own threads.
+    torch.set_num_threads(threads)
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # a tqdm bar per load, outside the JSON logs
