@@ -6,14 +6,16 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import httpx
+import psutil
 from edrs_core.engines.ports import free_port
 from edrs_gateway.identity.bootstrap import DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD
 from edrs_proto.gateway.v1 import gateway_pb2, gateway_pb2_grpc
@@ -107,3 +109,27 @@ def percentiles(samples: Sequence[float]) -> dict[str, float]:
     """p50/p95/p99 of `samples` (seconds), in milliseconds."""
     cuts = statistics.quantiles(sorted(samples), n=100, method="inclusive")
     return {"p50": cuts[49] * 1000, "p95": cuts[94] * 1000, "p99": cuts[98] * 1000}
+
+
+@contextmanager
+def peak_rss(pids: dict[str, int]) -> Iterator[dict[str, float]]:
+    """Samples the processes' resident memory every 100 ms; yields name → peak MiB."""
+    peak = {name: 0.0 for name in pids}
+    stop = threading.Event()
+
+    def sample() -> None:
+        while True:
+            for name, pid in pids.items():
+                with suppress(psutil.NoSuchProcess):
+                    rss = psutil.Process(pid).memory_info().rss / 2**20
+                    peak[name] = max(peak[name], rss)
+            if stop.wait(0.1):
+                return
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield peak
+    finally:
+        stop.set()
+        thread.join()

@@ -22,19 +22,24 @@ import json
 import random
 import statistics
 import tempfile
-import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import grpc
 import httpx
-import psutil
-from _harness import API, POSTGRES_SETTINGS, Service, dev_admin_headers, percentiles, service
+from _harness import (
+    API,
+    POSTGRES_SETTINGS,
+    Service,
+    dev_admin_headers,
+    peak_rss,
+    percentiles,
+    service,
+)
 from edrs_core.engines.nats import EmbeddedNats
 from edrs_core.engines.postgres import EmbeddedPostgres
 from edrs_core.engines.redis import EmbeddedRedis
@@ -43,30 +48,6 @@ from edrs_proto.reasoning.v1 import reasoning_pb2, reasoning_pb2_grpc
 
 TENANT_KEY = "x-edrs-client-id"
 MAX_TOKENS = 24
-
-
-@contextmanager
-def peak_rss(pids: dict[str, int]) -> Iterator[dict[str, float]]:
-    """Samples the processes' resident memory every 100 ms; yields name → peak MiB."""
-    peak = {name: 0.0 for name in pids}
-    stop = threading.Event()
-
-    def sample() -> None:
-        while True:
-            for name, pid in pids.items():
-                with suppress(psutil.NoSuchProcess):
-                    rss = psutil.Process(pid).memory_info().rss / 2**20
-                    peak[name] = max(peak[name], rss)
-            if stop.wait(0.1):
-                return
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    try:
-        yield peak
-    finally:
-        stop.set()
-        thread.join()
 
 
 def line(name: str, samples: list[float], extra: str = "") -> dict[str, float]:

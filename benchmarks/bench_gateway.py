@@ -15,17 +15,15 @@ import multiprocessing
 import os
 import statistics
 import tempfile
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
-from _harness import API, POSTGRES_SETTINGS, Service, dev_admin_headers, service
+from _harness import API, POSTGRES_SETTINGS, Service, dev_admin_headers, peak_rss, service
 from edrs_core.engines.nats import EmbeddedNats
 from edrs_core.engines.ports import free_port
 from edrs_core.engines.postgres import EmbeddedPostgres
@@ -137,23 +135,11 @@ def run_load(
     worker = multiprocessing.get_context("spawn").Process(
         target=load_worker, args=(url, headers, count, concurrency, sender)
     )
-    peak = {pid: psutil.Process(pid).memory_info().rss for pid in pids}
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.wait(0.1):
-            for pid in pids:
-                with suppress(psutil.NoSuchProcess):
-                    peak[pid] = max(peak[pid], psutil.Process(pid).memory_info().rss)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    worker.start()
-    result: dict[str, Any] = receiver.recv()
-    worker.join()
-    stop.set()
-    sampler.join()
-    result["peak_rss_mib"] = {pid: rss / 2**20 for pid, rss in peak.items()}
+    with peak_rss({str(pid): pid for pid in pids}) as peak:
+        worker.start()
+        result: dict[str, Any] = receiver.recv()
+        worker.join()
+    result["peak_rss_mib"] = {int(pid): mib for pid, mib in peak.items()}
     return result
 
 
