@@ -296,15 +296,18 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
             changes = await self.store.state_facts(
                 conn, scope, [(attribute, value, value)], source="user"
             )
-        if changes.learned:
-            fact = changes.learned[0]
-        else:
-            # The same value is already current: nothing changes, the current fact answers.
-            fact = next(
-                f
-                for f in await self.store.list_facts(scope, include_superseded=False)
-                if f.attribute == attribute and facts.normalise(f.value) == facts.normalise(value)
-            )
+            if changes.learned:
+                fact = changes.learned[0]
+            else:
+                # The same value is already current: nothing changes, the current fact answers.
+                # Read under the transaction's per-user lock, so a concurrent turn can't replace
+                # it in between.
+                fact = next(
+                    f
+                    for f in await self.store.list_facts(scope, include_superseded=False, conn=conn)
+                    if f.attribute == attribute
+                    and facts.normalise(f.value) == facts.normalise(value)
+                )
         return memory_pb2.AssertFactResponse(
             fact=fact_proto(fact), superseded=[fact_proto(f) for f in changes.superseded]
         )

@@ -379,7 +379,8 @@ class Conversations:
                 timeout=self.settings.memory_timeout_seconds,
             )
         )
-        return [f for f in response.facts if f.status != "superseded"]
+        # ListFacts without include_superseded lists current facts only.
+        return list(response.facts)
 
     async def _recall(self, key: ConversationKey, text: str) -> list[memory_pb2.ScoredMemory]:
         if self.settings.recall_limit == 0:

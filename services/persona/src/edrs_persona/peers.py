@@ -58,10 +58,8 @@ class Peers:
         self._reasoning: reasoning_pb2_grpc.ReasoningServiceStub | None = None
 
     def _channel(self, peer: str) -> grpc.aio.Channel:
-        try:
-            return self.channels.channel(peer)
-        except LookupError as exc:
-            raise PeerError(peer, grpc.StatusCode.UNAVAILABLE, str(exc)) from None
+        # A peer missing from PEERS raises PeerNotConfigured: UNAVAILABLE, naming the setting.
+        return self.channels.channel(peer)
 
     @property
     def memory(self) -> memory_pb2_grpc.MemoryServiceStub:

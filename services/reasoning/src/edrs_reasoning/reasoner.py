@@ -10,6 +10,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from edrs_core import InvalidArgument
 from edrs_core.events import ServiceEvents
 
@@ -199,10 +200,9 @@ class Reasoner:
         vectors = await self.embedder.embed([*claims, *facts])
         claim_vectors, fact_vectors = vectors[: len(claims)], vectors[len(claims) :]
         # Vectors are L2-normalised: the dot product is the cosine similarity.
-        similarities = [
-            [sum(a * b for a, b in zip(c, f, strict=True)) for f in fact_vectors]
-            for c in claim_vectors
-        ]
+        similarities: list[list[float]] = (
+            np.asarray(claim_vectors) @ np.asarray(fact_vectors).T
+        ).tolist()
         return strategies.verify_claims(claims, facts, similarities)
 
 

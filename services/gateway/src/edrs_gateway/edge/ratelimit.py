@@ -68,6 +68,15 @@ class Decision:
             out["Retry-After"] = str(self.retry_after)
         return out
 
+    def refusal(self) -> str:
+        """Why a refused request was refused, for the 429 problem's detail (HTTP and WebSocket)."""
+        why = (
+            f"more than {self.limit} concurrent requests"
+            if self.reason == "concurrency"
+            else "request rate above your tier's limit"
+        )
+        return f"{why}; retry after {self.retry_after}s"
+
 
 # KEYS[1] bucket hash {tokens, ts}; KEYS[2] sorted set of in-flight request ids scored by the
 # time their lease expires. ARGV: refill tokens per ms, capacity, concurrency cap (0 = none),
@@ -242,15 +251,10 @@ class RateLimitMiddleware:
             return
         headers = decision.headers()
         if not decision.allowed:
-            why = (
-                f"more than {decision.limit} concurrent requests"
-                if decision.reason == "concurrency"
-                else "request rate above your tier's limit"
-            )
             await problem_response(
                 429,
                 "rate_limited",
-                f"{why}; retry after {decision.retry_after}s",
+                decision.refusal(),
                 title="Too many requests",
                 instance=scope["path"],
                 headers=headers,

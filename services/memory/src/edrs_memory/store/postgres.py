@@ -327,13 +327,17 @@ class PostgresMemoryStore:
                     )
         return FactChanges(learned=learned, superseded=superseded)
 
-    async def list_facts(self, scope: Scope, *, include_superseded: bool) -> list[Fact]:
-        """Current facts by attribute and age; with history, newest first within an attribute."""
+    async def list_facts(
+        self, scope: Scope, *, include_superseded: bool, conn: asyncpg.Connection | None = None
+    ) -> list[Fact]:
+        """Current facts by attribute and age; with history, newest first within an attribute.
+
+        In `conn`'s transaction when given (to read what that transaction just decided)."""
         params: list[Any] = []
         where = _scope_sql(scope, params)
         if not include_superseded:
             where += " AND valid_to IS NULL"
-        rows = await self.db.fetch(
+        rows = await (conn or self.db).fetch(
             f"""SELECT {_FACT} FROM facts WHERE {where}
                 ORDER BY attribute, valid_to IS NOT NULL, valid_from DESC, id DESC""",
             *params,

@@ -91,7 +91,7 @@ class OpenAIBackend:
             raise Unavailable(f"the model server cannot be reached: {exc!r}") from exc
         finally:
             if not reported:
-                usage.prompt_tokens = self.count_tokens(messages)
+                # prompt_tokens stays 0: the caller already counted them (Usage's contract).
                 usage.completion_tokens = estimate_tokens("".join(parts))
 
     async def close(self) -> None:

@@ -243,12 +243,7 @@ class _Session:
                 decision = None
             if decision is not None and not decision.allowed:
                 await self._error(
-                    ApiError(
-                        429,
-                        "rate_limited",
-                        f"request rate above your tier's limit; retry after "
-                        f"{decision.retry_after}s",
-                    ),
+                    ApiError(429, "rate_limited", decision.refusal()),
                     **ids,
                 )
                 return
