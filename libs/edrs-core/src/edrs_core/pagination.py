@@ -60,8 +60,10 @@ async def keyset_page(
     args: Sequence[Any],
     page_token: str,
     requested_size: int,
+    descending: bool = False,
 ) -> tuple[list[Any], str]:
-    """One page of `table` ordered by (created_at, id), and the token of the next page ("" at the end).
+    """One page of `table` ordered by (created_at, id) — newest first when `descending` — and the
+    token of the next page ("" at the end).
 
     `table`, `columns` and `where` come from the service's own code, never from a request;
     request values travel only in `args` as bind parameters.
@@ -70,11 +72,12 @@ async def keyset_page(
     size = page_size(requested_size)
     params = list(args)
     condition = where
+    after, order = ("<", "created_at DESC, id DESC") if descending else (">", "created_at, id")
     if cursor is not None:
-        condition += f" AND (created_at, id) > (${len(params) + 1}, ${len(params) + 2}::uuid)"
+        condition += f" AND (created_at, id) {after} (${len(params) + 1}, ${len(params) + 2}::uuid)"
         params += [cursor.created_at, cursor.id]
     rows = await db.fetch(
-        f"SELECT {columns} FROM {table} WHERE {condition} ORDER BY created_at, id LIMIT {size + 1}",
+        f"SELECT {columns} FROM {table} WHERE {condition} ORDER BY {order} LIMIT {size + 1}",
         *params,
     )
     if len(rows) <= size:

@@ -12,7 +12,7 @@ from uuid import UUID
 
 import asyncpg
 from edrs_core.ids import new_id
-from edrs_core.pagination import Cursor, decode_cursor, encode_cursor, page_size
+from edrs_core.pagination import keyset_page
 
 from edrs_gateway.auth.principal import Principal
 
@@ -102,23 +102,19 @@ class AuditLog:
         self, tenant_id: UUID, page_token: str, requested_size: int, *, action: str | None = None
     ) -> tuple[list[AuditEvent], str]:
         """One page, newest first, optionally only `action`; and the next page's token."""
-        cursor = decode_cursor(page_token)
-        size = page_size(requested_size)
         params: list[Any] = [tenant_id]
         condition = "tenant_id = $1"
         if action:
             params.append(action)
             condition += f" AND action = ${len(params)}"
-        if cursor is not None:
-            condition += f" AND (created_at, id) < (${len(params) + 1}, ${len(params) + 2}::uuid)"
-            params += [cursor.created_at, cursor.id]
-        rows = await self.db.fetch(
-            f"SELECT {_COLUMNS} FROM audit_events WHERE {condition} "
-            f"ORDER BY created_at DESC, id DESC LIMIT {size + 1}",
-            *params,
+        rows, token = await keyset_page(
+            self.db,
+            table="audit_events",
+            columns=_COLUMNS,
+            where=condition,
+            args=params,
+            page_token=page_token,
+            requested_size=requested_size,
+            descending=True,
         )
-        if len(rows) <= size:
-            return [_event(r) for r in rows], ""
-        last = rows[size - 1]
-        token = encode_cursor(Cursor(last["created_at"], str(last["id"])))
-        return [_event(r) for r in rows[:size]], token
+        return [_event(r) for r in rows], token

@@ -97,25 +97,19 @@ class PostgresTraceStore:
         page_size: int,
         labels: Mapping[str, str] | None = None,
     ) -> tuple[list[Trace], str]:
-        # The contract lists traces newest first, which edrs_core's keyset_page (oldest first)
-        # does not do; the same cursor tokens are used, walked downwards.
-        cursor = pagination.decode_cursor(page_token)
-        size = pagination.page_size(page_size)
         args: list[Any] = [client_id]
         condition = "client_id = $1"
         if labels:
             args.append(json.dumps(dict(labels)))
             condition += f" AND labels @> ${len(args)}::jsonb"
-        if cursor is not None:
-            args += [cursor.created_at, cursor.id]
-            condition += f" AND (created_at, id) < (${len(args) - 1}, ${len(args)}::uuid)"
-        rows = await self.db.fetch(
-            f"""SELECT {_COLUMNS} FROM traces WHERE {condition}
-                ORDER BY created_at DESC, id DESC LIMIT {size + 1}""",
-            *args,
+        rows, token = await pagination.keyset_page(
+            self.db,
+            table="traces",
+            columns=_COLUMNS,
+            where=condition,
+            args=args,
+            page_token=page_token,
+            requested_size=page_size,
+            descending=True,
         )
-        if len(rows) <= size:
-            return [_trace(r) for r in rows], ""
-        last = rows[size - 1]
-        token = pagination.encode_cursor(pagination.Cursor(last["created_at"], str(last["id"])))
-        return [_trace(r) for r in rows[:size]], token
+        return [_trace(r) for r in rows], token
