@@ -11,7 +11,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from edrs_gateway.auth.principal import Principal
 from edrs_gateway.auth.revocations import TokenRevocations
-from edrs_gateway.auth.tokens import InvalidToken, TokenService
+from edrs_gateway.auth.tokens import InvalidToken, TokenService, VerifiedToken
 
 PRINCIPAL = "principal"
 AUTH_ERROR = "auth_error"
@@ -26,7 +26,8 @@ class AuthenticationMiddleware:
         self.revocations = revocations
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] in ("http", "websocket"):
+        # A WebSocket authenticates itself (header, query or subprotocol: api/routes/ws.py).
+        if scope["type"] == "http":
             state = scope.setdefault("state", {})
             state[PRINCIPAL] = None
             state[AUTH_ERROR] = None
@@ -42,10 +43,18 @@ class AuthenticationMiddleware:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise InvalidToken("the Authorization header must be 'Bearer <access token>'")
-        verified = await self.tokens.verify(token.strip())
-        if await self.revocations.is_revoked(verified):
-            raise InvalidToken("the token has been revoked")
+        verified = await verify_unrevoked(self.tokens, self.revocations, token.strip())
         return verified.principal
+
+
+async def verify_unrevoked(
+    tokens: TokenService, revocations: TokenRevocations, token: str
+) -> VerifiedToken:
+    """The token's claims if it is valid and not revoked; InvalidToken saying why otherwise."""
+    verified = await tokens.verify(token)
+    if await revocations.is_revoked(verified):
+        raise InvalidToken("the token has been revoked")
+    return verified
 
 
 def _authorization(scope: Scope) -> str | None:

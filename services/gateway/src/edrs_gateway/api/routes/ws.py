@@ -39,6 +39,7 @@ from edrs_gateway.api.turns import (
     problem_body,
 )
 from edrs_gateway.auth.dependencies import may
+from edrs_gateway.auth.middleware import verify_unrevoked
 from edrs_gateway.auth.permissions import Permission
 from edrs_gateway.auth.principal import Principal
 from edrs_gateway.auth.tokens import InvalidToken
@@ -120,9 +121,7 @@ async def _authenticate(ctx: GatewayContext, token: str | None) -> tuple[Princip
             "this socket needs an access token: Authorization: Bearer, ?access_token= or the "
             "subprotocol bearer.<token>"
         )
-    verified = await ctx.tokens.verify(token)
-    if await ctx.revocations.is_revoked(verified):
-        raise InvalidToken("the token has been revoked")
+    verified = await verify_unrevoked(ctx.tokens, ctx.revocations, token)
     return verified.principal, float(verified.expires_at)
 
 
