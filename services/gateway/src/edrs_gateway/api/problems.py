@@ -51,20 +51,27 @@ def problem_response(
     errors: list[dict[str, Any]] | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
+    error = ApiError(status, code, detail, title=title, errors=errors)
+    body = problem_body(error, instance)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def problem_body(error: ApiError, instance: str | None = None) -> dict[str, Any]:
+    """The RFC 9457 body of `error`: for responses, SSE `error` events and WebSocket frames."""
     body: dict[str, Any] = {
-        "type": f"https://edrs.dev/problems/{code.replace('_', '-')}",
-        "title": title or code.replace("_", " ").capitalize(),
-        "status": status,
-        "detail": detail,
-        "code": code,
+        "type": f"https://edrs.dev/problems/{error.code.replace('_', '-')}",
+        "title": error.title,
+        "status": error.status,
+        "detail": error.detail,
+        "code": error.code,
     }
     if instance:
         body["instance"] = instance
-    if errors:
-        body["errors"] = errors
+    if error.errors:
+        body["errors"] = error.errors
     if (rid := request_id_var.get()) is not None:
         body["requestId"] = rid
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+    return body
 
 
 def _pointer(loc: tuple[Any, ...]) -> str:

@@ -327,21 +327,3 @@ class Turn:
             pass
         assert self._completed is not None  # events() ends with `completed` or raises
         return self._completed
-
-
-def problem_body(error: ApiError, instance: str | None = None) -> dict[str, Any]:
-    """An ApiError as the problem+json body, for SSE `error` events and WebSocket frames."""
-    body: dict[str, Any] = {
-        "type": f"https://edrs.dev/problems/{error.code.replace('_', '-')}",
-        "title": error.title,
-        "status": error.status,
-        "detail": error.detail,
-        "code": error.code,
-    }
-    if instance:
-        body["instance"] = instance
-    if error.errors:
-        body["errors"] = error.errors
-    if (rid := request_id_var.get()) is not None:
-        body["requestId"] = rid
-    return body

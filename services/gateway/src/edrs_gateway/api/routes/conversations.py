@@ -17,7 +17,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from edrs_gateway.api.common import AUTHENTICATED, PageRequest, page_request, problem_responses
 from edrs_gateway.api.grpc_errors import calling, upstream_responses
 from edrs_gateway.api.models import ApiModel, PageOf
-from edrs_gateway.api.problems import PROBLEM_JSON, ApiError
+from edrs_gateway.api.problems import PROBLEM_JSON, ApiError, problem_body
 from edrs_gateway.api.routes.personas import PersonaId, persona_stub
 from edrs_gateway.api.turns import (
     CONVERSATION_ID_PATTERN,
@@ -25,7 +25,6 @@ from edrs_gateway.api.turns import (
     Turn,
     TurnOut,
     converse_request,
-    problem_body,
     user_id_of,
 )
 from edrs_gateway.auth.dependencies import require

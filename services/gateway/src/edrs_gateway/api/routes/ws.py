@@ -30,13 +30,12 @@ from redis.exceptions import RedisError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from edrs_gateway.api.models import SINGLE_LINE, ApiModel
-from edrs_gateway.api.problems import ApiError
+from edrs_gateway.api.problems import ApiError, problem_body
 from edrs_gateway.api.turns import (
     CONVERSATION_ID_PATTERN,
     SendMessage,
     Turn,
     converse_request,
-    problem_body,
 )
 from edrs_gateway.auth.dependencies import may
 from edrs_gateway.auth.middleware import verify_unrevoked
