@@ -5,13 +5,14 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.edrs-installed
-SERVICES := gateway persona memory knowledge reasoning task research integration
+# Every folder under services/ is a service (it declares itself in its own pyproject.toml, see
+# docs/decisions/0006-service-registry.md): a new folder is installed by the next `make`.
+SERVICE_DIRS := $(patsubst %/pyproject.toml,%,$(wildcard services/*/pyproject.toml))
 
 # Every local package, installed editable in one resolver run so they find each other.
 PACKAGES := -e libs/edrs-proto[gen] -e libs/edrs-core[embedded] \
             -e libs/edrs-events[postgres,pulsar,cli,test] -e libs/edrs-cli \
-            $(foreach s,$(filter-out reasoning,$(SERVICES)),-e services/$(s)) \
-            -e services/reasoning[openai-test]
+            $(foreach s,$(SERVICE_DIRS),-e $(s))
 
 INSTALL_INPUTS := requirements-dev.txt constraints.txt $(wildcard libs/*/pyproject.toml services/*/pyproject.toml)
 
@@ -50,7 +51,7 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy libs/edrs-core/src libs/edrs-events/src libs/edrs-cli/src $(foreach s,$(SERVICES),services/$(s)/src)
+	$(BIN)/mypy libs/edrs-core/src libs/edrs-events/src libs/edrs-cli/src $(foreach s,$(SERVICE_DIRS),$(s)/src)
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

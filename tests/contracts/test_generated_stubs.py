@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 import grpc_tools
 import pytest
+from edrs_core.registry import service_names
 from edrs_proto.common.v1 import common_pb2
 from edrs_proto.integration.v1 import integration_pb2
 from edrs_proto.persona.v1 import persona_pb2, persona_pb2_grpc
@@ -191,10 +192,8 @@ def test_message_round_trips_through_the_wire_format() -> None:
     assert dict(decoded_connector.config) == {"url": "http://127.0.0.1:9"}
 
 
-@pytest.mark.parametrize(
-    "area",
-    ["gateway", "persona", "memory", "knowledge", "reasoning", "task", "research", "integration"],
-)
+# Every declared service has its proto area (tests/contracts/test_service_registry.py).
+@pytest.mark.parametrize("area", service_names())
 def test_grpc_stubs_import(
     area: str, proto_files: list[descriptor_pb2.FileDescriptorProto]
 ) -> None:

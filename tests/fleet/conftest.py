@@ -21,6 +21,7 @@ from typing import Any
 import psutil
 import pytest
 from edrs_cli.fleet import service_names
+from edrs_core.registry import folder_declarations
 
 START_TIMEOUT = 240.0
 STOP_TIMEOUT = 120.0
@@ -119,9 +120,18 @@ def _status(state_dir: Path) -> list[dict[str, Any]] | None:
     return json.loads(result.stdout)
 
 
-def start_fleet(state_dir: Path, timeout: float = START_TIMEOUT) -> RunningFleet:
-    """`edrs dev up` in the background; returns once status shows every service ready."""
+def start_fleet(
+    state_dir: Path, timeout: float = START_TIMEOUT, services_dir: Path | None = None
+) -> RunningFleet:
+    """`edrs dev up` in the background; returns once status shows every service ready.
+
+    ``services_dir``: service folders, not installed, that join the installed services.
+    """
     expected = set(service_names())
+    extra: list[str] = []
+    if services_dir is not None:
+        expected |= {d.name for d in folder_declarations(services_dir)}
+        extra = ["--services-dir", str(services_dir)]
     output = state_dir.with_name(f"{state_dir.name}-up.out")
     with output.open("wb") as out:
         process = subprocess.Popen(
@@ -133,6 +143,7 @@ def start_fleet(state_dir: Path, timeout: float = START_TIMEOUT) -> RunningFleet
                 str(state_dir),
                 "--wait-timeout",
                 str(timeout),
+                *extra,
             ],
             stdin=subprocess.DEVNULL,
             stdout=out,

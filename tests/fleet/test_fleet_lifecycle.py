@@ -10,6 +10,7 @@ import httpx
 import psutil
 import pytest
 from edrs_cli.fleet import service_names
+from edrs_core.testing import write_service_folder
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 pytestmark = [pytest.mark.fleet, pytest.mark.slow]
@@ -18,11 +19,15 @@ SERVICES = service_names()
 
 
 # First in the module on purpose: it runs before the session fleet starts, so two fleets never
-# compete for the 2 CPU cores.
+# compete for the 2 CPU cores. Its fleet has a ninth service that exists only as a folder with its
+# declaration (no other file names it), so `down` must stop that one too.
 def test_down_stops_every_process_of_the_fleet(tmp_path: Path, fleet_control) -> None:
-    own = fleet_control.start(tmp_path / "state")
+    write_service_folder(tmp_path / "services", "echo")
+    own = fleet_control.start(tmp_path / "state", services_dir=tmp_path / "services")
+    _the_ninth_service_runs_beside_the_others(own)
     pids = own.pids()
     assert set(SERVICES) <= set(pids)
+    assert "echo" in pids
     assert all(psutil.pid_exists(pid) for pid in pids.values())
 
     leftovers = fleet_control.stop(own)
@@ -33,6 +38,24 @@ def test_down_stops_every_process_of_the_fleet(tmp_path: Path, fleet_control) ->
     status = own.edrs("dev", "status")
     assert status.returncode == 1
     assert "no fleet is running" in status.stderr
+
+
+def _the_ninth_service_runs_beside_the_others(own) -> None:
+    """The throw-away service started by `edrs dev up` from its folder, wired like the rest."""
+    assert own.services["echo"]["ready"]
+    assert own.state["services"][-1]["name"] == "echo", "undeclared ports: after the others"
+    described = httpx.get(f"{own.http_url('echo')}/echo/peers", timeout=5).json()
+    assert described["service"] == "echo"
+    assert described["peers"]["gateway"] == own.grpc_address("gateway")
+    assert described["peers"]["echo"] == own.grpc_address("echo")
+    with grpc.insecure_channel(own.grpc_address("echo")) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=""), timeout=5
+        )
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    status = own.edrs("dev", "status")
+    assert status.returncode == 0 and "echo" in status.stdout
+    assert own.edrs("dev", "logs", "echo", "-n", "50").returncode == 0
 
 
 @pytest.mark.parametrize("service", SERVICES)

@@ -1,18 +1,23 @@
-"""Port plan and per-service environment of `edrs dev up` (pure logic, no processes)."""
+"""Port plan and per-service environment of `edrs dev up`, from the services' declarations."""
 
 from __future__ import annotations
 
 import json
 
 from edrs_cli.fleet import (
-    SERVICES,
     EngineEndpoints,
     ServicePorts,
+    ServiceSpec,
     assign_ports,
     default_ports,
+    fleet_order,
+    fleet_services,
     service_env,
     service_names,
 )
+
+# Read from the declarations, as `edrs dev up` reads them.
+SERVICES = fleet_services()
 
 ENGINES = EngineEndpoints(
     postgres="postgresql://postgres@127.0.0.1:5999",
@@ -39,7 +44,7 @@ def test_the_fleet_has_the_eight_services_in_order() -> None:
 
 
 def test_default_ports_follow_the_documented_plan() -> None:
-    ports = assign_ports(is_free=always_free)
+    ports = assign_ports(SERVICES, is_free=always_free)
     assert ports["gateway"] == ServicePorts(grpc=50051, http=8080, metrics=8081)
     assert ports["persona"] == ServicePorts(grpc=50052, http=8102, metrics=8103)
     assert ports["integration"] == ServicePorts(grpc=50058, http=8114, metrics=8115)
@@ -51,7 +56,7 @@ def test_busy_ports_are_replaced_by_free_ones_without_collisions() -> None:
     spare = iter([8103, 50051, 40001, 40002, 40003])  # first two collide and must be skipped
 
     ports = assign_ports(
-        is_free=lambda port, host: port not in busy, next_free=lambda host: next(spare)
+        SERVICES, is_free=lambda port, host: port not in busy, next_free=lambda host: next(spare)
     )
     assert ports["gateway"].http == 40001
     assert ports["persona"].metrics == 40002
@@ -62,7 +67,7 @@ def test_busy_ports_are_replaced_by_free_ones_without_collisions() -> None:
 
 
 def test_service_env_carries_the_contract_and_the_parent_environment() -> None:
-    ports = assign_ports(is_free=always_free)
+    ports = assign_ports(SERVICES, is_free=always_free)
     env = service_env(SERVICES[2], 2, ports, ENGINES, base={"OTEL_SERVICE_NAME": "x", "PATH": "/b"})
 
     assert env["OTEL_SERVICE_NAME"] == "x"
@@ -81,9 +86,29 @@ def test_service_env_carries_the_contract_and_the_parent_environment() -> None:
 
 
 def test_each_service_gets_its_own_redis_database() -> None:
-    ports = assign_ports(is_free=always_free)
+    ports = assign_ports(SERVICES, is_free=always_free)
     urls = [
         service_env(spec, i, ports, ENGINES)[f"{spec.env_prefix}REDIS_URL"]
         for i, spec in enumerate(SERVICES)
     ]
     assert len(set(urls)) == len(SERVICES)
+
+
+def test_a_service_that_declares_no_ports_comes_after_the_declared_ones() -> None:
+    extra = ServiceSpec("echo")
+    services = fleet_order([extra, *SERVICES])
+    assert services[-1] == extra
+    ports = assign_ports(services, is_free=always_free)
+    assert ports["echo"] == ServicePorts(grpc=50059, http=8116, metrics=8117)
+    assert extra.module == "edrs_echo" and extra.env_prefix == "EDRS_ECHO_"
+
+
+def test_an_uninstalled_folder_runs_from_its_source() -> None:
+    spec = ServiceSpec("echo", python_path="/checkout/services/echo/src")
+    services = (*SERVICES, spec)
+    ports = assign_ports(services, is_free=always_free)
+    env = service_env(spec, len(SERVICES), ports, ENGINES, base={"PYTHONPATH": "/lib"})
+    assert env["PYTHONPATH"] == "/checkout/services/echo/src:/lib"
+    assert env["EDRS_ECHO_REDIS_URL"] == f"redis://127.0.0.1:6999/{len(SERVICES)}"
+    installed = service_env(SERVICES[0], 0, ports, ENGINES, base={"PYTHONPATH": "/lib"})
+    assert installed["PYTHONPATH"] == "/lib"

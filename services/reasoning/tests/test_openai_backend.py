@@ -1,5 +1,5 @@
 """The OpenAI-compatible backend against a real OpenAI-compatible server: llama.cpp's own
-(`python -m llama_cpp.server`, the `openai-test` extra) serving SmolLM2 on 127.0.0.1."""
+(`python -m llama_cpp.server`, in requirements-dev.txt) serving SmolLM2 on 127.0.0.1."""
 
 from __future__ import annotations
 

@@ -9,16 +9,18 @@ from typing import Annotated
 
 import typer
 from edrs_core.engines import EmbeddedEngine, EngineError, tail_lines
+from edrs_core.registry import RegistryError
+from edrs_core.registry import service_names as declared_names
 from rich.console import Console
 
 from edrs_cli.admin import development_token_command, gateway_database_url
-from edrs_cli.fleet import SERVICES, service_names
 from edrs_cli.render import status_json, status_table
 from edrs_cli.supervisor import (
     DEFAULT_WAIT_TIMEOUT,
     LOG_TAIL,
     Fleet,
     FleetAlreadyRunningError,
+    FleetDeclarationError,
     FleetError,
     FleetInterruptedError,
     FleetNotReadyError,
@@ -44,6 +46,18 @@ StateDir = Annotated[
     ),
 ]
 DEFAULT_STATE_DIR = Path(".edrs")
+# The checkout's service folders: one that is not installed yet still joins the fleet.
+DEFAULT_SERVICES_DIR = Path("services")
+ServicesDir = Annotated[
+    Path,
+    typer.Option(
+        "--services-dir",
+        envvar="EDRS_SERVICES_DIR",
+        help="Service folders (each declaring an `edrs.services` entry point in its "
+        "pyproject.toml) to run beside the installed services; ignored when absent.",
+        file_okay=False,
+    ),
+]
 
 
 def _print_exit(exit: ProcessExit, lines: int = LOG_TAIL) -> None:
@@ -62,13 +76,14 @@ def _print_tail(name: str, path: Path, lines: int) -> None:
 @app.command()
 def up(
     state_dir: StateDir = DEFAULT_STATE_DIR,
+    services_dir: ServicesDir = DEFAULT_SERVICES_DIR,
     wait_timeout: Annotated[
         float,
         typer.Option(min=1.0, help="Seconds to wait for every service to be ready."),
     ] = DEFAULT_WAIT_TIMEOUT,
 ) -> None:
     """Start engines and all services, wait until ready, then supervise in the foreground."""
-    fleet = Fleet(state_dir)
+    fleet = Fleet(state_dir, services_dir=services_dir.resolve())
     try:
         fleet.claim()
     except FleetAlreadyRunningError as exc:
@@ -93,6 +108,9 @@ def up(
             code = 1
     except FleetInterruptedError:
         console.print("interrupted")
+    except FleetDeclarationError as exc:
+        err_console.print(f"[bold red]{exc}[/bold red]", markup=True, highlight=False)
+        code = 1
     except ServiceDiedError as exc:
         _print_exit(exc.exit)
         code = 1
@@ -160,7 +178,10 @@ def status(
 
 @app.command()
 def logs(
-    service: Annotated[str, typer.Argument(help=f"One of: {', '.join(service_names(SERVICES))}.")],
+    service: Annotated[
+        str,
+        typer.Argument(help="A service (`edrs dev status` lists them), or postgres, redis, nats."),
+    ],
     state_dir: StateDir = DEFAULT_STATE_DIR,
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep printing new lines.")
@@ -168,12 +189,13 @@ def logs(
     lines: Annotated[int, typer.Option("--lines", "-n", min=0, help="Lines of tail.")] = 50,
 ) -> None:
     """Print the tail of a service's (or engine's) log; ``-f`` follows it."""
-    valid = [*service_names(SERVICES), *ENGINE_NAMES]
+    fleet = Fleet(state_dir)
+    valid = [*_known_services(fleet), *ENGINE_NAMES]
     if service not in valid:
         raise typer.BadParameter(
             f"unknown service {service!r}; valid names: {', '.join(valid)}", param_hint="SERVICE"
         )
-    path = Fleet(state_dir).log_path(service)
+    path = fleet.log_path(service)
     if not path.exists() and not follow:
         err_console.print(f"no log yet for {service} at {path}")
         raise typer.Exit(1)
@@ -181,6 +203,16 @@ def logs(
         print(line)
     if follow:
         _follow(path)
+
+
+def _known_services(fleet: Fleet) -> list[str]:
+    """The declared services, and those of the fleet recorded in the state dir."""
+    recorded = [r["name"] for r in (fleet.read_state() or {}).get("services", [])]
+    try:
+        declared = declared_names(DEFAULT_SERVICES_DIR)
+    except RegistryError:
+        declared = []
+    return sorted({*declared, *recorded})
 
 
 def _follow(path: Path) -> None:

@@ -1,50 +1,96 @@
-"""The local fleet's one service list, its port plan and each service's environment."""
+"""The local fleet's services (read from their declarations), port plan and environments."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 
 from edrs_core.engines.ports import DEFAULT_HOST, free_port, port_is_free
+from edrs_core.registry import ServiceDescription
+
+
+class ServiceDiscoveryError(RuntimeError):
+    """The declared services cannot be read; the message names the declaration to fix."""
 
 
 @dataclass(frozen=True)
 class ServiceSpec:
-    """One service of the fleet; run as ``python -m edrs_<name>``."""
+    """One service of the fleet, as its declaration says (see `edrs_core.registry`); run as
+    ``python -m <module>`` with its settings under ``<env_prefix>``."""
 
     name: str
-    # Fixed HTTP/metrics ports; None means the default 8100+2i / 8101+2i for list index i.
+    module: str = ""  # default edrs_<name>
+    env_prefix: str = ""  # default EDRS_<NAME>_
+    # Preferred local ports; None means 50051+i, 8100+2i, 8101+2i for fleet position i.
+    grpc_port: int | None = None
     http_port: int | None = None
     metrics_port: int | None = None
+    # The import root of a service folder that is not installed, put first on its PYTHONPATH.
+    python_path: str | None = None
 
-    @property
-    def module(self) -> str:
-        return f"edrs_{self.name}"
+    def __post_init__(self) -> None:
+        if not self.module:
+            object.__setattr__(self, "module", f"edrs_{self.name}")
+        if not self.env_prefix:
+            object.__setattr__(self, "env_prefix", f"EDRS_{self.name.upper()}_")
 
-    @property
-    def env_prefix(self) -> str:
-        return f"EDRS_{self.name.upper()}_"
+    @classmethod
+    def of(cls, description: ServiceDescription) -> ServiceSpec:
+        ports = description.local_ports
+        return cls(
+            name=description.name,
+            module=description.module,
+            env_prefix=description.env_prefix,
+            grpc_port=None if ports is None else ports.grpc,
+            http_port=None if ports is None else ports.http,
+            metrics_port=None if ports is None else ports.metrics,
+            python_path=description.python_path,
+        )
 
 
-# Adding a service to `edrs dev up` is one entry here.
-SERVICES: tuple[ServiceSpec, ...] = (
-    ServiceSpec("gateway", http_port=8080, metrics_port=8081),
-    ServiceSpec("persona"),
-    ServiceSpec("memory"),
-    ServiceSpec("knowledge"),
-    ServiceSpec("reasoning"),
-    ServiceSpec("task"),
-    ServiceSpec("research"),
-    ServiceSpec("integration"),
-)
+def fleet_order(specs: Iterable[ServiceSpec]) -> tuple[ServiceSpec, ...]:
+    """Services with declared ports first, by gRPC port (the documented plan: the gateway first),
+    then the others by name; the position also picks each one's Redis database."""
+    return tuple(sorted(specs, key=lambda s: (s.grpc_port is None, s.grpc_port or 0, s.name)))
+
+
+@cache
+def fleet_services(
+    services_dir: Path | None = None, python: str = sys.executable
+) -> tuple[ServiceSpec, ...]:
+    """Every declared service, in fleet order: the installed ones and the folders of
+    ``services_dir`` not installed yet.
+
+    The declarations are loaded by ``python -m edrs_core.registry`` in the services' interpreter,
+    so the launcher imports no service (and sees what that interpreter would run).
+    """
+    command = [python, "-m", "edrs_core.registry"]
+    if services_dir is not None:
+        command += ["--services-dir", str(services_dir)]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ServiceDiscoveryError(f"cannot read the declared services: {exc}") from exc
+    if done.returncode != 0:
+        detail = done.stderr.strip().removeprefix("error: ") or f"exit code {done.returncode}"
+        raise ServiceDiscoveryError(f"cannot read the declared services: {detail}")
+    described = json.loads(done.stdout)["services"]
+    return fleet_order(ServiceSpec.of(ServiceDescription.from_json(d)) for d in described)
+
 
 GRPC_BASE_PORT = 50051
 HTTP_BASE_PORT = 8100
 
 
-def service_names(services: Sequence[ServiceSpec] = SERVICES) -> list[str]:
-    return [spec.name for spec in services]
+def service_names(services: Sequence[ServiceSpec] | None = None) -> list[str]:
+    """The names of ``services`` (default: every declared service), in fleet order."""
+    return [spec.name for spec in (fleet_services() if services is None else services)]
 
 
 @dataclass(frozen=True)
@@ -55,9 +101,10 @@ class ServicePorts:
 
 
 def default_ports(index: int, spec: ServiceSpec) -> ServicePorts:
-    """The preferred ports of the service at ``index`` in the list."""
+    """The preferred ports of the service at ``index`` in the fleet: its declared ones, else by
+    position."""
     return ServicePorts(
-        grpc=GRPC_BASE_PORT + index,
+        grpc=spec.grpc_port if spec.grpc_port is not None else GRPC_BASE_PORT + index,
         http=spec.http_port if spec.http_port is not None else HTTP_BASE_PORT + 2 * index,
         metrics=spec.metrics_port
         if spec.metrics_port is not None
@@ -66,7 +113,7 @@ def default_ports(index: int, spec: ServiceSpec) -> ServicePorts:
 
 
 def assign_ports(
-    services: Sequence[ServiceSpec] = SERVICES,
+    services: Sequence[ServiceSpec],
     *,
     host: str = DEFAULT_HOST,
     is_free: Callable[[int, str], bool] = port_is_free,
@@ -114,6 +161,9 @@ def service_env(
     prefix = spec.env_prefix
     peers = {name: f"{host}:{service_ports.grpc}" for name, service_ports in ports.items()}
     env = dict(base or {})
+    if spec.python_path:
+        # A service folder that is not installed runs from its source.
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [spec.python_path, env.get("PYTHONPATH")]))
     env.update(
         {
             "EDRS_ENVIRONMENT": "development",

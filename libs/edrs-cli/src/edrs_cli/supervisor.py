@@ -35,7 +35,14 @@ from edrs_core.engines import (
     wait_gone,
 )
 
-from edrs_cli.fleet import SERVICES, EngineEndpoints, ServiceSpec, assign_ports, service_env
+from edrs_cli.fleet import (
+    EngineEndpoints,
+    ServiceDiscoveryError,
+    ServiceSpec,
+    assign_ports,
+    fleet_services,
+    service_env,
+)
 
 HOST = "127.0.0.1"
 DEFAULT_GRACE = 10.0
@@ -59,6 +66,10 @@ class FleetNotRunningError(FleetError):
 
 class FleetInterruptedError(FleetError):
     """SIGINT/SIGTERM arrived while the fleet was starting."""
+
+
+class FleetDeclarationError(FleetError):
+    """A service's declaration cannot be read, so the fleet does not start."""
 
 
 @dataclass(frozen=True)
@@ -162,18 +173,26 @@ class _Service:
 
 
 class Fleet:
-    """The local fleet rooted at ``state_dir`` (engine data, logs, fleet.json)."""
+    """The local fleet rooted at ``state_dir`` (engine data, logs, fleet.json).
+
+    ``up()`` starts ``services`` when given, else every declared service: the installed ones and
+    the folders of ``services_dir`` (e.g. the checkout's ``services/``) that are not installed.
+    """
 
     def __init__(
         self,
         state_dir: Path | str,
-        services: Sequence[ServiceSpec] = SERVICES,
+        services: Sequence[ServiceSpec] | None = None,
         *,
+        services_dir: Path | None = None,
         python: str = sys.executable,
         grace: float = DEFAULT_GRACE,
     ) -> None:
         self.state_dir = Path(state_dir).expanduser().resolve()
-        self.services = tuple(services)
+        self.services: tuple[ServiceSpec, ...] | None = (
+            None if services is None else tuple(services)
+        )
+        self.services_dir = services_dir
         self.python = python
         self.grace = grace
         self.engines: dict[str, EmbeddedEngine] = {}
@@ -311,10 +330,16 @@ class Fleet:
     ) -> list[ServiceStatus]:
         """Start engines and services and wait until every service is ready.
 
-        Raises FleetAlreadyRunningError, FleetInterruptedError, ServiceDiedError,
-        FleetNotReadyError or EngineError; call ``shutdown()`` afterwards in every case.
+        Raises FleetAlreadyRunningError, FleetDeclarationError, FleetInterruptedError,
+        ServiceDiedError, FleetNotReadyError or EngineError; call ``shutdown()`` afterwards in
+        every case.
         """
         self.claim()
+        if self.services is None:
+            try:
+                self.services = fleet_services(self.services_dir, self.python)
+            except ServiceDiscoveryError as exc:
+                raise FleetDeclarationError(str(exc)) from None
         stale = self.read_state()
         if stale is not None:
             # The previous supervisor was killed without cleaning up.
@@ -457,6 +482,7 @@ class Fleet:
         )
 
     def _spawn_services(self) -> None:
+        assert self.services is not None
         ports = assign_ports(self.services, host=HOST)
         endpoints = self._endpoints()
         base_env = dict(os.environ)

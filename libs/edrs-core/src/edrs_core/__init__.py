@@ -14,7 +14,7 @@ from edrs_core.errors import (
     Unavailable,
 )
 from edrs_core.grpc_server import GrpcService
-from edrs_core.runtime import Runtime, ServiceDefinition, run_service
+from edrs_core.runtime import LocalPorts, Runtime, ServiceDefinition, run_service
 from edrs_core.settings import ServiceSettings, SettingsError, load_settings
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "FailedPrecondition",
     "GrpcService",
     "InvalidArgument",
+    "LocalPorts",
     "NotFound",
     "PermissionDenied",
     "ResourceExhausted",

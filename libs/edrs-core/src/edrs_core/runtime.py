@@ -55,9 +55,22 @@ class Runtime:
 Build = Callable[[Runtime], "Sequence[GrpcService] | Awaitable[Sequence[GrpcService]]"]
 
 
+@dataclass(frozen=True)
+class LocalPorts:
+    """The ports a service asks for in the local fleet (`edrs dev up`); a taken one is replaced."""
+
+    grpc: int
+    http: int
+    metrics: int
+
+
 @dataclass
 class ServiceDefinition:
-    """What makes a service: its settings class, its gRPC services, its migrations, extra routes."""
+    """What makes a service: its settings class, its gRPC services, its migrations, extra routes.
+
+    A service declares its definition once, as an entry point in the ``edrs.services`` group of its
+    pyproject.toml; the launcher, the Makefile and the tests find it there (`edrs_core.registry`).
+    """
 
     settings_cls: type[ServiceSettings]
     build: Build
@@ -65,6 +78,18 @@ class ServiceDefinition:
     http_routes: (
         Callable[[Runtime], Sequence[BaseRoute] | Awaitable[Sequence[BaseRoute]]] | None
     ) = None
+    # Where `edrs dev up` runs it on one machine; None: ports after those of the declared ones.
+    local_ports: LocalPorts | None = None
+
+    @property
+    def name(self) -> str:
+        """The service's name: its settings' `service_name`."""
+        return self.settings_cls.service_name
+
+    @property
+    def env_prefix(self) -> str:
+        """The prefix of its settings' environment variables, e.g. ``EDRS_GATEWAY_``."""
+        return str(self.settings_cls.model_config.get("env_prefix", ""))
 
 
 class _StartupAborted(Exception):

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import grpc
@@ -171,3 +172,59 @@ async def expect_refused_without_tenant(*calls: Awaitable[object]) -> None:
     """Assert each call, made without tenant metadata, is UNAUTHENTICATED naming the header."""
     for call in calls:
         await expect_rpc_error(call, grpc.StatusCode.UNAUTHENTICATED, TENANT_HEADER)
+
+
+_THROWAWAY_APP = '''"""A throw-away service written by a test: health, readiness, and the peers it was given."""
+
+from typing import ClassVar
+
+from edrs_core import Runtime, ServiceDefinition, ServiceSettings
+from pydantic_settings import SettingsConfigDict
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+
+class {cls}Settings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="EDRS_{upper}_")
+    service_name: ClassVar[str] = "{name}"
+    uses_redis: ClassVar[bool] = False
+
+
+async def build(rt: Runtime) -> list:
+    return []
+
+
+def http_routes(rt: Runtime) -> list[Route]:
+    async def peers(request: Request) -> JSONResponse:
+        return JSONResponse({{"service": rt.settings.service_name, "peers": rt.settings.peers}})
+
+    return [Route("/{name}/peers", peers)]
+
+
+definition = ServiceDefinition(settings_cls={cls}Settings, build=build, http_routes=http_routes)
+'''
+
+
+def write_service_folder(services_dir: Path, name: str) -> Path:
+    """Write a tiny real service, as a new service's folder looks, under ``services_dir/<name>``.
+
+    It declares itself in its pyproject.toml and nowhere else; it serves health, metrics, gRPC
+    health and ``GET /<name>/peers`` (its name and the peers it was given). Returns the folder.
+    """
+    folder = services_dir / name
+    package = folder / "src" / f"edrs_{name}"
+    package.mkdir(parents=True)
+    (folder / "pyproject.toml").write_text(
+        f'[project]\nname = "edrs-{name}"\nversion = "0.0.1"\ndependencies = ["edrs-core"]\n\n'
+        f'[project.entry-points."edrs.services"]\n{name} = "edrs_{name}.app:definition"\n'
+    )
+    (package / "__init__.py").write_text("")
+    (package / "__main__.py").write_text(
+        f"from edrs_core import run_service\n\nfrom edrs_{name}.app import definition\n\n"
+        "run_service(definition)\n"
+    )
+    (package / "app.py").write_text(
+        _THROWAWAY_APP.format(name=name, upper=name.upper(), cls=name.capitalize())
+    )
+    return folder

@@ -12,7 +12,6 @@ from edrs_events.bus import (
     connect_bus,
 )
 from edrs_events.catalog import (
-    SERVICES,
     EventType,
     EventValidationError,
     SchemaCatalog,
@@ -30,7 +29,6 @@ from edrs_events.memory_bus import InMemoryBus
 from edrs_events.subjects import Subjects
 
 __all__ = [
-    "SERVICES",
     "BaseEvent",
     "ConsumerOptions",
     "DeadLetter",

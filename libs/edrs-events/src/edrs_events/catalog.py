@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
+from importlib.metadata import entry_points
 from typing import Any
 
 import jsonschema
@@ -14,16 +15,13 @@ from jsonschema.exceptions import ValidationError, best_match
 
 from edrs_events.envelope import BaseEvent, validate_event_type
 
-SERVICES: tuple[str, ...] = (
-    "gateway",
-    "persona",
-    "memory",
-    "knowledge",
-    "reasoning",
-    "task",
-    "research",
-    "integration",
-)
+# The entry-point group in which each service declares itself (read by `edrs_core.registry`).
+SERVICE_ENTRY_POINT_GROUP = "edrs.services"
+
+
+def installed_services() -> frozenset[str]:
+    """The names of the services installed in this environment (their entry points)."""
+    return frozenset(point.name for point in entry_points(group=SERVICE_ENTRY_POINT_GROUP))
 
 
 class EventValidationError(ValueError):
@@ -76,8 +74,12 @@ def _field_of(error: ValidationError) -> str:
 class SchemaCatalog:
     """Event types by name; validates payloads before anything is published."""
 
-    def __init__(self, types: Mapping[str, EventType] | None = None) -> None:
+    def __init__(
+        self, types: Mapping[str, EventType] | None = None, services: Iterable[str] = ()
+    ) -> None:
         self._types: dict[str, EventType] = dict(types or {})
+        # Services that may own types: those named by the catalog document, and owners so far.
+        self._services = {*services, *(t.owner for t in self._types.values())}
 
     def register(
         self,
@@ -88,10 +90,22 @@ class SchemaCatalog:
         schema_version: int = 1,
         description: str = "",
     ) -> EventType:
-        """Add (or replace) an event type. `owner` must be one of the fleet's services."""
+        """Add (or replace) an event type. `owner` is the service that states the fact: the
+        type's domain (`<owner>.<action>`), and a service of the fleet, i.e. the owner of a type
+        of this catalog or a service installed here (see `installed_services`)."""
         validate_event_type(name, field="name")
-        if owner not in SERVICES:
-            raise ValueError(f"owner {owner!r} of {name} must be one of {', '.join(SERVICES)}")
+        domain = name.partition(".")[0]
+        if owner != domain:
+            raise ValueError(
+                f"owner {owner!r} of {name} must be its domain {domain!r}: "
+                "an event type is named '<owning service>.<action>'"
+            )
+        if owner not in self._services and owner not in installed_services():
+            raise ValueError(
+                f"owner {owner!r} of {name} is not a service of the fleet: it owns no type of "
+                f"the catalog and no installed package declares it as an "
+                f"{SERVICE_ENTRY_POINT_GROUP!r} entry point"
+            )
         validator_cls = jsonschema.validators.validator_for(payload_schema)
         validator_cls.check_schema(payload_schema)
         entry = EventType(
@@ -131,7 +145,10 @@ class SchemaCatalog:
     @classmethod
     def from_json(cls, document: Mapping[str, Any]) -> SchemaCatalog:
         """Build a catalog from the `catalog.json` document shape."""
-        catalog = cls()
+        # The shipped document is checked against the fleet's declared services by the
+        # repository's tests (tests/contracts/test_service_registry.py); an integrator's
+        # environment has no services installed to check it against.
+        catalog = cls(services={spec["owner"] for spec in document["event_types"].values()})
         for name, spec in document["event_types"].items():
             catalog.register(
                 name,
@@ -144,7 +161,7 @@ class SchemaCatalog:
 
     def copy(self) -> SchemaCatalog:
         """An independent copy, for a service that registers types of its own."""
-        return SchemaCatalog(self._types)
+        return SchemaCatalog(self._types, self._services)
 
 
 @cache

@@ -2,7 +2,7 @@
 
 from importlib.resources import files
 
-from edrs_core import GrpcService, Runtime, ServiceDefinition
+from edrs_core import GrpcService, LocalPorts, Runtime, ServiceDefinition
 from edrs_proto.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from starlette.routing import BaseRoute, Mount
 
@@ -45,4 +45,5 @@ definition = ServiceDefinition(
     build=build,
     migrations=files("edrs_gateway") / "migrations",
     http_routes=http_routes,
+    local_ports=LocalPorts(grpc=50051, http=8080, metrics=8081),
 )

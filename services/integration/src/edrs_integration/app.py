@@ -2,7 +2,7 @@
 
 from importlib.resources import files
 
-from edrs_core import GrpcService, Runtime, ServiceDefinition
+from edrs_core import GrpcService, LocalPorts, Runtime, ServiceDefinition
 from edrs_proto.integration.v1 import integration_pb2, integration_pb2_grpc
 
 from edrs_integration.config import IntegrationSettings
@@ -28,4 +28,5 @@ definition = ServiceDefinition(
     settings_cls=IntegrationSettings,
     build=build,
     migrations=files("edrs_integration") / "migrations",
+    local_ports=LocalPorts(grpc=50058, http=8114, metrics=8115),
 )

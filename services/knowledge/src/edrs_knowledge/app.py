@@ -2,7 +2,7 @@
 
 from importlib.resources import files
 
-from edrs_core import GrpcService, Runtime, ServiceDefinition
+from edrs_core import GrpcService, LocalPorts, Runtime, ServiceDefinition
 from edrs_proto.knowledge.v1 import knowledge_pb2, knowledge_pb2_grpc
 
 from edrs_knowledge.config import KnowledgeSettings
@@ -25,4 +25,5 @@ definition = ServiceDefinition(
     settings_cls=KnowledgeSettings,
     build=build,
     migrations=files("edrs_knowledge") / "migrations",
+    local_ports=LocalPorts(grpc=50054, http=8106, metrics=8107),
 )

@@ -3,7 +3,7 @@
 from datetime import timedelta
 from importlib.resources import files
 
-from edrs_core import GrpcService, Runtime, ServiceDefinition
+from edrs_core import GrpcService, LocalPorts, Runtime, ServiceDefinition
 from edrs_core.events import start_service_events
 from edrs_proto.memory.v1 import memory_pb2, memory_pb2_grpc
 
@@ -66,4 +66,5 @@ definition = ServiceDefinition(
     settings_cls=MemorySettings,
     build=build,
     migrations=files("edrs_memory") / "migrations",
+    local_ports=LocalPorts(grpc=50053, http=8104, metrics=8105),
 )

@@ -2,7 +2,7 @@
 
 from importlib.resources import files
 
-from edrs_core import GrpcService, Runtime, ServiceDefinition
+from edrs_core import GrpcService, LocalPorts, Runtime, ServiceDefinition
 from edrs_core.events import start_service_events
 from edrs_proto.persona.v1 import persona_pb2, persona_pb2_grpc
 
@@ -47,4 +47,5 @@ definition = ServiceDefinition(
     settings_cls=PersonaSettings,
     build=build,
     migrations=files("edrs_persona") / "migrations",
+    local_ports=LocalPorts(grpc=50052, http=8102, metrics=8103),
 )

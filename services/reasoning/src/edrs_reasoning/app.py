@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from importlib.resources import files
 
-from edrs_core import GrpcService, Runtime, ServiceDefinition
+from edrs_core import GrpcService, LocalPorts, Runtime, ServiceDefinition
 from edrs_core.events import start_service_events
 from edrs_proto.reasoning.v1 import reasoning_pb2, reasoning_pb2_grpc
 
@@ -91,4 +91,5 @@ definition = ServiceDefinition(
     settings_cls=ReasoningSettings,
     build=build,
     migrations=files("edrs_reasoning") / "migrations",
+    local_ports=LocalPorts(grpc=50055, http=8108, metrics=8109),
 )

@@ -2,7 +2,7 @@
 
 from importlib.resources import files
 
-from edrs_core import GrpcService, Runtime, ServiceDefinition
+from edrs_core import GrpcService, LocalPorts, Runtime, ServiceDefinition
 from edrs_proto.research.v1 import research_pb2, research_pb2_grpc
 
 from edrs_research.config import ResearchSettings
@@ -25,4 +25,5 @@ definition = ServiceDefinition(
     settings_cls=ResearchSettings,
     build=build,
     migrations=files("edrs_research") / "migrations",
+    local_ports=LocalPorts(grpc=50057, http=8112, metrics=8113),
 )

@@ -2,7 +2,7 @@
 
 from importlib.resources import files
 
-from edrs_core import GrpcService, Runtime, ServiceDefinition
+from edrs_core import GrpcService, LocalPorts, Runtime, ServiceDefinition
 from edrs_proto.task.v1 import task_pb2, task_pb2_grpc
 
 from edrs_task.config import TaskSettings
@@ -28,4 +28,5 @@ definition = ServiceDefinition(
     settings_cls=TaskSettings,
     build=build,
     migrations=files("edrs_task") / "migrations",
+    local_ports=LocalPorts(grpc=50056, http=8110, metrics=8111),
 )
