@@ -9,9 +9,11 @@ from dataclasses import dataclass, field
 
 import grpc
 import pytest
+from edrs_core import errors
 from edrs_core.context import deadline_var, request_context
-from edrs_core.grpc_client import CircuitOpenError, PeerChannels, retry_service_config
+from edrs_core.grpc_client import CircuitOpenError, PeerChannels, peer_of, retry_service_config
 from edrs_core.tracing import configure_tracing
+from edrs_proto.memory.v1 import memory_pb2, memory_pb2_grpc
 from edrs_proto.persona.v1 import persona_pb2, persona_pb2_grpc
 from opentelemetry import trace
 
@@ -24,6 +26,8 @@ class Scripted(persona_pb2_grpc.PersonaServiceServicer):
     delay: float = 0.0
     calls: list[str] = field(default_factory=list)
     metadata: list[dict[str, str]] = field(default_factory=list)
+    # Converse: the code it fails with after its first event, if any.
+    converse_failure: grpc.StatusCode | None = None
 
     async def _answer(self, name: str, context: grpc.aio.ServicerContext) -> persona_pb2.Persona:
         self.calls.append(name)
@@ -44,6 +48,8 @@ class Scripted(persona_pb2_grpc.PersonaServiceServicer):
         self.calls.append("Converse")
         self.metadata.append(dict(context.invocation_metadata()))
         yield persona_pb2.ConverseEvent(started=persona_pb2.TurnStarted())
+        if self.converse_failure is not None:
+            await context.abort(self.converse_failure, "scripted failure of Converse")
 
 
 @pytest.fixture
@@ -172,3 +178,93 @@ async def test_peer_call_never_outlives_the_incoming_calls_deadline(server) -> N
     finally:
         deadline_var.reset(token)
         await channels.close()
+
+
+# The typed stub: the way services call each other (PeerChannels.stub).
+
+
+async def test_a_stub_call_goes_through_the_peer_channel_and_answers(server, peers) -> None:
+    servicer, _ = server
+    with request_context("tenant-7", "req-44"):
+        reply = await peers.stub(persona_pb2_grpc.PersonaServiceStub).GetPersona(
+            persona_pb2.GetPersonaRequest(id="p1")
+        )
+    assert reply.name == "ok"
+    assert servicer.metadata[-1]["x-edrs-client-id"] == "tenant-7"
+
+
+async def test_a_stub_call_that_fails_raises_the_mapped_service_error(server, peers) -> None:
+    servicer, _ = server
+    servicer.failures = [grpc.StatusCode.NOT_FOUND]
+    with pytest.raises(errors.NotFound) as err:
+        await peers.stub(persona_pb2_grpc.PersonaServiceStub).CreatePersona(
+            persona_pb2.CreatePersonaRequest(name="x")
+        )
+    assert err.value.message == "scripted failure of CreatePersona"
+    assert err.value.peer == "persona"
+
+
+async def test_stub_calls_keep_the_retries_and_the_breaker_of_the_channel(server, peers) -> None:
+    servicer, _ = server
+    persona = peers.stub(persona_pb2_grpc.PersonaServiceStub)
+    servicer.failures = [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNAVAILABLE]
+    assert (await persona.GetPersona(persona_pb2.GetPersonaRequest(id="p1"))).name == "ok"
+    assert servicer.calls == ["GetPersona"] * 3  # idempotent: retried
+    servicer.failures = [grpc.StatusCode.INTERNAL] * 10
+    for _ in range(3):
+        with pytest.raises(errors.Internal, match="the persona service failed"):
+            await persona.CreatePersona(persona_pb2.CreatePersonaRequest(name="x"))
+    with pytest.raises(errors.Unavailable) as err:
+        await persona.CreatePersona(persona_pb2.CreatePersonaRequest(name="x"))
+    assert "the persona service is unavailable" in err.value.message
+    assert "circuit breaker open for peer 'persona'" in err.value.message
+    assert len(servicer.calls) == 3 + 3  # the open breaker did not reach the peer
+
+
+async def test_a_stub_call_out_of_time_is_deadline_exceeded(server) -> None:
+    servicer, address = server
+    servicer.delay = 1.0
+    channels = PeerChannels("caller", {"persona": address}, timeout=0.2)
+    try:
+        with pytest.raises(errors.DeadlineExceeded, match="the persona service did not answer"):
+            await channels.stub(persona_pb2_grpc.PersonaServiceStub).CreatePersona(
+                persona_pb2.CreatePersonaRequest(name="x")
+            )
+    finally:
+        await channels.close()
+
+
+async def test_a_streaming_stub_call_maps_a_failure_while_iterating(server, peers) -> None:
+    servicer, _ = server
+    servicer.converse_failure = grpc.StatusCode.FAILED_PRECONDITION
+    events = []
+    with pytest.raises(errors.FailedPrecondition) as err:
+        async for event in peers.stub(persona_pb2_grpc.PersonaServiceStub).Converse(
+            persona_pb2.ConverseRequest()
+        ):
+            events.append(event.WhichOneof("kind"))
+    assert events == ["started"]  # what came before the failure was delivered
+    assert err.value.message == "scripted failure of Converse"
+    servicer.converse_failure = grpc.StatusCode.RESOURCE_EXHAUSTED
+    call = peers.stub(persona_pb2_grpc.PersonaServiceStub).Converse(persona_pb2.ConverseRequest())
+    assert (await call.read()).WhichOneof("kind") == "started"
+    with pytest.raises(errors.ResourceExhausted):
+        await call.read()
+
+
+async def test_a_stub_for_a_peer_without_an_address_fails_only_when_called(peers) -> None:
+    memory = peers.stub(memory_pb2_grpc.MemoryServiceStub)  # a service may start without it
+    with pytest.raises(errors.PeerNotConfigured, match="no address configured for peer 'memory'"):
+        await memory.Recall(memory_pb2.RecallRequest())
+
+
+def test_the_peer_of_a_stub_is_read_from_its_module() -> None:
+    assert peer_of(persona_pb2_grpc.PersonaServiceStub) == "persona"
+    assert peer_of(memory_pb2_grpc.MemoryServiceStub) == "memory"
+    with pytest.raises(ValueError, match="pass peer="):
+        peer_of(dict)
+
+
+async def test_a_stub_is_made_once_per_class(peers) -> None:
+    stub_class = persona_pb2_grpc.PersonaServiceStub
+    assert peers.stub(stub_class) is peers.stub(stub_class)

@@ -4,14 +4,19 @@ from edrs_core import validation
 from edrs_core.errors import (
     Aborted,
     AlreadyExists,
+    DeadlineExceeded,
     FailedPrecondition,
+    Internal,
     InvalidArgument,
     NotFound,
+    OutOfRange,
+    PeerNotConfigured,
     PermissionDenied,
     ResourceExhausted,
     ServiceError,
     Unauthenticated,
     Unavailable,
+    peer_error,
 )
 from edrs_core.grpc_server import GrpcService
 from edrs_core.runtime import LocalPorts, Runtime, ServiceDefinition, run_service
@@ -20,11 +25,15 @@ from edrs_core.settings import ServiceSettings, SettingsError, load_settings
 __all__ = [
     "Aborted",
     "AlreadyExists",
+    "DeadlineExceeded",
     "FailedPrecondition",
     "GrpcService",
+    "Internal",
     "InvalidArgument",
     "LocalPorts",
     "NotFound",
+    "OutOfRange",
+    "PeerNotConfigured",
     "PermissionDenied",
     "ResourceExhausted",
     "Runtime",
@@ -35,6 +44,7 @@ __all__ = [
     "Unauthenticated",
     "Unavailable",
     "load_settings",
+    "peer_error",
     "run_service",
     "validation",
 ]

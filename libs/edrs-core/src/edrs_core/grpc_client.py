@@ -1,12 +1,14 @@
-"""Calls to peer services: a deadline on every call, retries with backoff and jitter for idempotent
-methods only, a circuit breaker per peer, and tenant, request id and trace context passed along."""
+"""Calls to peer services: typed stubs (`PeerChannels.stub`) whose failures reach the caller as
+ServiceErrors (`edrs_core.errors.peer_error`, the one mapping), on one channel per peer with a
+deadline on every call, retries with backoff and jitter for idempotent methods only, a circuit
+breaker per peer, and tenant, request id and trace context passed along."""
 
 from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Generator, Mapping
+from typing import Any, TypeVar, cast
 
 import grpc
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
@@ -16,7 +18,7 @@ from purgatory import AsyncCircuitBreakerFactory
 from purgatory.domain.model import OpenedState
 
 from edrs_core.context import outgoing_metadata, remaining_time
-from edrs_core.errors import PeerNotConfigured
+from edrs_core.errors import PeerNotConfigured, peer_error
 from edrs_core.tracing import inject_metadata
 
 # Status codes that say "the peer is unhealthy", as opposed to "your request was wrong".
@@ -167,8 +169,86 @@ class _StreamClientInterceptor(grpc.aio.UnaryStreamClientInterceptor):
         return await self.inner.intercept_unary_stream(continuation, details, request)
 
 
+S = TypeVar("S")
+
+
+def peer_of(stub_class: Callable[..., object]) -> str:
+    """The peer serving a generated stub, by the layout rule `edrs_proto.<peer>.v1.<peer>_pb2_grpc`."""
+    parts = getattr(stub_class, "__module__", "").split(".")
+    if len(parts) == 4 and parts[0] == "edrs_proto" and parts[3] == f"{parts[1]}_pb2_grpc":
+        return parts[1]
+    raise ValueError(
+        f"cannot tell which peer serves {stub_class!r}: pass peer= to PeerChannels.stub"
+    )
+
+
+class _MappedCall:
+    """A call in flight: awaiting it (unary) or iterating it (streaming) raises the mapped
+    ServiceError instead of grpc's AioRpcError; everything else (cancel(), code(), metadata) is
+    the grpc call's own."""
+
+    def __init__(self, call: Any, peer: str) -> None:
+        self._call = call
+        self._peer = peer
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        try:
+            return (yield from self._call.__await__())
+        except grpc.aio.AioRpcError as exc:
+            raise peer_error(self._peer, exc.code(), exc.details() or "") from exc
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._responses()
+
+    async def _responses(self) -> AsyncIterator[Any]:
+        try:
+            async for response in self._call:
+                yield response
+        except grpc.aio.AioRpcError as exc:
+            raise peer_error(self._peer, exc.code(), exc.details() or "") from exc
+
+    async def read(self) -> Any:
+        try:
+            return await self._call.read()
+        except grpc.aio.AioRpcError as exc:
+            raise peer_error(self._peer, exc.code(), exc.details() or "") from exc
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._call, name)
+
+
+class _MappedMethod:
+    def __init__(self, method: Callable[..., Any], peer: str) -> None:
+        self._method = method
+        self._peer = peer
+
+    def __call__(self, *args: Any, **kwargs: Any) -> _MappedCall:
+        return _MappedCall(self._method(*args, **kwargs), self._peer)
+
+
+class _PeerStub:
+    """A generated stub made on its first call, so a service starts (and its other RPCs work)
+    without an address for a peer it may never call; a call then fails with PeerNotConfigured."""
+
+    def __init__(self, channels: PeerChannels, peer: str, stub_class: Callable[..., Any]) -> None:
+        self._channels = channels
+        self._peer = peer
+        self._stub_class = stub_class
+        self._methods: dict[str, _MappedMethod] = {}
+
+    def __getattr__(self, name: str) -> _MappedMethod:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        method = self._methods.get(name)
+        if method is None:
+            stub = self._stub_class(self._channels.channel(self._peer))
+            method = self._methods[name] = _MappedMethod(getattr(stub, name), self._peer)
+        return method
+
+
 class PeerChannels:
-    """One channel per peer, created on first use and closed with the service."""
+    """One channel per peer, created on first use and closed with the service; typed stubs on
+    them (`stub`) for the service's code."""
 
     def __init__(
         self,
@@ -186,8 +266,29 @@ class PeerChannels:
             default_threshold=breaker_threshold, default_ttl=breaker_ttl
         )
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._stubs: dict[tuple[object, str], _PeerStub] = {}
+
+    def stub(self, stub_class: Callable[[grpc.aio.Channel], S], *, peer: str | None = None) -> S:
+        """The way to call another service:
+
+            persona = rt.peers.stub(persona_pb2_grpc.PersonaServiceStub)
+            reply = await persona.GetPersona(persona_pb2.GetPersonaRequest(id=...))
+
+        Typed as the generated async stub. Its calls go through this peer's channel (deadline,
+        retries of idempotent methods, breaker, tenant/request id/trace context), and a failed call
+        raises the ServiceError `peer_error` maps its status to, for unary calls when awaited and
+        for streaming calls while iterating. The peer is found from the stub's module
+        (`edrs_proto.<peer>.v1`) unless named."""
+        name = peer or peer_of(stub_class)
+        key = (stub_class, name)
+        made = self._stubs.get(key)
+        if made is None:
+            made = self._stubs[key] = _PeerStub(self, name, stub_class)
+        # The proxy answers every attribute of the generated stub with a mapped method of it.
+        return cast(S, made)
 
     def channel(self, peer: str) -> grpc.aio.Channel:
+        """The raw channel to `peer`: for edrs-core and tests. Service code calls `stub()`."""
         if peer not in self._channels:
             address = self.peers.get(peer)
             if not address:
