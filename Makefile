@@ -11,6 +11,7 @@ SERVICE_DIRS := $(patsubst %/pyproject.toml,%,$(wildcard services/*/pyproject.to
 
 # Every local package, installed editable in one resolver run so they find each other.
 PACKAGES := -e libs/edrs-proto[gen] -e libs/edrs-core[embedded] \
+            -e libs/edrs-vectors[milvus-lite,qdrant,weaviate] \
             -e libs/edrs-events[postgres,pulsar,cli,test] -e libs/edrs-cli \
             $(foreach s,$(SERVICE_DIRS),-e $(s))
 
@@ -51,7 +52,7 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy libs/edrs-core/src libs/edrs-events/src libs/edrs-cli/src $(foreach s,$(SERVICE_DIRS),$(s)/src)
+	$(BIN)/mypy libs/edrs-core/src libs/edrs-events/src libs/edrs-vectors/src libs/edrs-cli/src $(foreach s,$(SERVICE_DIRS),$(s)/src)
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
