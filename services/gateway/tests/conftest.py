@@ -11,7 +11,10 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
+from edrs_core.clock import Clock
 from edrs_core.testing import RunningService, engine_settings, running_service
+from edrs_gateway.api.app import create_api
+from edrs_gateway.api.routes.events import open_event_bus
 from edrs_gateway.app import definition as gateway_definition
 from edrs_gateway.config import GatewaySettings
 from edrs_gateway.context import GatewayContext
@@ -120,3 +123,33 @@ async def start_conversation_fleet(
         assert rt is not None and isinstance(rt.settings, GatewaySettings)
         # The gateway's own stores, to make tenants and users as an operator would.
         yield ConversationFleet(gateway, GatewayContext.build(rt.settings, rt))
+
+
+@pytest.fixture
+def api_of():  # type: ignore[no-untyped-def]
+    """`async with api_of(gateway, clock=..., **settings) as client:` (see `open_api_of`)."""
+    return open_api_of
+
+
+@contextlib.asynccontextmanager
+async def open_api_of(
+    gateway: RunningService,
+    *,
+    clock: Clock | None = None,
+    client_ip: str = "127.0.0.1",
+    **settings: object,
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of a second public API built on a running gateway's stores, with `settings`
+    changed and `clock` judging time: the documented behaviour of a setting or of time, tested
+    without starting another gateway. Requests come from `client_ip`."""
+    rt = gateway.runner.runtime
+    assert rt is not None and isinstance(rt.settings, GatewaySettings)
+    changed = rt.settings.model_copy(update=settings)
+    bus = await open_event_bus(changed)
+    api = create_api(GatewayContext.build(changed, rt, clock=clock), bus)
+    transport = httpx.ASGITransport(app=api, client=(client_ip, 40000))
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            yield client
+    finally:
+        await bus.close()

@@ -5,6 +5,7 @@ Against a real gateway on embedded PostgreSQL and Redis, driven over HTTP as a c
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -20,10 +21,12 @@ import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from edrs_core.clock import ManualClock
 from edrs_core.testing import RunningService, engine_settings, running_service
 from edrs_gateway.app import definition
 from edrs_gateway.auth.passwords import Passwords
 from edrs_gateway.auth.signing_keys import SigningKeyStore, signing_key_cipher
+from edrs_gateway.config import GatewaySettings
 from edrs_gateway.identity.api_keys import ApiKeyStore
 from edrs_gateway.identity.users import UserStore
 from edrs_gateway.store import NewTenant
@@ -386,6 +389,35 @@ async def test_successful_login_resets_the_failure_count(client, new_tenant) -> 
         await login(client, tenant.id, user["email"].upper(), PASSWORD)
 
 
+async def test_documented_lockout_five_failures_lock_for_fifteen_minutes_then_unlock(
+    gateway, new_tenant, api_of
+) -> None:
+    """docs/api.md: 5 failures in a row lock the account for 15 minutes. The defaults, on an API
+    built from the running gateway's stores with a clock the test moves."""
+    defaults = GatewaySettings.model_fields
+    assert (defaults["lockout_threshold"].default, defaults["lockout_minutes"].default) == (5, 15)
+    clock = ManualClock()
+    tenant = await new_tenant()
+    async with api_of(gateway, clock=clock, lockout_threshold=5, lockout_minutes=15) as client:
+        user = await add_user(client, tenant)
+        body = {"grantType": "password", "tenantId": tenant.id, "email": user["email"]}
+
+        async def attempt(password: str) -> int:
+            reply = await client.post("/api/v1/auth/token", json={**body, "password": password})
+            return reply.status_code
+
+        assert [await attempt("nope-nope") for _ in range(4)] == [401] * 4
+        assert await attempt(PASSWORD) == 200, "four failures must not lock"
+        assert [await attempt("nope-nope") for _ in range(5)] == [401] * 5
+        shown = await client.get(f"/api/v1/users/{user['id']}", headers=bearer(tenant.admin_token))
+        locked_until = datetime.fromisoformat(shown.json()["lockedUntil"])
+        assert locked_until == clock.now() + timedelta(minutes=15)
+        clock.advance(timedelta(minutes=14, seconds=59))
+        assert await attempt(PASSWORD) == 401, "still locked a second before 15 minutes"
+        clock.advance(timedelta(seconds=1))
+        assert await attempt(PASSWORD) == 200, "unlocked once 15 minutes have passed"
+
+
 # -- refresh tokens and revocation -------------------------------------------------------------
 
 
@@ -612,16 +644,107 @@ async def test_users_crud_and_pagination(client, new_tenant) -> None:
     assert bad_page.status_code == 422 and bad_page.json()["code"] == "invalid_page_token"
 
 
-async def test_the_last_admin_cannot_be_removed_or_demoted(client, new_tenant) -> None:
-    tenant = await new_tenant()
-    me = jwt.decode(tenant.admin_token, options={"verify_signature": False})["sub"]
-    demote = await client.patch(
-        f"/api/v1/users/{me}", headers=bearer(tenant.admin_token), json={"role": "member"}
+async def admin_api_key_token(client: httpx.AsyncClient, tenant: Tenant) -> tuple[str, str]:
+    """(key id, access token) of a new admin-role API key: an admin that is not a user."""
+    key = await client.post(
+        "/api/v1/api-keys",
+        headers=bearer(tenant.admin_token),
+        json={"name": f"ops-{uuid.uuid4().hex[:6]}", "role": "admin"},
     )
-    assert demote.status_code == 409
+    assert key.status_code == 201, key.text
+    granted = await client.post(
+        "/api/v1/auth/token", json={"grantType": "apiKey", "apiKey": key.json()["apiKey"]}
+    )
+    assert granted.status_code == 200, granted.text
+    return key.json()["id"], granted.json()["accessToken"]
+
+
+async def test_the_last_admin_cannot_be_removed_or_demoted(client, new_tenant) -> None:
+    # The sole admin user is acted on by another admin (an admin-role API key), so the
+    # self-change guard is not what answers: the last-admin rule is.
+    tenant = await new_tenant()
+    last = jwt.decode(tenant.admin_token, options={"verify_signature": False})["sub"]
+    _, other_admin = await admin_api_key_token(client, tenant)
+    demote = await client.patch(
+        f"/api/v1/users/{last}", headers=bearer(other_admin), json={"role": "member"}
+    )
+    assert demote.status_code == 409, demote.text
+    assert demote.json()["code"] == "failed_precondition"
+    assert "last admin" in demote.json()["detail"]
+    delete = await client.delete(f"/api/v1/users/{last}", headers=bearer(other_admin))
+    assert delete.status_code == 409, delete.text
+    assert delete.json()["code"] == "failed_precondition"
+    assert "last admin" in delete.json()["detail"]
+    shown = await client.get(f"/api/v1/users/{last}", headers=bearer(other_admin))
+    assert shown.json()["role"] == "admin"
+    # With a second admin user the same two changes are allowed: the rule is about the last one.
+    await add_user(client, tenant, role="admin")
+    demoted = await client.patch(
+        f"/api/v1/users/{last}", headers=bearer(other_admin), json={"role": "member"}
+    )
+    assert demoted.status_code == 200 and demoted.json()["role"] == "member"
     assert (
-        await client.delete(f"/api/v1/users/{me}", headers=bearer(tenant.admin_token))
-    ).status_code == 409
+        await client.delete(f"/api/v1/users/{last}", headers=bearer(other_admin))
+    ).status_code == 204
+
+
+async def test_two_admins_demoting_each_other_at_once_leave_one_admin(client, new_tenant) -> None:
+    tenant = await new_tenant()
+    first = jwt.decode(tenant.admin_token, options={"verify_signature": False})["sub"]
+    second = await add_user(client, tenant, role="admin")
+    second_token = (await login(client, tenant.id, second["email"], PASSWORD))["accessToken"]
+    callers = [tenant.admin_token, second_token]
+    replies = await asyncio.gather(
+        client.patch(
+            f"/api/v1/users/{second['id']}", headers=bearer(callers[0]), json={"role": "member"}
+        ),
+        client.patch(f"/api/v1/users/{first}", headers=bearer(callers[1]), json={"role": "member"}),
+    )
+    assert sorted(r.status_code for r in replies) == [200, 409], [r.text for r in replies]
+    refused = next(r for r in replies if r.status_code == 409)
+    assert refused.json()["code"] == "failed_precondition"
+    # The admin whose change went through is the one left (the other's session has ended).
+    survivor = callers[[r.status_code for r in replies].index(200)]
+    users = (await client.get("/api/v1/users", headers=bearer(survivor))).json()["users"]
+    assert [u["role"] for u in users].count("admin") == 1
+
+
+@pytest.mark.parametrize("change", ["own_role", "own_password", "delete_self", "revoke_own_key"])
+async def test_an_admin_cannot_change_themselves_even_with_another_admin_present(
+    client, new_tenant, change
+) -> None:
+    # A second admin exists, so the last-admin rule would let each of these through: only the
+    # self-change guard refuses them.
+    tenant = await new_tenant()
+    await add_user(client, tenant, role="admin")
+    me = jwt.decode(tenant.admin_token, options={"verify_signature": False})["sub"]
+    caller = tenant.admin_token
+    if change == "own_role":
+        reply = await client.patch(
+            f"/api/v1/users/{me}", headers=bearer(caller), json={"role": "member"}
+        )
+    elif change == "own_password":
+        reply = await client.patch(
+            f"/api/v1/users/{me}", headers=bearer(caller), json={"password": "another password!"}
+        )
+    elif change == "delete_self":
+        reply = await client.delete(f"/api/v1/users/{me}", headers=bearer(caller))
+    else:
+        key_id, caller = await admin_api_key_token(client, tenant)
+        reply = await client.delete(f"/api/v1/api-keys/{key_id}", headers=bearer(caller))
+    assert reply.status_code == 409, reply.text
+    assert reply.json()["code"] == "self_change_not_allowed"
+    # Nothing changed: the caller's session still works, and so do the role and password.
+    assert (await client.get("/api/v1/users", headers=bearer(caller))).status_code == 200
+    assert (await client.get(f"/api/v1/users/{me}", headers=bearer(tenant.admin_token))).json()[
+        "role"
+    ] == "admin"
+    await login(client, tenant.id, tenant.admin_email, PASSWORD)
+    # The guard is about role, password and existence: an admin still renames themself.
+    renamed = await client.patch(
+        f"/api/v1/users/{me}", headers=bearer(caller), json={"displayName": "Me"}
+    )
+    assert renamed.status_code == 200
 
 
 async def test_a_member_cannot_change_roles_and_the_denial_is_audited(client, new_tenant) -> None:

@@ -1,6 +1,7 @@
 """EDRS service runtime: what every service process is built from."""
 
 from edrs_core import validation
+from edrs_core.clock import Clock, ManualClock, SystemClock
 from edrs_core.errors import (
     Aborted,
     AlreadyExists,
@@ -25,12 +26,14 @@ from edrs_core.settings import ServiceSettings, SettingsError, load_settings
 __all__ = [
     "Aborted",
     "AlreadyExists",
+    "Clock",
     "DeadlineExceeded",
     "FailedPrecondition",
     "GrpcService",
     "Internal",
     "InvalidArgument",
     "LocalPorts",
+    "ManualClock",
     "NotFound",
     "OutOfRange",
     "PeerNotConfigured",
@@ -41,6 +44,7 @@ __all__ = [
     "ServiceError",
     "ServiceSettings",
     "SettingsError",
+    "SystemClock",
     "Unauthenticated",
     "Unavailable",
     "load_settings",

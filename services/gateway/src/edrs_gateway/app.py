@@ -3,6 +3,7 @@
 from importlib.resources import files
 
 from edrs_core import GrpcService, LocalPorts, Runtime, ServiceDefinition
+from edrs_core.clock import SystemClock
 from edrs_proto.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from starlette.routing import BaseRoute, Mount
 
@@ -34,7 +35,7 @@ async def build(rt: Runtime) -> list[GrpcService]:
 async def http_routes(rt: Runtime) -> list[BaseRoute]:
     """The public API, mounted beside the health endpoints on the HTTP port."""
     assert isinstance(rt.settings, GatewaySettings)
-    ctx = GatewayContext.build(rt.settings, rt)
+    ctx = GatewayContext.build(rt.settings, rt, clock=SystemClock())
     bus = await open_event_bus(rt.settings)
     rt.on_close(bus.close)
     return [Mount("", app=create_api(ctx, bus))]

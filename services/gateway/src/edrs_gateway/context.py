@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from uuid import UUID
 
 from edrs_core import Runtime
+from edrs_core.clock import Clock, SystemClock
 from fastapi import Depends, Request
 
 from edrs_gateway.auth.login import Authenticator, Lockout
@@ -38,9 +39,14 @@ class GatewayContext:
     tokens: TokenService
     revocations: TokenRevocations
     authenticator: Authenticator
+    clock: Clock
 
     @classmethod
-    def build(cls, settings: GatewaySettings, rt: Runtime) -> GatewayContext:
+    def build(
+        cls, settings: GatewaySettings, rt: Runtime, *, clock: Clock | None = None
+    ) -> GatewayContext:
+        """`clock` judges lockouts and key expiry: the system clock unless a test holds time."""
+        clock = clock or SystemClock()
         if rt.redis is None:
             raise RuntimeError("the gateway needs Redis (EDRS_GATEWAY_REDIS_URL)")
         tenants = PostgresTenantStore(rt.db)
@@ -71,6 +77,7 @@ class GatewayContext:
             lockout=Lockout(
                 settings.lockout_threshold, timedelta(minutes=settings.lockout_minutes)
             ),
+            clock=clock,
         )
         return cls(
             settings=settings,
@@ -85,6 +92,7 @@ class GatewayContext:
             tokens=tokens,
             revocations=revocations,
             authenticator=authenticator,
+            clock=clock,
         )
 
     async def end_sessions(self, kind: Literal["user", "api_key"], subject_id: UUID) -> None:

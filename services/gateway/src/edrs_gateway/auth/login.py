@@ -7,8 +7,10 @@ password is wrong or the user is locked: a caller cannot learn which emails are 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from uuid import UUID
+
+from edrs_core.clock import Clock
 
 from edrs_gateway.auth.passwords import Passwords
 from edrs_gateway.auth.principal import Principal
@@ -54,6 +56,7 @@ class Authenticator:
         audit: AuditLog,
         passwords: Passwords,
         lockout: Lockout,
+        clock: Clock,
     ) -> None:
         self.tenants = tenants
         self.users = users
@@ -64,6 +67,8 @@ class Authenticator:
         self.audit = audit
         self.passwords = passwords
         self.lockout = lockout
+        # Lockouts and key expiry are judged by this clock (tests move it across a lockout).
+        self.clock = clock
 
     async def password_grant(
         self, tenant_id: UUID, email: str, password: str, ip: str | None
@@ -87,7 +92,8 @@ class Authenticator:
             raise LoginFailed
         user = found.user
         actor = f"user:{user.id}"
-        if user.locked_until is not None and user.locked_until > datetime.now(UTC):
+        now = self.clock.now()
+        if user.locked_until is not None and user.locked_until > now:
             await self.audit.record(
                 tenant.id, "login", "failure", actor=actor, target=target,
                 details={"reason": "locked", "lockedUntil": user.locked_until.isoformat()}, ip=ip,
@@ -95,7 +101,7 @@ class Authenticator:
             raise LoginFailed
         if not matched:
             locked = await self.users.record_failed_login(
-                user.id, threshold=self.lockout.threshold, lock_for=self.lockout.duration
+                user.id, threshold=self.lockout.threshold, locked_until=now + self.lockout.duration
             )
             await self.audit.record(
                 tenant.id, "login", "failure", actor=actor, target=target,
@@ -129,7 +135,7 @@ class Authenticator:
 
     async def api_key_grant(self, api_key: str, ip: str | None) -> TokenGrant:
         """A token for a usable key; no refresh token, since the key itself logs in again."""
-        key = await self.api_keys.authenticate(api_key, datetime.now(UTC))
+        key = await self.api_keys.authenticate(api_key, self.clock.now())
         tenant = await self.tenants.get(key.tenant_id) if key else None
         if key is None or tenant is None:
             # The prefix is not secret and lets an admin see attempts on a revoked/expired key.
@@ -188,13 +194,13 @@ class Authenticator:
         if subject.subject_kind == "user":
             user = await self.users.get(subject.tenant_id, subject.subject_id)
             if user is None or (
-                user.locked_until is not None and user.locked_until > datetime.now(UTC)
+                user.locked_until is not None and user.locked_until > self.clock.now()
             ):
                 return None
             role, scopes = user.role, frozenset[str]()
         else:
             key = await self.api_keys.get(subject.tenant_id, subject.subject_id)
-            if key is None or not key.usable_at(datetime.now(UTC)):
+            if key is None or not key.usable_at(self.clock.now()):
                 return None
             role, scopes = key.role, frozenset(key.scopes)
         return Principal(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -159,22 +159,23 @@ class UserStore:
         return UserCredentials(user=_user(row), password_hash=row["password_hash"])
 
     async def record_failed_login(
-        self, user_id: UUID, *, threshold: int, lock_for: timedelta
+        self, user_id: UUID, *, threshold: int, locked_until: datetime
     ) -> bool:
-        """Count a failure; the `threshold`-th in a row locks the user. True when it just locked.
+        """Count a failure; the `threshold`-th in a row locks the user until `locked_until`.
+        True when it just locked.
 
         One UPDATE, so concurrent failures cannot lose a count."""
         locked = await self.db.fetchval(
             """UPDATE users SET
                    failed_logins = CASE WHEN failed_logins + 1 >= $2 THEN 0
                                         ELSE failed_logins + 1 END,
-                   locked_until = CASE WHEN failed_logins + 1 >= $2 THEN now() + $3::interval
+                   locked_until = CASE WHEN failed_logins + 1 >= $2 THEN $3::timestamptz
                                        ELSE locked_until END
                WHERE id = $1
                RETURNING failed_logins = 0""",
             user_id,
             threshold,
-            lock_for,
+            locked_until,
         )
         return bool(locked)
 
