@@ -8,9 +8,11 @@ import sys
 import textwrap
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import httpx
 import pytest
+from edrs_core.clock import ManualClock
 from edrs_core.testing import wait_until
 from edrs_gateway.auth.principal import Principal
 from edrs_gateway.edge.ratelimit import TIER_LIMITS, RateLimiter, RateLimitMiddleware, TierLimits
@@ -25,6 +27,12 @@ pytestmark = pytest.mark.integration
 
 # A bucket that practically never refills during a test, so the number admitted is exact.
 NO_REFILL = TierLimits(per_minute=1, burst=50, concurrency=0)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """The limiter's time, still until a test moves it: no refill happens behind a test's back."""
+    return ManualClock()
 
 
 @pytest.fixture
@@ -79,9 +87,11 @@ def make_app(limiter: RateLimiter, gate: asyncio.Event, inside: list[int]) -> AS
 
 
 @pytest.fixture
-async def client(redis, prefix) -> AsyncIterator[tuple[httpx.AsyncClient, asyncio.Event, list]]:
+async def client(
+    redis, prefix, clock
+) -> AsyncIterator[tuple[httpx.AsyncClient, asyncio.Event, list]]:
     gate, inside = asyncio.Event(), []
-    app = make_app(RateLimiter(redis, key_prefix=prefix), gate, inside)
+    app = make_app(RateLimiter(redis, key_prefix=prefix, clock=clock), gate, inside)
     transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 1234))
     async with httpx.AsyncClient(transport=transport, base_url="http://gw") as c:
         yield c, gate, inside
@@ -108,6 +118,7 @@ async def test_a_burst_above_the_tier_gets_429_with_headers(client) -> None:
     assert refused.headers["Retry-After"] == "1"  # 60/min refills one token a second
     assert refused.headers["X-RateLimit-Remaining"] == "0"
     assert 1 <= int(refused.headers["X-RateLimit-Reset"]) <= 10
+    assert refused.headers["X-RateLimit-Reset"] == "10"  # the clock held still: ten tokens short
 
 
 async def test_tenants_and_anonymous_clients_have_separate_buckets(client) -> None:
@@ -144,7 +155,7 @@ async def test_the_concurrency_cap_refuses_the_sixth_and_frees_slots(client) -> 
     async def five_inside() -> bool:
         return len(inside) == 5
 
-    await wait_until(five_inside, 5, "five requests inside the app")
+    await wait_until(five_inside, 30, "five requests inside the app")
     sixth = await c.get("/api/v1/hello", headers=headers)
     assert sixth.status_code == 429
     assert "concurrent" in sixth.json()["detail"]
@@ -153,37 +164,37 @@ async def test_the_concurrency_cap_refuses_the_sixth_and_frees_slots(client) -> 
     assert (await c.get("/api/v1/hello", headers=headers)).status_code == 200
 
 
-async def test_a_bucket_refills_over_time(redis, prefix) -> None:
-    fast = TierLimits(per_minute=60_000, burst=2, concurrency=0)  # one token per millisecond
-    limiter = RateLimiter(redis, key_prefix=prefix, limits={"standard": fast})
+async def test_a_bucket_refills_over_time(redis, prefix, clock) -> None:
+    per_second = TierLimits(per_minute=60, burst=2, concurrency=0)  # one token a second
+    limiter = RateLimiter(redis, key_prefix=prefix, limits={"standard": per_second}, clock=clock)
     assert (await limiter.acquire("s", "standard", "r1")).allowed
     assert (await limiter.acquire("s", "standard", "r2")).allowed
-    first_refused = await limiter.acquire("s", "standard", "r3")
-    if first_refused.allowed:  # a millisecond passed between calls: drain what refilled
-        while (await limiter.acquire("s", "standard", "r")).allowed:
-            pass
+    refused = await limiter.acquire("s", "standard", "r3")
+    assert (refused.allowed, refused.reason, refused.retry_after) == (False, "rate", 1)
+    clock.advance(timedelta(milliseconds=999))
+    assert not (await limiter.acquire("s", "standard", "r4")).allowed, "refilled too early"
+    clock.advance(timedelta(milliseconds=1))
+    refilled = await limiter.acquire("s", "standard", "r5")
+    assert (refilled.allowed, refilled.remaining) == (True, 0)
+    assert not (await limiter.acquire("s", "standard", "r6")).allowed, "only one token refilled"
 
-    async def refilled() -> bool:
-        return (await limiter.acquire("s", "standard", "r4")).allowed
 
-    await wait_until(refilled, 5, "a token to refill")
-
-
-async def test_a_crashed_request_slot_expires(redis, prefix) -> None:
+async def test_a_crashed_request_slot_expires(redis, prefix, clock) -> None:
     capped = TierLimits(per_minute=60_000, burst=100, concurrency=1)
-    limiter = RateLimiter(redis, key_prefix=prefix, limits={"standard": capped}, lease_seconds=0.2)
+    limiter = RateLimiter(
+        redis, key_prefix=prefix, limits={"standard": capped}, lease_seconds=60, clock=clock
+    )
     assert (await limiter.acquire("s", "standard", "never-released")).allowed
     refused = await limiter.acquire("s", "standard", "second")
     assert (refused.allowed, refused.reason) == (False, "concurrency")
+    clock.advance(timedelta(seconds=59, milliseconds=999))
+    assert not (await limiter.acquire("s", "standard", "third")).allowed, "the lease is 60 s"
+    clock.advance(timedelta(milliseconds=1))
+    assert (await limiter.acquire("s", "standard", "fourth")).allowed, "the leaked slot expired"
 
-    async def lease_expired() -> bool:
-        return (await limiter.acquire("s", "standard", "third")).allowed
 
-    await wait_until(lease_expired, 5, "the leaked slot to expire")
-
-
-async def test_many_tasks_get_exactly_the_burst(redis, prefix) -> None:
-    limiter = RateLimiter(redis, key_prefix=prefix, limits={"standard": NO_REFILL})
+async def test_many_tasks_get_exactly_the_burst(redis, prefix, clock) -> None:
+    limiter = RateLimiter(redis, key_prefix=prefix, limits={"standard": NO_REFILL}, clock=clock)
     decisions = await asyncio.gather(
         *(limiter.acquire("shared", "standard", f"r{i}") for i in range(300))
     )
@@ -193,27 +204,32 @@ async def test_many_tasks_get_exactly_the_burst(redis, prefix) -> None:
 HAMMER = textwrap.dedent(
     """
     import asyncio, sys
+    from datetime import datetime
     from redis.asyncio import Redis
+    from edrs_core.clock import ManualClock
     from edrs_gateway.edge.ratelimit import RateLimiter, TierLimits
 
-    async def main(url, prefix, n):
+    async def main(url, prefix, n, now):
         redis = Redis.from_url(url)
         limiter = RateLimiter(redis, key_prefix=prefix,
-                              limits={"standard": TierLimits(per_minute=1, burst=50, concurrency=0)})
+                              limits={"standard": TierLimits(per_minute=1, burst=50, concurrency=0)},
+                              clock=ManualClock(datetime.fromisoformat(now)))
         print("ready", flush=True)
         sys.stdin.readline()
         got = await asyncio.gather(*(limiter.acquire("shared", "standard", f"p{i}") for i in range(n)))
         print(sum(d.allowed for d in got), flush=True)
         await redis.aclose()
 
-    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]))
     """
 )
 
 
 async def test_two_processes_sharing_a_bucket_get_exactly_the_burst(
-    redis, redis_engine, prefix
+    redis, redis_engine, prefix, clock
 ) -> None:
+    # Both processes read the same held clock, so however long the hammering takes on a busy
+    # machine, no token refills in between.
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
@@ -221,13 +237,14 @@ async def test_two_processes_sharing_a_bucket_get_exactly_the_burst(
         redis_engine.url(0),
         prefix,
         "150",
+        clock.now().isoformat(),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
     )
     assert proc.stdin is not None and proc.stdout is not None
     try:
         assert (await asyncio.wait_for(proc.stdout.readline(), 30)).strip() == b"ready"
-        limiter = RateLimiter(redis, key_prefix=prefix, limits={"standard": NO_REFILL})
+        limiter = RateLimiter(redis, key_prefix=prefix, limits={"standard": NO_REFILL}, clock=clock)
         proc.stdin.write(b"go\n")
         await proc.stdin.drain()
         mine = await asyncio.gather(

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from edrs_core.clock import Clock
 from redis.asyncio import Redis
 from redis.exceptions import MaxConnectionsError, RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -80,10 +81,20 @@ class Decision:
 
 # KEYS[1] bucket hash {tokens, ts}; KEYS[2] sorted set of in-flight request ids scored by the
 # time their lease expires. ARGV: refill tokens per ms, capacity, concurrency cap (0 = none),
-# request id, lease ms. Redis's own clock is used so processes with skewed clocks agree.
-_ACQUIRE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+# request id, lease ms, and the time in ms, or '' for Redis's own clock, which is what every
+# gateway uses so that processes with skewed clocks agree (a test passes a clock it holds still).
+_NOW = """
+local now
+if ARGV[#ARGV] ~= '' then
+  now = tonumber(ARGV[#ARGV])
+else
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+"""
+_ACQUIRE = (
+    _NOW
+    + """
 local rate = tonumber(ARGV[1])
 local capacity = tonumber(ARGV[2])
 local cap = tonumber(ARGV[3])
@@ -124,17 +135,20 @@ local allowed = 0
 if reason == 'ok' then allowed = 1 end
 return {allowed, reason, math.floor(tokens), full_ms, retry_ms}
 """
+)
 
 # Extends a still-running request's lease (long responses); no-op once released.
-_EXTEND = """
+# ARGV: request id, lease ms, the time as in _ACQUIRE.
+_EXTEND = (
+    _NOW
+    + """
 if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
   redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
 end
 return 0
 """
+)
 
 
 class RateLimiter:
@@ -148,8 +162,11 @@ class RateLimiter:
         key_prefix: str = "edrs:gateway:ratelimit:",
         lease_seconds: float = 60.0,
         max_concurrent_calls: int = 50,
+        clock: Clock | None = None,
     ) -> None:
+        """`clock`: None reads Redis's clock, shared by every gateway process."""
         self.redis = redis
+        self.clock = clock
         # Queue here rather than exhaust the shared Redis connection pool (100 by default) when
         # hundreds of requests arrive at once.
         self._calls = asyncio.Semaphore(max_concurrent_calls)
@@ -179,6 +196,7 @@ class RateLimiter:
                     limits.concurrency,
                     request_id,
                     self.lease_ms,
+                    self._now_ms(),
                 ],
             )
         reason_text = reason.decode() if isinstance(reason, bytes) else str(reason)
@@ -199,7 +217,14 @@ class RateLimiter:
     async def extend(self, subject: str, request_id: str) -> None:
         """Renew the lease of a request that is still running."""
         async with self._calls:
-            await self._extend(keys=[self._keys(subject)[1]], args=[request_id, self.lease_ms])
+            await self._extend(
+                keys=[self._keys(subject)[1]], args=[request_id, self.lease_ms, self._now_ms()]
+            )
+
+    def _now_ms(self) -> str:
+        if self.clock is None:
+            return ""
+        return str(int(self.clock.now().timestamp() * 1000))
 
 
 class RateLimitMiddleware:
