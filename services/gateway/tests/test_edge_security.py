@@ -7,9 +7,11 @@ import base64
 import hashlib
 import re
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
 import httpx
 import pytest
+from edrs_core.testing import wait_until
 from edrs_gateway.api.problems import install_problem_handlers
 from edrs_gateway.config import GatewaySettings
 from edrs_gateway.edge.security import (
@@ -23,9 +25,20 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 from starlette.types import ASGIApp
 
 
-def make_api(calls: list[str]) -> FastAPI:
+@dataclass
+class Routes:
+    """What the routes of the test API did, and the gates that hold the slow ones."""
+
+    calls: list[str] = field(default_factory=list)
+    # Set by a test once a request that started later has timed out: the held routes have then
+    # run longer than the timeout, whatever the machine's speed.
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def make_api(routes: Routes) -> FastAPI:
     api = FastAPI(docs_url="/api/docs", redoc_url="/api/redoc", openapi_url="/api/openapi.json")
     install_problem_handlers(api)
+    calls = routes.calls
 
     @api.get("/api/v1/ping")
     async def ping() -> dict[str, str]:
@@ -43,20 +56,27 @@ def make_api(calls: list[str]) -> FastAPI:
     @api.get("/api/v1/slow")
     async def slow() -> dict[str, str]:
         calls.append("slow")
-        await asyncio.sleep(5)
+        try:
+            await asyncio.Event().wait()  # never set: only a cancellation ends this route
+        except asyncio.CancelledError:
+            calls.append("slow cancelled")
+            raise
         calls.append("slow finished")
         return {"late": "yes"}
 
     @api.get("/api/v1/events/stream")
     async def exempt_stream() -> dict[str, str]:
-        await asyncio.sleep(0.3)
+        calls.append("exempt started")
+        await routes.release.wait()
         return {"exempt": "yes"}
 
     @api.get("/api/v1/ticker")
     async def ticker() -> StreamingResponse:
         async def ticks() -> AsyncIterator[bytes]:
-            for i in range(3):
-                await asyncio.sleep(0.15)
+            yield b"data: 0\n\n"
+            calls.append("ticker started")
+            await routes.release.wait()
+            for i in (1, 2):
                 yield f"data: {i}\n\n".encode()
 
         return StreamingResponse(ticks(), media_type="text/event-stream")
@@ -64,17 +84,33 @@ def make_api(calls: list[str]) -> FastAPI:
     return api
 
 
-def stack(api: ASGIApp) -> ASGIApp:
-    timed = TimeoutMiddleware(api, timeout_seconds=0.1)
+# Far longer than any route of the fixture takes on a loaded machine; the timeout tests use
+# their own stack with a short timeout and routes that never finish on their own.
+GENEROUS_TIMEOUT = 60.0
+SHORT_TIMEOUT = 0.1
+
+
+def stack(api: ASGIApp, timeout: float = GENEROUS_TIMEOUT) -> ASGIApp:
+    timed = TimeoutMiddleware(api, timeout_seconds=timeout)
     return SecurityHeadersMiddleware(BodyLimitMiddleware(timed, max_bytes=1024))
 
 
 @pytest.fixture
 async def client() -> AsyncIterator[tuple[httpx.AsyncClient, list[str]]]:
-    calls: list[str] = []
-    transport = httpx.ASGITransport(app=stack(make_api(calls)), raise_app_exceptions=False)
+    routes = Routes()
+    transport = httpx.ASGITransport(app=stack(make_api(routes)), raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://gw") as c:
-        yield c, calls
+        yield c, routes.calls
+
+
+@pytest.fixture
+async def timed_client() -> AsyncIterator[tuple[httpx.AsyncClient, Routes]]:
+    routes = Routes()
+    app = stack(make_api(routes), timeout=SHORT_TIMEOUT)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as c:
+        yield c, routes
+    routes.release.set()
 
 
 async def test_api_responses_carry_the_security_headers(client) -> None:
@@ -149,21 +185,38 @@ async def test_a_body_at_the_limit_is_accepted(client) -> None:
     assert (await c.post("/api/v1/upload", content=chunks())).json() == {"size": 1024}
 
 
-async def test_a_slow_request_gets_504(client) -> None:
-    c, calls = client
+async def test_a_slow_request_gets_504_and_its_route_is_cancelled(timed_client) -> None:
+    c, routes = timed_client
     reply = await c.get("/api/v1/slow")
     assert reply.status_code == 504
     assert reply.json()["code"] == "timeout"
     assert reply.headers["Strict-Transport-Security"]
-    assert calls == ["slow"]  # the route was cancelled, not left running
+    # The route was cancelled before the 504 was sent, not left running: an orphaned route
+    # would still be waiting, with no "slow cancelled" recorded.
+    assert routes.calls == ["slow", "slow cancelled"]
 
 
-async def test_streams_and_exempt_paths_are_not_timed(client) -> None:
-    c, _ = client
-    assert (await c.get("/api/v1/events/stream")).json() == {"exempt": "yes"}
-    ticker = await c.get("/api/v1/ticker")
-    assert ticker.status_code == 200
-    assert ticker.text == "data: 0\n\ndata: 1\n\ndata: 2\n\n"
+async def test_streams_and_exempt_paths_are_not_timed(timed_client) -> None:
+    c, routes = timed_client
+
+    async def ticker() -> httpx.Response:
+        return await c.get("/api/v1/ticker")
+
+    exempt = asyncio.create_task(c.get("/api/v1/events/stream"))
+    stream = asyncio.create_task(ticker())
+
+    async def both_running() -> bool:
+        return {"exempt started", "ticker started"} <= set(routes.calls)
+
+    await wait_until(both_running, 30, "the exempt route and the stream to start")
+    # A request started after both has timed out, so both have outlived the timeout.
+    assert (await c.get("/api/v1/slow")).status_code == 504
+    assert not exempt.done() and not stream.done()
+    routes.release.set()
+    assert (await exempt).json() == {"exempt": "yes"}
+    ticked = await stream
+    assert ticked.status_code == 200
+    assert ticked.text == "data: 0\n\ndata: 1\n\ndata: 2\n\n"
 
 
 def _settings(**values: object) -> GatewaySettings:
