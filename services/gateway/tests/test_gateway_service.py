@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 
 import grpc
@@ -12,6 +13,11 @@ from edrs_proto.common.v1 import common_pb2
 from edrs_proto.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 
 pytestmark = pytest.mark.integration
+
+
+def unique(name: str) -> str:
+    """`name` made unique, so a second run against a server that kept the first's data passes."""
+    return f"{name} {uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +40,11 @@ def stub(gateway: testing.RunningService) -> gateway_pb2_grpc.TenantServiceStub:
 
 
 async def test_create_then_get_returns_what_was_stored(stub) -> None:
+    name = unique("Acme Corp.")
     created = await stub.CreateTenant(
-        gateway_pb2.CreateTenantRequest(name="  Acme Corp. ", tier=gateway_pb2.TIER_ENTERPRISE)
+        gateway_pb2.CreateTenantRequest(name=f"  {name} ", tier=gateway_pb2.TIER_ENTERPRISE)
     )
-    assert created.name == "Acme Corp."
+    assert created.name == name
     assert created.tier == gateway_pb2.TIER_ENTERPRISE
     assert created.create_time.seconds > 0
     fetched = await stub.GetTenant(gateway_pb2.GetTenantRequest(id=created.id))
@@ -45,23 +52,26 @@ async def test_create_then_get_returns_what_was_stored(stub) -> None:
 
 
 async def test_unset_tier_means_standard_as_the_contract_says(stub) -> None:
-    created = await stub.CreateTenant(gateway_pb2.CreateTenantRequest(name="Tierless Ltd"))
+    created = await stub.CreateTenant(gateway_pb2.CreateTenantRequest(name=unique("Tierless Ltd")))
     assert created.tier == gateway_pb2.TIER_STANDARD
 
 
 async def test_admin_calls_need_no_tenant_metadata(stub) -> None:
     # Tenant administration is about tenants themselves, so no x-edrs-client-id is required.
-    created = await stub.CreateTenant(gateway_pb2.CreateTenantRequest(name="No Metadata Inc"))
+    created = await stub.CreateTenant(
+        gateway_pb2.CreateTenantRequest(name=unique("No Metadata Inc"))
+    )
     listed = await stub.ListTenants(gateway_pb2.ListTenantsRequest())
     assert created.id in {t.id for t in listed.tenants}
 
 
 async def test_duplicate_name_ignoring_case_is_refused(stub) -> None:
-    await stub.CreateTenant(gateway_pb2.CreateTenantRequest(name="Globex"))
+    name = unique("Globex")
+    await stub.CreateTenant(gateway_pb2.CreateTenantRequest(name=name))
     await testing.expect_rpc_error(
-        stub.CreateTenant(gateway_pb2.CreateTenantRequest(name="GLOBEX")),
+        stub.CreateTenant(gateway_pb2.CreateTenantRequest(name=name.upper())),
         grpc.StatusCode.ALREADY_EXISTS,
-        "GLOBEX",
+        name.upper(),
     )
 
 
@@ -97,8 +107,9 @@ async def test_get_with_a_malformed_id_names_the_field(stub) -> None:
 
 
 async def test_list_pages_through_every_tenant_once_oldest_first(stub) -> None:
+    run = uuid.uuid4().hex[:8]
     made = [
-        (await stub.CreateTenant(gateway_pb2.CreateTenantRequest(name=f"Paging {i}"))).id
+        (await stub.CreateTenant(gateway_pb2.CreateTenantRequest(name=f"Paging {run} {i}"))).id
         for i in range(7)
     ]
     tenants = await testing.collect_pages(
