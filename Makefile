@@ -17,7 +17,16 @@ PACKAGES := -e libs/edrs-proto[gen] -e libs/edrs-core[embedded] \
 
 INSTALL_INPUTS := requirements-dev.txt constraints.txt $(wildcard libs/*/pyproject.toml services/*/pyproject.toml)
 
-.PHONY: help install run test test-fast lint format proto proto-check bench clean
+# checkov (tests/deploy/test_checkov.py) pins dependencies the project outgrew (networkx<3 where
+# torch needs 3): it gets a venv of its own, locked by requirements-checkov.txt.
+CHECKOV_VENV  := .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.edrs-installed
+
+# make images: one image per service from the one Dockerfile, tagged $(IMAGE_PREFIX)edrs-<service>:$(IMAGE_TAG).
+IMAGE_TAG    ?= dev
+IMAGE_PREFIX ?=
+
+.PHONY: help install run test test-fast lint format proto proto-check bench images clean
 
 help:
 	@echo "make run     start the whole fleet on embedded engines (Ctrl-C stops it)"
@@ -25,6 +34,7 @@ help:
 	@echo "make lint    ruff + mypy;  make format  ruff format"
 	@echo "make proto   regenerate libs/edrs-proto from protos/"
 	@echo "make bench   run the benchmarks (figures, no pass/fail on time)"
+	@echo "make images  build every service image with Docker (IMAGE_TAG, IMAGE_PREFIX)"
 
 # llama-cpp-python builds from source (about 10 minutes on 2 cores; pip caches the wheel). A native
 # build (-march=native) crashed at the first decode on CI-class CPUs, so build for the common
@@ -38,15 +48,20 @@ $(STAMP): $(INSTALL_INPUTS)
 	    -r requirements-dev.txt $(PACKAGES)
 	touch $(STAMP)
 
-install: $(STAMP)
+$(CHECKOV_STAMP): requirements-checkov.txt
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-checkov.txt
+	touch $(CHECKOV_STAMP)
+
+install: $(STAMP) $(CHECKOV_STAMP)
 
 run: $(STAMP)
 	$(BIN)/edrs dev up
 
-test: $(STAMP)
+test: $(STAMP) $(CHECKOV_STAMP)
 	$(BIN)/pytest
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) $(CHECKOV_STAMP)
 	$(BIN)/pytest -m "not slow and not fleet"
 
 lint: $(STAMP)
@@ -67,5 +82,13 @@ proto-check: $(STAMP)
 bench: $(STAMP)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
+# The reasoning image compiles llama.cpp: the first build takes a while.
+images:
+	@docker info >/dev/null 2>&1 || { echo "make images needs a running Docker engine" >&2; exit 1; }
+	@for s in $(SERVICES); do \
+	    echo "== $(IMAGE_PREFIX)edrs-$$s:$(IMAGE_TAG)"; \
+	    docker build --build-arg SERVICE=$$s -t $(IMAGE_PREFIX)edrs-$$s:$(IMAGE_TAG) . || exit 1; \
+	done
+
 clean:
-	rm -rf $(VENV) .edrs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) .edrs .pytest_cache .mypy_cache .ruff_cache

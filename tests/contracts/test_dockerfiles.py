@@ -1,8 +1,9 @@
-"""Every service image installs every local package the service needs, and runs as uid 1000.
+"""The one Dockerfile builds every service image with every local package the service needs, as uid 1000.
 
-Images cannot be built here (no Docker engine), so this reads the Dockerfiles against the
-packages' own dependency lists: a lib that gains a local dependency fails here, not in a registry
-build."""
+Images cannot be built here (no Docker engine), so this reads the Dockerfile against the packages'
+own dependency lists: a service or lib that gains a local dependency fails here, not in a registry
+build. The image recipe is shared (docs/decisions/0006-deployment-artifacts.md): the service is the
+SERVICE build argument."""
 
 from __future__ import annotations
 
@@ -13,33 +14,59 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILE = ROOT / "Dockerfile"
 LOCAL = {p.parent.name: p.parent for p in ROOT.glob("libs/*/pyproject.toml")}
-SERVICES = sorted(p.parent.name for p in ROOT.glob("services/*/Dockerfile"))
+SERVICES = sorted(p.parent.name for p in ROOT.glob("services/*/pyproject.toml"))
 
 
-def local_dependencies(package_dir: Path) -> set[str]:
-    """The local packages `package_dir` needs at run time, transitively (by folder name)."""
+def local_dependencies(package_dir: Path) -> dict[str, set[str]]:
+    """The local packages `package_dir` needs at run time, transitively, with the extras asked."""
     project = tomllib.loads((package_dir / "pyproject.toml").read_text())["project"]
-    found: set[str] = set()
+    found: dict[str, set[str]] = {}
     for requirement in project.get("dependencies", []):
-        name = re.split(r"[\[<>=!~; ]", requirement, maxsplit=1)[0]
-        if name in LOCAL and name not in found:
-            found.add(name)
-            found |= local_dependencies(LOCAL[name])
+        match = re.match(r"([A-Za-z0-9_.-]+)(?:\[([^\]]*)\])?", requirement)
+        assert match, requirement
+        name, extras = match.group(1), match.group(2)
+        if name not in LOCAL:
+            continue
+        wanted = {e.strip() for e in extras.split(",")} if extras else set()
+        first = name not in found
+        found.setdefault(name, set()).update(wanted)
+        if first:
+            for dep, dep_extras in local_dependencies(LOCAL[name]).items():
+                found.setdefault(dep, set()).update(dep_extras)
     return found
+
+
+def install_line() -> str:
+    lines = DOCKERFILE.read_text().splitlines()
+    return next(line for line in lines if line.startswith("RUN pip install -c constraints.txt ./"))
 
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_the_image_installs_every_local_package_the_service_needs(service: str) -> None:
-    dockerfile = (ROOT / "services" / service / "Dockerfile").read_text()
-    install = next(line for line in dockerfile.splitlines() if line.startswith("RUN pip install"))
-    for name in local_dependencies(ROOT / "services" / service):
+    dockerfile = DOCKERFILE.read_text()
+    install = install_line()
+    for name, extras in local_dependencies(ROOT / "services" / service).items():
         assert f"COPY libs/{name} libs/{name}" in dockerfile, f"{service}: COPY libs/{name}"
-        assert f"./libs/{name}" in install, f"{service}: pip install ./libs/{name}"
-    assert f"./services/{service}" in install
+        installed = re.search(rf"\./libs/{re.escape(name)}(?:\[([^\]]*)\])?", install)
+        assert installed, f"{service}: pip install ./libs/{name}"
+        given = {e.strip() for e in (installed.group(1) or "").split(",") if e.strip()}
+        assert extras <= given, f"{service}: ./libs/{name} needs extras {sorted(extras - given)}"
+    assert "COPY services/${SERVICE} services/${SERVICE}" in dockerfile
+    assert '"./services/${SERVICE}"' in install
 
 
-@pytest.mark.parametrize("service", SERVICES)
-def test_the_image_runs_as_uid_1000(service: str) -> None:
-    dockerfile = (ROOT / "services" / service / "Dockerfile").read_text()
-    assert "USER 1000:1000" in dockerfile
+def test_the_image_runs_as_uid_1000_with_a_health_check_from_a_separate_build_stage() -> None:
+    dockerfile = DOCKERFILE.read_text()
+    stages = re.findall(r"^FROM ", dockerfile, flags=re.MULTILINE)
+    assert len(stages) >= 2, "multi-stage: the compilers stay in the build stage"
+    runtime = dockerfile.split("\nFROM ")[-1]
+    assert "USER 1000:1000" in runtime
+    assert "HEALTHCHECK" in runtime and "/health/readiness" in runtime
+    assert "build-essential" not in runtime
+
+
+def test_no_service_keeps_a_dockerfile_of_its_own() -> None:
+    # One recipe: a per-service copy would drift from it.
+    assert not list(ROOT.glob("services/*/Dockerfile"))

@@ -1,0 +1,126 @@
+{{/*
+Helpers shared by the one template set. Every template loops over `components` and asks
+"edrs.component" for the merged settings of one component, so the merge rules written at the
+top of values.yaml live here and nowhere else.
+*/}}
+
+{{/* The ml-inference pool, as terraform/ creates it: the only place GPU pods may run. */}}
+{{- define "edrs.gpuNodeSelector" -}}
+role: ml-inference
+{{- end -}}
+{{- define "edrs.gpuToleration" -}}
+key: ml-gpu
+operator: Equal
+value: "true"
+effect: NoSchedule
+{{- end -}}
+
+{{- define "edrs.name" -}}
+{{- printf "%s-%s" .root.Release.Name .name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "edrs.selectorLabels" -}}
+app.kubernetes.io/name: {{ .name }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+{{- end -}}
+
+{{- define "edrs.labels" -}}
+{{ include "edrs.selectorLabels" . }}
+app.kubernetes.io/part-of: edrs
+app.kubernetes.io/component: {{ .name }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
+{{- end -}}
+
+{{/* Labels every pod of the release carries: the default-deny policy selects them. */}}
+{{- define "edrs.releaseSelector" -}}
+app.kubernetes.io/part-of: edrs
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/*
+One component's settings: `defaults` under the component's own keys (maps merged key by key),
+with the scheduling merge rules applied. Called with (dict "root" $ "name" $name "c" $comp);
+returns YAML for fromYaml.
+*/}}
+{{- define "edrs.component" -}}
+{{- $root := .root -}}
+{{- $own := deepCopy .c -}}
+{{- $m := mergeOverwrite (deepCopy $root.Values.defaults) (deepCopy $own) -}}
+{{- /* mergeOverwrite keeps a default `true` over an explicit `false`: restore the explicit ones. */ -}}
+{{- if and (hasKey $own "autoscaling") (hasKey $own.autoscaling "enabled") -}}
+{{- $_ := set $m.autoscaling "enabled" $own.autoscaling.enabled -}}
+{{- end -}}
+{{- if and (hasKey $own "topologySpread") (hasKey $own.topologySpread "enabled") -}}
+{{- $_ := set $m.topologySpread "enabled" $own.topologySpread.enabled -}}
+{{- end -}}
+{{- $gpu := and (hasKey $own "gpu") $own.gpu.enabled -}}
+{{- $_ := set $m "gpuEnabled" $gpu -}}
+{{- $_ := set $m "vllmEnabled" (and $gpu (hasKey $own.gpu "vllm")) -}}
+{{- range $t := concat $root.Values.global.tolerations (default (list) $own.tolerations) -}}
+{{- if eq (toString $t.key) "ml-gpu" -}}
+{{- fail (printf "component %s: the ml-gpu toleration is reserved for GPU components; set components.%s.gpu.enabled instead" $.name $.name) -}}
+{{- end -}}
+{{- end -}}
+{{- $selector := mergeOverwrite (deepCopy $root.Values.global.nodeSelector) (deepCopy (default (dict) $own.nodeSelector)) -}}
+{{- $tolerations := concat $root.Values.global.tolerations (default (list) $own.tolerations) -}}
+{{- if $gpu -}}
+{{- $selector = mergeOverwrite $selector (fromYaml (include "edrs.gpuNodeSelector" .)) -}}
+{{- $tolerations = append $tolerations (fromYaml (include "edrs.gpuToleration" .)) -}}
+{{- end -}}
+{{- $_ := set $m "nodeSelector" $selector -}}
+{{- $_ := set $m "tolerations" $tolerations -}}
+{{- $_ := set $m "affinity" (mergeOverwrite (deepCopy $root.Values.global.affinity) (deepCopy (default (dict) $own.affinity))) -}}
+{{- $_ := set $m "internetEgress" (or (default false $own.internetEgress) $m.vllmEnabled) -}}
+{{- toYaml $m -}}
+{{- end -}}
+
+{{/* The components that call `name` over gRPC. */}}
+{{- define "edrs.callers" -}}
+{{- $callers := list -}}
+{{- range $other, $c := .root.Values.components -}}
+{{- if and $c.enabled (has $.name (default (list) $c.calls)) -}}
+{{- $callers = append $callers $other -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $callers -}}
+{{- end -}}
+
+{{- define "edrs.image" -}}
+{{- $g := .root.Values.global.image -}}
+{{- $tag := default .root.Chart.AppVersion $g.tag -}}
+{{- printf "%s/edrs-%s:%s" $g.registry .name $tag -}}
+{{- end -}}
+
+{{- define "edrs.secretName" -}}
+{{- default (include "edrs.name" .) .c.secretName -}}
+{{- end -}}
+
+{{- define "edrs.envPrefix" -}}
+{{- printf "EDRS_%s_" (upper .name) -}}
+{{- end -}}
+
+{{/* NetworkPolicy peers of an engine: its own `to`, else every pod of the engines namespace. */}}
+{{- define "edrs.enginePeers" -}}
+{{- $engine := index .root.Values.engines .engine -}}
+{{- if $engine.to -}}
+{{- toYaml $engine.to -}}
+{{- else -}}
+- namespaceSelector:
+    matchLabels:
+      kubernetes.io/metadata.name: {{ .root.Values.networkPolicy.enginesNamespace }}
+{{- end -}}
+{{- end -}}
+
+{{- define "edrs.securityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+runAsUser: 1000
+runAsGroup: 1000
+capabilities:
+  drop: [ALL]
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}

@@ -1,0 +1,186 @@
+"""docker-compose.yml against the Compose Specification, and each service against its needs."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+from dotenv import dotenv_values
+from edrs_cli.fleet import service_names
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+ENV = dotenv_values(ROOT / ".env")
+CHART_COMPONENTS = yaml.safe_load((ROOT / "charts/edrs/values.yaml").read_text())["components"]
+
+# Containers that cannot carry a health check, and why; everything else must have one.
+NO_HEALTH_CHECK = {
+    "otel-collector": "distroless image: no shell or client to run a check with",
+    "nats-exporter": "scratch image: no shell or client to run a check with",
+    "grafana-dashboards": "one-shot job that writes files and exits",
+}
+OPTIONAL_PROFILES = {"pulsar", "mongodb", "weaviate", "gpu"}
+# What each chart engine is called in compose.
+ENGINE_SERVICES = {"vault": "openbao", "otel": "otel-collector"}
+
+
+def compose_schema() -> dict[str, Any]:
+    # The Compose Specification's schema as check-jsonschema vendors it (its `vendor.compose-spec`).
+    text = (
+        resources.files("check_jsonschema.builtin_schemas.vendor")
+        .joinpath("compose-spec.json")
+        .read_text()
+    )
+    return json.loads(text)
+
+
+def schema_errors(document: dict[str, Any]) -> list[str]:
+    schema = compose_schema()
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    return [
+        f"{'.'.join(str(p) for p in e.absolute_path)}: {e.message}"
+        for e in validator.iter_errors(document)
+    ]
+
+
+def test_compose_file_follows_the_compose_specification() -> None:
+    assert schema_errors(COMPOSE) == []
+
+
+def test_the_schema_check_refuses_a_mistake() -> None:
+    broken = {
+        **COMPOSE,
+        "services": {**SERVICES, "gateway": {**SERVICES["gateway"], "helthcheck": {}}},
+    }
+    assert schema_errors(broken)
+
+
+def test_every_fleet_service_runs_from_the_one_image_recipe_locked_down() -> None:
+    for name in service_names():
+        service = SERVICES[name]
+        assert service["build"] == {"context": ".", "args": {"SERVICE": name}}, name
+        assert service["user"] == "1000:1000" and service["read_only"] is True, name
+        assert service["cap_drop"] == ["ALL"], name
+        assert any(t.startswith("/tmp:") for t in service["tmpfs"]), name
+        assert service["env_file"] == ".env", name
+        assert "/health/readiness" in " ".join(service["healthcheck"]["test"]), name
+        # Per-service development: `docker compose watch <name>` rebuilds it from the tree.
+        watched = {w["path"] for w in service["develop"]["watch"]}
+        assert f"./services/{name}" in watched, name
+
+
+def test_every_container_has_a_health_check_unless_it_cannot() -> None:
+    for name, service in SERVICES.items():
+        if name in NO_HEALTH_CHECK:
+            assert "healthcheck" not in service
+        else:
+            assert service["healthcheck"]["test"], name
+
+
+def test_dependencies_wait_for_health() -> None:
+    for name, service in SERVICES.items():
+        for dependency, condition in service.get("depends_on", {}).items():
+            assert dependency in SERVICES, f"{name} -> {dependency}"
+            expected = (
+                "service_completed_successfully"
+                if dependency == "grafana-dashboards"
+                else "service_healthy"
+            )
+            assert condition["condition"] == expected, f"{name} -> {dependency}"
+            optional = bool(set(SERVICES[dependency].get("profiles", [])) & OPTIONAL_PROFILES)
+            # An engine behind a profile is waited for only when its profile runs.
+            assert condition.get("required", True) is not optional, f"{name} -> {dependency}"
+
+
+def test_every_service_waits_for_the_engines_and_peers_it_needs(
+    settings_of: Callable[[str], type],
+) -> None:
+    for name in service_names():
+        needs = set(SERVICES[name]["depends_on"])
+        component = CHART_COMPONENTS[name]
+        engines = {ENGINE_SERVICES.get(e, e) for e in component["engines"]} - {"otel-collector"}
+        assert engines <= needs, f"{name}: {sorted(engines - needs)}"
+        assert set(component.get("calls", [])) <= needs, name
+        assert ("redis" in needs) == settings_of(name).uses_redis, name
+
+
+def test_every_setting_in_env_is_a_real_one_and_each_service_has_what_it_requires(
+    settings_of: Callable[[str], type],
+) -> None:
+    fleet = set(service_names())
+    for variable in ENV:
+        match = re.match(r"EDRS_([A-Z]+)_", variable)
+        if match and match.group(1).lower() in fleet:
+            service = match.group(1).lower()
+            settings = settings_of(service)
+            known = {settings.env_name(field) for field in settings.model_fields}
+            assert variable in known, f"{variable} names no setting of {settings.__name__}"
+    for service in fleet:
+        settings = settings_of(service)
+        for field, info in settings.model_fields.items():
+            if info.is_required():
+                assert settings.env_name(field) in ENV, settings.env_name(field)
+        if settings.uses_redis:
+            assert ENV.get(settings.env_name("redis_url")), f"{service} needs Redis"
+        assert ENV[settings.env_name("nats_url")] == "nats://nats:4222"
+        host = re.match(r"postgresql://[^@]+@([^:/]+)", ENV[settings.env_name("database_url")])
+        assert host and host.group(1) == "postgres", service
+
+
+def test_peers_name_the_calls_the_chart_declares_and_resolve_to_compose_services() -> None:
+    for service in service_names():
+        raw = ENV.get(f"EDRS_{service.upper()}_PEERS")
+        peers = json.loads(raw) if raw else {}
+        assert set(peers) == set(CHART_COMPONENTS[service].get("calls", [])), service
+        for peer, address in peers.items():
+            assert address == f"{peer}:50051", service
+
+
+def test_jetstream_stores_on_disk_and_syncs_every_write() -> None:
+    conf = (ROOT / "deploy/compose/nats.conf").read_text()
+    jetstream = re.search(r"jetstream\s*\{([^}]*)\}", conf)
+    assert jetstream, "no jetstream block"
+    assert re.search(r"^\s*sync_interval:\s*always\s*$", jetstream.group(1), re.MULTILINE)
+    assert re.search(r"^\s*store_dir:\s*/data\s*$", jetstream.group(1), re.MULTILINE)
+    assert "nats:/data" in SERVICES["nats"]["volumes"]
+
+
+def test_the_production_engines_run_and_the_optional_ones_have_profiles() -> None:
+    for engine in (
+        "postgres",
+        "redis",
+        "nats",
+        "temporal",
+        "openbao",
+        "milvus",
+        "etcd",
+        "minio",
+        "qdrant",
+        "otel-collector",
+        "prometheus",
+        "grafana",
+    ):
+        assert engine in SERVICES and "profiles" not in SERVICES[engine], engine
+    assert "pgvector" in SERVICES["postgres"]["image"]
+    assert set(SERVICES["milvus"]["depends_on"]) == {"etcd", "minio"}
+    profiles = {p for s in SERVICES.values() for p in s.get("profiles", [])}
+    assert profiles == OPTIONAL_PROFILES
+    assert (
+        SERVICES["vllm"]["deploy"]["resources"]["reservations"]["devices"][0]["driver"] == "nvidia"
+    )
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_every_file_mounted_from_the_tree_exists(name: str) -> None:
+    for volume in SERVICES[name].get("volumes", []):
+        source = volume.split(":")[0]
+        if source.startswith("./"):
+            assert (ROOT / source).exists(), f"{name}: {source}"
