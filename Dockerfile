@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# One image recipe for every EDRS service (decision record 0006): the service is a build argument.
+# One image recipe for every EDRS service (decision record 0007): the service is a build argument.
 # Build from the repository root (`make images` builds all eight):
 #   docker build --build-arg SERVICE=gateway -t edrs-gateway .
 # Containers run as uid 1000 with a read-only root filesystem and no capabilities: the chart and

@@ -85,7 +85,7 @@ bench: $(STAMP)
 # The reasoning image compiles llama.cpp: the first build takes a while.
 images:
 	@docker info >/dev/null 2>&1 || { echo "make images needs a running Docker engine" >&2; exit 1; }
-	@for s in $(SERVICES); do \
+	@for s in $(notdir $(SERVICE_DIRS)); do \
 	    echo "== $(IMAGE_PREFIX)edrs-$$s:$(IMAGE_TAG)"; \
 	    docker build --build-arg SERVICE=$$s -t $(IMAGE_PREFIX)edrs-$$s:$(IMAGE_TAG) . || exit 1; \
 	done

@@ -2,7 +2,7 @@
 
 Images cannot be built here (no Docker engine), so this reads the Dockerfile against the packages'
 own dependency lists: a service or lib that gains a local dependency fails here, not in a registry
-build. The image recipe is shared (docs/decisions/0006-deployment-artifacts.md): the service is the
+build. The image recipe is shared (docs/decisions/0007-deployment-artifacts.md): the service is the
 SERVICE build argument."""
 
 from __future__ import annotations

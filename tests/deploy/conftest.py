@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import importlib
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from edrs_core import ServiceSettings
+from edrs_core import ServiceSettings, registry
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "edrs"
@@ -166,17 +165,9 @@ def validate() -> Callable[[dict[str, Any]], list[str]]:
 
 @functools.cache
 def settings_class(service: str) -> type[ServiceSettings]:
-    """The pydantic-settings class of `service` (edrs_<service>.config)."""
-    module = importlib.import_module(f"edrs_{service}.config")
-    for value in vars(module).values():
-        if (
-            isinstance(value, type)
-            and issubclass(value, ServiceSettings)
-            and value is not ServiceSettings
-            and value.service_name == service
-        ):
-            return value
-    raise AssertionError(f"edrs_{service}.config has no ServiceSettings subclass for {service}")
+    """The pydantic-settings class of `service`, from its declaration (edrs_core.registry)."""
+    (declaration,) = [d for d in registry.declarations() if d.name == service]
+    return declaration.load().settings_cls
 
 
 @pytest.fixture(scope="session")
@@ -186,14 +177,16 @@ def settings_of() -> Callable[[str], type[ServiceSettings]]:
 
 @functools.cache
 def peers_called(service: str) -> frozenset[str]:
-    """The peers `service`'s code calls: every typed stub it builds (`memory_pb2_grpc.MemoryServiceStub(`)
-    and every channel it opens by name (`peers.channel("reasoning")`)."""
+    """The peers `service`'s code calls: every generated stub class it names
+    (`rt.peers.stub(memory_pb2_grpc.MemoryServiceStub)`, `MemoryServiceStub(channel)`) and every
+    peer it names outright (`peers.channel("reasoning")`, `stub(..., peer="reasoning")`)."""
     called: set[str] = set()
     for path in (ROOT / "services" / service / "src").rglob("*.py"):
         text = path.read_text()
-        called.update(re.findall(r"\b([a-z]+)_pb2_grpc\.[A-Za-z]+Stub\(", text))
+        called.update(re.findall(r"\b([a-z]+)_pb2_grpc\.[A-Za-z]+Stub\b", text))
         called.update(re.findall(r"""channel\(\s*["']([a-z]+)["']\s*\)""", text))
-    return frozenset(called)
+        called.update(re.findall(r"""\bpeer\s*=\s*["']([a-z]+)["']""", text))
+    return frozenset(called - {service})
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ from typing import Any
 import helm_python
 import pytest
 import yaml
-from edrs_cli.fleet import service_names
+from edrs_core.registry import service_names
 from pydantic import SecretStr
 from pydantic_core import PydanticUndefined
 

@@ -13,7 +13,7 @@ import jsonschema
 import pytest
 import yaml
 from dotenv import dotenv_values
-from edrs_cli.fleet import service_names
+from edrs_core.registry import service_names
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
