@@ -19,6 +19,7 @@ import kubernetes_validate
 import pytest
 import yaml
 from edrs_core import ServiceSettings, registry
+from pydantic import AliasChoices
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "edrs"
@@ -168,6 +169,26 @@ def settings_class(service: str) -> type[ServiceSettings]:
     """The pydantic-settings class of `service`, from its declaration (edrs_core.registry)."""
     (declaration,) = [d for d in registry.declarations() if d.name == service]
     return declaration.load().settings_cls
+
+
+def env_names(settings: type[ServiceSettings]) -> dict[str, str]:
+    """Every environment variable `settings` reads, to the field it sets: the prefixed field name
+    and any alias the field accepts (AliasChoices included)."""
+    prefix = settings.model_config.get("env_prefix", "")
+    names: dict[str, str] = {}
+    for field, info in settings.model_fields.items():
+        names[f"{prefix}{field}".upper()] = field
+        alias = info.validation_alias
+        choices = alias.choices if isinstance(alias, AliasChoices) else [alias]
+        for choice in choices:
+            if isinstance(choice, str):
+                names[choice.upper()] = field
+    return names
+
+
+@pytest.fixture(scope="session")
+def env_names_of() -> Callable[[str], dict[str, str]]:
+    return lambda service: env_names(settings_class(service))
 
 
 @pytest.fixture(scope="session")

@@ -236,26 +236,28 @@ def test_secret_settings_come_only_from_secrets(
 
 
 def test_every_setting_the_chart_sets_is_a_real_one_and_every_required_one_is_set(
-    rendered: dict[str, Objects], settings_of: Callable[[str], type]
+    rendered: dict[str, Objects],
+    settings_of: Callable[[str], type],
+    env_names_of: Callable[[str], dict[str, str]],
 ) -> None:
     configs = of_kind(rendered["everything"], "ConfigMap")
     for name, comp in COMPONENTS.items():
         settings = settings_of(name)
         prefix = f"EDRS_{name.upper()}_"
-        by_env = {settings.env_name(f): f for f in settings.model_fields}
+        by_env = env_names_of(name)
         given = {
             k for k in configs[f"edrs-{name}"]["data"] if k.startswith(("EDRS_", "OTEL_EXPORTER"))
         }
         given |= {prefix + key for key in comp.get("secretKeys", [])}
         unknown = given - set(by_env)
         assert not unknown, f"{name}: {sorted(unknown)} name no setting of {settings.__name__}"
+        set_fields = {by_env[variable] for variable in given}
         required = {
-            env
-            for env, field in by_env.items()
-            if settings.model_fields[field].is_required()
-            and settings.model_fields[field].default is PydanticUndefined
+            field
+            for field, info in settings.model_fields.items()
+            if info.is_required() and info.default is PydanticUndefined
         }
-        assert required <= given, f"{name}: {sorted(required - given)} not set"
+        assert required <= set_fields, f"{name}: {sorted(required - set_fields)} not set"
         if settings.uses_redis:
             assert "REDIS_URL" in comp["secretKeys"], f"{name} needs Redis in production"
             assert "redis" in comp["engines"], name

@@ -114,24 +114,28 @@ def test_every_service_waits_for_the_engines_and_peers_it_needs(
 
 def test_every_setting_in_env_is_a_real_one_and_each_service_has_what_it_requires(
     settings_of: Callable[[str], type],
+    env_names_of: Callable[[str], dict[str, str]],
 ) -> None:
     fleet = set(service_names())
     for variable in ENV:
         match = re.match(r"EDRS_([A-Z]+)_", variable)
         if match and match.group(1).lower() in fleet:
             service = match.group(1).lower()
-            settings = settings_of(service)
-            known = {settings.env_name(field) for field in settings.model_fields}
-            assert variable in known, f"{variable} names no setting of {settings.__name__}"
+            assert variable in env_names_of(service), (
+                f"{variable} names no setting of {settings_of(service).__name__}"
+            )
     for service in fleet:
         settings = settings_of(service)
+        names = env_names_of(service)
+        given = {field: ENV[variable] for variable, field in names.items() if variable in ENV}
         for field, info in settings.model_fields.items():
             if info.is_required():
-                assert settings.env_name(field) in ENV, settings.env_name(field)
+                assert field in given, f"{service}: {settings.env_name(field)} is required"
         if settings.uses_redis:
-            assert ENV.get(settings.env_name("redis_url")), f"{service} needs Redis"
-        assert ENV[settings.env_name("nats_url")] == "nats://nats:4222"
-        host = re.match(r"postgresql://[^@]+@([^:/]+)", ENV[settings.env_name("database_url")])
+            assert given.get("redis_url"), f"{service} needs Redis"
+        prefix = f"EDRS_{service.upper()}_"
+        assert ENV[f"{prefix}NATS_URL"] == "nats://nats:4222", service
+        host = re.match(r"postgresql://[^@]+@([^:/]+)", given["database_url"])
         assert host and host.group(1) == "postgres", service
 
 
