@@ -364,3 +364,10 @@ def test_scheduling_merge_rules(render: Callable[[dict[str, Any]], Objects]) -> 
     assert [t["key"] for t in reasoning["tolerations"]] == ["spot", "ml-gpu"]
     persona = pod_spec(deployments["persona"])
     assert persona["nodeSelector"] == {"role": "general", "zone-class": "standard"}
+
+
+def test_helm_lint_finds_nothing_to_warn_about() -> None:
+    report = helm_python.lint(CHART, strict=True, kube_version="v1.30.0")
+    assert report["errors"] == []
+    # Severity 1 is information (e.g. "icon is recommended"); 2 and up are warnings and errors.
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
