@@ -1,37 +1,17 @@
-# An EKS cluster for EDRS on the community modules (terraform-aws-modules/vpc and /eks), with the
-# node pools the chart schedules onto:
-#   system        cluster add-ons (CoreDNS, ingress, Argo CD, monitoring)
-#   general       the EDRS services
-#   memory        memory-optimised: engines that cache (Redis, NATS, Milvus)
-#   ml-inference  GPU nodes, tainted ml-gpu=true:NoSchedule: only pods that tolerate it (the
-#                 chart's GPU components) run there; the AL2023 NVIDIA AMI carries the driver
-#   database      tainted dedicated=database:NoSchedule, for PostgreSQL operators' pods
+# An EKS cluster for EDRS on the community modules (terraform-aws-modules/vpc and /eks), with
+# the node pools of ../node-pools as managed node groups. The ml-inference group runs the AL2023
+# NVIDIA AMI, which carries the driver and container toolkit.
+module "pools" {
+  source = "../node-pools"
+}
+
 locals {
   pools = {
-    system = {
-      labels = { role = "system" }
-      taints = {}
-      ami    = "AL2023_x86_64_STANDARD"
-    }
-    general = {
-      labels = { role = "general" }
-      taints = {}
-      ami    = "AL2023_x86_64_STANDARD"
-    }
-    memory = {
-      labels = { role = "memory" }
-      taints = {}
-      ami    = "AL2023_x86_64_STANDARD"
-    }
-    ml-inference = {
-      labels = { role = "ml-inference", "nvidia.com/gpu.present" = "true" }
-      taints = { gpu = { key = "ml-gpu", value = "true", effect = "NO_SCHEDULE" } }
-      ami    = "AL2023_x86_64_NVIDIA"
-    }
-    database = {
-      labels = { role = "database" }
-      taints = { database = { key = "dedicated", value = "database", effect = "NO_SCHEDULE" } }
-      ami    = "AL2023_x86_64_STANDARD"
+    for name, pool in module.pools.pools : name => {
+      labels = pool.gpu ? merge(pool.labels, { "nvidia.com/gpu.present" = "true" }) : pool.labels
+      # The EKS module takes taints as a map.
+      taints = { for taint in pool.taints : taint.key => taint }
+      ami    = pool.gpu ? "AL2023_x86_64_NVIDIA" : "AL2023_x86_64_STANDARD"
     }
   }
   private_subnets = [for i in range(3) : cidrsubnet(var.vpc_cidr, 4, i)]

@@ -25,5 +25,5 @@ output "private_subnets" {
 
 output "node_pools" {
   description = "Labels and taints of each node pool, as the chart expects them."
-  value       = { for name, pool in local.pools : name => { labels = pool.labels, taints = pool.taints } }
+  value       = module.pools.pools
 }

@@ -1,35 +1,8 @@
 # A private, regional GKE cluster for EDRS on the community module
-# (terraform-google-modules/kubernetes-engine), with the node pools the chart schedules onto:
-#   system        cluster add-ons (ingress, Argo CD, monitoring)
-#   general       the EDRS services
-#   memory        memory-optimised: engines that cache (Redis, NATS, Milvus)
-#   ml-inference  GPU nodes, tainted ml-gpu=true:NoSchedule; GKE installs the NVIDIA driver
-#                 (gpu_driver_version) and the device plugin
-#   database      tainted dedicated=database:NoSchedule, for PostgreSQL operators' pods
-locals {
-  pools = {
-    system = {
-      labels = { role = "system" }
-      taints = []
-    }
-    general = {
-      labels = { role = "general" }
-      taints = []
-    }
-    memory = {
-      labels = { role = "memory" }
-      taints = []
-    }
-    ml-inference = {
-      labels = { role = "ml-inference" }
-      taints = [{ key = "ml-gpu", value = "true", effect = "NO_SCHEDULE" }]
-    }
-    database = {
-      labels = { role = "database" }
-      taints = [{ key = "dedicated", value = "database", effect = "NO_SCHEDULE" }]
-    }
-  }
-  gpu_pool = "ml-inference"
+# (terraform-google-modules/kubernetes-engine), with the node pools of ../node-pools. The GPU pool
+# gets accelerators, and GKE installs the NVIDIA driver (gpu_driver_version) and device plugin.
+module "pools" {
+  source = "../node-pools"
 }
 
 resource "google_compute_network" "this" {
@@ -133,7 +106,7 @@ module "gke" {
   deletion_protection      = true
 
   node_pools = [
-    for name, pool in local.pools : merge(
+    for name, pool in module.pools.pools : merge(
       {
         name               = name
         machine_type       = var.node_pools[name].machine_type
@@ -146,7 +119,7 @@ module "gke" {
         auto_upgrade       = true
         enable_secure_boot = true
       },
-      name == local.gpu_pool ? {
+      pool.gpu ? {
         accelerator_count  = var.gpus_per_node
         accelerator_type   = var.gpu_type
         gpu_driver_version = "LATEST"
@@ -154,6 +127,6 @@ module "gke" {
     )
   ]
 
-  node_pools_labels = { for name, pool in local.pools : name => pool.labels }
-  node_pools_taints = { for name, pool in local.pools : name => pool.taints }
+  node_pools_labels = { for name, pool in module.pools.pools : name => pool.labels }
+  node_pools_taints = { for name, pool in module.pools.pools : name => pool.taints }
 }

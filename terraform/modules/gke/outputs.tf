@@ -22,5 +22,5 @@ output "network" {
 
 output "node_pools" {
   description = "Labels and taints of each node pool, as the chart expects them."
-  value       = local.pools
+  value       = module.pools.pools
 }
