@@ -371,3 +371,17 @@ def test_helm_lint_finds_nothing_to_warn_about() -> None:
     assert report["errors"] == []
     # Severity 1 is information (e.g. "icon is recommended"); 2 and up are warnings and errors.
     assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+def test_a_settings_change_rolls_only_that_components_pods(
+    render: Callable[[dict[str, Any]], Objects],
+) -> None:
+    def checksums(values: dict[str, Any]) -> dict[str, str]:
+        return {
+            component(d): d["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+            for d in of_kind(render(values), "Deployment").values()
+        }
+
+    before = checksums({})
+    after = checksums({"components": {"memory": {"env": {"RECALL_CANDIDATES": 80}}}})
+    assert {name for name in before if before[name] != after[name]} == {"memory"}

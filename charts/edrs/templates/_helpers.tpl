@@ -124,3 +124,39 @@ capabilities:
 seccompProfile:
   type: RuntimeDefault
 {{- end -}}
+
+{{/* A component's non-secret settings: its ConfigMap's data, whose checksum rolls its pods. */}}
+{{- define "edrs.configData" -}}
+{{- $root := .root -}}
+{{- $c := fromYaml (include "edrs.component" .) -}}
+{{- $prefix := include "edrs.envPrefix" . -}}
+{{- $peers := dict -}}
+{{- range $peer := default (list) $c.calls -}}
+{{- $_ := set $peers $peer (printf "%s:50051" (include "edrs.name" (dict "root" $root "name" $peer))) -}}
+{{- end -}}
+EDRS_ENVIRONMENT: {{ $root.Values.global.environment | quote }}
+{{ $prefix }}HOST: "0.0.0.0"
+{{ $prefix }}GRPC_PORT: "50051"
+{{ $prefix }}HTTP_PORT: "8080"
+{{ $prefix }}METRICS_PORT: "8081"
+{{ $prefix }}NATS_URL: {{ $root.Values.engines.nats.url | quote }}
+{{ $prefix }}PEERS: {{ toJson $peers | quote }}
+{{- with $root.Values.engines.otel.endpoint }}
+OTEL_EXPORTER_OTLP_ENDPOINT: {{ . | quote }}
+{{- end }}
+OTEL_SERVICE_NAME: {{ printf "edrs-%s" .name | quote }}
+# The root filesystem is read-only: caches go to the /tmp volume.
+HOME: /tmp
+{{- if $c.vllmEnabled }}
+# GPU mode: the vLLM server in the same pod is the OpenAI-compatible backend.
+{{ $prefix }}BACKEND: openai
+{{ $prefix }}OPENAI_BASE_URL: http://127.0.0.1:8000/v1
+{{ $prefix }}OPENAI_MODEL: {{ $c.gpu.vllm.servedModelName | quote }}
+{{- end }}
+{{- range $key, $value := $root.Values.global.env }}
+{{ $key }}: {{ $value | toString | quote }}
+{{- end }}
+{{- range $key, $value := default (dict) $c.env }}
+{{ $prefix }}{{ $key }}: {{ $value | toString | quote }}
+{{- end }}
+{{- end -}}
