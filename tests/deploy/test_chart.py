@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import helm_python
 import pytest
 import yaml
 from edrs_core.registry import service_names
+from edrs_core.settings import load_settings
 from pydantic import SecretStr
 from pydantic_core import PydanticUndefined
 
@@ -385,3 +387,35 @@ def test_a_settings_change_rolls_only_that_components_pods(
     before = checksums({})
     after = checksums({"components": {"memory": {"env": {"RECALL_CANDIDATES": 80}}}})
     assert {name for name in before if before[name] != after[name]} == {"memory"}
+
+
+def test_each_services_settings_accept_what_its_pod_gets(
+    rendered: dict[str, Objects],
+    merged_values: dict[str, dict[str, Any]],
+    settings_of: Callable[[str], type],
+    value_set: str,
+) -> None:
+    # The ConfigMap as rendered, plus a stand-in for each secret key (the real values live in the
+    # Secret): the service's own settings class must load from that environment.
+    objects = rendered[value_set]
+    configs = of_kind(objects, "ConfigMap")
+    for deployment in of_kind(objects, "Deployment").values():
+        name = component(deployment)
+        (container,) = [c for c in pod_spec(deployment)["containers"] if c["name"] == name]
+        environment = dict(configs[container["envFrom"][0]["configMapRef"]["name"]]["data"])
+        for env in container.get("env", []):
+            environment[env["name"]] = (
+                "postgresql://edrs:x@db:5432/edrs"
+                if env["name"].endswith("_DATABASE_URL")
+                else "redis://cache:6379/0"
+                if env["name"].endswith("_REDIS_URL")
+                else "a-stand-in-secret-of-more-than-32-characters"
+            )
+        with pytest.MonkeyPatch.context() as patch:
+            for variable in [v for v in os.environ if v.startswith(("EDRS_", "OTEL_"))]:
+                patch.delenv(variable)
+            for variable, value in environment.items():
+                patch.setenv(variable, value)
+            loaded = load_settings(settings_of(name))
+        assert loaded.environment == merged_values[value_set]["global"]["environment"], name
+        assert loaded.host == "0.0.0.0" and loaded.grpc_port == 50051, name

