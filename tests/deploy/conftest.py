@@ -32,7 +32,10 @@ KUBERNETES_VERSIONS = ("1.30.0", kubernetes_validate.utils.latest_version() + ".
 
 # Every optional part of the chart switched on.
 EVERYTHING: dict[str, Any] = {
-    "components": {"reasoning": {"gpu": {"enabled": True}}},
+    "components": {
+        "reasoning": {"gpu": {"enabled": True}},
+        "gateway": {"ingress": {"enabled": True, "tlsSecretName": "edrs-api-tls"}},
+    },
     "monitoring": {
         "serviceMonitor": {"enabled": True},
         "prometheusRule": {"enabled": True},

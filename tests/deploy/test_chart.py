@@ -419,3 +419,21 @@ def test_each_services_settings_accept_what_its_pod_gets(
             loaded = load_settings(settings_of(name))
         assert loaded.environment == merged_values[value_set]["global"]["environment"], name
         assert loaded.host == "0.0.0.0" and loaded.grpc_port == 50051, name
+
+
+def test_the_gateway_ingress_reaches_its_http_port_only_if_public(
+    rendered: dict[str, Objects], chart: helm_python.Chart
+) -> None:
+    (ingress,) = of_kind(rendered["everything"], "Ingress").values()
+    (rule,) = ingress["spec"]["rules"]
+    backend = rule["http"]["paths"][0]["backend"]["service"]
+    assert backend == {"name": "edrs-gateway", "port": {"name": "http"}}
+    assert ingress["spec"]["tls"][0]["secretName"] == "edrs-api-tls"
+    assert not of_kind(rendered["defaults"], "Ingress")
+    private = {
+        "components": {
+            "memory": {"ingress": {"enabled": True, "className": "nginx", "host": "m.example.com"}}
+        }
+    }
+    with pytest.raises(helm_python.HelmRenderError, match=r"needs components\.memory\.public"):
+        chart.render(private, name="edrs", namespace="edrs")
