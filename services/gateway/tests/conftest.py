@@ -21,7 +21,9 @@ from edrs_gateway.context import GatewayContext
 from edrs_gateway.store import NewTenant
 from edrs_memory.app import definition as memory_definition
 from edrs_persona.app import definition as persona_definition
+from edrs_persona.turns import TurnGate, conversation_key
 from edrs_reasoning.app import definition as reasoning_definition
+from redis.asyncio import Redis
 
 PASSWORD = "correct horse battery staple"
 KEY_SECRET = "test-key-encryption-secret-0123456789"
@@ -32,6 +34,8 @@ GATEWAY_REDIS_DB, SERVICES_REDIS_DB = 12, 13
 class ConversationFleet:
     gateway: RunningService
     ctx: GatewayContext
+    # The persona service's Redis, where its conversations' turn locks live.
+    services_redis_url: str
 
     @property
     def url(self) -> str:
@@ -65,6 +69,43 @@ class ConversationFleet:
             )
         assert reply.status_code == 200, reply.text
         return {"Authorization": f"Bearer {reply.json()['accessToken']}"}
+
+    @contextlib.asynccontextmanager
+    async def hold_turn(
+        self, tenant_id: uuid.UUID, persona_id: str, headers: dict[str, str], conversation: str
+    ) -> AsyncIterator[None]:
+        """Take the conversation's turn, as a turn of another replica would, until the block
+        ends: a message sent meanwhile is queued behind it, however fast the model is."""
+        token = headers["Authorization"].removeprefix("Bearer ")
+        user_id = (await self.ctx.tokens.verify(token)).principal.subject_id
+        redis = Redis.from_url(self.services_redis_url)
+        gate = TurnGate(redis, policy="queue", max_queued=10, lock_seconds=300)
+        turn = await gate.reserve(
+            conversation_key(str(tenant_id), persona_id, user_id, conversation), conversation
+        )
+        try:
+            await turn.wait()
+            yield
+        finally:
+            await turn.finish()
+            await redis.aclose()
+
+    @contextlib.asynccontextmanager
+    async def another_gateway(self, **settings: object) -> AsyncIterator[RunningService]:
+        """A second gateway on this one's stores and peers, with `settings` changed."""
+        rt = self.gateway.runner.runtime
+        assert rt is not None and isinstance(rt.settings, GatewaySettings)
+        current = rt.settings
+        async with running_service(
+            gateway_definition,
+            database_url=current.database_url,
+            redis_url=current.redis_url,
+            nats_url=current.nats_url,
+            peers=current.peers,
+            key_encryption_secret=KEY_SECRET,
+            **settings,
+        ) as gateway:
+            yield gateway
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +163,11 @@ async def start_conversation_fleet(
         rt = gateway.runner.runtime
         assert rt is not None and isinstance(rt.settings, GatewaySettings)
         # The gateway's own stores, to make tenants and users as an operator would.
-        yield ConversationFleet(gateway, GatewayContext.build(rt.settings, rt))
+        yield ConversationFleet(
+            gateway,
+            GatewayContext.build(rt.settings, rt),
+            redis_engine.url(SERVICES_REDIS_DB),
+        )
 
 
 @pytest.fixture

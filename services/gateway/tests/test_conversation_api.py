@@ -7,6 +7,7 @@ Real persona, memory and reasoning services (the real models) behind a real gate
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -14,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from edrs_gateway.auth.tokens import TokenService
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -142,6 +144,43 @@ async def test_the_trace_behind_a_reply_is_readable_by_its_user_and_admins_only(
     assert (await client.get(f"/api/v1/traces/{trace_id}", headers=admin)).status_code == 200
 
 
+async def test_traces_filter_by_persona_and_user_and_members_only_by_themselves(
+    conversation_fleet, client, tenant, member
+) -> None:
+    ada = await new_persona(client, member)
+    bob = await new_persona(client, member, name="Bob")
+    colleague = await conversation_fleet.login(tenant, "member")
+    mine_ada = (await say(client, member, ada, "filters", "Hello Ada.")).json()["reply"]["traceId"]
+    mine_bob = (await say(client, member, bob, "filters", "Hello Bob.")).json()["reply"]["traceId"]
+    theirs = (await say(client, colleague, ada, "filters", "Hi.")).json()["reply"]["traceId"]
+
+    async def user_of(trace_id: str, headers: dict[str, str]) -> str:
+        reply = await client.get(f"/api/v1/traces/{trace_id}", headers=headers)
+        assert reply.status_code == 200, reply.text
+        return str(reply.json()["labels"]["user_id"])
+
+    async def listed(headers: dict[str, str], **params: str) -> httpx.Response:
+        return await client.get(
+            "/api/v1/traces", params={"pageSize": 200, **params}, headers=headers
+        )
+
+    def ids(reply: httpx.Response) -> set[str]:
+        assert reply.status_code == 200, reply.text
+        return {t["id"] for t in reply.json()["traces"]}
+
+    me, them = await user_of(mine_ada, member), await user_of(theirs, colleague)
+    # docs/api.md: a member filtering on another userId gets 403.
+    refused = await listed(member, userId=them)
+    assert refused.status_code == 403 and refused.json()["code"] == "forbidden"
+    assert ids(await listed(member, personaId=ada)) == {mine_ada}
+    assert ids(await listed(member, personaId=bob, userId=me)) == {mine_bob}
+    assert ids(await listed(colleague, personaId=ada)) == {theirs}
+    admin = await conversation_fleet.login(tenant, "admin")
+    assert ids(await listed(admin, personaId=ada)) == {mine_ada, theirs}
+    assert ids(await listed(admin, personaId=ada, userId=them)) == {theirs}
+    assert ids(await listed(admin, userId=them)) == {theirs}
+
+
 async def test_a_reply_streams_over_sse_in_several_deltas(client, member) -> None:
     persona_id = await new_persona(client, member)
     async with client.stream(
@@ -207,6 +246,30 @@ async def test_a_blocking_tenant_policy_refuses_the_message(conversation_fleet, 
     )
     # Nothing reached the persona.
     assert messages.status_code == 404 or messages.json()["messages"] == [], messages.text
+
+
+async def test_a_turn_past_its_timeout_ends_the_started_stream_with_an_error_event(
+    conversation_fleet, client, tenant, member, api_of
+) -> None:
+    persona_id = await new_persona(client, member)
+    # The conversation's turn is held by the test, so the message waits in the queue past the
+    # gateway's turn timeout, however fast the model is. Ten seconds leave the turn time to be
+    # accepted (the stream to begin) on a loaded machine.
+    async with (
+        conversation_fleet.hold_turn(tenant, persona_id, member, "held"),
+        api_of(conversation_fleet.gateway, turn_timeout_seconds=10.0) as timed,
+    ):
+        reply = await timed.post(
+            f"/api/v1/personas/{persona_id}/conversations/held/messages",
+            headers={**member, "Accept": "text/event-stream"},
+            json={"text": "Are you there?", "options": OPTIONS},
+        )
+    assert reply.status_code == 200, reply.text
+    events = sse_events(reply.text.splitlines())
+    assert [name for name, _ in events] == ["accepted", "queued", "error"], events
+    assert events[1][1] == {"ahead": 1}
+    problem = events[2][1]
+    assert problem["status"] == 504 and problem["code"] == "upstream_timeout", problem
 
 
 # -- WebSocket ---------------------------------------------------------------------------------
@@ -311,6 +374,139 @@ async def test_the_websocket_needs_a_valid_token(conversation_fleet, tenant) -> 
         assert closed.value.rcvd is not None
         assert closed.value.rcvd.code == code, (options, closed.value.rcvd)
         assert closed.value.rcvd.reason
+
+
+async def closing_frame(socket: ClientConnection) -> tuple[int, str]:
+    """The close code and reason the server ends the socket with (frames before it are read)."""
+    with pytest.raises(ConnectionClosed) as closed:
+        while True:
+            await asyncio.wait_for(socket.recv(), 60)
+    assert closed.value.rcvd is not None, "the socket ended without a close frame"
+    return closed.value.rcvd.code, closed.value.rcvd.reason
+
+
+async def ping(socket: ClientConnection, request_id: str) -> None:
+    await socket.send(json.dumps({"type": "ping", "requestId": request_id}))
+    assert json.loads(await socket.recv()) == {"type": "pong", "requestId": request_id}
+
+
+async def test_a_websocket_closes_with_4401_when_its_token_is_revoked_mid_session(
+    conversation_fleet, client, tenant
+) -> None:
+    for idle in (False, True):
+        headers = await conversation_fleet.login(tenant, "member")
+        async with connect(f"{ws_url(conversation_fleet)}?access_token={token_of(headers)}") as ws:
+            await ping(ws, "before")
+            revoked = await client.post("/api/v1/auth/revoke", json={"token": token_of(headers)})
+            assert revoked.status_code == 204
+            if not idle:
+                # The next frame is not served: the socket closes instead of answering it.
+                await ws.send(json.dumps({"type": "ping", "requestId": "after"}))
+            code, reason = await closing_frame(ws)
+        assert (code, reason) == (4401, "the access token has been revoked"), idle
+
+
+async def test_a_websocket_closes_with_4401_when_its_token_expires(
+    conversation_fleet, tenant
+) -> None:
+    ctx = conversation_fleet.ctx
+    member = await conversation_fleet.login(tenant, "member")
+    principal = (await ctx.tokens.verify(token_of(member))).principal
+    # A token of ten seconds: long enough to be used first on a loaded machine, short enough
+    # to wait for.
+    short = TokenService(
+        ctx.tokens.keys,
+        issuer=ctx.tokens.issuer,
+        audience=ctx.tokens.audience,
+        ttl_seconds=10,
+    )
+    token = (await short.issue(principal)).token
+    async with connect(f"{ws_url(conversation_fleet)}?access_token={token}") as socket:
+        await ping(socket, "while-valid")
+        code, reason = await closing_frame(socket)
+    assert (code, reason) == (4401, "the access token has expired")
+
+
+async def test_websocket_messages_pass_dlp(conversation_fleet, client, member) -> None:
+    persona_id = await new_persona(client, member)
+    async with connect(f"{ws_url(conversation_fleet)}?access_token={token_of(member)}") as socket:
+        await socket.send(
+            json.dumps(
+                {
+                    "type": "message",
+                    "personaId": persona_id,
+                    "conversationId": "ws-dlp",
+                    "text": "Mail me at ann@example.com please.",
+                    "options": {"maxTokens": 4},
+                }
+            )
+        )
+        await frames_until(socket, lambda f: f["type"] == "typing" and f["state"] == "stopped")
+    messages = await client.get(
+        f"/api/v1/personas/{persona_id}/conversations/ws-dlp/messages", headers=member
+    )
+    assert messages.json()["messages"][0]["text"] == "Mail me at [REDACTED:email] please."
+
+    blocking = await conversation_fleet.new_tenant()
+    await conversation_fleet.ctx.runtime.db.execute(
+        "UPDATE tenants SET dlp_policy = 'block' WHERE id = $1", blocking
+    )
+    strict = await conversation_fleet.login(blocking, "member")
+    strict_persona = await new_persona(client, strict)
+    async with connect(f"{ws_url(conversation_fleet)}?access_token={token_of(strict)}") as socket:
+        await socket.send(
+            json.dumps(
+                {
+                    "type": "message",
+                    "personaId": strict_persona,
+                    "conversationId": "ws-dlp",
+                    "text": "My card is 4111 1111 1111 1111.",
+                    "requestId": "blocked",
+                }
+            )
+        )
+        error = json.loads(await socket.recv())
+        await ping(socket, "still-open")
+    assert error["type"] == "error" and error["requestId"] == "blocked"
+    assert error["problem"]["code"] == "sensitive_data_blocked"
+    assert error["problem"]["errors"][0]["pointer"] == "/text"
+    assert "4111" not in json.dumps(error)
+    nothing = await client.get(
+        f"/api/v1/personas/{strict_persona}/conversations/ws-dlp/messages", headers=strict
+    )
+    assert nothing.status_code == 404 or nothing.json()["messages"] == [], nothing.text
+
+
+async def test_websocket_messages_count_against_the_tenants_rate_limit(
+    conversation_fleet, client
+) -> None:
+    # One token a minute after a burst of two: the bucket, not the machine's speed, decides.
+    overrides = {"standard": {"perMinute": 1, "burst": 2, "concurrency": 5}}
+    tenant = await conversation_fleet.new_tenant(tier="standard")
+    member = await conversation_fleet.login(tenant, "member")
+    persona_id = await new_persona(client, member)
+    async with conversation_fleet.another_gateway(rate_limit_overrides=overrides) as limited:
+        async with httpx.AsyncClient(base_url=limited.http_url) as http:
+            spent = [(await http.get("/api/v1/tenant", headers=member)).status_code for _ in "ab"]
+            assert spent == [200, 200]
+        url = limited.http_url.replace("http://", "ws://") + "/api/v1/ws"
+        async with connect(f"{url}?access_token={token_of(member)}") as socket:
+            await socket.send(
+                json.dumps(
+                    {
+                        "type": "message",
+                        "personaId": persona_id,
+                        "conversationId": "ws-limited",
+                        "text": "Hello?",
+                        "requestId": "third",
+                    }
+                )
+            )
+            refused = json.loads(await socket.recv())
+            await ping(socket, "still-open")
+    assert refused["type"] == "error" and refused["requestId"] == "third"
+    assert refused["problem"]["status"] == 429
+    assert refused["problem"]["code"] == "rate_limited"
 
 
 # -- relationships, co-workers, personas -------------------------------------------------------
@@ -434,8 +630,21 @@ async def test_another_tenant_gets_404_on_every_route(conversation_fleet, client
     other = await new_persona(client, member, name="Other")
     turn = (await say(client, member, persona_id, "private", "My manager is Priya.")).json()
     fact_id = turn["learned"][0]["id"]
-    stranger = await conversation_fleet.login(await conversation_fleet.new_tenant(), "admin")
+    # What the owner set, to be found unchanged after the stranger's writes.
     p = f"/api/v1/personas/{persona_id}"
+    noted = await client.patch(f"{p}/relationships/me", headers=member, json={"notes": ["Owner."]})
+    assert noted.status_code == 200, noted.text
+    paired = await client.put(f"{p}/coworkers/{other}", headers=member, json={"relation": "peer"})
+    assert paired.status_code == 200, paired.text
+    before = {
+        "persona": (await client.get(p, headers=member)).json(),
+        "relationship": (await client.get(f"{p}/relationships/me", headers=member)).json(),
+        "coworkers": (await client.get(f"{p}/coworkers", headers=member)).json(),
+        "messages": (
+            await client.get(f"{p}/conversations/private/messages", headers=member)
+        ).json(),
+    }
+    stranger = await conversation_fleet.login(await conversation_fleet.new_tenant(), "admin")
     routes = [
         ("GET", p, None),
         ("PATCH", p, {"tone": "curt"}),
@@ -466,6 +675,18 @@ async def test_another_tenant_gets_404_on_every_route(conversation_fleet, client
     listed = await client.get("/api/v1/personas?includeArchived=true", headers=stranger)
     assert persona_id not in {x["id"] for x in listed.json()["personas"]}
 
-    # Nothing of it changed for its owner.
+    # Nothing of it changed for its owner: facts, tone, archive state, notes, co-workers and
+    # the conversation itself.
     facts = (await client.get(f"{p}/relationships/me", headers=member)).json()["facts"]
     assert [(f["attribute"], f["value"]) for f in facts] == [("manager", "Priya")]
+    persona = (await client.get(p, headers=member)).json()
+    assert persona["tone"] == PERSONA["tone"] and persona["status"] == "active"
+    assert persona == before["persona"]
+    relationship = (await client.get(f"{p}/relationships/me", headers=member)).json()
+    assert relationship["notes"] == ["Owner."]
+    assert relationship == before["relationship"]
+    coworkers = (await client.get(f"{p}/coworkers", headers=member)).json()
+    assert [(c["coworkerId"], c["relation"]) for c in coworkers["coworkers"]] == [(other, "peer")]
+    assert coworkers == before["coworkers"]
+    messages = await client.get(f"{p}/conversations/private/messages", headers=member)
+    assert messages.json() == before["messages"]

@@ -3,7 +3,8 @@
 Authentication (browsers cannot set headers on a WebSocket): `Authorization: Bearer <token>`, or
 `?access_token=<token>`, or the subprotocol `bearer.<token>` (offer `edrs.v1` beside it and the
 server selects that). Without a valid token the socket is closed with 4401, without the
-`conversations:write` permission with 4403; when the token expires, with 4401.
+`conversations:write` permission with 4403; when the token expires or is revoked, with 4401
+(revocation is checked before each frame is handled and every REVOCATION_CHECK_SECONDS).
 
 Client frames (JSON text): `message` {personaId, conversationId, text, options?, requestId?},
 `typing` (the user is typing: accepted, not forwarded), `ping`. Server frames: `accepted`,
@@ -41,7 +42,7 @@ from edrs_gateway.auth.dependencies import may
 from edrs_gateway.auth.middleware import verify_unrevoked
 from edrs_gateway.auth.permissions import Permission
 from edrs_gateway.auth.principal import Principal
-from edrs_gateway.auth.tokens import InvalidToken
+from edrs_gateway.auth.tokens import InvalidToken, VerifiedToken
 from edrs_gateway.context import GatewayContext
 from edrs_gateway.edge import DlpGuard, RateLimiter, blocked_problem
 
@@ -55,6 +56,8 @@ CLOSE_FORBIDDEN = 4403
 # RFC 6455: a close reason is at most 123 bytes.
 _REASON_BYTES = 123
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,100}$"
+# How often an idle socket looks whether its token was revoked (a frame looks at once).
+REVOCATION_CHECK_SECONDS = 5.0
 
 
 class MessageFrame(SendMessage):
@@ -113,15 +116,14 @@ def _selected_subprotocol(websocket: WebSocket) -> str | None:
     return next((p for p in offered if p.startswith(BEARER_SUBPROTOCOL)), None)
 
 
-async def _authenticate(ctx: GatewayContext, token: str | None) -> tuple[Principal, float]:
-    """The caller and when their token expires (epoch seconds); InvalidToken otherwise."""
+async def _authenticate(ctx: GatewayContext, token: str | None) -> VerifiedToken:
+    """The caller's verified, unrevoked token; InvalidToken otherwise."""
     if not token:
         raise InvalidToken(
             "this socket needs an access token: Authorization: Bearer, ?access_token= or the "
             "subprotocol bearer.<token>"
         )
-    verified = await verify_unrevoked(ctx.tokens, ctx.revocations, token)
-    return verified.principal, float(verified.expires_at)
+    return await verify_unrevoked(ctx.tokens, ctx.revocations, token)
 
 
 @router.websocket("/ws", name="conversation_socket")
@@ -131,29 +133,29 @@ async def conversation_socket(websocket: WebSocket) -> None:
     # socket (a refused handshake is a bare HTTP 403 to it).
     await websocket.accept(subprotocol=_selected_subprotocol(websocket))
     try:
-        principal, expires_at = await _authenticate(ctx, _bearer_token(websocket))
+        verified = await _authenticate(ctx, _bearer_token(websocket))
     except InvalidToken as exc:
         await websocket.close(CLOSE_UNAUTHENTICATED, _reason(str(exc)))
         return
+    principal = verified.principal
     if not may(principal, Permission.CONVERSE):
         await websocket.close(
             CLOSE_FORBIDDEN,
             _reason(f"the role {principal.role!r} does not allow {Permission.CONVERSE.value!r}"),
         )
         return
-    await _Session(websocket, ctx, principal, expires_at).run()
+    await _Session(websocket, ctx, verified).run()
 
 
 class _Session:
     """One authenticated socket: reads frames, runs each message's turn in its own task."""
 
-    def __init__(
-        self, websocket: WebSocket, ctx: GatewayContext, principal: Principal, expires_at: float
-    ) -> None:
+    def __init__(self, websocket: WebSocket, ctx: GatewayContext, token: VerifiedToken) -> None:
         self.websocket = websocket
         self.ctx = ctx
-        self.principal = principal
-        self.expires_at = expires_at
+        self.token = token
+        self.principal: Principal = token.principal
+        self.expires_at = float(token.expires_at)
         self.dlp: DlpGuard = websocket.app.state.dlp
         self.limiter: RateLimiter | None = websocket.app.state.rate_limiter
         self._send_lock = asyncio.Lock()
@@ -166,14 +168,13 @@ class _Session:
                 await self.websocket.send_text(json.dumps(frame))
 
     async def run(self) -> None:
-        expiry = asyncio.get_running_loop().call_later(
-            max(0.0, self.expires_at - time.time()),
-            lambda: asyncio.ensure_future(self._expire()),
-        )
+        watch = asyncio.create_task(self._watch_token())
         try:
             while True:
                 message = await self.websocket.receive()
                 if message["type"] == "websocket.disconnect":
+                    return
+                if await self._closed_for_revocation():
                     return
                 text = message.get("text")
                 if text is None:
@@ -183,16 +184,39 @@ class _Session:
         except WebSocketDisconnect:
             return
         finally:
-            expiry.cancel()
+            watch.cancel()
             for task in self._turns:
                 task.cancel()
             if self._turns:
                 await asyncio.gather(*self._turns, return_exceptions=True)
 
-    async def _expire(self) -> None:
+    async def _watch_token(self) -> None:
+        """Close the socket when its token expires, or when it is revoked while the socket idles."""
+        while True:
+            left = self.expires_at - time.time()
+            if left <= 0:
+                await self._close_unauthenticated("the access token has expired")
+                return
+            await asyncio.sleep(min(left, REVOCATION_CHECK_SECONDS))
+            if await self._closed_for_revocation():
+                return
+
+    async def _closed_for_revocation(self) -> bool:
+        """Close the socket if its token has been revoked since it was opened; True if so."""
+        try:
+            revoked = await self.ctx.revocations.is_revoked(self.token)
+        except RedisError:
+            # As at the HTTP edge, verification needs Redis; the next check tries again.
+            log.warning("revocation check failed", exc_info=True)
+            return False
+        if revoked:
+            await self._close_unauthenticated("the access token has been revoked")
+        return revoked
+
+    async def _close_unauthenticated(self, reason: str) -> None:
         if self.websocket.application_state == WebSocketState.CONNECTED:
             async with self._send_lock:
-                await self.websocket.close(CLOSE_UNAUTHENTICATED, "the access token has expired")
+                await self.websocket.close(CLOSE_UNAUTHENTICATED, reason)
 
     async def _error(self, error: ApiError, **ids: Any) -> None:
         await self.send({"type": "error", **ids, "problem": problem_body(error, "/api/v1/ws")})
