@@ -124,7 +124,7 @@ class SseStream:
     lines: AsyncIterator[str]
     comments: list[str] = field(default_factory=list)
 
-    async def next_event(self, within: float = 10.0) -> dict[str, str]:
+    async def next_event(self, within: float = 30.0) -> dict[str, str]:
         return await asyncio.wait_for(self._read(), within)
 
     async def _read(self) -> dict[str, str]:
@@ -270,6 +270,18 @@ async def test_stream_type_filter_leaves_out_other_types(client: httpx.AsyncClie
     assert receipt["causationid"] == published
 
 
+async def test_stream_priority_filter_carries_only_that_lane(client: httpx.AsyncClient) -> None:
+    async with sse(client, "tenant-p", type="integration.*", priority="high") as stream:
+        await publish(client, "tenant-p", webhook("ordinary", priority="normal"))
+        await publish(client, "tenant-p", webhook("quiet", priority="low"))
+        urgent = await publish(client, "tenant-p", webhook("urgent", priority="high"))
+        got = json.loads((await stream.next_event())["data"])
+    # The normal and low events were published first: the first event of the stream is the
+    # high one only because the filter left them out.
+    assert got["id"] == urgent
+    assert got["data"]["delivery_id"] == "urgent"
+
+
 async def test_reconnecting_with_last_event_id_resumes_right_after_it(
     client: httpx.AsyncClient,
 ) -> None:
@@ -296,12 +308,12 @@ async def test_closed_stream_leaves_no_consumer_behind(
         info = await bus.js.stream_info(bus.subjects.events_stream)
         return int(info.state.consumer_count)
 
-    await wait_until(lambda: _eq(consumers, 0), 10, "earlier streams' consumers to go")
+    await wait_until(lambda: _eq(consumers, 0), 30, "earlier streams' consumers to go")
     async with sse(client, "tenant-e") as stream:
         await publish(client, "tenant-e", webhook("open"))
         await stream.next_event()
         assert await consumers() == 1
-    await wait_until(lambda: _eq(consumers, 0), 10, "the closed stream's consumer to go")
+    await wait_until(lambda: _eq(consumers, 0), 30, "the closed stream's consumer to go")
 
 
 async def _eq(value: Any, expected: int) -> bool:
