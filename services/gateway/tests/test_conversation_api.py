@@ -272,6 +272,63 @@ async def test_a_turn_past_its_timeout_ends_the_started_stream_with_an_error_eve
     assert problem["status"] == 504 and problem["code"] == "upstream_timeout", problem
 
 
+async def test_relationship_notes_and_facts_pass_dlp(client, member) -> None:
+    persona_id = await new_persona(client, member)
+    me = f"/api/v1/personas/{persona_id}/relationships/me"
+    noted = await client.patch(me, headers=member, json={"notes": ["Reach me at ann@example.com."]})
+    assert noted.status_code == 200, noted.text
+    stated = await client.post(
+        f"{me}/facts", headers=member, json={"attribute": "email", "value": "ann@example.com"}
+    )
+    assert stated.status_code == 200, stated.text
+    stored = (await client.get(me, headers=member)).json()
+    assert stored["notes"] == ["Reach me at [REDACTED:email]."]
+    assert [f["value"] for f in stored["facts"] if f["attribute"] == "email"] == [
+        "[REDACTED:email]"
+    ]
+    assert "ann@example.com" not in json.dumps(stored)
+
+
+async def test_published_events_pass_dlp(conversation_fleet, client) -> None:
+    tenant = await conversation_fleet.new_tenant()
+    admin = await conversation_fleet.login(tenant, "admin")
+    event = {
+        "type": "integration.webhook_received",
+        "payload": {"webhook_id": "wh-1", "delivery_id": "ann@example.com"},
+    }
+    async with client.stream(
+        "GET", "/api/v1/events/stream", params={"type": "integration.*"}, headers=admin
+    ) as stream:
+        assert stream.status_code == 200
+        lines = stream.aiter_lines()
+        # The first message (a comment and `retry:`) is sent once the start position is fixed.
+        while (await asyncio.wait_for(anext(lines), 30)).strip() != "":
+            pass
+        published = await client.post("/api/v1/events", headers=admin, json=event)
+        assert published.status_code == 202, published.text
+        data = ""
+        while not data:
+            line = await asyncio.wait_for(anext(lines), 30)
+            if line.startswith("data:"):
+                data = line[5:].strip()
+    delivered = json.loads(data)
+    assert delivered["id"] == published.json()["eventId"]
+    assert delivered["data"]["delivery_id"] == "[REDACTED:email]"
+
+    blocking = await conversation_fleet.new_tenant()
+    await conversation_fleet.ctx.runtime.db.execute(
+        "UPDATE tenants SET dlp_policy = 'block' WHERE id = $1", blocking
+    )
+    strict = await conversation_fleet.login(blocking, "admin")
+    refused = await client.post("/api/v1/events", headers=strict, json=event)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["code"] == "sensitive_data_blocked"
+    assert refused.json()["errors"][0]["pointer"] == "/payload/delivery_id"
+    audit = await client.get("/api/v1/audit-events", headers=strict)
+    hits = [e for e in audit.json()["auditEvents"] if e["action"] == "dlp.detected"]
+    assert hits and "ann@example.com" not in json.dumps(hits)
+
+
 # -- WebSocket ---------------------------------------------------------------------------------
 
 

@@ -122,6 +122,56 @@ async def test_the_same_key_with_another_body_is_refused(setup) -> None:
     assert world.created == ["book"]
 
 
+async def test_the_same_key_on_another_path_is_refused_and_runs_nothing(setup) -> None:
+    client, world = setup
+    await client.post("/api/v1/orders", json={"item": "book"}, headers=key_headers("k-path"))
+    elsewhere = await client.post(
+        "/api/v1/slow-orders", json={"item": "book"}, headers=key_headers("k-path")
+    )
+    assert elsewhere.status_code == 422
+    assert elsewhere.json()["code"] == "idempotency_key_reused"
+    assert world.created == ["book"] and world.waiting == 0
+
+
+async def test_a_kept_response_lasts_24_hours_and_then_the_key_runs_again(redis_engine) -> None:
+    redis = Redis.from_url(redis_engine.url(0))
+    prefix = f"test:edge:idem:{uuid.uuid4().hex}:"
+    try:
+        world = World()
+        default = IdempotencyStore(redis, key_prefix=prefix)
+        transport = httpx.ASGITransport(app=make_app(world, default))
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            await client.post("/api/v1/orders", json={"item": "a"}, headers=key_headers("k-ttl"))
+            replay = await client.post(
+                "/api/v1/orders", json={"item": "a"}, headers=key_headers("k-ttl")
+            )
+        assert replay.headers["Idempotent-Replayed"] == "true"
+        [kept] = [key async for key in redis.scan_iter(match=f"{prefix}*")]
+        assert 24 * 3600 - 60 <= await redis.ttl(kept) <= 24 * 3600
+
+        # Expiry itself, with a store keeping responses one second: once Redis has dropped the
+        # record (waited for, not slept on), the same key and body run again.
+        short = IdempotencyStore(redis, key_prefix=f"{prefix}short:", ttl_seconds=1)
+        transport = httpx.ASGITransport(app=make_app(world, short))
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            first = await client.post(
+                "/api/v1/orders", json={"item": "b"}, headers=key_headers("k-exp")
+            )
+
+            async def expired() -> bool:
+                return not [k async for k in redis.scan_iter(match=f"{prefix}short:*")]
+
+            await wait_until(expired, 30, "the kept response to expire")
+            again = await client.post(
+                "/api/v1/orders", json={"item": "b"}, headers=key_headers("k-exp")
+            )
+        assert "idempotent-replayed" not in again.headers
+        assert again.json() != first.json()  # a new order, not the kept response
+        assert world.created == ["a", "b", "b"]  # "a" once: replayed within its 24 hours
+    finally:
+        await redis.aclose()
+
+
 async def test_keys_belong_to_one_tenant(setup) -> None:
     client, world = setup
     await client.post("/api/v1/orders", json={"item": "a"}, headers=key_headers("k3", "t1"))

@@ -418,6 +418,30 @@ async def test_documented_lockout_five_failures_lock_for_fifteen_minutes_then_un
         assert await attempt(PASSWORD) == 200, "unlocked once 15 minutes have passed"
 
 
+async def test_auth_routes_are_exempt_from_idempotency(client, new_tenant) -> None:
+    """docs/api.md: a token response is a secret not to be kept, so a repeated key runs again."""
+    tenant = await new_tenant()
+    body = {
+        "grantType": "password",
+        "tenantId": tenant.id,
+        "email": tenant.admin_email,
+        "password": PASSWORD,
+    }
+    headers = {"Idempotency-Key": f"login-{uuid.uuid4().hex}"}
+    first = await client.post("/api/v1/auth/token", json=body, headers=headers)
+    second = await client.post("/api/v1/auth/token", json=body, headers=headers)
+    assert first.status_code == second.status_code == 200
+    assert "idempotent-replayed" not in second.headers
+    assert first.json()["accessToken"] != second.json()["accessToken"]
+    # Elsewhere the same header does replay: the exemption is the auth routes'.
+    key = {"Idempotency-Key": f"user-{uuid.uuid4().hex}", **bearer(tenant.admin_token)}
+    user = {"email": f"u-{uuid.uuid4().hex[:8]}@example.com", "password": PASSWORD}
+    made = await client.post("/api/v1/users", json=user, headers=key)
+    again = await client.post("/api/v1/users", json=user, headers=key)
+    assert made.status_code == again.status_code == 201
+    assert again.headers["Idempotent-Replayed"] == "true" and again.json() == made.json()
+
+
 # -- refresh tokens and revocation -------------------------------------------------------------
 
 
