@@ -437,3 +437,40 @@ def test_the_gateway_ingress_reaches_its_http_port_only_if_public(
     }
     with pytest.raises(helm_python.HelmRenderError, match=r"needs components\.memory\.public"):
         chart.render(private, name="edrs", namespace="edrs")
+
+
+def test_an_explicit_false_or_zero_overrides_the_default(
+    render: Callable[[dict[str, Any]], Objects],
+) -> None:
+    values = {
+        "global": {
+            "affinity": {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [
+                            {"matchExpressions": [{"key": "a", "operator": "Exists"}]}
+                        ]
+                    }
+                }
+            }
+        },
+        "components": {
+            "task": {
+                "podDisruptionBudget": {"maxUnavailable": 0},
+                "topologySpread": {"enabled": False},
+                "terminationGracePeriodSeconds": 0,
+                "affinity": {
+                    "nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []}
+                },
+            }
+        },
+    }
+    objects = render(values)
+    assert of_kind(objects, "PodDisruptionBudget")["edrs-task"]["spec"]["maxUnavailable"] == 0
+    spec = pod_spec(of_kind(objects, "Deployment")["edrs-task"])
+    assert "topologySpreadConstraints" not in spec
+    assert spec["terminationGracePeriodSeconds"] == 0
+    # The component's nodeAffinity replaces the global one; it is not merged into it.
+    assert spec["affinity"] == {
+        "nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []}
+    }

@@ -40,21 +40,30 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
 {{/*
-One component's settings: `defaults` under the component's own keys (maps merged key by key),
-with the scheduling merge rules applied. Called with (dict "root" $ "name" $name "c" $comp);
-returns YAML for fromYaml.
+`over` merged onto `base`, maps key by key, any other value replacing the base's: an explicit
+false or 0 in `over` wins (sprig's mergeOverwrite would keep the base's true or 1). Called with
+(list base over); returns YAML for fromYaml.
+*/}}
+{{- define "edrs.merge" -}}
+{{- $out := deepCopy (index . 0) -}}
+{{- range $key, $value := index . 1 -}}
+{{- if and (kindIs "map" $value) (hasKey $out $key) (kindIs "map" (get $out $key)) -}}
+{{- $_ := set $out $key (fromYaml (include "edrs.merge" (list (get $out $key) $value))) -}}
+{{- else -}}
+{{- $_ := set $out $key $value -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml $out -}}
+{{- end -}}
+
+{{/*
+One component's settings: `defaults` under the component's own keys, with the scheduling merge
+rules applied. Called with (dict "root" $ "name" $name "c" $comp); returns YAML for fromYaml.
 */}}
 {{- define "edrs.component" -}}
 {{- $root := .root -}}
-{{- $own := deepCopy .c -}}
-{{- $m := mergeOverwrite (deepCopy $root.Values.defaults) (deepCopy $own) -}}
-{{- /* mergeOverwrite keeps a default `true` over an explicit `false`: restore the explicit ones. */ -}}
-{{- if and (hasKey $own "autoscaling") (hasKey $own.autoscaling "enabled") -}}
-{{- $_ := set $m.autoscaling "enabled" $own.autoscaling.enabled -}}
-{{- end -}}
-{{- if and (hasKey $own "topologySpread") (hasKey $own.topologySpread "enabled") -}}
-{{- $_ := set $m.topologySpread "enabled" $own.topologySpread.enabled -}}
-{{- end -}}
+{{- $own := .c -}}
+{{- $m := fromYaml (include "edrs.merge" (list $root.Values.defaults $own)) -}}
 {{- $gpu := and (hasKey $own "gpu") $own.gpu.enabled -}}
 {{- $_ := set $m "gpuEnabled" $gpu -}}
 {{- $_ := set $m "vllmEnabled" (and $gpu (hasKey $own.gpu "vllm")) -}}
@@ -63,15 +72,20 @@ returns YAML for fromYaml.
 {{- fail (printf "component %s: the ml-gpu toleration is reserved for GPU components; set components.%s.gpu.enabled instead" $.name $.name) -}}
 {{- end -}}
 {{- end -}}
-{{- $selector := mergeOverwrite (deepCopy $root.Values.global.nodeSelector) (deepCopy (default (dict) $own.nodeSelector)) -}}
+{{- $selector := merge (deepCopy (default (dict) $own.nodeSelector)) $root.Values.global.nodeSelector -}}
 {{- $tolerations := concat $root.Values.global.tolerations (default (list) $own.tolerations) -}}
 {{- if $gpu -}}
-{{- $selector = mergeOverwrite $selector (fromYaml (include "edrs.gpuNodeSelector" .)) -}}
+{{- $selector = merge (fromYaml (include "edrs.gpuNodeSelector" .)) $selector -}}
 {{- $tolerations = append $tolerations (fromYaml (include "edrs.gpuToleration" .)) -}}
+{{- end -}}
+{{- /* affinity: the component's top-level keys replace the global ones of the same name. */ -}}
+{{- $affinity := deepCopy $root.Values.global.affinity -}}
+{{- range $key, $value := default (dict) $own.affinity -}}
+{{- $_ := set $affinity $key $value -}}
 {{- end -}}
 {{- $_ := set $m "nodeSelector" $selector -}}
 {{- $_ := set $m "tolerations" $tolerations -}}
-{{- $_ := set $m "affinity" (mergeOverwrite (deepCopy $root.Values.global.affinity) (deepCopy (default (dict) $own.affinity))) -}}
+{{- $_ := set $m "affinity" $affinity -}}
 {{- $_ := set $m "internetEgress" (or (default false $own.internetEgress) $m.vllmEnabled) -}}
 {{- toYaml $m -}}
 {{- end -}}
