@@ -26,8 +26,10 @@ COPY libs/edrs-proto libs/edrs-proto
 COPY libs/edrs-core libs/edrs-core
 COPY libs/edrs-events libs/edrs-events
 COPY services/${SERVICE} services/${SERVICE}
+# torch alone from that index (its +cpu build satisfies the torch==X pin); its own dependencies
+# then come from PyPI with the rest, under the same constraints.
 RUN if [ "${SERVICE}" = reasoning ]; then \
-        pip install -c constraints.txt --index-url "${TORCH_INDEX_URL}" torch; \
+        pip install -c constraints.txt --no-deps --index-url "${TORCH_INDEX_URL}" torch; \
     fi
 # Every local package a service needs, by path (none of them is on PyPI, and none may come from
 # there); tests/contracts/test_dockerfiles.py checks the list against the packages' dependencies.
