@@ -238,3 +238,15 @@ def test_every_file_mounted_from_the_tree_exists(name: str) -> None:
         source = volume.split(":")[0]
         if source.startswith("./"):
             assert (ROOT / source).exists(), f"{name}: {source}"
+
+
+def test_prometheus_scrapes_every_service_as_the_chart_names_it() -> None:
+    config = yaml.safe_load((ROOT / "deploy/compose/prometheus.yml").read_text())
+    jobs = {
+        job["job_name"]: [t for c in job["static_configs"] for t in c["targets"]]
+        for job in config["scrape_configs"]
+    }
+    for service in service_names():
+        # edrs-<service>: the job name a ServiceMonitor of the chart gives it.
+        assert jobs[f"edrs-{service}"] == [f"{service}:8081"], service
+    assert jobs["nats"] == ["nats-exporter:7777"]
