@@ -223,15 +223,7 @@ def _sections(blocks: tuple[Block, ...]) -> list[list[Block]]:
     """Runs of blocks under one heading and on one page; a heading opens a new run."""
     sections: list[list[Block]] = []
     for block in blocks:
-        if (
-            not sections
-            or block.kind is BlockKind.HEADING
-            or (
-                block.heading_path != sections[-1][-1].heading_path
-                and sections[-1][-1].kind is not BlockKind.HEADING
-            )
-            or block.page != sections[-1][-1].page
-        ):
+        if not sections or block.kind is BlockKind.HEADING or block.page != sections[-1][-1].page:
             sections.append([block])
         else:
             sections[-1].append(block)

@@ -8,6 +8,7 @@ offsets, each with its heading path and, for PDF, its page. Citations point into
 
 from __future__ import annotations
 
+import functools
 import io
 import re
 import unicodedata
@@ -385,6 +386,14 @@ def _pdf_lines(textpage: Any, raw: Any) -> list[_Line]:
     return lines
 
 
+def _page_lines(page: Any, raw: Any) -> list[_Line]:
+    textpage = page.get_textpage()
+    try:
+        return _pdf_lines(textpage, raw)
+    finally:
+        textpage.close()
+
+
 def _parse_pdf(data: bytes) -> ParsedDocument:
     import pypdfium2 as pdfium
     import pypdfium2.raw as pdfium_raw
@@ -401,7 +410,7 @@ def _parse_pdf(data: bytes) -> ParsedDocument:
             raise EncryptedDocument("the PDF uses an unsupported security handler") from None
         raise CorruptDocument(f"the PDF cannot be read: {exc}") from None
     try:
-        pages = [(n, _pdf_lines(page.get_textpage(), pdfium_raw)) for n, page in _pages(document)]
+        pages = [(n, _page_lines(page, pdfium_raw)) for n, page in _pages(document)]
         title = (document.get_metadata_dict().get("Title") or "").strip() or None
     except pdfium.PdfiumError as exc:
         raise CorruptDocument(f"the PDF cannot be read: {exc}") from None
@@ -597,9 +606,7 @@ def _code(text: str) -> str:
 
 
 def _parse_markdown(text: str) -> ParsedDocument:
-    from markdown_it import MarkdownIt
-
-    tokens = MarkdownIt("commonmark").enable("table").parse(_clean(text))
+    tokens = _markdown_parser().parse(_clean(text))
     builder = _Builder()
     i = 0
     while i < len(tokens):
@@ -627,6 +634,14 @@ def _parse_markdown(text: str) -> ParsedDocument:
         else:  # blockquote and hr open/close: their content comes as the tokens above
             i += 1
     return builder.build(Format.MARKDOWN, None)
+
+
+@functools.cache
+def _markdown_parser() -> Any:
+    """One parser for the process: building one compiles its rules (most of a small parse)."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark").enable("table")
 
 
 def _md_close(tokens: list[Any], start: int) -> int:
