@@ -6,9 +6,10 @@ import asyncio
 import os
 import shutil
 import urllib.request
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 from edrs_events import (
@@ -18,6 +19,7 @@ from edrs_events import (
     EventValidationError,
     Priority,
     SequencedEvent,
+    WireMessage,
 )
 from edrs_events.memory_bus import InMemoryBus
 from edrs_events.nats_bus import NatsBus
@@ -199,8 +201,6 @@ async def first_sequenced(
 async def test_sequenced_tail_resumes_right_after_the_last_event_seen(
     under_test: BusUnderTest,
 ) -> None:
-    if under_test.stored is None:
-        pytest.skip("Pulsar keeps one topic per lane, so there is no single sequence to resume at")
     bus = under_test.bus
     mine = [task_created(n) for n in range(3)]
     theirs = task_created(9).model_copy(update={"client_id": "globex"})
@@ -222,8 +222,6 @@ async def test_sequenced_tail_resumes_right_after_the_last_event_seen(
 async def test_last_sequence_lets_a_reader_start_with_the_next_event(
     under_test: BusUnderTest,
 ) -> None:
-    if under_test.stored is None:
-        pytest.skip("Pulsar keeps one topic per lane, so there is no single sequence to resume at")
     bus = under_test.bus
     assert await bus.last_sequence() == 0, "an empty bus has no last sequence"
     old, new = task_created(1), task_created(2)
@@ -235,6 +233,81 @@ async def test_last_sequence_lets_a_reader_start_with_the_next_event(
     )
     assert seen[0].event.event_id == new.event_id
     assert seen[0].sequence == await bus.last_sequence()
+
+
+def malformed(body: bytes = b"{not an envelope") -> WireMessage:
+    """A message as a buggy publisher in another language could put on the bus."""
+    return WireMessage(
+        event_id=str(uuid.uuid4()),
+        event_type="task.task_created",
+        priority=Priority.NORMAL,
+        body=body,
+    )
+
+
+def contradicting(tenant_in_header: str) -> WireMessage:
+    """Another tenant's event with a header claiming it belongs to `tenant_in_header`."""
+    other = task_created(99).model_copy(update={"client_id": "globex"})
+    return replace(WireMessage.of(other), client_id=tenant_in_header)
+
+
+async def test_tail_skips_what_it_cannot_use_and_goes_on(under_test: BusUnderTest) -> None:
+    bus = under_test.bus
+    first, second = task_created(1), task_created(2)
+    await bus.publish_wire(
+        [WireMessage.of(first), malformed(), contradicting("acme"), WireMessage.of(second)]
+    )
+    seen = await asyncio.wait_for(first_sequenced(bus, 2, client_id="acme", start_sequence=1), 10)
+    assert [item.event.event_id for item in seen] == [first.event_id, second.event_id]
+    # Nothing of another tenant reaches a tail by the header alone.
+    assert all(item.event.client_id == "acme" for item in seen)
+
+
+async def test_a_malformed_message_is_dead_lettered_and_the_consumer_goes_on(
+    under_test: BusUnderTest, eventually: Eventually
+) -> None:
+    bus = under_test.bus
+    handled: list[str] = []
+
+    async def handle(event: BaseEvent) -> None:
+        handled.append(event.payload["task_id"])
+
+    await bus.subscribe("sturdy", handle, options=FAST)
+    await bus.publish_wire([malformed(), contradicting("acme"), WireMessage.of(task_created(1))])
+
+    async def after_them() -> bool:
+        return "t1" in handled and len(await bus.dead_letters(consumer="sturdy")) == 2
+
+    await eventually(after_them, within=20, what="the good event and two dead letters")
+    reasons = sorted(letter.reason for letter in await bus.dead_letters(consumer="sturdy"))
+    assert "contradicts" in reasons[0] and "unparseable envelope" in reasons[1]
+    assert handled == ["t1"], "the malformed messages never reached the handler"
+
+
+async def test_stop_lets_the_handler_in_flight_finish(
+    under_test: BusUnderTest, eventually: Eventually
+) -> None:
+    bus = under_test.bus
+    started, release = asyncio.Event(), asyncio.Event()
+    finished: list[str] = []
+
+    async def handle(event: BaseEvent) -> None:
+        started.set()
+        await release.wait()
+        finished.append(event.payload["task_id"])
+
+    subscription = await bus.subscribe("patient", handle, options=FAST)
+    await bus.publish(task_created(1))
+    await asyncio.wait_for(started.wait(), 20)
+    stopping = asyncio.ensure_future(subscription.stop(grace=30))
+
+    async def stopped_fetching() -> bool:
+        return not subscription.running
+
+    await eventually(stopped_fetching, within=10, what="the subscription to begin stopping")
+    release.set()
+    await asyncio.wait_for(stopping, 30)
+    assert finished == ["t1"]
 
 
 async def test_consumer_accepts_payload_with_added_optional_fields(

@@ -1,6 +1,7 @@
 """EDRS events: envelope, schema catalog, bus adapters, outbox and inbox (integrators' SDK)."""
 
 from edrs_events.bus import (
+    BusObserver,
     ConsumerOptions,
     DeadLetter,
     DeliverFrom,
@@ -9,7 +10,9 @@ from edrs_events.bus import (
     SequencedEvent,
     Subscription,
     WireMessage,
+    check_bus_url,
     connect_bus,
+    decode_event,
 )
 from edrs_events.catalog import (
     EventType,
@@ -25,11 +28,15 @@ from edrs_events.envelope import (
     from_cloudevent,
     to_cloudevent,
 )
+from edrs_events.errors import BusError, BusUnavailable, MalformedEvent, PublishError
 from edrs_events.memory_bus import InMemoryBus
 from edrs_events.subjects import Subjects
 
 __all__ = [
     "BaseEvent",
+    "BusError",
+    "BusObserver",
+    "BusUnavailable",
     "ConsumerOptions",
     "DeadLetter",
     "DeliverFrom",
@@ -38,14 +45,18 @@ __all__ = [
     "EventValidationError",
     "Handler",
     "InMemoryBus",
+    "MalformedEvent",
     "Priority",
+    "PublishError",
     "SchemaCatalog",
     "SequencedEvent",
     "Subjects",
     "Subscription",
     "UnknownEventTypeError",
     "WireMessage",
+    "check_bus_url",
     "connect_bus",
+    "decode_event",
     "default_catalog",
     "envelope_json_schema",
     "from_cloudevent",

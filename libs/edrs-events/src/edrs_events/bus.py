@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import logging
+import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum, StrEnum
 from types import TracebackType
 from typing import Self
 
+from pydantic import ValidationError
+
 from edrs_events.catalog import SchemaCatalog, default_catalog
 from edrs_events.envelope import BaseEvent, Priority
+from edrs_events.errors import MalformedEvent
 from edrs_events.subjects import DEFAULT_NAMESPACE, Subjects
 from edrs_events.tracing import consume_span, publish_span
 
@@ -135,12 +139,69 @@ class SequencedEvent:
     event: BaseEvent
 
 
+def decode_event(body: bytes, headers: Mapping[str, str] | None = None) -> BaseEvent:
+    """The envelope in `body`, checked against the copies of its fields in `headers`.
+
+    Headers are optional (a publisher in another language may send the bare envelope), but when
+    one is there it must agree with the body: a message whose `edrs-client-id` names one tenant
+    while its envelope names another is refused rather than delivered to either of them.
+    Raises `MalformedEvent` saying why, without quoting the body (it may hold personal data)."""
+    try:
+        event = BaseEvent.from_json(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first.get("loc", ())) or "body"
+        raise MalformedEvent(
+            f"unparseable envelope ({len(body)} bytes): {where}: {first['msg']}"
+        ) from None
+    for header, value in (
+        (H_CLIENT_ID, event.client_id),
+        (H_EVENT_TYPE, event.event_type),
+        (H_PRIORITY, event.priority.value),
+    ):
+        if headers and header in headers and headers[header] != (value or ""):
+            raise MalformedEvent(
+                f"header {header}={headers[header]!r} contradicts the envelope's {value!r} "
+                f"(event {event.event_id})"
+            )
+    return event
+
+
+class BusObserver:
+    """What a bus tells about its readers. This base only logs; edrs-core's runtime subclasses it
+    to count into Prometheus (`edrs_event_malformed_total`, `edrs_event_consumer_*`)."""
+
+    def malformed(self, reader: str, error: MalformedEvent, where: str) -> None:
+        """`reader` (a consumer's name, or `tail`) met a message it cannot use, at `where`."""
+        log.warning("%s skipped a malformed message at %s: %s", reader, where, error)
+
+    def handled(
+        self, consumer: str, event: BaseEvent, outcome: HandlerOutcome, seconds: float
+    ) -> None:
+        """`consumer`'s handler ran on `event`: acked, to be retried, or dead-lettered."""
+
+
 class Subscription(ABC):
     """A running durable consumer."""
 
+    consumer: str
+
     @abstractmethod
-    async def stop(self) -> None:
-        """Stop fetching, let in-flight handlers finish, hand back what was not started."""
+    async def stop(self, *, grace: float | None = None) -> None:
+        """Stop fetching, let in-flight handlers finish, hand back what was not started.
+
+        Handlers still running after `grace` seconds (default: the consumer's `ack_wait`) are
+        cancelled; the broker redelivers their events."""
+
+    @property
+    def running(self) -> bool:
+        """Whether it still fetches and handles events (readiness reports it)."""
+        return True
+
+    async def lag(self) -> int | None:
+        """Events stored for this consumer and not yet acknowledged; None when the broker
+        cannot tell cheaply."""
+        return None
 
 
 class HandlerOutcome(Enum):
@@ -150,9 +211,16 @@ class HandlerOutcome(Enum):
 
 
 async def run_handler(
-    consumer: str, handler: Handler, event: BaseEvent, deliveries: int, options: ConsumerOptions
+    consumer: str,
+    handler: Handler,
+    event: BaseEvent,
+    deliveries: int,
+    options: ConsumerOptions,
+    observer: BusObserver | None = None,
 ) -> tuple[HandlerOutcome, str]:
     """Call `handler` inside a consumer span; decide ack, retry with backoff, or dead letter."""
+    started = time.monotonic()
+    outcome, reason = HandlerOutcome.ACK, ""
     with consume_span(consumer, event) as span:
         try:
             await handler(event)
@@ -161,26 +229,41 @@ async def run_handler(
             reason = f"{type(exc).__name__}: {exc}"
             if deliveries >= options.max_deliver:
                 log.warning("event %s dead-lettered by %s: %s", event.event_id, consumer, reason)
-                return HandlerOutcome.DEAD, reason
-            log.info(
-                "event %s failed in %s (delivery %d): %s",
-                event.event_id,
-                consumer,
-                deliveries,
-                reason,
-            )
-            return HandlerOutcome.RETRY, reason
-    return HandlerOutcome.ACK, ""
+                outcome = HandlerOutcome.DEAD
+            else:
+                log.info(
+                    "event %s failed in %s (delivery %d): %s",
+                    event.event_id,
+                    consumer,
+                    deliveries,
+                    reason,
+                )
+                outcome = HandlerOutcome.RETRY
+    if observer is not None:
+        observer.handled(consumer, event, outcome, time.monotonic() - started)
+    return outcome, reason
 
 
 class EventBus(ABC):
     """Publish events, run durable consumers, manage dead letters (NATS, Pulsar, memory)."""
+
+    # The largest encoded event the broker stores; publishers refuse bigger ones up front.
+    max_message_bytes: int = 1024 * 1024
 
     def __init__(
         self, *, catalog: SchemaCatalog | None = None, namespace: str = DEFAULT_NAMESPACE
     ) -> None:
         self.catalog = catalog if catalog is not None else default_catalog()
         self.subjects = Subjects(namespace)
+        self.observer = BusObserver()
+
+    @abstractmethod
+    async def check(self) -> None:
+        """Raise `BusUnavailable` unless the broker is reachable now (readiness probes call it)."""
+
+    def skip_malformed(self, reader: str, error: MalformedEvent, where: str) -> None:
+        """Report a message `reader` cannot use; the reader then goes on with the next one."""
+        self.observer.malformed(reader, error, where)
 
     def encode(self, event: BaseEvent, *, aggregate_id: str | None = None) -> WireMessage:
         """Validate `event` against the catalog and encode it; raises naming the bad field."""
@@ -229,6 +312,7 @@ class EventBus(ABC):
     ) -> AsyncGenerator[BaseEvent, None]:
         """Live view of events as they are published (no ack, no durable state)."""
 
+    @abstractmethod
     def tail_sequenced(
         self,
         pattern: str = "*",
@@ -239,18 +323,17 @@ class EventBus(ABC):
     ) -> AsyncGenerator[SequencedEvent, None]:
         """`tail`, resumable: each event comes with its log sequence, and the view starts at
         `start_sequence` (the oldest retained event if that one is gone) or, when None, with the
-        next event published. Only buses with one ordered log (NATS, memory) can do this."""
-        raise NotImplementedError(
-            f"{type(self).__name__} has no single event sequence, so its tail cannot resume; "
-            "use the NATS bus"
-        )
+        next event published.
 
+        `client_id` keeps the events of that tenant: the envelope's `client_id`, which the
+        `edrs-client-id` header may copy (a message whose header and envelope disagree is
+        refused). A message that is not a valid event is skipped, counted and logged: one bad
+        message never ends the view."""
+
+    @abstractmethod
     async def last_sequence(self) -> int:
         """Sequence of the newest stored event (0 when there is none): `tail_sequenced` from
         this plus one sees exactly the events published after this call."""
-        raise NotImplementedError(
-            f"{type(self).__name__} has no single event sequence; use the NATS bus"
-        )
 
     @abstractmethod
     async def dead_letters(
@@ -287,24 +370,41 @@ class EventBus(ABC):
         await self.close()
 
 
+BUS_SCHEMES = ("nats", "tls", "pulsar", "pulsar+ssl", "memory")
+
+
+def check_bus_url(url: str) -> str:
+    """`url` if it names a bus `connect_bus` can open, else ValueError saying what would."""
+    scheme, sep, _ = url.partition("://")
+    if not sep or scheme.lower() not in BUS_SCHEMES:
+        raise ValueError(
+            f"bus url {url!r} must start with nats:// (or tls://), pulsar:// (or pulsar+ssl://) "
+            "or memory://"
+        )
+    return url
+
+
 async def connect_bus(
     url: str,
     *,
     catalog: SchemaCatalog | None = None,
     namespace: str = DEFAULT_NAMESPACE,
+    name: str = "edrs-events",
 ) -> EventBus:
-    """Connect to the bus named by `url`: `nats://...` (default), `pulsar://...` or `memory://`."""
-    scheme = url.split("://", 1)[0].lower()
+    """Connect to the bus named by `url`: `nats://...` (default), `pulsar://...` or `memory://`.
+
+    `memory://<name>` is an in-process bus: every `connect_bus` of the same name in one process
+    shares it (tests run a fleet in one process on it). `name` labels the connection on the
+    broker. Raises `BusUnavailable` when the broker cannot be reached."""
+    scheme = check_bus_url(url).split("://", 1)[0].lower()
     if scheme in ("nats", "tls"):
         from edrs_events.nats_bus import NatsBus
 
-        return await NatsBus.connect(url, catalog=catalog, namespace=namespace)
+        return await NatsBus.connect(url, catalog=catalog, namespace=namespace, name=name)
     if scheme in ("pulsar", "pulsar+ssl"):
         from edrs_events.pulsar_bus import PulsarBus
 
         return await PulsarBus.connect(url, catalog=catalog, namespace=namespace)
-    if scheme == "memory":
-        from edrs_events.memory_bus import InMemoryBus
+    from edrs_events.memory_bus import InMemoryBus
 
-        return InMemoryBus(catalog=catalog, namespace=namespace)
-    raise ValueError(f"bus url {url!r} must start with nats://, pulsar:// or memory://")
+    return InMemoryBus.shared(url.split("://", 1)[1], catalog=catalog, namespace=namespace)

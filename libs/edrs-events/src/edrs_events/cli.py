@@ -12,15 +12,21 @@ import typer
 from edrs_events.bus import EventBus, connect_bus
 from edrs_events.catalog import EventValidationError
 from edrs_events.envelope import BaseEvent, Priority
+from edrs_events.errors import BusError
 from edrs_events.subjects import DEFAULT_NAMESPACE
 
 app = typer.Typer(help="Publish, watch and re-drive EDRS events on the bus.", no_args_is_help=True)
 dlq_app = typer.Typer(help="Dead letters: events a consumer gave up on.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
 
-NatsUrl = Annotated[
+BusUrl = Annotated[
     str,
-    typer.Option("--nats-url", envvar="EDRS_NATS_URL", help="bus URL (nats:// or pulsar://)"),
+    typer.Option(
+        "--bus-url",
+        "--nats-url",  # its name before the bus could be Pulsar; still accepted
+        envvar=["EDRS_BUS_URL", "EDRS_NATS_URL"],
+        help="bus URL (nats:// or pulsar://)",
+    ),
 ]
 Namespace = Annotated[
     str,
@@ -44,7 +50,7 @@ def publish(
     priority: Annotated[Priority, typer.Option("--priority")] = Priority.NORMAL,
     client_id: Annotated[str | None, typer.Option("--client-id", help="tenant")] = None,
     source: Annotated[str, typer.Option("--source", help="source_container")] = "edrs-cli",
-    nats_url: NatsUrl = DEFAULT_URL,
+    bus_url: BusUrl = DEFAULT_URL,
     namespace: Namespace = DEFAULT_NAMESPACE,
 ) -> None:
     """Validate and publish one event; prints its event id."""
@@ -69,7 +75,7 @@ def publish(
         raise typer.Exit(2) from exc
 
     async def run() -> None:
-        bus = await _bus(nats_url, namespace)
+        bus = await _bus(bus_url, namespace)
         try:
             await bus.publish(event)
         finally:
@@ -96,13 +102,13 @@ def tail(
     ] = False,
     limit: Annotated[int | None, typer.Option("--limit", help="stop after N events")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the wire JSON")] = False,
-    nats_url: NatsUrl = DEFAULT_URL,
+    bus_url: BusUrl = DEFAULT_URL,
     namespace: Namespace = DEFAULT_NAMESPACE,
 ) -> None:
     """Print events live as they are published (Ctrl-C to stop)."""
 
     async def run() -> None:
-        bus = await _bus(nats_url, namespace)
+        bus = await _bus(bus_url, namespace)
         shown = 0
         try:
             stream = bus.tail(
@@ -130,6 +136,9 @@ def tail(
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
+    except BusError as exc:
+        typer.echo(f"error: the bus went away: {exc}", err=True)
+        raise typer.Exit(3) from exc
     except KeyboardInterrupt:
         pass
 
@@ -138,13 +147,13 @@ def tail(
 def dlq_list(
     consumer: Annotated[str | None, typer.Option("--consumer")] = None,
     event_type: Annotated[str | None, typer.Option("--type")] = None,
-    nats_url: NatsUrl = DEFAULT_URL,
+    bus_url: BusUrl = DEFAULT_URL,
     namespace: Namespace = DEFAULT_NAMESPACE,
 ) -> None:
     """List dead letters not yet replayed."""
 
     async def run() -> None:
-        bus = await _bus(nats_url, namespace)
+        bus = await _bus(bus_url, namespace)
         try:
             letters = await bus.dead_letters(consumer=consumer, event_type=event_type)
         finally:
@@ -166,7 +175,7 @@ def dlq_replay(
     replay_all: Annotated[bool, typer.Option("--all", help="replay every match")] = False,
     consumer: Annotated[str | None, typer.Option("--consumer", help="with --all")] = None,
     event_type: Annotated[str | None, typer.Option("--type", help="with --all")] = None,
-    nats_url: NatsUrl = DEFAULT_URL,
+    bus_url: BusUrl = DEFAULT_URL,
     namespace: Namespace = DEFAULT_NAMESPACE,
 ) -> None:
     """Publish dead letters again to their original subject (by ID, or --all with filters)."""
@@ -175,7 +184,7 @@ def dlq_replay(
         raise typer.Exit(2)
 
     async def run() -> int:
-        bus = await _bus(nats_url, namespace)
+        bus = await _bus(bus_url, namespace)
         try:
             if dlq_id is not None:
                 letters = [await bus.replay_dead_letter(dlq_id)]

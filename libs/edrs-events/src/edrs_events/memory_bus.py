@@ -1,9 +1,13 @@
-"""In-memory bus for unit tests only: same interface and rules, no durability."""
+"""In-process bus: same interface and rules as the brokers, no durability (tests, one-process fleets).
+
+`connect_bus("memory://fleet")` in several services of one process gives each its own handle on
+one shared log, so a whole fleet can run on it with `EDRS_<SERVICE>_BUS_URL=memory://fleet`."""
 
 from __future__ import annotations
 
 import asyncio
 import fnmatch
+import weakref
 from collections import deque
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
@@ -19,10 +23,12 @@ from edrs_events.bus import (
     SequencedEvent,
     Subscription,
     WireMessage,
+    decode_event,
     run_handler,
 )
 from edrs_events.catalog import SchemaCatalog
 from edrs_events.envelope import PRIORITIES_BY_RANK, BaseEvent, Priority
+from edrs_events.errors import MalformedEvent
 from edrs_events.subjects import DEFAULT_NAMESPACE, type_filter, validate_consumer_name
 
 
@@ -48,19 +54,56 @@ class _Consumer:
     subscription: InMemorySubscription | None = None
 
 
+class _Log:
+    """The state one in-process bus holds; shared by every handle of a named bus."""
+
+    def __init__(self) -> None:
+        self.log: list[WireMessage] = []
+        self.seen: set[str] = set()
+        self.consumers: dict[str, _Consumer] = {}
+        self.dead: dict[int, tuple[DeadLetter, WireMessage]] = {}
+        self.dead_seq = 0
+        self.tails: list[asyncio.Queue[tuple[int, WireMessage]]] = []
+
+
+# Named logs live while a handle on them does (a finished test's fleet leaves nothing behind).
+_NAMED: weakref.WeakValueDictionary[str, _Log] = weakref.WeakValueDictionary()
+
+
 class InMemoryBus(EventBus):
-    """Events live in a list; consumers are lane queues; dead letters a dict. Unit tests only."""
+    """Events live in a list; consumers are lane queues; dead letters a dict."""
 
     def __init__(
-        self, *, catalog: SchemaCatalog | None = None, namespace: str = DEFAULT_NAMESPACE
+        self,
+        *,
+        catalog: SchemaCatalog | None = None,
+        namespace: str = DEFAULT_NAMESPACE,
+        state: _Log | None = None,
     ) -> None:
         super().__init__(catalog=catalog, namespace=namespace)
-        self.log: list[WireMessage] = []
-        self._seen: set[str] = set()
-        self._consumers: dict[str, _Consumer] = {}
-        self._dead: dict[int, tuple[DeadLetter, WireMessage]] = {}
-        self._dead_seq = 0
-        self._tails: list[asyncio.Queue[tuple[int, WireMessage]]] = []
+        self._state = state if state is not None else _Log()
+        self.log = self._state.log
+        self._seen = self._state.seen
+        self._consumers = self._state.consumers
+        self._dead = self._state.dead
+        self._tails = self._state.tails
+        self._subscriptions: list[InMemorySubscription] = []
+
+    @classmethod
+    def shared(
+        cls, name: str, *, catalog: SchemaCatalog | None = None, namespace: str = DEFAULT_NAMESPACE
+    ) -> InMemoryBus:
+        """A handle on the in-process bus called `name` (a private one when `name` is empty)."""
+        if not name:
+            return cls(catalog=catalog, namespace=namespace)
+        state = _NAMED.get(name)
+        if state is None:
+            state = _Log()
+            _NAMED[name] = state
+        return cls(catalog=catalog, namespace=namespace, state=state)
+
+    async def check(self) -> None:
+        return None  # in this process: reachable while the process runs
 
     async def publish_wire(self, messages: Sequence[WireMessage]) -> None:
         for message in messages:
@@ -101,6 +144,7 @@ class InMemoryBus(EventBus):
         subscription = InMemorySubscription(self, state, handler)
         state.subscription = subscription
         subscription.start()
+        self._subscriptions.append(subscription)
         return subscription
 
     async def tail(
@@ -144,16 +188,21 @@ class InMemoryBus(EventBus):
                     continue
                 if priority is not None and message.priority is not priority:
                     continue
-                if client_id is not None and message.client_id != client_id:
+                try:
+                    event = decode_event(message.body, message.headers())
+                except MalformedEvent as exc:
+                    self.skip_malformed("tail", exc, f"sequence {seq}")
                     continue
-                yield SequencedEvent(seq, BaseEvent.from_json(message.body))
+                if client_id is not None and event.client_id != client_id:
+                    continue
+                yield SequencedEvent(seq, event)
         finally:
             self._tails.remove(queue)
 
     def dead_letter(self, consumer: str, delivery: _Delivery, reason: str) -> None:
-        self._dead_seq += 1
+        self._state.dead_seq += 1
         letter = DeadLetter(
-            dlq_id=self._dead_seq,
+            dlq_id=self._state.dead_seq,
             consumer=consumer,
             event_type=delivery.message.event_type,
             event_id=delivery.message.event_id,
@@ -162,7 +211,7 @@ class InMemoryBus(EventBus):
             failed_at=datetime.now(UTC),
             body=delivery.message.body,
         )
-        self._dead[self._dead_seq] = (letter, delivery.message)
+        self._dead[self._state.dead_seq] = (letter, delivery.message)
 
     async def dead_letters(
         self, *, consumer: str | None = None, event_type: str | None = None
@@ -191,9 +240,9 @@ class InMemoryBus(EventBus):
         return letter
 
     async def close(self) -> None:
-        for consumer in self._consumers.values():
-            if consumer.subscription:
-                await consumer.subscription.stop()
+        for subscription in list(self._subscriptions):
+            await subscription.stop()
+        self._subscriptions.clear()
 
 
 class InMemorySubscription(Subscription):
@@ -201,6 +250,7 @@ class InMemorySubscription(Subscription):
 
     def __init__(self, bus: InMemoryBus, state: _Consumer, handler: Handler) -> None:
         self.bus = bus
+        self.consumer = state.name
         self.state = state
         self.handler = handler
         self.ready = asyncio.Event()
@@ -223,13 +273,30 @@ class InMemorySubscription(Subscription):
             await self.ready.wait()
         return None
 
+    @property
+    def running(self) -> bool:
+        return not self._stopping and not any(task.done() for task in self._workers)
+
+    async def lag(self) -> int | None:
+        return sum(len(lane) for lane in self.state.lanes)
+
     async def _work(self) -> None:
         options = self.state.options
         while (delivery := await self._next()) is not None:
             delivery.deliveries += 1
-            event = BaseEvent.from_json(delivery.message.body)
+            try:
+                event = decode_event(delivery.message.body, delivery.message.headers())
+            except MalformedEvent as exc:
+                self.bus.skip_malformed(self.state.name, exc, f"sequence {delivery.seq}")
+                self.bus.dead_letter(self.state.name, delivery, str(exc))
+                continue
             outcome, reason = await run_handler(
-                self.state.name, self.handler, event, delivery.deliveries, options
+                self.state.name,
+                self.handler,
+                event,
+                delivery.deliveries,
+                options,
+                self.bus.observer,
             )
             if outcome is HandlerOutcome.RETRY:
                 loop = asyncio.get_running_loop()
@@ -244,11 +311,16 @@ class InMemorySubscription(Subscription):
             elif outcome is HandlerOutcome.DEAD:
                 self.bus.dead_letter(self.state.name, delivery, reason)
 
-    async def stop(self) -> None:
+    async def stop(self, *, grace: float | None = None) -> None:
         self._stopping = True
         self.ready.set()
         for timer in self._timers:
             timer.cancel()
+        wait = self.state.options.ack_wait if grace is None else grace
+        if self._workers:
+            _, running = await asyncio.wait(self._workers, timeout=wait)
+            for task in running:
+                task.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
         if self.state.subscription is self:
             self.state.subscription = None

@@ -38,10 +38,12 @@ from edrs_events.bus import (
     SequencedEvent,
     Subscription,
     WireMessage,
+    decode_event,
     run_handler,
 )
 from edrs_events.catalog import SchemaCatalog
 from edrs_events.envelope import PRIORITIES_BY_RANK, BaseEvent, Priority
+from edrs_events.errors import BusUnavailable, MalformedEvent, PublishError
 from edrs_events.subjects import DEFAULT_NAMESPACE, validate_consumer_name
 
 log = logging.getLogger("edrs_events.nats")
@@ -50,8 +52,11 @@ _DAY = 86_400.0
 _STREAM_EXISTS = 10058  # JetStream: stream name already in use with a different configuration
 
 
-class PublishError(RuntimeError):
-    """The broker did not confirm every message of a publish; nothing is known about the rest."""
+# What nats-py raises when the server is unreachable or the connection is lost; the adapter turns
+# these into the SDK's BusUnavailable at its edge.
+_NATS_FAILURES = (OSError, TimeoutError, nats.errors.Error, nats.js.errors.Error)
+
+__all__ = ["NatsBus", "NatsSubscription", "PublishError", "StreamSettings"]
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,7 @@ class NatsBus(EventBus):
         self.nc = nc
         self.js = nc.jetstream(publish_async_max_pending=20_000)
         self.settings = settings or StreamSettings()
+        self.max_message_bytes = self.settings.max_msg_size
         self._owns_connection = owns_connection
         self._subscriptions: list[NatsSubscription] = []
 
@@ -97,18 +103,31 @@ class NatsBus(EventBus):
         settings: StreamSettings | None = None,
         name: str = "edrs-events",
     ) -> NatsBus:
-        """Connect (reconnecting forever once connected) and declare the streams idempotently."""
-        nc = await nats.connect(
-            url,
-            name=name,
-            max_reconnect_attempts=3,  # bounded at start, so a wrong URL fails fast...
-            reconnect_time_wait=0.5,
-            connect_timeout=5,
-        )
+        """Connect (reconnecting forever once connected) and declare the streams idempotently.
+
+        Raises `BusUnavailable` when the server cannot be reached."""
+        try:
+            nc = await nats.connect(
+                url,
+                name=name,
+                max_reconnect_attempts=3,  # bounded at start, so a wrong URL fails fast...
+                reconnect_time_wait=0.5,
+                connect_timeout=5,
+            )
+        except _NATS_FAILURES as exc:
+            raise BusUnavailable(f"cannot reach NATS at {url}: {exc!r}") from exc
         nc.options["max_reconnect_attempts"] = -1  # ...and unbounded once connected
         bus = cls(nc, catalog=catalog, namespace=namespace, settings=settings)
-        await bus.ensure_streams()
+        try:
+            await bus.ensure_streams()
+        except _NATS_FAILURES as exc:
+            await nc.close()
+            raise BusUnavailable(f"cannot declare the event streams on {url}: {exc!r}") from exc
         return bus
+
+    async def check(self) -> None:
+        if not self.nc.is_connected:
+            raise BusUnavailable("not connected to NATS")
 
     def stream_configs(self) -> list[api.StreamConfig]:
         s, names = self.settings, self.subjects
@@ -194,7 +213,10 @@ class NatsBus(EventBus):
             yield item.event
 
     async def last_sequence(self) -> int:
-        info = await self.js.stream_info(self.subjects.events_stream)
+        try:
+            info = await self.js.stream_info(self.subjects.events_stream)
+        except _NATS_FAILURES as exc:
+            raise BusUnavailable(f"cannot read the events stream: {exc!r}") from exc
         return int(info.state.last_seq)
 
     async def tail_sequenced(
@@ -216,18 +238,35 @@ class NatsBus(EventBus):
             # A sequence older than the stream's first retained one starts at that first one.
             config.deliver_policy = api.DeliverPolicy.BY_START_SEQUENCE
             config.opt_start_seq = start_sequence
-        sub = await self.js.subscribe(
-            subject, stream=self.subjects.events_stream, ordered_consumer=True, config=config
-        )
+        try:
+            sub = await self.js.subscribe(
+                subject, stream=self.subjects.events_stream, ordered_consumer=True, config=config
+            )
+        except _NATS_FAILURES as exc:
+            raise BusUnavailable(f"cannot follow the events stream: {exc!r}") from exc
         try:
             while True:
                 try:
                     msg = await sub.next_msg(timeout=None)
                 except nats.errors.TimeoutError:
                     continue
-                if client_id is not None and (msg.headers or {}).get(H_CLIENT_ID) != client_id:
+                except _NATS_FAILURES as exc:
+                    raise BusUnavailable(f"the events stream ended: {exc!r}") from exc
+                seq = msg.metadata.sequence.stream
+                headers = msg.headers or {}
+                # The header is a copy for filtering without parsing; another tenant's named
+                # there is skipped at once. No header (a bare envelope, as other languages
+                # publish it): the envelope decides, and decode_event refuses a contradiction.
+                if client_id is not None and headers.get(H_CLIENT_ID, client_id) != client_id:
                     continue
-                yield SequencedEvent(msg.metadata.sequence.stream, BaseEvent.from_json(msg.data))
+                try:
+                    event = decode_event(msg.data, headers)
+                except MalformedEvent as exc:
+                    self.skip_malformed("tail", exc, f"{msg.subject} sequence {seq}")
+                    continue
+                if client_id is not None and event.client_id != client_id:
+                    continue
+                yield SequencedEvent(seq, event)
         finally:
             # Clean up in a task of its own: when the reader is cancelled from outside (an SSE
             # client went away), its awaits here would be cancelled too, and the subscription
@@ -251,6 +290,7 @@ class NatsBus(EventBus):
             event_type, event_id = event.event_type, str(event.event_id)
         except ValidationError:
             event_type, event_id = "unknown.unparseable", f"seq-{seq}"
+
         headers = {
             "Nats-Msg-Id": f"dlq:{consumer}:{event_id}:{seq}",
             H_DLQ_REASON: reason[:1000],
@@ -267,6 +307,12 @@ class NatsBus(EventBus):
     async def dead_letters(
         self, *, consumer: str | None = None, event_type: str | None = None
     ) -> list[DeadLetter]:
+        try:
+            return await self._dead_letters(consumer, event_type)
+        except _NATS_FAILURES as exc:
+            raise BusUnavailable(f"cannot read the dead-letter stream: {exc!r}") from exc
+
+    async def _dead_letters(self, consumer: str | None, event_type: str | None) -> list[DeadLetter]:
         letters: list[DeadLetter] = []
         seq = 1
         root = self.subjects.dlq_root
@@ -282,6 +328,12 @@ class NatsBus(EventBus):
             seq = (raw.seq or seq) + 1
 
     async def replay_dead_letter(self, dlq_id: int) -> DeadLetter:
+        try:
+            return await self._replay_dead_letter(dlq_id)
+        except _NATS_FAILURES as exc:
+            raise BusUnavailable(f"cannot replay dead letter {dlq_id}: {exc!r}") from exc
+
+    async def _replay_dead_letter(self, dlq_id: int) -> DeadLetter:
         try:
             raw = await self.js.get_msg(self.subjects.dlq_stream, dlq_id)
         except nats.js.errors.NotFoundError:
@@ -392,6 +444,23 @@ class NatsSubscription(Subscription):
                 asyncio.create_task(self._work(), name=f"work-{self.consumer}-{n}")
             )
 
+    @property
+    def running(self) -> bool:
+        tasks = [*self._fetchers, *self._workers]
+        return not self._stopping and bool(tasks) and not any(task.done() for task in tasks)
+
+    async def lag(self) -> int | None:
+        stream = self.bus.subjects.events_stream
+        total = 0
+        try:
+            for lane in PRIORITIES_BY_RANK:
+                durable = self.bus.subjects.lane_consumer(self.consumer, lane)
+                info = await self.bus.js.consumer_info(stream, durable)
+                total += int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+        except _NATS_FAILURES:
+            return None
+        return total
+
     async def _fetch(self, index: int, psub: Any) -> None:
         buffer, room = self._buffers[index], self._room[index]
         while not self._stopping:
@@ -439,21 +508,23 @@ class NatsSubscription(Subscription):
 
     async def _process(self, msg: Msg) -> None:
         deliveries = msg.metadata.num_delivered
+        seq = msg.metadata.sequence.stream
         try:
-            event = BaseEvent.from_json(msg.data)
-        except ValidationError as exc:
+            event = decode_event(msg.data, msg.headers)
+        except MalformedEvent as exc:
+            self.bus.skip_malformed(self.consumer, exc, f"{msg.subject} sequence {seq}")
             await self.bus.dead_letter(
                 self.consumer,
                 msg.data,
                 subject=msg.subject,
-                reason=f"unparseable envelope: {exc.errors()[0]['msg']}",
+                reason=str(exc),
                 deliveries=deliveries,
-                seq=msg.metadata.sequence.stream,
+                seq=seq,
             )
             await msg.term()
             return
         outcome, reason = await run_handler(
-            self.consumer, self.handler, event, deliveries, self.options
+            self.consumer, self.handler, event, deliveries, self.options, self.bus.observer
         )
         if outcome is HandlerOutcome.ACK:
             await msg.ack()
@@ -487,7 +558,7 @@ class NatsSubscription(Subscription):
             seq=seq,
         )
 
-    async def stop(self) -> None:
+    async def stop(self, *, grace: float | None = None) -> None:
         if self._stopping:
             return
         self._stopping = True
@@ -503,9 +574,11 @@ class NatsSubscription(Subscription):
             with contextlib.suppress(nats.errors.Error):
                 await msg.nak()
         self._ready.set()
-        _, running = await asyncio.wait(self._workers, timeout=self.options.ack_wait)
-        for task in running:
-            task.cancel()
+        wait = self.options.ack_wait if grace is None else grace
+        if self._workers:
+            _, running = await asyncio.wait(self._workers, timeout=wait)
+            for task in running:
+                task.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
         # Pull subscriptions hold fetch replies nobody will read; drop them so a drain is quick.
         for sub in [*self._advisories, *self._pull_subs]:

@@ -1,10 +1,12 @@
-"""Apache Pulsar adapter: a topic per lane, producer dedup, retry-letter and dead-letter topics."""
+"""Apache Pulsar adapter: a topic per lane, producer dedup, retry-letter and dead-letter topics, and a
+log topic with every event in publish order for resumable tails."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import itertools
+import logging
 import socket
 from collections import deque
 from collections.abc import AsyncGenerator, Sequence
@@ -26,16 +28,39 @@ from edrs_events.bus import (
     EventBus,
     Handler,
     HandlerOutcome,
+    SequencedEvent,
     Subscription,
     WireMessage,
+    decode_event,
     run_handler,
 )
 from edrs_events.catalog import SchemaCatalog
 from edrs_events.envelope import PRIORITIES_BY_RANK, BaseEvent, Priority
+from edrs_events.errors import BusUnavailable, MalformedEvent, PublishError
 from edrs_events.memory_bus import _matches
 from edrs_events.subjects import DEFAULT_NAMESPACE, validate_consumer_name
 
+log = logging.getLogger("edrs_events.pulsar")
+
 H_DELIVERIES = "edrs-deliveries"
+# A log position packs (ledger id, entry id) into one integer that grows with every entry: ledger
+# ids grow, and an entry id stays below 2**24 (a ledger rolls over long before, at 50,000 entries
+# by default), so an SSE client can resume with it as its `Last-Event-ID`.
+_ENTRY_BITS = 24
+
+
+def log_sequence(ledger_id: int, entry_id: int) -> int:
+    """The sequence of the log topic's entry (ledger_id, entry_id); it grows in publish order."""
+    if not 0 <= entry_id < 1 << _ENTRY_BITS or ledger_id < 0:
+        raise ValueError(f"no sequence for ledger {ledger_id} entry {entry_id}")
+    return ledger_id << _ENTRY_BITS | entry_id
+
+
+def log_position(sequence: int) -> tuple[int, int]:
+    """(ledger_id, entry_id) of a sequence `log_sequence` made: where a resumed tail starts."""
+    if sequence < 1:
+        raise ValueError(f"sequence must be >= 1, got {sequence}")
+    return sequence >> _ENTRY_BITS, sequence & ((1 << _ENTRY_BITS) - 1)
 
 
 def _pulsar() -> Any:
@@ -49,12 +74,19 @@ def _pulsar() -> Any:
 
 
 class PulsarBus(EventBus):
-    """Topics `<ns>-events-<priority>`, `<ns>-retry-<consumer>`, `<ns>-dlq` in one Pulsar namespace.
+    """Topics `<ns>-events-<priority>`, `<ns>-events-log`, `<ns>-retry-<consumer>`, `<ns>-dlq` in
+    one Pulsar namespace.
 
+    Consumers read the lane topics (priority); `tail` and `tail_sequenced` read the log topic, which
+    gets a copy of every event in publish order, because a resumable view needs one ordered log
+    and the lanes are four. Its sequence is `log_sequence(ledger, entry)` of the log entry.
     Dedup: producers have a stable name and the broker's deduplication is enabled on the
-    namespace (`pulsar-admin namespaces set-deduplication --enable`); a resend after a failure
-    reuses its sequence id, and consumers' inboxes drop what slips through (different producers).
+    namespace (`pulsar-admin namespaces set-deduplication --enable`); consumers' inboxes drop
+    what slips through (different producers).
     """
+
+    # Pulsar's default maxMessageSize is 5 MB; EDRS keeps events to the same 1 MiB as on NATS.
+    max_message_bytes = 1024 * 1024
 
     def __init__(
         self,
@@ -81,7 +113,23 @@ class PulsarBus(EventBus):
         namespace: str = DEFAULT_NAMESPACE,
     ) -> PulsarBus:
         client = await asyncio.to_thread(_pulsar().Client, url, operation_timeout_seconds=10)
-        return cls(client, catalog=catalog, namespace=namespace)
+        bus = cls(client, catalog=catalog, namespace=namespace)
+        try:
+            await bus.check()  # the client connects lazily: make a wrong URL fail here
+        except BusUnavailable:
+            await asyncio.to_thread(client.close)
+            raise
+        return bus
+
+    async def check(self) -> None:
+        try:
+            await asyncio.to_thread(self.client.get_topic_partitions, self.log_topic)
+        except Exception as exc:  # the client raises its own PulsarException family
+            raise BusUnavailable(f"cannot reach Pulsar: {exc!r}") from exc
+
+    @property
+    def log_topic(self) -> str:
+        return self.topic("events-log")
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}/{self.subjects.namespace}-{name}"
@@ -109,7 +157,10 @@ class PulsarBus(EventBus):
         key: str | None = None,
         deliver_after: float | None = None,
     ) -> None:
-        producer = await self._producer(topic)
+        try:
+            producer = await self._producer(topic)
+        except Exception as exc:  # the client's PulsarException family
+            raise BusUnavailable(f"cannot publish to {topic}: {exc!r}") from exc
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
 
@@ -119,7 +170,7 @@ class PulsarBus(EventBus):
             if str(result) == "Ok":
                 done.set_result(None)
             else:
-                done.set_exception(RuntimeError(f"pulsar send to {topic} failed: {result}"))
+                done.set_exception(PublishError(f"pulsar send to {topic} failed: {result}"))
 
         def callback(result: Any, _msg_id: Any) -> None:
             # Called on the client's I/O thread: hand the result to the event loop.
@@ -141,6 +192,8 @@ class PulsarBus(EventBus):
             sends.append(
                 self._send(self.lane_topic(message.priority), message.body, properties, key=key)
             )
+            # One producer per topic sends in call order, so the log keeps the publish order.
+            sends.append(self._send(self.log_topic, message.body, properties, key=key))
         await asyncio.gather(*sends)
 
     async def subscribe(
@@ -167,39 +220,99 @@ class PulsarBus(EventBus):
         client_id: str | None = None,
         from_start: bool = False,
     ) -> AsyncGenerator[BaseEvent, None]:
+        async for item in self.tail_sequenced(
+            pattern,
+            priority=priority,
+            client_id=client_id,
+            start_sequence=1 if from_start else None,
+        ):
+            yield item.event
+
+    async def _reader(self, start: Any, *, inclusive: bool) -> Any:
+        try:
+            return await asyncio.to_thread(
+                self.client.create_reader,
+                self.log_topic,
+                start,
+                start_message_id_inclusive=inclusive,
+            )
+        except Exception as exc:  # the client's PulsarException family
+            raise BusUnavailable(f"cannot read {self.log_topic}: {exc!r}") from exc
+
+    async def last_sequence(self) -> int:
+        # A reader at `latest`, inclusive, is handed the last entry itself (if there is one).
+        reader = await self._reader(_pulsar().MessageId.latest, inclusive=True)
+        try:
+            if not await asyncio.to_thread(reader.has_message_available):
+                return 0
+            msg = await asyncio.to_thread(reader.read_next, 10_000)
+            mid = msg.message_id()
+            return log_sequence(mid.ledger_id(), mid.entry_id())
+        except Exception as exc:  # the client's PulsarException family
+            raise BusUnavailable(f"cannot read {self.log_topic}: {exc!r}") from exc
+        finally:
+            with contextlib.suppress(Exception):
+                reader.close()
+
+    async def tail_sequenced(
+        self,
+        pattern: str = "*",
+        *,
+        priority: Priority | None = None,
+        client_id: str | None = None,
+        start_sequence: int | None = None,
+    ) -> AsyncGenerator[SequencedEvent, None]:
         pulsar = _pulsar()
-        start = pulsar.MessageId.earliest if from_start else pulsar.MessageId.latest
-        lanes = [priority] if priority else list(PRIORITIES_BY_RANK)
-        readers = [
-            await asyncio.to_thread(self.client.create_reader, self.lane_topic(lane), start)
-            for lane in lanes
-        ]
+        if start_sequence is not None and start_sequence < 1:
+            raise ValueError(f"start_sequence must be >= 1, got {start_sequence}")
+        if start_sequence is None:
+            reader = await self._reader(pulsar.MessageId.latest, inclusive=False)
+        elif start_sequence == 1:
+            reader = await self._reader(pulsar.MessageId.earliest, inclusive=True)
+        else:
+            # A position whose entry is gone (retention) starts at the next one retained.
+            ledger, entry = log_position(start_sequence)
+            reader = await self._reader(pulsar.MessageId(-1, ledger, entry, -1), inclusive=True)
         try:
             while True:
-                for reader in readers:
-                    with contextlib.suppress(
-                        Exception
-                    ):  # receive timeout: nothing new on this lane
-                        msg = await asyncio.to_thread(reader.read_next, 200)
-                        props = msg.properties()
-                        if not _matches([pattern], props.get(H_EVENT_TYPE, "")):
-                            continue
-                        if client_id is not None and props.get(H_CLIENT_ID) != client_id:
-                            continue
-                        yield BaseEvent.from_json(msg.data())
+                try:
+                    msg = await asyncio.to_thread(reader.read_next, 500)
+                except pulsar.Timeout:
+                    continue
+                except Exception as exc:  # the client's PulsarException family
+                    raise BusUnavailable(f"the log topic ended: {exc!r}") from exc
+                mid = msg.message_id()
+                seq = log_sequence(mid.ledger_id(), mid.entry_id())
+                props = msg.properties()
+                if client_id is not None and props.get(H_CLIENT_ID, client_id) != client_id:
+                    continue
+                try:
+                    event = decode_event(msg.data(), props)
+                except MalformedEvent as exc:
+                    self.skip_malformed("tail", exc, f"{self.log_topic} sequence {seq}")
+                    continue
+                if client_id is not None and event.client_id != client_id:
+                    continue
+                if priority is not None and event.priority is not priority:
+                    continue
+                if _matches([pattern], event.event_type):
+                    yield SequencedEvent(seq, event)
         finally:
-            for reader in readers:
-                with contextlib.suppress(Exception):
-                    reader.close()
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(reader.close)
 
     async def dead_letter(
         self, consumer: str, body: bytes, props: dict[str, str], reason: str, n: int
     ) -> None:
+        try:
+            lane = Priority(props.get("edrs-priority", "normal"))
+        except ValueError:  # a malformed message's property; replay it on the normal lane
+            lane = Priority.NORMAL
         properties = dict(props) | {
             H_DLQ_REASON: reason[:1000],
             H_DLQ_DELIVERIES: str(n),
             H_DLQ_CONSUMER: consumer,
-            H_DLQ_SUBJECT: self.lane_topic(Priority(props.get("edrs-priority", "normal"))),
+            H_DLQ_SUBJECT: self.lane_topic(lane),
             H_DLQ_FAILED_AT: datetime.now(UTC).isoformat(),
         }
         await self._send(self.topic("dlq"), body, properties)
@@ -347,6 +460,10 @@ class PulsarSubscription(Subscription):
             self._buffers[index].append((consumer, msg))
             self._ready.set()
 
+    @property
+    def running(self) -> bool:
+        return not self._stopping and bool(self._tasks) and not any(t.done() for t in self._tasks)
+
     async def _work(self) -> None:
         while not self._stopping:
             item = next((b.popleft() for b in self._buffers if b), None)
@@ -355,34 +472,70 @@ class PulsarSubscription(Subscription):
                 await self._ready.wait()
                 continue
             consumer, msg = item
-            props = msg.properties()
-            if not _matches(self.patterns, props.get(H_EVENT_TYPE, "")):
-                consumer.acknowledge(msg)
-                continue
-            deliveries = int(props.get(H_DELIVERIES, "0")) + msg.redelivery_count() + 1
-            event = BaseEvent.from_json(msg.data())
-            outcome, reason = await run_handler(
-                self.consumer, self.handler, event, deliveries, self.options
-            )
-            if outcome is HandlerOutcome.RETRY:
-                await self.bus._send(
-                    self.bus.topic(f"retry-{self.consumer}"),
-                    msg.data(),
-                    dict(props) | {H_DELIVERIES: str(deliveries)},
-                    deliver_after=self.options.redelivery_delay(deliveries),
+            try:
+                await self._process(consumer, msg)
+            except Exception as exc:  # a send or ack failed: Pulsar redelivers; keep working
+                log.info(
+                    "event for %s not settled (%r); it will be redelivered", self.consumer, exc
                 )
-            elif outcome is HandlerOutcome.DEAD:
-                await self.bus.dead_letter(
-                    self.consumer, msg.data(), dict(props), reason, deliveries
-                )
-            consumer.acknowledge(msg)
+                with contextlib.suppress(Exception):
+                    consumer.negative_acknowledge(msg)
 
-    async def stop(self) -> None:
+    async def _process(self, consumer: Any, msg: Any) -> None:
+        props = msg.properties()
+        deliveries = int(props.get(H_DELIVERIES, "0")) + msg.redelivery_count() + 1
+        try:
+            event = decode_event(msg.data(), props)
+        except MalformedEvent as exc:
+            # Dead-lettered like a handler that always fails, and the worker goes on.
+            self.bus.skip_malformed(self.consumer, exc, f"{msg.topic_name()} {msg.message_id()}")
+            await self.bus.dead_letter(self.consumer, msg.data(), dict(props), str(exc), deliveries)
+            consumer.acknowledge(msg)
+            return
+        if not _matches(self.patterns, event.event_type):
+            consumer.acknowledge(msg)
+            return
+        outcome, reason = await run_handler(
+            self.consumer, self.handler, event, deliveries, self.options, self.bus.observer
+        )
+        if outcome is HandlerOutcome.RETRY:
+            await self.bus._send(
+                self.bus.topic(f"retry-{self.consumer}"),
+                msg.data(),
+                dict(props) | {H_DELIVERIES: str(deliveries)},
+                deliver_after=self.options.redelivery_delay(deliveries),
+            )
+        elif outcome is HandlerOutcome.DEAD:
+            await self.bus.dead_letter(self.consumer, msg.data(), dict(props), reason, deliveries)
+        consumer.acknowledge(msg)
+
+    async def stop(self, *, grace: float | None = None) -> None:
+        if self._stopping:
+            return
         self._stopping = True
-        self._ready.set()
-        for task in self._tasks:
+        receivers, workers = (
+            self._tasks[: len(self._consumers)],
+            self._tasks[len(self._consumers) :],
+        )
+        for task in receivers:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*receivers, return_exceptions=True)
+        # Received but not started: hand back at once rather than after the unacked timeout.
+        for buffer in self._buffers:
+            while buffer:
+                consumer, msg = buffer.popleft()
+                with contextlib.suppress(Exception):
+                    consumer.negative_acknowledge(msg)
+        # Workers finish the handler they are in, then see _stopping and return.
+        self._ready.set()
+        wait = self.options.ack_wait if grace is None else grace
+        if workers:
+            _, running = await asyncio.wait(workers, timeout=wait)
+            for task in running:
+                task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
         for c in self._consumers:
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(c.close)
+        if self in self.bus._subscriptions:
+            self.bus._subscriptions.remove(self)

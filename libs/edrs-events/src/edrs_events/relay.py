@@ -141,7 +141,7 @@ class OutboxRelay:
 
 
 async def _main(args: argparse.Namespace) -> None:
-    bus = await connect_bus(args.nats_url, namespace=args.namespace)
+    bus = await connect_bus(args.bus_url, namespace=args.namespace)
     relay = OutboxRelay(args.dsn, bus, batch_size=args.batch_size, poll_interval=args.poll_interval)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -154,15 +154,18 @@ async def _main(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    """Entry point: `python -m edrs_events.relay --dsn ... --nats-url ...`."""
+    """Entry point: `python -m edrs_events.relay --dsn ... --bus-url ...`."""
     parser = argparse.ArgumentParser(
         description="Publish a service's outbox to the EDRS event bus."
     )
     parser.add_argument("--dsn", default=os.environ.get("EDRS_OUTBOX_DSN"), help="PostgreSQL DSN")
     parser.add_argument(
-        "--nats-url",
-        default=os.environ.get("EDRS_NATS_URL", "nats://127.0.0.1:4222"),
-        help="bus URL (nats://, pulsar://)",
+        "--bus-url",
+        "--nats-url",  # its name before the bus could be Pulsar; still accepted
+        dest="bus_url",
+        default=os.environ.get("EDRS_BUS_URL")
+        or os.environ.get("EDRS_NATS_URL", "nats://127.0.0.1:4222"),
+        help="bus URL (nats://, pulsar://); env EDRS_BUS_URL (or EDRS_NATS_URL)",
     )
     parser.add_argument("--namespace", default=os.environ.get("EDRS_EVENTS_NAMESPACE", "edrs"))
     parser.add_argument("--batch-size", type=int, default=1000)
