@@ -62,7 +62,7 @@ def gateways(
             "EDRS_GATEWAY_METRICS_PORT": str(free_port()),
             "EDRS_GATEWAY_DATABASE_URL": postgres_engine.url(DATABASE),
             "EDRS_GATEWAY_REDIS_URL": redis_engine.url(0),
-            "EDRS_GATEWAY_NATS_URL": nats_engine.url(),
+            "EDRS_GATEWAY_BUS_URL": nats_engine.url(),
             "EDRS_GATEWAY_PEERS": f'{{"persona": "{persona.grpc_address}"}}',
             "EDRS_GATEWAY_MAX_BODY_BYTES": str(64 * 1024),
         }

@@ -96,6 +96,7 @@ class RunningFleet:
     def edrs_in_fleet(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
         """Run `edrs <args>` as a user would beside this fleet (EDRS_STATE_DIR names it)."""
         env = {**os.environ, "EDRS_STATE_DIR": str(self.state_dir)}
+        env.pop("EDRS_BUS_URL", None)
         env.pop("EDRS_NATS_URL", None)
         return subprocess.run(
             [*edrs_command(), *args],

@@ -120,7 +120,7 @@ async def test_readiness_follows_postgres_down_and_back(
             definition,
             database_url=pg.url("readiness"),
             redis_url=redis_engine.url(9),
-            nats_url=nats_engine.url(),
+            bus_url=nats_engine.url(),
         ) as svc:
             url = f"{svc.http_url}/health/readiness"
             assert await http_status(url) == 200

@@ -18,7 +18,13 @@ class DemoSettings(ServiceSettings):
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("EDRS_ENVIRONMENT", "EDRS_DEMO_DATABASE_URL", "EDRS_DEMO_REDIS_URL"):
+    for name in (
+        "EDRS_ENVIRONMENT",
+        "EDRS_DEMO_DATABASE_URL",
+        "EDRS_DEMO_REDIS_URL",
+        "EDRS_DEMO_BUS_URL",
+        "EDRS_DEMO_NATS_URL",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -84,3 +90,28 @@ def test_production_requires_redis_for_services_that_use_it() -> None:
 def test_unknown_environment_is_refused() -> None:
     with pytest.raises(SettingsError, match="EDRS_ENVIRONMENT"):
         load_settings(DemoSettings, EDRS_ENVIRONMENT="staging", database_url="postgresql://x/y")
+
+
+def test_the_bus_url_is_set_by_bus_url_or_its_old_name_nats_url(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    base = {"EDRS_ENVIRONMENT": "development", "database_url": "postgresql://x/y"}
+    assert load_settings(DemoSettings, **base).bus_url == "nats://127.0.0.1:4222"
+    monkeypatch.setenv("EDRS_DEMO_NATS_URL", "nats://old-name:4222")
+    assert load_settings(DemoSettings, **base).bus_url == "nats://old-name:4222"
+    monkeypatch.setenv("EDRS_DEMO_BUS_URL", "pulsar://broker:6650")
+    assert load_settings(DemoSettings, **base).bus_url == "pulsar://broker:6650"
+    # Another service's variable is not this one's.
+    monkeypatch.delenv("EDRS_DEMO_BUS_URL")
+    monkeypatch.delenv("EDRS_DEMO_NATS_URL")
+    monkeypatch.setenv("EDRS_OTHER_BUS_URL", "memory://elsewhere")
+    assert load_settings(DemoSettings, **base).bus_url == "nats://127.0.0.1:4222"
+
+
+@pytest.mark.parametrize("variable", ["EDRS_DEMO_BUS_URL", "EDRS_DEMO_NATS_URL"])
+def test_a_bus_url_of_no_known_bus_is_refused_naming_the_variable_set(
+    monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    monkeypatch.setenv(variable, "kafka://broker:9092")
+    with pytest.raises(SettingsError, match=rf"{variable}: bus url 'kafka://broker:9092' must"):
+        load_settings(DemoSettings, EDRS_ENVIRONMENT="development", database_url="postgresql://x/y")

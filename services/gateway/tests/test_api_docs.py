@@ -18,7 +18,7 @@ async def gateway(postgres_engine, redis_engine, nats_engine) -> AsyncIterator[R
         definition,
         database_url=postgres_engine.url("test_gateway_api"),
         redis_url=redis_engine.url(0),
-        nats_url=nats_engine.url(),
+        bus_url=nats_engine.url(),
         # Outside development the gateway refuses its default key-encryption secret.
         key_encryption_secret="test-key-encryption-secret-0123456789",
     ) as svc:

@@ -11,7 +11,6 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
@@ -20,7 +19,13 @@ import pytest
 from edrs_core.engines.ports import free_port
 from edrs_core.grpc_client import PeerChannels
 from edrs_core.http import HttpServer
-from edrs_core.testing import RunningService, engine_settings, running_service, wait_until
+from edrs_core.testing import (
+    RunningService,
+    SseStream,
+    engine_settings,
+    running_service,
+    wait_until,
+)
 from edrs_events.nats_bus import NatsBus
 from edrs_gateway.api.app import API_PREFIX
 from edrs_gateway.api.problems import install_problem_handlers
@@ -114,32 +119,6 @@ async def client(base_url: str) -> AsyncIterator[httpx.AsyncClient]:
 
 def webhook(delivery: str, **extra: Any) -> dict[str, Any]:
     return {"type": WEBHOOK, "payload": {"webhook_id": "wh-1", "delivery_id": delivery}, **extra}
-
-
-@dataclass
-class SseStream:
-    """Reads a text/event-stream response one event at a time (comments are kept apart)."""
-
-    response: httpx.Response
-    lines: AsyncIterator[str]
-    comments: list[str] = field(default_factory=list)
-
-    async def next_event(self, within: float = 30.0) -> dict[str, str]:
-        return await asyncio.wait_for(self._read(), within)
-
-    async def _read(self) -> dict[str, str]:
-        event: dict[str, str] = {}
-        async for line in self.lines:
-            if not line:
-                if event:
-                    return event
-                continue
-            name, _, value = line.partition(":")
-            if name == "":
-                self.comments.append(value.strip())
-            else:
-                event[name] = value.removeprefix(" ")
-        raise AssertionError("the stream ended")
 
 
 @asynccontextmanager

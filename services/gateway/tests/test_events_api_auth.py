@@ -6,13 +6,17 @@ is built with `create_api` and served with the events and personas routers inclu
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import httpx
+import nats
 import pytest
-from edrs_core.testing import engine_settings, running_service
+import uuid6
+from edrs_core.testing import SseStream, engine_settings, running_service
 from edrs_gateway.api.app import API_PREFIX
 from edrs_gateway.app import definition as gateway_definition
 from edrs_gateway.config import GatewaySettings
@@ -32,7 +36,9 @@ WEBHOOK = {
 @dataclass
 class Gateway:
     url: str
+    metrics_url: str
     ctx: GatewayContext
+    bus_url: str
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +62,9 @@ async def gateway(postgres_engine, redis_engine, nats_engine) -> AsyncIterator[G
         rt = svc.runner.runtime
         assert rt is not None and isinstance(rt.settings, GatewaySettings)
         # Stores on the gateway's own pool, to create users the way an admin would.
-        yield Gateway(svc.http_url, GatewayContext.build(rt.settings, rt))
+        yield Gateway(
+            svc.http_url, svc.metrics_url, GatewayContext.build(rt.settings, rt), nats_engine.url()
+        )
 
 
 async def login(gateway: Gateway, tenant_id: uuid.UUID, role: str) -> dict[str, str]:
@@ -136,3 +144,84 @@ async def test_a_persona_is_seen_by_its_tenant_only(
     assert hidden.status_code == 404
     listed = await client.get(f"{API_PREFIX}/personas", headers=outsider)
     assert listed.json() == {"personas": [], "nextPageToken": ""}
+
+
+async def raw_publish(nats_url: str, subject: str, body: bytes, **headers: str) -> None:
+    """Publish the way docs/events.md tells other languages to: nats-py and JetStream only, no
+    EDRS package, no `edrs-*` header unless a test adds one."""
+    nc = await nats.connect(nats_url)
+    try:
+        await nc.jetstream().publish(
+            subject, body, headers={"Nats-Msg-Id": uuid.uuid4().hex, **headers}
+        )
+    finally:
+        await nc.close()
+
+
+def bare_envelope(tenant: str, delivery: str) -> bytes:
+    """The envelope as JSON, written by hand as a publisher in another language would."""
+    return json.dumps(
+        {
+            "event_id": str(uuid6.uuid7()),
+            "event_type": "integration.webhook_received",
+            "source_container": "erp-bridge",
+            "occurred_at": "2026-01-02T03:04:05Z",
+            "client_id": tenant,
+            "payload": {"webhook_id": "w", "delivery_id": delivery},
+        }
+    ).encode()
+
+
+async def malformed_count(gateway: Gateway) -> float:
+    async with httpx.AsyncClient() as client:
+        text = (await client.get(f"{gateway.metrics_url}/metrics")).text
+    for line in text.splitlines():
+        if line.startswith('edrs_event_malformed_total{reader="tail",service="gateway"}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+@asynccontextmanager
+async def following(
+    client: httpx.AsyncClient, headers: dict[str, str], last_event_id: str | None = None
+) -> AsyncIterator[SseStream]:
+    if last_event_id is not None:
+        headers = {**headers, "Last-Event-ID": last_event_id}
+    async with client.stream("GET", f"{API_PREFIX}/events/stream", headers=headers) as response:
+        assert response.status_code == 200, await response.aread()
+        stream = SseStream(response, response.aiter_lines())
+        assert await stream.next_event() == {"retry": "2000"}  # the stream is live from here
+        yield stream
+
+
+async def test_a_raw_publisher_reaches_its_tenant_and_bad_messages_do_not_end_the_stream(
+    gateway: Gateway, client: httpx.AsyncClient
+) -> None:
+    tenant = await new_tenant(gateway)
+    reader = await login(gateway, tenant, "viewer")
+    subject = "edrs.events.normal.integration.webhook_received"
+    before = await malformed_count(gateway)
+    async with following(client, reader) as stream:
+        await raw_publish(gateway.bus_url, subject, bare_envelope(str(tenant), "first"))
+        await raw_publish(gateway.bus_url, subject, b"{not an envelope")
+        # A header naming this tenant on another tenant's event is a contradiction, not a pass.
+        await raw_publish(
+            gateway.bus_url,
+            subject,
+            bare_envelope("another-tenant", "smuggled"),
+            **{"edrs-client-id": str(tenant)},
+        )
+        await raw_publish(gateway.bus_url, subject, bare_envelope(str(tenant), "second"))
+        first = await stream.next_event()
+        second = await stream.next_event()
+    assert first["event"] == second["event"] == "integration.webhook_received"
+    assert json.loads(first["data"])["data"]["delivery_id"] == "first"
+    assert json.loads(second["data"])["data"]["delivery_id"] == "second"
+    assert json.loads(second["data"])["clientid"] == str(tenant)
+    assert int(second["id"]) == int(first["id"]) + 3, "two bad messages lay between them"
+    assert await malformed_count(gateway) == before + 2
+
+    # Resuming after the first event passes over the bad ones again, and reaches the second.
+    async with following(client, reader, last_event_id=first["id"]) as resumed:
+        again = await resumed.next_event()
+    assert again["id"] == second["id"]

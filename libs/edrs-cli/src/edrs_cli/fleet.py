@@ -175,7 +175,7 @@ def service_env(
             f"{prefix}DATABASE_URL": f"{engines.postgres}/edrs_{spec.name}",
             # One Redis database per service keeps their keys apart.
             f"{prefix}REDIS_URL": f"{engines.redis}/{index}",
-            f"{prefix}NATS_URL": engines.nats,
+            f"{prefix}BUS_URL": engines.nats,
             f"{prefix}PEERS": json.dumps(peers),
         }
     )

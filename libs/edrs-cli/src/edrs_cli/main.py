@@ -27,13 +27,14 @@ app.command("chat")(chat.chat)
 @app.callback()
 def _root(ctx: typer.Context) -> None:
     """Point `edrs events` at the local fleet's bus unless a URL was given."""
-    if ctx.invoked_subcommand == "events" and "EDRS_NATS_URL" not in os.environ:
+    given = "EDRS_BUS_URL" in os.environ or "EDRS_NATS_URL" in os.environ
+    if ctx.invoked_subcommand == "events" and not given:
         state_dir = Path(os.environ.get("EDRS_STATE_DIR", dev.DEFAULT_STATE_DIR))
         state = Fleet(state_dir).read_state() or {}
         url = state.get("engines", {}).get("nats", {}).get("url")
         if url:
-            # The events group reads its default from this variable (its --nats-url envvar).
-            os.environ["EDRS_NATS_URL"] = url
+            # The events group reads its default from this variable (its --bus-url envvar).
+            os.environ["EDRS_BUS_URL"] = url
 
 
 if __name__ == "__main__":

@@ -5,8 +5,9 @@
         ...                                          # the state change
         await events.add(conn, "memory.episode_stored", {...}, aggregate_id=str(episode_id))
 
-The relay runs for the life of the service and publishes with the event id as the broker's dedup
-id, so a crash between commit and publish neither loses nor duplicates an event.
+The relay runs for the life of the service and publishes on the runtime's bus (`Runtime.bus`) with
+the event id as the broker's dedup id, so a crash between commit and publish neither loses nor
+duplicates an event.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
-from edrs_events import BaseEvent, Priority, connect_bus
+from edrs_events import BaseEvent, Priority
 from edrs_events.outbox import Outbox, install_outbox
 from edrs_events.relay import OutboxRelay
 
@@ -68,14 +69,12 @@ async def start_service_events(rt: Runtime) -> ServiceEvents:
     """Install the outbox table, start the relay to the bus, and return the service's writer."""
     async with rt.db.acquire() as conn:
         await install_outbox(conn)
-    bus = await connect_bus(rt.settings.nats_url)
-    relay = OutboxRelay(rt.settings.database_url, bus, poll_interval=1.0)
+    relay = OutboxRelay(rt.settings.database_url, rt.bus, poll_interval=1.0)
     stop = asyncio.Event()
     rt.spawn(relay.run(stop), f"{rt.settings.service_name}-outbox-relay")
 
     async def close() -> None:
         stop.set()
-        await bus.close()
 
     rt.on_close(close)
     return ServiceEvents(rt.settings.service_name)

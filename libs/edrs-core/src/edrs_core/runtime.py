@@ -14,11 +14,11 @@ from importlib.resources.abc import Traversable
 from typing import Any
 
 import asyncpg
-import nats
-from nats.aio.client import Client as NatsClient
+from edrs_events import BusUnavailable, EventBus, connect_bus
 from redis.asyncio import Redis
 from starlette.routing import BaseRoute
 
+from edrs_core.consumers import Consumer, Consumers, PrometheusBusObserver
 from edrs_core.db import open_database
 from edrs_core.grpc_client import PeerChannels
 from edrs_core.grpc_server import GrpcServer, GrpcService
@@ -37,7 +37,9 @@ class Runtime:
     settings: ServiceSettings
     db: asyncpg.Pool
     redis: Redis | None
-    nats: NatsClient
+    # The one event bus of the process (EDRS_<SERVICE>_BUS_URL): readiness, the outbox relay,
+    # consumers and the gateway's event routes all use it.
+    bus: EventBus
     peers: PeerChannels
     background: list[asyncio.Task[Any]] = field(default_factory=list)
     closers: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
@@ -66,7 +68,8 @@ class LocalPorts:
 
 @dataclass
 class ServiceDefinition:
-    """What makes a service: its settings class, its gRPC services, its migrations, extra routes.
+    """What makes a service: its settings class, its gRPC services, its migrations, extra routes,
+    and the events it consumes (see edrs_core.consumers).
 
     A service declares its definition once, as an entry point in the ``edrs.services`` group of its
     pyproject.toml; the launcher, the Makefile and the tests find it there (`edrs_core.registry`).
@@ -80,6 +83,7 @@ class ServiceDefinition:
     ) = None
     # Where `edrs dev up` runs it on one machine; None: ports after those of the declared ones.
     local_ports: LocalPorts | None = None
+    consumers: Sequence[Consumer] = ()
 
     @property
     def name(self) -> str:
@@ -114,6 +118,7 @@ class ServiceRunner:
         self.health = HealthState(checks={}, cache_seconds=settings.readiness_cache_seconds)
         self.grpc: GrpcServer | None = None
         self.servers: list[HttpServer] = []
+        self.consumers: Consumers | None = None
 
     async def run(self) -> int:
         if self.handle_signals:
@@ -149,6 +154,9 @@ class ServiceRunner:
                 app.router.routes.extend(routes)
             self.grpc = GrpcServer(self.name, list(services), s.host, s.grpc_port)
             await self.grpc.start()
+            self.consumers = Consumers(self.runtime, self.definition.consumers)
+            await self.consumers.start()
+            self.health.checks.update(self.consumers.checks())
         except _StartupAborted:
             await self._close()
             return 0
@@ -180,7 +188,7 @@ class ServiceRunner:
         while True:
             try:
                 return await attempt()
-            except (OSError, asyncpg.PostgresError, nats.errors.Error, TimeoutError) as exc:
+            except (OSError, asyncpg.PostgresError, BusUnavailable, TimeoutError) as exc:
                 if loop.time() + delay > deadline:
                     raise RuntimeError(f"could not reach {what}: {exc}") from exc
                 log.warning("waiting for %s: %s", what, exc)
@@ -204,22 +212,14 @@ class ServiceRunner:
             redis = Redis.from_url(s.redis_url, socket_timeout=2, socket_connect_timeout=2)
             await self._retry("Redis", redis.ping, deadline)
         bus = await self._retry(
-            "NATS",
-            lambda: nats.connect(
-                s.nats_url,
-                name=f"edrs-{self.name}",
-                connect_timeout=2,
-                allow_reconnect=True,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=1,
-            ),
-            deadline,
+            "the event bus", lambda: connect_bus(s.bus_url, name=f"edrs-{self.name}"), deadline
         )
+        bus.observer = PrometheusBusObserver(self.name)
         runtime = Runtime(
             settings=s,
             db=db,
             redis=redis,
-            nats=bus,
+            bus=bus,
             peers=PeerChannels(self.name, s.peers, timeout=s.rpc_timeout_seconds),
         )
         self.health.checks = self._checks(runtime)
@@ -235,11 +235,10 @@ class ServiceRunner:
             assert rt.redis is not None
             await rt.redis.ping()
 
-        async def bus() -> None:
-            if not rt.nats.is_connected:
-                raise ConnectionError("not connected to NATS")
-
-        checks: dict[str, Callable[[], Awaitable[None]]] = {"postgres": postgres, "nats": bus}
+        checks: dict[str, Callable[[], Awaitable[None]]] = {
+            "postgres": postgres,
+            "bus": rt.bus.check,
+        }
         if rt.redis is not None:
             checks["redis"] = redis
         return checks
@@ -248,8 +247,11 @@ class ServiceRunner:
         grace = self.settings.shutdown_grace_seconds
         log.info("SIGTERM received: refusing new calls, draining for up to %ss", grace)
         self.health.shutting_down = True
-        if self.grpc is not None:
-            await self.grpc.stop(grace)
+        # Calls and event handlers drain side by side, within one grace period.
+        drains = [self.grpc.stop(grace)] if self.grpc is not None else []
+        if self.consumers is not None:
+            drains.append(self.consumers.drain(grace))
+        await asyncio.gather(*drains)
         await self._close()
         log.info("%s stopped", self.name)
 
@@ -259,6 +261,8 @@ class ServiceRunner:
         rt = self.runtime
         if rt is None:
             return
+        if self.consumers is not None:
+            await self.consumers.drain(0)
         for task in rt.background:
             task.cancel()
         await asyncio.gather(*rt.background, return_exceptions=True)
@@ -268,8 +272,10 @@ class ServiceRunner:
             except Exception:
                 log.warning("error while closing", exc_info=True)
         await rt.peers.close()
-        if not rt.nats.is_closed:
-            await rt.nats.close()
+        try:
+            await rt.bus.close()
+        except Exception:
+            log.warning("error while closing the event bus", exc_info=True)
         if rt.redis is not None:
             await rt.redis.aclose()
         await rt.db.close()

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import inspect
+import os
 import sys
 from typing import Any, ClassVar, Literal, Self, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from edrs_events.bus import check_bus_url
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Environment = Literal["development", "test", "production"]
@@ -38,7 +48,12 @@ class ServiceSettings(BaseSettings):
     database_url: str = Field(description="PostgreSQL DSN of the service's own database")
     database_pool_size: int = Field(default=10, ge=1, le=200)
     redis_url: str | None = None
-    nats_url: str = "nats://127.0.0.1:4222"
+    # `EDRS_<S>_BUS_URL` (`EDRS_<S>_NATS_URL` still works): the aliases carry the subclass's
+    # prefix, so __init_subclass__ declares them for each service.
+    bus_url: str = Field(
+        default="nats://127.0.0.1:4222",
+        description="the event bus: nats://, pulsar:// or memory://<name> (in-process)",
+    )
     peers: dict[str, str] = Field(
         default_factory=dict,
         description='gRPC address of every peer service, JSON: {"persona": "host:port"}',
@@ -50,6 +65,21 @@ class ServiceSettings(BaseSettings):
     readiness_cache_seconds: float = Field(default=2.0, ge=0)
     otlp_endpoint: str | None = Field(default=None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT")
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Runs before pydantic collects the subclass's fields, with its merged model_config, so
+        # redeclaring the field here gives every service its own prefixed pair of names.
+        super().__init_subclass__(**kwargs)
+        own = inspect.get_annotations(cls)
+        if "bus_url" in own:
+            return
+        prefix = str(cls.model_config.get("env_prefix", "")).upper()
+        cls.__annotations__ = {**own, "bus_url": str}
+        cls.bus_url = Field(
+            default="nats://127.0.0.1:4222",
+            validation_alias=AliasChoices(f"{prefix}BUS_URL", f"{prefix}NATS_URL"),
+            description="the event bus: nats://, pulsar:// or memory://<name> (in-process)",
+        )
+
     @classmethod
     def env_name(cls, field: str) -> str:
         """The environment variable that sets `field`."""
@@ -57,6 +87,28 @@ class ServiceSettings(BaseSettings):
         if isinstance(info.validation_alias, str):
             return info.validation_alias
         return f"{cls.model_config.get('env_prefix', '')}{field}".upper()
+
+    @classmethod
+    def env_name_of(cls, loc: str) -> str | None:
+        """The variable behind an error location (a field name or one of its aliases): for a
+        field with several names, the one set in the environment, so the message names it."""
+        for name, info in cls.model_fields.items():
+            alias = info.validation_alias
+            if not isinstance(alias, AliasChoices):
+                if loc == name:
+                    return cls.env_name(name)
+                continue
+            choices = [c for c in alias.choices if isinstance(c, str)]
+            if loc != name and loc.lower() not in {c.lower() for c in choices}:
+                continue
+            present = {key.lower() for key in os.environ}
+            return next((c for c in choices if c.lower() in present), choices[0])
+        return None
+
+    @field_validator("bus_url", check_fields=False)
+    @classmethod
+    def _check_bus_url(cls, value: str) -> str:
+        return check_bus_url(value)
 
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> Self:
@@ -87,11 +139,11 @@ def load_settings(cls: type[S], **overrides: Any) -> S:
         for err in exc.errors():
             loc = [str(part) for part in err["loc"]]
             field = loc[0] if loc else ""
-            where = cls.env_name(field) if field in cls.model_fields else ".".join(loc)
+            where = cls.env_name_of(field) or ".".join(loc)
             if err["type"] == "missing":
                 problems.append(f"{where} is required")
             elif where:
-                problems.append(f"{where}: {err['msg']}")
+                problems.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
             else:
                 problems.append(err["msg"].removeprefix("Value error, "))
         raise SettingsError(

@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 from edrs_proto.common.v1 import common_pb2
 
 from edrs_core.runtime import ServiceDefinition, ServiceRunner
 from edrs_core.settings import load_settings
+
+if TYPE_CHECKING:
+    import httpx
 
 
 async def wait_until(
@@ -109,8 +112,34 @@ def engine_settings(
     return {
         "database_url": postgres_engine.url(database),
         "redis_url": redis_engine.url(redis_db),
-        "nats_url": nats_engine.url(),
+        "bus_url": nats_engine.url(),
     }
+
+
+@dataclass
+class SseStream:
+    """Reads a text/event-stream response one event at a time (comments are kept apart)."""
+
+    response: httpx.Response
+    lines: AsyncIterator[str]
+    comments: list[str] = field(default_factory=list)
+
+    async def next_event(self, within: float = 30.0) -> dict[str, str]:
+        return await asyncio.wait_for(self._read(), within)
+
+    async def _read(self) -> dict[str, str]:
+        event: dict[str, str] = {}
+        async for line in self.lines:
+            if not line:
+                if event:
+                    return event
+                continue
+            name, _, value = line.partition(":")
+            if name == "":
+                self.comments.append(value.strip())
+            else:
+                event[name] = value.removeprefix(" ")
+        raise AssertionError("the stream ended")
 
 
 Metadata = Sequence[tuple[str, str]]

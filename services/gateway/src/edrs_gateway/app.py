@@ -8,7 +8,6 @@ from edrs_proto.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from starlette.routing import BaseRoute, Mount
 
 from edrs_gateway.api.app import create_api
-from edrs_gateway.api.routes.events import open_event_bus
 from edrs_gateway.auth.passwords import Passwords
 from edrs_gateway.config import GatewaySettings
 from edrs_gateway.context import GatewayContext
@@ -36,9 +35,7 @@ async def http_routes(rt: Runtime) -> list[BaseRoute]:
     """The public API, mounted beside the health endpoints on the HTTP port."""
     assert isinstance(rt.settings, GatewaySettings)
     ctx = GatewayContext.build(rt.settings, rt, clock=SystemClock())
-    bus = await open_event_bus(rt.settings)
-    rt.on_close(bus.close)
-    return [Mount("", app=create_api(ctx, bus))]
+    return [Mount("", app=create_api(ctx, rt.bus))]
 
 
 definition = ServiceDefinition(

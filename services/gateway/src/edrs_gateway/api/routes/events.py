@@ -7,18 +7,16 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Annotated, Any
 
-import nats.errors
 from edrs_events import (
     BaseEvent,
+    BusError,
     EventBus,
     EventType,
     EventValidationError,
     Priority,
-    connect_bus,
     default_catalog,
 )
 from edrs_events.envelope import EVENT_TYPE_PATTERN, to_cloudevent
-from edrs_events.nats_bus import PublishError, StreamSettings
 from fastapi import APIRouter, Depends, Header, Query, Request
 from pydantic import ConfigDict, Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
@@ -29,7 +27,6 @@ from edrs_gateway.api.problems import PROBLEM_JSON, ApiError
 from edrs_gateway.auth.dependencies import require
 from edrs_gateway.auth.permissions import Permission
 from edrs_gateway.auth.principal import Principal, Role
-from edrs_gateway.config import GatewaySettings
 
 SOURCE = "gateway"
 router = APIRouter(prefix="/events", tags=["events"])
@@ -51,8 +48,6 @@ PUBLISHABLE_OWNERS: dict[Role, frozenset[str] | None] = {
     "viewer": frozenset(),
 }
 
-# The broker refuses bigger messages (StreamSettings.max_msg_size), so refuse them up front.
-MAX_EVENT_BYTES = StreamSettings().max_msg_size
 # SSE: a comment line this often keeps proxies from closing an idle stream.
 HEARTBEAT_SECONDS = 15.0
 # SSE `retry:`: how long a client waits before reconnecting with Last-Event-ID.
@@ -61,7 +56,8 @@ RECONNECT_MILLISECONDS = 2000
 SEND_TIMEOUT_SECONDS = 30.0
 # `<domain>.<action>` where either part may be `*`, or `*` / `>` for all (edrs_events.subjects).
 TYPE_PATTERN = r"^(?:>|\*|(?:\*|[a-z][a-z0-9_]*)\.(?:\*|[a-z][a-z0-9_]*))$"
-_BUS_FAILURES = (nats.errors.Error, PublishError, TimeoutError, ConnectionError)
+# The SDK's own bus errors, whichever broker EDRS_GATEWAY_BUS_URL names.
+_BUS_FAILURES = (BusError, TimeoutError)
 
 
 def may_publish(role: Role, event_type: EventType) -> bool:
@@ -69,16 +65,11 @@ def may_publish(role: Role, event_type: EventType) -> bool:
     return owners is None or event_type.owner in owners
 
 
-async def open_event_bus(settings: GatewaySettings) -> EventBus:
-    """The bus the event routes publish to and stream from; the app closes it at shutdown."""
-    return await connect_bus(settings.nats_url)
-
-
 def get_event_bus(request: Request) -> EventBus:
-    """FastAPI dependency: the bus opened at start-up (`app.state.event_bus`)."""
+    """FastAPI dependency: the runtime's bus (`Runtime.bus`), set as `app.state.event_bus`."""
     bus: EventBus | None = getattr(request.app.state, "event_bus", None)
     if bus is None:
-        raise RuntimeError("no event bus: set app.state.event_bus = await open_event_bus(settings)")
+        raise RuntimeError("no event bus: create_api(ctx, runtime.bus) sets app.state.event_bus")
     return bus
 
 
@@ -257,9 +248,12 @@ async def publish_event(
         bus.catalog.validate(event)
     except EventValidationError as exc:
         raise _invalid(exc) from None
-    if len(event.to_json()) > MAX_EVENT_BYTES:
+    # The broker refuses bigger messages, so refuse them up front.
+    if len(event.to_json()) > bus.max_message_bytes:
         raise ApiError(
-            413, "event_too_large", f"the event exceeds the bus limit of {MAX_EVENT_BYTES} bytes"
+            413,
+            "event_too_large",
+            f"the event exceeds the bus limit of {bus.max_message_bytes} bytes",
         )
     receipt = event.caused(
         "gateway.event_published",
