@@ -14,7 +14,6 @@ import pytest
 from edrs_core.clock import Clock
 from edrs_core.testing import RunningService, engine_settings, running_service
 from edrs_gateway.api.app import create_api
-from edrs_gateway.api.routes.events import open_event_bus
 from edrs_gateway.app import definition as gateway_definition
 from edrs_gateway.config import GatewaySettings
 from edrs_gateway.context import GatewayContext
@@ -190,11 +189,8 @@ async def open_api_of(
     rt = gateway.runner.runtime
     assert rt is not None and isinstance(rt.settings, GatewaySettings)
     changed = rt.settings.model_copy(update=settings)
-    bus = await open_event_bus(changed)
-    api = create_api(GatewayContext.build(changed, rt, clock=clock), bus)
+    # The running gateway's own bus (Runtime.bus): the second API shares it as it shares the stores.
+    api = create_api(GatewayContext.build(changed, rt, clock=clock), rt.bus)
     transport = httpx.ASGITransport(app=api, client=(client_ip, 40000))
-    try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
-            yield client
-    finally:
-        await bus.close()
+    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+        yield client

@@ -17,6 +17,7 @@ import nats
 import pytest
 import uuid6
 from edrs_core.testing import SseStream, engine_settings, running_service
+from edrs_events import InMemoryBus, Priority, WireMessage
 from edrs_gateway.api.app import API_PREFIX
 from edrs_gateway.app import definition as gateway_definition
 from edrs_gateway.config import GatewaySettings
@@ -41,14 +42,21 @@ class Gateway:
     bus_url: str
 
 
-@pytest.fixture(scope="module")
-async def gateway(postgres_engine, redis_engine, nats_engine) -> AsyncIterator[Gateway]:
+@pytest.fixture(scope="module", params=["nats", "memory"])
+async def gateway(
+    request: pytest.FixtureRequest, postgres_engine, redis_engine, nats_engine
+) -> AsyncIterator[Gateway]:
+    """The gateway and its persona peer on NATS, then again on the in-process bus: nothing but
+    EDRS_<SERVICE>_BUS_URL tells them apart, and every test here passes on both."""
     persona_settings = engine_settings(
         postgres_engine, redis_engine, nats_engine, database="test_gateway_events", redis_db=1
     )
     gateway_settings = engine_settings(
         postgres_engine, redis_engine, nats_engine, database="test_gateway_events_auth", redis_db=0
     )
+    if request.param == "memory":
+        bus_url = f"memory://gateway-events-{uuid.uuid4().hex[:8]}"
+        persona_settings["bus_url"] = gateway_settings["bus_url"] = bus_url
     async with (
         running_service(persona_definition, **persona_settings) as persona,
         running_service(
@@ -63,7 +71,10 @@ async def gateway(postgres_engine, redis_engine, nats_engine) -> AsyncIterator[G
         assert rt is not None and isinstance(rt.settings, GatewaySettings)
         # Stores on the gateway's own pool, to create users the way an admin would.
         yield Gateway(
-            svc.http_url, svc.metrics_url, GatewayContext.build(rt.settings, rt), nats_engine.url()
+            svc.http_url,
+            svc.metrics_url,
+            GatewayContext.build(rt.settings, rt),
+            rt.settings.bus_url,
         )
 
 
@@ -146,10 +157,25 @@ async def test_a_persona_is_seen_by_its_tenant_only(
     assert listed.json() == {"personas": [], "nextPageToken": ""}
 
 
-async def raw_publish(nats_url: str, subject: str, body: bytes, **headers: str) -> None:
-    """Publish the way docs/events.md tells other languages to: nats-py and JetStream only, no
-    EDRS package, no `edrs-*` header unless a test adds one."""
-    nc = await nats.connect(nats_url)
+async def raw_publish(bus_url: str, subject: str, body: bytes, **headers: str) -> None:
+    """Publish the way docs/events.md tells other languages to: on NATS with nats-py and
+    JetStream only, no EDRS package, no `edrs-*` header unless a test adds one. On the in-process
+    bus, the same bytes as a wire message with no tenant header unless a test adds one."""
+    if bus_url.startswith("memory://"):
+        bus = InMemoryBus.shared(bus_url.removeprefix("memory://"))
+        await bus.publish_wire(
+            [
+                WireMessage(
+                    event_id=uuid.uuid4().hex,
+                    event_type=subject.split(".", 3)[3],
+                    priority=Priority.NORMAL,
+                    body=body,
+                    client_id=headers.get("edrs-client-id"),
+                )
+            ]
+        )
+        return
+    nc = await nats.connect(bus_url)
     try:
         await nc.jetstream().publish(
             subject, body, headers={"Nats-Msg-Id": uuid.uuid4().hex, **headers}

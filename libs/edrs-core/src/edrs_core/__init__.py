@@ -2,6 +2,7 @@
 
 from edrs_core import validation
 from edrs_core.clock import Clock, ManualClock, SystemClock
+from edrs_core.consumers import ConsumedEvent, Consumer
 from edrs_core.errors import (
     Aborted,
     AlreadyExists,
@@ -27,6 +28,8 @@ __all__ = [
     "Aborted",
     "AlreadyExists",
     "Clock",
+    "ConsumedEvent",
+    "Consumer",
     "DeadlineExceeded",
     "FailedPrecondition",
     "GrpcService",
