@@ -348,7 +348,7 @@ def main() -> None:
         )
         redis = stack.enter_context(EmbeddedRedis(root / "redis"))
         nats = stack.enter_context(EmbeddedNats(root / "nats"))
-        common = {"NATS_URL": nats.url()}
+        common = {"BUS_URL": nats.url()}
         reasoning = stack.enter_context(
             service(
                 "reasoning",

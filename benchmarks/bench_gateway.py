@@ -184,7 +184,7 @@ def main() -> None:
         )
         redis = stack.enter_context(EmbeddedRedis(root / "redis"))
         nats = stack.enter_context(EmbeddedNats(root / "nats"))
-        common = {"NATS_URL": nats.url()}
+        common = {"BUS_URL": nats.url()}
         persona = stack.enter_context(
             service(
                 "persona",

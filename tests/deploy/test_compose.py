@@ -174,7 +174,7 @@ def test_every_setting_a_container_gets_is_a_real_one_and_each_has_what_it_requi
                 assert field in given, f"{service}: {settings.env_name(field)} is required"
         if settings.uses_redis:
             assert given.get("redis_url"), f"{service} needs Redis"
-        assert environment[f"EDRS_{service.upper()}_NATS_URL"] == "nats://nats:4222", service
+        assert environment[f"EDRS_{service.upper()}_BUS_URL"] == "nats://nats:4222", service
         host = re.match(r"postgresql://[^@]+@([^:/]+)", given["database_url"])
         assert host and host.group(1) == "postgres", service
         # The service's own settings class accepts exactly what its container gets.

@@ -153,7 +153,7 @@ EDRS_ENVIRONMENT: {{ $root.Values.global.environment | quote }}
 {{ $prefix }}GRPC_PORT: "50051"
 {{ $prefix }}HTTP_PORT: "8080"
 {{ $prefix }}METRICS_PORT: "8081"
-{{ $prefix }}NATS_URL: {{ $root.Values.engines.nats.url | quote }}
+{{ $prefix }}BUS_URL: {{ $root.Values.engines.nats.url | quote }}
 {{ $prefix }}PEERS: {{ toJson $peers | quote }}
 {{- with $root.Values.engines.otel.endpoint }}
 OTEL_EXPORTER_OTLP_ENDPOINT: {{ . | quote }}
