@@ -256,6 +256,8 @@ async def test_a_stub_for_a_peer_without_an_address_fails_only_when_called(peers
     memory = peers.stub(memory_pb2_grpc.MemoryServiceStub)  # a service may start without it
     with pytest.raises(errors.PeerNotConfigured, match="no address configured for peer 'memory'"):
         await memory.Recall(memory_pb2.RecallRequest())
+    with pytest.raises(errors.PeerNotConfigured, match="no address configured for peer 'memory'"):
+        peers.stub(memory_pb2_grpc.MemoryServiceStub, required=True)  # fails start-up instead
 
 
 def test_the_peer_of_a_stub_is_read_from_its_module() -> None:

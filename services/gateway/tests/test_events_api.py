@@ -30,6 +30,7 @@ from edrs_events.nats_bus import NatsBus
 from edrs_gateway.api.app import API_PREFIX
 from edrs_gateway.api.problems import install_problem_handlers
 from edrs_gateway.api.routes import events, personas
+from edrs_gateway.auth.dependencies import act_as
 from edrs_gateway.auth.principal import Principal
 from edrs_gateway.context import get_context
 from edrs_persona.app import definition as persona_definition
@@ -41,15 +42,18 @@ NAMESPACE = "gwevents"
 WEBHOOK = "integration.webhook_received"
 
 
-def caller(request: Request) -> Principal:
-    """Test stand-in for `require(...)`: the caller named by the x-test-* headers."""
-    return Principal(
+async def caller(request: Request) -> Principal:
+    """Test stand-in for `require(...)`: the caller named by the x-test-* headers, acted for as
+    `require` does (so calls to the persona service carry its tenant)."""
+    principal = Principal(
         tenant_id=request.headers.get("x-test-tenant", "tenant-a"),
         tier="standard",
         subject_id="user-1",
         subject_kind="user",
         role=request.headers.get("x-test-role", "integrator"),
     )
+    act_as(principal)
+    return principal
 
 
 def as_(tenant: str, role: str = "integrator") -> dict[str, str]:

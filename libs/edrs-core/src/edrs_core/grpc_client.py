@@ -268,7 +268,13 @@ class PeerChannels:
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._stubs: dict[tuple[object, str], _PeerStub] = {}
 
-    def stub(self, stub_class: Callable[[grpc.aio.Channel], S], *, peer: str | None = None) -> S:
+    def stub(
+        self,
+        stub_class: Callable[[grpc.aio.Channel], S],
+        *,
+        peer: str | None = None,
+        required: bool = False,
+    ) -> S:
         """The way to call another service:
 
             persona = rt.peers.stub(persona_pb2_grpc.PersonaServiceStub)
@@ -278,8 +284,11 @@ class PeerChannels:
         retries of idempotent methods, breaker, tenant/request id/trace context), and a failed call
         raises the ServiceError `peer_error` maps its status to, for unary calls when awaited and
         for streaming calls while iterating. The peer is found from the stub's module
-        (`edrs_proto.<peer>.v1`) unless named."""
+        (`edrs_proto.<peer>.v1`) unless named. A peer without an address fails each call with
+        PeerNotConfigured, or, when `required`, right here (so at start-up)."""
         name = peer or peer_of(stub_class)
+        if required:
+            self.channel(name)
         key = (stub_class, name)
         made = self._stubs.get(key)
         if made is None:

@@ -6,6 +6,7 @@ from importlib.resources import files
 from edrs_core import GrpcService, LocalPorts, Runtime, ServiceDefinition
 from edrs_core.events import start_service_events
 from edrs_proto.memory.v1 import memory_pb2, memory_pb2_grpc
+from edrs_proto.reasoning.v1 import reasoning_pb2_grpc
 
 from edrs_memory.config import MemorySettings
 from edrs_memory.embeddings import CachingEmbedder, Embedder, GrpcEmbedder
@@ -39,7 +40,7 @@ async def build(rt: Runtime) -> list[GrpcService]:
         max_items=settings.working_max_items,
     )
     embedder: Embedder = GrpcEmbedder(
-        lambda: rt.peers.channel("reasoning"), settings.embedding_dimensions
+        rt.peers.stub(reasoning_pb2_grpc.ReasoningServiceStub), settings.embedding_dimensions
     )
     if settings.embedding_cache_size:
         embedder = CachingEmbedder(embedder, settings.embedding_cache_size)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Protocol
 
-import grpc
-from edrs_core.errors import FailedPrecondition, Unavailable
+from edrs_core.errors import FailedPrecondition
 from edrs_proto.reasoning.v1 import reasoning_pb2, reasoning_pb2_grpc
 
 Vector = list[float]
@@ -20,24 +19,20 @@ class Embedder(Protocol):
 
 
 class GrpcEmbedder:
-    """`Embedder` over the reasoning service's `Embed` RPC, checking every vector's length."""
+    """`Embedder` over the reasoning service's `Embed` RPC, checking every vector's length. A
+    failed call raises what edrs_core maps the reasoning service's status to (Unavailable naming
+    it when it is down)."""
 
-    def __init__(self, channel: Callable[[], grpc.aio.Channel], dimensions: int) -> None:
-        # The channel is asked for on first use: peers are connected lazily.
-        self._channel = channel
+    def __init__(
+        self, reasoning: reasoning_pb2_grpc.ReasoningServiceAsyncStub, dimensions: int
+    ) -> None:
+        self.reasoning = reasoning
         self.dimensions = dimensions
 
     async def embed(self, texts: Sequence[str]) -> list[Vector]:
         if not texts:
             return []
-        stub = reasoning_pb2_grpc.ReasoningServiceStub(self._channel())
-        try:
-            reply = await stub.Embed(reasoning_pb2.EmbedRequest(texts=list(texts)))
-        except grpc.aio.AioRpcError as exc:
-            raise Unavailable(
-                f"embeddings unavailable: reasoning Embed failed with {exc.code().name}: "
-                f"{exc.details()}"
-            ) from exc
+        reply = await self.reasoning.Embed(reasoning_pb2.EmbedRequest(texts=list(texts)))
         vectors = [list(e.values) for e in reply.embeddings]
         if len(vectors) != len(texts):
             raise FailedPrecondition(

@@ -4,11 +4,12 @@ from importlib.resources import files
 
 from edrs_core import GrpcService, LocalPorts, Runtime, ServiceDefinition
 from edrs_core.events import start_service_events
+from edrs_proto.memory.v1 import memory_pb2_grpc
 from edrs_proto.persona.v1 import persona_pb2, persona_pb2_grpc
+from edrs_proto.reasoning.v1 import reasoning_pb2_grpc
 
 from edrs_persona.config import PersonaSettings
 from edrs_persona.conversation import Conversations
-from edrs_persona.peers import Peers
 from edrs_persona.server import PersonaServicer
 from edrs_persona.store.postgres import PostgresPersonaStore
 from edrs_persona.turns import TurnGate
@@ -20,20 +21,21 @@ async def build(rt: Runtime) -> list[GrpcService]:
     assert rt.redis is not None  # PersonaSettings.uses_redis: required at start-up
     events = await start_service_events(rt)
     store = PostgresPersonaStore(rt.db, events)
-    peers = Peers(rt.peers)
+    memory = rt.peers.stub(memory_pb2_grpc.MemoryServiceStub)
+    reasoning = rt.peers.stub(reasoning_pb2_grpc.ReasoningServiceStub)
     gate = TurnGate(
         rt.redis,
         policy=settings.turn_policy,
         max_queued=settings.max_queued_turns,
         lock_seconds=settings.turn_lock_seconds,
     )
-    conversations = Conversations(store, peers, gate, settings)
+    conversations = Conversations(store, memory, reasoning, gate, settings)
 
     async def drain_turns() -> None:
         await conversations.drain(settings.shutdown_grace_seconds)
 
     rt.on_close(drain_turns)
-    servicer = PersonaServicer(store, peers, conversations)
+    servicer = PersonaServicer(store, memory, conversations)
     return [
         GrpcService(
             persona_pb2.DESCRIPTOR.services_by_name["PersonaService"].full_name,

@@ -11,9 +11,9 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 from uuid import UUID
 
 from edrs_core import (
@@ -26,13 +26,12 @@ from edrs_core import (
 )
 from edrs_core.context import require_client_id
 from edrs_core.ids import parse_id
-from edrs_proto.memory.v1 import memory_pb2
+from edrs_proto.memory.v1 import memory_pb2, memory_pb2_grpc
 from edrs_proto.persona.v1 import persona_pb2
-from edrs_proto.reasoning.v1 import reasoning_pb2
+from edrs_proto.reasoning.v1 import reasoning_pb2, reasoning_pb2_grpc
 
 from edrs_persona import prompt
 from edrs_persona.config import PersonaSettings
-from edrs_persona.peers import Peers, calling
 from edrs_persona.store import ConversationKey, Persona, PersonaStore
 from edrs_persona.turns import Turn, TurnGate, conversation_key
 
@@ -48,8 +47,6 @@ STRATEGIES = {
 }
 MAX_USER_ID = 200
 MAX_TEXT = 20_000
-
-T = TypeVar("T")
 
 
 def conversation_id(value: str, field: str = "conversation_id") -> str:
@@ -115,8 +112,8 @@ def _ms(start: float, end: float | None = None) -> float:
 class _ModelInfoCache:
     """reasoning.GetModelInfo, asked again only after `ttl` seconds."""
 
-    def __init__(self, peers: Peers, ttl: float) -> None:
-        self.peers = peers
+    def __init__(self, reasoning: reasoning_pb2_grpc.ReasoningServiceAsyncStub, ttl: float) -> None:
+        self.reasoning = reasoning
         self.ttl = ttl
         self._value: reasoning_pb2.ModelInfo | None = None
         self._at = 0.0
@@ -124,10 +121,7 @@ class _ModelInfoCache:
     async def get(self) -> reasoning_pb2.ModelInfo:
         now = time.monotonic()
         if self._value is None or now - self._at > self.ttl:
-            with calling("reasoning"):
-                self._value = await self.peers.reasoning.GetModelInfo(
-                    reasoning_pb2.GetModelInfoRequest()
-                )
+            self._value = await self.reasoning.GetModelInfo(reasoning_pb2.GetModelInfoRequest())
             self._at = now
         return self._value
 
@@ -137,13 +131,19 @@ Emit = Callable[[persona_pb2.ConverseEvent | BaseException | None], None]
 
 class Conversations:
     def __init__(
-        self, store: PersonaStore, peers: Peers, gate: TurnGate, settings: PersonaSettings
+        self,
+        store: PersonaStore,
+        memory: memory_pb2_grpc.MemoryServiceAsyncStub,
+        reasoning: reasoning_pb2_grpc.ReasoningServiceAsyncStub,
+        gate: TurnGate,
+        settings: PersonaSettings,
     ) -> None:
         self.store = store
-        self.peers = peers
+        self.memory = memory
+        self.reasoning = reasoning
         self.gate = gate
         self.settings = settings
-        self.model_info = _ModelInfoCache(peers, settings.model_info_cache_seconds)
+        self.model_info = _ModelInfoCache(reasoning, settings.model_info_cache_seconds)
         self._turns: set[asyncio.Task[None]] = set()
 
     async def converse(self, request: persona_pb2.ConverseRequest) -> AsyncIterator[Any]:
@@ -269,18 +269,17 @@ class Conversations:
             raise
 
         t = time.perf_counter()
-        with calling("memory"):
-            recorded = await self.peers.memory.RecordTurn(
-                memory_pb2.RecordTurnRequest(
-                    persona_id=str(key.persona_id),
-                    user_id=key.user_id,
-                    conversation_id=key.conversation_id,
-                    user_text=req.text,
-                    reply_text=result.answer,
-                    trace_id=result.trace_id,
-                ),
-                timeout=self.settings.memory_timeout_seconds,
-            )
+        recorded = await self.memory.RecordTurn(
+            memory_pb2.RecordTurnRequest(
+                persona_id=str(key.persona_id),
+                user_id=key.user_id,
+                conversation_id=key.conversation_id,
+                user_text=req.text,
+                reply_text=result.answer,
+                trace_id=result.trace_id,
+            ),
+            timeout=self.settings.memory_timeout_seconds,
+        )
         reply = await self.store.add_reply(key, result.answer, result.trace_id, _ms(started))
         store_ms = _ms(t)
 
@@ -322,7 +321,7 @@ class Conversations:
         options = reasoning_pb2.GenerationOptions(max_tokens=budget.max_tokens)
         if req.temperature is not None:
             options.temperature = req.temperature
-        call = self.peers.reasoning.Reason(
+        call = self.reasoning.Reason(
             reasoning_pb2.ReasonRequest(
                 messages=assembled.messages,
                 context=assembled.context,
@@ -338,46 +337,38 @@ class Conversations:
             timeout=self.settings.generation_timeout_seconds,
         )
         result: reasoning_pb2.ReasonResult | None = None
-        with calling("reasoning"):
-            async for response in call:
-                if response.HasField("delta"):
-                    if response.delta.text:
-                        emit(
-                            persona_pb2.ConverseEvent(
-                                delta=persona_pb2.ReplyDelta(text=response.delta.text)
-                            )
+        async for response in call:
+            if response.HasField("delta"):
+                if response.delta.text:
+                    emit(
+                        persona_pb2.ConverseEvent(
+                            delta=persona_pb2.ReplyDelta(text=response.delta.text)
                         )
-                elif response.HasField("result"):
-                    result = response.result
+                    )
+            elif response.HasField("result"):
+                result = response.result
         if result is None:
             raise Unavailable("the reasoning service ended the reply without a result")
         return result
 
     async def _record_failed_turn(self, key: ConversationKey, text: str) -> None:
         try:
-            with calling("memory"):
-                await self.peers.memory.RecordTurn(
-                    memory_pb2.RecordTurnRequest(
-                        persona_id=str(key.persona_id),
-                        user_id=key.user_id,
-                        conversation_id=key.conversation_id,
-                        user_text=text,
-                    ),
-                    timeout=self.settings.memory_timeout_seconds,
-                )
+            await self.memory.RecordTurn(
+                memory_pb2.RecordTurnRequest(
+                    persona_id=str(key.persona_id),
+                    user_id=key.user_id,
+                    conversation_id=key.conversation_id,
+                    user_text=text,
+                ),
+                timeout=self.settings.memory_timeout_seconds,
+            )
         except ServiceError as exc:
             log.warning("could not record the failed turn's message: %s", exc.message)
 
-    async def _memory(self, call: Awaitable[T]) -> T:
-        with calling("memory"):
-            return await call
-
     async def _facts(self, key: ConversationKey) -> list[memory_pb2.Fact]:
-        response = await self._memory(
-            self.peers.memory.ListFacts(
-                memory_pb2.ListFactsRequest(persona_id=str(key.persona_id), user_id=key.user_id),
-                timeout=self.settings.memory_timeout_seconds,
-            )
+        response = await self.memory.ListFacts(
+            memory_pb2.ListFactsRequest(persona_id=str(key.persona_id), user_id=key.user_id),
+            timeout=self.settings.memory_timeout_seconds,
         )
         # ListFacts without include_superseded lists current facts only.
         return list(response.facts)
@@ -385,32 +376,28 @@ class Conversations:
     async def _recall(self, key: ConversationKey, text: str) -> list[memory_pb2.ScoredMemory]:
         if self.settings.recall_limit == 0:
             return []
-        response = await self._memory(
-            self.peers.memory.Recall(
-                memory_pb2.RecallRequest(
-                    persona_id=str(key.persona_id),
-                    user_id=key.user_id,
-                    query=text,
-                    limit=self.settings.recall_limit,
-                    exclude_conversation_id=key.conversation_id,
-                ),
-                timeout=self.settings.memory_timeout_seconds,
-            )
+        response = await self.memory.Recall(
+            memory_pb2.RecallRequest(
+                persona_id=str(key.persona_id),
+                user_id=key.user_id,
+                query=text,
+                limit=self.settings.recall_limit,
+                exclude_conversation_id=key.conversation_id,
+            ),
+            timeout=self.settings.memory_timeout_seconds,
         )
         return list(response.memories)
 
     async def _history(self, key: ConversationKey) -> list[memory_pb2.WorkingItem]:
         if self.settings.history_items == 0:
             return []
-        response = await self._memory(
-            self.peers.memory.ListWorkingItems(
-                memory_pb2.ListWorkingItemsRequest(
-                    persona_id=str(key.persona_id),
-                    user_id=key.user_id,
-                    conversation_id=key.conversation_id,
-                    limit=self.settings.history_items,
-                ),
-                timeout=self.settings.memory_timeout_seconds,
-            )
+        response = await self.memory.ListWorkingItems(
+            memory_pb2.ListWorkingItemsRequest(
+                persona_id=str(key.persona_id),
+                user_id=key.user_id,
+                conversation_id=key.conversation_id,
+                limit=self.settings.history_items,
+            ),
+            timeout=self.settings.memory_timeout_seconds,
         )
         return list(response.items)

@@ -12,11 +12,10 @@ from edrs_core.context import require_client_id
 from edrs_core.ids import parse_id
 from edrs_core.protobuf import timestamp
 from edrs_proto.common.v1 import common_pb2
-from edrs_proto.memory.v1 import memory_pb2
+from edrs_proto.memory.v1 import memory_pb2, memory_pb2_grpc
 from edrs_proto.persona.v1 import persona_pb2, persona_pb2_grpc
 
 from edrs_persona.conversation import Conversations, conversation_id, user_id
-from edrs_persona.peers import Peers, calling
 from edrs_persona.store import (
     UPDATABLE_FIELDS,
     Conversation,
@@ -134,9 +133,14 @@ def _fact_attribute(value: str) -> str:
 
 
 class PersonaServicer(persona_pb2_grpc.PersonaServiceServicer):
-    def __init__(self, store: PersonaStore, peers: Peers, conversations: Conversations) -> None:
+    def __init__(
+        self,
+        store: PersonaStore,
+        memory: memory_pb2_grpc.MemoryServiceAsyncStub,
+        conversations: Conversations,
+    ) -> None:
         self.store = store
-        self.peers = peers
+        self.memory = memory
         self.conversations = conversations
 
     async def _persona(self, client_id: str, persona_id: UUID) -> Persona:
@@ -264,12 +268,11 @@ class PersonaServicer(persona_pb2_grpc.PersonaServiceServicer):
     async def _relationship(
         self, client_id: str, persona_id: UUID, user: str
     ) -> persona_pb2.Relationship:
-        with calling("memory"):
-            facts = await self.peers.memory.ListFacts(
-                memory_pb2.ListFactsRequest(
-                    persona_id=str(persona_id), user_id=user, include_superseded=True
-                )
+        facts = await self.memory.ListFacts(
+            memory_pb2.ListFactsRequest(
+                persona_id=str(persona_id), user_id=user, include_superseded=True
             )
+        )
         row = await self.store.get_relationship(client_id, persona_id, user)
         recent, _ = await self.store.list_conversations(
             client_id, persona_id, user, "", _RECENT_CONVERSATIONS
@@ -315,12 +318,11 @@ class PersonaServicer(persona_pb2_grpc.PersonaServiceServicer):
         attribute = _fact_attribute(request.attribute)
         value = validation.text(request.value, "value", max_length=500)
         client_id, pid, user = await self._subject(request.persona_id, request.user_id)
-        with calling("memory"):
-            await self.peers.memory.AssertFact(
-                memory_pb2.AssertFactRequest(
-                    persona_id=str(pid), user_id=user, attribute=attribute, value=value
-                )
+        await self.memory.AssertFact(
+            memory_pb2.AssertFactRequest(
+                persona_id=str(pid), user_id=user, attribute=attribute, value=value
             )
+        )
         return await self._relationship(client_id, pid, user)
 
     async def DeleteFact(  # noqa: N802
@@ -328,12 +330,9 @@ class PersonaServicer(persona_pb2_grpc.PersonaServiceServicer):
     ) -> persona_pb2.Relationship:
         fact_id = parse_id(request.fact_id, "fact_id")
         client_id, pid, user = await self._subject(request.persona_id, request.user_id)
-        with calling("memory"):
-            await self.peers.memory.DeleteFact(
-                memory_pb2.DeleteFactRequest(
-                    persona_id=str(pid), user_id=user, fact_id=str(fact_id)
-                )
-            )
+        await self.memory.DeleteFact(
+            memory_pb2.DeleteFactRequest(persona_id=str(pid), user_id=user, fact_id=str(fact_id))
+        )
         return await self._relationship(client_id, pid, user)
 
     async def ForgetRelationship(  # noqa: N802
@@ -341,10 +340,9 @@ class PersonaServicer(persona_pb2_grpc.PersonaServiceServicer):
     ) -> persona_pb2.ForgetRelationshipResponse:
         client_id, pid, user = await self._subject(request.persona_id, request.user_id)
         # Memory first: if it fails, nothing is deleted here and the call can simply be retried.
-        with calling("memory"):
-            forgotten = await self.peers.memory.ForgetUser(
-                memory_pb2.ForgetUserRequest(persona_id=str(pid), user_id=user)
-            )
+        forgotten = await self.memory.ForgetUser(
+            memory_pb2.ForgetUserRequest(persona_id=str(pid), user_id=user)
+        )
         messages_deleted = await self.store.forget(client_id, pid, user)
         return persona_pb2.ForgetRelationshipResponse(
             facts_deleted=forgotten.facts_deleted,

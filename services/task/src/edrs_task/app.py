@@ -3,6 +3,7 @@
 from importlib.resources import files
 
 from edrs_core import GrpcService, LocalPorts, Runtime, ServiceDefinition
+from edrs_proto.persona.v1 import persona_pb2_grpc
 from edrs_proto.task.v1 import task_pb2, task_pb2_grpc
 
 from edrs_task.config import TaskSettings
@@ -12,8 +13,8 @@ from edrs_task.store.postgres import PostgresTaskStore
 
 
 def build(rt: Runtime) -> list[GrpcService]:
-    # Resolved here rather than per call so a missing persona address stops start-up.
-    personas = PersonaDirectory(rt.peers.channel("persona"))
+    # Required: a missing persona address stops start-up rather than failing each assignment.
+    personas = PersonaDirectory(rt.peers.stub(persona_pb2_grpc.PersonaServiceStub, required=True))
     servicer = TaskServicer(PostgresTaskStore(rt.db), personas)
     return [
         GrpcService(

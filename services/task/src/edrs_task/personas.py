@@ -4,35 +4,32 @@ from __future__ import annotations
 
 from uuid import UUID
 
-import grpc
-from edrs_core import FailedPrecondition, Unavailable
+from edrs_core import FailedPrecondition, NotFound, Unavailable
 from edrs_proto.persona.v1 import persona_pb2, persona_pb2_grpc
-
-_PEER_DOWN = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 
 
 class PersonaDirectory:
-    """GetPersona on the persona peer channel. The edrs_core client interceptor adds the tenant,
-    request id and trace context of the current call, its deadline (capped by what is left of the
-    incoming call's), retries and the circuit breaker."""
+    """GetPersona on the persona peer's stub (edrs_core: the tenant, request id and trace context
+    of the current call, its deadline, retries, the breaker, and the peer's errors mapped)."""
 
-    def __init__(self, channel: grpc.aio.Channel) -> None:
-        self.stub = persona_pb2_grpc.PersonaServiceStub(channel)
+    def __init__(self, persona: persona_pb2_grpc.PersonaServiceAsyncStub) -> None:
+        self.persona = persona
 
     async def ensure_exists(self, persona_id: UUID, field: str) -> None:
         """FailedPrecondition naming `field` when the persona does not exist in the tenant;
-        Unavailable when the persona service cannot answer in time."""
+        Unavailable when the persona service cannot answer (in time)."""
         try:
-            await self.stub.GetPersona(persona_pb2.GetPersonaRequest(id=str(persona_id)))
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.NOT_FOUND:
-                raise FailedPrecondition(
-                    f"{field} {persona_id} does not exist (no such persona in this tenant)",
-                    field=field,
-                ) from None
-            if exc.code() in _PEER_DOWN:
-                raise Unavailable(
-                    f"cannot check {field}: the persona service did not answer "
-                    f"({exc.code().name}: {exc.details()}); retry later"
-                ) from None
-            raise
+            await self.persona.GetPersona(persona_pb2.GetPersonaRequest(id=str(persona_id)))
+        except NotFound:
+            # For a task, an assignee that does not exist is a precondition of the task, not a
+            # missing object of the call.
+            raise FailedPrecondition(
+                f"{field} {persona_id} does not exist (no such persona in this tenant)",
+                field=field,
+            ) from None
+        except Unavailable as exc:  # DeadlineExceeded too
+            raise Unavailable(
+                f"cannot check {field}: the persona service did not answer ({exc.message}); "
+                "retry later",
+                peer=exc.peer,
+            ) from exc

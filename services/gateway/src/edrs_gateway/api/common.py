@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
-from edrs_core import AlreadyExists, FailedPrecondition, InvalidArgument, ServiceError
 from fastapi import Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -90,28 +88,21 @@ def page_request(
     return PageRequest(page_size, page_token)
 
 
-T = TypeVar("T")
-
-
-async def service_call(call: Coroutine[Any, Any, T]) -> T:
-    """Await a store call, turning its domain errors into problem+json answers."""
-    try:
-        return await call
-    except InvalidArgument as exc:
-        field = (exc.field or "").replace("page.page_token", "pageToken")
-        raise ApiError(
-            422,
-            "invalid_page_token" if field == "pageToken" else "validation_failed",
-            exc.message.replace("page.page_token", "pageToken"),
-            errors=[{"in": "query" if field == "pageToken" else "body",
-                     "pointer": f"/{field}", "detail": exc.message}],
-        ) from None  # fmt: skip
-    except AlreadyExists as exc:
-        raise ApiError(409, "already_exists", exc.message) from None
-    except FailedPrecondition as exc:
-        raise ApiError(409, "failed_precondition", exc.message) from None
-    except ServiceError:
-        raise
+def upstream_responses() -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` entries of a route that calls a fleet service."""
+    descriptions = {
+        502: "A service behind the gateway failed",
+        503: "A service behind the gateway is unavailable; retry after `Retry-After` seconds",
+        504: "A service behind the gateway did not answer in time",
+    }
+    return {
+        status: {
+            "model": Problem,
+            "description": description,
+            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
+        for status, description in descriptions.items()
+    }
 
 
 def not_found(kind: str, object_id: object) -> ApiError:
@@ -125,7 +116,7 @@ __all__ = [
     "not_found",
     "page_request",
     "problem_responses",
-    "service_call",
+    "upstream_responses",
 ]
 
 

@@ -10,14 +10,11 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 from uuid import UUID
 
-import grpc
-from edrs_core.context import request_context, request_id_var
 from edrs_proto.memory.v1 import memory_pb2
 from edrs_proto.persona.v1 import persona_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 from pydantic import ConfigDict, Field, JsonValue
 
-from edrs_gateway.api.grpc_errors import api_error
 from edrs_gateway.api.models import MULTI_LINE, ApiModel
 from edrs_gateway.api.problems import ApiError
 from edrs_gateway.api.routes.personas import persona_stub
@@ -255,17 +252,14 @@ class TurnEvent:
 class Turn:
     """A running Converse call. `first()` waits for the first event, so that a turn the persona
     service refuses (unknown persona, archived, bad options) is answered with a plain HTTP error
-    rather than as an event inside an already started stream; `events()` yields the rest."""
+    rather than as an event inside an already started stream; `events()` yields the rest. A
+    failure raises the ServiceError edrs_core maps the persona service's status to.
 
-    def __init__(
-        self, ctx: GatewayContext, principal: Principal, request: persona_pb2.ConverseRequest
-    ) -> None:
-        # The client interceptor puts the tenant, request id and trace context on the call when
-        # it starts, so it starts inside the principal's context.
-        with request_context(principal.tenant_id, request_id_var.get()):
-            self._call = persona_stub(ctx).Converse(
-                request, timeout=ctx.settings.turn_timeout_seconds
-            )
+    The client interceptor puts the tenant, request id and trace context on the call when it
+    starts, so a Turn is made where the caller's context is bound (`act_as`)."""
+
+    def __init__(self, ctx: GatewayContext, request: persona_pb2.ConverseRequest) -> None:
+        self._call = persona_stub(ctx).Converse(request, timeout=ctx.settings.turn_timeout_seconds)
         self._stream = self._call.__aiter__()
         self._message_id = ""
         self._pending: TurnEvent | None = None
@@ -276,8 +270,6 @@ class Turn:
             event: persona_pb2.ConverseEvent = await self._stream.__anext__()
         except StopAsyncIteration:
             return None
-        except grpc.aio.AioRpcError as error:
-            raise api_error(error, PEER) from None
         return self._convert(event)
 
     def _convert(self, event: persona_pb2.ConverseEvent) -> TurnEvent:
@@ -297,7 +289,7 @@ class Turn:
         raise ApiError(502, "upstream_error", f"the {PEER} service sent an unknown event")
 
     async def first(self) -> TurnEvent:
-        """The first event; raises ApiError when the turn was refused."""
+        """The first event; raises ServiceError when the turn was refused."""
         event = await self._next()
         if event is None:
             raise ApiError(502, "upstream_error", f"the {PEER} service ended the turn early")
@@ -305,7 +297,8 @@ class Turn:
         return event
 
     async def events(self) -> AsyncIterator[TurnEvent]:
-        """Every event, ending with `completed`; raises ApiError on a failure mid-turn."""
+        """Every event, ending with `completed`; raises ServiceError (or ApiError, for a stream
+        that ends early) on a failure mid-turn."""
         if self._pending is not None:
             pending, self._pending = self._pending, None
             yield pending

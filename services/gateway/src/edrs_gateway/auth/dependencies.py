@@ -1,7 +1,8 @@
 """`require(permission)`: the FastAPI dependency every protected route declares.
 
 401 (with `WWW-Authenticate: Bearer`) when the caller is not authenticated, 403 (audited) when
-their role or the API key's scopes do not allow `permission`; else the caller's Principal.
+their role or the API key's scopes do not allow `permission`; else the caller's Principal, whose
+tenant every call the route makes to a fleet service then carries (`act_as`).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
+from edrs_core.context import client_id_var
 from fastapi import Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
@@ -55,6 +57,14 @@ def unauthenticated(request: Request) -> ApiError:
     )
 
 
+def act_as(principal: Principal) -> None:
+    """Bind the principal's tenant for the rest of the request: the edrs_core client interceptor
+    puts it on every call to a fleet service as `x-edrs-client-id` (never a value the client
+    sent). Set, not reset: the binding lives in the request's own context, which ends with it.
+    Must run in the request's task (an `async def` dependency), not in a thread."""
+    client_id_var.set(principal.tenant_id)
+
+
 def require(permission: Permission) -> Callable[..., Awaitable[Principal]]:
     async def dependency(
         request: Request,
@@ -80,6 +90,7 @@ def require(permission: Permission) -> Callable[..., Awaitable[Principal]]:
                 f"the role {principal.role!r} (or this key's scopes) does not allow "
                 f"{permission.value!r}",
             )
+        act_as(principal)
         return principal
 
     return dependency

@@ -16,7 +16,6 @@ from edrs_gateway.api.common import (
     not_found,
     page_request,
     problem_responses,
-    service_call,
 )
 from edrs_gateway.api.models import REQUIRED_LINE, ApiModel, PageOf
 from edrs_gateway.api.problems import ApiError
@@ -125,9 +124,7 @@ async def list_api_keys(
     page: Annotated[PageRequest, Depends(page_request)],
     caller: Annotated[Principal, Depends(require(Permission.API_KEYS_READ))],
 ) -> ApiKeyPage:
-    keys, token = await service_call(
-        ctx.api_keys.list(UUID(caller.tenant_id), page.page_token, page.page_size)
-    )
+    keys, token = await ctx.api_keys.list(UUID(caller.tenant_id), page.page_token, page.page_size)
     return ApiKeyPage(api_keys=[ApiKeyOut.of(k) for k in keys], next_page_token=token)
 
 

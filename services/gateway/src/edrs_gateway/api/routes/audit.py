@@ -14,7 +14,6 @@ from edrs_gateway.api.common import (
     PageRequest,
     page_request,
     problem_responses,
-    service_call,
 )
 from edrs_gateway.api.models import ApiModel, PageOf
 from edrs_gateway.auth.dependencies import require
@@ -92,7 +91,7 @@ async def list_audit_events(
         ),
     ] = None,
 ) -> AuditEventPage:
-    events, token = await service_call(
-        ctx.audit.list(UUID(caller.tenant_id), page.page_token, page.page_size, action=action)
+    events, token = await ctx.audit.list(
+        UUID(caller.tenant_id), page.page_token, page.page_size, action=action
     )
     return AuditEventPage(audit_events=[AuditEventOut.of(e) for e in events], next_page_token=token)

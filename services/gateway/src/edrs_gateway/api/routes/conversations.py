@@ -9,15 +9,21 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
+from edrs_core.errors import ServiceError
 from edrs_proto.persona.v1 import persona_pb2
 from fastapi import APIRouter, Depends, Header, Path
 from pydantic import Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from edrs_gateway.api.common import AUTHENTICATED, PageRequest, page_request, problem_responses
-from edrs_gateway.api.grpc_errors import calling, upstream_responses
+from edrs_gateway.api.common import (
+    AUTHENTICATED,
+    PageRequest,
+    page_request,
+    problem_responses,
+    upstream_responses,
+)
 from edrs_gateway.api.models import ApiModel, PageOf
-from edrs_gateway.api.problems import PROBLEM_JSON, ApiError, problem_body
+from edrs_gateway.api.problems import PROBLEM_JSON, ApiError, problem_body, problem_of
 from edrs_gateway.api.routes.personas import PersonaId, persona_stub
 from edrs_gateway.api.turns import (
     CONVERSATION_ID_PATTERN,
@@ -32,7 +38,6 @@ from edrs_gateway.auth.permissions import Permission
 from edrs_gateway.auth.principal import Principal
 from edrs_gateway.context import Ctx
 
-PEER = "persona"
 router = APIRouter(prefix="/personas", tags=["conversations"])
 
 converse = require(Permission.CONVERSE)
@@ -141,7 +146,7 @@ async def send_message(
     caller: Annotated[Principal, Depends(converse)],
     accept: Annotated[str, Header(include_in_schema=False)] = "",
 ) -> Any:
-    turn = Turn(ctx, caller, converse_request(caller, persona_id, conversation_id, body))
+    turn = Turn(ctx, converse_request(caller, persona_id, conversation_id, body))
     try:
         await turn.first()
     except BaseException:
@@ -162,6 +167,8 @@ async def _stream(turn: Turn) -> AsyncIterator[ServerSentEvent]:
             yield ServerSentEvent(data=json.dumps(event.data), event=event.name)
     except ApiError as error:
         yield ServerSentEvent(data=json.dumps(problem_body(error)), event="error")
+    except ServiceError as error:  # the headers are sent: the handler can no longer answer
+        yield ServerSentEvent(data=json.dumps(problem_body(problem_of(error))), event="error")
     finally:
         turn.cancel()  # no-op once the call has ended
 
@@ -184,8 +191,7 @@ async def list_conversations(
     )
     request.page.page_size = page.page_size
     request.page.page_token = page.page_token
-    with calling(PEER, caller):
-        reply = await persona_stub(ctx).ListConversations(request)
+    reply = await persona_stub(ctx).ListConversations(request)
     return ConversationPage(
         conversations=[ConversationOut.of(c) for c in reply.conversations],
         next_page_token=reply.page.next_page_token,
@@ -211,8 +217,7 @@ async def list_messages(
     )
     request.page.page_size = page.page_size
     request.page.page_token = page.page_token
-    with calling(PEER, caller):
-        reply = await persona_stub(ctx).ListMessages(request)
+    reply = await persona_stub(ctx).ListMessages(request)
     return MessagePage(
         messages=[MessageOut.of(m) for m in reply.messages],
         next_page_token=reply.page.next_page_token,

@@ -10,14 +10,12 @@ from edrs_proto.persona.v1 import persona_pb2
 from fastapi import APIRouter, Depends, Path, Response
 from pydantic import ConfigDict, Field
 
-from edrs_gateway.api.common import AUTHENTICATED, problem_responses
-from edrs_gateway.api.grpc_errors import calling, upstream_responses
+from edrs_gateway.api.common import AUTHENTICATED, problem_responses, upstream_responses
 from edrs_gateway.api.models import MULTI_LINE, SINGLE_LINE, ApiModel
 from edrs_gateway.api.routes.personas import PersonaId, persona_stub, read_personas, write_personas
 from edrs_gateway.auth.principal import Principal
 from edrs_gateway.context import Ctx
 
-PEER = "persona"
 router = APIRouter(prefix="/personas", tags=["personas"])
 
 # The persona service's limits (Coworker).
@@ -84,10 +82,9 @@ _ERRORS = {**problem_responses(*AUTHENTICATED, 404, 409), **upstream_responses()
 async def list_coworkers(
     persona_id: PersonaId, ctx: Ctx, caller: Annotated[Principal, Depends(read_personas)]
 ) -> CoworkerList:
-    with calling(PEER, caller):
-        reply = await persona_stub(ctx).ListCoworkers(
-            persona_pb2.ListCoworkersRequest(persona_id=str(persona_id))
-        )
+    reply = await persona_stub(ctx).ListCoworkers(
+        persona_pb2.ListCoworkersRequest(persona_id=str(persona_id))
+    )
     return CoworkerList(coworkers=[CoworkerOut.of(c) for c in reply.coworkers])
 
 
@@ -112,8 +109,7 @@ async def set_coworker(
         relation=body.relation.strip(),
         handover=body.handover.strip(),
     )
-    with calling(PEER, caller):
-        return CoworkerOut.of(await persona_stub(ctx).SetCoworker(request))
+    return CoworkerOut.of(await persona_stub(ctx).SetCoworker(request))
 
 
 @router.delete(
@@ -133,6 +129,5 @@ async def remove_coworker(
     request = persona_pb2.RemoveCoworkerRequest(
         persona_id=str(persona_id), coworker_id=str(coworker_id)
     )
-    with calling(PEER, caller):
-        await persona_stub(ctx).RemoveCoworker(request)
+    await persona_stub(ctx).RemoveCoworker(request)
     return Response(status_code=204)

@@ -8,8 +8,7 @@ from edrs_proto.memory.v1 import memory_pb2, memory_pb2_grpc
 from edrs_proto.persona.v1 import persona_pb2
 from fastapi import APIRouter, Depends, Query
 
-from edrs_gateway.api.common import AUTHENTICATED, problem_responses
-from edrs_gateway.api.grpc_errors import calling, upstream_responses
+from edrs_gateway.api.common import AUTHENTICATED, problem_responses, upstream_responses
 from edrs_gateway.api.models import SINGLE_LINE, ApiModel
 from edrs_gateway.api.routes.personas import PersonaId, persona_stub
 from edrs_gateway.api.turns import ScoredMemoryOut, user_id_of
@@ -47,14 +46,11 @@ async def recall(
     ] = "",
     limit: Annotated[int, Query(ge=1, le=LIMIT_MAX, description="At most this many")] = 10,
 ) -> MemoryList:
-    with calling("persona", caller):
-        # Memory keeps no personas: asking the persona service first makes another tenant's (or
-        # an unknown) persona a 404 here as on every other route, rather than an empty list.
-        await persona_stub(ctx).GetPersona(persona_pb2.GetPersonaRequest(id=str(persona_id)))
+    # Memory keeps no personas: asking the persona service first makes another tenant's (or
+    # an unknown) persona a 404 here as on every other route, rather than an empty list.
+    await persona_stub(ctx).GetPersona(persona_pb2.GetPersonaRequest(id=str(persona_id)))
     request = memory_pb2.RecallRequest(
         persona_id=str(persona_id), user_id=user_id_of(caller), query=query, limit=limit
     )
-    with calling("memory", caller):
-        stub = memory_pb2_grpc.MemoryServiceStub(ctx.runtime.peers.channel("memory"))
-        reply = await stub.Recall(request)
+    reply = await ctx.runtime.peers.stub(memory_pb2_grpc.MemoryServiceStub).Recall(request)
     return MemoryList(memories=[ScoredMemoryOut.of(m) for m in reply.memories])

@@ -12,15 +12,19 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.timestamp_pb2 import Timestamp
 from pydantic import ConfigDict, Field, JsonValue
 
-from edrs_gateway.api.common import AUTHENTICATED, PageRequest, page_request, problem_responses
-from edrs_gateway.api.grpc_errors import calling, upstream_responses
+from edrs_gateway.api.common import (
+    AUTHENTICATED,
+    PageRequest,
+    page_request,
+    problem_responses,
+    upstream_responses,
+)
 from edrs_gateway.api.models import MULTI_LINE, REQUIRED_LINE, SINGLE_LINE, ApiModel, PageOf
 from edrs_gateway.auth.dependencies import require
 from edrs_gateway.auth.permissions import Permission
 from edrs_gateway.auth.principal import Principal
 from edrs_gateway.context import Ctx, GatewayContext
 
-PEER = "persona"
 router = APIRouter(prefix="/personas", tags=["personas"])
 
 # Module-level so tests (and only tests) can swap them with `app.dependency_overrides`.
@@ -147,8 +151,8 @@ def _time(ts: Timestamp) -> datetime:
     return ts.ToDatetime(tzinfo=UTC)
 
 
-def persona_stub(ctx: GatewayContext) -> persona_pb2_grpc.PersonaServiceStub:
-    return persona_pb2_grpc.PersonaServiceStub(ctx.runtime.peers.channel(PEER))
+def persona_stub(ctx: GatewayContext) -> persona_pb2_grpc.PersonaServiceAsyncStub:
+    return ctx.runtime.peers.stub(persona_pb2_grpc.PersonaServiceStub)
 
 
 # The `{personaId}` path parameter of every route under a persona.
@@ -178,8 +182,7 @@ async def list_personas(
     request = persona_pb2.ListPersonasRequest(include_archived=include_archived)
     request.page.page_size = page.page_size
     request.page.page_token = page.page_token
-    with calling(PEER, caller):
-        reply = await persona_stub(ctx).ListPersonas(request)
+    reply = await persona_stub(ctx).ListPersonas(request)
     return PersonaPage(
         personas=[PersonaOut.of(p) for p in reply.personas],
         next_page_token=reply.page.next_page_token,
@@ -212,8 +215,7 @@ async def create_persona(
         tone=body.tone,
         instructions=body.instructions,
     )
-    with calling(PEER, caller):
-        created = PersonaOut.of(await persona_stub(ctx).CreatePersona(message))
+    created = PersonaOut.of(await persona_stub(ctx).CreatePersona(message))
     response.headers["Location"] = f"{request.url.path.rstrip('/')}/{created.id}"
     return created
 
@@ -229,10 +231,9 @@ async def get_persona(
     ctx: Ctx,
     caller: Annotated[Principal, Depends(read_personas)],
 ) -> PersonaOut:
-    with calling(PEER, caller):
-        return PersonaOut.of(
-            await persona_stub(ctx).GetPersona(persona_pb2.GetPersonaRequest(id=str(persona_id)))
-        )
+    return PersonaOut.of(
+        await persona_stub(ctx).GetPersona(persona_pb2.GetPersonaRequest(id=str(persona_id)))
+    )
 
 
 @router.patch(
@@ -250,25 +251,24 @@ async def update_persona(
     caller: Annotated[Principal, Depends(write_personas)],
 ) -> PersonaOut:
     changed = sorted(k for k, v in body.model_dump().items() if v is not None)
-    with calling(PEER, caller):
-        if not changed:
-            persona = await persona_stub(ctx).GetPersona(
-                persona_pb2.GetPersonaRequest(id=str(persona_id))
-            )
-            return PersonaOut.of(persona)
-        update = persona_pb2.UpdatePersonaRequest(
-            persona=persona_pb2.Persona(
-                id=str(persona_id),
-                name=body.name or "",
-                role=body.role or "",
-                responsibilities=body.responsibilities or [],
-                skills=body.skills or [],
-                tone=body.tone or "",
-                instructions=body.instructions or "",
-            ),
-            update_mask=FieldMask(paths=changed),
+    if not changed:
+        persona = await persona_stub(ctx).GetPersona(
+            persona_pb2.GetPersonaRequest(id=str(persona_id))
         )
-        return PersonaOut.of(await persona_stub(ctx).UpdatePersona(update))
+        return PersonaOut.of(persona)
+    update = persona_pb2.UpdatePersonaRequest(
+        persona=persona_pb2.Persona(
+            id=str(persona_id),
+            name=body.name or "",
+            role=body.role or "",
+            responsibilities=body.responsibilities or [],
+            skills=body.skills or [],
+            tone=body.tone or "",
+            instructions=body.instructions or "",
+        ),
+        update_mask=FieldMask(paths=changed),
+    )
+    return PersonaOut.of(await persona_stub(ctx).UpdatePersona(update))
 
 
 @router.post(
@@ -283,8 +283,7 @@ async def archive_persona(
     ctx: Ctx,
     caller: Annotated[Principal, Depends(write_personas)],
 ) -> PersonaOut:
-    with calling(PEER, caller):
-        archived = await persona_stub(ctx).ArchivePersona(
-            persona_pb2.ArchivePersonaRequest(id=str(persona_id))
-        )
+    archived = await persona_stub(ctx).ArchivePersona(
+        persona_pb2.ArchivePersonaRequest(id=str(persona_id))
+    )
     return PersonaOut.of(archived)

@@ -11,8 +11,7 @@ from edrs_proto.persona.v1 import persona_pb2
 from fastapi import APIRouter, Depends, Path, Response
 from pydantic import ConfigDict, Field
 
-from edrs_gateway.api.common import AUTHENTICATED, problem_responses
-from edrs_gateway.api.grpc_errors import calling, upstream_responses
+from edrs_gateway.api.common import AUTHENTICATED, problem_responses, upstream_responses
 from edrs_gateway.api.models import REQUIRED_LINE, ApiModel
 from edrs_gateway.api.routes.conversations import ConversationOut
 from edrs_gateway.api.routes.personas import PersonaId, persona_stub
@@ -22,7 +21,6 @@ from edrs_gateway.auth.permissions import Permission
 from edrs_gateway.auth.principal import Principal
 from edrs_gateway.context import Ctx
 
-PEER = "persona"
 router = APIRouter(prefix="/personas", tags=["relationships"])
 
 read_own = require(Permission.CONVERSATIONS_READ)
@@ -147,8 +145,7 @@ async def get_relationship(
     request = persona_pb2.GetRelationshipRequest(
         persona_id=str(persona_id), user_id=user_id_of(caller)
     )
-    with calling(PEER, caller):
-        return RelationshipOut.of(await persona_stub(ctx).GetRelationship(request))
+    return RelationshipOut.of(await persona_stub(ctx).GetRelationship(request))
 
 
 @router.patch(
@@ -166,8 +163,7 @@ async def update_relationship(
     request = persona_pb2.UpdateRelationshipRequest(
         persona_id=str(persona_id), user_id=user_id_of(caller), notes=body.notes
     )
-    with calling(PEER, caller):
-        return RelationshipOut.of(await persona_stub(ctx).UpdateRelationship(request))
+    return RelationshipOut.of(await persona_stub(ctx).UpdateRelationship(request))
 
 
 @router.delete(
@@ -184,8 +180,7 @@ async def forget_relationship(
     request = persona_pb2.ForgetRelationshipRequest(
         persona_id=str(persona_id), user_id=user_id_of(caller)
     )
-    with calling(PEER, caller):
-        done = await persona_stub(ctx).ForgetRelationship(request)
+    done = await persona_stub(ctx).ForgetRelationship(request)
     return ForgottenOut(
         facts_deleted=done.facts_deleted,
         episodes_deleted=done.episodes_deleted,
@@ -213,8 +208,7 @@ async def correct_fact(
         attribute=body.attribute,
         value=body.value.strip(),
     )
-    with calling(PEER, caller):
-        return RelationshipOut.of(await persona_stub(ctx).CorrectFact(request))
+    return RelationshipOut.of(await persona_stub(ctx).CorrectFact(request))
 
 
 @router.delete(
@@ -233,6 +227,5 @@ async def delete_fact(
     request = persona_pb2.DeleteFactRequest(
         persona_id=str(persona_id), user_id=user_id_of(caller), fact_id=str(fact_id)
     )
-    with calling(PEER, caller):
-        await persona_stub(ctx).DeleteFact(request)
+    await persona_stub(ctx).DeleteFact(request)
     return Response(status_code=204)

@@ -15,8 +15,13 @@ from edrs_proto.reasoning.v1 import reasoning_pb2, reasoning_pb2_grpc
 from fastapi import APIRouter, Depends, Path, Query
 from pydantic import Field
 
-from edrs_gateway.api.common import AUTHENTICATED, PageRequest, page_request, problem_responses
-from edrs_gateway.api.grpc_errors import calling, upstream_responses
+from edrs_gateway.api.common import (
+    AUTHENTICATED,
+    PageRequest,
+    page_request,
+    problem_responses,
+    upstream_responses,
+)
 from edrs_gateway.api.models import SINGLE_LINE, ApiModel, PageOf
 from edrs_gateway.api.problems import ApiError
 from edrs_gateway.api.turns import CONVERSATION_ID_PATTERN, user_id_of
@@ -25,7 +30,6 @@ from edrs_gateway.auth.permissions import Permission
 from edrs_gateway.auth.principal import Principal
 from edrs_gateway.context import Ctx, GatewayContext
 
-PEER = "reasoning"
 router = APIRouter(prefix="/traces", tags=["traces"])
 
 read_traces = require(Permission.TRACES_READ)
@@ -143,8 +147,8 @@ class TracePage(PageOf):
     traces: list[TraceOut]
 
 
-def _stub(ctx: GatewayContext) -> reasoning_pb2_grpc.ReasoningServiceStub:
-    return reasoning_pb2_grpc.ReasoningServiceStub(ctx.runtime.peers.channel(PEER))
+def _stub(ctx: GatewayContext) -> reasoning_pb2_grpc.ReasoningServiceAsyncStub:
+    return ctx.runtime.peers.stub(reasoning_pb2_grpc.ReasoningServiceStub)
 
 
 _ERRORS = {**problem_responses(*AUTHENTICATED), **upstream_responses()}
@@ -185,8 +189,7 @@ async def list_traces(
     request = reasoning_pb2.ListTracesRequest(labels=labels)
     request.page.page_size = page.page_size
     request.page.page_token = page.page_token
-    with calling(PEER, caller):
-        reply = await _stub(ctx).ListTraces(request)
+    reply = await _stub(ctx).ListTraces(request)
     return TracePage(
         traces=[TraceOut.of(t) for t in reply.traces], next_page_token=reply.page.next_page_token
     )
@@ -205,8 +208,7 @@ async def get_trace(
     ctx: Ctx,
     caller: Annotated[Principal, Depends(read_traces)],
 ) -> TraceOut:
-    with calling(PEER, caller):
-        trace = await _stub(ctx).GetTrace(reasoning_pb2.GetTraceRequest(id=str(trace_id)))
+    trace = await _stub(ctx).GetTrace(reasoning_pb2.GetTraceRequest(id=str(trace_id)))
     if not may(caller, Permission.TRACES_READ_ALL) and (
         trace.labels.get(USER_LABEL) != user_id_of(caller)
     ):

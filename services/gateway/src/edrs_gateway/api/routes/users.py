@@ -16,7 +16,6 @@ from edrs_gateway.api.common import (
     not_found,
     page_request,
     problem_responses,
-    service_call,
 )
 from edrs_gateway.api.models import SINGLE_LINE, ApiModel, PageOf
 from edrs_gateway.api.problems import ApiError
@@ -125,9 +124,7 @@ async def list_users(
     page: Annotated[PageRequest, Depends(page_request)],
     caller: Annotated[Principal, Depends(require(Permission.USERS_READ))],
 ) -> UserPage:
-    users, token = await service_call(
-        ctx.users.list(UUID(caller.tenant_id), page.page_token, page.page_size)
-    )
+    users, token = await ctx.users.list(UUID(caller.tenant_id), page.page_token, page.page_size)
     return UserPage(users=[UserOut.of(u) for u in users], next_page_token=token)
 
 
@@ -144,14 +141,12 @@ async def create_user(
     ctx: Ctx,
     caller: Annotated[Principal, Depends(require(Permission.USERS_WRITE))],
 ) -> UserOut:
-    user = await service_call(
-        ctx.users.create(
-            UUID(caller.tenant_id),
-            email=body.email.strip(),
-            display_name=body.display_name.strip(),
-            password_hash=await ctx.passwords.hash(body.password),
-            role=body.role,
-        )
+    user = await ctx.users.create(
+        UUID(caller.tenant_id),
+        email=body.email.strip(),
+        display_name=body.display_name.strip(),
+        password_hash=await ctx.passwords.hash(body.password),
+        role=body.role,
     )
     await ctx.audit.record(
         caller.tenant_id, "user.created", "success", actor=actor_of(caller),
@@ -200,14 +195,12 @@ async def update_user(
     changed = sorted(k for k, v in body.model_dump(by_alias=True).items() if v is not None)
     if not changed:
         return UserOut.of(before)
-    user = await service_call(
-        ctx.users.update(
-            tenant_id,
-            user_id,
-            display_name=body.display_name.strip() if body.display_name is not None else None,
-            password_hash=await ctx.passwords.hash(body.password) if body.password else None,
-            role=body.role,
-        )
+    user = await ctx.users.update(
+        tenant_id,
+        user_id,
+        display_name=body.display_name.strip() if body.display_name is not None else None,
+        password_hash=await ctx.passwords.hash(body.password) if body.password else None,
+        role=body.role,
     )
     if user is None:
         raise not_found("user", user_id)
@@ -239,7 +232,7 @@ async def delete_user(
 ) -> Response:
     if _is_self(caller, user_id):
         raise _self_change("delete yourself")
-    if not await service_call(ctx.users.delete(UUID(caller.tenant_id), user_id)):
+    if not await ctx.users.delete(UUID(caller.tenant_id), user_id):
         raise not_found("user", user_id)
     await ctx.end_sessions("user", user_id)
     await ctx.audit.record(

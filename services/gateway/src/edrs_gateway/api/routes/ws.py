@@ -24,6 +24,7 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from edrs_core.context import request_context
+from edrs_core.errors import ServiceError
 from fastapi import APIRouter, WebSocket
 from opentelemetry import trace
 from pydantic import Field, TypeAdapter, ValidationError
@@ -31,7 +32,7 @@ from redis.exceptions import RedisError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from edrs_gateway.api.models import SINGLE_LINE, ApiModel
-from edrs_gateway.api.problems import ApiError, problem_body
+from edrs_gateway.api.problems import ApiError, problem_body, problem_of
 from edrs_gateway.api.turns import (
     CONVERSATION_ID_PATTERN,
     SendMessage,
@@ -284,7 +285,7 @@ class _Session:
                 request = converse_request(
                     self.principal, frame.persona_id, frame.conversation_id, frame
                 )
-                turn = Turn(self.ctx, self.principal, request)
+                turn = Turn(self.ctx, request)
                 async for event in turn.events():
                     if event.name == "started":
                         await self.send({"type": "typing", **ids, "state": "started"})
@@ -292,6 +293,8 @@ class _Session:
                         await self.send({"type": event.name, **ids, **event.data})
         except ApiError as error:
             await self._error(error, **ids)
+        except ServiceError as error:
+            await self._error(problem_of(error), **ids)
         except asyncio.CancelledError:
             raise
         except Exception:
