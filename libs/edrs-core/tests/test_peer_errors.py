@@ -28,6 +28,8 @@ def test_a_request_error_keeps_its_code_and_the_peers_message(code, cls) -> None
     assert error.code == code
     assert error.message == "persona_id 42 is not a UUID"
     assert error.peer == "memory"
+    # Passed on to our own caller, it says which service said it.
+    assert error.details == "memory: persona_id 42 is not a UUID"
 
 
 @pytest.mark.parametrize("code", [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED])
@@ -39,6 +41,7 @@ def test_a_peer_that_cannot_serve_is_unavailable_naming_it(code) -> None:
         f"the reasoning service is unavailable ({code.name}: failed to connect to all addresses)"
     )
     assert error.peer == "reasoning"
+    assert error.details == error.message  # already names the peer
 
 
 def test_a_peer_out_of_time_is_deadline_exceeded_and_a_kind_of_unavailable() -> None:
@@ -84,4 +87,6 @@ def test_an_empty_message_is_replaced_by_the_status_name() -> None:
 
 
 def test_a_local_error_names_no_peer() -> None:
-    assert errors.NotFound("persona 1 not found").peer is None
+    error = errors.NotFound("persona 1 not found")
+    assert error.peer is None
+    assert error.details == "persona 1 not found"

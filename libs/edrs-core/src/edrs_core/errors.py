@@ -9,7 +9,9 @@ class ServiceError(Exception):
     """An error meant for the caller: its message crosses the wire as the status details.
 
     `peer` names the service whose answer this is, when it came from a call to another service
-    (see `peer_error`); None for an error raised here."""
+    (see `peer_error`); None for an error raised here. `details` is what our own caller reads in
+    the status: the message, prefixed with the peer's name when the peer's words are passed on
+    (`memory: fact 42 not found`), so a message always says which service said it."""
 
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
 
@@ -18,6 +20,7 @@ class ServiceError(Exception):
         self.message = message
         self.field = field
         self.peer = peer
+        self.details = message
 
 
 class Internal(ServiceError):
@@ -104,7 +107,8 @@ def peer_error(peer: str, code: grpc.StatusCode, details: str) -> ServiceError:
     our own caller gets. Every ServiceError it returns has `peer` set.
 
     - a status about the request (NOT_FOUND, INVALID_ARGUMENT, ...) becomes the matching error
-      carrying the peer's message unchanged;
+      carrying the peer's message unchanged (and `details`, passed on to our caller if the error
+      is, prefixed with the peer's name);
     - UNAVAILABLE (the peer is down, refused the connection, its breaker is open) and CANCELLED
       (it went away mid-call) become Unavailable naming the peer;
     - DEADLINE_EXCEEDED becomes DeadlineExceeded (an Unavailable) naming the peer;
@@ -114,7 +118,9 @@ def peer_error(peer: str, code: grpc.StatusCode, details: str) -> ServiceError:
     details = details or code.name
     request_error = _ABOUT_THE_REQUEST.get(code)
     if request_error is not None:
-        return request_error(details, peer=peer)
+        error = request_error(details, peer=peer)
+        error.details = f"{peer}: {details}"
+        return error
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
         return Unavailable(f"the {peer} service is unavailable ({code.name}: {details})", peer=peer)
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:

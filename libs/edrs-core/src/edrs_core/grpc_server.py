@@ -71,7 +71,7 @@ class _CallObserver:
                 return await call()
             except ServiceError as exc:
                 code = exc.code
-                await context.abort(code, exc.message)
+                await context.abort(code, exc.details)
             except grpc.aio.AbortError:
                 code = context.code() or grpc.StatusCode.UNKNOWN
                 raise
