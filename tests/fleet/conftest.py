@@ -93,7 +93,9 @@ class RunningFleet:
             check=False,
         )
 
-    def edrs_in_fleet(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    def edrs_in_fleet(
+        self, *args: str, timeout: float = 60.0, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """Run `edrs <args>` as a user would beside this fleet (EDRS_STATE_DIR names it)."""
         env = {**os.environ, "EDRS_STATE_DIR": str(self.state_dir)}
         env.pop("EDRS_BUS_URL", None)
@@ -104,6 +106,7 @@ class RunningFleet:
             text=True,
             timeout=timeout,
             env=env,
+            input=input,
             check=False,
         )
 

@@ -44,13 +44,26 @@ def _fields(output: str) -> dict[str, str]:
 
 
 def make_tenant(fleet, name: str) -> Tenant:
-    """A tenant and an admin API key made with `edrs admin`, exchanged for an access token."""
-    made = fleet.edrs_in_fleet("admin", "create-tenant", name, "--tier", "enterprise")
+    """A tenant and its first admin made with `edrs admin` (the gateway's bootstrap command), and
+    an admin API key made by that admin through the REST API, exchanged for an access token."""
+    password = secrets.token_urlsafe(16)
+    made = fleet.edrs_in_fleet(
+        "admin", "create-tenant", name, "--tier", "enterprise",
+        "--admin-email", "admin@tenant.example", "--password-stdin", input=f"{password}\n",
+    )  # fmt: skip
     assert made.returncode == 0, made.stderr
     tenant_id = _fields(made.stdout)["id"]
+    login = httpx.post(
+        f"{fleet.gateway_url}/api/v1/auth/token",
+        json={"grantType": "password", "tenantId": tenant_id, "email": "admin@tenant.example",
+              "password": password},
+        timeout=30,
+    )  # fmt: skip
+    assert login.status_code == 200, login.text
     key = fleet.edrs_in_fleet(
-        "admin", "create-api-key", "--tenant", tenant_id, "--name", "fleet test", "--role", "admin"
-    )
+        "admin", "create-api-key", "--name", "fleet test", "--role", "admin",
+        "--token", login.json()["accessToken"],
+    )  # fmt: skip
     assert key.returncode == 0, key.stderr
     printed = _fields(key.stdout)
     reply = httpx.post(

@@ -1,31 +1,34 @@
-"""The operator side of identity: the development bootstrap and `edrs admin` commands, run with
-typer's CliRunner against the gateway database of a real gateway, then used over HTTP."""
+"""The operator side of identity: the development bootstrap, the gateway's own bootstrap and
+break-glass commands (`edrs-gateway-admin`, reached through `edrs admin`), and `edrs admin`'s
+users and API keys through the REST API — each run as an operator runs it, in its own process,
+against a real gateway, then used over HTTP."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import jwt
 import pytest
-from click.testing import Result
-from edrs_cli.admin import development_token_command
-from edrs_cli.main import app
+from edrs_cli.gateway_api import development_login, token_curl
 from edrs_core.testing import RunningService, engine_settings, running_service
 from edrs_gateway.app import definition
 from edrs_gateway.config import GatewaySettings
 from edrs_gateway.identity.bootstrap import DEV_ADMIN_EMAIL
-from typer.testing import CliRunner
 
 pytestmark = pytest.mark.integration
 
 DEV_PASSWORD = "a-development-password"
 # The gateway below runs in development, so it uses the development key-encryption secret.
 DEV_KEY_SECRET = GatewaySettings.model_fields["key_encryption_secret"].default.get_secret_value()
+LOCKOUT_THRESHOLD = 3
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +49,7 @@ async def gateway(
         EDRS_ENVIRONMENT="development",
         dev_admin_password=DEV_PASSWORD,
         signing_key_cache_seconds=0,
+        lockout_threshold=LOCKOUT_THRESHOLD,
     ) as svc:
         yield svc
 
@@ -56,23 +60,42 @@ async def client(gateway: RunningService) -> AsyncIterator[httpx.AsyncClient]:
         yield http
 
 
+@dataclass
+class Result:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
 async def edrs(
     database_url: str | None, *args: str, stdin: str | None = None, **env: str | None
 ) -> Result:
-    """Run `edrs ...` as an operator would; in a thread, since the command runs its own loop."""
-    environment: dict[str, str | None] = {
+    """Run `edrs ...` as an operator would, in its own process (the gateway shares this loop)."""
+    environment = {
+        **os.environ,
         "EDRS_GATEWAY_DATABASE_URL": database_url,
         "EDRS_GATEWAY_KEY_ENCRYPTION_SECRET": None,
+        # `edrs dev up` passes its environment to the gateway, so both read the same variable.
+        "EDRS_GATEWAY_DEV_ADMIN_PASSWORD": DEV_PASSWORD,
         **env,
     }
-    runner = CliRunner()
-    return await asyncio.to_thread(
-        runner.invoke, app, list(args), input=stdin, env=environment, catch_exceptions=False
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "edrs_cli",
+        *args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={k: v for k, v in environment.items() if v is not None},
     )
+    out, err = await proc.communicate((stdin or "").encode())
+    assert proc.returncode is not None
+    return Result(proc.returncode, out.decode(), err.decode())
 
 
 def fields(result: Result) -> dict[str, str]:
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 0, result.stdout + result.stderr
     return dict(line.split(": ", 1) for line in result.stdout.splitlines() if ": " in line)
 
 
@@ -81,14 +104,22 @@ async def token_for(client: httpx.AsyncClient, body: dict) -> httpx.Response:
 
 
 async def test_first_development_start_creates_a_tenant_and_an_admin_to_log_in_with(
-    gateway, client, database_url, monkeypatch
+    gateway, client, monkeypatch
 ) -> None:
-    # `edrs dev up` passes its environment to the gateway, so both read the same variable.
+    # The gateway's API says where the development admin logs in; a configured password is not
+    # disclosed, the client reads it from the variable the gateway read.
+    found = (await client.get("/api/v1/auth/development-login")).json()
+    assert found["email"] == DEV_ADMIN_EMAIL and found["password"] is None
     monkeypatch.setenv("EDRS_GATEWAY_DEV_ADMIN_PASSWORD", DEV_PASSWORD)
-    command = await asyncio.to_thread(development_token_command, database_url, gateway.http_url)
-    assert command is not None and command.startswith(
-        f"curl -s -X POST {gateway.http_url}/api/v1/auth/token"
-    )
+
+    def login() -> dict | None:
+        with httpx.Client(base_url=gateway.http_url) as sync_client:
+            return development_login(sync_client)
+
+    grant = await asyncio.to_thread(login)
+    assert grant is not None
+    command = token_curl(gateway.http_url, grant)
+    assert command.startswith(f"curl -s -X POST {gateway.http_url}/api/v1/auth/token")
     body = json.loads(command.split("-d '", 1)[1].rstrip("'"))
     assert body["email"] == DEV_ADMIN_EMAIL and body["password"] == DEV_PASSWORD
     reply = await token_for(client, body)
@@ -101,20 +132,19 @@ async def test_first_development_start_creates_a_tenant_and_an_admin_to_log_in_w
     assert tenant.json()["name"] == "Development"
 
 
-async def test_operator_bootstraps_a_tenant_a_user_and_an_api_key(client, database_url) -> None:
+async def test_operator_bootstraps_a_tenant_and_its_admin_who_adds_a_user_and_an_api_key(
+    gateway, client, database_url
+) -> None:
     name = f"Acme {uuid.uuid4().hex[:6]}"
     tenant = fields(
-        await edrs(database_url, "admin", "create-tenant", name, "--tier", "professional")
-    )
-    assert tenant["name"] == name and tenant["tier"] == "professional"
-    user = fields(
         await edrs(
-            database_url, "admin", "create-user", "--tenant", tenant["id"], "--email",
-            "ops@acme.example", "--role", "admin", "--password-stdin",
+            database_url, "admin", "create-tenant", name, "--tier", "professional",
+            "--admin-email", "ops@acme.example", "--password-stdin",
             stdin="operator password 1\n",
         )
     )  # fmt: skip
-    assert user["role"] == "admin"
+    assert tenant["name"] == name and tenant["tier"] == "professional"
+    assert tenant["adminEmail"] == "ops@acme.example"
     login = await token_for(
         client,
         {"grantType": "password", "tenantId": tenant["id"], "email": "ops@acme.example",
@@ -123,10 +153,27 @@ async def test_operator_bootstraps_a_tenant_a_user_and_an_api_key(client, databa
     assert login.status_code == 200
     claims = jwt.decode(login.json()["accessToken"], options={"verify_signature": False})
     assert claims["tid"] == tenant["id"] and claims["tier"] == "professional"
+    token = login.json()["accessToken"]
+
+    # Further users and keys: the REST API, with the admin's token.
+    rest = ["--url", gateway.http_url, "--token", token]
+    user = fields(
+        await edrs(
+            None, "admin", "create-user", "--email", "ann@acme.example", "--role", "admin",
+            "--password-stdin", *rest, stdin="ann's password 1\n",
+        )
+    )  # fmt: skip
+    assert user["role"] == "admin" and user["email"] == "ann@acme.example"
+    ann = await token_for(
+        client,
+        {"grantType": "password", "tenantId": tenant["id"], "email": "ann@acme.example",
+         "password": "ann's password 1"},
+    )  # fmt: skip
+    assert ann.status_code == 200
 
     created = await edrs(
-        database_url, "admin", "create-api-key", "--tenant", tenant["id"], "--name", "ci",
-        "--role", "integrator", "--scope", "events:publish", "--expires-days", "7",
+        None, "admin", "create-api-key", "--name", "ci", "--role", "integrator",
+        "--scope", "events:publish", "--expires-days", "7", *rest,
     )  # fmt: skip
     key = fields(created)
     assert "not shown again" in created.stderr
@@ -134,18 +181,21 @@ async def test_operator_bootstraps_a_tenant_a_user_and_an_api_key(client, databa
     assert granted.status_code == 200
     key_claims = jwt.decode(granted.json()["accessToken"], options={"verify_signature": False})
     assert key_claims["scp"] == ["events:publish"] and key_claims["knd"] == "api_key"
+    assert key_claims["tid"] == tenant["id"]
 
-    admin = {"Authorization": f"Bearer {login.json()['accessToken']}"}
+    admin = {"Authorization": f"Bearer {token}"}
     audit = (await client.get("/api/v1/audit-events", headers=admin)).json()["auditEvents"]
     by_operator = {e["action"] for e in audit if e["actor"] == "operator:edrs-admin"}
-    assert by_operator == {"user.created", "api_key.created"}
+    assert by_operator == {"user.created"}
+    by_admin = {e["action"] for e in audit if e["actor"] == f"user:{tenant['adminId']}"}
+    assert {"user.created", "api_key.created"} <= by_admin
     assert key["apiKey"] not in json.dumps(audit)
 
 
 async def test_rotate_signing_key_keeps_issued_tokens_valid(client, database_url) -> None:
     login = await token_for(
         client,
-        {"grantType": "password", "tenantId": await _dev_tenant(database_url),
+        {"grantType": "password", "tenantId": await _dev_tenant(client),
          "email": DEV_ADMIN_EMAIL, "password": DEV_PASSWORD},
     )  # fmt: skip
     token = login.json()["accessToken"]
@@ -187,33 +237,73 @@ async def test_without_a_url_the_local_fleets_database_is_used(
     ("args", "message"),
     [
         (["create-tenant", "T", "--tier", "gold"], "--tier must be one of"),
-        (["create-user", "--tenant", "nope", "--email", "a@b.c", "--password-stdin"], "--tenant must be"),
-        (["create-user", "--tenant", str(uuid.uuid4()), "--email", "a@b.c", "--role", "root",
-          "--password-stdin"], "--role must be one of"),
-        (["create-api-key", "--tenant", str(uuid.uuid4()), "--name", "n", "--role", "viewer",
-          "--scope", "users:write"], "beyond what the role"),
-        (["create-api-key", "--tenant", str(uuid.uuid4()), "--name", "n", "--scope", "root"],
-         "is not a permission"),
+        (["create-admin", "--tenant", "nope", "--email", "a@b.c", "--password-stdin"],
+         "--tenant must be"),
+        (["create-user", "--email", "a@b.c", "--role", "root", "--password-stdin"], "--role: "),
+        (["create-api-key", "--name", "n", "--role", "viewer", "--scope", "users:write"],
+         "--scope: scope beyond the role"),
+        (["create-api-key", "--name", "n", "--scope", "root"], "--scope: "),
     ],
 )  # fmt: skip
-async def test_bad_arguments_are_refused_naming_the_option(database_url, args, message) -> None:
-    result = await edrs(database_url, "admin", *args, stdin="long enough password\n")
-    assert result.exit_code == 2
+async def test_bad_arguments_are_refused_naming_the_option(
+    gateway, database_url, args, message
+) -> None:
+    # The REST commands log in as the development admin (no token): the gateway is in development.
+    result = await edrs(
+        database_url, "admin", *args, stdin="long enough password\n", EDRS_URL=gateway.http_url
+    )
+    assert result.exit_code == 2, result.stdout + result.stderr
     assert message in result.stderr
 
 
 async def test_an_unknown_tenant_is_named(database_url) -> None:
     missing = str(uuid.uuid4())
-    result = await edrs(database_url, "admin", "create-api-key", "--tenant", missing, "--name", "n")
+    result = await edrs(
+        database_url, "admin", "create-admin", "--tenant", missing, "--email", "a@b.c",
+        "--password-stdin", stdin="long enough password\n",
+    )  # fmt: skip
     assert result.exit_code == 1
     assert f"no tenant with id {missing}" in result.stderr
 
 
-async def _dev_tenant(database_url: str) -> str:
-    import asyncpg
+async def test_break_glass_a_new_admin_and_a_lifted_lockout(client, database_url) -> None:
+    tenant = fields(
+        await edrs(
+            database_url, "admin", "create-tenant", f"Glass {uuid.uuid4().hex[:6]}",
+            "--admin-email", "first@glass.example", "--password-stdin",
+            stdin="first password 1\n",
+        )
+    )  # fmt: skip
+    wrong = {"grantType": "password", "tenantId": tenant["id"], "email": "first@glass.example",
+             "password": "not the password"}  # fmt: skip
+    for _ in range(LOCKOUT_THRESHOLD):
+        assert (await token_for(client, wrong)).status_code == 401
+    right = {**wrong, "password": "first password 1"}
+    assert (await token_for(client, right)).status_code == 401, "locked out"
 
-    conn = await asyncpg.connect(database_url)
-    try:
-        return str(await conn.fetchval("SELECT id FROM tenants WHERE name = 'Development'"))
-    finally:
-        await conn.close()
+    second = fields(
+        await edrs(
+            database_url, "admin", "create-admin", "--tenant", tenant["id"], "--email",
+            "second@glass.example", "--password-stdin", stdin="second password 1\n",
+        )
+    )  # fmt: skip
+    assert second["role"] == "admin"
+    as_second = {**wrong, "email": "second@glass.example", "password": "second password 1"}
+    assert (await token_for(client, as_second)).status_code == 200
+
+    unlocked = fields(
+        await edrs(
+            database_url, "admin", "unlock-user", "--tenant", tenant["id"], "--email",
+            "FIRST@glass.example",
+        )
+    )  # fmt: skip
+    assert unlocked["id"] == tenant["adminId"]
+    assert (await token_for(client, right)).status_code == 200
+    missing = await edrs(
+        database_url, "admin", "unlock-user", "--tenant", tenant["id"], "--email", "x@glass.example"
+    )
+    assert missing.exit_code == 1 and "no user 'x@glass.example'" in missing.stderr
+
+
+async def _dev_tenant(client: httpx.AsyncClient) -> str:
+    return str((await client.get("/api/v1/auth/development-login")).json()["tenantId"])

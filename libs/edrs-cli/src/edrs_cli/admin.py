@@ -1,88 +1,58 @@
-"""``edrs admin``: operator commands that bootstrap access to the gateway: tenants, users,
-API keys and the key that signs access tokens.
+"""``edrs admin``: tenants, users, API keys and the key that signs access tokens.
 
-They use the gateway's own store code on the gateway's own database rather than its HTTP API,
-on purpose: the API needs an access token, and these commands are how the first one becomes
-possible (no tenant or admin exists yet), or how an operator regains access when every admin is
-locked out. They run where the database is reachable (a pod, the local fleet), like a migration.
+Two kinds of command, and neither makes `edrs` depend on the gateway:
+
+- bootstrap and break-glass (``create-tenant``, ``create-admin``, ``unlock-user``,
+  ``rotate-signing-key``) belong to the gateway and ship with it as ``edrs-gateway-admin``, which
+  works on the gateway's database (no access token exists yet, or none can be had). ``edrs admin``
+  runs that command — from this environment, or the one named by ``EDRS_GATEWAY_ADMIN_COMMAND``
+  (e.g. ``kubectl exec -i deploy/gateway -- edrs-gateway-admin``) — and points it at the local
+  fleet's database when no other is given;
+- everything else (``create-user``, ``create-api-key``) is a client of the gateway's REST API, with
+  a token like any other client.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
+import shlex
+import shutil
+import subprocess
 import sys
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from importlib.resources import files
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
-from uuid import UUID
 
+import httpx
 import typer
-from pydantic import SecretStr
 
+from edrs_cli.gateway_api import (
+    DEFAULT_STATE_DIR,
+    GatewayApiError,
+    access_token,
+    gateway_url,
+    problem_detail,
+)
 from edrs_cli.supervisor import Fleet
 
-if TYPE_CHECKING:
-    import asyncpg
-
 app = typer.Typer(
-    help="Bootstrap access to the gateway: tenants, users, API keys, signing keys.",
+    help="Tenants, users, API keys and signing keys of the gateway.",
     no_args_is_help=True,
 )
 
+GATEWAY_ADMIN = "edrs-gateway-admin"
+GATEWAY_ADMIN_COMMAND = "EDRS_GATEWAY_ADMIN_COMMAND"
 GATEWAY_DATABASE = "edrs_gateway"
-ROLES = ("admin", "member", "integrator", "viewer")
-TIERS = ("standard", "professional", "enterprise")
-OPERATOR = "operator:edrs-admin"
+TIMEOUT = httpx.Timeout(30.0)
 
-DatabaseUrl = Annotated[
-    str | None,
-    typer.Option(
-        "--database-url",
-        envvar="EDRS_GATEWAY_DATABASE_URL",
-        help="The gateway's PostgreSQL database. Default: the running local fleet's.",
-        show_default=False,
-    ),
-]
-StateDir = Annotated[
-    Path,
-    typer.Option(
-        "--state-dir",
-        envvar="EDRS_STATE_DIR",
-        help="The local fleet's state dir, to find its database when no URL is given.",
-        file_okay=False,
-    ),
-]
-DEFAULT_STATE_DIR = Path(".edrs")
+# -- bootstrap and break-glass: the gateway's own command ------------------------------------------
 
-
-@dataclass(frozen=True)
-class Target:
-    url: str
-    local_fleet: bool
-
-
-def fail(message: str, code: int = 1) -> typer.Exit:
-    print(f"error: {message}", file=sys.stderr)
-    return typer.Exit(code)
-
-
-def gateway_database(database_url: str | None, state_dir: Path) -> Target:
-    """The URL given, else the local fleet's PostgreSQL with the gateway's database name."""
-    if database_url:
-        return Target(database_url, local_fleet=False)
-    state = Fleet(state_dir).read_state() or {}
-    engine_url = state.get("engines", {}).get("postgres", {}).get("url")
-    if not engine_url:
-        raise fail(
-            "no gateway database: pass --database-url (or set EDRS_GATEWAY_DATABASE_URL), "
-            f"or start the local fleet with `edrs dev up` (no fleet.json in {state_dir})"
-        )
-    return Target(gateway_database_url(engine_url), local_fleet=True)
+FORWARDED = {
+    "create-tenant": "Create a tenant, and with --admin-email its first admin.",
+    "create-admin": "Add an admin to a tenant (break-glass: no admin can log in).",
+    "unlock-user": "Lift a user's lockout after failed logins.",
+    "rotate-signing-key": "Add a new token-signing key and retire keys no token needs.",
+}
 
 
 def gateway_database_url(postgres_url: str) -> str:
@@ -90,62 +60,180 @@ def gateway_database_url(postgres_url: str) -> str:
     return urlunsplit(urlsplit(postgres_url)._replace(path=f"/{GATEWAY_DATABASE}"))
 
 
-def key_encryption_secret(target: Target) -> SecretStr:
-    """EDRS_GATEWAY_KEY_ENCRYPTION_SECRET; the development default only for the local fleet."""
-    value = os.environ.get("EDRS_GATEWAY_KEY_ENCRYPTION_SECRET")
-    if value:
-        return SecretStr(value)
-    if not target.local_fleet:
-        raise fail(
-            "set EDRS_GATEWAY_KEY_ENCRYPTION_SECRET to the gateway's value: the new signing key is "
-            "stored encrypted with it"
+def gateway_admin_command() -> list[str]:
+    """EDRS_GATEWAY_ADMIN_COMMAND, else edrs-gateway-admin beside this interpreter or on PATH."""
+    configured = os.environ.get(GATEWAY_ADMIN_COMMAND)
+    if configured:
+        return shlex.split(configured)
+    beside = Path(sys.executable).parent / GATEWAY_ADMIN
+    found = str(beside) if beside.exists() else shutil.which(GATEWAY_ADMIN)
+    if found is None:
+        raise GatewayApiError(
+            f"{GATEWAY_ADMIN}, the gateway's admin command, is not installed here: install the "
+            f"gateway package (edrs-gateway), or set {GATEWAY_ADMIN_COMMAND} to run it where the "
+            f"gateway runs, e.g. 'kubectl exec -i deploy/gateway -- {GATEWAY_ADMIN}'"
         )
-    from edrs_gateway.config import GatewaySettings
-
-    default = GatewaySettings.model_fields["key_encryption_secret"].default
-    assert isinstance(default, SecretStr)
-    return default
+    return [found]
 
 
-T = TypeVar("T")
+def _split_state_dir(args: list[str]) -> tuple[Path, list[str]]:
+    """Take `--state-dir` (ours, to find the local fleet) out of the gateway command's arguments."""
+    state_dir = Path(os.environ.get("EDRS_STATE_DIR", DEFAULT_STATE_DIR))
+    rest: list[str] = []
+    items = iter(args)
+    for arg in items:
+        if arg == "--state-dir":
+            state_dir = Path(next(items, str(state_dir)))
+        elif arg.startswith("--state-dir="):
+            state_dir = Path(arg.partition("=")[2])
+        else:
+            rest.append(arg)
+    return state_dir, rest
 
 
-def run_on_database(url: str, work: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
-    """Open the gateway database (creating and migrating it like the gateway does), run `work`."""
-    from edrs_core.db import open_database
-
-    async def main() -> T:
-        try:
-            pool = await open_database(url, files("edrs_gateway") / "migrations", pool_size=2)
-        except OSError as exc:
-            raise fail(f"cannot reach the gateway database at {_redacted(url)}: {exc}") from None
-        try:
-            return await work(pool)
-        finally:
-            await pool.close()
-
-    return asyncio.run(main())
-
-
-def _redacted(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
-
-
-def _tenant_id(value: str) -> UUID:
+def run_gateway_admin(command: str, args: list[str]) -> int:
+    """Run ``edrs-gateway-admin <command> <args>``; its output is ours, its exit code too."""
+    state_dir, rest = _split_state_dir(args)
+    env = dict(os.environ)
+    has_url = any(a == "--database-url" or a.startswith("--database-url=") for a in rest)
+    if not has_url and not env.get("EDRS_GATEWAY_DATABASE_URL"):
+        state = Fleet(state_dir).read_state() or {}
+        postgres = state.get("engines", {}).get("postgres", {}).get("url")
+        if not postgres:
+            print(
+                "error: no gateway database: pass --database-url (or set "
+                "EDRS_GATEWAY_DATABASE_URL), or start the local fleet with `edrs dev up` "
+                f"(no fleet.json in {state_dir})",
+                file=sys.stderr,
+            )
+            return 1
+        rest += ["--database-url", gateway_database_url(postgres)]
+        # The local fleet is a development fleet: its gateway runs with the development defaults.
+        env["EDRS_ENVIRONMENT"] = "development"
     try:
-        return UUID(value)
-    except ValueError:
-        raise fail(f"--tenant must be a tenant id (a UUID), got {value!r}", 2) from None
+        base = gateway_admin_command()
+    except GatewayApiError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    # Pass what we were given on stdin (a password) along; a terminal is inherited as it is.
+    stdin = None if sys.stdin is None or sys.stdin.isatty() else sys.stdin.read()
+    try:
+        done = subprocess.run(
+            [*base, command, *rest],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+        )
+    except OSError as exc:
+        print(f"error: cannot run {shlex.join(base)}: {exc}", file=sys.stderr)
+        return 1
+    sys.stdout.write(done.stdout)
+    sys.stderr.write(done.stderr)
+    return done.returncode
 
 
-def _choice(value: str, allowed: tuple[str, ...], option: str) -> str:
-    if value not in allowed:
-        raise fail(f"{option} must be one of {', '.join(allowed)}; got {value!r}", 2)
-    return value
+def _forwarding(command: str, help_text: str) -> None:
+    @app.command(
+        command,
+        help=f"{help_text} Runs `{GATEWAY_ADMIN} {command}` ({command} --help: its options); "
+        "--state-dir picks the local fleet whose database it uses when no --database-url is given.",
+        add_help_option=False,
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    )
+    def forward(ctx: typer.Context) -> None:
+        raise typer.Exit(run_gateway_admin(command, list(ctx.args)))
+
+
+for _command, _help in FORWARDED.items():
+    _forwarding(_command, _help)
+
+
+# -- users and API keys: the REST API -------------------------------------------------------------
+
+Url = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        envvar="EDRS_URL",
+        help="The gateway. Default: the local fleet's, else http://127.0.0.1:8080.",
+        show_default=False,
+    ),
+]
+Token = Annotated[
+    str | None,
+    typer.Option(
+        "--token", envvar="EDRS_TOKEN", help="An admin's access token.", show_default=False
+    ),
+]
+ApiKey = Annotated[
+    str | None,
+    typer.Option("--api-key", envvar="EDRS_API_KEY", help="An admin API key.", show_default=False),
+]
+StateDir = Annotated[
+    Path,
+    typer.Option(
+        "--state-dir",
+        envvar="EDRS_STATE_DIR",
+        help="The local fleet's state dir (its gateway and development admin).",
+        file_okay=False,
+    ),
+]
+
+# Where the API's validation errors point, the option a user typed.
+_OPTIONS = {
+    "/email": "--email",
+    "/role": "--role",
+    "/displayName": "--display-name",
+    "/password": "the password",
+    "/name": "--name",
+    "/scopes": "--scope",
+    "/expiresInDays": "--expires-days",
+}
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    print(f"error: {message}", file=sys.stderr)
+    return typer.Exit(code)
+
+
+def _option(pointer: str) -> str:
+    """The option behind a JSON pointer into the request body (``/scopes/0`` is ``--scope``)."""
+    field = pointer.strip("/").split("/", 1)[0]
+    return _OPTIONS.get(f"/{field}", pointer or "the request")
+
+
+def _refusal(reply: httpx.Response) -> typer.Exit:
+    """A refused request as one line per problem, naming the option; exit 2 for bad input."""
+    if reply.status_code in (400, 422):
+        try:
+            errors = reply.json().get("errors") or []
+        except ValueError:
+            errors = []
+        lines = [
+            f"{_option(str(e.get('pointer', '')))}: {e.get('detail', '')}"
+            for e in errors
+            if isinstance(e, dict)
+        ]
+        return _fail("; ".join(lines) or problem_detail(reply), 2)
+    return _fail(problem_detail(reply), 1)
+
+
+def _post(url: str | None, token: str | None, api_key: str | None, state_dir: Path,
+          path: str, body: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    base = gateway_url(url, state_dir)
+    try:
+        with httpx.Client(base_url=base, timeout=TIMEOUT) as client:
+            bearer = access_token(client, token, api_key)
+            reply = client.post(path, json=body, headers={"Authorization": f"Bearer {bearer}"})
+    except GatewayApiError as exc:
+        raise _fail(str(exc), exc.code) from None
+    except httpx.TransportError as exc:
+        raise _fail(f"cannot reach the gateway at {base}: {exc}", 1) from None
+    if reply.status_code != 201:
+        raise _refusal(reply)
+    return dict(reply.json())
 
 
 def _print(fields: dict[str, Any]) -> None:
@@ -153,93 +241,39 @@ def _print(fields: dict[str, Any]) -> None:
         print(f"{name}: {value}")
 
 
-@app.command("create-tenant")
-def create_tenant(
-    name: Annotated[str, typer.Argument(help="The organisation's name (unique, ignoring case).")],
-    tier: Annotated[str, typer.Option(help=f"One of: {', '.join(TIERS)}.")] = "standard",
-    database_url: DatabaseUrl = None,
-    state_dir: StateDir = DEFAULT_STATE_DIR,
-) -> None:
-    """Create a tenant and print its id."""
-    from edrs_core import ServiceError
-    from edrs_gateway.store import NewTenant
-    from edrs_gateway.store.postgres import PostgresTenantStore
-    from edrs_gateway.tenants import tenant_name
-
-    tier = _choice(tier, TIERS, "--tier")
-    target = gateway_database(database_url, state_dir)
-
-    async def work(db: asyncpg.Pool) -> Any:
-        try:
-            return await PostgresTenantStore(db).create(
-                NewTenant(name=tenant_name(name), tier=tier)
-            )
-        except ServiceError as exc:
-            raise fail(exc.message) from None
-
-    tenant = run_on_database(target.url, work)
-    _print({"id": tenant.id, "name": tenant.name, "tier": tenant.tier})
-
-
 @app.command("create-user")
 def create_user(
-    tenant: Annotated[str, typer.Option("--tenant", help="Tenant id.")],
     email: Annotated[str, typer.Option("--email", help="Login email (unique in the tenant).")],
-    role: Annotated[str, typer.Option("--role", help=f"One of: {', '.join(ROLES)}.")] = "member",
+    role: Annotated[str, typer.Option("--role", help="admin, member, integrator or viewer.")] = (
+        "member"
+    ),
     display_name: Annotated[str, typer.Option("--display-name")] = "",
     password_stdin: Annotated[
         bool, typer.Option("--password-stdin", help="Read the password from standard input.")
     ] = False,
-    database_url: DatabaseUrl = None,
+    url: Url = None,
+    token: Token = None,
+    api_key: ApiKey = None,
     state_dir: StateDir = DEFAULT_STATE_DIR,
 ) -> None:
-    """Create a user; the password is prompted for (or read from stdin), never an argument."""
-    from edrs_core import ServiceError
-    from edrs_gateway.auth.passwords import PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH, Passwords
-    from edrs_gateway.identity.audit import AuditLog
-    from edrs_gateway.identity.users import UserStore
-
-    tenant_id = _tenant_id(tenant)
-    role = _choice(role, ROLES, "--role")
-    if "@" not in email.strip():
-        raise fail(f"--email must be an email address, got {email!r}", 2)
+    """Create a user in the caller's tenant (POST /api/v1/users); the password is prompted for
+    (or read from stdin), never an argument."""
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
         password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
-    if not PASSWORD_MIN_LENGTH <= len(password) <= PASSWORD_MAX_LENGTH:
-        raise fail(
-            f"the password must be {PASSWORD_MIN_LENGTH} to {PASSWORD_MAX_LENGTH} characters", 2
-        )
-    target = gateway_database(database_url, state_dir)
-
-    async def work(db: asyncpg.Pool) -> Any:
-        await _require_tenant(db, tenant_id)
-        try:
-            user = await UserStore(db).create(
-                tenant_id,
-                email=email.strip(),
-                display_name=display_name.strip(),
-                password_hash=await Passwords().hash(password),
-                role=role,
-            )
-        except ServiceError as exc:
-            raise fail(exc.message) from None
-        await AuditLog(db).record(
-            tenant_id, "user.created", "success", actor=OPERATOR, target=f"user:{user.id}",
-            details={"role": role},
-        )  # fmt: skip
-        return user
-
-    user = run_on_database(target.url, work)
-    _print({"id": user.id, "tenant": user.tenant_id, "email": user.email, "role": user.role})
+    user = _post(
+        url, token, api_key, state_dir, "/api/v1/users",
+        {"email": email.strip(), "displayName": display_name.strip(), "password": password,
+         "role": role},
+    )  # fmt: skip
+    _print({"id": user["id"], "email": user["email"], "role": user["role"]})
 
 
 @app.command("create-api-key")
 def create_api_key(
-    tenant: Annotated[str, typer.Option("--tenant", help="Tenant id.")],
     name: Annotated[str, typer.Option("--name", help="What the key is for.")],
-    role: Annotated[str, typer.Option("--role", help=f"One of: {', '.join(ROLES)}.")] = (
+    role: Annotated[str, typer.Option("--role", help="admin, member, integrator or viewer.")] = (
         "integrator"
     ),
     scope: Annotated[
@@ -249,124 +283,25 @@ def create_api_key(
     expires_days: Annotated[
         int | None, typer.Option("--expires-days", min=1, help="Expire after this many days.")
     ] = None,
-    database_url: DatabaseUrl = None,
+    url: Url = None,
+    token: Token = None,
+    api_key: ApiKey = None,
     state_dir: StateDir = DEFAULT_STATE_DIR,
 ) -> None:
-    """Create an API key and print it: this is the only time it is shown."""
-    from edrs_gateway.auth.permissions import ROLE_PERMISSIONS, Permission
-    from edrs_gateway.identity.api_keys import ApiKeyStore
-    from edrs_gateway.identity.audit import AuditLog
-
-    tenant_id = _tenant_id(tenant)
-    role = _choice(role, ROLES, "--role")
-    if not name.strip():
-        raise fail("--name must not be blank", 2)
-    known = {p.value for p in Permission}
-    scopes = tuple(sorted(set(scope or [])))
-    for s in scopes:
-        if s not in known:
-            raise fail(f"--scope {s!r} is not a permission; valid: {', '.join(sorted(known))}", 2)
-        if Permission(s) not in ROLE_PERMISSIONS[role]:
-            raise fail(f"--scope {s!r} is beyond what the role {role!r} allows", 2)
-    expires_at = datetime.now(UTC) + timedelta(days=expires_days) if expires_days else None
-    target = gateway_database(database_url, state_dir)
-
-    async def work(db: asyncpg.Pool) -> Any:
-        await _require_tenant(db, tenant_id)
-        key, plaintext = await ApiKeyStore(db).create(
-            tenant_id,
-            name=name.strip(),
-            role=role,
-            scopes=scopes,
-            expires_at=expires_at,
-        )
-        await AuditLog(db).record(
-            tenant_id, "api_key.created", "success", actor=OPERATOR, target=f"api_key:{key.id}",
-            details={"name": key.name, "prefix": key.prefix, "role": key.role,
-                     "scopes": list(key.scopes)},
-        )  # fmt: skip
-        return key, plaintext
-
-    key, plaintext = run_on_database(target.url, work)
+    """Create an API key in the caller's tenant (POST /api/v1/api-keys) and print it: this is the
+    only time it is shown."""
+    body: dict[str, Any] = {"name": name, "role": role, "scopes": sorted(set(scope or []))}
+    if expires_days is not None:
+        body["expiresInDays"] = expires_days
+    key = _post(url, token, api_key, state_dir, "/api/v1/api-keys", body)
     _print(
         {
-            "id": key.id,
-            "prefix": key.prefix,
-            "role": key.role,
-            "scopes": ",".join(key.scopes) or "(all of the role's)",
-            "expiresAt": key.expires_at.isoformat() if key.expires_at else "never",
-            "apiKey": plaintext,
+            "id": key["id"],
+            "prefix": key["prefix"],
+            "role": key["role"],
+            "scopes": ",".join(key["scopes"]) or "(all of the role's)",
+            "expiresAt": key["expiresAt"] or "never",
+            "apiKey": key["apiKey"],
         }
     )
     print("store the key now: it is not shown again", file=sys.stderr)
-
-
-@app.command("rotate-signing-key")
-def rotate_signing_key(
-    access_token_ttl_seconds: Annotated[
-        int,
-        typer.Option(
-            envvar="EDRS_GATEWAY_ACCESS_TOKEN_TTL_SECONDS",
-            min=60,
-            help="The gateway's access-token lifetime: keys are kept that long after replacement.",
-        ),
-    ] = 3600,
-    database_url: DatabaseUrl = None,
-    state_dir: StateDir = DEFAULT_STATE_DIR,
-) -> None:
-    """Add a new token-signing key (it signs from now on) and retire keys no token needs."""
-    from edrs_gateway.auth.signing_keys import SigningKeyStore, signing_key_cipher
-    from edrs_gateway.identity.audit import AuditLog
-
-    target = gateway_database(database_url, state_dir)
-    cipher = signing_key_cipher(key_encryption_secret(target))
-
-    async def work(db: asyncpg.Pool) -> tuple[str, list[str]]:
-        kid, retired = await SigningKeyStore(db, cipher).rotate(
-            timedelta(seconds=access_token_ttl_seconds)
-        )
-        await AuditLog(db).record(
-            None, "signing_key.rotated", "success", actor=OPERATOR, target=f"signing_key:{kid}",
-            details={"retired": retired},
-        )  # fmt: skip
-        return kid, retired
-
-    kid, retired = run_on_database(target.url, work)
-    _print({"kid": kid, "retired": ",".join(retired) or "(none)"})
-
-
-async def _require_tenant(db: asyncpg.Pool, tenant_id: UUID) -> None:
-    if not await db.fetchval("SELECT EXISTS (SELECT 1 FROM tenants WHERE id = $1)", tenant_id):
-        raise fail(f"no tenant with id {tenant_id}; `edrs admin create-tenant` makes one")
-
-
-def development_tenant_id(database_url: str) -> str | None:
-    """The id of the tenant the gateway created on its first development start, or None (no
-    such tenant, or the database cannot be reached)."""
-    import asyncpg
-    from edrs_gateway.identity.bootstrap import DEV_TENANT_NAME
-
-    async def tenant_id() -> str | None:
-        conn = await asyncpg.connect(database_url)
-        try:
-            found = await conn.fetchval("SELECT id FROM tenants WHERE name = $1", DEV_TENANT_NAME)
-        finally:
-            await conn.close()
-        return str(found) if found else None
-
-    try:
-        return asyncio.run(tenant_id())
-    except (OSError, asyncpg.PostgresError):
-        return None
-
-
-def development_token_command(database_url: str, gateway_url: str) -> str | None:
-    """The curl command that gets a token for the development admin the gateway created on its
-    first development start; None when there is no such tenant (e.g. tenants were made first)."""
-    from edrs_gateway.identity.bootstrap import DEV_ADMIN_PASSWORD, token_curl
-
-    found = development_tenant_id(database_url)
-    if found is None:
-        return None
-    password = os.environ.get("EDRS_GATEWAY_DEV_ADMIN_PASSWORD") or DEV_ADMIN_PASSWORD
-    return token_curl(gateway_url, found, password)

@@ -1,14 +1,14 @@
 """``edrs chat PERSONA``: talk to a persona from a terminal, replies streamed as they are written.
 
 It is a client of the gateway's public API like any other (Server-Sent Events on the messages
-route). Credentials: --token / EDRS_TOKEN, or --api-key / EDRS_API_KEY (exchanged for a token), or,
-beside a local development fleet, the development admin the gateway created on its first start.
+route), and reads no database. Credentials: --token / EDRS_TOKEN, or --api-key / EDRS_API_KEY
+(exchanged for a token), or, beside a local development fleet, the development admin the gateway
+created on its first start (see `edrs_cli.gateway_api`).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 import uuid
 from collections.abc import Iterator
@@ -18,75 +18,21 @@ from typing import Annotated, Any
 import httpx
 import typer
 
-from edrs_cli.supervisor import Fleet
+from edrs_cli.gateway_api import (
+    DEFAULT_GATEWAY_URL,
+    DEFAULT_STATE_DIR,
+    GatewayApiError,
+    access_token,
+    gateway_url,
+    problem_detail,
+)
 
-DEFAULT_STATE_DIR = Path(".edrs")
-DEFAULT_GATEWAY_URL = "http://127.0.0.1:8080"
 # Generation on a CPU takes a while; the stream itself has no end-to-end limit.
 TIMEOUT = httpx.Timeout(30.0, read=300.0)
 
 
 class ChatError(Exception):
     """A failure to tell the user in one line (and exit 1)."""
-
-
-def gateway_url(url: str | None, state_dir: Path) -> str:
-    """--url, else the local fleet's gateway (fleet.json), else the default local port."""
-    if url:
-        return url.rstrip("/")
-    state = Fleet(state_dir).read_state() or {}
-    found = state.get("gateway_url")
-    return str(found).rstrip("/") if found else DEFAULT_GATEWAY_URL
-
-
-def _problem(reply: httpx.Response) -> str:
-    try:
-        body = reply.json()
-    except ValueError:
-        return f"HTTP {reply.status_code}"
-    return str(body.get("detail") or body.get("title") or f"HTTP {reply.status_code}")
-
-
-def access_token(
-    client: httpx.Client, token: str | None, api_key: str | None, state_dir: Path
-) -> str:
-    if token:
-        return token
-    if api_key:
-        reply = client.post("/api/v1/auth/token", json={"grantType": "apiKey", "apiKey": api_key})
-        if reply.status_code != 200:
-            raise ChatError(f"authentication failed: {_problem(reply)}")
-        return str(reply.json()["accessToken"])
-    return _development_token(client, state_dir)
-
-
-def _development_token(client: httpx.Client, state_dir: Path) -> str:
-    """The development admin's token, when a local development fleet runs in `state_dir`."""
-    from edrs_cli.admin import development_tenant_id, gateway_database_url
-
-    state = Fleet(state_dir).read_state() or {}
-    postgres = state.get("engines", {}).get("postgres", {}).get("url")
-    tenant_id = development_tenant_id(gateway_database_url(postgres)) if postgres else None
-    if tenant_id is None:
-        raise ChatError(
-            "no credentials: pass --token (or EDRS_TOKEN) or --api-key (or EDRS_API_KEY); without "
-            f"them only a local development fleet's admin is used, and none runs in {state_dir}"
-        )
-    from edrs_gateway.identity.bootstrap import DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD
-
-    password = os.environ.get("EDRS_GATEWAY_DEV_ADMIN_PASSWORD") or DEV_ADMIN_PASSWORD
-    reply = client.post(
-        "/api/v1/auth/token",
-        json={
-            "grantType": "password",
-            "tenantId": tenant_id,
-            "email": DEV_ADMIN_EMAIL,
-            "password": password,
-        },
-    )
-    if reply.status_code != 200:
-        raise ChatError(f"authentication failed (development admin): {_problem(reply)}")
-    return str(reply.json()["accessToken"])
 
 
 def resolve_persona(client: httpx.Client, persona: str) -> dict[str, Any]:
@@ -121,9 +67,9 @@ def resolve_persona(client: httpx.Client, persona: str) -> dict[str, Any]:
 
 def _check(reply: httpx.Response) -> None:
     if reply.status_code == 401:
-        raise ChatError(f"authentication failed: {_problem(reply)}")
+        raise ChatError(f"authentication failed: {problem_detail(reply)}")
     if reply.status_code >= 400:
-        raise ChatError(_problem(reply))
+        raise ChatError(problem_detail(reply))
 
 
 def sse_events(lines: Iterator[str]) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -267,14 +213,14 @@ def chat(
     base = gateway_url(url, state_dir)
     try:
         with httpx.Client(base_url=base, timeout=TIMEOUT) as client:
-            bearer = access_token(client, token, api_key, state_dir)
+            bearer = access_token(client, token, api_key)
             client.headers["Authorization"] = f"Bearer {bearer}"
             found = resolve_persona(client, persona)
             if message is not None:
                 send(client, found["id"], conversation_id, message, options)
                 return
             _interactive(client, found, conversation_id, options)
-    except ChatError as exc:
+    except (ChatError, GatewayApiError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise typer.Exit(1) from None
     except httpx.TransportError as exc:

@@ -7,13 +7,14 @@ import time
 from pathlib import Path
 from typing import Annotated
 
+import httpx
 import typer
 from edrs_core.engines import EmbeddedEngine, EngineError, tail_lines
 from edrs_core.registry import RegistryError
 from edrs_core.registry import service_names as declared_names
 from rich.console import Console
 
-from edrs_cli.admin import development_token_command, gateway_database_url
+from edrs_cli.gateway_api import development_login, token_curl
 from edrs_cli.render import status_json, status_table
 from edrs_cli.supervisor import (
     DEFAULT_WAIT_TIMEOUT,
@@ -131,19 +132,22 @@ def up(
 
 
 def _print_token_hint(fleet: Fleet) -> None:
-    """How to get an access token for the admin the gateway created on its first start."""
-    postgres = fleet.engines.get("postgres")
-    if postgres is None or fleet.gateway_url is None:
+    """How to get an access token for the admin the gateway created on its first start (asked of
+    the gateway's API, like any client would)."""
+    if fleet.gateway_url is None:
         return
-    command = development_token_command(gateway_database_url(postgres.url()), fleet.gateway_url)
-    if command is None:
+    with httpx.Client(base_url=fleet.gateway_url, timeout=10.0) as client:
+        grant = development_login(client)
+    if grant is None:
         console.print(
-            "get a token: create a user with `edrs admin create-user`, then POST "
-            f"{fleet.gateway_url}/api/v1/auth/token"
+            "get a token: create a tenant and its admin with `edrs admin create-tenant NAME "
+            f"--admin-email EMAIL`, then POST {fleet.gateway_url}/api/v1/auth/token"
         )
         return
-    console.print("get an access token for admin@edrs.local:")
-    console.print(command, markup=False, highlight=False, soft_wrap=True)
+    console.print(f"get an access token for {grant['email']}:")
+    console.print(
+        token_curl(fleet.gateway_url, grant), markup=False, highlight=False, soft_wrap=True
+    )
 
 
 @app.command()

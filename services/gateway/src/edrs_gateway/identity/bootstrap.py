@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from uuid import UUID
 
 import asyncpg
 from edrs_core import AlreadyExists
@@ -72,3 +73,14 @@ async def bootstrap(db: asyncpg.Pool, settings: GatewaySettings, passwords: Pass
         DEV_ADMIN_EMAIL,
         token_curl(base, str(tenant.id), password),
     )
+
+
+async def development_tenant_id(db: asyncpg.Pool) -> UUID | None:
+    """The tenant of the development admin created on the first development start, if any."""
+    found = await db.fetchval(
+        "SELECT t.id FROM tenants t JOIN users u ON u.tenant_id = t.id "
+        "WHERE t.name = $1 AND lower(u.email) = lower($2) AND u.role = 'admin'",
+        DEV_TENANT_NAME,
+        DEV_ADMIN_EMAIL,
+    )
+    return found if isinstance(found, UUID) else None

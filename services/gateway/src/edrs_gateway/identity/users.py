@@ -188,6 +188,16 @@ class UserStore:
             new_hash,
         )
 
+    async def unlock(self, tenant_id: UUID, email: str) -> User | None:
+        """Lift a lockout and forget failed logins (break-glass). None when not found."""
+        row = await self.db.fetchrow(
+            f"UPDATE users SET failed_logins = 0, locked_until = NULL, updated_at = now() "
+            f"WHERE tenant_id = $1 AND lower(email) = lower($2) RETURNING {_COLUMNS}",
+            tenant_id,
+            email,
+        )
+        return _user(row) if row else None
+
     async def any_in_tenant(self, tenant_id: UUID) -> bool:
         return bool(
             await self.db.fetchval(

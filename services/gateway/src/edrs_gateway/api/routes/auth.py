@@ -16,6 +16,11 @@ from edrs_gateway.auth.dependencies import current_principal
 from edrs_gateway.auth.login import LoginFailed
 from edrs_gateway.auth.passwords import PASSWORD_MAX_LENGTH
 from edrs_gateway.context import Ctx
+from edrs_gateway.identity.bootstrap import (
+    DEV_ADMIN_EMAIL,
+    DEV_ADMIN_PASSWORD,
+    development_tenant_id,
+)
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -148,3 +153,56 @@ async def revoke_token(
 ) -> Response:
     await ctx.authenticator.revoke(body.token, current_principal(request), client_ip(request))
     return Response(status_code=204)
+
+
+class DevelopmentLogin(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "tenantId": "0190d6a0-0000-7000-8000-000000000000",
+                    "email": "admin@edrs.local",
+                    "password": "edrs-development-admin",
+                }
+            ]
+        }
+    )
+
+    tenant_id: UUID
+    email: str
+    password: str | None = Field(
+        description="The public default password while EDRS_GATEWAY_DEV_ADMIN_PASSWORD is unset; "
+        "null when that variable sets another (never disclosed)"
+    )
+
+
+@router.get(
+    "/development-login",
+    response_model=DevelopmentLogin,
+    summary="The development admin's login",
+    description="Only while the gateway runs with EDRS_ENVIRONMENT=development (404 otherwise): "
+    "the tenant and email of the admin it created on its first development start, for a "
+    "password grant. `edrs chat` and `edrs dev up` log in with it beside a local fleet.",
+    responses=problem_responses(404, 429),
+)
+async def development_login(ctx: Ctx) -> DevelopmentLogin:
+    if ctx.settings.environment != "development":
+        raise ApiError(
+            404,
+            "not_found",
+            "there is no development login: the gateway does not run with "
+            "EDRS_ENVIRONMENT=development",
+        )
+    tenant_id = await development_tenant_id(ctx.runtime.db)
+    if tenant_id is None:
+        raise ApiError(
+            404,
+            "not_found",
+            "there is no development admin: tenants existed before the gateway's first "
+            "development start",
+        )
+    return DevelopmentLogin(
+        tenant_id=tenant_id,
+        email=DEV_ADMIN_EMAIL,
+        password=None if ctx.settings.dev_admin_password is not None else DEV_ADMIN_PASSWORD,
+    )
