@@ -301,8 +301,7 @@ class EventBus(ABC):
     ) -> Subscription:
         """Start durable consumer `consumer` for the given type patterns (`persona.*`, ...)."""
 
-    @abstractmethod
-    def tail(
+    async def tail(
         self,
         pattern: str = "*",
         *,
@@ -310,7 +309,15 @@ class EventBus(ABC):
         client_id: str | None = None,
         from_start: bool = False,
     ) -> AsyncGenerator[BaseEvent, None]:
-        """Live view of events as they are published (no ack, no durable state)."""
+        """Live view of events as they are published (no ack, no durable state): the events of
+        `tail_sequenced`, from the oldest retained one with `from_start`."""
+        async for item in self.tail_sequenced(
+            pattern,
+            priority=priority,
+            client_id=client_id,
+            start_sequence=1 if from_start else None,
+        ):
+            yield item.event
 
     @abstractmethod
     def tail_sequenced(

@@ -27,7 +27,7 @@ from edrs_events.bus import (
     run_handler,
 )
 from edrs_events.catalog import SchemaCatalog
-from edrs_events.envelope import PRIORITIES_BY_RANK, BaseEvent, Priority
+from edrs_events.envelope import PRIORITIES_BY_RANK, Priority
 from edrs_events.errors import MalformedEvent
 from edrs_events.subjects import DEFAULT_NAMESPACE, type_filter, validate_consumer_name
 
@@ -146,22 +146,6 @@ class InMemoryBus(EventBus):
         subscription.start()
         self._subscriptions.append(subscription)
         return subscription
-
-    async def tail(
-        self,
-        pattern: str = "*",
-        *,
-        priority: Priority | None = None,
-        client_id: str | None = None,
-        from_start: bool = False,
-    ) -> AsyncGenerator[BaseEvent, None]:
-        async for item in self.tail_sequenced(
-            pattern,
-            priority=priority,
-            client_id=client_id,
-            start_sequence=1 if from_start else None,
-        ):
-            yield item.event
 
     async def last_sequence(self) -> int:
         return len(self.log)

@@ -196,22 +196,6 @@ class NatsBus(EventBus):
         self._subscriptions.append(subscription)
         return subscription
 
-    async def tail(
-        self,
-        pattern: str = "*",
-        *,
-        priority: Priority | None = None,
-        client_id: str | None = None,
-        from_start: bool = False,
-    ) -> AsyncGenerator[BaseEvent, None]:
-        async for item in self.tail_sequenced(
-            pattern,
-            priority=priority,
-            client_id=client_id,
-            start_sequence=1 if from_start else None,
-        ):
-            yield item.event
-
     async def last_sequence(self) -> int:
         try:
             info = await self.js.stream_info(self.subjects.events_stream)

@@ -35,7 +35,7 @@ from edrs_events.bus import (
     run_handler,
 )
 from edrs_events.catalog import SchemaCatalog
-from edrs_events.envelope import PRIORITIES_BY_RANK, BaseEvent, Priority
+from edrs_events.envelope import PRIORITIES_BY_RANK, Priority
 from edrs_events.errors import BusUnavailable, MalformedEvent, PublishError
 from edrs_events.memory_bus import _matches
 from edrs_events.subjects import DEFAULT_NAMESPACE, validate_consumer_name
@@ -211,22 +211,6 @@ class PulsarBus(EventBus):
         await subscription.start()
         self._subscriptions.append(subscription)
         return subscription
-
-    async def tail(
-        self,
-        pattern: str = "*",
-        *,
-        priority: Priority | None = None,
-        client_id: str | None = None,
-        from_start: bool = False,
-    ) -> AsyncGenerator[BaseEvent, None]:
-        async for item in self.tail_sequenced(
-            pattern,
-            priority=priority,
-            client_id=client_id,
-            start_sequence=1 if from_start else None,
-        ):
-            yield item.event
 
     async def _reader(self, start: Any, *, inclusive: bool) -> Any:
         try:
