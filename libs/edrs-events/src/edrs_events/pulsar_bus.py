@@ -439,7 +439,11 @@ class PulsarSubscription(Subscription):
                 continue
             try:
                 msg = await asyncio.to_thread(consumer.receive, 500)
-            except Exception:  # receive timeout (pulsar.Timeout): poll again
+            except _pulsar().Timeout:  # nothing new on this topic: poll again
+                continue
+            except Exception as exc:  # disconnected: the client reconnects; do not spin meanwhile
+                log.info("receive for %s failed (%r); retrying", self.consumer, exc)
+                await asyncio.sleep(0.5)
                 continue
             self._buffers[index].append((consumer, msg))
             self._ready.set()
