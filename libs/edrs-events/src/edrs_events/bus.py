@@ -411,7 +411,7 @@ async def connect_bus(
     if scheme in ("pulsar", "pulsar+ssl"):
         from edrs_events.pulsar_bus import PulsarBus
 
-        return await PulsarBus.connect(url, catalog=catalog, namespace=namespace)
+        return await PulsarBus.connect(url, catalog=catalog, namespace=namespace, name=name)
     from edrs_events.memory_bus import InMemoryBus
 
     return InMemoryBus.shared(url.split("://", 1)[1], catalog=catalog, namespace=namespace)

@@ -95,12 +95,15 @@ class PulsarBus(EventBus):
         catalog: SchemaCatalog | None = None,
         namespace: str = DEFAULT_NAMESPACE,
         topic_prefix: str = "persistent://public/default",
+        name: str = "edrs-events",
     ) -> None:
         super().__init__(catalog=catalog, namespace=namespace)
         self.client = client
         self.topic_prefix = topic_prefix
         self._producers: dict[str, Any] = {}
-        self._producer_name = f"{namespace}-{socket.gethostname()}"
+        # Stable per process kind and host (dedup keys on it), and distinct between the services
+        # of one host: the broker refuses a second producer of the same name on a topic.
+        self._producer_name = f"{namespace}-{name}-{socket.gethostname()}"
         self._sequence = itertools.count(int(datetime.now(UTC).timestamp() * 1_000_000))
         self._subscriptions: list[PulsarSubscription] = []
 
@@ -111,9 +114,10 @@ class PulsarBus(EventBus):
         *,
         catalog: SchemaCatalog | None = None,
         namespace: str = DEFAULT_NAMESPACE,
+        name: str = "edrs-events",
     ) -> PulsarBus:
         client = await asyncio.to_thread(_pulsar().Client, url, operation_timeout_seconds=10)
-        bus = cls(client, catalog=catalog, namespace=namespace)
+        bus = cls(client, catalog=catalog, namespace=namespace, name=name)
         try:
             await bus.check()  # the client connects lazily: make a wrong URL fail here
         except BusUnavailable:
