@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from edrs_core.outbound import OutboundPolicy
 from edrs_research.credibility import prior
 from edrs_research.urls import normalise
 
 
 def score(url: str) -> float:
-    return prior(normalise(url))
+    return prior(normalise(url, OutboundPolicy()))
 
 
 def test_plain_https_site_is_neutral_plus_transport() -> None:

@@ -25,6 +25,8 @@ async def research(
     settings = testing.engine_settings(
         postgres_engine, redis_engine, nats_engine, database="test_research", redis_db=6
     )
+    # An operator exception, as EDRS_RESEARCH_OUTBOUND_ALLOW would set it: one intranet network.
+    settings["outbound_allow"] = ("10.20.0.0/16",)
     async with testing.running_service(definition, **settings) as svc:
         yield svc
 
@@ -121,6 +123,22 @@ async def test_tenants_register_and_list_sources_independently(stub) -> None:
 async def test_invalid_register_names_the_field(stub, request_, message) -> None:
     await testing.expect_rpc_error(
         stub.RegisterSource(request_, metadata=TENANT_A), grpc.StatusCode.INVALID_ARGUMENT, message
+    )
+
+
+async def test_the_operators_outbound_allow_rule_opens_that_network_only(stub) -> None:
+    tenant = [("x-edrs-client-id", f"tenant-{uuid.uuid4().hex}")]
+    inside = f"http://10.20.3.4/{uuid.uuid4().hex}"
+    created = await stub.RegisterSource(
+        research_pb2.RegisterSourceRequest(url=inside), metadata=tenant
+    )
+    assert created.url == inside
+    await testing.expect_rpc_error(
+        stub.RegisterSource(
+            research_pb2.RegisterSourceRequest(url="http://10.21.0.1/"), metadata=tenant
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "url host 10.21.0.1 is a private address",
     )
 
 

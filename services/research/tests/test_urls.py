@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 import pytest
-from edrs_research.urls import MAX_URL_LENGTH, UrlRefused, normalise
+from edrs_core.outbound import OutboundPolicy
+from edrs_research.urls import MAX_URL_LENGTH, SourceUrl, UrlRefused
+from edrs_research.urls import normalise as normalise_under
+
+POLICY = OutboundPolicy()  # no operator exceptions: the public internet only
+
+
+def normalise(raw: str) -> SourceUrl:
+    return normalise_under(raw, POLICY)
 
 
 @pytest.mark.parametrize(

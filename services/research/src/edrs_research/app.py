@@ -11,7 +11,9 @@ from edrs_research.store.postgres import PostgresResearchStore
 
 
 def build(rt: Runtime) -> list[GrpcService]:
-    servicer = ResearchServicer(PostgresResearchStore(rt.db))
+    settings = rt.settings
+    assert isinstance(settings, ResearchSettings)
+    servicer = ResearchServicer(PostgresResearchStore(rt.db), settings.outbound_policy())
     return [
         GrpcService(
             research_pb2.DESCRIPTOR.services_by_name["ResearchService"].full_name,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 from edrs_core import AlreadyExists, InvalidArgument, validation
 from edrs_core.context import require_client_id
+from edrs_core.outbound import OutboundPolicy
 from edrs_core.protobuf import timestamp
 from edrs_proto.common.v1 import common_pb2
 from edrs_proto.research.v1 import research_pb2, research_pb2_grpc
@@ -24,8 +25,9 @@ def to_proto(s: Source) -> research_pb2.Source:
 
 
 class ResearchServicer(research_pb2_grpc.ResearchServiceServicer):
-    def __init__(self, store: ResearchStore) -> None:
+    def __init__(self, store: ResearchStore, outbound: OutboundPolicy) -> None:
         self.store = store
+        self.outbound = outbound
 
     async def RegisterSource(  # noqa: N802 (gRPC method name)
         self, request: research_pb2.RegisterSourceRequest, context: grpc.aio.ServicerContext
@@ -33,7 +35,7 @@ class ResearchServicer(research_pb2_grpc.ResearchServiceServicer):
         client_id = require_client_id()
         raw = validation.text(request.url, "url", max_length=urls.MAX_URL_LENGTH)
         try:
-            source_url = urls.normalise(raw)
+            source_url = urls.normalise(raw, self.outbound)
         except urls.UrlRefused as exc:
             raise InvalidArgument(f"url {exc}", field="url") from None
         title = validation.text(request.title, "title", max_length=500, required=False)
