@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -28,7 +29,11 @@ async def integration(
         postgres_engine, redis_engine, nats_engine, database="test_integration", redis_db=7
     )
     async with testing.running_service(
-        definition, **settings, credentials_key="test-credentials-key-0123456789abcdef"
+        definition,
+        **settings,
+        credentials_key="test-credentials-key-0123456789abcdef",
+        # An operator exception, as EDRS_INTEGRATION_OUTBOUND_ALLOW would set it.
+        outbound_allow=("10.20.0.0/16",),
     ) as svc:
         yield svc
 
@@ -152,7 +157,7 @@ async def test_other_tenant_cannot_see_the_connector(stub) -> None:
             integration_pb2.CreateConnectorRequest(
                 name="n", kind=WEBHOOK, config={"url": "ftp://files.example.com"}
             ),
-            "config[url] must be an http:// or https:// URL",
+            "config[url] must use http or https, not 'ftp'",
         ),
         (
             integration_pb2.CreateConnectorRequest(
@@ -179,6 +184,42 @@ async def test_other_tenant_cannot_see_the_connector(stub) -> None:
 async def test_invalid_create_names_the_field(stub, request_, field) -> None:
     await testing.expect_rpc_error(
         stub.CreateConnector(request_, metadata=TENANT_A), grpc.StatusCode.INVALID_ARGUMENT, field
+    )
+
+
+@pytest.mark.parametrize("kind", [WEBHOOK, integration_pb2.CONNECTOR_KIND_HTTP])
+async def test_a_connector_to_a_loopback_url_is_refused_as_ssrf(stub, kind) -> None:
+    # The research service refuses such URLs too: one outbound policy for every service.
+    await testing.expect_rpc_error(
+        stub.CreateConnector(
+            integration_pb2.CreateConnectorRequest(
+                name="loopback", kind=kind, config={"url": "http://127.0.0.1:8080/in"}
+            ),
+            metadata=TENANT_A,
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "config[url] host 127.0.0.1 is a loopback address",
+    )
+
+
+async def test_the_operators_outbound_allow_rule_opens_that_network_only(stub) -> None:
+    tenant = [("x-edrs-client-id", f"tenant-{uuid.uuid4().hex}")]
+    made = await stub.CreateConnector(
+        integration_pb2.CreateConnectorRequest(
+            name="intranet hook", kind=WEBHOOK, config={"url": "http://10.20.3.4/in"}
+        ),
+        metadata=tenant,
+    )
+    assert made.config["url"] == "http://10.20.3.4/in"
+    await testing.expect_rpc_error(
+        stub.CreateConnector(
+            integration_pb2.CreateConnectorRequest(
+                name="other hook", kind=WEBHOOK, config={"url": "http://10.21.0.1/in"}
+            ),
+            metadata=tenant,
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "config[url] host 10.21.0.1 is a private address",
     )
 
 

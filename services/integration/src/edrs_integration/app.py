@@ -18,7 +18,7 @@ def build(rt: Runtime) -> list[GrpcService]:
     return [
         GrpcService(
             integration_pb2.DESCRIPTOR.services_by_name["IntegrationService"].full_name,
-            IntegrationServicer(store),
+            IntegrationServicer(store, settings.outbound_policy()),
             integration_pb2_grpc.add_IntegrationServiceServicer_to_server,
         )
     ]

@@ -2,12 +2,12 @@
 
 from typing import ClassVar
 
-from edrs_core import ServiceSettings
+from edrs_core.outbound import OutboundServiceSettings
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 
-class IntegrationSettings(ServiceSettings):
+class IntegrationSettings(OutboundServiceSettings):
     model_config = SettingsConfigDict(env_prefix="EDRS_INTEGRATION_")
     service_name: ClassVar[str] = "integration"
     uses_redis: ClassVar[bool] = False

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from urllib.parse import urlsplit
 
 from edrs_core.errors import InvalidArgument
+from edrs_core.outbound import OutboundBlocked, OutboundError, OutboundPolicy
 
 MAX_CONFIG_KEYS = 50
 MAX_KEY_LENGTH = 100
@@ -24,36 +24,36 @@ def is_secret_key(key: str) -> bool:
     return _SECRET_KEY.search(key) is not None
 
 
-def http_url(value: str, field: str) -> str:
-    """`value` if it is an absolute http(s) URL with a host and no embedded credentials."""
+def http_url(value: str, field: str, policy: OutboundPolicy) -> str:
+    """`value` if `policy` lets the fleet send requests to it, else InvalidArgument naming `field`.
+
+    The policy is the one the outbound client enforces when it calls the URL (edrs_core.outbound):
+    http(s) only, no embedded credentials, no host that is or means an internal address unless
+    the operator allowed it. Only the text is checked here; the client checks the resolved
+    addresses again on every request.
+    """
     if not value:
         raise InvalidArgument(f"{field} is required", field=field)
-    if any(c.isspace() for c in value):
-        raise InvalidArgument(f"{field} must not contain white space", field=field)
     try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018 (raises ValueError for a port that is not a number in range)
-    except ValueError as exc:
-        raise InvalidArgument(f"{field} is not a valid URL: {exc}", field=field) from None
-    if parts.scheme.lower() not in ("http", "https"):
-        raise InvalidArgument(
-            f"{field} must be an http:// or https:// URL, got scheme {parts.scheme or 'none'!r}",
-            field=field,
-        )
-    if not parts.hostname:
-        raise InvalidArgument(f"{field} must name a host", field=field)
-    if parts.username is not None or parts.password is not None:
-        # They would be stored and shown in clear; secrets belong in a secret-named key.
-        raise InvalidArgument(
-            f"{field} must not embed credentials; put them in a key such as 'password' or "
-            "'api_key', which is stored encrypted",
-            field=field,
-        )
+        policy.check_url(value)
+    except OutboundBlocked as exc:
+        message = f"{field} {exc.reason}"
+        if exc.rule == "userinfo":
+            # They would be stored and shown in clear; secrets belong in a secret-named key.
+            message += (
+                "; put them in a key such as 'password' or 'api_key', which is stored encrypted"
+            )
+        raise InvalidArgument(message, field=field) from None
+    except OutboundError as exc:
+        raise InvalidArgument(f"{field} {exc.reason}", field=field) from None
     return value
 
 
-def connector_config(kind: str, config: Mapping[str, str], field: str = "config") -> dict[str, str]:
-    """`config` checked for size, key names and value lengths, and for what `kind` requires."""
+def connector_config(
+    kind: str, config: Mapping[str, str], outbound: OutboundPolicy, field: str = "config"
+) -> dict[str, str]:
+    """`config` checked for size, key names and value lengths, and for what `kind` requires; a
+    URL it must call is checked against the `outbound` policy."""
     if len(config) > MAX_CONFIG_KEYS:
         raise InvalidArgument(
             f"{field} has {len(config)} keys; the limit is {MAX_CONFIG_KEYS}", field=field
@@ -71,5 +71,5 @@ def connector_config(kind: str, config: Mapping[str, str], field: str = "config"
                 field=f"{field}[{key}]",
             )
     if kind in KINDS_NEEDING_URL:
-        http_url(config.get("url", ""), f"{field}[url]")
+        http_url(config.get("url", ""), f"{field}[url]", outbound)
     return dict(config)

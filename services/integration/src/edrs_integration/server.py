@@ -7,6 +7,7 @@ import grpc
 from edrs_core import NotFound, validation
 from edrs_core.context import require_client_id
 from edrs_core.ids import parse_id
+from edrs_core.outbound import OutboundPolicy
 from edrs_core.protobuf import timestamp
 from edrs_proto.common.v1 import common_pb2
 from edrs_proto.integration.v1 import integration_pb2, integration_pb2_grpc
@@ -36,8 +37,9 @@ def to_proto(c: Connector) -> integration_pb2.Connector:
 
 
 class IntegrationServicer(integration_pb2_grpc.IntegrationServiceServicer):
-    def __init__(self, store: ConnectorStore) -> None:
+    def __init__(self, store: ConnectorStore, outbound: OutboundPolicy) -> None:
         self.store = store
+        self.outbound = outbound
 
     async def CreateConnector(  # noqa: N802 (gRPC method name)
         self, request: integration_pb2.CreateConnectorRequest, context: grpc.aio.ServicerContext
@@ -47,7 +49,7 @@ class IntegrationServicer(integration_pb2_grpc.IntegrationServiceServicer):
         kind = validation.enum_value(
             request.kind, "kind", _KIND_FROM_PROTO, integration_pb2.ConnectorKind
         )
-        config = connector_config(kind, request.config)
+        config = connector_config(kind, request.config, self.outbound)
         new = NewConnector(
             name=name,
             kind=kind,
