@@ -1,9 +1,9 @@
 """Gateway service settings (`EDRS_GATEWAY_*`)."""
 
-import json
 from typing import Annotated, Any, ClassVar, Literal
 
 from edrs_core import ServiceSettings
+from edrs_core.settings import comma_or_json_list
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic.alias_generators import to_camel
 from pydantic_settings import NoDecode, SettingsConfigDict
@@ -82,10 +82,4 @@ class GatewaySettings(ServiceSettings):
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: Any) -> Any:
-        # An env var arrives as one string: accept "https://a,https://b" as well as a JSON list.
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                return json.loads(text)
-            return [part.strip() for part in text.split(",") if part.strip()]
-        return value
+        return comma_or_json_list(value)

@@ -112,7 +112,9 @@ def classify(ip: IpAddress) -> Refusal | None:
         ip = ipaddress.IPv6Address(ip.compressed.split("%", 1)[0])
     inner = _classify_plain(ip)
     if ip in METADATA_ADDRESSES:
-        phrase = f"{inner.phrase}, a cloud metadata service" if inner else "a cloud metadata service"
+        phrase = (
+            f"{inner.phrase}, a cloud metadata service" if inner else "a cloud metadata service"
+        )
         return Refusal("metadata", phrase, hard=True)
     return inner
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from pydantic import Field, field_validator
@@ -10,7 +9,7 @@ from pydantic_settings import NoDecode
 
 from edrs_core.outbound._client import OutboundLimits
 from edrs_core.outbound._policy import HostPattern, OutboundPolicy
-from edrs_core.settings import ServiceSettings
+from edrs_core.settings import ServiceSettings, comma_or_json_list
 
 _DEFAULTS = OutboundLimits()
 
@@ -32,13 +31,7 @@ class OutboundServiceSettings(ServiceSettings):
     @field_validator("outbound_allow", mode="before")
     @classmethod
     def _split_allow(cls, value: Any) -> Any:
-        # An env var arrives as one string: accept "a,b" as well as a JSON list.
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                return json.loads(text)
-            return [part.strip() for part in text.split(",") if part.strip()]
-        return value
+        return comma_or_json_list(value)
 
     @field_validator("outbound_allow")
     @classmethod
