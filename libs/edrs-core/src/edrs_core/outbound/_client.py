@@ -1,5 +1,5 @@
 """The outbound HTTP client every service uses to call out: SSRF-safe, bounded in redirects,
-size and time. See docs/decisions/0008-outbound-http.md."""
+size and time. See docs/decisions/0009-outbound-http.md."""
 
 from __future__ import annotations
 
