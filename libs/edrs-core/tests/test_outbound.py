@@ -546,6 +546,14 @@ async def test_a_declared_oversized_body_is_refused_before_it_is_read(
     assert "the limit is 262144 bytes" in str(err.value)
 
 
+async def test_a_head_answer_declaring_a_large_body_is_not_refused(
+    servers: Servers, client: OutboundClient
+) -> None:
+    response = await client.request("HEAD", f"http://{PUBLIC_IP}:{servers.p}/big-declared")
+    assert (response.status, response.body) == (200, b"")
+    assert response.headers["content-length"] == str(50 * 1024 * 1024)
+
+
 async def test_a_streamed_oversized_body_is_cut_at_the_limit(
     servers: Servers, client: OutboundClient
 ) -> None:
@@ -676,3 +684,19 @@ def _flag(request: RecordedRequest):  # type: ignore[no-untyped-def]
         return request.client_gone
 
     return gone
+
+
+async def test_a_refusal_is_logged_with_its_rule_and_without_the_path_or_query(
+    servers: Servers, client: OutboundClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="edrs.outbound")
+    with pytest.raises(OutboundBlocked):
+        await client.get(f"http://user:pw@127.0.0.1:{servers.p}/hook?token=t0ps3cret")
+    with pytest.raises(OutboundBlocked):
+        await client.get(f"http://127.0.0.1:{servers.p}/hook?token=t0ps3cret")
+    lines = [r.getMessage() for r in caplog.records if r.name == "edrs.outbound"]
+    assert lines == [
+        "outbound request refused (userinfo): url must not carry credentials (user:password@)",
+        "outbound request refused (address): url host 127.0.0.1 is a loopback address",
+    ]
+    assert not any("t0ps3cret" in line or ":pw@" in line for line in lines)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json as jsonlib
+import logging
 import ssl
 import zlib
 from collections.abc import Mapping
@@ -26,6 +27,8 @@ from edrs_core.outbound._errors import (
 from edrs_core.outbound._policy import HostRules, OutboundPolicy
 from edrs_core.outbound._transport import HOST_RULES_EXTENSION, OutboundTransport, Resolver
 from edrs_core.outbound._urls import OutboundUrl
+
+log = logging.getLogger("edrs.outbound")
 
 DEFAULT_USER_AGENT = "EDRS/0.1 (+outbound)"
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -163,6 +166,11 @@ class OutboundClient:
                 )
         except TimeoutError:
             raise OutboundTimeout("total", limits.timeout_seconds) from None
+        except OutboundBlocked as exc:
+            # The reason names the host and the rule, never the path or query (they may carry
+            # tokens), so it is safe in a log line; operators see refusals without a trace.
+            log.info("outbound request refused (%s): %s", exc.rule, exc)
+            raise
 
     async def _follow(
         self,
@@ -208,9 +216,12 @@ class OutboundClient:
                 if not (
                     follow_redirects and response.status_code in REDIRECT_STATUSES and location
                 ):
-                    body, truncated = await _read_body(
-                        response, limits.max_response_bytes, truncate
-                    )
+                    body, truncated = b"", False
+                    # A HEAD answer's Content-Length (and a 204's or 304's) describes no body.
+                    if method != "HEAD" and response.status_code not in (204, 304):
+                        body, truncated = await _read_body(
+                            response, limits.max_response_bytes, truncate
+                        )
                     return OutboundResponse(
                         status=response.status_code,
                         headers=response.headers,
