@@ -1,4 +1,5 @@
-"""Memory runs against the real reasoning service (its Embed RPC), both started once per session."""
+"""Memory runs against the real reasoning service (its Embed RPC), both started once for the
+memory tests (package scope: the models are released before the next directory's tests run)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from edrs_reasoning.app import definition as reasoning_definition
 from redis.asyncio import Redis
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 async def reasoning(
     postgres_engine, redis_engine, nats_engine
 ) -> AsyncIterator[testing.RunningService]:
@@ -27,7 +28,7 @@ async def reasoning(
         yield svc
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 async def memory(
     postgres_engine, redis_engine, nats_engine, reasoning: testing.RunningService
 ) -> AsyncIterator[testing.RunningService]:

@@ -3,9 +3,16 @@ rebuilt from PostgreSQL when Redis loses it."""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
 import pytest
 from edrs_core import testing
-from edrs_proto.memory.v1 import memory_pb2
+from edrs_core.clock import ManualClock
+from edrs_memory.app import build, definition
+from edrs_proto.memory.v1 import memory_pb2, memory_pb2_grpc
 
 pytestmark = pytest.mark.integration
 
@@ -53,15 +60,39 @@ async def test_eviction_takes_lowest_priority_first_then_oldest(stub, persona_id
     assert await texts(stub, persona_id) == ["c5", "e3", "f3", "h4", "i3"]
 
 
-async def test_expired_items_are_never_listed(stub, persona_id) -> None:
+@pytest.fixture(scope="module")
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture(scope="module")
+async def held_memory(
+    postgres_engine, redis_engine, nats_engine, clock
+) -> AsyncIterator[testing.RunningService]:
+    """A memory service whose working memory reads `clock`: expiry happens when a test says."""
+    settings = testing.engine_settings(
+        postgres_engine, redis_engine, nats_engine, database="test_memory_clock", redis_db=8
+    )
+    held = dataclasses.replace(definition, build=functools.partial(build, clock=clock))
+    async with testing.running_service(held, working_max_items=5, **settings) as svc:
+        yield svc
+
+
+async def test_expired_items_are_never_listed(held_memory, clock, persona_id) -> None:
+    stub = memory_pb2_grpc.MemoryServiceStub(held_memory.channel)
     await put(stub, persona_id, "fleeting", ttl_seconds=1)
+    clock.advance(timedelta(milliseconds=1))
     await put(stub, persona_id, "lasting")
-    assert "fleeting" in await texts(stub, persona_id)
-
-    async def gone() -> bool:
-        return await texts(stub, persona_id) == ["lasting"]
-
-    await testing.wait_until(gone, within=10, what="the 1-second item to expire")
+    assert await texts(stub, persona_id) == ["fleeting", "lasting"]
+    clock.advance(timedelta(milliseconds=998))
+    assert await texts(stub, persona_id) == ["fleeting", "lasting"], "a millisecond early"
+    clock.advance(timedelta(milliseconds=1))
+    assert await texts(stub, persona_id) == ["lasting"]
+    # Rebuilt from PostgreSQL after Redis lost the conversation, it stays gone.
+    redis = held_memory.runner.runtime.redis
+    assert redis is not None
+    await redis.delete(*[k async for k in redis.scan_iter(match=f"*{persona_id}*")])
+    assert await texts(stub, persona_id) == ["lasting"]
 
 
 async def test_lost_conversation_is_rebuilt_from_postgres(stub, persona_id, redis) -> None:

@@ -4,6 +4,7 @@ from datetime import timedelta
 from importlib.resources import files
 
 from edrs_core import GrpcService, LocalPorts, Runtime, ServiceDefinition
+from edrs_core.clock import Clock, SystemClock
 from edrs_core.events import start_service_events
 from edrs_proto.memory.v1 import memory_pb2, memory_pb2_grpc
 from edrs_proto.reasoning.v1 import reasoning_pb2_grpc
@@ -17,7 +18,8 @@ from edrs_memory.store.postgres import PostgresMemoryStore
 from edrs_memory.working import WorkingMemory
 
 
-async def build(rt: Runtime) -> list[GrpcService]:
+async def build(rt: Runtime, clock: Clock | None = None) -> list[GrpcService]:
+    """`clock` judges working-memory expiry: the system clock, unless a test holds time."""
     settings = rt.settings
     assert isinstance(settings, MemorySettings)
     assert rt.redis is not None, "memory uses Redis (settings require redis_url)"
@@ -38,6 +40,7 @@ async def build(rt: Runtime) -> list[GrpcService]:
         store,
         default_ttl=settings.working_ttl_seconds,
         max_items=settings.working_max_items,
+        clock=clock or SystemClock(),
     )
     embedder: Embedder = GrpcEmbedder(
         rt.peers.stub(reasoning_pb2_grpc.ReasoningServiceStub), settings.embedding_dimensions

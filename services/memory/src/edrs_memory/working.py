@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+from edrs_core.clock import Clock
 from edrs_core.ids import new_id
 from redis.asyncio import Redis
 
@@ -130,9 +131,12 @@ class WorkingMemory:
         *,
         default_ttl: int,
         max_items: int,
+        clock: Clock,
         prefix: str = "edrs:memory:wm",
     ) -> None:
         self.redis = redis
+        # What "expired" is judged by (items carry their expiry time; tests hold this clock).
+        self.clock = clock
         self.store = store
         self.default_ttl = default_ttl
         self.max_items = max_items
@@ -158,7 +162,7 @@ class WorkingMemory:
         now: datetime | None = None,
     ) -> WorkingItem:
         # Millisecond precision, the same in Redis and PostgreSQL.
-        created = now or datetime.now(UTC)
+        created = now or self.clock.now()
         created = created.replace(microsecond=created.microsecond // 1000 * 1000)
         return WorkingItem(
             id=new_id(),
@@ -187,7 +191,7 @@ class WorkingMemory:
         self, scope: Scope, conversation_id: str, limit: int = 0
     ) -> list[WorkingItem]:
         """Live items, oldest first; with `limit`, the newest `limit` of them."""
-        now = datetime.now(UTC)
+        now = self.clock.now()
         raw = await self._list(keys=self.keys(scope, conversation_id), args=[_ms(now)])
         if raw is None:
             items = await self._rebuild(scope, conversation_id)
@@ -202,7 +206,7 @@ class WorkingMemory:
             await self.redis.delete(*self.keys(scope, conversation_id))
 
     async def _rebuild(self, scope: Scope, conversation_id: str) -> list[WorkingItem]:
-        live = await self.store.live_working_items(scope, conversation_id, datetime.now(UTC))
+        live = await self.store.live_working_items(scope, conversation_id, self.clock.now())
         removed = await self._run_add(scope, conversation_id, live, mode="load")
         await self.store.delete_working_items(scope.client_id, removed or [])
         gone = set(removed or [])
@@ -211,7 +215,7 @@ class WorkingMemory:
     async def _run_add(
         self, scope: Scope, conversation_id: str, items: Sequence[WorkingItem], *, mode: str
     ) -> list[UUID] | None:
-        args: list[Any] = [_ms(datetime.now(UTC)), self.max_items, mode]
+        args: list[Any] = [_ms(self.clock.now()), self.max_items, mode]
         for item in items:
             args += [
                 str(item.id),
