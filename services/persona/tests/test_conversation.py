@@ -17,6 +17,7 @@ from edrs_persona.app import definition
 from edrs_proto.persona.v1 import persona_pb2, persona_pb2_grpc
 from edrs_proto.reasoning.v1 import reasoning_pb2, reasoning_pb2_grpc
 from edrs_reasoning.app import definition as reasoning_definition
+from edrs_reasoning.slots import GenerationSlots
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -24,7 +25,8 @@ DATABASE = "test_persona_conversation"
 REDIS_DB = 11
 TENANT = [("x-edrs-client-id", "tenant-conv")]
 OPTIONS = persona_pb2.ConverseOptions(max_tokens=16, temperature=0.0)
-# A turn that must still be running when the test sends the next message.
+# A turn that must still be running when the test sends the next message: the test holds the
+# model (see `model_held`), so "still running" does not depend on how fast the model is.
 LONG = persona_pb2.ConverseOptions(max_tokens=48, temperature=0.0)
 
 
@@ -45,9 +47,19 @@ async def reasoning(engines) -> AsyncIterator[testing.RunningService]:
         start_timeout=300,
         max_output_tokens=64,
         default_max_tokens=16,
+        max_concurrent_generations=1,
         **engines("test_persona_reasoning"),
     ) as svc:
         yield svc
+
+
+@pytest.fixture
+def model_held(reasoning):  # type: ignore[no-untyped-def]
+    """`async with model_held():` takes the reasoning service's one generation slot: a turn
+    that reaches generation meanwhile waits for the test, not for the model."""
+    slots: GenerationSlots = reasoning.servicer("ReasoningService").reasoner.slots
+    assert slots.capacity == 1
+    return slots.acquire
 
 
 @pytest.fixture(scope="module")
@@ -243,16 +255,20 @@ async def test_a_new_manager_supersedes_the_old_one(stub, ada) -> None:
     assert not omar.HasField("valid_to")
 
 
-async def test_a_second_message_waits_for_the_running_turn(stub, traces, ada) -> None:
-    first_call = stub.Converse(
-        ask(ada.id, "busy", "My name is Sam.", options=LONG), metadata=TENANT
-    )
-    first_events = []
-    async for event in first_call:
-        first_events.append(event)
-        if event.HasField("started"):
-            break
-    second = await converse(stub, ask(ada.id, "busy", "What is my name?"))
+async def test_a_second_message_waits_for_the_running_turn(stub, traces, ada, model_held) -> None:
+    async with model_held():
+        first_call = stub.Converse(
+            ask(ada.id, "busy", "My name is Sam.", options=LONG), metadata=TENANT
+        )
+        first_events = []
+        async for event in first_call:
+            first_events.append(event)
+            if event.HasField("started"):
+                break
+        # The first turn has started and waits for the model the test holds.
+        second_call = stub.Converse(ask(ada.id, "busy", "What is my name?"), metadata=TENANT)
+        second = [await second_call.read(), await second_call.read()]
+    second += await read_rest(second_call)
     first_events += [event async for event in first_call]
     assert kinds(second)[:3] == ["accepted", "queued", "started"]
     assert second[1].queued.ahead == 1
@@ -284,20 +300,23 @@ async def test_a_second_message_waits_for_the_running_turn(stub, traces, ada) ->
     assert paged == list(messages.messages)
 
 
-async def test_reject_policy_refuses_a_message_while_a_turn_runs(stub, ada, strict_replica) -> None:
+async def test_reject_policy_refuses_a_message_while_a_turn_runs(
+    stub, ada, strict_replica, model_held
+) -> None:
     strict = persona_pb2_grpc.PersonaServiceStub(strict_replica.channel)
-    running = stub.Converse(
-        ask(ada.id, "strict", "Tell me a fact about owls.", options=LONG), metadata=TENANT
-    )
-    async for event in running:
-        if event.HasField("started"):
-            break
-    # The other replica sees the turn through Redis.
-    await testing.expect_rpc_error(
-        strict.Converse(ask(ada.id, "strict", "Hello?"), metadata=TENANT).read(),
-        grpc.StatusCode.ABORTED,
-        "conversation strict has a turn in progress",
-    )
+    async with model_held():
+        running = stub.Converse(
+            ask(ada.id, "strict", "Tell me a fact about owls.", options=LONG), metadata=TENANT
+        )
+        async for event in running:
+            if event.HasField("started"):
+                break
+        # The other replica sees the turn through Redis.
+        await testing.expect_rpc_error(
+            strict.Converse(ask(ada.id, "strict", "Hello?"), metadata=TENANT).read(),
+            grpc.StatusCode.ABORTED,
+            "conversation strict has a turn in progress",
+        )
     rest = [event async for event in running]
     assert kinds(rest)[-1] == "completed"
     # Once it is over, the strict replica takes the conversation's next message.
@@ -309,22 +328,23 @@ async def test_reject_policy_refuses_a_message_while_a_turn_runs(stub, ada, stri
     assert "Hello?" not in [m.text for m in messages.messages]
 
 
-async def test_a_full_queue_is_refused(stub, ada, short_queue_replica) -> None:
+async def test_a_full_queue_is_refused(stub, ada, short_queue_replica, model_held) -> None:
     short = persona_pb2_grpc.PersonaServiceStub(short_queue_replica.channel)
-    running = stub.Converse(
-        ask(ada.id, "crowded", "Describe the sea.", options=LONG), metadata=TENANT
-    )
-    async for event in running:
-        if event.HasField("started"):
-            break
-    waiting = short.Converse(ask(ada.id, "crowded", "And the sky?"), metadata=TENANT)
-    assert (await waiting.read()).HasField("accepted")
-    assert (await waiting.read()).queued.ahead == 1
-    await testing.expect_rpc_error(
-        short.Converse(ask(ada.id, "crowded", "And the land?"), metadata=TENANT).read(),
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-        "the limit is 1",
-    )
+    async with model_held():
+        running = stub.Converse(
+            ask(ada.id, "crowded", "Describe the sea.", options=LONG), metadata=TENANT
+        )
+        async for event in running:
+            if event.HasField("started"):
+                break
+        waiting = short.Converse(ask(ada.id, "crowded", "And the sky?"), metadata=TENANT)
+        assert (await waiting.read()).HasField("accepted")
+        assert (await waiting.read()).queued.ahead == 1
+        await testing.expect_rpc_error(
+            short.Converse(ask(ada.id, "crowded", "And the land?"), metadata=TENANT).read(),
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "the limit is 1",
+        )
     assert kinds([e async for e in running])[-1] == "completed"
     assert kinds(await read_rest(waiting))[-1] == "completed"
 

@@ -3,19 +3,27 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 import httpx
 import pytest
 from edrs_core import testing
+from edrs_core.http import HttpServer
 from edrs_proto.reasoning.v1 import reasoning_pb2, reasoning_pb2_grpc
 from edrs_reasoning import model_files
 from edrs_reasoning.app import definition
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
+from starlette.routing import Route
 
 pytestmark = pytest.mark.integration
 
@@ -66,9 +74,60 @@ def model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         log.close()
 
 
+@dataclass
+class Exchange:
+    """One request the model server received through the proxy, and what it streamed back."""
+
+    body: dict[str, Any]
+    streamed: list[str] = field(default_factory=list)
+
+
+@pytest.fixture(scope="module")
+async def recorded(model_server: str) -> AsyncIterator[tuple[str, list[Exchange]]]:
+    """A pass-through HTTP proxy in front of the model server that records each exchange, so a
+    test sees what reached the server and what the server itself answered."""
+    exchanges: list[Exchange] = []
+    upstream = httpx.AsyncClient(base_url=model_server.removesuffix("/v1"), timeout=120)
+
+    async def forward(request: Request) -> StreamingResponse:
+        raw = await request.body()
+        exchange = Exchange(json.loads(raw) if raw else {})
+        exchanges.append(exchange)
+        reply = await upstream.send(
+            upstream.build_request(
+                request.method,
+                request.url.path,
+                content=raw,
+                headers={"content-type": request.headers.get("content-type", "")},
+            ),
+            stream=True,
+        )
+
+        async def body() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in reply.aiter_bytes():
+                    exchange.streamed.append(chunk.decode("utf-8", "replace"))
+                    yield chunk
+            finally:
+                await reply.aclose()
+
+        return StreamingResponse(
+            body(), status_code=reply.status_code, media_type=reply.headers.get("content-type")
+        )
+
+    app = Starlette(routes=[Route("/{path:path}", forward, methods=["GET", "POST"])])
+    server = HttpServer(app, "127.0.0.1", 0, "model-proxy")
+    await server.start()
+    try:
+        yield f"http://127.0.0.1:{server.port}/v1", exchanges
+    finally:
+        await server.stop()
+        await upstream.aclose()
+
+
 @pytest.fixture(scope="module")
 async def stub(
-    model_server: str, postgres_engine, redis_engine, nats_engine
+    model_server: str, recorded, postgres_engine, redis_engine, nats_engine
 ) -> AsyncIterator[reasoning_pb2_grpc.ReasoningServiceStub]:
     async with httpx.AsyncClient() as client:
 
@@ -86,7 +145,7 @@ async def stub(
         definition,
         start_timeout=180,
         backend="openai",
-        openai_base_url=model_server,
+        openai_base_url=recorded[0],
         openai_model=SERVED_MODEL,
         **settings,
     ) as svc:
@@ -126,7 +185,9 @@ async def test_reason_streams_from_the_server_and_stores_the_trace(stub) -> None
     assert trace.options.seed == 3
 
 
-async def test_stop_sequences_reach_the_server(stub) -> None:
+async def test_stop_sequences_reach_the_server(stub, recorded) -> None:
+    _, exchanges = recorded
+    before = len(exchanges)
     text = ""
     async for response in stub.Reason(
         reasoning_pb2.ReasonRequest(
@@ -143,6 +204,19 @@ async def test_stop_sequences_reach_the_server(stub) -> None:
             text += response.delta.text
     assert "4" in text
     assert "5" not in text
+    # Applied by the server, not cut by the client: the request carried the stop sequence, the
+    # server's own stream holds no "5" and ends on "stop", and the client passed on all of it.
+    [exchange] = exchanges[before:]
+    assert exchange.body["stop"] == ["5"]
+    chunks = [
+        json.loads(line[5:])
+        for line in "".join(exchange.streamed).splitlines()
+        if line.startswith("data:") and line[5:].strip() not in ("", "[DONE]")
+    ]
+    choices = [choice for chunk in chunks for choice in chunk.get("choices") or []]
+    served = "".join((choice.get("delta") or {}).get("content") or "" for choice in choices)
+    assert served == text
+    assert [c["finish_reason"] for c in choices if c.get("finish_reason")] == ["stop"]
 
 
 async def test_an_unreachable_server_is_unavailable(postgres_engine, redis_engine, nats_engine):

@@ -242,12 +242,13 @@ async def test_chain_of_thought_asks_for_a_final_answer_line(stub) -> None:
 
 
 async def test_self_consistency_votes_over_its_samples(stub) -> None:
+    # Five samples: with two, any answer "wins" and the vote is never tested.
     deltas, result = await reason(
         stub,
         reasoning_pb2.ReasonRequest(
             messages=[user("Is the sky blue? Answer yes or no.")],
             strategy=reasoning_pb2.STRATEGY_SELF_CONSISTENCY,
-            samples=2,
+            samples=5,
             options=options(12, seed=7),
         ),
     )
@@ -255,9 +256,15 @@ async def test_self_consistency_votes_over_its_samples(stub) -> None:
         reasoning_pb2.GetTraceRequest(id=result.trace_id), metadata=TENANT_A
     )
     assert trace.strategy == "self_consistency"
-    assert len(trace.samples) == 2
+    assert len(trace.samples) == 5
     winners = [s for s in trace.samples if s.answer == result.answer]
     assert winners, "the answer is one of the samples' answers"
+    # The answer is the most frequent normalised answer; a tie goes to the one given first.
+    normalised = [strategies.normalise_answer(s.answer) for s in trace.samples]
+    counts = {a: normalised.count(a) for a in normalised}
+    most = max(counts.values())
+    first_most = next(a for a in normalised if counts[a] == most)
+    assert strategies.normalise_answer(result.answer) == first_most, normalised
     # The confidence is the winning answer's share of the samples (answers compared normalised).
     same = [
         s
@@ -265,6 +272,9 @@ async def test_self_consistency_votes_over_its_samples(stub) -> None:
         if strategies.normalise_answer(s.answer) == strategies.normalise_answer(result.answer)
     ]
     assert result.confidence == pytest.approx(len(same) / len(trace.samples))
+    assert result.confidence == pytest.approx(most / 5)
+    # The streamed text is the first sample that gave the winning answer.
+    assert "".join(deltas) == trace.samples[normalised.index(first_most)].text
     assert "".join(deltas) == winners[0].text
     assert result.usage.completion_tokens == sum(s.completion_tokens for s in trace.samples)
 

@@ -5,6 +5,7 @@ the running service's pool and read them back as a client would."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 
 import grpc
@@ -29,7 +30,9 @@ async def reasoning(
     settings = testing.engine_settings(
         postgres_engine, redis_engine, nats_engine, database="test_reasoning", redis_db=4
     )
-    async with testing.running_service(definition, **settings) as svc:
+    # The models load at start-up: on a busy 2-core machine that takes far more than the 30 s
+    # default, as the other reasoning fixtures allow.
+    async with testing.running_service(definition, start_timeout=300, **settings) as svc:
         yield svc
 
 
@@ -94,8 +97,10 @@ async def test_call_without_tenant_is_refused(stub) -> None:
 
 
 async def test_list_pages_through_every_trace_once_newest_first(store, stub) -> None:
-    tenant = [("x-edrs-client-id", "tenant-paging")]
-    made = [str((await store.record("tenant-paging", _trace(f"a{i}"))).id) for i in range(7)]
+    # A tenant of this run only: a server kept from an earlier run holds that run's traces.
+    paging = f"tenant-paging-{uuid.uuid4().hex[:8]}"
+    tenant = [("x-edrs-client-id", paging)]
+    made = [str((await store.record(paging, _trace(f"a{i}"))).id) for i in range(7)]
     traces = await testing.collect_pages(
         stub.ListTraces, reasoning_pb2.ListTracesRequest, "traces", page_size=3, metadata=tenant
     )

@@ -195,6 +195,7 @@ class GrpcServer:
             self.server,
         )
         self.names = names
+        self.services = list(services)
         self.port = self.server.add_insecure_port(f"{host}:{port}")
         if self.port == 0:
             raise OSError(f"cannot bind gRPC to {host}:{port}")

@@ -49,6 +49,17 @@ class RunningService:
     def metrics_url(self) -> str:
         return f"http://127.0.0.1:{self.runner.servers[0].port}"
 
+    def servicer(self, service: str) -> Any:
+        """The servicer object behind `service` (its proto name, e.g. "ReasoningService"), for a
+        test that must hold something the service owns, such as a generation slot."""
+        assert self.runner.grpc is not None
+        found = [
+            s.servicer for s in self.runner.grpc.services if s.full_name.endswith(f".{service}")
+        ]
+        if len(found) != 1:
+            raise LookupError(f"{self.runner.name} serves no {service!r}")
+        return found[0]
+
 
 @contextlib.asynccontextmanager
 async def running_service(
