@@ -1,6 +1,9 @@
 """Fleet harness: starts the whole fleet the way `make run` does (`edrs dev up`) and stops it.
 
-``fleet`` is one fleet shared by the session; ``fleet_control`` starts extra fleets in a test.
+``fleet`` is one fleet shared by the fleet tests (package scope: stopped, models and all, when
+the last of them ends); ``fleet_control`` starts a fleet of a test's own. One fleet runs at a
+time: tests that start their own run before the shared fleet starts (see
+pytest_collection_modifyitems), and starting a second fleet while one runs fails.
 Teardown runs `edrs dev down` and fails if any process of the fleet is still alive.
 """
 
@@ -197,23 +200,65 @@ def stop_fleet(fleet: RunningFleet) -> dict[str, int]:
     return {name: pid for name, pid in fleet.pids().items() if _alive(pid)}
 
 
-@pytest.fixture(scope="session")
-def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningFleet]:
-    """The whole fleet, started once per session with `edrs dev up` and stopped with `down`."""
-    running = start_fleet(tmp_path_factory.mktemp("fleet") / "state")
-    yield running
-    leftovers = stop_fleet(running)
-    assert not leftovers, f"processes left after `edrs dev down`: {leftovers}"
-
-
 class FleetControl:
-    """`start(state_dir)` and `stop(fleet) -> leftovers` for tests that run a fleet of their own."""
+    """Starts and stops fleets, one at a time: two fleets would compete for two cores and load
+    every model twice, and a test timed against one would measure both."""
 
-    start = staticmethod(start_fleet)
-    stop = staticmethod(stop_fleet)
+    def __init__(self) -> None:
+        self.running: RunningFleet | None = None
+
+    def start(
+        self, state_dir: Path, timeout: float = START_TIMEOUT, services_dir: Path | None = None
+    ) -> RunningFleet:
+        if self.running is not None:
+            pytest.fail(
+                f"a fleet is already running ({self.running.state_dir}); "
+                "fleet tests run one fleet at a time"
+            )
+        self.running = start_fleet(state_dir, timeout, services_dir)
+        return self.running
+
+    def stop(self, fleet: RunningFleet) -> dict[str, int]:
+        try:
+            return stop_fleet(fleet)
+        finally:
+            if self.running is fleet:
+                self.running = None
 
 
 # A fixture, because conftest modules are not importable under --import-mode=importlib.
 @pytest.fixture(scope="session")
 def fleet_control() -> FleetControl:
     return FleetControl()
+
+
+@pytest.fixture(scope="package")
+def fleet(
+    tmp_path_factory: pytest.TempPathFactory, fleet_control: FleetControl
+) -> Iterator[RunningFleet]:
+    """The whole fleet, started once for the fleet tests with `edrs dev up`, stopped with `down`."""
+    running = fleet_control.start(tmp_path_factory.mktemp("fleet") / "state")
+    yield running
+    leftovers = fleet_control.stop(running)
+    assert not leftovers, f"processes left after `edrs dev down`: {leftovers}"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that start a fleet of their own run before any test of the shared fleet, so that
+    the two never run at once (the order of the rest is kept)."""
+    here = Path(__file__).parent
+    mine = [i for i in items if here in Path(str(i.path)).parents]
+    # `fleet` itself uses fleet_control: a test of its own fleet asks for fleet_control only.
+    own = [
+        i
+        for i in mine
+        if "fleet_control" in getattr(i, "fixturenames", ())
+        and "fleet" not in getattr(i, "fixturenames", ())
+    ]
+    if not own:
+        return
+    first = items.index(mine[0])
+    rest = [i for i in mine if i not in own]
+    others_before = [i for i in items[:first] if i not in mine]
+    others_after = [i for i in items[first:] if i not in mine]
+    items[:] = others_before + own + rest + others_after

@@ -215,9 +215,32 @@ async def test_a_contradiction_supersedes_the_old_fact_and_keeps_both_times(
 
 async def test_another_tenant_sees_nothing_of_it(api, tenant_a: Tenant, tenant_b: Tenant) -> None:
     persona_id = await create_persona(api, tenant_a, "Hedy")
+    partner = await create_persona(api, tenant_a, "Grace")
     turn = await say(api, tenant_a, persona_id, "secret-talk", "My manager is Priya.")
     trace_id = turn["reply"]["traceId"]
     p = f"/api/v1/personas/{persona_id}"
+    # What tenant A set, to be found unchanged after tenant B's writes.
+    noted = await api.patch(
+        f"{p}/relationships/me", headers=tenant_a.headers, json={"notes": ["Owner's note."]}
+    )
+    assert noted.status_code == 200, noted.text
+    paired = await api.put(
+        f"{p}/coworkers/{partner}", headers=tenant_a.headers, json={"relation": "peer"}
+    )
+    assert paired.status_code == 200, paired.text
+
+    async def owners_view() -> dict[str, Any]:
+        return {
+            path: (await api.get(path, headers=tenant_a.headers)).json()
+            for path in (
+                p,
+                f"{p}/relationships/me",
+                f"{p}/coworkers",
+                f"{p}/conversations/secret-talk/messages",
+            )
+        }
+
+    before = await owners_view()
     reads = [
         p,
         f"{p}/conversations",
@@ -238,6 +261,8 @@ async def test_another_tenant_sees_nothing_of_it(api, tenant_a: Tenant, tenant_b
         ("PATCH", f"{p}/relationships/me", {"notes": ["nosy"]}),
         ("POST", f"{p}/relationships/me/facts", {"attribute": "manager", "value": "Mallory"}),
         ("DELETE", f"{p}/relationships/me", None),
+        ("PUT", f"{p}/coworkers/{partner}", {"relation": "spies"}),
+        ("DELETE", f"{p}/coworkers/{partner}", None),
     ]
     for method, path, body in writes:
         reply = await api.request(method, path, headers=tenant_b.headers, json=body)
@@ -248,9 +273,17 @@ async def test_another_tenant_sees_nothing_of_it(api, tenant_a: Tenant, tenant_b
     assert traces.status_code == 200, traces.text
     assert trace_id not in {t["id"] for t in traces.json()["traces"]}
 
-    # Nothing changed for tenant A.
+    # Nothing changed for tenant A: facts, tone, archive state, notes, co-workers, transcript.
     still = await api.get(f"{p}/relationships/me", headers=tenant_a.headers)
     assert [f["value"] for f in still.json()["facts"] if f["attribute"] == "manager"] == ["Priya"]
+    after = await owners_view()
+    persona = after[p]
+    assert (persona["tone"], persona["status"]) == ("warm and concise", "active")
+    assert after[f"{p}/relationships/me"]["notes"] == ["Owner's note."]
+    assert [(c["coworkerId"], c["relation"]) for c in after[f"{p}/coworkers"]["coworkers"]] == [
+        (partner, "peer")
+    ]
+    assert after == before
 
 
 async def test_one_trace_id_spans_gateway_persona_memory_and_reasoning(

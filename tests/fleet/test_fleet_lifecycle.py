@@ -18,9 +18,10 @@ pytestmark = [pytest.mark.fleet, pytest.mark.slow]
 SERVICES = service_names()
 
 
-# First in the module on purpose: it runs before the session fleet starts, so two fleets never
-# compete for the 2 CPU cores. Its fleet has a ninth service that exists only as a folder with its
-# declaration (no other file names it), so `down` must stop that one too.
+# It starts a fleet of its own: the harness runs it before the shared fleet starts (and refuses a
+# second fleet while one runs), so two fleets never compete for the 2 CPU cores. Its fleet has a
+# ninth service that exists only as a folder with its declaration (no other file names it), so
+# `down` must stop that one too.
 def test_down_stops_every_process_of_the_fleet(tmp_path: Path, fleet_control) -> None:
     write_service_folder(tmp_path / "services", "echo")
     own = fleet_control.start(tmp_path / "state", services_dir=tmp_path / "services")

@@ -151,6 +151,8 @@ async def test_integration_keeps_connector_secrets_out_of_replies(fleet) -> None
         )
     assert got.config["url"] == "https://hooks.example.com/crm"
     assert got.config["signing_secret"] != "s3cr3t"
+    # The masked form, not merely another value (a leaked or re-encoded secret also differs).
+    assert got.config["signing_secret"] == "********"
 
 
 async def test_one_trace_id_crosses_task_and_persona(fleet) -> None:
