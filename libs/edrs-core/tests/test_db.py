@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 from pathlib import Path
 
 import asyncpg
@@ -10,6 +11,12 @@ import pytest
 from edrs_core.db import MigrationError, apply_migrations, load_migrations, open_database
 
 pytestmark = pytest.mark.integration
+
+
+def fresh(name: str) -> str:
+    """A database name of this run only: a server kept from an earlier run still holds the
+    earlier run's databases, whose migrations were already applied."""
+    return f"{name}_{uuid.uuid4().hex[:8]}"
 
 
 def write(folder: Path, name: str, sql: str) -> None:
@@ -21,7 +28,7 @@ async def test_database_is_created_and_migrations_apply_once(postgres_engine, tm
     folder = tmp_path / "migrations"
     write(folder, "0001_create_things.sql", "CREATE TABLE things (id int PRIMARY KEY);")
     write(folder, "0002_add_name.sql", "ALTER TABLE things ADD COLUMN name text;")
-    url = postgres_engine.url("test_migrations_once")
+    url = postgres_engine.url(fresh("test_migrations_once"))
     pool = await open_database(url, folder, pool_size=2)
     try:
         await pool.execute("INSERT INTO things VALUES (1, 'a')")
@@ -41,7 +48,7 @@ async def test_database_is_created_and_migrations_apply_once(postgres_engine, tm
 async def test_changed_migration_is_refused(postgres_engine, tmp_path) -> None:
     folder = tmp_path / "migrations"
     write(folder, "0001_create_t.sql", "CREATE TABLE t (id int);")
-    url = postgres_engine.url("test_migrations_changed")
+    url = postgres_engine.url(fresh("test_migrations_changed"))
     await (await open_database(url, folder, pool_size=1)).close()
     write(folder, "0001_create_t.sql", "CREATE TABLE t (id bigint);")
     with pytest.raises(MigrationError, match="0001_create_t was changed after it was applied"):
@@ -51,7 +58,7 @@ async def test_changed_migration_is_refused(postgres_engine, tmp_path) -> None:
 async def test_failed_migration_rolls_back_whole(postgres_engine, tmp_path) -> None:
     folder = tmp_path / "migrations"
     write(folder, "0001_half.sql", "CREATE TABLE half (id int); SELECT no_such_function();")
-    url = postgres_engine.url("test_migrations_rollback")
+    url = postgres_engine.url(fresh("test_migrations_rollback"))
     with pytest.raises(asyncpg.UndefinedFunctionError):
         await open_database(url, folder, pool_size=1)
     conn = await asyncpg.connect(url)

@@ -65,16 +65,24 @@ async def test_sigterm_drains_in_flight_call_and_refuses_new_ones(slow_service) 
     await wait_until(lambda: _is(ready, 200), 30, "readiness")
     async with grpc.aio.insecure_channel(f"127.0.0.1:{ports['grpc']}") as channel:
         stub = persona_pb2_grpc.PersonaServiceStub(channel)
-        in_flight = asyncio.ensure_future(stub.GetPersona(persona_pb2.GetPersonaRequest(id="2.0")))
-        await wait_until(lambda: _logged(log_path, "call in flight"), 10, "the slow call to start")
+        # Held until the test sends SIGUSR1: the service is draining for as long as
+        # the test needs, not for as long as a sleep happens to last.
+        in_flight = asyncio.ensure_future(stub.GetPersona(persona_pb2.GetPersonaRequest(id="hold")))
+        await wait_until(lambda: _logged(log_path, "call in flight"), 30, "the held call to start")
         proc.send_signal(signal.SIGTERM)
-        await wait_until(lambda: _is(ready, 503, allow_down=True), 5, "readiness to turn false")
+        # Draining, not gone: readiness still answers, with 503.
+        await wait_until(lambda: _is(ready, 503), 30, "readiness to turn false")
         async with grpc.aio.insecure_channel(f"127.0.0.1:{ports['grpc']}") as fresh:
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await persona_pb2_grpc.PersonaServiceStub(fresh).GetPersona(
                     persona_pb2.GetPersonaRequest(id="0"), timeout=3
                 )
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        # The refusal came while the server was draining: it is still running, its held call
+        # still in flight, its readiness still served.
+        assert proc.poll() is None and not in_flight.done()
+        assert await http_status(ready) == 503
+        proc.send_signal(signal.SIGUSR1)
         reply = await in_flight
     assert reply.name == "finished"
     assert await asyncio.to_thread(proc.wait, 15) == 0

@@ -16,8 +16,11 @@ from edrs_proto.integration.v1 import integration_pb2, integration_pb2_grpc
 
 pytestmark = pytest.mark.integration
 
-TENANT_A = [("x-edrs-client-id", "tenant-a")]
-TENANT_B = [("x-edrs-client-id", "tenant-b")]
+# Tenants of this run only: against a server kept from an earlier run (EDRS_TEST_POSTGRES_URL),
+# fixed tenants would meet that run's personas, names and pages.
+RUN = uuid.uuid4().hex[:8]
+TENANT_A = [("x-edrs-client-id", f"tenant-a-{RUN}")]
+TENANT_B = [("x-edrs-client-id", f"tenant-b-{RUN}")]
 WEBHOOK = integration_pb2.CONNECTOR_KIND_WEBHOOK
 
 
@@ -230,7 +233,7 @@ async def test_call_without_tenant_is_refused(stub) -> None:
 
 
 async def test_list_pages_through_every_connector_once(stub) -> None:
-    tenant = [("x-edrs-client-id", "tenant-paging")]
+    tenant = [("x-edrs-client-id", f"tenant-paging-{RUN}")]
     made = []
     for i in range(7):
         c = await stub.CreateConnector(

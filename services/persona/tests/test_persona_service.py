@@ -4,6 +4,7 @@ co-workers, validation and tenant isolation (conversations are in test_conversat
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -18,8 +19,11 @@ from google.protobuf.field_mask_pb2 import FieldMask
 pytestmark = pytest.mark.integration
 
 DATABASE = "test_persona_crud"
-TENANT_A = [("x-edrs-client-id", "tenant-a")]
-TENANT_B = [("x-edrs-client-id", "tenant-b")]
+# Tenants of this run only: against a server kept from an earlier run (EDRS_TEST_POSTGRES_URL),
+# fixed tenants would meet that run's personas, names and pages.
+RUN = uuid.uuid4().hex[:8]
+TENANT_A = [("x-edrs-client-id", f"tenant-a-{RUN}")]
+TENANT_B = [("x-edrs-client-id", f"tenant-b-{RUN}")]
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +170,7 @@ async def test_archive_is_idempotent_and_freezes_the_persona(stub, postgres_engi
 
 
 async def test_list_hides_archived_personas_unless_asked(stub) -> None:
-    tenant = [("x-edrs-client-id", "tenant-archive-list")]
+    tenant = [("x-edrs-client-id", f"tenant-archive-list-{RUN}")]
     kept = await create(stub, "Kept", metadata=tenant)
     gone = await create(stub, "Gone", metadata=tenant)
     await stub.ArchivePersona(persona_pb2.ArchivePersonaRequest(id=gone.id), metadata=tenant)
@@ -439,7 +443,7 @@ async def test_call_without_tenant_is_refused(stub) -> None:
 
 
 async def test_list_pages_through_every_persona_once(stub) -> None:
-    tenant = [("x-edrs-client-id", "tenant-paging")]
+    tenant = [("x-edrs-client-id", f"tenant-paging-{RUN}")]
     made = []
     for i in range(7):
         p = await create(stub, f"p{i}", metadata=tenant)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import uuid
 from collections.abc import AsyncIterator
 
 import edrs_persona.app
@@ -18,8 +19,11 @@ from edrs_task.app import definition
 
 pytestmark = pytest.mark.integration
 
-TENANT_A = [("x-edrs-client-id", "tenant-a")]
-TENANT_B = [("x-edrs-client-id", "tenant-b")]
+# Tenants of this run only: against a server kept from an earlier run (EDRS_TEST_POSTGRES_URL),
+# fixed tenants would meet that run's personas, names and pages.
+RUN = uuid.uuid4().hex[:8]
+TENANT_A = [("x-edrs-client-id", f"tenant-a-{RUN}")]
+TENANT_B = [("x-edrs-client-id", f"tenant-b-{RUN}")]
 MISSING_ID = "0190d6a0-0000-7000-8000-000000000000"
 
 
@@ -152,7 +156,7 @@ async def test_call_without_tenant_is_refused(stub) -> None:
 
 
 async def test_list_pages_through_every_task_once(stub) -> None:
-    tenant = [("x-edrs-client-id", "tenant-paging")]
+    tenant = [("x-edrs-client-id", f"tenant-paging-{RUN}")]
     made = [
         (await stub.CreateTask(task_pb2.CreateTaskRequest(title=f"t{i}"), metadata=tenant)).id
         for i in range(7)
