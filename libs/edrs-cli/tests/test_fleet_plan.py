@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from edrs_cli.fleet import (
     EngineEndpoints,
+    ServiceDiscoveryError,
     ServicePorts,
     ServiceSpec,
     assign_ports,
@@ -112,3 +114,21 @@ def test_an_uninstalled_folder_runs_from_its_source() -> None:
     assert env["EDRS_ECHO_REDIS_URL"] == f"redis://127.0.0.1:6999/{len(SERVICES)}"
     installed = service_env(SERVICES[0], 0, ports, ENGINES, base={"PYTHONPATH": "/lib"})
     assert installed["PYTHONPATH"] == "/lib"
+
+
+def test_an_interpreter_that_declares_no_service_is_refused_naming_the_fix(tmp_path) -> None:
+    # Stands in for an environment where no service is installed: its registry lists none.
+    python = tmp_path / "python"
+    python.write_text("#!/bin/sh\necho '{\"services\": []}'\n")
+    python.chmod(0o755)
+    with pytest.raises(ServiceDiscoveryError, match=r"no service is declared.*make install"):
+        fleet_services(None, str(python))
+
+
+def test_a_broken_declaration_stops_the_launch_with_the_registrys_message(tmp_path) -> None:
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "pyproject.toml").write_text(
+        '[project.entry-points."edrs.services"]\nbroken = "no_such_module_here.app:definition"\n'
+    )
+    with pytest.raises(ServiceDiscoveryError, match=r"cannot import no_such_module_here\.app"):
+        fleet_services(tmp_path)

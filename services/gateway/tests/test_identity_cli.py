@@ -307,3 +307,27 @@ async def test_break_glass_a_new_admin_and_a_lifted_lockout(client, database_url
 
 async def _dev_tenant(client: httpx.AsyncClient) -> str:
     return str((await client.get("/api/v1/auth/development-login")).json()["tenantId"])
+
+
+async def test_chat_beside_a_development_gateway_logs_in_through_the_api(gateway, client) -> None:
+    tenant_id = await _dev_tenant(client)
+    login = await token_for(
+        client,
+        {"grantType": "password", "tenantId": tenant_id, "email": DEV_ADMIN_EMAIL,
+         "password": DEV_PASSWORD},
+    )  # fmt: skip
+    admin = {"Authorization": f"Bearer {login.json()['accessToken']}"}
+
+    async def logins() -> int:
+        page = await client.get("/api/v1/audit-events", headers=admin, params={"pageSize": 200})
+        audit = page.json()["auditEvents"]
+        return sum(1 for e in audit if e["action"] == "login" and e["outcome"] == "success")
+
+    before = await logins()
+    # No token and no API key: `edrs chat` finds the development admin through the API (this
+    # gateway has no persona service, so the chat itself ends at the persona lookup).
+    result = await edrs(None, "chat", "Ada", "-m", "hi", "--url", gateway.http_url)
+    assert result.exit_code == 1
+    assert "no credentials" not in result.stderr
+    assert "authentication failed" not in result.stderr
+    assert await logins() == before + 1

@@ -81,6 +81,12 @@ def fleet_services(
         detail = done.stderr.strip().removeprefix("error: ") or f"exit code {done.returncode}"
         raise ServiceDiscoveryError(f"cannot read the declared services: {detail}")
     described = json.loads(done.stdout)["services"]
+    if not described:
+        where = f" nor in {services_dir}" if services_dir is not None else ""
+        raise ServiceDiscoveryError(
+            f"no service is declared: none is installed in {python}'s environment{where}; "
+            "run `make install` (each service declares itself in its pyproject.toml)"
+        )
     return fleet_order(ServiceSpec.of(ServiceDescription.from_json(d)) for d in described)
 
 
