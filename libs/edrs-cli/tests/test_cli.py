@@ -89,3 +89,23 @@ def test_bad_option_values_are_rejected(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "--wait-timeout" in result.stderr
     assert not (tmp_path / "fleet.json").exists()
+
+
+def test_admin_help_of_a_gateway_command_is_the_gateways_own(tmp_path: Path) -> None:
+    # Needs no database: the gateway's command answers --help itself.
+    result = runner.invoke(
+        app, ["admin", "create-tenant", "--help"], env={"EDRS_STATE_DIR": str(tmp_path)}
+    )
+    assert result.exit_code == 0, result.output
+    assert "edrs-gateway-admin create-tenant" in result.stdout
+    assert "--admin-email" in result.stdout
+
+
+def test_admin_without_the_gateways_command_says_where_to_run_it(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app,
+        ["admin", "rotate-signing-key", "--database-url", "postgresql://nowhere/x"],
+        env={"EDRS_GATEWAY_ADMIN_COMMAND": str(tmp_path / "missing-command")},
+    )
+    assert result.exit_code == 1
+    assert "cannot run" in result.stderr and "missing-command" in result.stderr

@@ -96,7 +96,8 @@ def run_gateway_admin(command: str, args: list[str]) -> int:
     state_dir, rest = _split_state_dir(args)
     env = dict(os.environ)
     has_url = any(a == "--database-url" or a.startswith("--database-url=") for a in rest)
-    if not has_url and not env.get("EDRS_GATEWAY_DATABASE_URL"):
+    wants_help = any(a in ("-h", "--help") for a in rest)
+    if not has_url and not wants_help and not env.get("EDRS_GATEWAY_DATABASE_URL"):
         state = Fleet(state_dir).read_state() or {}
         postgres = state.get("engines", {}).get("postgres", {}).get("url")
         if not postgres:
@@ -137,6 +138,7 @@ def run_gateway_admin(command: str, args: list[str]) -> int:
 def _forwarding(command: str, help_text: str) -> None:
     @app.command(
         command,
+        short_help=help_text,
         help=f"{help_text} Runs `{GATEWAY_ADMIN} {command}` ({command} --help: its options); "
         "--state-dir picks the local fleet whose database it uses when no --database-url is given.",
         add_help_option=False,
