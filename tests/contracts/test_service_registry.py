@@ -39,9 +39,10 @@ def test_every_service_has_its_proto_area(service: str) -> None:
     )
 
 
-def test_every_event_type_is_owned_by_a_declared_service() -> None:
+def test_every_event_type_is_owned_by_a_declared_service_and_every_service_owns_some() -> None:
     owners = {entry.owner for entry in default_catalog()}
     assert owners <= set(DECLARED), f"owners that are no service: {owners - set(DECLARED)}"
+    assert set(DECLARED) <= owners, f"services owning no event type: {set(DECLARED) - owners}"
 
 
 def test_the_readme_lists_every_service_with_its_declared_ports() -> None:
