@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import sys
 import uuid
@@ -331,3 +332,24 @@ async def test_chat_beside_a_development_gateway_logs_in_through_the_api(gateway
     assert "no credentials" not in result.stderr
     assert "authentication failed" not in result.stderr
     assert await logins() == before + 1
+
+
+async def test_a_configured_development_password_is_never_logged(
+    postgres_engine, redis_engine, nats_engine, caplog
+) -> None:
+    # The first development start logs how to get a token; only the public default may appear in
+    # it, a password the operator chose stays a secret (the log names its variable instead).
+    database = f"test_gateway_dev_log_{uuid.uuid4().hex[:8]}"
+    settings = engine_settings(
+        postgres_engine, redis_engine, nats_engine, database=database, redis_db=0
+    )
+    secret = f"chosen-{uuid.uuid4().hex}"
+    caplog.set_level(logging.INFO, logger="edrs")
+    async with running_service(
+        definition, **settings, EDRS_ENVIRONMENT="development", dev_admin_password=secret
+    ):
+        pass
+    lines = [record.getMessage() for record in caplog.records]
+    assert any("get a token with" in line for line in lines), lines
+    assert not any(secret in line for line in lines)
+    assert any("$EDRS_GATEWAY_DEV_ADMIN_PASSWORD" in line for line in lines)

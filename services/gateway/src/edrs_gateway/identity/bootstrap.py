@@ -66,12 +66,14 @@ async def bootstrap(db: asyncpg.Pool, settings: GatewaySettings, passwords: Pass
         role="admin",
     )
     base = f"http://{settings.host}:{settings.http_port}"
+    # The public default may be shown; a password the operator chose is a secret and never logged.
+    shown = "$EDRS_GATEWAY_DEV_ADMIN_PASSWORD" if settings.dev_admin_password else password
     log.info(
         "created the development tenant %s (%s) and its admin %s; get a token with: %s",
         DEV_TENANT_NAME,
         tenant.id,
         DEV_ADMIN_EMAIL,
-        token_curl(base, str(tenant.id), password),
+        token_curl(base, str(tenant.id), shown),
     )
 
 
