@@ -58,9 +58,12 @@ class ServiceEvents:
         *,
         priority: Priority = Priority.NORMAL,
         aggregate_id: str | None = None,
+        client_id: str | None = None,
     ) -> BaseEvent:
-        """Validate against the catalog and write in `conn`'s transaction; returns the event."""
-        event = self.event(event_type, payload, priority=priority)
+        """Validate against the catalog and write in `conn`'s transaction; returns the event.
+
+        In the current call's tenant, unless `client_id` names it (work outside a tenant's call)."""
+        event = self.event(event_type, payload, priority=priority, client_id=client_id)
         await self.outbox.add(conn, event, aggregate_id=aggregate_id)
         return event
 

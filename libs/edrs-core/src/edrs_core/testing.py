@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -17,6 +17,7 @@ from edrs_core.settings import load_settings
 
 if TYPE_CHECKING:
     import httpx
+    from edrs_events import BaseEvent, EventBus
 
 
 async def wait_until(
@@ -268,3 +269,25 @@ def write_service_folder(services_dir: Path, name: str) -> Path:
         _THROWAWAY_APP.format(name=name, upper=name.upper(), cls=name.capitalize())
     )
     return folder
+
+
+async def publish_redelivered(bus: EventBus, event: BaseEvent) -> None:
+    """Publish `event` twice under two dedup ids: a redelivery the broker cannot drop (as after a
+    publisher's retry outside the dedup window), to prove a consumer's effects happen once."""
+    first = bus.encode(event)
+    await bus.publish_wire([first, replace(first, msg_id=f"{first.event_id}:again")])
+
+
+async def metric_value(service: RunningService, name: str, **labels: str) -> float:
+    """The sum of a running service's Prometheus samples `name` whose labels include `labels`
+    (0 when there are none)."""
+    import httpx
+
+    async with httpx.AsyncClient() as client:
+        text = (await client.get(f"{service.metrics_url}/metrics")).text
+    wanted = [f'{k}="{v}"' for k, v in labels.items()]
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(w in line for w in wanted):
+            total += float(line.rsplit(" ", 1)[1])
+    return total

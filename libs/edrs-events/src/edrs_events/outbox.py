@@ -67,6 +67,20 @@ class Outbox:
         await conn.copy_records_to_table(OUTBOX_TABLE, records=rows, columns=list(_COLUMNS))
 
     @staticmethod
+    async def forget_user(conn: asyncpg.Connection, client_id: str, user_id: str) -> int:
+        """Delete the tenant's already-sent events about one user (payload `user_id`), in the
+        caller's transaction: an erased user's words must not wait out the retention here.
+        Unsent rows stay, so nothing due to the bus is lost. Returns how many went."""
+        status = await conn.execute(
+            f"""DELETE FROM {OUTBOX_TABLE}
+                WHERE client_id = $1 AND sent_at IS NOT NULL
+                  AND convert_from(body, 'UTF8')::jsonb #>> '{{payload,user_id}}' = $2""",
+            client_id,
+            user_id,
+        )
+        return int(status.split()[-1])
+
+    @staticmethod
     async def pending(conn: asyncpg.Connection) -> int:
         """How many events wait for the relay."""
         return int(

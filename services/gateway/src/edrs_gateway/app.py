@@ -4,6 +4,7 @@ from importlib.resources import files
 
 from edrs_core import GrpcService, LocalPorts, Runtime, ServiceDefinition
 from edrs_core.clock import SystemClock
+from edrs_core.events import start_service_events
 from edrs_proto.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from starlette.routing import BaseRoute, Mount
 
@@ -21,6 +22,8 @@ async def build(rt: Runtime) -> list[GrpcService]:
     # Before the service reports started: the first token needs a signing key, and in
     # development the first login needs a tenant and an admin.
     await bootstrap(rt.db, rt.settings, Passwords())
+    # The outbox and its relay: `gateway.user_deleted` commits with the deletion it announces.
+    await start_service_events(rt)
     servicer = TenantServicer(PostgresTenantStore(rt.db))
     return [
         GrpcService(

@@ -7,8 +7,10 @@ from datetime import timedelta
 from typing import Annotated, Literal
 from uuid import UUID
 
+import asyncpg
 from edrs_core import Runtime
 from edrs_core.clock import Clock, SystemClock
+from edrs_core.events import ServiceEvents
 from fastapi import Depends, Request
 
 from edrs_gateway.auth.login import Authenticator, Lockout
@@ -18,7 +20,7 @@ from edrs_gateway.auth.signing_keys import KeyRing, SigningKeyStore, signing_key
 from edrs_gateway.auth.tokens import TokenService
 from edrs_gateway.config import GatewaySettings
 from edrs_gateway.identity.api_keys import ApiKeyStore
-from edrs_gateway.identity.audit import AuditLog
+from edrs_gateway.identity.audit import ERASED_USER, AuditLog
 from edrs_gateway.identity.refresh_tokens import RefreshTokenStore
 from edrs_gateway.identity.users import UserStore
 from edrs_gateway.store import TenantStore
@@ -40,6 +42,8 @@ class GatewayContext:
     revocations: TokenRevocations
     authenticator: Authenticator
     clock: Clock
+    # Writes the gateway's events to its outbox (the relay is started by the service's build()).
+    events: ServiceEvents
 
     @classmethod
     def build(
@@ -93,6 +97,7 @@ class GatewayContext:
             revocations=revocations,
             authenticator=authenticator,
             clock=clock,
+            events=ServiceEvents(settings.service_name),
         )
 
     async def end_sessions(self, kind: Literal["user", "api_key"], subject_id: UUID) -> None:
@@ -101,6 +106,42 @@ class GatewayContext:
             kind, str(subject_id), self.settings.access_token_ttl_seconds
         )
         await self.refresh_tokens.revoke_subject(kind, subject_id)
+
+    async def delete_user(
+        self, tenant_id: UUID, user_id: UUID, *, actor: str, ip: str | None
+    ) -> bool:
+        """Delete a user and erase what the gateway holds of them; False when not found.
+
+        One transaction: the user row, their refresh tokens, their names in the audit log (see
+        `AuditLog.erase_subject`), the audit entry of the deletion and the `gateway.user_deleted`
+        event that has memory and persona erase theirs. Then their access tokens stop working."""
+        user = await self.users.get(tenant_id, user_id)
+        if user is None:
+            return False
+
+        async def erase(conn: asyncpg.Connection) -> None:
+            event = await self.events.add(
+                conn,
+                "gateway.user_deleted",
+                {"user_id": str(user_id)},
+                aggregate_id=str(user_id),
+                client_id=str(tenant_id),
+            )
+            await self.refresh_tokens.forget_subject(conn, tenant_id, "user", user_id)
+            await self.audit.erase_subject(
+                conn, tenant_id, [f"user:{user_id}", f"email:{user.email.lower()}"]
+            )
+            await self.audit.record(
+                tenant_id, "user.deleted", "success", actor=actor, target=ERASED_USER,
+                details={"eventId": str(event.event_id)}, ip=ip, conn=conn,
+            )  # fmt: skip
+
+        if not await self.users.delete(tenant_id, user_id, erase):
+            return False
+        await self.revocations.revoke_subject(
+            "user", str(user_id), self.settings.access_token_ttl_seconds
+        )
+        return True
 
 
 def get_context(request: Request) -> GatewayContext:

@@ -5,10 +5,13 @@ from importlib.resources import files
 
 from edrs_core import GrpcService, LocalPorts, Runtime, ServiceDefinition
 from edrs_core.clock import Clock, SystemClock
-from edrs_core.events import start_service_events
+from edrs_core.consumers import ConsumedEvent, Consumer
+from edrs_core.events import ServiceEvents, start_service_events
+from edrs_events import ConsumerOptions
 from edrs_proto.memory.v1 import memory_pb2, memory_pb2_grpc
 from edrs_proto.reasoning.v1 import reasoning_pb2_grpc
 
+from edrs_memory import erasure
 from edrs_memory.config import MemorySettings
 from edrs_memory.embeddings import CachingEmbedder, Embedder, GrpcEmbedder
 from edrs_memory.recall import RecallPolicy
@@ -18,12 +21,31 @@ from edrs_memory.store.postgres import PostgresMemoryStore
 from edrs_memory.working import WorkingMemory
 
 
+def stores(
+    rt: Runtime, events: ServiceEvents, clock: Clock | None = None
+) -> tuple[PostgresMemoryStore, WorkingMemory]:
+    """The store and working memory over the runtime's pools: for the servicer and consumers.
+
+    `clock` judges working-memory expiry: the system clock, unless a test holds time."""
+    settings = rt.settings
+    assert isinstance(settings, MemorySettings)
+    assert rt.redis is not None, "memory uses Redis (settings require redis_url)"
+    store = PostgresMemoryStore(rt.db, events)
+    working = WorkingMemory(
+        rt.redis,
+        store,
+        default_ttl=settings.working_ttl_seconds,
+        max_items=settings.working_max_items,
+        clock=clock or SystemClock(),
+    )
+    return store, working
+
+
 async def build(rt: Runtime, clock: Clock | None = None) -> list[GrpcService]:
     """`clock` judges working-memory expiry: the system clock, unless a test holds time."""
     settings = rt.settings
     assert isinstance(settings, MemorySettings)
-    assert rt.redis is not None, "memory uses Redis (settings require redis_url)"
-    store = PostgresMemoryStore(rt.db, await start_service_events(rt))
+    store, working = stores(rt, await start_service_events(rt), clock)
     stored = await store.embedding_dimensions()
     if stored != settings.embedding_dimensions:
         raise RuntimeError(
@@ -34,13 +56,6 @@ async def build(rt: Runtime, clock: Clock | None = None) -> list[GrpcService]:
         half_life=timedelta(days=settings.recall_half_life_days),
         nearest=settings.recall_candidates,
         recent=settings.recall_recent,
-    )
-    working = WorkingMemory(
-        rt.redis,
-        store,
-        default_ttl=settings.working_ttl_seconds,
-        max_items=settings.working_max_items,
-        clock=clock or SystemClock(),
     )
     embedder: Embedder = GrpcEmbedder(
         rt.peers.stub(reasoning_pb2_grpc.ReasoningServiceStub), settings.embedding_dimensions
@@ -66,9 +81,21 @@ async def build(rt: Runtime, clock: Clock | None = None) -> list[GrpcService]:
     ]
 
 
+async def erase_user(delivery: ConsumedEvent) -> None:
+    rt = delivery.runtime
+    store, working = stores(rt, ServiceEvents(rt.settings.service_name))
+    await erasure.erase_user(delivery, store, working)
+
+
 definition = ServiceDefinition(
     settings_cls=MemorySettings,
     build=build,
     migrations=files("edrs_memory") / "migrations",
     local_ports=LocalPorts(grpc=50053, http=8104, metrics=8105),
+    consumers=[
+        # An erase must not give up soon: ten tries, the last ones 30 s apart, then the DLQ.
+        Consumer(
+            erasure.CONSUMER, ["gateway.user_deleted"], erase_user, ConsumerOptions(max_deliver=10)
+        ),
+    ],
 )

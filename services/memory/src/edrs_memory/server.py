@@ -332,3 +332,16 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
             episodes_deleted=counts.episodes,
             working_items_deleted=counts.working_items,
         )
+
+    async def ExportUser(  # noqa: N802
+        self, request: memory_pb2.ExportUserRequest, context: grpc.aio.ServicerContext
+    ) -> memory_pb2.ExportUserResponse:
+        client_id = require_client_id()
+        episodes, held_facts, working = await self.store.user_data(
+            client_id, _user_id(request.user_id)
+        )
+        return memory_pb2.ExportUserResponse(
+            episodes=[memory_proto(e) for e in episodes],
+            facts=[fact_proto(f) for f in held_facts],
+            working_items=[working_proto(i) for i in working],
+        )

@@ -205,6 +205,30 @@ class WorkingMemory:
         for conversation_id in conversation_ids:
             await self.redis.delete(*self.keys(scope, conversation_id))
 
+    async def drop_user(
+        self, client_id: str, user_id: str, known: Sequence[tuple[UUID, str]] = ()
+    ) -> int:
+        """Delete a user's hot working memory with every persona: the `known` (persona,
+        conversation) pairs, and whatever else Redis holds of them (found by a SCAN, since a
+        conversation's keys can outlive its durable rows until they expire). Returns how many
+        keys went."""
+        keys: set[str] = set()
+        for persona_id, conversation_id in known:
+            keys.update(self.keys(Scope(client_id=client_id, persona_id=persona_id,
+                                        user_id=user_id), conversation_id))  # fmt: skip
+        # The tag is {client|persona|user|conversation}; the persona is a UUID, so what follows
+        # it up to the next "|" is the user exactly (user ids from the gateway hold no "|").
+        start = f"{self.prefix}:{{{client_id}|"
+        pattern = f"{_glob_escape(start)}*"
+        async for raw in self.redis.scan_iter(match=pattern, count=1000):
+            key = raw.decode() if isinstance(raw, bytes) else raw
+            rest = key[len(start) :]
+            if rest[36:].startswith(f"|{user_id}|"):
+                keys.add(key)
+        if keys:
+            await self.redis.delete(*sorted(keys))
+        return len(keys)
+
     async def _rebuild(self, scope: Scope, conversation_id: str) -> list[WorkingItem]:
         live = await self.store.live_working_items(scope, conversation_id, self.clock.now())
         removed = await self._run_add(scope, conversation_id, live, mode="load")
@@ -227,3 +251,8 @@ class WorkingMemory:
         if removed is None:
             return None
         return [UUID(r.decode() if isinstance(r, bytes) else r) for r in removed]
+
+
+def _glob_escape(text: str) -> str:
+    """`text` as a literal in a Redis MATCH pattern."""
+    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)

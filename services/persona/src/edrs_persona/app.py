@@ -3,11 +3,14 @@
 from importlib.resources import files
 
 from edrs_core import GrpcService, LocalPorts, Runtime, ServiceDefinition
-from edrs_core.events import start_service_events
+from edrs_core.consumers import ConsumedEvent, Consumer
+from edrs_core.events import ServiceEvents, start_service_events
+from edrs_events import ConsumerOptions
 from edrs_proto.memory.v1 import memory_pb2_grpc
 from edrs_proto.persona.v1 import persona_pb2, persona_pb2_grpc
 from edrs_proto.reasoning.v1 import reasoning_pb2_grpc
 
+from edrs_persona import erasure
 from edrs_persona.config import PersonaSettings
 from edrs_persona.conversation import Conversations
 from edrs_persona.server import PersonaServicer
@@ -45,9 +48,25 @@ async def build(rt: Runtime) -> list[GrpcService]:
     ]
 
 
+async def erase_user(delivery: ConsumedEvent) -> None:
+    rt = delivery.runtime
+    await erasure.erase_user(
+        delivery, PostgresPersonaStore(rt.db, ServiceEvents(rt.settings.service_name))
+    )
+
+
 definition = ServiceDefinition(
     settings_cls=PersonaSettings,
     build=build,
     migrations=files("edrs_persona") / "migrations",
     local_ports=LocalPorts(grpc=50052, http=8102, metrics=8103),
+    consumers=[
+        # An erase must not give up soon: ten tries, the last ones 30 s apart, then the DLQ.
+        Consumer(
+            erasure.CONSUMER,
+            ["gateway.user_deleted"],
+            erase_user,
+            ConsumerOptions(max_deliver=10),
+        ),
+    ],
 )

@@ -350,6 +350,35 @@ class PersonaServicer(persona_pb2_grpc.PersonaServiceServicer):
             messages_deleted=messages_deleted,
         )
 
+    async def ExportUser(  # noqa: N802
+        self, request: persona_pb2.ExportUserRequest, context: grpc.aio.ServicerContext
+    ) -> persona_pb2.ExportUserResponse:
+        client_id = require_client_id()
+        data = await self.store.user_data(client_id, user_id(request.user_id))
+        relationships = []
+        for r in data.relationships:
+            relationship = persona_pb2.Relationship(
+                persona_id=str(r.persona_id),
+                user_id=r.user_id,
+                notes=r.notes,
+                interaction_count=r.interaction_count,
+            )
+            if r.first_interaction_at is not None:
+                relationship.first_interaction_time.CopyFrom(timestamp(r.first_interaction_at))
+            if r.last_interaction_at is not None:
+                relationship.last_interaction_time.CopyFrom(timestamp(r.last_interaction_at))
+            relationships.append(relationship)
+        return persona_pb2.ExportUserResponse(
+            relationships=relationships,
+            conversations=[
+                persona_pb2.ExportedConversation(
+                    conversation=conversation_to_proto(c),
+                    messages=[message_to_proto(m) for m in messages],
+                )
+                for c, messages in data.conversations
+            ],
+        )
+
     # -- co-workers -------------------------------------------------------------------------
 
     async def SetCoworker(  # noqa: N802

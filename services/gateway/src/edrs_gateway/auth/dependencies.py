@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import Annotated
+from uuid import UUID
 
 from edrs_core.context import client_id_var
-from fastapi import Request, Security
+from fastapi import Path, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from edrs_gateway.api.problems import ApiError
@@ -92,5 +93,28 @@ def require(permission: Permission) -> Callable[..., Awaitable[Principal]]:
             )
         act_as(principal)
         return principal
+
+    return dependency
+
+
+def require_self_or(permission: Permission) -> Callable[..., Awaitable[Principal]]:
+    """As `require(permission)`, except that a user acting on their own record (the route's
+    `userId` path parameter) needs no permission: anyone may see what is held about them."""
+    checked = require(permission)
+
+    async def dependency(
+        request: Request,
+        user_id: Annotated[UUID, Path(alias="userId")],
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)],
+    ) -> Principal:
+        principal = current_principal(request)
+        if (
+            principal is not None
+            and principal.subject_kind == "user"
+            and principal.subject_id == str(user_id)
+        ):
+            act_as(principal)
+            return principal
+        return await checked(request, credentials)
 
     return dependency

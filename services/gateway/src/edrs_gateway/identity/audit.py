@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import builtins
 import ipaddress
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -19,6 +21,9 @@ from edrs_gateway.auth.principal import Principal
 log = logging.getLogger("edrs.gateway.audit")
 
 Outcome = Literal["success", "failure", "denied"]
+
+# What an erased user's id becomes in the audit log (see AuditLog.erase_subject).
+ERASED_USER = "user:erased"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,9 +87,11 @@ class AuditLog:
         target: str = "",
         details: dict[str, Any] | None = None,
         ip: str | None = None,
+        conn: asyncpg.Connection | None = None,
     ) -> None:
-        """Append an event. `details` must never hold a secret: name what was found, not its value."""
-        await self.db.execute(
+        """Append an event (in `conn`'s transaction when given). `details` must never hold a
+        secret: name what was found, not its value."""
+        await (conn or self.db).execute(
             "INSERT INTO audit_events (id, tenant_id, actor, action, outcome, target, details, ip) "
             "VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8::inet)",
             new_id(),
@@ -118,3 +125,40 @@ class AuditLog:
             descending=True,
         )
         return [_event(r) for r in rows], token
+
+    async def of_subject(
+        self, tenant_id: UUID, names: Sequence[str], limit: int
+    ) -> builtins.list[AuditEvent]:  # `list` is a method here
+        """The newest `limit` entries naming a subject as actor or target, under any of its
+        `names` (`user:<id>`, `email:<address>`)."""
+        rows = await self.db.fetch(
+            f"""SELECT {_COLUMNS} FROM audit_events
+                WHERE tenant_id = $1 AND (actor = ANY($2::text[]) OR target = ANY($2::text[]))
+                ORDER BY created_at DESC, id DESC LIMIT $3""",
+            tenant_id,
+            list(names),
+            limit,
+        )
+        return [_event(r) for r in rows]
+
+    @staticmethod
+    async def erase_subject(conn: asyncpg.Connection, tenant_id: UUID, names: Sequence[str]) -> int:
+        """Take a subject out of the tenant's log, in `conn`'s transaction: each of its `names`
+        (`user:<id>`, `email:<address>`) becomes `<kind>:erased` as actor and target, and the
+        addresses they acted from are dropped. The entries stay: what was done to the tenant's
+        resources remains on record, without naming the person. Returns how many changed."""
+        status = await conn.execute(
+            """UPDATE audit_events SET
+                   actor = CASE WHEN actor = ANY($2::text[])
+                                THEN split_part(actor, ':', 1) || ':erased' ELSE actor END,
+                   target = CASE WHEN target = ANY($2::text[])
+                                 THEN split_part(target, ':', 1) || ':erased' ELSE target END,
+                   -- Where they acted (or tried to, by email): their address. An admin's
+                   -- address on acting upon them stays.
+                   ip = CASE WHEN actor = ANY($2::text[]) OR actor = 'anonymous' THEN NULL
+                             ELSE ip END
+               WHERE tenant_id = $1 AND (actor = ANY($2::text[]) OR target = ANY($2::text[]))""",
+            tenant_id,
+            list(names),
+        )
+        return int(status.split()[-1])

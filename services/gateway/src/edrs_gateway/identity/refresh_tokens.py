@@ -117,6 +117,19 @@ class RefreshTokenStore:
             subject_id,
         )
 
+    @staticmethod
+    async def forget_subject(
+        conn: asyncpg.Connection, tenant_id: UUID, subject_kind: SubjectKind, subject_id: UUID
+    ) -> None:
+        """Delete the subject's tokens (an erased user), in `conn`'s transaction."""
+        await conn.execute(
+            "DELETE FROM refresh_tokens "
+            "WHERE tenant_id = $1 AND subject_kind = $2 AND subject_id = $3",
+            tenant_id,
+            subject_kind,
+            subject_id,
+        )
+
 
 async def _revoke_family(conn: asyncpg.Connection, family_id: UUID) -> None:
     await conn.execute(

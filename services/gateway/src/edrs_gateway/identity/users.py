@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -135,8 +136,16 @@ class UserStore:
             )
         return _user(row) if row else None
 
-    async def delete(self, tenant_id: UUID, user_id: UUID) -> bool:
-        """False when not found; FailedPrecondition when it is the tenant's last admin."""
+    async def delete(
+        self,
+        tenant_id: UUID,
+        user_id: UUID,
+        also: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
+    ) -> bool:
+        """False when not found; FailedPrecondition when it is the tenant's last admin.
+
+        `also` runs in the deletion's transaction once the user is gone (their other rows, the
+        event announcing it): it commits with the deletion or not at all."""
         async with self.db.acquire() as conn, conn.transaction():
             await _lock_tenant(conn, tenant_id)
             await _keep_an_admin(conn, tenant_id, user_id, "delete")
@@ -145,6 +154,8 @@ class UserStore:
                 tenant_id,
                 user_id,
             )
+            if deleted is not None and also is not None:
+                await also(conn)
         return deleted is not None
 
     async def credentials(self, tenant_id: UUID, email: str) -> UserCredentials | None:

@@ -17,6 +17,7 @@ from uuid import UUID
 import asyncpg
 from edrs_core.events import ServiceEvents
 from edrs_core.ids import new_id
+from edrs_events.outbox import Outbox
 
 from edrs_memory import facts as fact_rules
 from edrs_memory.embeddings import Vector, vector_literal
@@ -370,6 +371,79 @@ class PostgresMemoryStore:
             working_items=len(rows),
         )
         return counts, sorted({r["conversation_id"] for r in rows})
+
+    async def erase_user(
+        self, conn: asyncpg.Connection, client_id: str, user_id: str
+    ) -> tuple[Forgotten, list[tuple[UUID, str]]]:
+        """Delete everything held about a user of the tenant, with every persona, in `conn`'s
+        transaction: facts, episodes, durable working memory, and the sent events that name
+        them; then the `memory.user_erased` event. Returns the counts and the (persona,
+        conversation) pairs whose hot working memory must go too."""
+        facts = await conn.execute(
+            "DELETE FROM facts WHERE client_id = $1 AND user_id = $2", client_id, user_id
+        )
+        episodes = await conn.execute(
+            "DELETE FROM episodes WHERE client_id = $1 AND user_id = $2", client_id, user_id
+        )
+        rows = await conn.fetch(
+            """DELETE FROM working_items WHERE client_id = $1 AND user_id = $2
+               RETURNING persona_id, conversation_id""",
+            client_id,
+            user_id,
+        )
+        await Outbox.forget_user(conn, client_id, user_id)
+        counts = Forgotten(
+            facts=int(facts.split()[-1]),
+            episodes=int(episodes.split()[-1]),
+            working_items=len(rows),
+        )
+        await self.events.add(
+            conn,
+            "memory.user_erased",
+            {
+                "user_id": user_id,
+                "episodes": counts.episodes,
+                "facts": counts.facts,
+                "working_items": counts.working_items,
+            },
+            aggregate_id=user_id,
+            client_id=client_id,
+        )
+        return counts, sorted({(r["persona_id"], r["conversation_id"]) for r in rows})
+
+    async def user_data(
+        self, client_id: str, user_id: str
+    ) -> tuple[list[Episode], list[Fact], list[WorkingItem]]:
+        """Everything held about a user of the tenant, with every persona (a data-subject access
+        request): episodes oldest first, facts with their history, live and expired working
+        memory not yet swept. One snapshot (a repeatable-read transaction)."""
+        async with (
+            self.db.acquire() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            episodes = await conn.fetch(
+                f"""SELECT {_EPISODE} FROM episodes WHERE client_id = $1 AND user_id = $2
+                    ORDER BY created_at, id""",
+                client_id,
+                user_id,
+            )
+            facts = await conn.fetch(
+                f"""SELECT {_FACT} FROM facts WHERE client_id = $1 AND user_id = $2
+                    ORDER BY persona_id, attribute, valid_from, id""",
+                client_id,
+                user_id,
+            )
+            working = await conn.fetch(
+                f"""SELECT {_WORKING} FROM working_items WHERE client_id = $1 AND user_id = $2
+                    ORDER BY created_at, id""",
+                client_id,
+                user_id,
+            )
+        return (
+            [_episode(r) for r in episodes],
+            [_fact(r) for r in facts],
+            [_working(r) for r in working],
+        )
 
     # Working memory (durable copy)
 

@@ -8,8 +8,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID
+
+if TYPE_CHECKING:
+    # Erasure runs in the event inbox's transaction, which lives in PostgreSQL.
+    import asyncpg
 
 # The persona fields UpdatePersona may change, in the order listings name them.
 UPDATABLE_FIELDS = ("name", "role", "responsibilities", "skills", "tone", "instructions")
@@ -93,6 +97,24 @@ class Coworker:
     created_at: datetime
 
 
+@dataclass(frozen=True, kw_only=True)
+class UserErased:
+    """What erasing a deleted user removed, with every persona of the tenant."""
+
+    relationships: int
+    conversations: int
+    messages: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class UserData:
+    """Everything held about one user of a tenant, with every persona (an access request)."""
+
+    relationships: list[Relationship]
+    # Each conversation with its messages, oldest first.
+    conversations: list[tuple[Conversation, list[Message]]]
+
+
 class PersonaStore(Protocol):
     async def create(self, client_id: str, persona: NewPersona) -> Persona: ...
 
@@ -131,6 +153,12 @@ class PersonaStore(Protocol):
     ) -> Relationship: ...
 
     async def forget(self, client_id: str, persona_id: UUID, user_id: str) -> int: ...
+
+    async def erase_user(
+        self, conn: asyncpg.Connection, client_id: str, user_id: str
+    ) -> UserErased: ...
+
+    async def user_data(self, client_id: str, user_id: str) -> UserData: ...
 
     async def set_coworker(
         self,

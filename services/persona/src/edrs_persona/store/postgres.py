@@ -11,6 +11,7 @@ from edrs_core import FailedPrecondition, NotFound
 from edrs_core.events import ServiceEvents
 from edrs_core.ids import new_id
 from edrs_core.pagination import Cursor, decode_cursor, encode_cursor, keyset_page, page_size
+from edrs_events.outbox import Outbox
 
 from edrs_persona.store import (
     UPDATABLE_FIELDS,
@@ -21,6 +22,8 @@ from edrs_persona.store import (
     NewPersona,
     Persona,
     Relationship,
+    UserData,
+    UserErased,
 )
 
 _COLUMNS = (
@@ -376,6 +379,78 @@ class PostgresPersonaStore:
                 aggregate_id=str(persona_id),
             )
         return int(deleted)
+
+    async def erase_user(
+        self, conn: asyncpg.Connection, client_id: str, user_id: str
+    ) -> UserErased:
+        """Delete a user's messages, conversations and relationships with every persona of the
+        tenant, and the sent events that name them, then write `persona.user_erased`; all in
+        `conn`'s transaction."""
+
+        async def delete(table: str) -> int:
+            status = await conn.execute(
+                f"DELETE FROM {table} WHERE client_id = $1 AND user_id = $2", client_id, user_id
+            )
+            return int(status.split()[-1])
+
+        # Messages first: the conversations' cascade would delete them uncounted.
+        erased = UserErased(
+            messages=await delete("messages"),
+            conversations=await delete("conversations"),
+            relationships=await delete("relationships"),
+        )
+        await Outbox.forget_user(conn, client_id, user_id)
+        await self.events.add(
+            conn,
+            "persona.user_erased",
+            {
+                "user_id": user_id,
+                "relationships": erased.relationships,
+                "conversations": erased.conversations,
+                "messages": erased.messages,
+            },
+            aggregate_id=user_id,
+            client_id=client_id,
+        )
+        return erased
+
+    async def user_data(self, client_id: str, user_id: str) -> UserData:
+        async with (
+            self.db.acquire() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            relationships = await conn.fetch(
+                """SELECT persona_id, notes, interaction_count, first_interaction_at,
+                          last_interaction_at
+                   FROM relationships WHERE client_id = $1 AND user_id = $2
+                   ORDER BY first_interaction_at NULLS LAST, persona_id""",
+                client_id,
+                user_id,
+            )
+            conversations = await conn.fetch(
+                f"""SELECT {_CONVERSATION_COLUMNS} FROM conversations
+                    WHERE client_id = $1 AND user_id = $2 ORDER BY created_at, persona_id, id""",
+                client_id,
+                user_id,
+            )
+            messages = await conn.fetch(
+                f"""SELECT persona_id, {_MESSAGE_COLUMNS} FROM messages
+                    WHERE client_id = $1 AND user_id = $2 ORDER BY created_at, id""",
+                client_id,
+                user_id,
+            )
+        by_conversation: dict[tuple[UUID, str], list[Message]] = {}
+        for m in messages:
+            by_conversation.setdefault((m["persona_id"], m["conversation_id"]), []).append(
+                _message(m)
+            )
+        return UserData(
+            relationships=[_relationship(r["persona_id"], user_id, r) for r in relationships],
+            conversations=[
+                (_conversation(c), by_conversation.get((c["persona_id"], c["id"]), []))
+                for c in conversations
+            ],
+        )
 
     # -- co-workers -------------------------------------------------------------------------
 

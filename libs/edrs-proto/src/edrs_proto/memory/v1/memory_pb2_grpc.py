@@ -81,6 +81,11 @@ class MemoryServiceStub:
                 request_serializer=edrs_dot_memory_dot_v1_dot_memory__pb2.ForgetUserRequest.SerializeToString,
                 response_deserializer=edrs_dot_memory_dot_v1_dot_memory__pb2.ForgetUserResponse.FromString,
                 _registered_method=True)
+        self.ExportUser = channel.unary_unary(
+                '/edrs.memory.v1.MemoryService/ExportUser',
+                request_serializer=edrs_dot_memory_dot_v1_dot_memory__pb2.ExportUserRequest.SerializeToString,
+                response_deserializer=edrs_dot_memory_dot_v1_dot_memory__pb2.ExportUserResponse.FromString,
+                _registered_method=True)
 
 
 class MemoryServiceServicer:
@@ -153,6 +158,14 @@ class MemoryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportUser(self, request, context):
+        """Returns everything remembered about one user of the tenant, with every persona (a
+        data-subject access request): episodes, facts with their history, and working memory.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MemoryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -200,6 +213,11 @@ def add_MemoryServiceServicer_to_server(servicer, server):
                     servicer.ForgetUser,
                     request_deserializer=edrs_dot_memory_dot_v1_dot_memory__pb2.ForgetUserRequest.FromString,
                     response_serializer=edrs_dot_memory_dot_v1_dot_memory__pb2.ForgetUserResponse.SerializeToString,
+            ),
+            'ExportUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportUser,
+                    request_deserializer=edrs_dot_memory_dot_v1_dot_memory__pb2.ExportUserRequest.FromString,
+                    response_serializer=edrs_dot_memory_dot_v1_dot_memory__pb2.ExportUserResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -447,6 +465,33 @@ class MemoryService:
             '/edrs.memory.v1.MemoryService/ForgetUser',
             edrs_dot_memory_dot_v1_dot_memory__pb2.ForgetUserRequest.SerializeToString,
             edrs_dot_memory_dot_v1_dot_memory__pb2.ForgetUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.memory.v1.MemoryService/ExportUser',
+            edrs_dot_memory_dot_v1_dot_memory__pb2.ExportUserRequest.SerializeToString,
+            edrs_dot_memory_dot_v1_dot_memory__pb2.ExportUserResponse.FromString,
             options,
             channel_credentials,
             insecure,

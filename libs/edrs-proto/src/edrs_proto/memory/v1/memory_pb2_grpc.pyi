@@ -56,6 +56,10 @@ class MemoryServiceStub:
     """Deletes one fact (the user asked to forget it). NOT_FOUND when it does not exist."""
     ForgetUser: _grpc.UnaryUnaryMultiCallable[_memory_pb2.ForgetUserRequest, _memory_pb2.ForgetUserResponse]
     """Deletes everything remembered about one user by one persona: facts, episodes, working memory."""
+    ExportUser: _grpc.UnaryUnaryMultiCallable[_memory_pb2.ExportUserRequest, _memory_pb2.ExportUserResponse]
+    """Returns everything remembered about one user of the tenant, with every persona (a
+    data-subject access request): episodes, facts with their history, and working memory.
+    """
 
 @_typing.type_check_only
 class MemoryServiceAsyncStub(MemoryServiceStub):
@@ -85,6 +89,10 @@ class MemoryServiceAsyncStub(MemoryServiceStub):
     """Deletes one fact (the user asked to forget it). NOT_FOUND when it does not exist."""
     ForgetUser: _aio.UnaryUnaryMultiCallable[_memory_pb2.ForgetUserRequest, _memory_pb2.ForgetUserResponse]  # type: ignore[assignment]
     """Deletes everything remembered about one user by one persona: facts, episodes, working memory."""
+    ExportUser: _aio.UnaryUnaryMultiCallable[_memory_pb2.ExportUserRequest, _memory_pb2.ExportUserResponse]  # type: ignore[assignment]
+    """Returns everything remembered about one user of the tenant, with every persona (a
+    data-subject access request): episodes, facts with their history, and working memory.
+    """
 
 class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
     """MemoryService keeps what personas remember in the calling tenant (`x-edrs-client-id`): working
@@ -165,5 +173,15 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_memory_pb2.ForgetUserResponse, _abc.Awaitable[_memory_pb2.ForgetUserResponse]]:
         """Deletes everything remembered about one user by one persona: facts, episodes, working memory."""
+
+    @_abc_1.abstractmethod
+    def ExportUser(
+        self,
+        request: _memory_pb2.ExportUserRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_memory_pb2.ExportUserResponse, _abc.Awaitable[_memory_pb2.ExportUserResponse]]:
+        """Returns everything remembered about one user of the tenant, with every persona (a
+        data-subject access request): episodes, facts with their history, and working memory.
+        """
 
 def add_MemoryServiceServicer_to_server(servicer: MemoryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -100,6 +100,11 @@ class PersonaServiceStub:
                 request_serializer=edrs_dot_persona_dot_v1_dot_persona__pb2.ForgetRelationshipRequest.SerializeToString,
                 response_deserializer=edrs_dot_persona_dot_v1_dot_persona__pb2.ForgetRelationshipResponse.FromString,
                 _registered_method=True)
+        self.ExportUser = channel.unary_unary(
+                '/edrs.persona.v1.PersonaService/ExportUser',
+                request_serializer=edrs_dot_persona_dot_v1_dot_persona__pb2.ExportUserRequest.SerializeToString,
+                response_deserializer=edrs_dot_persona_dot_v1_dot_persona__pb2.ExportUserResponse.FromString,
+                _registered_method=True)
         self.SetCoworker = channel.unary_unary(
                 '/edrs.persona.v1.PersonaService/SetCoworker',
                 request_serializer=edrs_dot_persona_dot_v1_dot_persona__pb2.SetCoworkerRequest.SerializeToString,
@@ -216,6 +221,15 @@ class PersonaServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportUser(self, request, context):
+        """Returns everything the persona service holds about one user of the tenant, with every
+        persona (a data-subject access request): relationships, and conversations with their
+        messages. Facts and episodes are memory's (MemoryService.ExportUser).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SetCoworker(self, request, context):
         """Records that two personas work together, and how to hand work over (both directions).
         """
@@ -304,6 +318,11 @@ def add_PersonaServiceServicer_to_server(servicer, server):
                     servicer.ForgetRelationship,
                     request_deserializer=edrs_dot_persona_dot_v1_dot_persona__pb2.ForgetRelationshipRequest.FromString,
                     response_serializer=edrs_dot_persona_dot_v1_dot_persona__pb2.ForgetRelationshipResponse.SerializeToString,
+            ),
+            'ExportUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportUser,
+                    request_deserializer=edrs_dot_persona_dot_v1_dot_persona__pb2.ExportUserRequest.FromString,
+                    response_serializer=edrs_dot_persona_dot_v1_dot_persona__pb2.ExportUserResponse.SerializeToString,
             ),
             'SetCoworker': grpc.unary_unary_rpc_method_handler(
                     servicer.SetCoworker,
@@ -673,6 +692,33 @@ class PersonaService:
             '/edrs.persona.v1.PersonaService/ForgetRelationship',
             edrs_dot_persona_dot_v1_dot_persona__pb2.ForgetRelationshipRequest.SerializeToString,
             edrs_dot_persona_dot_v1_dot_persona__pb2.ForgetRelationshipResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.persona.v1.PersonaService/ExportUser',
+            edrs_dot_persona_dot_v1_dot_persona__pb2.ExportUserRequest.SerializeToString,
+            edrs_dot_persona_dot_v1_dot_persona__pb2.ExportUserResponse.FromString,
             options,
             channel_credentials,
             insecure,

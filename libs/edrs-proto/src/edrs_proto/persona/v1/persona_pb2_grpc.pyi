@@ -65,6 +65,11 @@ class PersonaServiceStub:
     """Deletes one fact about the user."""
     ForgetRelationship: _grpc.UnaryUnaryMultiCallable[_persona_pb2.ForgetRelationshipRequest, _persona_pb2.ForgetRelationshipResponse]
     """Deletes everything the persona knows about the user: relationship, facts and memories."""
+    ExportUser: _grpc.UnaryUnaryMultiCallable[_persona_pb2.ExportUserRequest, _persona_pb2.ExportUserResponse]
+    """Returns everything the persona service holds about one user of the tenant, with every
+    persona (a data-subject access request): relationships, and conversations with their
+    messages. Facts and episodes are memory's (MemoryService.ExportUser).
+    """
     SetCoworker: _grpc.UnaryUnaryMultiCallable[_persona_pb2.SetCoworkerRequest, _persona_pb2.Coworker]
     """Records that two personas work together, and how to hand work over (both directions)."""
     ListCoworkers: _grpc.UnaryUnaryMultiCallable[_persona_pb2.ListCoworkersRequest, _persona_pb2.ListCoworkersResponse]
@@ -109,6 +114,11 @@ class PersonaServiceAsyncStub(PersonaServiceStub):
     """Deletes one fact about the user."""
     ForgetRelationship: _aio.UnaryUnaryMultiCallable[_persona_pb2.ForgetRelationshipRequest, _persona_pb2.ForgetRelationshipResponse]  # type: ignore[assignment]
     """Deletes everything the persona knows about the user: relationship, facts and memories."""
+    ExportUser: _aio.UnaryUnaryMultiCallable[_persona_pb2.ExportUserRequest, _persona_pb2.ExportUserResponse]  # type: ignore[assignment]
+    """Returns everything the persona service holds about one user of the tenant, with every
+    persona (a data-subject access request): relationships, and conversations with their
+    messages. Facts and episodes are memory's (MemoryService.ExportUser).
+    """
     SetCoworker: _aio.UnaryUnaryMultiCallable[_persona_pb2.SetCoworkerRequest, _persona_pb2.Coworker]  # type: ignore[assignment]
     """Records that two personas work together, and how to hand work over (both directions)."""
     ListCoworkers: _aio.UnaryUnaryMultiCallable[_persona_pb2.ListCoworkersRequest, _persona_pb2.ListCoworkersResponse]  # type: ignore[assignment]
@@ -228,6 +238,17 @@ class PersonaServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_persona_pb2.ForgetRelationshipResponse, _abc.Awaitable[_persona_pb2.ForgetRelationshipResponse]]:
         """Deletes everything the persona knows about the user: relationship, facts and memories."""
+
+    @_abc_1.abstractmethod
+    def ExportUser(
+        self,
+        request: _persona_pb2.ExportUserRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_persona_pb2.ExportUserResponse, _abc.Awaitable[_persona_pb2.ExportUserResponse]]:
+        """Returns everything the persona service holds about one user of the tenant, with every
+        persona (a data-subject access request): relationships, and conversations with their
+        messages. Facts and episodes are memory's (MemoryService.ExportUser).
+        """
 
     @_abc_1.abstractmethod
     def SetCoworker(

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated
+import asyncio
+from datetime import UTC, datetime
+from typing import Annotated, Literal
 from uuid import UUID
 
+from edrs_proto.memory.v1 import memory_pb2, memory_pb2_grpc
+from edrs_proto.persona.v1 import persona_pb2, persona_pb2_grpc
 from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import ConfigDict, Field
 
@@ -16,10 +19,15 @@ from edrs_gateway.api.common import (
     not_found,
     page_request,
     problem_responses,
+    upstream_responses,
 )
 from edrs_gateway.api.models import SINGLE_LINE, ApiModel, PageOf
 from edrs_gateway.api.problems import ApiError
-from edrs_gateway.auth.dependencies import require
+from edrs_gateway.api.routes.api_keys import ApiKeyOut
+from edrs_gateway.api.routes.audit import AuditEventOut
+from edrs_gateway.api.routes.conversations import ConversationOut, MessageOut
+from edrs_gateway.api.turns import FactOut, MemoryOut
+from edrs_gateway.auth.dependencies import require, require_self_or
 from edrs_gateway.auth.passwords import PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH
 from edrs_gateway.auth.permissions import Permission
 from edrs_gateway.auth.principal import Principal, Role
@@ -220,8 +228,12 @@ async def update_user(
     "/{userId}",
     status_code=204,
     response_class=Response,
-    summary="Delete a user",
-    description="Deletes the user and ends their sessions: their tokens stop working at once.",
+    summary="Delete a user, and erase what the fleet holds about them",
+    description="Deletes the user and ends their sessions: their tokens stop working at once. "
+    "In the same transaction the gateway publishes `gateway.user_deleted`; memory and persona "
+    "then erase the user's episodes, facts, working memory, relationships and conversations "
+    "(each publishes `*.user_erased` with what it erased), even if they were down at the time. "
+    "Audit entries stay but no longer name the user (`user:erased`).",
     responses=problem_responses(*AUTHENTICATED, 404, 409),
 )
 async def delete_user(
@@ -232,14 +244,179 @@ async def delete_user(
 ) -> Response:
     if _is_self(caller, user_id):
         raise _self_change("delete yourself")
-    if not await ctx.users.delete(UUID(caller.tenant_id), user_id):
+    deleted = await ctx.delete_user(
+        UUID(caller.tenant_id), user_id, actor=actor_of(caller), ip=client_ip(request)
+    )
+    if not deleted:
         raise not_found("user", user_id)
-    await ctx.end_sessions("user", user_id)
-    await ctx.audit.record(
-        caller.tenant_id, "user.deleted", "success", actor=actor_of(caller),
-        target=f"user:{user_id}", ip=client_ip(request),
-    )  # fmt: skip
     return Response(status_code=204)
+
+
+# The newest audit entries an export carries (the audit log itself pages through them all).
+EXPORT_AUDIT_LIMIT = 1000
+
+
+class ExportedRelationship(ApiModel):
+    """What one persona knows about the user: its notes, interactions and facts."""
+
+    persona_id: UUID
+    notes: list[str]
+    interaction_count: int
+    first_interaction_at: datetime | None
+    last_interaction_at: datetime | None
+    facts: list[FactOut] = Field(description="Current and superseded, with `validFrom`/`validTo`")
+
+
+class ExportedEpisode(MemoryOut):
+    persona_id: UUID
+
+
+class ExportedWorkingItem(ApiModel):
+    id: UUID
+    persona_id: UUID
+    conversation_id: str
+    text: str
+    priority: int
+    kind: str
+    role: str
+    created_at: datetime
+    expires_at: datetime
+
+
+class ExportedConversation(ConversationOut):
+    messages: list[MessageOut] = Field(description="Every message, oldest first")
+
+
+class UserExport(ApiModel):
+    """Everything the fleet holds about one user (a data-subject access request)."""
+
+    exported_at: datetime
+    user: UserOut
+    api_keys: list[ApiKeyOut] = Field(
+        description="Metadata of the API keys the user created (never a secret)"
+    )
+    audit_events: list[AuditEventOut] = Field(
+        description=f"Entries naming the user as actor or target, newest first (at most "
+        f"{EXPORT_AUDIT_LIMIT})"
+    )
+    relationships: list[ExportedRelationship] = Field(
+        description="One per persona that knows the user"
+    )
+    episodes: list[ExportedEpisode] = Field(description="Episodic memory, oldest first")
+    working_memory: list[ExportedWorkingItem]
+    conversations: list[ExportedConversation] = Field(
+        description="Every conversation with every persona, with its messages"
+    )
+
+
+def _relationships(
+    held: persona_pb2.ExportUserResponse, remembered: memory_pb2.ExportUserResponse
+) -> list[ExportedRelationship]:
+    """Persona's relationships with memory's facts, by persona (facts may come before any reply)."""
+    by_persona: dict[str, ExportedRelationship] = {}
+    for r in held.relationships:
+        by_persona[r.persona_id] = ExportedRelationship(
+            persona_id=UUID(r.persona_id),
+            notes=list(r.notes),
+            interaction_count=r.interaction_count,
+            first_interaction_at=_when(r, "first_interaction_time"),
+            last_interaction_at=_when(r, "last_interaction_time"),
+            facts=[],
+        )
+    for f in remembered.facts:
+        relationship = by_persona.setdefault(
+            f.persona_id,
+            ExportedRelationship(
+                persona_id=UUID(f.persona_id),
+                notes=[],
+                interaction_count=0,
+                first_interaction_at=None,
+                last_interaction_at=None,
+                facts=[],
+            ),
+        )
+        relationship.facts.append(FactOut.of(f))
+    return list(by_persona.values())
+
+
+def _when(
+    message: persona_pb2.Relationship,
+    field: Literal["first_interaction_time", "last_interaction_time"],
+) -> datetime | None:
+    return getattr(message, field).ToDatetime(tzinfo=UTC) if message.HasField(field) else None
+
+
+@router.get(
+    "/{userId}/export",
+    response_model=UserExport,
+    summary="Export everything the fleet holds about a user",
+    description="A data-subject access request: the user's record (no password hash), the "
+    "metadata of API keys they created, the audit entries naming them, and from the persona "
+    "and memory services their relationships and facts (with history), episodes, working "
+    "memory and conversations with every message. Admins export any user of their tenant; "
+    "anyone may export themself.",
+    responses={**problem_responses(*AUTHENTICATED, 404), **upstream_responses()},
+)
+async def export_user(
+    user_id: Annotated[UUID, Path(alias="userId")],
+    ctx: Ctx,
+    caller: Annotated[Principal, Depends(require_self_or(Permission.USERS_READ))],
+) -> UserExport:
+    tenant_id = UUID(caller.tenant_id)
+    user = await ctx.users.get(tenant_id, user_id)
+    if user is None:
+        raise not_found("user", user_id)
+    subject = f"user:{user_id}"
+    request = {"user_id": str(user_id)}
+    held, remembered, audit_events = await asyncio.gather(
+        ctx.runtime.peers.stub(persona_pb2_grpc.PersonaServiceStub).ExportUser(
+            persona_pb2.ExportUserRequest(**request)
+        ),
+        ctx.runtime.peers.stub(memory_pb2_grpc.MemoryServiceStub).ExportUser(
+            memory_pb2.ExportUserRequest(**request)
+        ),
+        ctx.audit.of_subject(
+            tenant_id, [subject, f"email:{user.email.lower()}"], EXPORT_AUDIT_LIMIT
+        ),
+    )
+    created_keys = [
+        UUID(e.target.removeprefix("api_key:"))
+        for e in audit_events
+        if e.action == "api_key.created" and e.actor == subject
+    ]
+    keys = await asyncio.gather(*(ctx.api_keys.get(tenant_id, i) for i in created_keys))
+    return UserExport(
+        exported_at=datetime.now(UTC),
+        user=UserOut.of(user),
+        api_keys=[ApiKeyOut.of(k) for k in keys if k is not None],
+        audit_events=[AuditEventOut.of(e) for e in audit_events],
+        relationships=_relationships(held, remembered),
+        episodes=[
+            ExportedEpisode(persona_id=UUID(m.persona_id), **MemoryOut.of(m).model_dump())
+            for m in remembered.episodes
+        ],
+        working_memory=[
+            ExportedWorkingItem(
+                id=UUID(i.id),
+                persona_id=UUID(i.persona_id),
+                conversation_id=i.conversation_id,
+                text=i.text,
+                priority=i.priority,
+                kind=i.kind,
+                role=i.role,
+                created_at=i.create_time.ToDatetime(tzinfo=UTC),
+                expires_at=i.expire_time.ToDatetime(tzinfo=UTC),
+            )
+            for i in remembered.working_items
+        ],
+        conversations=[
+            ExportedConversation(
+                **ConversationOut.of(c.conversation).model_dump(),
+                messages=[MessageOut.of(m) for m in c.messages],
+            )
+            for c in held.conversations
+        ],
+    )
 
 
 def _is_self(caller: Principal, user_id: UUID) -> bool:
