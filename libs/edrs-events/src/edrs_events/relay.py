@@ -54,7 +54,7 @@ class OutboxRelay:
         self.retention = retention
         self.stats = RelayStats()
         self._wake = asyncio.Event()
-        self._last_prune = 0.0
+        self._last_prune: float | None = None  # monotonic time of the last prune
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Relay until `stop` is set, reconnecting to PostgreSQL if the connection drops."""
@@ -130,7 +130,8 @@ class OutboxRelay:
 
     async def _maybe_prune(self, conn: asyncpg.Connection) -> None:
         now = time.monotonic()
-        if now - self._last_prune < 60.0:
+        # At most once a minute; the first idle moment prunes (the monotonic clock may be young).
+        if self._last_prune is not None and now - self._last_prune < 60.0:
             return
         self._last_prune = now
         # Sent rows are kept for `retention` (audit, re-drive); pruning runs when the relay is idle.
