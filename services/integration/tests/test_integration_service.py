@@ -264,3 +264,20 @@ async def test_bad_page_token_is_refused(stub) -> None:
         grpc.StatusCode.INVALID_ARGUMENT,
         "page.page_token",
     )
+
+
+async def test_a_created_connector_is_announced_without_its_secrets(stub, integration) -> None:
+    created = await stub.CreateConnector(
+        integration_pb2.CreateConnectorRequest(
+            name="Announced",
+            kind=WEBHOOK,
+            config={"url": "https://hooks.example.com/a", "signing_secret": "s3cr3t-value"},
+        ),
+        metadata=TENANT_A,
+    )
+    [event] = await testing.published_events(
+        integration, "integration.connector_created", created.id
+    )
+    assert event["payload"] == {"connector_id": created.id, "kind": "webhook", "name": "Announced"}
+    assert "s3cr3t-value" not in json.dumps(event)
+    assert (event["client_id"], event["source_container"]) == (TENANT_A[0][1], "integration")

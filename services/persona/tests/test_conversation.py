@@ -372,7 +372,7 @@ async def test_a_client_that_leaves_mid_turn_still_gets_its_turn_stored(stub, ad
     }
 
 
-async def test_relationship_can_be_corrected_trimmed_and_forgotten(stub, ada) -> None:
+async def test_relationship_can_be_corrected_trimmed_and_forgotten(stub, ada, persona) -> None:
     user = "riley"
     completed(await converse(stub, ask(ada.id, "r1", "I like green tea.", user=user)))
     notes = await stub.UpdateRelationship(
@@ -412,6 +412,9 @@ async def test_relationship_can_be_corrected_trimmed_and_forgotten(stub, ada) ->
     )
     assert forgotten.messages_deleted == 2
     assert forgotten.facts_deleted >= 1 and forgotten.episodes_deleted >= 1
+    # Announced, so every service holding something of the user can forget it too.
+    [event] = await testing.published_events(persona, "persona.relationship_forgotten", ada.id)
+    assert event["payload"] == {"persona_id": ada.id, "user_id": user}
     after = await stub.GetRelationship(
         persona_pb2.GetRelationshipRequest(persona_id=ada.id, user_id=user), metadata=TENANT
     )

@@ -172,3 +172,22 @@ async def test_bad_page_token_is_refused(stub) -> None:
         grpc.StatusCode.INVALID_ARGUMENT,
         "page.page_token",
     )
+
+
+async def test_a_registered_source_is_announced_once(stub, research) -> None:
+    url = unique_url("announced")
+    created = await stub.RegisterSource(
+        research_pb2.RegisterSourceRequest(url=url), metadata=TENANT_A
+    )
+    await testing.expect_rpc_error(
+        stub.RegisterSource(research_pb2.RegisterSourceRequest(url=url), metadata=TENANT_A),
+        grpc.StatusCode.ALREADY_EXISTS,
+    )
+    # One event: the duplicate registration announced nothing.
+    [event] = await testing.published_events(research, "research.source_registered", created.id)
+    assert event["payload"] == {
+        "source_id": created.id,
+        "url": url,
+        "credibility": pytest.approx(created.credibility),
+    }
+    assert (event["client_id"], event["source_container"]) == (TENANT_A[0][1], "research")

@@ -225,3 +225,27 @@ async def test_assignment_when_persona_service_hangs_is_unavailable(
     finally:
         silent.close()
         await silent.wait_closed()
+
+
+async def test_a_created_task_is_announced_as_task_created(stub, task, persona) -> None:
+    ada = await _persona_in(persona, TENANT_A)
+    created = await stub.CreateTask(
+        task_pb2.CreateTaskRequest(title="Announce me", assignee_persona_id=ada),
+        metadata=TENANT_A,
+    )
+    [event] = await testing.published_events(task, "task.task_created", created.id)
+    assert event["payload"] == {"task_id": created.id, "title": "Announce me", "persona_id": ada}
+    assert (event["client_id"], event["source_container"]) == (TENANT_A[0][1], "task")
+    # A refused task announces nothing.
+    await testing.expect_rpc_error(
+        stub.CreateTask(
+            task_pb2.CreateTaskRequest(title="Ghost", assignee_persona_id=MISSING_ID),
+            metadata=TENANT_A,
+        ),
+        grpc.StatusCode.FAILED_PRECONDITION,
+    )
+    assert task.runner.runtime is not None
+    ghosts = await task.runner.runtime.db.fetchval(
+        "SELECT count(*) FROM edrs_outbox WHERE convert_from(body, 'UTF8') LIKE '%Ghost%'"
+    )
+    assert ghosts == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -96,6 +97,29 @@ async def running_service(
         await channel.close()
         runner.stop_requested.set()
         await task
+
+
+async def published_events(
+    service: RunningService, event_type: str, aggregate_id: str, *, within: float = 30.0
+) -> list[dict[str, Any]]:
+    """The events of `event_type` about `aggregate_id` that `service` wrote to its outbox, once
+    its relay has published every one of them to the bus (waited for, with a deadline)."""
+    assert service.runner.runtime is not None
+    db = service.runner.runtime.db
+    rows: list[Any] = []
+
+    async def relayed() -> bool:
+        nonlocal rows
+        rows = await db.fetch(
+            "SELECT body, sent_at FROM edrs_outbox WHERE event_type = $1 AND aggregate_id = $2 "
+            "ORDER BY position",
+            event_type,
+            aggregate_id,
+        )
+        return bool(rows) and all(r["sent_at"] is not None for r in rows)
+
+    await wait_until(relayed, within, f"{event_type} of {aggregate_id} to be published")
+    return [json.loads(bytes(r["body"])) for r in rows]
 
 
 class _PostgresUrls(Protocol):

@@ -3,6 +3,7 @@
 from importlib.resources import files
 
 from edrs_core import GrpcService, LocalPorts, Runtime, ServiceDefinition
+from edrs_core.events import start_service_events
 from edrs_proto.integration.v1 import integration_pb2, integration_pb2_grpc
 
 from edrs_integration.config import IntegrationSettings
@@ -11,10 +12,12 @@ from edrs_integration.server import IntegrationServicer
 from edrs_integration.store.postgres import PostgresConnectorStore
 
 
-def build(rt: Runtime) -> list[GrpcService]:
+async def build(rt: Runtime) -> list[GrpcService]:
     settings = rt.settings
     assert isinstance(settings, IntegrationSettings)
-    store = PostgresConnectorStore(rt.db, SecretCipher(settings.credentials_key))
+    store = PostgresConnectorStore(
+        rt.db, SecretCipher(settings.credentials_key), await start_service_events(rt)
+    )
     return [
         GrpcService(
             integration_pb2.DESCRIPTOR.services_by_name["IntegrationService"].full_name,

@@ -3,6 +3,7 @@
 from importlib.resources import files
 
 from edrs_core import GrpcService, LocalPorts, Runtime, ServiceDefinition
+from edrs_core.events import start_service_events
 from edrs_proto.research.v1 import research_pb2, research_pb2_grpc
 
 from edrs_research.config import ResearchSettings
@@ -10,10 +11,11 @@ from edrs_research.server import ResearchServicer
 from edrs_research.store.postgres import PostgresResearchStore
 
 
-def build(rt: Runtime) -> list[GrpcService]:
+async def build(rt: Runtime) -> list[GrpcService]:
     settings = rt.settings
     assert isinstance(settings, ResearchSettings)
-    servicer = ResearchServicer(PostgresResearchStore(rt.db), settings.outbound_policy())
+    store = PostgresResearchStore(rt.db, await start_service_events(rt))
+    servicer = ResearchServicer(store, settings.outbound_policy())
     return [
         GrpcService(
             research_pb2.DESCRIPTOR.services_by_name["ResearchService"].full_name,

@@ -3,6 +3,7 @@
 from importlib.resources import files
 
 from edrs_core import GrpcService, LocalPorts, Runtime, ServiceDefinition
+from edrs_core.events import start_service_events
 from edrs_proto.persona.v1 import persona_pb2_grpc
 from edrs_proto.task.v1 import task_pb2, task_pb2_grpc
 
@@ -12,10 +13,10 @@ from edrs_task.server import TaskServicer
 from edrs_task.store.postgres import PostgresTaskStore
 
 
-def build(rt: Runtime) -> list[GrpcService]:
+async def build(rt: Runtime) -> list[GrpcService]:
     # Required: a missing persona address stops start-up rather than failing each assignment.
     personas = PersonaDirectory(rt.peers.stub(persona_pb2_grpc.PersonaServiceStub, required=True))
-    servicer = TaskServicer(PostgresTaskStore(rt.db), personas)
+    servicer = TaskServicer(PostgresTaskStore(rt.db, await start_service_events(rt)), personas)
     return [
         GrpcService(
             task_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name,

@@ -8,6 +8,7 @@ from uuid import UUID
 
 import asyncpg
 from edrs_core import AlreadyExists
+from edrs_core.events import ServiceEvents
 from edrs_core.ids import new_id
 from edrs_core.pagination import keyset_page
 
@@ -21,9 +22,10 @@ _SEALED = "fernet"
 
 
 class PostgresConnectorStore:
-    def __init__(self, db: asyncpg.Pool, cipher: SecretCipher) -> None:
+    def __init__(self, db: asyncpg.Pool, cipher: SecretCipher, events: ServiceEvents) -> None:
         self.db = db
         self.cipher = cipher
+        self.events = events
 
     def _connector(self, row: Any) -> Connector:
         stored: dict[str, Any] = json.loads(row["config"])
@@ -45,17 +47,25 @@ class PostgresConnectorStore:
             **{k: {_SEALED: self.cipher.encrypt(v)} for k, v in connector.secrets.items()},
         }
         try:
-            row = await self.db.fetchrow(
-                f"""INSERT INTO connectors (id, client_id, name, kind, config, enabled)
-                    VALUES ($1, $2, $3, $4, $5::jsonb, $6)
-                    RETURNING {_COLUMNS}""",
-                new_id(),
-                client_id,
-                connector.name,
-                connector.kind,
-                json.dumps(stored),
-                connector.enabled,
-            )
+            # The connector and its `integration.connector_created` event commit together.
+            async with self.db.acquire() as conn, conn.transaction():
+                row = await conn.fetchrow(
+                    f"""INSERT INTO connectors (id, client_id, name, kind, config, enabled)
+                        VALUES ($1, $2, $3, $4, $5::jsonb, $6)
+                        RETURNING {_COLUMNS}""",
+                    new_id(),
+                    client_id,
+                    connector.name,
+                    connector.kind,
+                    json.dumps(stored),
+                    connector.enabled,
+                )
+                await self.events.add(
+                    conn,
+                    "integration.connector_created",
+                    {"connector_id": str(row["id"]), "kind": row["kind"], "name": row["name"]},
+                    aggregate_id=str(row["id"]),
+                )
         except asyncpg.UniqueViolationError:
             raise AlreadyExists(
                 f"a connector named {connector.name!r} already exists (names are compared "

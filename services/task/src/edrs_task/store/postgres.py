@@ -6,6 +6,7 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
+from edrs_core.events import ServiceEvents
 from edrs_core.ids import new_id
 from edrs_core.pagination import keyset_page
 
@@ -28,23 +29,31 @@ def _task(row: Any) -> Task:
 
 
 class PostgresTaskStore:
-    def __init__(self, db: asyncpg.Pool) -> None:
+    def __init__(self, db: asyncpg.Pool, events: ServiceEvents) -> None:
         self.db = db
+        self.events = events
 
     async def create(self, client_id: str, task: NewTask) -> Task:
-        row = await self.db.fetchrow(
-            f"""INSERT INTO tasks
+        """Store the task and its `task.task_created` event in one transaction."""
+        async with self.db.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                f"""INSERT INTO tasks
                     (id, client_id, title, description, assignee_persona_id, priority)
                 VALUES ($1, $2, $3, $4, $5, $6)
                 RETURNING {_COLUMNS}""",
-            new_id(),
-            client_id,
-            task.title,
-            task.description,
-            task.assignee_persona_id,
-            task.priority,
-        )
-        return _task(row)
+                new_id(),
+                client_id,
+                task.title,
+                task.description,
+                task.assignee_persona_id,
+                task.priority,
+            )
+            created = _task(row)
+            payload: dict[str, Any] = {"task_id": str(created.id), "title": created.title}
+            if created.assignee_persona_id:
+                payload["persona_id"] = str(created.assignee_persona_id)
+            await self.events.add(conn, "task.task_created", payload, aggregate_id=str(created.id))
+        return created
 
     async def get(self, client_id: str, task_id: UUID) -> Task | None:
         row = await self.db.fetchrow(
