@@ -108,11 +108,13 @@ def test_logs_shows_the_service_log(fleet) -> None:
 
 
 def test_events_commands_reach_the_fleets_bus(fleet) -> None:
-    payload = json.dumps({"tenant_id": "t-1", "name": "Acme"})
+    payload = json.dumps({"webhook_id": "wh-1", "delivery_id": "d-1"})
     published = fleet.edrs_in_fleet(
-        "events", "publish", "gateway.tenant_created", "--payload", payload
+        "events", "publish", "integration.webhook_received", "--payload", payload
     )
     assert published.returncode == 0, published.stderr
-    refused = fleet.edrs_in_fleet("events", "publish", "gateway.tenant_created", "--payload", "{}")
+    refused = fleet.edrs_in_fleet(
+        "events", "publish", "integration.webhook_received", "--payload", "{}"
+    )
     assert refused.returncode != 0
-    assert "tenant_id" in refused.stdout + refused.stderr
+    assert "webhook_id" in refused.stdout + refused.stderr

@@ -186,7 +186,8 @@ def make_dead_letter(nats_url: str, namespace: str, consumer: str, event_type: s
         await bus.subscribe(
             consumer, refuse, event_types=[event_type], options=ConsumerOptions(max_deliver=1)
         )
-        payload = {"task_id": "dead", "title": "x", "status": "failed"}
+        # Fits both types these tests dead-letter (extra fields are allowed).
+        payload = {"task_id": "dead", "title": "x", "persona_id": "p-dead"}
         event = BaseEvent(event_type=event_type, source_container="test", payload=payload)
         await bus.publish(event)
         deadline = asyncio.get_running_loop().time() + 10
@@ -223,7 +224,7 @@ def test_dlq_list_and_replay(bus_args: list[str], nats_url: str, namespace: str)
     assert result.exit_code == 1 and "not found" in result.stderr
 
     # Another consumer and type: the replayed event above goes back to cli-victim, not here.
-    make_dead_letter(nats_url, namespace, "cli-victim2", "task.task_completed")
+    make_dead_letter(nats_url, namespace, "cli-victim2", "persona.persona_archived")
     result = runner.invoke(app, ["dlq", "replay", "--all", "--consumer", "cli-victim2", *bus_args])
     assert result.exit_code == 0 and "1 replayed" in result.stderr
     result = runner.invoke(app, ["dlq", "replay", *bus_args])

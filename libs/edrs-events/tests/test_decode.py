@@ -31,7 +31,7 @@ def test_headers_that_copy_the_envelope_are_accepted() -> None:
     ("header", "value"),
     [
         ("edrs-client-id", "globex"),
-        ("edrs-event-type", "task.task_completed"),
+        ("edrs-event-type", "persona.persona_archived"),
         ("edrs-priority", "critical"),
     ],
 )

@@ -73,7 +73,7 @@ def test_consumers_ignore_envelope_fields_they_do_not_know() -> None:
 
 def test_caused_event_inherits_tenant_and_correlation() -> None:
     cause = make(client_id="acme")
-    effect = cause.caused("task.task_completed", {"task_id": "t1", "status": "succeeded"})
+    effect = cause.caused("task.task_created", {"task_id": "t2", "title": "follow-up"})
     assert effect.causation_id == str(cause.event_id)
     assert effect.correlation_id == str(cause.event_id)
     assert effect.client_id == "acme"

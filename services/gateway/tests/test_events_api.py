@@ -213,7 +213,7 @@ async def test_integrator_may_not_publish_another_services_facts(
     client: httpx.AsyncClient, bus: NatsBus
 ) -> None:
     before = await bus.last_sequence()
-    body = {"type": "task.task_completed", "payload": {"task_id": "t1", "status": "succeeded"}}
+    body = {"type": "task.task_created", "payload": {"task_id": "t1", "title": "not theirs"}}
     reply = await client.post(f"{API_PREFIX}/events", json=body, headers=as_("tenant-a"))
     assert reply.status_code == 403
     assert reply.json()["code"] == "event_type_forbidden"

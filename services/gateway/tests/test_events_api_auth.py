@@ -132,7 +132,7 @@ async def test_roles_decide_who_publishes_what(gateway: Gateway, client: httpx.A
     refused = await client.post(f"{API_PREFIX}/events", json=WEBHOOK, headers=viewer)
     assert refused.status_code == 403
     assert refused.json()["code"] == "forbidden"
-    task = {"type": "task.task_completed", "payload": {"task_id": "t", "status": "failed"}}
+    task = {"type": "task.task_created", "payload": {"task_id": "t", "title": "not theirs"}}
     wrong_type = await client.post(f"{API_PREFIX}/events", json=task, headers=integrator)
     assert wrong_type.status_code == 403
     assert wrong_type.json()["code"] == "event_type_forbidden"
