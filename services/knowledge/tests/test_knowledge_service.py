@@ -198,3 +198,14 @@ async def test_call_without_tenant_is_refused(stub) -> None:
         stub.GetDocument(knowledge_pb2.GetDocumentRequest(id=str(uuid.uuid4()))),
         stub.Search(knowledge_pb2.SearchRequest(query="x")),
     )
+
+
+async def test_an_ingested_document_is_announced(stub, knowledge) -> None:
+    created = await ingest(stub, "Travel policy", "Book trains for trips under four hours.")
+    [event] = await testing.published_events(knowledge, "knowledge.document_ingested", created.id)
+    assert event["payload"] == {
+        "document_id": created.id,
+        "title": "Travel policy",
+        "chunk_count": 0,
+    }
+    assert (event["client_id"], event["source_container"]) == (TENANT_A[0][1], "knowledge")

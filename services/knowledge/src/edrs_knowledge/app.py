@@ -3,6 +3,7 @@
 from importlib.resources import files
 
 from edrs_core import GrpcService, LocalPorts, Runtime, ServiceDefinition
+from edrs_core.events import start_service_events
 from edrs_proto.knowledge.v1 import knowledge_pb2, knowledge_pb2_grpc
 
 from edrs_knowledge.config import KnowledgeSettings
@@ -10,8 +11,8 @@ from edrs_knowledge.server import KnowledgeServicer
 from edrs_knowledge.store.postgres import PostgresKnowledgeStore
 
 
-def build(rt: Runtime) -> list[GrpcService]:
-    servicer = KnowledgeServicer(PostgresKnowledgeStore(rt.db))
+async def build(rt: Runtime) -> list[GrpcService]:
+    servicer = KnowledgeServicer(PostgresKnowledgeStore(rt.db, await start_service_events(rt)))
     return [
         GrpcService(
             knowledge_pb2.DESCRIPTOR.services_by_name["KnowledgeService"].full_name,

@@ -8,6 +8,7 @@ from uuid import UUID
 
 import asyncpg
 from edrs_core import InvalidArgument
+from edrs_core.events import ServiceEvents
 from edrs_core.ids import new_id
 
 from edrs_knowledge.store import Document, NewDocument, SearchHit
@@ -30,22 +31,32 @@ def _document(row: Any) -> Document:
 
 
 class PostgresKnowledgeStore:
-    def __init__(self, db: asyncpg.Pool) -> None:
+    def __init__(self, db: asyncpg.Pool, events: ServiceEvents) -> None:
         self.db = db
+        self.events = events
 
     async def create(self, client_id: str, document: NewDocument) -> Document:
+        """Store and index the document, and its `knowledge.document_ingested` event, in one
+        transaction. Ingestion does not chunk yet, so the event says 0 chunks."""
         try:
-            row = await self.db.fetchrow(
-                f"""INSERT INTO documents (id, client_id, title, text, source, metadata)
-                    VALUES ($1, $2, $3, $4, $5, $6::jsonb)
-                    RETURNING {_COLUMNS}""",
-                new_id(),
-                client_id,
-                document.title,
-                document.text,
-                document.source,
-                json.dumps(document.metadata),
-            )
+            async with self.db.acquire() as conn, conn.transaction():
+                row = await conn.fetchrow(
+                    f"""INSERT INTO documents (id, client_id, title, text, source, metadata)
+                        VALUES ($1, $2, $3, $4, $5, $6::jsonb)
+                        RETURNING {_COLUMNS}""",
+                    new_id(),
+                    client_id,
+                    document.title,
+                    document.text,
+                    document.source,
+                    json.dumps(document.metadata),
+                )
+                await self.events.add(
+                    conn,
+                    "knowledge.document_ingested",
+                    {"document_id": str(row["id"]), "title": row["title"], "chunk_count": 0},
+                    aggregate_id=str(row["id"]),
+                )
         except asyncpg.ProgramLimitExceededError as exc:
             # A tsvector holds at most 1 MB; a text of that many distinct words cannot be indexed.
             raise InvalidArgument(
