@@ -70,7 +70,8 @@ async def test_a_tenant_never_sees_another_tenants_vectors(open_index) -> None:
     b = records(far, tenant="tenant-b")
     await index.upsert(a + b)
 
-    hits = await index.search("tenant-b", ["handbook"], query.tolist(), 20)
+    # k of 100 also takes the pgvector adapter past its default HNSW candidate list.
+    hits = await index.search("tenant-b", ["handbook"], query.tolist(), 100)
     assert {h.id for h in hits} == {r.id for r in b}
     assert len(hits) == 5
     hits_a = await index.search("tenant-a", ["handbook"], query.tolist(), 5)

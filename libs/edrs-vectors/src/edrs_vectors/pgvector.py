@@ -30,8 +30,8 @@ _METRIC_SQL = {
     Metric.DOT: ("vector_ip_ops", "<#>", "-{d}"),  # <#> is the negative inner product
     Metric.L2: ("vector_l2_ops", "<->", "-{d}"),
 }
-# The HNSW search list: recall of the top k needs a list a little longer than k.
-_MIN_EF_SEARCH = 64
+# The HNSW search list: recall of the top k needs a list longer than k (2k, at least 100).
+_EF_SEARCH = 100
 _MAX_EF_SEARCH = 1000
 
 
@@ -61,7 +61,17 @@ class PgVectorIndex(VectorIndex):
         finally:
             await conn.close()
         pool = await asyncpg.create_pool(
-            dsn, min_size=min_size, max_size=max_size, init=register_vector
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            init=register_vector,
+            # Set once per connection, so a search is one round trip: relaxed order lets a
+            # filtered HNSW scan continue past the first ef_search candidates (the query's outer
+            # ORDER BY restores the exact order of what it found).
+            server_settings={
+                "hnsw.iterative_scan": "relaxed_order",
+                "hnsw.ef_search": str(_EF_SEARCH),
+            },
         )
         assert pool is not None
         return cls(pool, spec)
@@ -137,16 +147,7 @@ class PgVectorIndex(VectorIndex):
         if document_ids is not None:
             params.append(document_ids)
             where += " AND document_id = ANY($5::text[])"
-        ef_search = min(_MAX_EF_SEARCH, max(_MIN_EF_SEARCH, 2 * k))
-        async with self._pool.acquire() as conn, conn.transaction(readonly=True):
-            # Relaxed order lets the filtered scan continue past the first ef_search candidates;
-            # the outer ORDER BY restores the exact order of what it found.
-            await conn.execute(
-                f"""SET LOCAL hnsw.iterative_scan = relaxed_order;
-                    SET LOCAL hnsw.ef_search = {ef_search}"""
-            )
-            rows = await conn.fetch(
-                f"""SELECT id, collection, document_id, payload::text AS payload,
+        sql = f"""SELECT id, collection, document_id, payload::text AS payload,
                            {self._score} AS score
                     FROM (SELECT id, collection, document_id, payload,
                                  embedding {self._operator} $1 AS distance
@@ -154,9 +155,16 @@ class PgVectorIndex(VectorIndex):
                           WHERE {where}
                           ORDER BY embedding {self._operator} $1
                           LIMIT $4) nearest
-                    ORDER BY distance, id""",
-                *params,
-            )
+                    ORDER BY distance, id"""
+        ef_search = min(_MAX_EF_SEARCH, 2 * k)
+        async with self._pool.acquire() as conn:
+            if ef_search <= _EF_SEARCH:
+                rows = await conn.fetch(sql, *params)
+            else:
+                # A larger k needs a longer candidate list than the connection's default.
+                async with conn.transaction(readonly=True):
+                    await conn.execute(f"SET LOCAL hnsw.ef_search = {ef_search}")
+                    rows = await conn.fetch(sql, *params)
         return [
             VectorHit(
                 id=r["id"],
