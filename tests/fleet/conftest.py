@@ -86,6 +86,29 @@ class RunningFleet:
                 pids[f"engine {name}"] = int(engine["pid"])
         return pids
 
+    def database_url(self, service: str) -> str:
+        """The service's own database, on the fleet's PostgreSQL (as `edrs dev up` assigns it)."""
+        port = self.state["engines"]["postgres"]["port"]
+        return f"postgresql://postgres@127.0.0.1:{port}/edrs_{service}"
+
+    def redis_url(self, service: str) -> str:
+        """The service's own Redis database (one per service, numbered in fleet order)."""
+        port = self.state["engines"]["redis"]["port"]
+        index = [s["name"] for s in self.state["services"]].index(service)
+        return f"redis://127.0.0.1:{port}/{index}"
+
+    @contextlib.contextmanager
+    def service_stopped(self, name: str) -> Iterator[StoppedService]:
+        """`edrs dev stop NAME` for the block; the service is started again (`edrs dev start`)
+        by `.start()` or, at the latest, when the block ends: the fleet is shared."""
+        stopped = StoppedService(self, name)
+        result = self.edrs("dev", "stop", name, timeout=STOP_TIMEOUT)
+        assert result.returncode == 0, f"`edrs dev stop {name}`:\n{result.stdout}{result.stderr}"
+        try:
+            yield stopped
+        finally:
+            stopped.start()
+
     def edrs(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
         """Run `edrs <args> --state-dir <this fleet>`."""
         return subprocess.run(
@@ -112,6 +135,26 @@ class RunningFleet:
             input=input,
             check=False,
         )
+
+
+@dataclass
+class StoppedService:
+    fleet: RunningFleet
+    name: str
+    started: bool = False
+
+    def start(self) -> None:
+        """`edrs dev start NAME`, once; returns when the service is ready again."""
+        if self.started:
+            return
+        self.started = True
+        result = self.fleet.edrs("dev", "start", self.name, timeout=START_TIMEOUT)
+        assert result.returncode == 0, (
+            f"`edrs dev start {self.name}`:\n{result.stdout}{result.stderr}"
+        )
+        # A new process: keep the teardown's leftover check and the addresses current.
+        for row in _status(self.fleet.state_dir) or []:
+            self.fleet.services[row["name"]] = row
 
 
 def _status(state_dir: Path) -> list[dict[str, Any]] | None:

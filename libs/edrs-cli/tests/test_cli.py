@@ -66,6 +66,14 @@ def test_down_without_a_fleet_says_so(tmp_path: Path) -> None:
     assert "no fleet is running" in result.stdout
 
 
+def test_stop_and_start_without_a_fleet_exit_1_and_leave_no_hold(tmp_path: Path) -> None:
+    for command in ("stop", "start"):
+        result = runner.invoke(app, ["dev", command, "memory", "--state-dir", str(tmp_path)])
+        assert result.exit_code == 1, result.output
+        assert "no fleet is running" in result.stderr
+    assert not (tmp_path / "held").exists()
+
+
 def test_logs_of_an_unknown_service_lists_the_valid_names(tmp_path: Path) -> None:
     result = runner.invoke(app, ["dev", "logs", "gatway", "--state-dir", str(tmp_path)])
     assert result.exit_code == 2

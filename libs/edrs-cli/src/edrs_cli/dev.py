@@ -1,4 +1,5 @@
-"""``edrs dev``: run the whole fleet locally on embedded engines (up, down, status, logs)."""
+"""``edrs dev``: run the whole fleet locally on embedded engines (up, down, stop and start one
+service, status, logs)."""
 
 from __future__ import annotations
 
@@ -158,6 +159,44 @@ def down(state_dir: StateDir = DEFAULT_STATE_DIR) -> None:
         console.print(f"no fleet is running in {fleet.state_dir}")
         return
     console.print("fleet stopped")
+
+
+ServiceName = Annotated[str, typer.Argument(help="A service of the running fleet.")]
+
+
+@app.command()
+def stop(
+    service: ServiceName,
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+) -> None:
+    """Stop one service and keep it stopped while the rest runs on (`edrs dev start` resumes it).
+
+    Events for it wait in the bus; calls to it fail as UNAVAILABLE meanwhile."""
+    fleet = Fleet(state_dir)
+    try:
+        fleet.stop_service(service)
+    except FleetError as exc:
+        err_console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"{service} stopped; `edrs dev start {service}` starts it again")
+
+
+@app.command()
+def start(
+    service: ServiceName,
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+    wait_timeout: Annotated[
+        float, typer.Option(min=1.0, help="Seconds to wait for the service to be ready.")
+    ] = DEFAULT_WAIT_TIMEOUT,
+) -> None:
+    """Start again a service `edrs dev stop` stopped, on its ports; returns once it is ready."""
+    fleet = Fleet(state_dir)
+    try:
+        fleet.start_service(service, wait_timeout)
+    except FleetError as exc:
+        err_console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"{service} ready")
 
 
 @app.command()

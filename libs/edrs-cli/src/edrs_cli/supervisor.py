@@ -11,6 +11,7 @@ import fcntl
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -48,6 +49,8 @@ HOST = "127.0.0.1"
 DEFAULT_GRACE = 10.0
 DEFAULT_WAIT_TIMEOUT = 120.0
 LOG_TAIL = 30
+# How often the supervisor looks for a stopped service to start again (`edrs dev start`).
+HOLD_POLL_SECONDS = 0.5
 # Headroom for PostgreSQL: eight services, each with its own pool.
 DEV_POSTGRES_SETTINGS = {"max_connections": "300"}
 
@@ -151,8 +154,11 @@ class _Service:
     http: int
     metrics: int
     log_path: Path
+    env: dict[str, str]
     process: subprocess.Popen[bytes] | None = None
     ready: bool = False
+    # Stopped on purpose (`edrs dev stop`): its exit does not end the fleet.
+    held: bool = False
 
     @property
     def http_address(self) -> str:
@@ -169,6 +175,7 @@ class _Service:
             "metrics": _address(self.metrics),
             "log": str(self.log_path),
             "ready": self.ready,
+            "held": self.held,
         }
 
 
@@ -214,6 +221,11 @@ class Fleet:
     @property
     def logs_dir(self) -> Path:
         return self.state_dir / "logs"
+
+    def hold_path(self, name: str) -> Path:
+        """Marker of a service stopped on purpose: while it exists, the supervisor leaves the
+        service stopped; once removed, it starts the service again."""
+        return self.state_dir / "held" / name
 
     def log_path(self, name: str) -> Path:
         """Log file of a service, or of an engine (postgres, redis, nats)."""
@@ -279,6 +291,60 @@ class Fleet:
             self.state_file.unlink()
         return True
 
+    def _record(self, name: str) -> dict[str, Any]:
+        for record in self.running_state().get("services", []):
+            if record["name"] == name:
+                return dict(record)
+        raise FleetError(f"the fleet in {self.state_dir} runs no service {name!r}")
+
+    def _wait_record(
+        self, name: str, done: Callable[[dict[str, Any]], bool], timeout: float, what: str
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            record = self._record(name)
+            if done(record):
+                return record
+            if time.monotonic() > deadline:
+                raise FleetError(f"{name} did not {what} within {timeout:.0f}s")
+            time.sleep(0.1)
+
+    def stop_service(self, name: str, timeout: float | None = None) -> None:
+        """Stop one service of the running fleet and keep it stopped (the rest runs on) until
+        `start_service`; from any process. Its events wait in the bus meanwhile."""
+        record = self._record(name)
+        timeout = timeout if timeout is not None else self.grace + 30.0
+        marker = self.hold_path(name)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+        if _alive(record.get("pid"), record.get("create_time")):
+            terminate_process(
+                record["pid"], signal.SIGTERM, timeout=timeout, create_time=record["create_time"]
+            )
+        # Returns once the supervisor has seen the exit as a hold, not as a failure.
+        self._wait_record(name, lambda r: bool(r.get("held")), timeout, "stop")
+
+    def start_service(self, name: str, timeout: float = DEFAULT_WAIT_TIMEOUT) -> ServiceStatus:
+        """Start a service `stop_service` stopped, on its ports; returns once it is ready."""
+        if not self._record(name).get("held"):
+            raise FleetError(f"{name} was not stopped with `edrs dev stop`")
+        with contextlib.suppress(FileNotFoundError):
+            self.hold_path(name).unlink()
+        record = self._wait_record(
+            name,
+            lambda r: not r.get("held") and _alive(r.get("pid"), r.get("create_time")),
+            timeout,
+            "start",
+        )
+        deadline = time.monotonic() + timeout
+        while not is_ready(record["http"]):
+            if not _alive(record.get("pid"), record.get("create_time")):
+                raise FleetError(f"{name} exited while starting (see `edrs dev logs {name}`)")
+            if time.monotonic() > deadline:
+                raise FleetError(f"{name} not ready after {timeout:.0f}s")
+            time.sleep(0.2)
+        return next(s for s in self.status() if s.name == name)
+
     def _cleanup_leftovers(self, state: dict[str, Any]) -> None:
         """Stop what a dead supervisor left behind: services first, then engines."""
         services = [
@@ -340,6 +406,8 @@ class Fleet:
                 self.services = fleet_services(self.services_dir, self.python)
             except ServiceDiscoveryError as exc:
                 raise FleetDeclarationError(str(exc)) from None
+        # Holds of a previous run (`edrs dev stop`) do not carry over.
+        shutil.rmtree(self.hold_path("_").parent, ignore_errors=True)
         stale = self.read_state()
         if stale is not None:
             # The previous supervisor was killed without cleaning up.
@@ -381,7 +449,10 @@ class Fleet:
             exited = self._first_exit()
             if exited is not None:
                 return exited
-            self._sleep(None)
+            self._start_released()
+            # While a service is held, look for its release now and then.
+            held = any(s.held for s in self._services)
+            self._sleep(HOLD_POLL_SECONDS if held else None)
 
     def shutdown(self) -> list[ProcessExit]:
         """SIGTERM services, SIGKILL those past the grace period, stop engines, remove fleet.json.
@@ -489,21 +560,37 @@ class Fleet:
         for index, spec in enumerate(self.services):
             own = ports[spec.name]
             service = _Service(
-                spec, index, own.grpc, own.http, own.metrics, self.log_path(spec.name)
+                spec,
+                index,
+                own.grpc,
+                own.http,
+                own.metrics,
+                self.log_path(spec.name),
+                env=service_env(spec, index, ports, endpoints, host=HOST, base=base_env),
             )
             self._services.append(service)
-            env = service_env(spec, index, ports, endpoints, host=HOST, base=base_env)
-            with service.log_path.open("ab") as log:
-                service.process = subprocess.Popen(
-                    [self.python, "-m", spec.module],
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    # Own session: Ctrl-C reaches only the supervisor, which stops services first.
-                    start_new_session=True,
-                )
-            self._watch(service.process.wait)
+            self._spawn(service)
+
+    def _spawn(self, service: _Service) -> None:
+        with service.log_path.open("ab") as log:
+            service.process = subprocess.Popen(
+                [self.python, "-m", service.spec.module],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=service.env,
+                # Own session: Ctrl-C reaches only the supervisor, which stops services first.
+                start_new_session=True,
+            )
+        self._watch(service.process.wait)
+
+    def _start_released(self) -> None:
+        """Start again each held service whose hold marker is gone (`edrs dev start`)."""
+        for service in self._services:
+            if service.held and not self.hold_path(service.spec.name).exists():
+                service.held = False
+                self._spawn(service)
+                self._write_state()
 
     def _watch(self, wait: Callable[[], int]) -> None:
         def watcher() -> None:
@@ -522,6 +609,11 @@ class Fleet:
     def _first_exit(self) -> ProcessExit | None:
         for service in self._services:
             if service.process is not None and service.process.poll() is not None:
+                if self._phase == "running" and self.hold_path(service.spec.name).exists():
+                    # Stopped on purpose: not a failure; kept stopped until released.
+                    service.process, service.ready, service.held = None, False, True
+                    self._write_state()
+                    continue
                 return ProcessExit(service.spec.name, service.process.returncode, service.log_path)
         for name, engine in self.engines.items():
             code = engine.exit_code()
