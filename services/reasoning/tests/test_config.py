@@ -26,6 +26,24 @@ def test_defaults_are_the_documented_ones() -> None:
         32,
     )
     assert s.threads >= 1
+    assert (s.stt_backend, s.tts_backend, s.max_audio_seconds, s.max_speech_chars) == (
+        "local",
+        "local",
+        600,
+        4096,
+    )
+    assert (s.max_queued_transcriptions, s.max_queued_syntheses) == (8, 16)
+
+
+def test_the_speech_servers_voices_are_a_comma_separated_list() -> None:
+    s = load_settings(
+        ReasoningSettings,
+        **BASE,
+        tts_backend="openai",
+        audio_openai_base_url="http://speech:8000/v1",
+        tts_openai_voices="alloy, nova",
+    )
+    assert s.tts_openai_voices == ["alloy", "nova"]
 
 
 @pytest.mark.parametrize(
@@ -36,6 +54,10 @@ def test_defaults_are_the_documented_ones() -> None:
         ({"backend": "openai"}, "needs EDRS_REASONING_OPENAI_BASE_URL"),
         ({"device": "tpu"}, "EDRS_REASONING_DEVICE"),
         ({"self_consistency_samples": 17}, "EDRS_REASONING_SELF_CONSISTENCY_SAMPLES"),
+        ({"stt_backend": "openai"}, "needs EDRS_REASONING_AUDIO_OPENAI_BASE_URL"),
+        ({"tts_backend": "openai"}, "needs EDRS_REASONING_AUDIO_OPENAI_BASE_URL"),
+        ({"tts_backend": "flite"}, "EDRS_REASONING_TTS_BACKEND"),
+        ({"max_audio_seconds": 0}, "EDRS_REASONING_MAX_AUDIO_SECONDS"),
     ],
 )
 def test_unworkable_settings_are_refused_by_name(overrides, message) -> None:

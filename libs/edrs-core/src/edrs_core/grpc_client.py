@@ -169,6 +169,23 @@ class _StreamClientInterceptor(grpc.aio.UnaryStreamClientInterceptor):
         return await self.inner.intercept_unary_stream(continuation, details, request)
 
 
+class _ClientStreamInterceptor(grpc.aio.StreamUnaryClientInterceptor):
+    """The same for client-streaming calls (an upload, e.g. audio to transcribe): identity,
+    deadline and trace context on the call, as for server-streaming calls."""
+
+    def __init__(self, inner: _ClientInterceptor) -> None:
+        self.inner = inner
+
+    async def intercept_stream_unary(
+        self,
+        continuation: Callable[..., Any],
+        details: grpc.aio.ClientCallDetails,
+        request_iterator: Any,
+    ) -> Any:
+        with self.inner._span(details):
+            return await continuation(self.inner._details(details), request_iterator)
+
+
 S = TypeVar("S")
 
 
@@ -309,7 +326,11 @@ class PeerChannels:
             interceptor = _ClientInterceptor(self.caller, peer, self.timeout, self.breakers)
             self._channels[peer] = grpc.aio.insecure_channel(
                 address,
-                interceptors=[interceptor, _StreamClientInterceptor(interceptor)],
+                interceptors=[
+                    interceptor,
+                    _StreamClientInterceptor(interceptor),
+                    _ClientStreamInterceptor(interceptor),
+                ],
                 options=[
                     ("grpc.enable_retries", 1),
                     ("grpc.service_config", retry_service_config(peer_service_descriptors(peer))),

@@ -60,6 +60,18 @@ class GatewaySettings(ServiceSettings):
     request_timeout_seconds: float = Field(
         default=30.0, gt=0, description="Per-request deadline; streaming endpoints are exempt"
     )
+    audio_max_upload_bytes: int = Field(
+        default=25 * 1024 * 1024,
+        ge=1,
+        description="Largest audio upload (POST /audio/transcriptions), in bytes; the reasoning "
+        "service limits its length (EDRS_REASONING_MAX_AUDIO_SECONDS)",
+    )
+    audio_timeout_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="Deadline of one transcription or synthesis (the audio routes are exempt from "
+        "the request timeout: a long recording takes longer to transcribe)",
+    )
     turn_timeout_seconds: float = Field(
         default=300.0,
         gt=0,

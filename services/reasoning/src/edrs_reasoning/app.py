@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from importlib.resources import files
 
+import httpx
 from edrs_core import GrpcService, LocalPorts, Runtime, ServiceDefinition
 from edrs_core.events import start_service_events
 from edrs_proto.reasoning.v1 import reasoning_pb2, reasoning_pb2_grpc
@@ -17,8 +18,12 @@ from edrs_reasoning.reasoner import Reasoner
 from edrs_reasoning.server import ReasoningServicer
 from edrs_reasoning.slots import GenerationSlots
 from edrs_reasoning.store.postgres import PostgresTraceStore
+from edrs_reasoning.voice.speech import Speech, SpeechLimits
+from edrs_reasoning.voice.stt import Transcriber
+from edrs_reasoning.voice.tts import Synthesizer
 
 DEFAULT_EMBEDDING_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+DEFAULT_TRANSCRIPTION_MODEL_NAME = "whisper-tiny.en"
 
 
 async def load_backend(settings: ReasoningSettings) -> ChatBackend:
@@ -59,6 +64,74 @@ async def load_embedder(settings: ReasoningSettings) -> Embedder:
     )
 
 
+def _audio_client(settings: ReasoningSettings) -> httpx.AsyncClient:
+    assert settings.audio_openai_base_url  # checked by the settings
+    key = settings.audio_openai_api_key
+    headers = {"Authorization": f"Bearer {key.get_secret_value()}"} if key else {}
+    return httpx.AsyncClient(
+        base_url=settings.audio_openai_base_url.rstrip("/"),
+        headers=headers,
+        timeout=settings.audio_openai_timeout_seconds,
+    )
+
+
+async def load_speech(rt: Runtime, settings: ReasoningSettings) -> Speech:
+    """The speech backends the settings choose, loaded (local models) or connected (servers)."""
+    client = None
+    if "openai" in (settings.stt_backend, settings.tts_backend):
+        client = _audio_client(settings)
+        rt.on_close(client.aclose)
+    transcriber: Transcriber | None = None
+    if settings.stt_backend == "local":
+        from edrs_reasoning.voice.stt import LocalTranscriber
+
+        path = model_files.transcription_model_path(settings.stt_model_path)
+        transcriber = await LocalTranscriber.load(
+            path,
+            DEFAULT_TRANSCRIPTION_MODEL_NAME if settings.stt_model_path is None else path.name,
+            threads=settings.stt_threads,
+            device=settings.device,
+            workers=settings.max_concurrent_transcriptions,
+            vad_filter=settings.stt_vad_filter,
+        )
+    elif settings.stt_backend == "openai":
+        from edrs_reasoning.voice.stt import OpenAITranscriber
+
+        assert client is not None
+        transcriber = OpenAITranscriber(client, settings.stt_openai_model)
+    synthesizer: Synthesizer | None = None
+    if settings.tts_backend == "local":
+        from edrs_reasoning.voice.tts import LocalSynthesizer
+
+        synthesizer = await LocalSynthesizer.load(
+            model_files.speech_voice_path(settings.tts_voice_path), device=settings.device
+        )
+    elif settings.tts_backend == "openai":
+        from edrs_reasoning.voice.tts import OpenAISynthesizer
+
+        assert client is not None
+        synthesizer = OpenAISynthesizer(
+            client, settings.tts_openai_model, list(settings.tts_openai_voices)
+        )
+    return Speech(
+        transcriber,
+        synthesizer,
+        GenerationSlots(
+            settings.max_concurrent_transcriptions,
+            settings.max_queued_transcriptions,
+            "transcriptions",
+        ),
+        GenerationSlots(
+            settings.max_concurrent_syntheses, settings.max_queued_syntheses, "syntheses"
+        ),
+        SpeechLimits(
+            max_audio_seconds=settings.max_audio_seconds,
+            max_audio_bytes=settings.max_audio_bytes,
+            max_speech_chars=settings.max_speech_chars,
+        ),
+    )
+
+
 def _passive_thread_pools() -> None:
     """Let idle OpenMP threads sleep rather than spin. llama.cpp and torch both use OpenMP; with
     the default (spinning) policy, 32 tokens on a busy 2-core host took 26-40 s instead of 1.6 s.
@@ -73,11 +146,12 @@ async def build(rt: Runtime) -> list[GrpcService]:
     embedder = await load_embedder(settings)
     backend = await load_backend(settings)
     rt.on_close(backend.close)
+    speech = await load_speech(rt, settings)
     events = await start_service_events(rt)
     store = PostgresTraceStore(rt.db)
     slots = GenerationSlots(settings.max_concurrent_generations, settings.max_queued_generations)
     reasoner = Reasoner(backend, embedder, slots, store, events)
-    servicer = ReasoningServicer(store, reasoner, backend, embedder, settings)
+    servicer = ReasoningServicer(store, reasoner, backend, embedder, speech, settings)
     return [
         GrpcService(
             reasoning_pb2.DESCRIPTOR.services_by_name["ReasoningService"].full_name,

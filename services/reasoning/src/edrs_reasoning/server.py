@@ -20,6 +20,7 @@ from edrs_reasoning.config import ReasoningSettings
 from edrs_reasoning.embeddings import Embedder
 from edrs_reasoning.reasoner import Outcome, Reasoner
 from edrs_reasoning.store import Trace, TraceStore
+from edrs_reasoning.voice.speech import Speech
 
 
 def _timings(values: dict[str, float]) -> reasoning_pb2.Timings:
@@ -104,8 +105,10 @@ class ReasoningServicer(reasoning_pb2_grpc.ReasoningServiceServicer):
         reasoner: Reasoner,
         backend: ChatBackend,
         embedder: Embedder,
+        speech: Speech,
         settings: ReasoningSettings,
     ) -> None:
+        self.speech = speech
         self.store = store
         self.reasoner = reasoner
         self.backend = backend
@@ -146,7 +149,26 @@ class ReasoningServicer(reasoning_pb2_grpc.ReasoningServiceServicer):
             max_output_tokens=self.settings.max_output_tokens,
             embedding_model=self.embedder.name,
             embedding_dimensions=self.embedder.dimensions,
+            transcription_model=self.speech.transcriber.model if self.speech.transcriber else "",
+            speech_model=self.speech.synthesizer.model if self.speech.synthesizer else "",
+            voices=self.speech.synthesizer.voices if self.speech.synthesizer else [],
         )
+
+    async def Transcribe(  # noqa: N802
+        self,
+        request_iterator: AsyncIterator[reasoning_pb2.TranscribeRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> reasoning_pb2.TranscribeResponse:
+        # No tenant needed, as for Embed: the audio and its text are neither read nor kept here
+        # beyond the call.
+        return await self.speech.transcribe(request_iterator)
+
+    async def Synthesize(  # noqa: N802
+        self, request: reasoning_pb2.SynthesizeRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[reasoning_pb2.SynthesizeResponse]:
+        async with aclosing(self.speech.synthesize(request)) as chunks:
+            async for chunk in chunks:
+                yield chunk
 
     async def GetTrace(  # noqa: N802
         self, request: reasoning_pb2.GetTraceRequest, context: grpc.aio.ServicerContext

@@ -16,8 +16,9 @@ class GenerationSlots:
     """`capacity` generations run at once; at most `max_waiting` more wait, the rest are refused
     at once so a caller can back off instead of piling onto a saturated model."""
 
-    def __init__(self, capacity: int, max_waiting: int) -> None:
+    def __init__(self, capacity: int, max_waiting: int, what: str = "generations") -> None:
         self.capacity = capacity
+        self.what = what
         self.max_waiting = max_waiting
         self._semaphore = asyncio.Semaphore(capacity)
         self.waiting = 0
@@ -30,7 +31,7 @@ class GenerationSlots:
         if self._semaphore.locked():
             if self.waiting >= self.max_waiting:
                 raise ResourceExhausted(
-                    f"the model is busy: {self.running} generations running and {self.waiting} "
+                    f"the model is busy: {self.running} {self.what} running and {self.waiting} "
                     f"waiting (limit {self.max_waiting}); retry later"
                 )
             self.waiting += 1

@@ -12,6 +12,7 @@ from edrs_gateway.api.common import problem_responses
 from edrs_gateway.api.problems import install_problem_handlers
 from edrs_gateway.api.routes import (
     api_keys,
+    audio,
     audit,
     auth,
     conversations,
@@ -53,6 +54,10 @@ API_PREFIX = "/api/v1"
 
 # Streams stay open as long as the client follows them: no request timeout, no concurrency slot.
 STREAM_PATHS = (f"{API_PREFIX}/events/stream",)
+# Audio takes longer than the request timeout allows (a 10-minute recording, a long text spoken):
+# the gRPC call's own deadline (audio_timeout_seconds) bounds them instead. Rate limits apply.
+TRANSCRIPTION_PATH = f"{API_PREFIX}/audio/transcriptions"
+AUDIO_PATHS = (TRANSCRIPTION_PATH, f"{API_PREFIX}/audio/speech")
 # Credentials are expected in these bodies, and their responses are secrets not to be stored.
 AUTH_PATHS = (f"{API_PREFIX}/auth/",)
 # DLP guards text on its way to other services. Account data (a user's email is their login)
@@ -88,6 +93,7 @@ def create_api(ctx: GatewayContext, event_bus: EventBus) -> FastAPI:
     app.include_router(traces.router, prefix=API_PREFIX)
     app.include_router(events.router, prefix=API_PREFIX)
     app.include_router(ws.router, prefix=API_PREFIX)
+    app.include_router(audio.router, prefix=API_PREFIX)
     _document_edge_responses(app)
     return app
 
@@ -108,7 +114,7 @@ def _document_edge_responses(app: FastAPI) -> None:
                 extra = [429]
                 if "requestBody" in operation:
                     extra += [400, 413]  # unparseable JSON; over the body limit
-                if path not in STREAM_PATHS:
+                if path not in STREAM_PATHS and path not in AUDIO_PATHS:
                     extra.append(504)
                 responses = operation.setdefault("responses", {})
                 for status, spec in problem_responses(*extra).items():
@@ -174,9 +180,13 @@ def _add_edge(app: FastAPI, ctx: GatewayContext) -> None:
     app.add_middleware(
         TimeoutMiddleware,
         timeout_seconds=settings.request_timeout_seconds,
-        exempt_paths=STREAM_PATHS,
+        exempt_paths=(*STREAM_PATHS, *AUDIO_PATHS),
     )
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        path_limits={TRANSCRIPTION_PATH: settings.audio_max_upload_bytes},
+    )
     if (cors := cors_middleware(settings)) is not None:
         app.add_middleware(cors.cls, *cors.args, **cors.kwargs)
     app.add_middleware(SecurityHeadersMiddleware)

@@ -7,7 +7,7 @@ import base64
 import hashlib
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -123,17 +123,28 @@ class BodyLimitMiddleware:
     """Pure ASGI: refuse request bodies over `max_bytes` with 413 `payload_too_large`.
 
     A Content-Length over the limit is refused before reading; a chunked body is counted as it
-    streams in and refused when it crosses the limit."""
+    streams in and refused when it crosses the limit. `path_limits` gives paths (exact) a limit
+    of their own, e.g. audio uploads."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        path_limits: Mapping[str, int] | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.path_limits = dict(path_limits or {})
+
+    def _limit(self, scope: Scope) -> int:
+        return self.path_limits.get(scope["path"], self.max_bytes)
 
     def _refusal(self, scope: Scope) -> ASGIApp:
         return problem_response(
             413,
             "payload_too_large",
-            f"the request body is larger than {self.max_bytes} bytes",
+            f"the request body is larger than {self._limit(scope)} bytes",
             title="Payload too large",
             instance=scope["path"],
             headers={"Connection": "close"},
@@ -143,8 +154,9 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self._limit(scope)
         declared = header(scope, b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+        if declared is not None and declared.isdigit() and int(declared) > limit:
             await self._refusal(scope)(scope, receive, send)
             return
 
@@ -157,7 +169,7 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > limit:
                     refused = True
                     if not started:
                         await self._refusal(scope)(scope, receive, send)

@@ -61,6 +61,16 @@ class ReasoningServiceStub:
                 request_serializer=edrs_dot_reasoning_dot_v1_dot_reasoning__pb2.ListTracesRequest.SerializeToString,
                 response_deserializer=edrs_dot_reasoning_dot_v1_dot_reasoning__pb2.ListTracesResponse.FromString,
                 _registered_method=True)
+        self.Transcribe = channel.stream_unary(
+                '/edrs.reasoning.v1.ReasoningService/Transcribe',
+                request_serializer=edrs_dot_reasoning_dot_v1_dot_reasoning__pb2.TranscribeRequest.SerializeToString,
+                response_deserializer=edrs_dot_reasoning_dot_v1_dot_reasoning__pb2.TranscribeResponse.FromString,
+                _registered_method=True)
+        self.Synthesize = channel.unary_stream(
+                '/edrs.reasoning.v1.ReasoningService/Synthesize',
+                request_serializer=edrs_dot_reasoning_dot_v1_dot_reasoning__pb2.SynthesizeRequest.SerializeToString,
+                response_deserializer=edrs_dot_reasoning_dot_v1_dot_reasoning__pb2.SynthesizeResponse.FromString,
+                _registered_method=True)
 
 
 class ReasoningServiceServicer:
@@ -106,6 +116,26 @@ class ReasoningServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Transcribe(self, request_iterator, context):
+        """Transcribes speech. The first message carries `config`, every later one a piece of the audio
+        file (WAV, MP3, OGG/Opus, WebM, FLAC...: decoded here). One response: the text, the language,
+        segments and, when asked, word timestamps. INVALID_ARGUMENT names what is wrong with the audio
+        (not audio, an unsupported codec, empty, too long, too large); RESOURCE_EXHAUSTED when the
+        transcription queue is full. Nothing is kept.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Synthesize(self, request, context):
+        """Speaks a text, streamed as it is synthesised: one `info` (format, sample rate), then `audio`
+        chunks, one or more per sentence, in order. Concatenated, the chunks are one file of the
+        format. RESOURCE_EXHAUSTED when the synthesis queue is full. Nothing is kept.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ReasoningServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -133,6 +163,16 @@ def add_ReasoningServiceServicer_to_server(servicer, server):
                     servicer.ListTraces,
                     request_deserializer=edrs_dot_reasoning_dot_v1_dot_reasoning__pb2.ListTracesRequest.FromString,
                     response_serializer=edrs_dot_reasoning_dot_v1_dot_reasoning__pb2.ListTracesResponse.SerializeToString,
+            ),
+            'Transcribe': grpc.stream_unary_rpc_method_handler(
+                    servicer.Transcribe,
+                    request_deserializer=edrs_dot_reasoning_dot_v1_dot_reasoning__pb2.TranscribeRequest.FromString,
+                    response_serializer=edrs_dot_reasoning_dot_v1_dot_reasoning__pb2.TranscribeResponse.SerializeToString,
+            ),
+            'Synthesize': grpc.unary_stream_rpc_method_handler(
+                    servicer.Synthesize,
+                    request_deserializer=edrs_dot_reasoning_dot_v1_dot_reasoning__pb2.SynthesizeRequest.FromString,
+                    response_serializer=edrs_dot_reasoning_dot_v1_dot_reasoning__pb2.SynthesizeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -272,6 +312,60 @@ class ReasoningService:
             '/edrs.reasoning.v1.ReasoningService/ListTraces',
             edrs_dot_reasoning_dot_v1_dot_reasoning__pb2.ListTracesRequest.SerializeToString,
             edrs_dot_reasoning_dot_v1_dot_reasoning__pb2.ListTracesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Transcribe(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/edrs.reasoning.v1.ReasoningService/Transcribe',
+            edrs_dot_reasoning_dot_v1_dot_reasoning__pb2.TranscribeRequest.SerializeToString,
+            edrs_dot_reasoning_dot_v1_dot_reasoning__pb2.TranscribeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Synthesize(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/edrs.reasoning.v1.ReasoningService/Synthesize',
+            edrs_dot_reasoning_dot_v1_dot_reasoning__pb2.SynthesizeRequest.SerializeToString,
+            edrs_dot_reasoning_dot_v1_dot_reasoning__pb2.SynthesizeResponse.FromString,
             options,
             channel_credentials,
             insecure,

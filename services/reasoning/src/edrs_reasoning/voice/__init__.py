@@ -1,0 +1,1 @@
+"""Speech: transcription (speech-to-text) and synthesis (text-to-speech), local or OpenAI-compatible."""
