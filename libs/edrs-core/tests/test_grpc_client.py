@@ -15,6 +15,7 @@ from edrs_core.grpc_client import CircuitOpenError, PeerChannels, peer_of, retry
 from edrs_core.tracing import configure_tracing
 from edrs_proto.memory.v1 import memory_pb2, memory_pb2_grpc
 from edrs_proto.persona.v1 import persona_pb2, persona_pb2_grpc
+from edrs_proto.reasoning.v1 import reasoning_pb2, reasoning_pb2_grpc
 from opentelemetry import trace
 
 
@@ -270,3 +271,45 @@ def test_the_peer_of_a_stub_is_read_from_its_module() -> None:
 async def test_a_stub_is_made_once_per_class(peers) -> None:
     stub_class = persona_pb2_grpc.PersonaServiceStub
     assert peers.stub(stub_class) is peers.stub(stub_class)
+
+
+class Uploads(reasoning_pb2_grpc.ReasoningServiceServicer):
+    """A reasoning server whose Transcribe (client-streaming) counts the bytes it was sent."""
+
+    def __init__(self) -> None:
+        self.metadata: list[dict[str, str]] = []
+        self.time_remaining: list[float | None] = []
+
+    async def Transcribe(self, request_iterator, context):  # noqa: N802
+        self.metadata.append(dict(context.invocation_metadata()))
+        self.time_remaining.append(context.time_remaining())
+        size = sum([len(r.audio) async for r in request_iterator])
+        return reasoning_pb2.TranscribeResponse(text=f"{size} bytes")
+
+
+async def test_client_streaming_calls_carry_the_tenant_request_id_and_deadline_too() -> None:
+    servicer = Uploads()
+    srv = grpc.aio.server()
+    reasoning_pb2_grpc.add_ReasoningServiceServicer_to_server(servicer, srv)
+    port = srv.add_insecure_port("127.0.0.1:0")
+    await srv.start()
+    channels = PeerChannels("caller", {"reasoning": f"127.0.0.1:{port}"}, timeout=2.0)
+    try:
+
+        async def upload() -> AsyncIterator[reasoning_pb2.TranscribeRequest]:
+            yield reasoning_pb2.TranscribeRequest(config=reasoning_pb2.TranscribeConfig())
+            for _ in range(3):
+                yield reasoning_pb2.TranscribeRequest(audio=b"\0" * 1000)
+
+        with request_context("tenant-8", "req-44"):
+            stub = channels.stub(reasoning_pb2_grpc.ReasoningServiceStub)
+            result = await stub.Transcribe(upload())
+        assert result.text == "3000 bytes"
+        seen = servicer.metadata[-1]
+        assert (seen["x-edrs-client-id"], seen["x-request-id"]) == ("tenant-8", "req-44")
+        # The channel's default deadline (2 s) is on the call.
+        remaining = servicer.time_remaining[-1]
+        assert remaining is not None and 0 < remaining <= 2.0
+    finally:
+        await channels.close()
+        await srv.stop(None)
