@@ -1,7 +1,7 @@
 """Services call out over HTTP only through `edrs_core.outbound`, so one SSRF policy (checked,
 pinned addresses; bounded redirects, size and time) covers every URL a user or tenant can give.
-The one exception is the reasoning service's OpenAI-compatible backend, which talks to the
-inference server the operator configures, never to a URL from a request."""
+The one exception is the reasoning service's OpenAI-compatible backends (chat, and speech), which
+talk to the inference servers the operator configures, never to a URL from a request."""
 
 from __future__ import annotations
 
@@ -18,7 +18,10 @@ HTTP_CLIENTS = {
     "urllib.request",
     "http.client",
 }
-ALLOWED = {ROOT / "services/reasoning/src/edrs_reasoning/backends/openai.py"}
+ALLOWED = {
+    ROOT / "services/reasoning/src/edrs_reasoning/backends/openai.py",
+    ROOT / "services/reasoning/src/edrs_reasoning/backends/openai_audio.py",
+}
 
 
 def http_client_imports(path: Path, root: Path = ROOT) -> list[str]:

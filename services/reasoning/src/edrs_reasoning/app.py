@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from importlib.resources import files
 
-import httpx
 from edrs_core import GrpcService, LocalPorts, Runtime, ServiceDefinition
 from edrs_core.events import start_service_events
 from edrs_proto.reasoning.v1 import reasoning_pb2, reasoning_pb2_grpc
@@ -64,22 +63,19 @@ async def load_embedder(settings: ReasoningSettings) -> Embedder:
     )
 
 
-def _audio_client(settings: ReasoningSettings) -> httpx.AsyncClient:
-    assert settings.audio_openai_base_url  # checked by the settings
-    key = settings.audio_openai_api_key
-    headers = {"Authorization": f"Bearer {key.get_secret_value()}"} if key else {}
-    return httpx.AsyncClient(
-        base_url=settings.audio_openai_base_url.rstrip("/"),
-        headers=headers,
-        timeout=settings.audio_openai_timeout_seconds,
-    )
-
-
 async def load_speech(rt: Runtime, settings: ReasoningSettings) -> Speech:
     """The speech backends the settings choose, loaded (local models) or connected (servers)."""
     client = None
     if "openai" in (settings.stt_backend, settings.tts_backend):
-        client = _audio_client(settings)
+        from edrs_reasoning.backends.openai_audio import open_client
+
+        assert settings.audio_openai_base_url  # checked by the settings
+        key = settings.audio_openai_api_key
+        client = open_client(
+            settings.audio_openai_base_url,
+            key.get_secret_value() if key else None,
+            settings.audio_openai_timeout_seconds,
+        )
         rt.on_close(client.aclose)
     transcriber: Transcriber | None = None
     if settings.stt_backend == "local":
@@ -95,7 +91,7 @@ async def load_speech(rt: Runtime, settings: ReasoningSettings) -> Speech:
             vad_filter=settings.stt_vad_filter,
         )
     elif settings.stt_backend == "openai":
-        from edrs_reasoning.voice.stt import OpenAITranscriber
+        from edrs_reasoning.backends.openai_audio import OpenAITranscriber
 
         assert client is not None
         transcriber = OpenAITranscriber(client, settings.stt_openai_model)
@@ -107,7 +103,7 @@ async def load_speech(rt: Runtime, settings: ReasoningSettings) -> Speech:
             model_files.speech_voice_path(settings.tts_voice_path), device=settings.device
         )
     elif settings.tts_backend == "openai":
-        from edrs_reasoning.voice.tts import OpenAISynthesizer
+        from edrs_reasoning.backends.openai_audio import OpenAISynthesizer
 
         assert client is not None
         synthesizer = OpenAISynthesizer(

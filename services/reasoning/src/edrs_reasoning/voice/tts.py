@@ -1,5 +1,5 @@
 """Text-to-speech backends behind one interface: Piper on this host, or any server speaking
-OpenAI's `POST /audio/speech`. Both speak one sentence at a time and return 16-bit mono PCM;
+OpenAI's `POST /audio/speech` (backends/openai_audio.py). Both speak one sentence at a time and return 16-bit mono PCM;
 the servicer splits the text and encodes the audio, so the two share that path."""
 
 from __future__ import annotations
@@ -9,12 +9,6 @@ import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Protocol
-
-import httpx
-from edrs_core import Unavailable
-
-from edrs_reasoning.voice.audio import wav_stream_pcm
-from edrs_reasoning.voice.stt import raise_for_answer
 
 
 class Synthesizer(Protocol):
@@ -72,68 +66,6 @@ class LocalSynthesizer:
 
         for piece in await asyncio.to_thread(run):
             yield piece
-
-    async def close(self) -> None:
-        return None
-
-
-# A WAV header with its optional chunks (LIST, fact) fits in far less; beyond, it is not one.
-_MAX_WAV_HEADER = 4096
-
-
-class OpenAISynthesizer:
-    """`POST {base}/audio/speech` with `response_format=wav`, read as it streams: the WAV header
-    gives the sample rate, the rest is PCM passed on as it arrives."""
-
-    kind = "openai"
-
-    def __init__(self, client: httpx.AsyncClient, model: str, voices: list[str]) -> None:
-        self._client = client
-        self.model = model
-        self.voices = voices
-
-    def sample_rate(self, voice: str) -> int | None:
-        return None
-
-    async def speak(
-        self, sentence: str, voice: str, speed: float
-    ) -> AsyncIterator[tuple[int, bytes]]:
-        body = {
-            "model": self.model,
-            "input": sentence,
-            "voice": voice,
-            "response_format": "wav",
-            "speed": speed,
-        }
-        try:
-            async with self._client.stream("POST", "/audio/speech", json=body) as response:
-                if response.status_code != 200:
-                    await response.aread()
-                    raise_for_answer(response, "speech")
-                head, rate, odd = b"", 0, b""
-                async for data in response.aiter_bytes():
-                    if not rate:
-                        head += data
-                        try:
-                            found = wav_stream_pcm(head)
-                        except ValueError as exc:
-                            raise Unavailable(
-                                f"the speech server sent no usable WAV: {exc}"
-                            ) from None
-                        if found is None:
-                            if len(head) > _MAX_WAV_HEADER:
-                                raise Unavailable("the speech server sent no usable WAV header")
-                            continue
-                        rate, offset = found
-                        data = head[offset:]
-                    data = odd + data
-                    # Whole 16-bit samples only; an odd byte waits for the next piece.
-                    cut = len(data) - len(data) % 2
-                    data, odd = data[:cut], data[cut:]
-                    if data:
-                        yield rate, data
-        except httpx.HTTPError as exc:
-            raise Unavailable(f"the speech server cannot be reached: {exc!r}") from exc
 
     async def close(self) -> None:
         return None
