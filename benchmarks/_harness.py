@@ -17,6 +17,7 @@ import grpc
 import httpx
 import psutil
 from edrs_core.engines.ports import free_port
+from edrs_core.testing import test_issuer
 from edrs_gateway.identity.bootstrap import DEV_ADMIN_EMAIL, DEV_ADMIN_PASSWORD
 from edrs_proto.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 
@@ -37,15 +38,20 @@ class Service:
 def service(
     name: str, env: dict[str, str], log_dir: Path, *, start_within: float = 60.0
 ) -> Iterator[Service]:
-    """`python -m edrs_<name>` on free ports, in development mode; stopped with SIGTERM."""
+    """`python -m edrs_<name>` on free ports, in development mode; stopped with SIGTERM.
+
+    Services trust the test identity issuer (edrs_core.testing), whose tokens the benchmarks
+    send; a gateway's own keys join that issuer's JWKS once it runs."""
     prefix = f"EDRS_{name.upper()}_"
     grpc_port, http_port = free_port(), free_port()
+    identity = test_issuer().settings(name)
     values = {
         "EDRS_ENVIRONMENT": "development",
         f"{prefix}GRPC_PORT": str(grpc_port),
         f"{prefix}HTTP_PORT": str(http_port),
         f"{prefix}METRICS_PORT": str(free_port()),
         f"{prefix}LOG_LEVEL": "WARNING",
+        **{f"{prefix}{key.upper()}": str(value) for key, value in identity.items()},
         **{f"{prefix}{key}": value for key, value in env.items()},
     }
     log = (log_dir / f"{name}.log").open("wb")
@@ -58,6 +64,8 @@ def service(
     svc = Service(name, process, f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}")
     try:
         wait_started(svc, log_dir / f"{name}.log", start_within)
+        if name == "gateway":
+            test_issuer().trust(f"{svc.http_url}{API}/.well-known/fleet-jwks.json")
         yield svc
     finally:
         process.terminate()
@@ -87,7 +95,7 @@ async def dev_admin_headers(gateway: Service) -> dict[str, str]:
     """A bearer token of the development admin, whom the gateway creates on its first start."""
     async with grpc.aio.insecure_channel(gateway.grpc_address) as channel:
         tenants = await gateway_pb2_grpc.TenantServiceStub(channel).ListTenants(
-            gateway_pb2.ListTenantsRequest()
+            gateway_pb2.ListTenantsRequest(), metadata=test_issuer().operator_metadata()
         )
     tenant_id = tenants.tenants[0].id
     async with httpx.AsyncClient(base_url=gateway.http_url) as client:

@@ -43,10 +43,10 @@ from _harness import (
 from edrs_core.engines.nats import EmbeddedNats
 from edrs_core.engines.postgres import EmbeddedPostgres
 from edrs_core.engines.redis import EmbeddedRedis
+from edrs_core.testing import tenant_metadata
 from edrs_proto.memory.v1 import memory_pb2, memory_pb2_grpc
 from edrs_proto.reasoning.v1 import reasoning_pb2, reasoning_pb2_grpc
 
-TENANT_KEY = "x-edrs-client-id"
 MAX_TOKENS = 24
 
 
@@ -77,7 +77,7 @@ async def bare_generation(
                 options=reasoning_pb2.GenerationOptions(max_tokens=MAX_TOKENS),
             )
             started = time.perf_counter()
-            async for _reply in stub.Reason(request, metadata=[(TENANT_KEY, tenant)], timeout=120):
+            async for _reply in stub.Reason(request, metadata=tenant_metadata(tenant), timeout=120):
                 pass
             took.append(time.perf_counter() - started)
     return took
@@ -186,7 +186,7 @@ async def embed(reasoning: Service, tenant: str, texts: list[str]) -> list[list[
         for i in range(0, len(texts), 256):
             reply = await stub.Embed(
                 reasoning_pb2.EmbedRequest(texts=texts[i : i + 256]),
-                metadata=[(TENANT_KEY, tenant)],
+                metadata=tenant_metadata(tenant),
                 timeout=120,
             )
             vectors.extend(list(e.values) for e in reply.embeddings)
@@ -321,7 +321,7 @@ async def recall_latency(
                 persona_id=persona_id, user_id=users[i % len(users)], query=query, limit=5
             )
             started = time.perf_counter()
-            await stub.Recall(request, metadata=[(TENANT_KEY, tenant)], timeout=30)
+            await stub.Recall(request, metadata=tenant_metadata(tenant), timeout=30)
             took.append(time.perf_counter() - started)
     return took
 

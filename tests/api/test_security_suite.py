@@ -73,11 +73,18 @@ def gateways(
                 )
             )
         urls.append(f"http://127.0.0.1:{http}")
+    # The persona service trusts the test issuer's JWKS: the gateways' keys join it, so the
+    # identities they forward verify (as the fleet JWKS publishes them in a deployment).
+    jwks = [f"{url}/api/v1/.well-known/fleet-jwks.json" for url in urls]
     try:
         for url, proc in zip(urls, procs, strict=True):
             asyncio.run(_wait_ready(url, proc))
+        for url in jwks:
+            testing.test_issuer().trust(url)
         yield Gateways(urls, postgres_engine.url(DATABASE))
     finally:
+        for url in jwks:
+            testing.test_issuer().distrust(url)
         for proc in procs:
             proc.terminate()
         for proc in procs:

@@ -161,7 +161,7 @@ def test_only_tenant_admin_carries_the_tenant_as_a_field(
             clash = tenant_fields & {f.name for f in message.field}
             assert not clash, (
                 f"{file.name}: {message.name} has {clash}; the tenant travels in the "
-                "x-edrs-client-id metadata"
+                "caller's identity token"
             )
 
 

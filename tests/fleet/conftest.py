@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -23,7 +24,8 @@ from typing import Any
 
 import psutil
 import pytest
-from edrs_cli.fleet import service_names
+from edrs_cli.fleet import SERVICE_KEYS_FILE, service_names
+from edrs_core.identity import ServiceTokens, load_private_key
 from edrs_core.registry import folder_declarations
 
 START_TIMEOUT = 240.0
@@ -108,6 +110,23 @@ class RunningFleet:
             yield stopped
         finally:
             stopped.start()
+
+    def service_metadata(self, tenant: str, service: str = "task") -> list[tuple[str, str]]:
+        """gRPC metadata of a call `service` makes for `tenant` with no user behind it (as an event
+        handler does): a service token signed with the key `edrs dev up` gave that service."""
+        keys = json.loads((self.state_dir / SERVICE_KEYS_FILE).read_text())
+        tokens = ServiceTokens(
+            service, load_private_key(keys[service], service), audience="edrs-fleet"
+        )
+        return [("authorization", f"Bearer {tokens.token_for(tenant)}")]
+
+    def operator_metadata(self) -> list[tuple[str, str]]:
+        """gRPC metadata of an operator: a token from `edrs admin operator-token`."""
+        result = self.edrs("admin", "operator-token")
+        assert result.returncode == 0, result.stderr
+        token = re.search(r"^token: (\S+)$", result.stdout, re.MULTILINE)
+        assert token is not None, result.stdout
+        return [("authorization", f"Bearer {token[1]}")]
 
     def edrs(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
         """Run `edrs <args> --state-dir <this fleet>`."""

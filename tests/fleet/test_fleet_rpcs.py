@@ -20,7 +20,10 @@ from edrs_proto.task.v1 import task_pb2, task_pb2_grpc
 
 pytestmark = [pytest.mark.fleet, pytest.mark.slow]
 
-TENANT = [("x-edrs-client-id", "fleet-tenant")]
+
+def tenant(fleet) -> list[tuple[str, str]]:
+    """The identity of work for `fleet-tenant` with no user behind it: a service token."""
+    return fleet.service_metadata("fleet-tenant")
 
 
 def channel(fleet, name: str) -> grpc.aio.Channel:
@@ -28,14 +31,18 @@ def channel(fleet, name: str) -> grpc.aio.Channel:
 
 
 async def test_gateway_creates_and_reads_a_tenant(fleet) -> None:
+    operator = fleet.operator_metadata()
     async with channel(fleet, "gateway") as ch:
         stub = gateway_pb2_grpc.TenantServiceStub(ch)
         name = f"Acme {secrets.token_hex(4)}"
         made = await stub.CreateTenant(
             gateway_pb2.CreateTenantRequest(name=name, tier=gateway_pb2.TIER_PROFESSIONAL),
+            metadata=operator,
             timeout=10,
         )
-        got = await stub.GetTenant(gateway_pb2.GetTenantRequest(id=made.id), timeout=10)
+        got = await stub.GetTenant(
+            gateway_pb2.GetTenantRequest(id=made.id), metadata=operator, timeout=10
+        )
     assert got.name == name
     assert got.tier == gateway_pb2.TIER_PROFESSIONAL
 
@@ -45,11 +52,11 @@ async def test_persona_creates_and_reads_a_persona(fleet) -> None:
         stub = persona_pb2_grpc.PersonaServiceStub(ch)
         made = await stub.CreatePersona(
             persona_pb2.CreatePersonaRequest(name="Ada", role="Analyst"),
-            metadata=TENANT,
+            metadata=tenant(fleet),
             timeout=10,
         )
         got = await stub.GetPersona(
-            persona_pb2.GetPersonaRequest(id=made.id), metadata=TENANT, timeout=10
+            persona_pb2.GetPersonaRequest(id=made.id), metadata=tenant(fleet), timeout=10
         )
     assert got.name == "Ada"
 
@@ -66,14 +73,14 @@ async def test_memory_recalls_what_it_was_told(fleet) -> None:
                 text="The user prefers bullet points in every answer",
                 importance=0.8,
             ),
-            metadata=TENANT,
+            metadata=tenant(fleet),
             timeout=10,
         )
         recalled = await stub.Recall(
             memory_pb2.RecallRequest(
                 persona_id=persona_id, user_id=user_id, query="bullet points", limit=5
             ),
-            metadata=TENANT,
+            metadata=tenant(fleet),
             timeout=10,
         )
     assert [m.memory.text for m in recalled.memories] == [
@@ -91,12 +98,12 @@ async def test_knowledge_finds_an_ingested_document(fleet) -> None:
                 text="Travel expenses above 500 euros need approval from a director.",
                 source="handbook",
             ),
-            metadata=TENANT,
+            metadata=tenant(fleet),
             timeout=10,
         )
         hits = await stub.Search(
             knowledge_pb2.SearchRequest(query="travel expenses approval", limit=5),
-            metadata=TENANT,
+            metadata=tenant(fleet),
             timeout=10,
         )
     assert doc.id in [h.document_id for h in hits.hits]
@@ -106,11 +113,13 @@ async def test_reasoning_answers_trace_queries(fleet) -> None:
     async with channel(fleet, "reasoning") as ch:
         stub = reasoning_pb2_grpc.ReasoningServiceStub(ch)
         listed = await stub.ListTraces(
-            reasoning_pb2.ListTracesRequest(), metadata=TENANT, timeout=10
+            reasoning_pb2.ListTracesRequest(), metadata=tenant(fleet), timeout=10
         )
         with pytest.raises(grpc.aio.AioRpcError) as missing:
             await stub.GetTrace(
-                reasoning_pb2.GetTraceRequest(id=str(uuid.uuid4())), metadata=TENANT, timeout=10
+                reasoning_pb2.GetTraceRequest(id=str(uuid.uuid4())),
+                metadata=tenant(fleet),
+                timeout=10,
             )
     assert list(listed.traces) == []
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
@@ -123,11 +132,11 @@ async def test_research_registers_a_source(fleet) -> None:
             research_pb2.RegisterSourceRequest(
                 url="HTTPS://Example.org/report#top", title="Report"
             ),
-            metadata=TENANT,
+            metadata=tenant(fleet),
             timeout=10,
         )
         listed = await stub.ListSources(
-            research_pb2.ListSourcesRequest(), metadata=TENANT, timeout=10
+            research_pb2.ListSourcesRequest(), metadata=tenant(fleet), timeout=10
         )
     assert source.url == "https://example.org/report"
     assert source.id in [s.id for s in listed.sources]
@@ -143,11 +152,11 @@ async def test_integration_keeps_connector_secrets_out_of_replies(fleet) -> None
                 config={"url": "https://hooks.example.com/crm", "signing_secret": "s3cr3t"},
                 enabled=True,
             ),
-            metadata=TENANT,
+            metadata=tenant(fleet),
             timeout=10,
         )
         got = await stub.GetConnector(
-            integration_pb2.GetConnectorRequest(id=made.id), metadata=TENANT, timeout=10
+            integration_pb2.GetConnectorRequest(id=made.id), metadata=tenant(fleet), timeout=10
         )
     assert got.config["url"] == "https://hooks.example.com/crm"
     assert got.config["signing_secret"] != "s3cr3t"
@@ -161,7 +170,7 @@ async def test_one_trace_id_crosses_task_and_persona(fleet) -> None:
     async with channel(fleet, "persona") as ch:
         persona = await persona_pb2_grpc.PersonaServiceStub(ch).CreatePersona(
             persona_pb2.CreatePersonaRequest(name="Omar", role="Planner"),
-            metadata=TENANT,
+            metadata=tenant(fleet),
             timeout=10,
         )
     async with channel(fleet, "task") as ch:
@@ -169,7 +178,7 @@ async def test_one_trace_id_crosses_task_and_persona(fleet) -> None:
             task_pb2.CreateTaskRequest(
                 title="Plan the offsite", assignee_persona_id=persona.id, priority=2
             ),
-            metadata=[*TENANT, *traceparent],
+            metadata=[*tenant(fleet), *traceparent],
             timeout=10,
         )
     assert task.assignee_persona_id == persona.id

@@ -8,10 +8,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import grpc
+import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from edrs_core import errors
-from edrs_core.context import deadline_var, request_context
+from edrs_core.context import acting_as, deadline_var, request_context
 from edrs_core.grpc_client import CircuitOpenError, PeerChannels, peer_of, retry_service_config
+from edrs_core.identity import Identity, ServiceTokens
 from edrs_core.tracing import configure_tracing
 from edrs_proto.memory.v1 import memory_pb2, memory_pb2_grpc
 from edrs_proto.persona.v1 import persona_pb2, persona_pb2_grpc
@@ -67,9 +70,26 @@ async def server() -> AsyncIterator[tuple[Scripted, str]]:
 @pytest.fixture
 async def peers(server) -> AsyncIterator[PeerChannels]:
     _, address = server
-    channels = PeerChannels("caller", {"persona": address}, timeout=2.0, breaker_threshold=3)
+    channels = PeerChannels(
+        "caller",
+        {"persona": address},
+        timeout=2.0,
+        breaker_threshold=3,
+        service_tokens=ServiceTokens("caller", CALLER_KEY, audience="edrs-fleet"),
+    )
     yield channels
     await channels.close()
+
+
+CALLER_KEY = Ed25519PrivateKey.generate()
+
+
+def token_claims(metadata: dict[str, str]) -> dict[str, object]:
+    """The claims of the identity token a call carried, its signature checked with the caller's
+    service key."""
+    scheme, _, token = metadata["authorization"].partition(" ")
+    assert scheme == "Bearer"
+    return jwt.decode(token, CALLER_KEY.public_key(), algorithms=["EdDSA"], audience="edrs-fleet")
 
 
 def stub(peers: PeerChannels) -> persona_pb2_grpc.PersonaServiceStub:
@@ -143,7 +163,11 @@ async def test_tenant_request_id_and_trace_context_travel_with_the_call(server, 
         await stub(peers).GetPersona(persona_pb2.GetPersonaRequest(id="p1"))
         trace_id = format(span.get_span_context().trace_id, "032x")
     seen = servicer.metadata[-1]
-    assert seen["x-edrs-client-id"] == "tenant-7"
+    # No user is behind this call (an event handler's work): the tenant travels in the caller's
+    # own service token, not in a header the callee would have to believe.
+    assert "x-edrs-client-id" not in seen
+    claims = token_claims(seen)
+    assert (claims["tid"], claims["sub"], claims["knd"]) == ("tenant-7", "caller", "service")
     assert seen["x-request-id"] == "req-42"
     assert seen["traceparent"].split("-")[1] == trace_id
 
@@ -157,8 +181,29 @@ async def test_streaming_calls_carry_the_tenant_and_request_id_too(server, peers
         trace_id = format(span.get_span_context().trace_id, "032x")
     assert [e.WhichOneof("kind") for e in events] == ["started"]
     seen = servicer.metadata[-1]
-    assert (seen["x-edrs-client-id"], seen["x-request-id"]) == ("tenant-7", "req-43")
+    assert (token_claims(seen)["tid"], seen["x-request-id"]) == ("tenant-7", "req-43")
     assert seen["traceparent"].split("-")[1] == trace_id
+
+
+async def test_the_callers_verified_token_is_forwarded_unchanged(server, peers) -> None:
+    servicer, _ = server
+    caller = Identity(
+        tenant_id="tenant-9", subject="u1", role="member", kind="user", expires_at=0, token="t.o.k"
+    )
+    with acting_as(caller):
+        await stub(peers).GetPersona(persona_pb2.GetPersonaRequest(id="p1"))
+        events = [e async for e in stub(peers).Converse(persona_pb2.ConverseRequest())]
+    assert [e.WhichOneof("kind") for e in events] == ["started"]
+    assert [m["authorization"] for m in servicer.metadata] == ["Bearer t.o.k"] * 2
+
+
+async def test_a_service_token_is_signed_once_per_tenant_and_reused(server, peers) -> None:
+    servicer, _ = server
+    for tenant in ("tenant-1", "tenant-2", "tenant-1"):
+        with request_context(tenant, None):
+            await stub(peers).GetPersona(persona_pb2.GetPersonaRequest(id="p1"))
+    first, second, third = (m["authorization"] for m in servicer.metadata)
+    assert first == third != second
 
 
 async def test_unknown_peer_is_a_clear_error(peers) -> None:
@@ -191,7 +236,8 @@ async def test_a_stub_call_goes_through_the_peer_channel_and_answers(server, pee
             persona_pb2.GetPersonaRequest(id="p1")
         )
     assert reply.name == "ok"
-    assert servicer.metadata[-1]["x-edrs-client-id"] == "tenant-7"
+    # The tenant travels as the tid of the signed token (the header is no longer believed).
+    assert token_claims(servicer.metadata[-1])["tid"] == "tenant-7"
 
 
 async def test_a_stub_call_that_fails_raises_the_mapped_service_error(server, peers) -> None:

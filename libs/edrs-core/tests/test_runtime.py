@@ -16,7 +16,7 @@ import httpx
 import pytest
 from edrs_core.engines.ports import free_port
 from edrs_core.engines.postgres import EmbeddedPostgres
-from edrs_core.testing import running_service, wait_until
+from edrs_core.testing import running_service, tenant_metadata, test_issuer, wait_until
 from edrs_proto.persona.v1 import persona_pb2, persona_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -33,6 +33,9 @@ async def http_status(url: str) -> int | None:
         return None
 
 
+AS_USER = tenant_metadata("tenant-slow")
+
+
 @pytest.fixture
 def slow_service(postgres_engine, redis_engine, nats_engine, tmp_path):
     ports = {"grpc": free_port(), "http": free_port(), "metrics": free_port()}
@@ -47,6 +50,8 @@ def slow_service(postgres_engine, redis_engine, nats_engine, tmp_path):
         "EDRS_SLOW_NATS_URL": nats_engine.url(),
         "EDRS_SLOW_SHUTDOWN_GRACE_SECONDS": "10",
         "EDRS_SLOW_READINESS_CACHE_SECONDS": "0",
+        # Calls carry tokens of the test issuer, which this service is told to trust.
+        "EDRS_SLOW_JWKS_URL": test_issuer().jwks_url,
     }
     log_path = tmp_path / "slow.log"
     with log_path.open("w") as log:
@@ -67,7 +72,9 @@ async def test_sigterm_drains_in_flight_call_and_refuses_new_ones(slow_service) 
         stub = persona_pb2_grpc.PersonaServiceStub(channel)
         # Held until the test sends SIGUSR1: the service is draining for as long as
         # the test needs, not for as long as a sleep happens to last.
-        in_flight = asyncio.ensure_future(stub.GetPersona(persona_pb2.GetPersonaRequest(id="hold")))
+        in_flight = asyncio.ensure_future(
+            stub.GetPersona(persona_pb2.GetPersonaRequest(id="hold"), metadata=AS_USER)
+        )
         await wait_until(lambda: _logged(log_path, "call in flight"), 30, "the held call to start")
         proc.send_signal(signal.SIGTERM)
         # Draining, not gone: readiness still answers, with 503.
@@ -75,7 +82,7 @@ async def test_sigterm_drains_in_flight_call_and_refuses_new_ones(slow_service) 
         async with grpc.aio.insecure_channel(f"127.0.0.1:{ports['grpc']}") as fresh:
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await persona_pb2_grpc.PersonaServiceStub(fresh).GetPersona(
-                    persona_pb2.GetPersonaRequest(id="0"), timeout=3
+                    persona_pb2.GetPersonaRequest(id="0"), timeout=3, metadata=AS_USER
                 )
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
         # The refusal came while the server was draining: it is still running, its held call
@@ -102,7 +109,7 @@ async def test_health_endpoints_grpc_health_and_metrics(slow_service) -> None:
         reply = await health.Check(health_pb2.HealthCheckRequest(service=""))
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
         await persona_pb2_grpc.PersonaServiceStub(channel).GetPersona(
-            persona_pb2.GetPersonaRequest(id="0")
+            persona_pb2.GetPersonaRequest(id="0"), metadata=AS_USER
         )
     async with httpx.AsyncClient() as client:
         text = (await client.get(f"http://127.0.0.1:{ports['metrics']}/metrics")).text

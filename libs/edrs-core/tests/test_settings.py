@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import ClassVar
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from edrs_core.identity import private_key_pem
 from edrs_core.settings import ServiceSettings, SettingsError, load_settings
 from pydantic import SecretStr
 from pydantic_settings import SettingsConfigDict
@@ -50,6 +52,12 @@ def test_bad_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
         load_settings(DemoSettings, EDRS_ENVIRONMENT="development", database_url="postgresql://x/y")
 
 
+TRUST = {
+    "jwks_url": "https://gateway:8080/api/v1/.well-known/fleet-jwks.json",
+    "service_key": private_key_pem(Ed25519PrivateKey.generate()),
+}
+
+
 def test_default_secret_refused_outside_development() -> None:
     with pytest.raises(
         SettingsError, match="EDRS_DEMO_SIGNING_KEY still has its development default"
@@ -73,8 +81,41 @@ def test_default_secret_accepted_in_development_and_real_secret_in_production() 
         database_url="postgresql://x/y",
         redis_url="redis://r/0",
         signing_key="a-real-secret",
+        **TRUST,
     )
     assert prod.environment == "production"
+
+
+def test_production_needs_the_fleet_jwks_and_a_service_key() -> None:
+    base = {
+        "EDRS_ENVIRONMENT": "production",
+        "database_url": "postgresql://x/y",
+        "redis_url": "redis://r/0",
+        "signing_key": "a-real-secret",
+    }
+    with pytest.raises(SettingsError, match="EDRS_DEMO_JWKS_URL is required"):
+        load_settings(DemoSettings, **base, service_key=TRUST["service_key"])
+    with pytest.raises(SettingsError, match="EDRS_DEMO_SERVICE_KEY is required"):
+        load_settings(DemoSettings, **base, jwks_url=TRUST["jwks_url"])
+    with pytest.raises(SettingsError, match="EDRS_DEMO_SERVICE_KEY is not a PEM private key"):
+        load_settings(DemoSettings, **base, jwks_url=TRUST["jwks_url"], service_key="nope")
+
+
+def test_mutual_tls_needs_all_three_files(tmp_path) -> None:
+    cert = tmp_path / "c.pem"
+    cert.write_text("x")
+    with pytest.raises(
+        SettingsError, match="mutual TLS needs all three of EDRS_DEMO_TLS_CERT_PATH"
+    ):
+        load_settings(DemoSettings, database_url="postgresql://x/y", tls_cert_path=cert)
+    with pytest.raises(SettingsError, match="EDRS_DEMO_TLS_CA_PATH: no file at"):
+        load_settings(
+            DemoSettings,
+            database_url="postgresql://x/y",
+            tls_cert_path=cert,
+            tls_key_path=cert,
+            tls_ca_path=tmp_path / "missing.pem",
+        )
 
 
 def test_production_requires_redis_for_services_that_use_it() -> None:

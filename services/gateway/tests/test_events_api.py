@@ -16,14 +16,17 @@ from typing import Any
 
 import httpx
 import pytest
+from edrs_core.context import acting_as
 from edrs_core.engines.ports import free_port
 from edrs_core.grpc_client import PeerChannels
 from edrs_core.http import HttpServer
+from edrs_core.identity import Identity
 from edrs_core.testing import (
     RunningService,
     SseStream,
     engine_settings,
     running_service,
+    test_issuer,
     wait_until,
 )
 from edrs_events.nats_bus import NatsBus
@@ -60,8 +63,31 @@ def as_(tenant: str, role: str = "integrator") -> dict[str, str]:
     return {"x-test-tenant": tenant, "x-test-role": role}
 
 
+class ActAsCaller:
+    """What the gateway's authentication middleware does for a verified caller: bind their fleet
+    identity, so calls to services carry it; here a real token of the test issuer."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+        tenant = headers.get("x-test-tenant", "tenant-a")
+        role = headers.get("x-test-role", "integrator")
+        token = test_issuer().token(tenant, subject="user-1", role=role)
+        identity = Identity(
+            tenant_id=tenant, subject="user-1", role=role, kind="user", expires_at=0, token=token
+        )
+        with acting_as(identity):
+            await self.app(scope, receive, send)
+
+
 def build_app(bus: NatsBus, peers: PeerChannels) -> FastAPI:
     app = FastAPI()
+    app.add_middleware(ActAsCaller)
     install_problem_handlers(app)
     app.include_router(events.router, prefix=API_PREFIX)
     app.include_router(personas.router, prefix=API_PREFIX)

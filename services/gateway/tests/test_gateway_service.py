@@ -35,8 +35,12 @@ async def gateway(
 
 
 @pytest.fixture
-def stub(gateway: testing.RunningService) -> gateway_pb2_grpc.TenantServiceStub:
-    return gateway_pb2_grpc.TenantServiceStub(gateway.channel)
+async def stub(
+    gateway: testing.RunningService,
+) -> AsyncIterator[gateway_pb2_grpc.TenantServiceStub]:
+    """Tenant administration as an operator: every call carries an operator's identity token."""
+    async with testing.channel_with(gateway.grpc_address, testing.operator_metadata()) as channel:
+        yield gateway_pb2_grpc.TenantServiceStub(channel)
 
 
 async def test_create_then_get_returns_what_was_stored(stub) -> None:
@@ -57,12 +61,51 @@ async def test_unset_tier_means_standard_as_the_contract_says(stub) -> None:
 
 
 async def test_admin_calls_need_no_tenant_metadata(stub) -> None:
-    # Tenant administration is about tenants themselves, so no x-edrs-client-id is required.
+    # Tenant administration is about tenants themselves: the operator's identity names no tenant.
     created = await stub.CreateTenant(
         gateway_pb2.CreateTenantRequest(name=unique("No Metadata Inc"))
     )
     listed = await stub.ListTenants(gateway_pb2.ListTenantsRequest())
     assert created.id in {t.id for t in listed.tenants}
+
+
+async def test_tenant_administration_needs_an_operator_identity(gateway) -> None:
+    tenants = gateway_pb2_grpc.TenantServiceStub(gateway.channel)
+    sneaky = unique("Sneaky Inc")
+    request = gateway_pb2.CreateTenantRequest(name=sneaky)
+    # No credentials at all, or only the tenant header the port used to believe.
+    await testing.expect_rpc_error(
+        tenants.CreateTenant(request), grpc.StatusCode.UNAUTHENTICATED, "no identity token"
+    )
+    await testing.expect_rpc_error(
+        tenants.ListTenants(
+            gateway_pb2.ListTenantsRequest(), metadata=[(testing.TENANT_HEADER, "tenant-a")]
+        ),
+        grpc.StatusCode.UNAUTHENTICATED,
+        "not trusted",
+    )
+    # A tenant's admin, and a service's own token, are not operators.
+    admin = testing.tenant_metadata("tenant-a", role="admin")
+    service = testing.test_issuer().service_token_metadata("persona", "tenant-a")
+    for metadata in (admin, service):
+        await testing.expect_rpc_error(
+            tenants.CreateTenant(request, metadata=metadata),
+            grpc.StatusCode.PERMISSION_DENIED,
+            "operator",
+        )
+        await testing.expect_rpc_error(
+            tenants.ListTenants(gateway_pb2.ListTenantsRequest(), metadata=metadata),
+            grpc.StatusCode.PERMISSION_DENIED,
+            "operator",
+        )
+    listed = await testing.collect_pages(
+        tenants.ListTenants,
+        gateway_pb2.ListTenantsRequest,
+        "tenants",
+        page_size=100,
+        metadata=testing.operator_metadata(),
+    )
+    assert sneaky not in {t.name for t in listed}
 
 
 async def test_duplicate_name_ignoring_case_is_refused(stub) -> None:

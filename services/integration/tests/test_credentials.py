@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from edrs_core import SettingsError, load_settings
+from edrs_core.testing import test_issuer
 from edrs_integration.config import IntegrationSettings
 from edrs_integration.credentials import CredentialsError, SecretCipher, derive_fernet_key
 from pydantic import SecretStr
@@ -55,6 +56,8 @@ def test_development_accepts_the_default_and_production_a_real_key() -> None:
         database_url="postgresql://db/i",
         redis_url="redis://cache/7",
         credentials_key=KEY.get_secret_value(),
+        # Production also needs the fleet's trust settings (edrs_core.identity).
+        **test_issuer().settings("integration"),
     )
     assert prod.credentials_key == KEY
 

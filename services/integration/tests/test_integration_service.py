@@ -19,8 +19,8 @@ pytestmark = pytest.mark.integration
 # Tenants of this run only: against a server kept from an earlier run (EDRS_TEST_POSTGRES_URL),
 # fixed tenants would meet that run's personas, names and pages.
 RUN = uuid.uuid4().hex[:8]
-TENANT_A = [("x-edrs-client-id", f"tenant-a-{RUN}")]
-TENANT_B = [("x-edrs-client-id", f"tenant-b-{RUN}")]
+TENANT_A = testing.tenant_metadata(f"tenant-a-{RUN}")
+TENANT_B = testing.tenant_metadata(f"tenant-b-{RUN}")
 WEBHOOK = integration_pb2.CONNECTOR_KIND_WEBHOOK
 
 
@@ -206,7 +206,7 @@ async def test_a_connector_to_a_loopback_url_is_refused_as_ssrf(stub, kind) -> N
 
 
 async def test_the_operators_outbound_allow_rule_opens_that_network_only(stub) -> None:
-    tenant = [("x-edrs-client-id", f"tenant-{uuid.uuid4().hex}")]
+    tenant = testing.tenant_metadata(f"tenant-{uuid.uuid4().hex}")
     made = await stub.CreateConnector(
         integration_pb2.CreateConnectorRequest(
             name="intranet hook", kind=WEBHOOK, config={"url": "http://10.20.3.4/in"}
@@ -233,7 +233,7 @@ async def test_call_without_tenant_is_refused(stub) -> None:
 
 
 async def test_list_pages_through_every_connector_once(stub) -> None:
-    tenant = [("x-edrs-client-id", f"tenant-paging-{RUN}")]
+    tenant = testing.tenant_metadata(f"tenant-paging-{RUN}")
     made = []
     for i in range(7):
         c = await stub.CreateConnector(

@@ -13,8 +13,8 @@ from edrs_proto.knowledge.v1 import knowledge_pb2, knowledge_pb2_grpc
 
 pytestmark = pytest.mark.integration
 
-TENANT_A = [("x-edrs-client-id", "tenant-a")]
-TENANT_B = [("x-edrs-client-id", "tenant-b")]
+TENANT_A = testing.tenant_metadata("tenant-a")
+TENANT_B = testing.tenant_metadata("tenant-b")
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def stub(knowledge: testing.RunningService) -> knowledge_pb2_grpc.KnowledgeServi
 @pytest.fixture
 def tenant() -> list[tuple[str, str]]:
     """A fresh tenant per search test, so hits come only from that test's documents."""
-    return [("x-edrs-client-id", f"tenant-{uuid.uuid4()}")]
+    return testing.tenant_metadata(f"tenant-{uuid.uuid4()}")
 
 
 async def ingest(stub, title: str, text: str, tenant=TENANT_A, **fields) -> knowledge_pb2.Document:

@@ -14,8 +14,8 @@ from edrs_proto.memory.v1 import memory_pb2
 
 pytestmark = pytest.mark.integration
 
-TENANT_A = [("x-edrs-client-id", "tenant-a")]
-TENANT_B = [("x-edrs-client-id", "tenant-b")]
+TENANT_A = testing.tenant_metadata("tenant-a")
+TENANT_B = testing.tenant_metadata("tenant-b")
 
 
 async def remember(stub, persona_id: str, text: str, metadata=TENANT_A, **fields):

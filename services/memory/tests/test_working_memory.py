@@ -16,7 +16,7 @@ from edrs_proto.memory.v1 import memory_pb2, memory_pb2_grpc
 
 pytestmark = pytest.mark.integration
 
-TENANT_A = [("x-edrs-client-id", "tenant-a")]
+TENANT_A = testing.tenant_metadata("tenant-a")
 
 
 async def put(stub, persona_id: str, text: str, conversation: str = "c", **fields):

@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 DATABASE = "test_persona_conversation"
 REDIS_DB = 11
-TENANT = [("x-edrs-client-id", "tenant-conv")]
+TENANT = testing.tenant_metadata("tenant-conv")
 OPTIONS = persona_pb2.ConverseOptions(max_tokens=16, temperature=0.0)
 # A turn that must still be running when the test sends the next message: the test holds the
 # model (see `model_held`), so "still running" does not depend on how fast the model is.

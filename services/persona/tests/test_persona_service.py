@@ -22,8 +22,8 @@ DATABASE = "test_persona_crud"
 # Tenants of this run only: against a server kept from an earlier run (EDRS_TEST_POSTGRES_URL),
 # fixed tenants would meet that run's personas, names and pages.
 RUN = uuid.uuid4().hex[:8]
-TENANT_A = [("x-edrs-client-id", f"tenant-a-{RUN}")]
-TENANT_B = [("x-edrs-client-id", f"tenant-b-{RUN}")]
+TENANT_A = testing.tenant_metadata(f"tenant-a-{RUN}")
+TENANT_B = testing.tenant_metadata(f"tenant-b-{RUN}")
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +170,7 @@ async def test_archive_is_idempotent_and_freezes_the_persona(stub, postgres_engi
 
 
 async def test_list_hides_archived_personas_unless_asked(stub) -> None:
-    tenant = [("x-edrs-client-id", f"tenant-archive-list-{RUN}")]
+    tenant = testing.tenant_metadata(f"tenant-archive-list-{RUN}")
     kept = await create(stub, "Kept", metadata=tenant)
     gone = await create(stub, "Gone", metadata=tenant)
     await stub.ArchivePersona(persona_pb2.ArchivePersonaRequest(id=gone.id), metadata=tenant)
@@ -443,7 +443,7 @@ async def test_call_without_tenant_is_refused(stub) -> None:
 
 
 async def test_list_pages_through_every_persona_once(stub) -> None:
-    tenant = [("x-edrs-client-id", f"tenant-paging-{RUN}")]
+    tenant = testing.tenant_metadata(f"tenant-paging-{RUN}")
     made = []
     for i in range(7):
         p = await create(stub, f"p{i}", metadata=tenant)

@@ -15,7 +15,7 @@ from edrs_reasoning.backends.base import ChatBackend, GenerationOptions, Message
 
 pytestmark = pytest.mark.integration
 
-TENANT = [("x-edrs-client-id", "tenant-admission")]
+TENANT = testing.tenant_metadata("tenant-admission")
 
 
 HELD_TOKENS = 400

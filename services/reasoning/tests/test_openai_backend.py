@@ -27,7 +27,7 @@ from starlette.routing import Route
 
 pytestmark = pytest.mark.integration
 
-TENANT = [("x-edrs-client-id", "tenant-openai")]
+TENANT = testing.tenant_metadata("tenant-openai")
 SERVED_MODEL = "smollm2-served"
 
 
@@ -153,7 +153,7 @@ async def stub(
 
 
 async def test_model_info_names_the_served_model(stub) -> None:
-    info = await stub.GetModelInfo(reasoning_pb2.GetModelInfoRequest())
+    info = await stub.GetModelInfo(reasoning_pb2.GetModelInfoRequest(), metadata=TENANT)
     assert (info.backend, info.chat_model) == ("openai", SERVED_MODEL)
     assert info.embedding_dimensions == 384
 

@@ -19,8 +19,8 @@ from edrs_reasoning.app import definition
 pytestmark = pytest.mark.integration
 
 DATABASE = "test_reasoning_models"
-TENANT_A = [("x-edrs-client-id", "tenant-a")]
-TENANT_B = [("x-edrs-client-id", "tenant-b")]
+TENANT_A = testing.tenant_metadata("tenant-a")
+TENANT_B = testing.tenant_metadata("tenant-b")
 
 
 @pytest.fixture(scope="module")
@@ -99,9 +99,9 @@ async def test_embeddings_are_normalised_384_dimension_vectors_that_track_meanin
 async def test_concurrent_embed_calls_each_get_their_own_vectors_in_order(stub) -> None:
     texts = [f"note number {i} about {topic}" for i, topic in enumerate(["cats", "tax", "jazz"])]
     singles = await asyncio.gather(
-        *[stub.Embed(reasoning_pb2.EmbedRequest(texts=[t])) for t in texts]
+        *[stub.Embed(reasoning_pb2.EmbedRequest(texts=[t]), metadata=TENANT_A) for t in texts]
     )
-    together = await stub.Embed(reasoning_pb2.EmbedRequest(texts=texts))
+    together = await stub.Embed(reasoning_pb2.EmbedRequest(texts=texts), metadata=TENANT_A)
     for single, joint in zip(singles, together.embeddings, strict=True):
         assert cosine(single.embeddings[0].values, joint.values) == pytest.approx(1.0, abs=1e-3)
 
@@ -117,14 +117,14 @@ async def test_concurrent_embed_calls_each_get_their_own_vectors_in_order(stub) 
 )
 async def test_bad_embed_input_names_the_field(stub, texts, detail) -> None:
     await testing.expect_rpc_error(
-        stub.Embed(reasoning_pb2.EmbedRequest(texts=texts)),
+        stub.Embed(reasoning_pb2.EmbedRequest(texts=texts), metadata=TENANT_A),
         grpc.StatusCode.INVALID_ARGUMENT,
         detail,
     )
 
 
 async def test_model_info_describes_the_local_models(stub) -> None:
-    info = await stub.GetModelInfo(reasoning_pb2.GetModelInfoRequest())
+    info = await stub.GetModelInfo(reasoning_pb2.GetModelInfoRequest(), metadata=TENANT_A)
     assert info.backend == "local"
     assert "SmolLM2-135M-Instruct" in info.chat_model
     assert (info.context_window, info.max_output_tokens) == (2048, 256)

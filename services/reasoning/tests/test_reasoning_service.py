@@ -19,8 +19,8 @@ from edrs_reasoning.store.postgres import PostgresTraceStore
 
 pytestmark = pytest.mark.integration
 
-TENANT_A = [("x-edrs-client-id", "tenant-a")]
-TENANT_B = [("x-edrs-client-id", "tenant-b")]
+TENANT_A = testing.tenant_metadata("tenant-a")
+TENANT_B = testing.tenant_metadata("tenant-b")
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +99,7 @@ async def test_call_without_tenant_is_refused(stub) -> None:
 async def test_list_pages_through_every_trace_once_newest_first(store, stub) -> None:
     # A tenant of this run only: a server kept from an earlier run holds that run's traces.
     paging = f"tenant-paging-{uuid.uuid4().hex[:8]}"
-    tenant = [("x-edrs-client-id", paging)]
+    tenant = testing.tenant_metadata(paging)
     made = [str((await store.record(paging, _trace(f"a{i}"))).id) for i in range(7)]
     traces = await testing.collect_pages(
         stub.ListTraces, reasoning_pb2.ListTracesRequest, "traces", page_size=3, metadata=tenant

@@ -14,8 +14,8 @@ from edrs_research.app import definition
 
 pytestmark = pytest.mark.integration
 
-TENANT_A = [("x-edrs-client-id", "tenant-a")]
-TENANT_B = [("x-edrs-client-id", "tenant-b")]
+TENANT_A = testing.tenant_metadata("tenant-a")
+TENANT_B = testing.tenant_metadata("tenant-b")
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +127,7 @@ async def test_invalid_register_names_the_field(stub, request_, message) -> None
 
 
 async def test_the_operators_outbound_allow_rule_opens_that_network_only(stub) -> None:
-    tenant = [("x-edrs-client-id", f"tenant-{uuid.uuid4().hex}")]
+    tenant = testing.tenant_metadata(f"tenant-{uuid.uuid4().hex}")
     inside = f"http://10.20.3.4/{uuid.uuid4().hex}"
     created = await stub.RegisterSource(
         research_pb2.RegisterSourceRequest(url=inside), metadata=tenant
@@ -150,7 +150,7 @@ async def test_call_without_tenant_is_refused(stub) -> None:
 
 
 async def test_list_pages_through_every_source_once(stub) -> None:
-    tenant = [("x-edrs-client-id", f"tenant-{uuid.uuid4()}")]
+    tenant = testing.tenant_metadata(f"tenant-{uuid.uuid4()}")
     made = []
     for i in range(7):
         s = await stub.RegisterSource(

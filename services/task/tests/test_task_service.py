@@ -22,8 +22,8 @@ pytestmark = pytest.mark.integration
 # Tenants of this run only: against a server kept from an earlier run (EDRS_TEST_POSTGRES_URL),
 # fixed tenants would meet that run's personas, names and pages.
 RUN = uuid.uuid4().hex[:8]
-TENANT_A = [("x-edrs-client-id", f"tenant-a-{RUN}")]
-TENANT_B = [("x-edrs-client-id", f"tenant-b-{RUN}")]
+TENANT_A = testing.tenant_metadata(f"tenant-a-{RUN}")
+TENANT_B = testing.tenant_metadata(f"tenant-b-{RUN}")
 MISSING_ID = "0190d6a0-0000-7000-8000-000000000000"
 
 
@@ -156,7 +156,7 @@ async def test_call_without_tenant_is_refused(stub) -> None:
 
 
 async def test_list_pages_through_every_task_once(stub) -> None:
-    tenant = [("x-edrs-client-id", f"tenant-paging-{RUN}")]
+    tenant = testing.tenant_metadata(f"tenant-paging-{RUN}")
     made = [
         (await stub.CreateTask(task_pb2.CreateTaskRequest(title=f"t{i}"), metadata=tenant)).id
         for i in range(7)

@@ -3,8 +3,8 @@
 Two kinds of command, and neither makes `edrs` depend on the gateway:
 
 - bootstrap and break-glass (``create-tenant``, ``create-admin``, ``unlock-user``,
-  ``rotate-signing-key``) belong to the gateway and ship with it as ``edrs-gateway-admin``, which
-  works on the gateway's database (no access token exists yet, or none can be had). ``edrs admin``
+  ``rotate-signing-key``, ``operator-token``) belong to the gateway and ship with it as
+  ``edrs-gateway-admin``, which works on the gateway's database (no access token exists yet, or none can be had). ``edrs admin``
   runs that command — from this environment, or the one named by ``EDRS_GATEWAY_ADMIN_COMMAND``
   (e.g. ``kubectl exec -i deploy/gateway -- edrs-gateway-admin``) — and points it at the local
   fleet's database when no other is given;
@@ -52,6 +52,7 @@ FORWARDED = {
     "create-admin": "Add an admin to a tenant (break-glass: no admin can log in).",
     "unlock-user": "Lift a user's lockout after failed logins.",
     "rotate-signing-key": "Add a new token-signing key and retire keys no token needs.",
+    "operator-token": "Print an operator's identity token for the fleet's gRPC ports.",
 }
 
 

@@ -11,7 +11,10 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from edrs_core.engines.ports import DEFAULT_HOST, free_port, port_is_free
+from edrs_core.identity import private_key_pem, public_key_pem
 from edrs_core.registry import ServiceDescription
 
 
@@ -153,6 +156,48 @@ class EngineEndpoints:
     nats: str  # nats://127.0.0.1:PORT
 
 
+# Where the gateway publishes the keys every service verifies identity tokens with.
+FLEET_JWKS_PATH = "/api/v1/.well-known/fleet-jwks.json"
+JWKS_PUBLISHER = "gateway"  # the service that serves FLEET_JWKS_PATH
+
+
+SERVICE_KEYS_FILE = "service-keys.json"
+
+
+def service_keys(services: Sequence[ServiceSpec], state_dir: Path | None = None) -> dict[str, str]:
+    """An Ed25519 key (PEM) per service, for its service tokens. Kept in the state directory
+    (owner-only) so a restarted fleet keeps its keys; a service without one gets a new one."""
+    path = state_dir / SERVICE_KEYS_FILE if state_dir is not None else None
+    keys: dict[str, str] = json.loads(path.read_text()) if path and path.exists() else {}
+    missing = [spec.name for spec in services if spec.name not in keys]
+    for name in missing:
+        keys[name] = private_key_pem(Ed25519PrivateKey.generate())
+    if path is not None and missing:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(json.dumps(keys))
+    return {spec.name: keys[spec.name] for spec in services}
+
+
+def identity_env(
+    spec: ServiceSpec, ports: Mapping[str, ServicePorts], keys: Mapping[str, str], host: str
+) -> dict[str, str]:
+    """Trust settings of one service: the gateway's fleet JWKS, its own service key; and for the
+    gateway, the public half of every service's key, which it publishes in that JWKS."""
+    prefix = spec.env_prefix
+    env = {f"{prefix}SERVICE_KEY": keys[spec.name]}
+    if JWKS_PUBLISHER in ports:
+        env[f"{prefix}JWKS_URL"] = f"http://{host}:{ports[JWKS_PUBLISHER].http}{FLEET_JWKS_PATH}"
+    if spec.name == JWKS_PUBLISHER:
+        public = {}
+        for name, pem in keys.items():
+            private = load_pem_private_key(pem.encode(), password=None)
+            assert isinstance(private, Ed25519PrivateKey)
+            public[name] = public_key_pem(private.public_key())
+        env[f"{prefix}SERVICE_KEYS"] = json.dumps(public)
+    return env
+
+
 def service_env(
     spec: ServiceSpec,
     index: int,
@@ -161,8 +206,10 @@ def service_env(
     *,
     host: str = DEFAULT_HOST,
     base: Mapping[str, str] | None = None,
+    keys: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The environment of one service process: the parent's plus its EDRS_<NAME>_* settings."""
+    """The environment of one service process: the parent's plus its EDRS_<NAME>_* settings
+    (with `keys` from `service_keys()`, its trust settings too)."""
     own = ports[spec.name]
     prefix = spec.env_prefix
     peers = {name: f"{host}:{service_ports.grpc}" for name, service_ports in ports.items()}
@@ -185,4 +232,6 @@ def service_env(
             f"{prefix}PEERS": json.dumps(peers),
         }
     )
+    if keys is not None:
+        env.update(identity_env(spec, ports, keys, host))
     return env

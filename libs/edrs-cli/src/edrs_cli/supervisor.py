@@ -43,6 +43,7 @@ from edrs_cli.fleet import (
     assign_ports,
     fleet_services,
     service_env,
+    service_keys,
 )
 
 HOST = "127.0.0.1"
@@ -557,6 +558,7 @@ class Fleet:
         ports = assign_ports(self.services, host=HOST)
         endpoints = self._endpoints()
         base_env = dict(os.environ)
+        keys = service_keys(self.services, self.state_dir)
         for index, spec in enumerate(self.services):
             own = ports[spec.name]
             service = _Service(
@@ -566,7 +568,9 @@ class Fleet:
                 own.http,
                 own.metrics,
                 self.log_path(spec.name),
-                env=service_env(spec, index, ports, endpoints, host=HOST, base=base_env),
+                env=service_env(
+                    spec, index, ports, endpoints, host=HOST, base=base_env, keys=keys
+                ),
             )
             self._services.append(service)
             self._spawn(service)

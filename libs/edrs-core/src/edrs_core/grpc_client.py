@@ -1,7 +1,7 @@
 """Calls to peer services: typed stubs (`PeerChannels.stub`) whose failures reach the caller as
 ServiceErrors (`edrs_core.errors.peer_error`, the one mapping), on one channel per peer with a
 deadline on every call, retries with backoff and jitter for idempotent methods only, a circuit
-breaker per peer, and tenant, request id and trace context passed along."""
+breaker per peer, and identity, request id and trace context passed along."""
 
 from __future__ import annotations
 
@@ -17,8 +17,10 @@ from opentelemetry import trace
 from purgatory import AsyncCircuitBreakerFactory
 from purgatory.domain.model import OpenedState
 
-from edrs_core.context import outgoing_metadata, remaining_time
+from edrs_core.context import client_id_var, identity_var, outgoing_metadata, remaining_time
 from edrs_core.errors import PeerNotConfigured, peer_error
+from edrs_core.identity import AUTHORIZATION_KEY, ServiceTokens, bearer
+from edrs_core.tls import TlsFiles
 from edrs_core.tracing import inject_metadata
 
 # Status codes that say "the peer is unhealthy", as opposed to "your request was wrong".
@@ -99,19 +101,43 @@ def _not_a_peer_failure(exc: BaseException) -> bool:
     return isinstance(exc, grpc.aio.AioRpcError) and exc.code() not in _TRANSPORT_FAILURES
 
 
+def identity_token(service_tokens: ServiceTokens | None) -> str | None:
+    """The identity the next hop receives: the token of the caller being served, forwarded as is;
+    else (event handlers, jobs: work that belongs to no user) this service's own token for the
+    tenant in context. None when there is neither (no SERVICE_KEY): the peer refuses the call."""
+    identity = identity_var.get()
+    tenant = client_id_var.get()
+    if identity is not None and (identity.tenant_id or None) == tenant:
+        return identity.token
+    if service_tokens is None:
+        return None
+    return service_tokens.token_for(tenant or "")
+
+
 class _ClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
     def __init__(
-        self, caller: str, peer: str, timeout: float, breakers: AsyncCircuitBreakerFactory
+        self,
+        caller: str,
+        peer: str,
+        timeout: float,
+        breakers: AsyncCircuitBreakerFactory,
+        service_tokens: ServiceTokens | None,
     ) -> None:
         self.caller = caller
         self.peer = peer
         self.timeout = timeout
         self.breakers = breakers
+        self.service_tokens = service_tokens
 
     def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
         metadata = grpc.aio.Metadata(*(details.metadata or ()))
         present = {key for key, _ in metadata}
-        for key, value in (*outgoing_metadata(), *inject_metadata()):
+        own: list[tuple[str, str]] = []
+        if AUTHORIZATION_KEY not in present:
+            token = identity_token(self.service_tokens)
+            if token is not None:
+                own.append((AUTHORIZATION_KEY, bearer(token)))
+        for key, value in (*own, *outgoing_metadata(), *inject_metadata()):
             if key not in present:
                 metadata.add(key, value)
         timeout = details.timeout if details.timeout is not None else self.timeout
@@ -275,10 +301,14 @@ class PeerChannels:
         timeout: float = 5.0,
         breaker_threshold: int = 5,
         breaker_ttl: float = 30.0,
+        service_tokens: ServiceTokens | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
         self.caller = caller
         self.peers = dict(peers)
         self.timeout = timeout
+        self.service_tokens = service_tokens
+        self.tls = tls
         self.breakers = AsyncCircuitBreakerFactory(
             default_threshold=breaker_threshold, default_ttl=breaker_ttl
         )
@@ -323,18 +353,27 @@ class PeerChannels:
                     f"no address configured for peer '{peer}' (set it in the PEERS setting of "
                     f"'{self.caller}')",
                 )
-            interceptor = _ClientInterceptor(self.caller, peer, self.timeout, self.breakers)
-            self._channels[peer] = grpc.aio.insecure_channel(
-                address,
-                interceptors=[
-                    interceptor,
-                    _StreamClientInterceptor(interceptor),
-                    _ClientStreamInterceptor(interceptor),
-                ],
-                options=[
-                    ("grpc.enable_retries", 1),
-                    ("grpc.service_config", retry_service_config(peer_service_descriptors(peer))),
-                ],
+            interceptor = _ClientInterceptor(
+                self.caller, peer, self.timeout, self.breakers, self.service_tokens
+            )
+            interceptors = [
+                interceptor,
+                _StreamClientInterceptor(interceptor),
+                _ClientStreamInterceptor(interceptor),
+            ]
+            options = [
+                ("grpc.enable_retries", 1),
+                ("grpc.service_config", retry_service_config(peer_service_descriptors(peer))),
+            ]
+            self._channels[peer] = (
+                grpc.aio.secure_channel(
+                    address,
+                    self.tls.channel_credentials(),
+                    interceptors=interceptors,
+                    options=options,
+                )
+                if self.tls is not None
+                else grpc.aio.insecure_channel(address, interceptors=interceptors, options=options)
             )
         return self._channels[peer]
 

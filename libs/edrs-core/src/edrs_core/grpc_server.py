@@ -1,5 +1,5 @@
-"""The gRPC server every service runs: one interceptor for context, tracing, metrics, logs and errors;
-the standard health service and server reflection."""
+"""The gRPC server every service runs: one interceptor for identity, context, tracing, metrics, logs
+and errors; the standard health service and server reflection (the only calls open to anyone)."""
 
 from __future__ import annotations
 
@@ -16,17 +16,29 @@ from opentelemetry import trace
 
 from edrs_core import metrics
 from edrs_core.context import (
-    context_from_metadata,
+    CLIENT_ID_KEY,
+    REQUEST_ID_KEY,
     deadline_var,
     request_context,
     request_id_var,
 )
-from edrs_core.errors import ServiceError
+from edrs_core.errors import ServiceError, Unauthenticated, Unavailable
+from edrs_core.identity import (
+    AUTHORIZATION_KEY,
+    Identity,
+    InvalidIdentity,
+    KeysUnavailable,
+    TokenVerifier,
+    token_from_metadata,
+)
+from edrs_core.tls import TlsFiles
 from edrs_core.tracing import extract_context
 
 log = logging.getLogger("edrs.grpc")
 
-# Calls that are infrastructure chatter: logged at DEBUG so service logs show the work.
+# Calls that are infrastructure chatter: logged at DEBUG so service logs show the work. They are
+# also the only calls served without an identity: probes and tools carry none, and neither
+# answers anything about a tenant.
 _QUIET_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
 
 
@@ -42,22 +54,60 @@ class GrpcService:
 class _CallObserver:
     """Wraps one RPC: binds context, opens the server span, records metrics and maps errors."""
 
-    def __init__(self, service: str, method: str, metadata: dict[str, str]) -> None:
+    def __init__(
+        self,
+        service: str,
+        method: str,
+        metadata: dict[str, str],
+        verifier: TokenVerifier | None,
+        jwks_setting: str,
+    ) -> None:
         self.service = service
         self.method = method
         self.metadata = metadata
+        self.verifier = verifier
+        self.jwks_setting = jwks_setting
         self.quiet = method.startswith(_QUIET_PREFIXES)
         self.short = method.rsplit("/", 1)[-1]
+
+    async def _identity(self) -> Identity | None:
+        """The caller's verified identity; None only for the open infrastructure calls."""
+        if self.quiet:
+            return None
+        try:
+            token = token_from_metadata(self.metadata.get(AUTHORIZATION_KEY))
+        except InvalidIdentity as exc:
+            raise Unauthenticated(str(exc)) from None
+        if token is None:
+            if CLIENT_ID_KEY in self.metadata:
+                raise Unauthenticated(
+                    f"'{CLIENT_ID_KEY}' is not trusted: the call needs a signed identity token "
+                    f"in the '{AUTHORIZATION_KEY}: Bearer <token>' metadata"
+                )
+            raise Unauthenticated(
+                f"the call carries no identity token: set the '{AUTHORIZATION_KEY}: Bearer "
+                "<token>' metadata"
+            )
+        if self.verifier is None:
+            raise Unauthenticated(
+                f"{self.service} cannot verify identity tokens: {self.jwks_setting} is not set"
+            )
+        try:
+            return await self.verifier.verify(token)
+        except InvalidIdentity as exc:
+            raise Unauthenticated(str(exc)) from None
+        except KeysUnavailable as exc:
+            raise Unavailable(str(exc)) from None
 
     async def run(
         self, call: Callable[[], Awaitable[Any]], context: grpc.aio.ServicerContext
     ) -> Any:
-        client_id, request_id = context_from_metadata(self.metadata)
+        request_id = self.metadata.get(REQUEST_ID_KEY) or None
         remaining = context.time_remaining()
         deadline_var.set(None if remaining is None else time.monotonic() + remaining)
         tracer = trace.get_tracer("edrs_core.grpc")
         with (
-            request_context(client_id, request_id),
+            request_context(None, request_id),
             tracer.start_as_current_span(
                 f"{self.service}.{self.short}",
                 context=extract_context(self.metadata),
@@ -68,7 +118,12 @@ class _CallObserver:
             start = time.perf_counter()
             code = grpc.StatusCode.OK
             try:
-                return await call()
+                identity = await self._identity()
+                if identity is None:
+                    return await call()
+                # The tenant, subject and role of the work come from the verified token only.
+                with request_context(None, request_id_var.get(), identity):
+                    return await call()
             except ServiceError as exc:
                 code = exc.code
                 await context.abort(code, exc.details)
@@ -114,8 +169,12 @@ async def _stream_out(result: Any, context: grpc.aio.ServicerContext) -> None:
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, service: str) -> None:
+    def __init__(
+        self, service: str, verifier: TokenVerifier | None, jwks_setting: str = "the JWKS URL"
+    ) -> None:
         self.service = service
+        self.verifier = verifier
+        self.jwks_setting = jwks_setting
 
     async def intercept_service(
         self,
@@ -127,10 +186,10 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             return handler
         method = details.method
         metadata = {k: v for k, v in (details.invocation_metadata or ()) if isinstance(v, str)}
-        service = self.service
+        service, verifier, jwks_setting = self.service, self.verifier, self.jwks_setting
 
         def observer() -> _CallObserver:
-            return _CallObserver(service, method, metadata)
+            return _CallObserver(service, method, metadata, verifier, jwks_setting)
 
         if handler.unary_unary:
             inner_uu = handler.unary_unary
@@ -176,11 +235,24 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
 
 
 class GrpcServer:
-    """A grpc.aio server with health and reflection, bound to one address."""
+    """A grpc.aio server with health and reflection, bound to one address; every other call must
+    carry an identity token `verifier` accepts. With `tls`, the port speaks only mutual TLS."""
 
-    def __init__(self, service: str, services: Sequence[GrpcService], host: str, port: int) -> None:
+    def __init__(
+        self,
+        service: str,
+        services: Sequence[GrpcService],
+        host: str,
+        port: int,
+        *,
+        verifier: TokenVerifier | None,
+        jwks_setting: str = "the JWKS URL",
+        tls: TlsFiles | None = None,
+    ) -> None:
         self.service = service
-        self.server = grpc.aio.server(interceptors=[ServerInterceptor(service)])
+        self.server = grpc.aio.server(
+            interceptors=[ServerInterceptor(service, verifier, jwks_setting)]
+        )
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         names = [s.full_name for s in services]
@@ -196,7 +268,12 @@ class GrpcServer:
         )
         self.names = names
         self.services = list(services)
-        self.port = self.server.add_insecure_port(f"{host}:{port}")
+        address = f"{host}:{port}"
+        self.port = (
+            self.server.add_secure_port(address, tls.server_credentials())
+            if tls is not None
+            else self.server.add_insecure_port(address)
+        )
         if self.port == 0:
             raise OSError(f"cannot bind gRPC to {host}:{port}")
 

@@ -8,6 +8,7 @@ import contextlib
 import logging
 import math
 import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edrs_core import metrics
 from edrs_core.context import REQUEST_ID_KEY, request_context
+from edrs_core.tls import TlsFiles
 from edrs_core.tracing import extract_context
 
 log = logging.getLogger("edrs.http")
@@ -194,8 +196,27 @@ class _Server(uvicorn.Server):
 
 class HttpServer:
     def __init__(
-        self, app: Any, host: str, port: int, name: str, *, graceful_seconds: float = 10.0
+        self,
+        app: Any,
+        host: str,
+        port: int,
+        name: str,
+        *,
+        graceful_seconds: float = 10.0,
+        tls: TlsFiles | None = None,
     ) -> None:
+        # With mutual TLS configured the port speaks TLS only; a client certificate is verified
+        # when presented but not required (probes and the gateway's public clients have none).
+        ssl_options: dict[str, Any] = (
+            {
+                "ssl_certfile": str(tls.cert),
+                "ssl_keyfile": str(tls.key),
+                "ssl_ca_certs": str(tls.ca),
+                "ssl_cert_reqs": ssl.CERT_OPTIONAL,
+            }
+            if tls is not None
+            else {}
+        )
         config = uvicorn.Config(
             app,
             host=host,
@@ -205,6 +226,7 @@ class HttpServer:
             lifespan="off",
             # Long-lived responses (SSE streams) are cut after this instead of holding shutdown.
             timeout_graceful_shutdown=math.ceil(graceful_seconds),
+            **ssl_options,
         )
         self.name = name
         self.server = _Server(config)

@@ -23,6 +23,7 @@ from edrs_core.db import open_database
 from edrs_core.grpc_client import PeerChannels
 from edrs_core.grpc_server import GrpcServer, GrpcService
 from edrs_core.http import HealthState, HttpServer, build_http_app, metrics_app
+from edrs_core.identity import JwksKeys, ServiceTokens, TokenVerifier, load_private_key
 from edrs_core.logging import configure_logging
 from edrs_core.settings import ServiceSettings, load_settings_or_exit
 from edrs_core.tracing import configure_tracing
@@ -138,7 +139,12 @@ class ServiceRunner:
                     graceful_seconds=s.shutdown_grace_seconds,
                 ),
                 HttpServer(
-                    app, s.host, s.http_port, "http", graceful_seconds=s.shutdown_grace_seconds
+                    app,
+                    s.host,
+                    s.http_port,
+                    "http",
+                    graceful_seconds=s.shutdown_grace_seconds,
+                    tls=s.tls,
                 ),
             ]
             for server in self.servers:
@@ -152,7 +158,15 @@ class ServiceRunner:
                 if inspect.isawaitable(routes):
                     routes = await routes
                 app.router.routes.extend(routes)
-            self.grpc = GrpcServer(self.name, list(services), s.host, s.grpc_port)
+            self.grpc = GrpcServer(
+                self.name,
+                list(services),
+                s.host,
+                s.grpc_port,
+                verifier=self._verifier(),
+                jwks_setting=s.env_name("jwks_url"),
+                tls=s.tls,
+            )
             await self.grpc.start()
             self.consumers = Consumers(self.runtime, self.definition.consumers)
             await self.consumers.start()
@@ -178,6 +192,48 @@ class ServiceRunner:
         await self.stop_requested.wait()
         await self._shutdown()
         return 0
+
+    def published_jwks_url(self) -> str | None:
+        """Where this service publishes the fleet JWKS (the gateway), once its HTTP port is bound."""
+        s = self.settings
+        if s.jwks_path is None or len(self.servers) < 2:
+            return None
+        scheme = "https" if s.tls is not None else "http"
+        host = "127.0.0.1" if s.host in ("0.0.0.0", "::", "") else s.host
+        return f"{scheme}://{host}:{self.servers[1].port}{s.jwks_path}"
+
+    def jwks_url(self) -> str | None:
+        """JWKS_URL; else, for the service that publishes the fleet JWKS, its own."""
+        return self.settings.jwks_url or self.published_jwks_url()
+
+    def _verifier(self) -> TokenVerifier | None:
+        s = self.settings
+        url = self.jwks_url()
+        if url is None:
+            log.warning(
+                "%s is not set: every gRPC call but health and reflection will be refused",
+                s.env_name("jwks_url"),
+            )
+            return None
+        tls = s.tls
+        keys = JwksKeys(
+            url,
+            cache_seconds=s.jwks_cache_seconds,
+            min_refresh_seconds=s.jwks_min_refresh_seconds,
+            tls=tls.client_context() if tls is not None and url.startswith("https:") else None,
+        )
+        return TokenVerifier(keys, issuer=s.identity_issuer, audience=s.identity_audience)
+
+    def _service_tokens(self) -> ServiceTokens | None:
+        s = self.settings
+        if s.service_key is None:
+            return None
+        return ServiceTokens(
+            self.name,
+            load_private_key(s.service_key.get_secret_value(), s.env_name("service_key")),
+            audience=s.identity_audience,
+            ttl_seconds=s.service_token_ttl_seconds,
+        )
 
     async def _retry(
         self, what: str, attempt: Callable[[], Awaitable[Any]], deadline: float
@@ -220,7 +276,13 @@ class ServiceRunner:
             db=db,
             redis=redis,
             bus=bus,
-            peers=PeerChannels(self.name, s.peers, timeout=s.rpc_timeout_seconds),
+            peers=PeerChannels(
+                self.name,
+                s.peers,
+                timeout=s.rpc_timeout_seconds,
+                service_tokens=self._service_tokens(),
+                tls=s.tls,
+            ),
         )
         self.health.checks = self._checks(runtime)
         return runtime

@@ -6,7 +6,8 @@ import inspect
 import json
 import os
 import sys
-from typing import Any, ClassVar, Literal, Self, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, TypeVar
 
 from edrs_events.bus import check_bus_url
 from pydantic import (
@@ -20,6 +21,9 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Environment = Literal["development", "test", "production"]
+
+if TYPE_CHECKING:
+    from edrs_core.tls import TlsFiles
 
 S = TypeVar("S", bound="ServiceSettings")
 
@@ -51,6 +55,9 @@ class ServiceSettings(BaseSettings):
 
     service_name: ClassVar[str] = "service"
     uses_redis: ClassVar[bool] = True
+    # The HTTP path where this service publishes the fleet JWKS (the gateway): it verifies its own
+    # gRPC calls against it when JWKS_URL is not set.
+    jwks_path: ClassVar[str | None] = None
 
     environment: Environment = Field(default="production", validation_alias="EDRS_ENVIRONMENT")
     host: str = "127.0.0.1"
@@ -76,6 +83,37 @@ class ServiceSettings(BaseSettings):
     startup_timeout_seconds: float = Field(default=30.0, gt=0)
     readiness_cache_seconds: float = Field(default=2.0, ge=0)
     otlp_endpoint: str | None = Field(default=None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT")
+
+    # Trust inside the fleet (docs/decisions/0006-fleet-identity.md).
+    jwks_url: str | None = Field(
+        default=None,
+        description="The gateway's fleet JWKS (…/api/v1/.well-known/fleet-jwks.json): the keys "
+        "every identity token on a gRPC call is verified with; required outside development",
+    )
+    jwks_cache_seconds: float = Field(default=300.0, gt=0)
+    jwks_min_refresh_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="Least time between two fetches of the JWKS when a token names an unknown kid",
+    )
+    identity_issuer: str = Field(
+        default="edrs-gateway", min_length=1, description="`iss` of the gateway's identity tokens"
+    )
+    identity_audience: str = Field(
+        default="edrs-fleet", min_length=1, description="`aud` of every identity token in the fleet"
+    )
+    service_key: SecretStr | None = Field(
+        default=None,
+        description="This service's Ed25519 private key (PEM), which signs its service tokens "
+        "(work that belongs to no user); the gateway publishes its public half",
+    )
+    service_token_ttl_seconds: float = Field(default=600.0, ge=60, le=3600)
+    # Mutual TLS for gRPC (both sides) and for HTTP calls to other services; unset = plaintext.
+    tls_cert_path: Path | None = Field(default=None, description="This service's certificate (PEM)")
+    tls_key_path: Path | None = Field(default=None, description="Its private key (PEM)")
+    tls_ca_path: Path | None = Field(
+        default=None, description="The CA every service certificate chains to (PEM)"
+    )
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         # Runs before pydantic collects the subclass's fields, with its merged model_config, so
@@ -123,6 +161,32 @@ class ServiceSettings(BaseSettings):
         return check_bus_url(value)
 
     @model_validator(mode="after")
+    def _identity_and_tls_files(self) -> Self:
+        given = [self.tls_cert_path, self.tls_key_path, self.tls_ca_path]
+        if any(given) and not all(given):
+            names = ", ".join(
+                self.env_name(f) for f in ("tls_cert_path", "tls_key_path", "tls_ca_path")
+            )
+            raise ValueError(f"mutual TLS needs all three of {names}")
+        for name, path in zip(("tls_cert_path", "tls_key_path", "tls_ca_path"), given, strict=True):
+            if path is not None and not path.is_file():
+                raise ValueError(f"{self.env_name(name)}: no file at {path}")
+        if self.service_key is not None:
+            from edrs_core.identity import load_private_key
+
+            load_private_key(self.service_key.get_secret_value(), self.env_name("service_key"))
+        return self
+
+    @property
+    def tls(self) -> TlsFiles | None:
+        """The mutual-TLS files, when all three are set."""
+        from edrs_core.tls import TlsFiles
+
+        if self.tls_cert_path and self.tls_key_path and self.tls_ca_path:
+            return TlsFiles(self.tls_cert_path, self.tls_key_path, self.tls_ca_path)
+        return None
+
+    @model_validator(mode="after")
     def _refuse_default_secrets(self) -> Self:
         if self.environment == "development":
             return self
@@ -139,6 +203,17 @@ class ServiceSettings(BaseSettings):
                 )
         if self.uses_redis and not self.redis_url:
             raise ValueError(f"{self.env_name('redis_url')} is required")
+        if self.environment == "production":
+            if not self.jwks_url and self.jwks_path is None:
+                raise ValueError(
+                    f"{self.env_name('jwks_url')} is required: without it no gRPC call can be "
+                    "verified (point it at the gateway's /api/v1/.well-known/fleet-jwks.json)"
+                )
+            if self.service_key is None:
+                raise ValueError(
+                    f"{self.env_name('service_key')} is required: the service signs the identity "
+                    "of work that belongs to no user with it (an Ed25519 PEM private key)"
+                )
         return self
 
 

@@ -1,4 +1,5 @@
-"""Run a service inside the test process, on free ports, against real engines."""
+"""Run a service inside the test process, on free ports, against real engines, trusting a real test
+identity issuer (`test_issuer()`): calls carry tokens it signs (`tenant_metadata`)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 import grpc
 from edrs_proto.common.v1 import common_pb2
 
+from edrs_core._test_identity import TestIssuer, test_issuer
 from edrs_core.runtime import ServiceDefinition, ServiceRunner
 from edrs_core.settings import load_settings
 
 if TYPE_CHECKING:
     import httpx
     from edrs_events import BaseEvent, EventBus
+
+__all__ = ["TestIssuer", "test_issuer"]
 
 
 async def wait_until(
@@ -67,7 +71,10 @@ class RunningService:
 async def running_service(
     definition: ServiceDefinition, *, start_timeout: float = 30.0, **settings: Any
 ) -> AsyncIterator[RunningService]:
-    """Start `definition` with `settings` (ports default to 0, i.e. free) and stop it afterwards."""
+    """Start `definition` with `settings` (ports default to 0, i.e. free) and stop it afterwards.
+
+    The service trusts the test issuer's JWKS unless `settings` say otherwise; a service that
+    publishes the fleet JWKS (the gateway) has its keys added to the issuer's while it runs."""
     values: dict[str, Any] = {
         "EDRS_ENVIRONMENT": "test",
         "grpc_port": 0,
@@ -75,6 +82,7 @@ async def running_service(
         "metrics_port": 0,
         "shutdown_grace_seconds": 2.0,
         "readiness_cache_seconds": 0.0,
+        **test_issuer().settings(definition.settings_cls.service_name),
     }
     values.update(settings)
     config = load_settings(definition.settings_cls, **values)
@@ -90,10 +98,21 @@ async def running_service(
         code = await task if task.done() else None
         raise RuntimeError(f"{config.service_name} did not start (exit code {code})")
     assert runner.grpc is not None
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{runner.grpc.port}")
+    tls = config.tls
+    address = f"127.0.0.1:{runner.grpc.port}"
+    channel = (
+        grpc.aio.secure_channel(address, tls.channel_credentials())
+        if tls is not None
+        else grpc.aio.insecure_channel(address)
+    )
+    published = runner.published_jwks_url()
+    if published is not None:
+        test_issuer().trust(published)
     try:
         yield RunningService(runner, channel)
     finally:
+        if published is not None:
+            test_issuer().distrust(published)
         await channel.close()
         runner.stop_requested.set()
         await task
@@ -179,7 +198,44 @@ class SseStream:
 
 
 Metadata = Sequence[tuple[str, str]]
+# The tenant header services once believed; a call carrying only it is refused.
 TENANT_HEADER = "x-edrs-client-id"
+
+
+def tenant_metadata(tenant: str, **claims: Any) -> list[tuple[str, str]]:
+    """Metadata of a call made by a user of `tenant`: a real token signed by the test issuer."""
+    return test_issuer().metadata(tenant, **claims)
+
+
+def operator_metadata() -> list[tuple[str, str]]:
+    """Metadata of a call made by an operator (tenant administration)."""
+    return test_issuer().operator_metadata()
+
+
+class _AddMetadata(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):
+    def __init__(self, metadata: Metadata) -> None:
+        self.metadata = list(metadata)
+
+    def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        metadata = grpc.aio.Metadata(*(details.metadata or ()), *self.metadata)
+        return grpc.aio.ClientCallDetails(
+            details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
+        )
+
+    async def intercept_unary_unary(
+        self, continuation: Callable[..., Any], details: grpc.aio.ClientCallDetails, request: Any
+    ) -> Any:
+        return await continuation(self._details(details), request)
+
+    async def intercept_unary_stream(
+        self, continuation: Callable[..., Any], details: grpc.aio.ClientCallDetails, request: Any
+    ) -> Any:
+        return await continuation(self._details(details), request)
+
+
+def channel_with(address: str, metadata: Metadata) -> grpc.aio.Channel:
+    """A plaintext channel whose every call carries `metadata` (an identity, say)."""
+    return grpc.aio.insecure_channel(address, interceptors=[_AddMetadata(metadata)])
 
 
 async def collect_pages(
@@ -234,9 +290,10 @@ async def expect_rpc_error(
 
 
 async def expect_refused_without_tenant(*calls: Awaitable[object]) -> None:
-    """Assert each call, made without tenant metadata, is UNAUTHENTICATED naming the header."""
+    """Assert each call, made without an identity (which is what names the tenant now), is
+    UNAUTHENTICATED saying the identity token is missing."""
     for call in calls:
-        await expect_rpc_error(call, grpc.StatusCode.UNAUTHENTICATED, TENANT_HEADER)
+        await expect_rpc_error(call, grpc.StatusCode.UNAUTHENTICATED, "no identity token")
 
 
 _THROWAWAY_APP = '''"""A throw-away service written by a test: health, readiness, and the peers it was given."""

@@ -4,7 +4,8 @@ commands, run where the gateway's database is reachable (its image, a pod, the l
 They use the gateway's store code on its own database rather than its HTTP API, on purpose: the API
 needs an access token, and these commands are how the first one becomes possible (a tenant and its
 first admin), or how an operator regains access when every admin is locked out (another admin, a
-lockout lifted, a new signing key). Everything else — more users, API keys — goes through the REST
+lockout lifted, a new signing key), or how an operator administers tenants over gRPC (an operator
+token). Everything else — more users, API keys — goes through the REST
 API (`edrs admin create-user` / `create-api-key` call it). ``edrs admin`` runs this command.
 
 Settings are the gateway's own variables: EDRS_GATEWAY_DATABASE_URL (or --database-url),
@@ -32,8 +33,9 @@ from edrs_core import ServiceError
 from edrs_core.db import open_database
 from pydantic import SecretStr
 
+from edrs_gateway.auth.fleet_tokens import FleetTokens
 from edrs_gateway.auth.passwords import PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH, Passwords
-from edrs_gateway.auth.signing_keys import SigningKeyStore, signing_key_cipher
+from edrs_gateway.auth.signing_keys import KeyRing, SigningKeyStore, signing_key_cipher
 from edrs_gateway.config import GatewaySettings
 from edrs_gateway.identity.audit import AuditLog
 from edrs_gateway.identity.users import UserStore
@@ -234,6 +236,38 @@ def rotate_signing_key(args: argparse.Namespace) -> dict[str, Any]:
     return _on_database(url, work)
 
 
+def operator_token(args: argparse.Namespace) -> dict[str, Any]:
+    """An operator's identity token for the fleet's gRPC ports (TenantService), signed with the
+    gateway's key like the identities it forwards (auth/fleet_tokens.py)."""
+    if not 60 <= args.ttl_seconds <= 3600:
+        raise AdminError("--ttl-seconds must be between 60 and 3600", 2)
+    url = _database_url(args)
+    cipher = signing_key_cipher(_key_encryption_secret())
+    defaults = GatewaySettings.model_fields
+    issuer = os.environ.get("EDRS_GATEWAY_IDENTITY_ISSUER") or defaults["identity_issuer"].default
+    audience = (
+        os.environ.get("EDRS_GATEWAY_IDENTITY_AUDIENCE") or defaults["identity_audience"].default
+    )
+
+    async def work(db: asyncpg.Pool) -> dict[str, Any]:
+        store = SigningKeyStore(db, cipher)
+        await store.ensure_one()
+        tokens = FleetTokens(
+            KeyRing(store, cache_seconds=0),
+            issuer=issuer,
+            audience=audience,
+            ttl_seconds=args.ttl_seconds,
+        )
+        identity = await tokens.operator(f"operator:{args.operator}", args.ttl_seconds)
+        await AuditLog(db).record(
+            None, "operator_token.issued", "success", actor=OPERATOR,
+            target=f"operator:{args.operator}", details={"ttlSeconds": args.ttl_seconds},
+        )  # fmt: skip
+        return {"token": identity.token, "expiresIn": args.ttl_seconds}
+
+    return _on_database(url, work)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise AdminError(f"{self.prog}: {message}", 2)
@@ -286,6 +320,13 @@ def parser() -> argparse.ArgumentParser:
         default=int(os.environ.get("EDRS_GATEWAY_ACCESS_TOKEN_TTL_SECONDS", "3600")),
         help="The gateway's access-token lifetime: keys are kept that long after replacement.",
     )
+    operator = command("operator-token",
+                       "Print an operator's identity token for the fleet's gRPC ports (tenant "
+                       "administration), sent as 'authorization: Bearer <token>'.",
+                       operator_token)  # fmt: skip
+    operator.add_argument("--ttl-seconds", type=int, default=900, help="Lifetime, 60 to 3600.")
+    operator.add_argument("--operator", default="cli",
+                          help="Who is acting: the token's subject and the audit log's target.")  # fmt: skip
     return root
 
 

@@ -1,10 +1,11 @@
 """Gateway service settings (`EDRS_GATEWAY_*`)."""
 
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from edrs_core import ServiceSettings
+from edrs_core.identity import load_public_key
 from edrs_core.settings import comma_or_json_list
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic_settings import NoDecode, SettingsConfigDict
 
@@ -22,6 +23,7 @@ class RateLimitTier(BaseModel):
 class GatewaySettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="EDRS_GATEWAY_")
     service_name: ClassVar[str] = "gateway"
+    jwks_path: ClassVar[str | None] = "/api/v1/.well-known/fleet-jwks.json"
 
     # The runtime refuses this default unless EDRS_ENVIRONMENT=development. Changing it makes the
     # stored signing keys unreadable: rotate the signing key after changing it.
@@ -45,6 +47,20 @@ class GatewaySettings(ServiceSettings):
         ge=0,
         description="How long a process trusts its cached signing keys before re-reading them; "
         "a token with an unknown kid re-reads them at once",
+    )
+    fleet_token_ttl_seconds: int = Field(
+        default=900,
+        ge=60,
+        le=3600,
+        description="Lifetime of the identity token the gateway forwards to services for a caller; "
+        "one is reused while more than half of it is left, so it must exceed twice the turn "
+        "timeout (a turn's last peer call still carries a valid token)",
+    )
+    service_keys: dict[str, str | list[str]] = Field(
+        default_factory=dict,
+        description='Public keys of the services\' own service-token keys, JSON: {"persona": '
+        '"<PEM or base64url of the raw Ed25519 key>"} (a list during a rotation); published in '
+        "the fleet JWKS",
     )
     # Only read when EDRS_ENVIRONMENT=development, to create the first admin; a plain default
     # would have to be overridden in production for nothing, so None means the built-in one.
@@ -90,6 +106,26 @@ class GatewaySettings(ServiceSettings):
             '"burst": 500, "concurrency": 200}}; tiers not named keep the defaults',
         )
     )
+
+    @field_validator("service_keys")
+    @classmethod
+    def _parse_service_keys(cls, value: dict[str, str | list[str]]) -> dict[str, str | list[str]]:
+        for service, keys in value.items():
+            for key in [keys] if isinstance(keys, str) else keys:
+                load_public_key(key, f"EDRS_GATEWAY_SERVICE_KEYS[{service}]")
+        return value
+
+    @model_validator(mode="after")
+    def _fleet_tokens_outlive_a_turn(self) -> Self:
+        if self.fleet_token_ttl_seconds <= 2 * self.turn_timeout_seconds:
+            raise ValueError(
+                f"EDRS_GATEWAY_FLEET_TOKEN_TTL_SECONDS ({self.fleet_token_ttl_seconds}) must exceed "
+                f"twice EDRS_GATEWAY_TURN_TIMEOUT_SECONDS ({self.turn_timeout_seconds:g})"
+            )
+        return self
+
+    def service_public_keys(self) -> dict[str, list[str]]:
+        return {s: [k] if isinstance(k, str) else list(k) for s, k in self.service_keys.items()}
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -13,6 +13,7 @@ from edrs_core.clock import Clock, SystemClock
 from edrs_core.events import ServiceEvents
 from fastapi import Depends, Request
 
+from edrs_gateway.auth.fleet_tokens import FleetTokens
 from edrs_gateway.auth.login import Authenticator, Lockout
 from edrs_gateway.auth.passwords import Passwords
 from edrs_gateway.auth.revocations import TokenRevocations
@@ -39,6 +40,7 @@ class GatewayContext:
     passwords: Passwords
     signing_keys: SigningKeyStore
     tokens: TokenService
+    fleet_tokens: FleetTokens
     revocations: TokenRevocations
     authenticator: Authenticator
     clock: Clock
@@ -62,11 +64,18 @@ class GatewayContext:
         audit = AuditLog(rt.db)
         passwords = Passwords()
         signing_keys = SigningKeyStore(rt.db, signing_key_cipher(settings.key_encryption_secret))
+        keys = KeyRing(signing_keys, cache_seconds=settings.signing_key_cache_seconds)
         tokens = TokenService(
-            KeyRing(signing_keys, cache_seconds=settings.signing_key_cache_seconds),
+            keys,
             issuer=settings.token_issuer,
             audience=settings.token_audience,
             ttl_seconds=settings.access_token_ttl_seconds,
+        )
+        fleet_tokens = FleetTokens(
+            keys,
+            issuer=settings.identity_issuer,
+            audience=settings.identity_audience,
+            ttl_seconds=settings.fleet_token_ttl_seconds,
         )
         revocations = TokenRevocations(rt.redis)
         authenticator = Authenticator(
@@ -94,6 +103,7 @@ class GatewayContext:
             passwords=passwords,
             signing_keys=signing_keys,
             tokens=tokens,
+            fleet_tokens=fleet_tokens,
             revocations=revocations,
             authenticator=authenticator,
             clock=clock,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grpc
 from edrs_core import NotFound, validation
+from edrs_core.context import require_operator
 from edrs_core.ids import parse_id
 from edrs_core.protobuf import timestamp
 from edrs_proto.common.v1 import common_pb2
@@ -31,10 +32,9 @@ def to_proto(t: Tenant) -> gateway_pb2.Tenant:
 
 
 class TenantServicer(gateway_pb2_grpc.TenantServiceServicer):
-    """Operator (admin) RPCs about tenants themselves, so they are not scoped to a tenant and need
-    no `x-edrs-client-id`. Who may call them is decided by the gateway's public API and its
-    authorization, which come with the gateway issue; until then only the fleet network reaches
-    this port."""
+    """Operator RPCs about tenants themselves, so they are not scoped to a tenant: each needs an
+    operator's identity (a token with role `operator`, which only `edrs admin operator-token`
+    signs), never a tenant user's or a service's."""
 
     def __init__(self, store: TenantStore) -> None:
         self.store = store
@@ -42,6 +42,7 @@ class TenantServicer(gateway_pb2_grpc.TenantServiceServicer):
     async def CreateTenant(  # noqa: N802 (gRPC method name)
         self, request: gateway_pb2.CreateTenantRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.Tenant:
+        require_operator()
         new = NewTenant(
             name=tenant_name(request.name),
             tier=validation.enum_value(request.tier, "tier", _TIER_FROM_PROTO, gateway_pb2.Tier),
@@ -51,6 +52,7 @@ class TenantServicer(gateway_pb2_grpc.TenantServiceServicer):
     async def GetTenant(  # noqa: N802
         self, request: gateway_pb2.GetTenantRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.Tenant:
+        require_operator()
         tenant = await self.store.get(parse_id(request.id))
         if tenant is None:
             raise NotFound(f"tenant {request.id} not found")
@@ -59,6 +61,7 @@ class TenantServicer(gateway_pb2_grpc.TenantServiceServicer):
     async def ListTenants(  # noqa: N802
         self, request: gateway_pb2.ListTenantsRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.ListTenantsResponse:
+        require_operator()
         tenants, token = await self.store.list(request.page.page_token, request.page.page_size)
         return gateway_pb2.ListTenantsResponse(
             tenants=[to_proto(t) for t in tenants],

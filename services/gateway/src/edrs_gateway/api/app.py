@@ -176,7 +176,12 @@ def _add_edge(app: FastAPI, ctx: GatewayContext) -> None:
         app.state.rate_limiter = limiter
     # Verifies the bearer token of every request and leaves the Principal in the scope state for
     # routes (`require`) and for the middlewares inside it (rate limits, idempotency, DLP).
-    app.add_middleware(AuthenticationMiddleware, tokens=ctx.tokens, revocations=ctx.revocations)
+    app.add_middleware(
+        AuthenticationMiddleware,
+        tokens=ctx.tokens,
+        revocations=ctx.revocations,
+        fleet_tokens=ctx.fleet_tokens,
+    )
     app.add_middleware(
         TimeoutMiddleware,
         timeout_seconds=settings.request_timeout_seconds,

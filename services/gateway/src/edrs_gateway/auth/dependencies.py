@@ -59,9 +59,9 @@ def unauthenticated(request: Request) -> ApiError:
 
 
 def act_as(principal: Principal) -> None:
-    """Bind the principal's tenant for the rest of the request: the edrs_core client interceptor
-    puts it on every call to a fleet service as `x-edrs-client-id` (never a value the client
-    sent). Set, not reset: the binding lives in the request's own context, which ends with it.
+    """Bind the principal's tenant for the rest of the request. Calls to fleet services carry the
+    principal's fleet identity token, which the authentication middleware bound and which names
+    this same tenant (never a value the client sent). Set, not reset: the binding lives in the request's own context, which ends with it.
     Must run in the request's task (an `async def` dependency), not in a thread."""
     client_id_var.set(principal.tenant_id)
 

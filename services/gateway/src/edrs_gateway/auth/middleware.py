@@ -3,12 +3,16 @@
 It never answers by itself: it stores the Principal in `scope["state"]["principal"]`, or why the
 token was refused in `scope["state"]["auth_error"]`, and lets the request through. Routes decide
 with `require(...)`; the rate-limit, idempotency and DLP middlewares read the principal from there.
+For an authenticated request it also binds the principal's fleet identity (auth/fleet_tokens.py),
+so every call to a service made while serving the request carries it.
 """
 
 from __future__ import annotations
 
+from edrs_core.context import acting_as
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from edrs_gateway.auth.fleet_tokens import FleetTokens
 from edrs_gateway.auth.principal import Principal
 from edrs_gateway.auth.revocations import TokenRevocations
 from edrs_gateway.auth.tokens import InvalidToken, TokenService, VerifiedToken
@@ -19,11 +23,17 @@ AUTH_ERROR = "auth_error"
 
 class AuthenticationMiddleware:
     def __init__(
-        self, app: ASGIApp, *, tokens: TokenService, revocations: TokenRevocations
+        self,
+        app: ASGIApp,
+        *,
+        tokens: TokenService,
+        revocations: TokenRevocations,
+        fleet_tokens: FleetTokens,
     ) -> None:
         self.app = app
         self.tokens = tokens
         self.revocations = revocations
+        self.fleet_tokens = fleet_tokens
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # A WebSocket authenticates itself (header, query or subprotocol: api/routes/ws.py).
@@ -37,6 +47,10 @@ class AuthenticationMiddleware:
                     state[PRINCIPAL] = await self._authenticate(header)
                 except InvalidToken as exc:
                     state[AUTH_ERROR] = str(exc)
+            if (principal := state[PRINCIPAL]) is not None:
+                with acting_as(await self.fleet_tokens.for_principal(principal)):
+                    await self.app(scope, receive, send)
+                return
         await self.app(scope, receive, send)
 
     async def _authenticate(self, header: str) -> Principal:

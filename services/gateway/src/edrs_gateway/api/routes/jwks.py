@@ -1,9 +1,11 @@
-"""`/api/v1/.well-known/jwks.json`: the public keys that verify the gateway's access tokens."""
+"""`/api/v1/.well-known/jwks.json`: the public keys that verify the gateway's access tokens; and
+`/api/v1/.well-known/fleet-jwks.json`: the keys services verify identity tokens with."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from edrs_core.identity import load_public_key, public_jwk, service_kid
 from fastapi import APIRouter, Response
 
 from edrs_gateway.api.common import problem_responses
@@ -45,3 +47,22 @@ _MAX_AGE_SECONDS = 300
 async def jwks(response: Response, ctx: Ctx) -> dict[str, list[dict[str, Any]]]:
     response.headers["Cache-Control"] = f"public, max-age={_MAX_AGE_SECONDS}"
     return {"keys": await ctx.signing_keys.public_jwks()}
+
+
+@router.get(
+    "/.well-known/fleet-jwks.json",
+    summary="Fleet identity keys (JWKS)",
+    description="The keys services verify the identity token of every gRPC call with: the "
+    "gateway's signing keys (the identities it forwards for callers, and operator tokens) and "
+    "each service's own key (its service tokens), which carries an `edrs_service` member naming "
+    "the only service it may speak for. Public keys only; not for verifying access tokens.",
+    responses={**problem_responses(429)},
+)
+async def fleet_jwks(response: Response, ctx: Ctx) -> dict[str, list[dict[str, Any]]]:
+    response.headers["Cache-Control"] = f"public, max-age={_MAX_AGE_SECONDS}"
+    keys = await ctx.signing_keys.public_jwks()
+    for service, texts in ctx.settings.service_public_keys().items():
+        for text in texts:
+            key = load_public_key(text, f"EDRS_GATEWAY_SERVICE_KEYS[{service}]")
+            keys.append(public_jwk(service_kid(service, key), key, service=service))
+    return {"keys": keys}

@@ -278,8 +278,9 @@ class _Session:
         tracer = trace.get_tracer("edrs_gateway.ws")
         turn: Turn | None = None
         try:
+            identity = await self.ctx.fleet_tokens.for_principal(self.principal)
             with (
-                request_context(self.principal.tenant_id, uuid.uuid4().hex),
+                request_context(self.principal.tenant_id, uuid.uuid4().hex, identity),
                 tracer.start_as_current_span("gateway.ws.message", kind=trace.SpanKind.SERVER),
             ):
                 request = converse_request(
