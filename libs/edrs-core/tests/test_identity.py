@@ -84,7 +84,7 @@ async def echo(postgres_engine, nats_engine) -> AsyncIterator[testing.RunningSer
     async with testing.running_service(
         definition,
         database_url=postgres_engine.url("test_identity_echo"),
-        nats_url=nats_engine.url(),
+        bus_url=nats_engine.url(),
     ) as svc:
         yield svc
 
@@ -318,7 +318,7 @@ async def test_a_service_with_certificates_serves_only_clients_with_one(
     async with testing.running_service(
         definition,
         database_url=postgres_engine.url("test_identity_echo"),
-        nats_url=nats_engine.url(),
+        bus_url=nats_engine.url(),
         tls_cert_path=own.cert,
         tls_key_path=own.key,
         tls_ca_path=own.ca,

@@ -99,7 +99,7 @@ class ConversationFleet:
             gateway_definition,
             database_url=current.database_url,
             redis_url=current.redis_url,
-            nats_url=current.nats_url,
+            bus_url=current.bus_url,
             peers=current.peers,
             key_encryption_secret=KEY_SECRET,
             **settings,
