@@ -11,6 +11,8 @@ from typing import Any
 import helm_python
 import pytest
 import yaml
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from edrs_core.identity import private_key_pem, public_key_pem
 from edrs_core.registry import service_names
 from edrs_core.settings import load_settings
 from pydantic import SecretStr
@@ -188,7 +190,14 @@ def test_network_policies_open_exactly_the_flows_the_fleet_has(
             for p in rule["to"]
             if "podSelector" in p and "namespaceSelector" not in p
         }
-        assert egress_peers == calls, name
+        # Every component but the gateway also reaches the gateway's HTTP port: the fleet JWKS
+        # its identity tokens are verified with, named by its JWKS_URL.
+        jwks = {"gateway"} if name != "gateway" else set()
+        assert egress_peers == calls | jwks, name
+        data = config[f"edrs-{name}"]["data"]
+        assert data.get(f"EDRS_{name.upper()}_JWKS_URL") == (
+            "http://edrs-gateway:8080/api/v1/.well-known/fleet-jwks.json" if jwks else None
+        ), name
         callers = {n for n, c in COMPONENTS.items() if name in c.get("calls", [])}
         grpc_from = {
             p["podSelector"]["matchLabels"]["app.kubernetes.io/name"]
@@ -389,6 +398,12 @@ def test_a_settings_change_rolls_only_that_components_pods(
     assert {name for name in before if before[name] != after[name]} == {"memory"}
 
 
+# A service key is parsed at start-up (an Ed25519 key), so its stand-in must be one.
+_STAND_IN = Ed25519PrivateKey.generate()
+STAND_IN_SERVICE_KEY = private_key_pem(_STAND_IN)
+STAND_IN_PUBLIC_KEY = public_key_pem(_STAND_IN.public_key())
+
+
 def test_each_services_settings_accept_what_its_pod_gets(
     rendered: dict[str, Objects],
     merged_values: dict[str, dict[str, Any]],
@@ -409,6 +424,10 @@ def test_each_services_settings_accept_what_its_pod_gets(
                 if env["name"].endswith("_DATABASE_URL")
                 else "redis://cache:6379/0"
                 if env["name"].endswith("_REDIS_URL")
+                else STAND_IN_SERVICE_KEY
+                if env["name"].endswith("_SERVICE_KEY")
+                else json.dumps({"persona": STAND_IN_PUBLIC_KEY})
+                if env["name"].endswith("_SERVICE_KEYS")
                 else "a-stand-in-secret-of-more-than-32-characters"
             )
         with pytest.MonkeyPatch.context() as patch:

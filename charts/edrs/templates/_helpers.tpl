@@ -155,6 +155,10 @@ EDRS_ENVIRONMENT: {{ $root.Values.global.environment | quote }}
 {{ $prefix }}METRICS_PORT: "8081"
 {{ $prefix }}BUS_URL: {{ $root.Values.engines.nats.url | quote }}
 {{ $prefix }}PEERS: {{ toJson $peers | quote }}
+{{- if and (ne .name "gateway") $root.Values.components.gateway.enabled }}
+{{- /* Identity tokens on every gRPC call are verified with the gateway's fleet JWKS. */}}
+{{ $prefix }}JWKS_URL: {{ printf "http://%s:8080/api/v1/.well-known/fleet-jwks.json" (include "edrs.name" (dict "root" $root "name" "gateway")) | quote }}
+{{- end }}
 {{- with $root.Values.engines.otel.endpoint }}
 OTEL_EXPORTER_OTLP_ENDPOINT: {{ . | quote }}
 {{- end }}

@@ -19,6 +19,7 @@ from edrs_core.outbound import (
     parse_url,
 )
 from edrs_core.settings import SettingsError, load_settings
+from edrs_core.testing import test_issuer
 from pydantic_settings import SettingsConfigDict
 
 
@@ -160,6 +161,9 @@ class _Settings(OutboundServiceSettings):
 
 def test_settings_read_the_allow_list_and_limits(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EDRS_OUTTEST_DATABASE_URL", "postgresql://x/y")
+    # Outside development a service also needs the fleet's trust settings (edrs_core.identity).
+    for name, value in test_issuer().settings("outtest").items():
+        monkeypatch.setenv(f"EDRS_OUTTEST_{name.upper()}", str(value))
     monkeypatch.setenv("EDRS_OUTTEST_OUTBOUND_ALLOW", "10.20.0.0/16, wiki.corp.example")
     monkeypatch.setenv("EDRS_OUTTEST_OUTBOUND_MAX_REDIRECTS", "2")
     settings = load_settings(_Settings)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 from typing import ClassVar
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from edrs_core.identity import private_key_pem
+from edrs_core.identity import load_private_key, private_key_pem
 from edrs_core.settings import ServiceSettings, SettingsError, load_settings
 from pydantic import SecretStr
 from pydantic_settings import SettingsConfigDict
@@ -99,6 +100,22 @@ def test_production_needs_the_fleet_jwks_and_a_service_key() -> None:
         load_settings(DemoSettings, **base, jwks_url=TRUST["jwks_url"])
     with pytest.raises(SettingsError, match="EDRS_DEMO_SERVICE_KEY is not a PEM private key"):
         load_settings(DemoSettings, **base, jwks_url=TRUST["jwks_url"], service_key="nope")
+
+
+def test_a_service_key_may_be_pem_or_one_line_base64url() -> None:
+    key = Ed25519PrivateKey.generate()
+    raw = key.private_bytes_raw()
+    one_line = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    for text in (private_key_pem(key), one_line):
+        settings = load_settings(
+            DemoSettings,
+            EDRS_ENVIRONMENT="development",
+            database_url="postgresql://x/y",
+            service_key=text,
+        )
+        assert settings.service_key is not None
+        loaded = load_private_key(settings.service_key.get_secret_value(), "x")
+        assert loaded.private_bytes_raw() == raw
 
 
 def test_mutual_tls_needs_all_three_files(tmp_path) -> None:

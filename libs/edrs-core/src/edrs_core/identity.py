@@ -119,12 +119,19 @@ def service_kid(service: str, key: Ed25519PublicKey) -> str:
     return f"svc-{service}-{key.public_bytes_raw()[:6].hex()}"
 
 
-def load_private_key(pem: str, setting: str) -> Ed25519PrivateKey:
-    """An Ed25519 private key from PEM (PKCS#8, as `openssl genpkey -algorithm ed25519` writes)."""
+def load_private_key(text: str, setting: str) -> Ed25519PrivateKey:
+    """An Ed25519 private key from PEM (PKCS#8, as `openssl genpkey -algorithm ed25519` writes), or
+    from the base64url of its 32 raw bytes (one line, for env files)."""
     try:
-        key = serialization.load_pem_private_key(pem.encode(), password=None)
+        if text.lstrip().startswith("-----BEGIN"):
+            key = serialization.load_pem_private_key(text.encode(), password=None)
+        else:
+            raw = base64.urlsafe_b64decode(text.strip() + "=" * (-len(text.strip()) % 4))
+            key = Ed25519PrivateKey.from_private_bytes(raw)
     except (ValueError, TypeError) as exc:
-        raise ValueError(f"{setting} is not a PEM private key: {exc}") from None
+        raise ValueError(
+            f"{setting} is not a PEM private key nor a base64url Ed25519 key: {exc}"
+        ) from None
     if not isinstance(key, Ed25519PrivateKey):
         raise ValueError(f"{setting} must be an Ed25519 key")
     return key
