@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 
 def tenant(name: str) -> list[tuple[str, str]]:
-    return [("x-edrs-client-id", name)]
+    return testing.tenant_metadata(name)
 
 
 async def talk(stub, tenant_id: str, persona_id: str, user_id: str) -> None:

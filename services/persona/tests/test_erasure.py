@@ -37,7 +37,7 @@ async def persona(
 
 
 def tenant(name: str) -> list[tuple[str, str]]:
-    return [("x-edrs-client-id", name)]
+    return testing.tenant_metadata(name)
 
 
 async def new_persona(svc: testing.RunningService, tenant_id: str, name: str) -> UUID:
