@@ -73,22 +73,21 @@ def gateway_kid(fleet) -> str:
 
 @pytest.fixture(scope="module")
 def admin(fleet) -> dict[str, str]:
-    """An admin's access token for a new tenant (`edrs admin`, then the API-key grant)."""
-    made = fleet.edrs_in_fleet("admin", "create-tenant", f"Trust {secrets.token_hex(3)}")
+    """An admin's access token for a new tenant (`edrs admin create-tenant`, then a login)."""
+    password = secrets.token_urlsafe(16)
+    made = fleet.edrs_in_fleet(
+        "admin", "create-tenant", f"Trust {secrets.token_hex(3)}",
+        "--admin-email", "admin@trust.example", "--password-stdin", input=f"{password}\n",
+    )  # fmt: skip
     assert made.returncode == 0, made.stderr
-    tenant_id = re.search(r"id: (\S+)", made.stdout)
-    assert tenant_id is not None
-    key = fleet.edrs_in_fleet(
-        "admin", "create-api-key", "--tenant", tenant_id[1], "--name", "trust", "--role", "admin"
-    )
-    assert key.returncode == 0, key.stderr
-    api_key = re.search(r"apiKey: (\S+)", key.stdout)
-    assert api_key is not None
+    tenant_id = re.search(r"^id: (\S+)$", made.stdout, re.MULTILINE)
+    assert tenant_id is not None, made.stdout
     reply = httpx.post(
         f"{fleet.gateway_url}/api/v1/auth/token",
-        json={"grantType": "apiKey", "apiKey": api_key[1]},
+        json={"grantType": "password", "tenantId": tenant_id[1],
+              "email": "admin@trust.example", "password": password},
         timeout=30,
-    )
+    )  # fmt: skip
     assert reply.status_code == 200, reply.text
     return {"Authorization": f"Bearer {reply.json()['accessToken']}"}
 
