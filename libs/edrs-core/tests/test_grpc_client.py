@@ -339,7 +339,12 @@ async def test_client_streaming_calls_carry_the_tenant_request_id_and_deadline_t
     reasoning_pb2_grpc.add_ReasoningServiceServicer_to_server(servicer, srv)
     port = srv.add_insecure_port("127.0.0.1:0")
     await srv.start()
-    channels = PeerChannels("caller", {"reasoning": f"127.0.0.1:{port}"}, timeout=2.0)
+    channels = PeerChannels(
+        "caller",
+        {"reasoning": f"127.0.0.1:{port}"},
+        timeout=2.0,
+        service_tokens=ServiceTokens("caller", CALLER_KEY, audience="edrs-fleet"),
+    )
     try:
 
         async def upload() -> AsyncIterator[reasoning_pb2.TranscribeRequest]:
@@ -352,7 +357,8 @@ async def test_client_streaming_calls_carry_the_tenant_request_id_and_deadline_t
             result = await stub.Transcribe(upload())
         assert result.text == "3000 bytes"
         seen = servicer.metadata[-1]
-        assert (seen["x-edrs-client-id"], seen["x-request-id"]) == ("tenant-8", "req-44")
+        # The tenant travels as the tid of the signed token (the header is no longer believed).
+        assert (token_claims(seen)["tid"], seen["x-request-id"]) == ("tenant-8", "req-44")
         # The channel's default deadline (2 s) is on the call.
         remaining = servicer.time_remaining[-1]
         assert remaining is not None and 0 < remaining <= 2.0

@@ -79,7 +79,10 @@ async def stub(
         tts_openai_voices="alloy,nova",
         **settings,
     ) as svc:
-        yield reasoning_pb2_grpc.ReasoningServiceStub(svc.channel)
+        # Every call carries a caller's identity (a real token of the test issuer).
+        identity = testing.tenant_metadata("tenant-voice")
+        async with testing.channel_with(svc.grpc_address, identity) as channel:
+            yield reasoning_pb2_grpc.ReasoningServiceStub(channel)
 
 
 def upload(data: bytes, **config: object) -> Iterable[reasoning_pb2.TranscribeRequest]:

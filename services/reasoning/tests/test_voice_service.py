@@ -4,7 +4,7 @@ bad input is refused naming its problem, and syntheses have their own admission 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 
 import grpc
 import jiwer
@@ -31,8 +31,13 @@ SENTENCES = [
 
 
 @pytest.fixture
-def stub(voice_service: testing.RunningService) -> reasoning_pb2_grpc.ReasoningServiceStub:
-    return reasoning_pb2_grpc.ReasoningServiceStub(voice_service.channel)
+async def stub(
+    voice_service: testing.RunningService,
+) -> AsyncIterator[reasoning_pb2_grpc.ReasoningServiceStub]:
+    # Every call carries a caller's identity (a real token of the test issuer), as in the fleet.
+    identity = testing.tenant_metadata("tenant-voice")
+    async with testing.channel_with(voice_service.grpc_address, identity) as channel:
+        yield reasoning_pb2_grpc.ReasoningServiceStub(channel)
 
 
 async def synthesize(

@@ -568,9 +568,7 @@ class Fleet:
                 own.http,
                 own.metrics,
                 self.log_path(spec.name),
-                env=service_env(
-                    spec, index, ports, endpoints, host=HOST, base=base_env, keys=keys
-                ),
+                env=service_env(spec, index, ports, endpoints, host=HOST, base=base_env, keys=keys),
             )
             self._services.append(service)
             self._spawn(service)

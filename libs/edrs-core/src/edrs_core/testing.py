@@ -212,30 +212,55 @@ def operator_metadata() -> list[tuple[str, str]]:
     return test_issuer().operator_metadata()
 
 
-class _AddMetadata(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):
+def _with_metadata(details: grpc.aio.ClientCallDetails, metadata: Metadata) -> Any:
+    return grpc.aio.ClientCallDetails(
+        details.method,
+        details.timeout,
+        grpc.aio.Metadata(*(details.metadata or ()), *metadata),
+        details.credentials,
+        details.wait_for_ready,
+    )
+
+
+# grpc.aio files an interceptor under the first call kind it implements: one class per kind.
+class _AddToUnary(grpc.aio.UnaryUnaryClientInterceptor):
     def __init__(self, metadata: Metadata) -> None:
         self.metadata = list(metadata)
-
-    def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
-        metadata = grpc.aio.Metadata(*(details.metadata or ()), *self.metadata)
-        return grpc.aio.ClientCallDetails(
-            details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
-        )
 
     async def intercept_unary_unary(
         self, continuation: Callable[..., Any], details: grpc.aio.ClientCallDetails, request: Any
     ) -> Any:
-        return await continuation(self._details(details), request)
+        return await continuation(_with_metadata(details, self.metadata), request)
+
+
+class _AddToServerStream(grpc.aio.UnaryStreamClientInterceptor):
+    def __init__(self, metadata: Metadata) -> None:
+        self.metadata = list(metadata)
 
     async def intercept_unary_stream(
         self, continuation: Callable[..., Any], details: grpc.aio.ClientCallDetails, request: Any
     ) -> Any:
-        return await continuation(self._details(details), request)
+        return await continuation(_with_metadata(details, self.metadata), request)
+
+
+class _AddToClientStream(grpc.aio.StreamUnaryClientInterceptor):
+    def __init__(self, metadata: Metadata) -> None:
+        self.metadata = list(metadata)
+
+    async def intercept_stream_unary(
+        self, continuation: Callable[..., Any], details: grpc.aio.ClientCallDetails, requests: Any
+    ) -> Any:
+        return await continuation(_with_metadata(details, self.metadata), requests)
 
 
 def channel_with(address: str, metadata: Metadata) -> grpc.aio.Channel:
     """A plaintext channel whose every call carries `metadata` (an identity, say)."""
-    return grpc.aio.insecure_channel(address, interceptors=[_AddMetadata(metadata)])
+    interceptors: list[grpc.aio.ClientInterceptor] = [
+        _AddToUnary(metadata),
+        _AddToServerStream(metadata),
+        _AddToClientStream(metadata),
+    ]
+    return grpc.aio.insecure_channel(address, interceptors=interceptors)
 
 
 async def collect_pages(
