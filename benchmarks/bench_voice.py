@@ -28,11 +28,11 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
-import grpc
 import psutil
 from _harness import POSTGRES_SETTINGS, Service, peak_rss, service
 from edrs_core.engines.nats import EmbeddedNats
 from edrs_core.engines.postgres import EmbeddedPostgres
+from edrs_core.testing import channel_with, tenant_metadata
 from edrs_proto.reasoning.v1 import reasoning_pb2, reasoning_pb2_grpc
 
 SENTENCES = [
@@ -99,7 +99,9 @@ def upload(data: bytes) -> Iterator[reasoning_pb2.TranscribeRequest]:
 
 
 async def measure(reasoning: Service, repeats: int) -> None:
-    async with grpc.aio.insecure_channel(reasoning.grpc_address) as channel:
+    # Every call carries a caller's identity: a token of the test issuer the harness's services trust.
+    identity = tenant_metadata("bench-voice")
+    async with channel_with(reasoning.grpc_address, identity) as channel:
         stub = reasoning_pb2_grpc.ReasoningServiceStub(channel)
         info = await stub.GetModelInfo(reasoning_pb2.GetModelInfoRequest())
         print(f"models: {info.transcription_model} (STT), {info.speech_model} (TTS)")
