@@ -10,9 +10,9 @@ import av
 import numpy as np
 import pytest
 from edrs_core import InvalidArgument
+from edrs_core.sentences import SentenceBuffer, sentences
 from edrs_proto.reasoning.v1 import reasoning_pb2
 from edrs_reasoning.voice import audio
-from edrs_reasoning.voice.tts import sentences
 
 RATE = 22_050
 
@@ -151,3 +151,12 @@ def test_sentences_split_at_ends_and_lines() -> None:
         "And more",
     ]
     assert sentences("  \n ") == []
+
+
+def test_streamed_text_comes_out_as_whole_sentences() -> None:
+    buffer = SentenceBuffer()
+    pieces = ["Hel", "lo there", ". How", " are you?", " I am", " fine"]
+    out = [buffer.push(p) for p in pieces]
+    assert out == [[], [], ["Hello there."], [], ["How are you?"], []]
+    assert buffer.flush() == ["I am fine"]
+    assert buffer.flush() == []

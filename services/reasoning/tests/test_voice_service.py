@@ -139,6 +139,7 @@ async def test_bad_synthesis_requests_name_the_field(stub) -> None:
         (reasoning_pb2.SynthesizeRequest(text="Hi.", voice="alloy"), "voice 'alloy' is not"),
         (reasoning_pb2.SynthesizeRequest(text="Hi.", speed=9), "speed must be between"),
         (reasoning_pb2.SynthesizeRequest(text="Hi.", format=99), "format must be one of"),
+        (reasoning_pb2.SynthesizeRequest(text="..."), "text holds nothing that can be spoken"),
     ]
     for request, detail in cases:
         await testing.expect_rpc_error(

@@ -25,6 +25,7 @@ from edrs_gateway.api.routes import (
     tenant,
     traces,
     users,
+    voice_turns,
     ws,
 )
 from edrs_gateway.auth.middleware import AuthenticationMiddleware
@@ -94,6 +95,7 @@ def create_api(ctx: GatewayContext, event_bus: EventBus) -> FastAPI:
     app.include_router(events.router, prefix=API_PREFIX)
     app.include_router(ws.router, prefix=API_PREFIX)
     app.include_router(audio.router, prefix=API_PREFIX)
+    app.include_router(voice_turns.router, prefix=API_PREFIX)
     _document_edge_responses(app)
     return app
 

@@ -9,12 +9,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from edrs_core import FailedPrecondition, InvalidArgument, validation
+from edrs_core.sentences import sentences
 from edrs_proto.reasoning.v1 import reasoning_pb2
 
 from edrs_reasoning.slots import GenerationSlots
 from edrs_reasoning.voice import audio
 from edrs_reasoning.voice.stt import TranscribeOptions, Transcriber, Transcript
-from edrs_reasoning.voice.tts import Synthesizer, sentences
+from edrs_reasoning.voice.tts import Synthesizer
 
 MAX_PROMPT_CHARS = 1_000
 MAX_LANGUAGE_CHARS = 8
@@ -125,7 +126,12 @@ class Speech:
                     if data or label:
                         yield _chunk(data, label)
                         label = ""
-            if encoder is not None and (tail := encoder.finish()):
+            if encoder is None:
+                # Nothing the voice can say ("...", a lone symbol): refused, not an empty stream.
+                raise InvalidArgument(
+                    f"text holds nothing that can be spoken: {text[:40]!r}", field="text"
+                )
+            if tail := encoder.finish():
                 yield _chunk(tail, "")
 
 

@@ -5,7 +5,6 @@ the servicer splits the text and encodes the audio, so the two share that path."
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -69,13 +68,3 @@ class LocalSynthesizer:
 
     async def close(self) -> None:
         return None
-
-
-# A sentence ends at ., ! or ? (with closing quotes or brackets) followed by white space, or at a
-# line break. "e.g. this" and "Dr. Smith" split early; that only shortens a chunk, it loses nothing.
-_SENTENCE_END = re.compile(r"(?<=[.!?…])\s+|(?<=[.!?…][\"'\u201d\u2019)\]])\s+|\n+")
-
-
-def sentences(text: str) -> list[str]:
-    """`text` cut into sentences, white space trimmed, empty pieces dropped."""
-    return [s.strip() for s in _SENTENCE_END.split(text) if s and s.strip()]

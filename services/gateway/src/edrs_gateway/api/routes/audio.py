@@ -29,7 +29,7 @@ converse = require(Permission.CONVERSE)
 PROMPT_MAX, SPEECH_MAX = 1_000, 4_096
 UPLOAD_PIECE = 64 * 1024
 
-_FORMATS: dict[str, reasoning_pb2.AudioFormat.ValueType] = {
+FORMATS: dict[str, reasoning_pb2.AudioFormat.ValueType] = {
     "wav": reasoning_pb2.AUDIO_FORMAT_WAV,
     "pcm": reasoning_pb2.AUDIO_FORMAT_PCM,
     "mp3": reasoning_pb2.AUDIO_FORMAT_MP3,
@@ -92,7 +92,7 @@ class SpeechIn(ApiModel):
     speed: float = Field(default=1.0, ge=0.25, le=4.0)
 
 
-def _stub(ctx: GatewayContext) -> reasoning_pb2_grpc.ReasoningServiceAsyncStub:
+def reasoning_stub(ctx: GatewayContext) -> reasoning_pb2_grpc.ReasoningServiceAsyncStub:
     return ctx.runtime.peers.stub(reasoning_pb2_grpc.ReasoningServiceStub)
 
 
@@ -105,6 +105,16 @@ async def _upload(
     yield reasoning_pb2.TranscribeRequest(config=config)
     while piece := await file.read(UPLOAD_PIECE):
         yield reasoning_pb2.TranscribeRequest(audio=piece)
+
+
+async def transcribe_upload(
+    ctx: GatewayContext, file: UploadFile, config: reasoning_pb2.TranscribeConfig
+) -> reasoning_pb2.TranscribeResponse:
+    """The uploaded recording transcribed by the reasoning service (streamed to it in pieces)."""
+    result: reasoning_pb2.TranscribeResponse = await reasoning_stub(ctx).Transcribe(
+        _upload(config, file), timeout=ctx.settings.audio_timeout_seconds
+    )
+    return result
 
 
 @router.post(
@@ -144,9 +154,7 @@ async def create_transcription(
         temperature=temperature,
         word_timestamps="word" in granularities,
     )
-    result = await _stub(ctx).Transcribe(
-        _upload(config, file), timeout=ctx.settings.audio_timeout_seconds
-    )
+    result = await transcribe_upload(ctx, file, config)
     if response_format == "text":
         return PlainTextResponse(result.text)
     verbose = response_format == "verbose_json"
@@ -190,11 +198,11 @@ async def create_transcription(
 async def create_speech(
     body: SpeechIn, ctx: Ctx, caller: Annotated[Principal, Depends(converse)]
 ) -> StreamingResponse:
-    call = _stub(ctx).Synthesize(
+    call = reasoning_stub(ctx).Synthesize(
         reasoning_pb2.SynthesizeRequest(
             text=body.input,
             voice=body.voice,
-            format=_FORMATS[body.response_format],
+            format=FORMATS[body.response_format],
             speed=body.speed,
         ),
         timeout=ctx.settings.audio_timeout_seconds,
