@@ -48,7 +48,7 @@ async def gateway(postgres_engine, redis_engine, nats_engine) -> AsyncIterator[R
 @pytest.fixture
 def ctx(gateway: RunningService) -> GatewayContext:
     rt = gateway.runner.runtime
-    assert rt is not None and isinstance(rt.settings, GatewaySettings)
+    assert rt is not None
     return GatewayContext.build(rt.settings, rt)
 
 

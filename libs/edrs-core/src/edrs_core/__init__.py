@@ -20,7 +20,7 @@ from edrs_core.errors import (
     Unavailable,
     peer_error,
 )
-from edrs_core.grpc_server import GrpcService
+from edrs_core.grpc_server import GrpcService, ServicerContext
 from edrs_core.runtime import LocalPorts, Runtime, ServiceDefinition, run_service
 from edrs_core.settings import ServiceSettings, SettingsError, load_settings
 
@@ -46,6 +46,7 @@ __all__ = [
     "ServiceDefinition",
     "ServiceError",
     "ServiceSettings",
+    "ServicerContext",
     "SettingsError",
     "SystemClock",
     "Unauthenticated",

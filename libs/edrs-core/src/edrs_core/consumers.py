@@ -24,11 +24,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import asyncpg
 from edrs_events import BaseEvent, BusObserver, ConsumerOptions, Subscription
 from edrs_events.bus import HandlerOutcome
 from edrs_events.errors import MalformedEvent
 from edrs_events.inbox import Inbox, install_inbox
+from edrs_events.pg import Connection
 from edrs_events.subjects import type_filter, validate_consumer_name
 
 from edrs_core import metrics
@@ -36,6 +36,7 @@ from edrs_core.context import request_context
 
 if TYPE_CHECKING:
     from edrs_core.runtime import Runtime
+    from edrs_core.settings import ServiceSettings
 
 log = logging.getLogger("edrs.consumers")
 
@@ -49,8 +50,8 @@ class ConsumedEvent:
 
     event: BaseEvent
     # The inbox's transaction: write through it, and the effects commit with the inbox row.
-    conn: asyncpg.Connection
-    runtime: Runtime
+    conn: Connection
+    runtime: Runtime[ServiceSettings]
 
 
 ConsumerHandler = Callable[[ConsumedEvent], Awaitable[None]]
@@ -102,7 +103,7 @@ class PrometheusBusObserver(BusObserver):
 class Consumers:
     """The running consumers of one service process."""
 
-    def __init__(self, runtime: Runtime, declared: Sequence[Consumer]) -> None:
+    def __init__(self, runtime: Runtime[ServiceSettings], declared: Sequence[Consumer]) -> None:
         self.runtime = runtime
         self.declared = list(declared)
         self.subscriptions: dict[str, Subscription] = {}

@@ -16,13 +16,14 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
-import asyncpg
 from edrs_events import BaseEvent, Priority
 from edrs_events.outbox import Outbox, install_outbox
+from edrs_events.pg import Connection
 from edrs_events.relay import OutboxRelay
 
 from edrs_core.context import client_id_var, request_id_var
 from edrs_core.runtime import Runtime
+from edrs_core.settings import ServiceSettings
 
 
 class ServiceEvents:
@@ -52,7 +53,7 @@ class ServiceEvents:
 
     async def add(
         self,
-        conn: asyncpg.Connection,
+        conn: Connection,
         event_type: str,
         payload: Mapping[str, Any],
         *,
@@ -68,7 +69,7 @@ class ServiceEvents:
         return event
 
 
-async def start_service_events(rt: Runtime) -> ServiceEvents:
+async def start_service_events(rt: Runtime[ServiceSettings]) -> ServiceEvents:
     """Install the outbox table, start the relay to the bus, and return the service's writer."""
     async with rt.db.acquire() as conn:
         await install_outbox(conn)

@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -35,6 +35,10 @@ from edrs_core.tls import TlsFiles
 from edrs_core.tracing import extract_context
 
 log = logging.getLogger("edrs.grpc")
+
+# The context a handler gets. The generated servicers do not say its request and response types,
+# so handlers take it as this.
+ServicerContext = grpc.aio.ServicerContext[Any, Any]
 
 # Calls that are infrastructure chatter: logged at DEBUG so service logs show the work. They are
 # also the only calls served without an identity: probes and tools carry none, and neither
@@ -99,9 +103,7 @@ class _CallObserver:
         except KeysUnavailable as exc:
             raise Unavailable(str(exc)) from None
 
-    async def run(
-        self, call: Callable[[], Awaitable[Any]], context: grpc.aio.ServicerContext
-    ) -> Any:
+    async def run(self, call: Callable[[], Awaitable[Any]], context: ServicerContext) -> Any:
         request_id = self.metadata.get(REQUEST_ID_KEY) or None
         remaining = context.time_remaining()
         deadline_var.set(None if remaining is None else time.monotonic() + remaining)
@@ -159,13 +161,24 @@ class _CallObserver:
         )
 
 
-async def _stream_out(result: Any, context: grpc.aio.ServicerContext) -> None:
+async def _stream_out(result: Any, context: ServicerContext) -> None:
     """A streaming handler is either an async generator or a coroutine that calls context.write."""
     if hasattr(result, "__aiter__"):
         async for item in result:
             await context.write(item)
     else:
         await result
+
+
+_Request = TypeVar("_Request")
+_Response = TypeVar("_Response")
+
+
+def _aio(behaviour: object) -> Callable[..., Any]:
+    """A handler's behaviour as grpc.aio runs it. types-grpcio types RpcMethodHandler for the sync
+    server (a function of an Iterator and a sync context); under grpc.aio it is a coroutine or
+    async generator function of an AsyncIterator and an aio context."""
+    return cast(Callable[..., Any], behaviour)
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):
@@ -178,9 +191,12 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[
+            [grpc.HandlerCallDetails],
+            Awaitable[grpc.RpcMethodHandler[_Request, _Response] | None],
+        ],
         details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[_Request, _Response] | None:
         handler = await continuation(details)
         if handler is None:
             return handler
@@ -192,18 +208,18 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             return _CallObserver(service, method, metadata, verifier, jwks_setting)
 
         if handler.unary_unary:
-            inner_uu = handler.unary_unary
+            inner_uu = _aio(handler.unary_unary)
 
-            async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async def unary_unary(request: Any, context: ServicerContext) -> Any:
                 return await observer().run(lambda: inner_uu(request, context), context)
 
             return grpc.unary_unary_rpc_method_handler(
                 unary_unary, handler.request_deserializer, handler.response_serializer
             )
         if handler.unary_stream:
-            inner_us = handler.unary_stream
+            inner_us = _aio(handler.unary_stream)
 
-            async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async def unary_stream(request: Any, context: ServicerContext) -> Any:
                 await observer().run(
                     lambda: _stream_out(inner_us(request, context), context), context
                 )
@@ -212,21 +228,17 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 unary_stream, handler.request_deserializer, handler.response_serializer
             )
         if handler.stream_unary:
-            inner_su = handler.stream_unary
+            inner_su = _aio(handler.stream_unary)
 
-            async def stream_unary(
-                requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
-            ) -> Any:
+            async def stream_unary(requests: AsyncIterator[Any], context: ServicerContext) -> Any:
                 return await observer().run(lambda: inner_su(requests, context), context)
 
             return grpc.stream_unary_rpc_method_handler(
                 stream_unary, handler.request_deserializer, handler.response_serializer
             )
-        inner_ss = handler.stream_stream
+        inner_ss = _aio(handler.stream_stream)
 
-        async def stream_stream(
-            requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
-        ) -> Any:
+        async def stream_stream(requests: AsyncIterator[Any], context: ServicerContext) -> Any:
             await observer().run(lambda: _stream_out(inner_ss(requests, context), context), context)
 
         return grpc.stream_stream_rpc_method_handler(

@@ -54,7 +54,7 @@ class ServiceDeclaration:
         """The service's top-level package, started as ``python -m <module>``."""
         return self.target.partition(":")[0].partition(".")[0]
 
-    def load(self) -> ServiceDefinition:
+    def load(self) -> ServiceDefinition[Any]:
         """Import the declared ServiceDefinition (a folder's source goes first on the path)."""
         module_name, _, attribute = self.target.partition(":")
         if not module_name or not attribute:

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from importlib.resources.abc import Traversable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import asyncpg
 from edrs_events import BusUnavailable, EventBus, connect_bus
@@ -31,11 +31,19 @@ from edrs_core.tracing import configure_tracing
 log = logging.getLogger("edrs.runtime")
 
 
-@dataclass
-class Runtime:
-    """Everything a service's handlers may use, built once at start-up and passed in."""
+# The settings class of a service. Runtime is covariant in it (it only hands its settings out), so
+# a Runtime[GatewaySettings] is a Runtime[ServiceSettings] for code that serves any service.
+SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
+SettingsT_co = TypeVar("SettingsT_co", bound=ServiceSettings, covariant=True)
 
-    settings: ServiceSettings
+
+@dataclass
+class Runtime(Generic[SettingsT_co]):
+    """Everything a service's handlers may use, built once at start-up and passed in. Generic over
+    the service's settings class: `rt.settings` of a `Runtime[GatewaySettings]` is a
+    GatewaySettings, with no isinstance check."""
+
+    settings: SettingsT_co
     db: asyncpg.Pool
     redis: Redis | None
     # The one event bus of the process (EDRS_<SERVICE>_BUS_URL): readiness, the outbox relay,
@@ -55,7 +63,8 @@ class Runtime:
         self.background[-1].set_name(name)
 
 
-Build = Callable[[Runtime], "Sequence[GrpcService] | Awaitable[Sequence[GrpcService]]"]
+Build = Callable[[Runtime[SettingsT]], Sequence[GrpcService] | Awaitable[Sequence[GrpcService]]]
+HttpRoutes = Callable[[Runtime[SettingsT]], Sequence[BaseRoute] | Awaitable[Sequence[BaseRoute]]]
 
 
 @dataclass(frozen=True)
@@ -68,7 +77,7 @@ class LocalPorts:
 
 
 @dataclass
-class ServiceDefinition:
+class ServiceDefinition(Generic[SettingsT]):
     """What makes a service: its settings class, its gRPC services, its migrations, extra routes,
     and the events it consumes (see edrs_core.consumers).
 
@@ -76,12 +85,10 @@ class ServiceDefinition:
     pyproject.toml; the launcher, the Makefile and the tests find it there (`edrs_core.registry`).
     """
 
-    settings_cls: type[ServiceSettings]
-    build: Build
+    settings_cls: type[SettingsT]
+    build: Build[SettingsT]
     migrations: Traversable | None = None
-    http_routes: (
-        Callable[[Runtime], Sequence[BaseRoute] | Awaitable[Sequence[BaseRoute]]] | None
-    ) = None
+    http_routes: HttpRoutes[SettingsT] | None = None
     # Where `edrs dev up` runs it on one machine; None: ports after those of the declared ones.
     local_ports: LocalPorts | None = None
     consumers: Sequence[Consumer] = ()
@@ -101,11 +108,11 @@ class _StartupAborted(Exception):
     pass
 
 
-class ServiceRunner:
+class ServiceRunner(Generic[SettingsT]):
     def __init__(
         self,
-        definition: ServiceDefinition,
-        settings: ServiceSettings,
+        definition: ServiceDefinition[SettingsT],
+        settings: SettingsT,
         *,
         handle_signals: bool = True,
     ) -> None:
@@ -115,7 +122,7 @@ class ServiceRunner:
         self.settings = settings
         self.name = settings.service_name
         self.stop_requested = asyncio.Event()
-        self.runtime: Runtime | None = None
+        self.runtime: Runtime[SettingsT] | None = None
         self.health = HealthState(checks={}, cache_seconds=settings.readiness_cache_seconds)
         self.grpc: GrpcServer | None = None
         self.servers: list[HttpServer] = []
@@ -255,7 +262,7 @@ class ServiceRunner:
                 raise _StartupAborted
             delay = min(delay * 2, 2.0)
 
-    async def _connect(self) -> Runtime:
+    async def _connect(self) -> Runtime[SettingsT]:
         s = self.settings
         deadline = asyncio.get_running_loop().time() + s.startup_timeout_seconds
         db = await self._retry(
@@ -288,7 +295,7 @@ class ServiceRunner:
         return runtime
 
     @staticmethod
-    def _checks(rt: Runtime) -> dict[str, Callable[[], Awaitable[None]]]:
+    def _checks(rt: Runtime[ServiceSettings]) -> dict[str, Callable[[], Awaitable[None]]]:
         async def postgres() -> None:
             async with rt.db.acquire(timeout=1) as conn:
                 await conn.fetchval("SELECT 1")
@@ -343,7 +350,7 @@ class ServiceRunner:
         await rt.db.close()
 
 
-def run_service(definition: ServiceDefinition) -> None:
+def run_service(definition: ServiceDefinition[SettingsT]) -> None:
     """Entry point of a service process (`python -m edrs_<name>`)."""
     settings = load_settings_or_exit(definition.settings_cls)
     configure_logging(settings.service_name, settings.log_level)

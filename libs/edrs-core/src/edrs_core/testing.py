@@ -39,7 +39,7 @@ async def wait_until(
 
 @dataclass
 class RunningService:
-    runner: ServiceRunner
+    runner: ServiceRunner[Any]
     channel: grpc.aio.Channel
 
     @property
@@ -69,7 +69,7 @@ class RunningService:
 
 @contextlib.asynccontextmanager
 async def running_service(
-    definition: ServiceDefinition, *, start_timeout: float = 30.0, **settings: Any
+    definition: ServiceDefinition[Any], *, start_timeout: float = 30.0, **settings: Any
 ) -> AsyncIterator[RunningService]:
     """Start `definition` with `settings` (ports default to 0, i.e. free) and stop it afterwards.
 
@@ -338,11 +338,11 @@ class {cls}Settings(ServiceSettings):
     uses_redis: ClassVar[bool] = False
 
 
-async def build(rt: Runtime) -> list:
+async def build(rt: Runtime[{cls}Settings]) -> list:
     return []
 
 
-def http_routes(rt: Runtime) -> list[Route]:
+def http_routes(rt: Runtime[{cls}Settings]) -> list[Route]:
     async def peers(request: Request) -> JSONResponse:
         return JSONResponse({{"service": rt.settings.service_name, "peers": rt.settings.peers}})
 

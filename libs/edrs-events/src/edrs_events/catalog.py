@@ -54,18 +54,27 @@ class EventType:
     payload_schema: dict[str, Any]
     schema_version: int = 1
     description: str = ""
-    _validator: Any = field(default=None, repr=False, compare=False)
+    _validator: jsonschema.protocols.Validator | None = field(
+        default=None, repr=False, compare=False
+    )
 
     def validator(self) -> jsonschema.protocols.Validator:
         """The compiled validator for the payload schema."""
+        if self._validator is None:
+            raise RuntimeError(f"event type {self.name} was made without its validator")
         return self._validator
 
 
 def _field_of(error: ValidationError) -> str:
     path = ["payload", *(str(p) for p in error.absolute_path)]
     # For a missing property the path points at its parent object; name the property itself.
-    if error.validator == "required" and isinstance(error.instance, Mapping):
-        missing = [name for name in error.validator_value if name not in error.instance]
+    required = error.validator_value  # for "required": the list of required names
+    if (
+        error.validator == "required"
+        and isinstance(error.instance, Mapping)
+        and isinstance(required, list)
+    ):
+        missing = [name for name in required if name not in error.instance]
         if missing:
             path.append(missing[0])
     return ".".join(path)
@@ -167,7 +176,8 @@ class SchemaCatalog:
 @cache
 def _packaged_document() -> dict[str, Any]:
     text = resources.files("edrs_events").joinpath("schemas/catalog.json").read_text("utf-8")
-    return json.loads(text)
+    document: dict[str, Any] = json.loads(text)
+    return document
 
 
 def default_catalog() -> SchemaCatalog:
@@ -180,4 +190,5 @@ def envelope_schema_document() -> dict[str, Any]:
     text = (
         resources.files("edrs_events").joinpath("schemas/envelope.schema.json").read_text("utf-8")
     )
-    return json.loads(text)
+    document: dict[str, Any] = json.loads(text)
+    return document

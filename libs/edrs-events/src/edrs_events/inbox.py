@@ -10,14 +10,15 @@ from uuid import UUID
 from edrs_events.bus import Handler
 from edrs_events.envelope import BaseEvent
 from edrs_events.outbox import _INSTALL_LOCK, sql
+from edrs_events.pg import Connection
 
 if TYPE_CHECKING:
     import asyncpg
 
-TransactionalHandler = Callable[[BaseEvent, "asyncpg.Connection"], Awaitable[None]]
+TransactionalHandler = Callable[[BaseEvent, Connection], Awaitable[None]]
 
 
-async def install_inbox(conn: asyncpg.Connection) -> None:
+async def install_inbox(conn: Connection) -> None:
     """Create the inbox table if missing (idempotent)."""
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _INSTALL_LOCK)
@@ -32,7 +33,7 @@ class Inbox:
         self.consumer = consumer
 
     @staticmethod
-    async def record(conn: asyncpg.Connection, consumer: str, event_id: UUID) -> bool:
+    async def record(conn: Connection, consumer: str, event_id: UUID) -> bool:
         """Claim `event_id` for `consumer` in `conn`'s transaction; False if already handled.
 
         A concurrent redelivery blocks on the primary key until the first transaction ends, then

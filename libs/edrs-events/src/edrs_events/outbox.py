@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING
 from edrs_events.bus import WireMessage
 from edrs_events.catalog import SchemaCatalog, default_catalog
 from edrs_events.envelope import BaseEvent
+from edrs_events.pg import Connection
 from edrs_events.tracing import publish_span
 
 if TYPE_CHECKING:
-    import asyncpg
+    pass
 
 OUTBOX_TABLE = "edrs_outbox"
 OUTBOX_CHANNEL = "edrs_outbox"
@@ -26,7 +27,7 @@ def sql(name: str) -> str:
     return resources.files("edrs_events").joinpath(f"sql/{name}").read_text("utf-8")
 
 
-async def install_outbox(conn: asyncpg.Connection) -> None:
+async def install_outbox(conn: Connection) -> None:
     """Create the outbox table and its NOTIFY trigger if missing (idempotent)."""
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _INSTALL_LOCK)
@@ -47,7 +48,7 @@ class Outbox:
         return (stamped.event_id, m.event_type, m.priority.value, m.client_id, aggregate_id, m.body)
 
     async def add(
-        self, conn: asyncpg.Connection, event: BaseEvent, *, aggregate_id: str | None = None
+        self, conn: Connection, event: BaseEvent, *, aggregate_id: str | None = None
     ) -> None:
         """Insert one event; commits or rolls back with the caller's transaction."""
         await conn.execute(
@@ -57,7 +58,7 @@ class Outbox:
 
     async def add_many(
         self,
-        conn: asyncpg.Connection,
+        conn: Connection,
         events: Sequence[BaseEvent],
         *,
         aggregate_id: str | None = None,
@@ -67,7 +68,7 @@ class Outbox:
         await conn.copy_records_to_table(OUTBOX_TABLE, records=rows, columns=list(_COLUMNS))
 
     @staticmethod
-    async def forget_user(conn: asyncpg.Connection, client_id: str, user_id: str) -> int:
+    async def forget_user(conn: Connection, client_id: str, user_id: str) -> int:
         """Delete the tenant's already-sent events about one user (payload `user_id`), in the
         caller's transaction: an erased user's words must not wait out the retention here.
         Unsent rows stay, so nothing due to the bus is lost. Returns how many went."""
@@ -81,7 +82,7 @@ class Outbox:
         return int(status.split()[-1])
 
     @staticmethod
-    async def pending(conn: asyncpg.Connection) -> int:
+    async def pending(conn: Connection) -> int:
         """How many events wait for the relay."""
         return int(
             await conn.fetchval(f"SELECT count(*) FROM {OUTBOX_TABLE} WHERE sent_at IS NULL")

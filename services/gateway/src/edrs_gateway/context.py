@@ -31,7 +31,7 @@ from edrs_gateway.store.postgres import PostgresTenantStore
 @dataclass
 class GatewayContext:
     settings: GatewaySettings
-    runtime: Runtime
+    runtime: Runtime[GatewaySettings]
     tenants: TenantStore
     users: UserStore
     api_keys: ApiKeyStore
@@ -49,7 +49,7 @@ class GatewayContext:
 
     @classmethod
     def build(
-        cls, settings: GatewaySettings, rt: Runtime, *, clock: Clock | None = None
+        cls, settings: GatewaySettings, rt: Runtime[GatewaySettings], *, clock: Clock | None = None
     ) -> GatewayContext:
         """`clock` judges lockouts and key expiry: the system clock unless a test holds time."""
         clock = clock or SystemClock()

@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
-import grpc
-from edrs_core import NotFound, validation
+from edrs_core import NotFound, ServicerContext, validation
 from edrs_core.context import require_operator
 from edrs_core.ids import parse_id
 from edrs_core.protobuf import timestamp
 from edrs_proto.common.v1 import common_pb2
 from edrs_proto.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 
+from edrs_gateway.auth.principal import Tier
 from edrs_gateway.store import NewTenant, Tenant, TenantStore
 from edrs_gateway.tenants import tenant_name
 
-_TIER_TO_PROTO = {
+_TIER_TO_PROTO: dict[Tier, gateway_pb2.Tier.ValueType] = {
     "standard": gateway_pb2.TIER_STANDARD,
     "professional": gateway_pb2.TIER_PROFESSIONAL,
     "enterprise": gateway_pb2.TIER_ENTERPRISE,
 }
 # The contract says TIER_UNSPECIFIED means TIER_STANDARD, so an unset tier is not an error.
-_TIER_FROM_PROTO = {
+_TIER_FROM_PROTO: dict[gateway_pb2.Tier.ValueType, Tier] = {
     gateway_pb2.TIER_UNSPECIFIED: "standard",
     **{number: tier for tier, number in _TIER_TO_PROTO.items()},
 }
@@ -40,7 +40,7 @@ class TenantServicer(gateway_pb2_grpc.TenantServiceServicer):
         self.store = store
 
     async def CreateTenant(  # noqa: N802 (gRPC method name)
-        self, request: gateway_pb2.CreateTenantRequest, context: grpc.aio.ServicerContext
+        self, request: gateway_pb2.CreateTenantRequest, context: ServicerContext
     ) -> gateway_pb2.Tenant:
         require_operator()
         new = NewTenant(
@@ -50,7 +50,7 @@ class TenantServicer(gateway_pb2_grpc.TenantServiceServicer):
         return to_proto(await self.store.create(new))
 
     async def GetTenant(  # noqa: N802
-        self, request: gateway_pb2.GetTenantRequest, context: grpc.aio.ServicerContext
+        self, request: gateway_pb2.GetTenantRequest, context: ServicerContext
     ) -> gateway_pb2.Tenant:
         require_operator()
         tenant = await self.store.get(parse_id(request.id))
@@ -59,7 +59,7 @@ class TenantServicer(gateway_pb2_grpc.TenantServiceServicer):
         return to_proto(tenant)
 
     async def ListTenants(  # noqa: N802
-        self, request: gateway_pb2.ListTenantsRequest, context: grpc.aio.ServicerContext
+        self, request: gateway_pb2.ListTenantsRequest, context: ServicerContext
     ) -> gateway_pb2.ListTenantsResponse:
         require_operator()
         tenants, token = await self.store.list(request.page.page_token, request.page.page_size)

@@ -12,9 +12,8 @@ from edrs_integration.server import IntegrationServicer
 from edrs_integration.store.postgres import PostgresConnectorStore
 
 
-async def build(rt: Runtime) -> list[GrpcService]:
+async def build(rt: Runtime[IntegrationSettings]) -> list[GrpcService]:
     settings = rt.settings
-    assert isinstance(settings, IntegrationSettings)
     store = PostgresConnectorStore(
         rt.db, SecretCipher(settings.credentials_key), await start_service_events(rt)
     )

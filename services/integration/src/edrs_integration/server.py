@@ -3,8 +3,7 @@ sends a stored secret back."""
 
 from __future__ import annotations
 
-import grpc
-from edrs_core import NotFound, validation
+from edrs_core import NotFound, ServicerContext, validation
 from edrs_core.context import require_client_id
 from edrs_core.ids import parse_id
 from edrs_core.outbound import OutboundPolicy
@@ -42,7 +41,7 @@ class IntegrationServicer(integration_pb2_grpc.IntegrationServiceServicer):
         self.outbound = outbound
 
     async def CreateConnector(  # noqa: N802 (gRPC method name)
-        self, request: integration_pb2.CreateConnectorRequest, context: grpc.aio.ServicerContext
+        self, request: integration_pb2.CreateConnectorRequest, context: ServicerContext
     ) -> integration_pb2.Connector:
         client_id = require_client_id()
         name = validation.text(request.name, "name", max_length=200)
@@ -60,7 +59,7 @@ class IntegrationServicer(integration_pb2_grpc.IntegrationServiceServicer):
         return to_proto(await self.store.create(client_id, new))
 
     async def GetConnector(  # noqa: N802
-        self, request: integration_pb2.GetConnectorRequest, context: grpc.aio.ServicerContext
+        self, request: integration_pb2.GetConnectorRequest, context: ServicerContext
     ) -> integration_pb2.Connector:
         client_id = require_client_id()
         connector = await self.store.get(client_id, parse_id(request.id))
@@ -69,7 +68,7 @@ class IntegrationServicer(integration_pb2_grpc.IntegrationServiceServicer):
         return to_proto(connector)
 
     async def ListConnectors(  # noqa: N802
-        self, request: integration_pb2.ListConnectorsRequest, context: grpc.aio.ServicerContext
+        self, request: integration_pb2.ListConnectorsRequest, context: ServicerContext
     ) -> integration_pb2.ListConnectorsResponse:
         client_id = require_client_id()
         connectors, token = await self.store.list(

@@ -11,7 +11,7 @@ from edrs_knowledge.server import KnowledgeServicer
 from edrs_knowledge.store.postgres import PostgresKnowledgeStore
 
 
-async def build(rt: Runtime) -> list[GrpcService]:
+async def build(rt: Runtime[KnowledgeSettings]) -> list[GrpcService]:
     servicer = KnowledgeServicer(PostgresKnowledgeStore(rt.db, await start_service_events(rt)))
     return [
         GrpcService(

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import grpc
-from edrs_core import InvalidArgument, NotFound, validation
+from edrs_core import InvalidArgument, NotFound, ServicerContext, validation
 from edrs_core.context import require_client_id
 from edrs_core.ids import parse_id
 from edrs_core.protobuf import timestamp
@@ -52,7 +51,7 @@ class KnowledgeServicer(knowledge_pb2_grpc.KnowledgeServiceServicer):
         self.store = store
 
     async def IngestDocument(  # noqa: N802 (gRPC method name)
-        self, request: knowledge_pb2.IngestDocumentRequest, context: grpc.aio.ServicerContext
+        self, request: knowledge_pb2.IngestDocumentRequest, context: ServicerContext
     ) -> knowledge_pb2.Document:
         client_id = require_client_id()
         new = NewDocument(
@@ -64,7 +63,7 @@ class KnowledgeServicer(knowledge_pb2_grpc.KnowledgeServiceServicer):
         return to_proto(await self.store.create(client_id, new))
 
     async def GetDocument(  # noqa: N802
-        self, request: knowledge_pb2.GetDocumentRequest, context: grpc.aio.ServicerContext
+        self, request: knowledge_pb2.GetDocumentRequest, context: ServicerContext
     ) -> knowledge_pb2.Document:
         client_id = require_client_id()
         document = await self.store.get(client_id, parse_id(request.id))
@@ -73,7 +72,7 @@ class KnowledgeServicer(knowledge_pb2_grpc.KnowledgeServiceServicer):
         return to_proto(document)
 
     async def Search(  # noqa: N802
-        self, request: knowledge_pb2.SearchRequest, context: grpc.aio.ServicerContext
+        self, request: knowledge_pb2.SearchRequest, context: ServicerContext
     ) -> knowledge_pb2.SearchResponse:
         client_id = require_client_id()
         query = validation.text(request.query, "query", max_length=2_000)

@@ -22,13 +22,12 @@ from edrs_memory.working import WorkingMemory
 
 
 def stores(
-    rt: Runtime, events: ServiceEvents, clock: Clock | None = None
+    rt: Runtime[MemorySettings], events: ServiceEvents, clock: Clock | None = None
 ) -> tuple[PostgresMemoryStore, WorkingMemory]:
     """The store and working memory over the runtime's pools: for the servicer and consumers.
 
     `clock` judges working-memory expiry: the system clock, unless a test holds time."""
     settings = rt.settings
-    assert isinstance(settings, MemorySettings)
     assert rt.redis is not None, "memory uses Redis (settings require redis_url)"
     store = PostgresMemoryStore(rt.db, events)
     working = WorkingMemory(
@@ -41,10 +40,9 @@ def stores(
     return store, working
 
 
-async def build(rt: Runtime, clock: Clock | None = None) -> list[GrpcService]:
+async def build(rt: Runtime[MemorySettings], clock: Clock | None = None) -> list[GrpcService]:
     """`clock` judges working-memory expiry: the system clock, unless a test holds time."""
     settings = rt.settings
-    assert isinstance(settings, MemorySettings)
     store, working = stores(rt, await start_service_events(rt), clock)
     stored = await store.embedding_dimensions()
     if stored != settings.embedding_dimensions:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
+from edrs_events.pg import Connection
 
 log = logging.getLogger("edrs.memory.retention")
 
@@ -44,7 +45,7 @@ def partition_name(start: datetime) -> str:
     return f"episodes_y{start.year:04d}m{start.month:02d}"
 
 
-async def ensure_month_partition(conn: asyncpg.Connection, start: datetime) -> bool:
+async def ensure_month_partition(conn: Connection, start: datetime) -> bool:
     """Create the partition of the month starting at `start`; True when it was created.
 
     Rows of that month already in the DEFAULT partition move into it first: PostgreSQL refuses

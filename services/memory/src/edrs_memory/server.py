@@ -7,8 +7,7 @@ import re
 from datetime import UTC, datetime
 from uuid import UUID
 
-import grpc
-from edrs_core import validation
+from edrs_core import ServicerContext, validation
 from edrs_core.context import require_client_id
 from edrs_core.errors import InvalidArgument, NotFound
 from edrs_core.ids import parse_id
@@ -125,7 +124,7 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
         self.policy = policy
 
     async def Remember(  # noqa: N802 (gRPC method name)
-        self, request: memory_pb2.RememberRequest, context: grpc.aio.ServicerContext
+        self, request: memory_pb2.RememberRequest, context: ServicerContext
     ) -> memory_pb2.Memory:
         scope = _scope(request.persona_id, request.user_id)
         # proto3 cannot tell an unset double from 0, so 0 means "not given".
@@ -145,7 +144,7 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
         return memory_proto(stored)
 
     async def Recall(  # noqa: N802
-        self, request: memory_pb2.RecallRequest, context: grpc.aio.ServicerContext
+        self, request: memory_pb2.RecallRequest, context: ServicerContext
     ) -> memory_pb2.RecallResponse:
         scope = _scope(request.persona_id, request.user_id, user_required=False)
         query = validation.text(request.query, "query", max_length=2_000, required=False)
@@ -178,7 +177,7 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
         )
 
     async def RecordTurn(  # noqa: N802
-        self, request: memory_pb2.RecordTurnRequest, context: grpc.aio.ServicerContext
+        self, request: memory_pb2.RecordTurnRequest, context: ServicerContext
     ) -> memory_pb2.RecordTurnResponse:
         scope = _scope(request.persona_id, request.user_id)
         conversation_id = _conversation_id(request.conversation_id)
@@ -239,7 +238,7 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
         )
 
     async def PutWorkingItem(  # noqa: N802
-        self, request: memory_pb2.PutWorkingItemRequest, context: grpc.aio.ServicerContext
+        self, request: memory_pb2.PutWorkingItemRequest, context: ServicerContext
     ) -> memory_pb2.WorkingItem:
         scope = _scope(request.persona_id, request.user_id)
         conversation_id = _conversation_id(request.conversation_id)
@@ -265,7 +264,7 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
         return working_proto(item)
 
     async def ListWorkingItems(  # noqa: N802
-        self, request: memory_pb2.ListWorkingItemsRequest, context: grpc.aio.ServicerContext
+        self, request: memory_pb2.ListWorkingItemsRequest, context: ServicerContext
     ) -> memory_pb2.ListWorkingItemsResponse:
         scope = _scope(request.persona_id, request.user_id)
         conversation_id = _conversation_id(request.conversation_id)
@@ -274,14 +273,14 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
         return memory_pb2.ListWorkingItemsResponse(items=[working_proto(i) for i in items])
 
     async def ListFacts(  # noqa: N802
-        self, request: memory_pb2.ListFactsRequest, context: grpc.aio.ServicerContext
+        self, request: memory_pb2.ListFactsRequest, context: ServicerContext
     ) -> memory_pb2.ListFactsResponse:
         scope = _scope(request.persona_id, request.user_id)
         found = await self.store.list_facts(scope, include_superseded=request.include_superseded)
         return memory_pb2.ListFactsResponse(facts=[fact_proto(f) for f in found])
 
     async def AssertFact(  # noqa: N802
-        self, request: memory_pb2.AssertFactRequest, context: grpc.aio.ServicerContext
+        self, request: memory_pb2.AssertFactRequest, context: ServicerContext
     ) -> memory_pb2.AssertFactResponse:
         scope = _scope(request.persona_id, request.user_id)
         attribute = validation.text(request.attribute, "attribute", max_length=64)
@@ -313,7 +312,7 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
         )
 
     async def DeleteFact(  # noqa: N802
-        self, request: memory_pb2.DeleteFactRequest, context: grpc.aio.ServicerContext
+        self, request: memory_pb2.DeleteFactRequest, context: ServicerContext
     ) -> memory_pb2.DeleteFactResponse:
         scope = _scope(request.persona_id, request.user_id)
         fact_id = parse_id(validation.text(request.fact_id, "fact_id", max_length=100), "fact_id")
@@ -322,7 +321,7 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
         return memory_pb2.DeleteFactResponse()
 
     async def ForgetUser(  # noqa: N802
-        self, request: memory_pb2.ForgetUserRequest, context: grpc.aio.ServicerContext
+        self, request: memory_pb2.ForgetUserRequest, context: ServicerContext
     ) -> memory_pb2.ForgetUserResponse:
         scope = _scope(request.persona_id, request.user_id)
         counts, conversations = await self.store.forget_user(scope)

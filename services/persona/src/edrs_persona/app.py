@@ -18,9 +18,8 @@ from edrs_persona.store.postgres import PostgresPersonaStore
 from edrs_persona.turns import TurnGate
 
 
-async def build(rt: Runtime) -> list[GrpcService]:
+async def build(rt: Runtime[PersonaSettings]) -> list[GrpcService]:
     settings = rt.settings
-    assert isinstance(settings, PersonaSettings)
     assert rt.redis is not None  # PersonaSettings.uses_redis: required at start-up
     events = await start_service_events(rt)
     store = PostgresPersonaStore(rt.db, events)

@@ -6,8 +6,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 from uuid import UUID
 
-import grpc
-from edrs_core import FailedPrecondition, InvalidArgument, NotFound, validation
+from edrs_core import FailedPrecondition, InvalidArgument, NotFound, ServicerContext, validation
 from edrs_core.context import require_client_id
 from edrs_core.ids import parse_id
 from edrs_core.protobuf import timestamp
@@ -152,7 +151,7 @@ class PersonaServicer(persona_pb2_grpc.PersonaServiceServicer):
     # -- personas ---------------------------------------------------------------------------
 
     async def CreatePersona(  # noqa: N802 (gRPC method name)
-        self, request: persona_pb2.CreatePersonaRequest, context: grpc.aio.ServicerContext
+        self, request: persona_pb2.CreatePersonaRequest, context: ServicerContext
     ) -> persona_pb2.Persona:
         client_id = require_client_id()
         new = NewPersona(
@@ -166,13 +165,13 @@ class PersonaServicer(persona_pb2_grpc.PersonaServiceServicer):
         return to_proto(await self.store.create(client_id, new))
 
     async def GetPersona(  # noqa: N802
-        self, request: persona_pb2.GetPersonaRequest, context: grpc.aio.ServicerContext
+        self, request: persona_pb2.GetPersonaRequest, context: ServicerContext
     ) -> persona_pb2.Persona:
         client_id = require_client_id()
         return to_proto(await self._persona(client_id, parse_id(request.id)))
 
     async def ListPersonas(  # noqa: N802
-        self, request: persona_pb2.ListPersonasRequest, context: grpc.aio.ServicerContext
+        self, request: persona_pb2.ListPersonasRequest, context: ServicerContext
     ) -> persona_pb2.ListPersonasResponse:
         client_id = require_client_id()
         personas, token = await self.store.list_personas(
@@ -187,7 +186,7 @@ class PersonaServicer(persona_pb2_grpc.PersonaServiceServicer):
         )
 
     async def UpdatePersona(  # noqa: N802
-        self, request: persona_pb2.UpdatePersonaRequest, context: grpc.aio.ServicerContext
+        self, request: persona_pb2.UpdatePersonaRequest, context: ServicerContext
     ) -> persona_pb2.Persona:
         client_id = require_client_id()
         persona_id = parse_id(request.persona.id, "persona.id")
@@ -209,7 +208,7 @@ class PersonaServicer(persona_pb2_grpc.PersonaServiceServicer):
         return to_proto(await self.store.update(client_id, persona_id, changes))
 
     async def ArchivePersona(  # noqa: N802
-        self, request: persona_pb2.ArchivePersonaRequest, context: grpc.aio.ServicerContext
+        self, request: persona_pb2.ArchivePersonaRequest, context: ServicerContext
     ) -> persona_pb2.Persona:
         client_id = require_client_id()
         return to_proto(await self.store.archive(client_id, parse_id(request.id)))
@@ -217,12 +216,12 @@ class PersonaServicer(persona_pb2_grpc.PersonaServiceServicer):
     # -- conversations ----------------------------------------------------------------------
 
     def Converse(  # noqa: N802
-        self, request: persona_pb2.ConverseRequest, context: grpc.aio.ServicerContext
+        self, request: persona_pb2.ConverseRequest, context: ServicerContext
     ) -> AsyncIterator[Any]:
         return self.conversations.converse(request)
 
     async def ListConversations(  # noqa: N802
-        self, request: persona_pb2.ListConversationsRequest, context: grpc.aio.ServicerContext
+        self, request: persona_pb2.ListConversationsRequest, context: ServicerContext
     ) -> persona_pb2.ListConversationsResponse:
         client_id = require_client_id()
         persona_id = parse_id(request.persona_id, "persona_id")
@@ -237,7 +236,7 @@ class PersonaServicer(persona_pb2_grpc.PersonaServiceServicer):
         )
 
     async def ListMessages(  # noqa: N802
-        self, request: persona_pb2.ListMessagesRequest, context: grpc.aio.ServicerContext
+        self, request: persona_pb2.ListMessagesRequest, context: ServicerContext
     ) -> persona_pb2.ListMessagesResponse:
         client_id = require_client_id()
         key = ConversationKey(
@@ -299,13 +298,13 @@ class PersonaServicer(persona_pb2_grpc.PersonaServiceServicer):
         return relationship
 
     async def GetRelationship(  # noqa: N802
-        self, request: persona_pb2.GetRelationshipRequest, context: grpc.aio.ServicerContext
+        self, request: persona_pb2.GetRelationshipRequest, context: ServicerContext
     ) -> persona_pb2.Relationship:
         client_id, pid, user = await self._subject(request.persona_id, request.user_id)
         return await self._relationship(client_id, pid, user)
 
     async def UpdateRelationship(  # noqa: N802
-        self, request: persona_pb2.UpdateRelationshipRequest, context: grpc.aio.ServicerContext
+        self, request: persona_pb2.UpdateRelationshipRequest, context: ServicerContext
     ) -> persona_pb2.Relationship:
         notes = validation.text_list(request.notes, "notes", max_items=50, max_length=500)
         client_id, pid, user = await self._subject(request.persona_id, request.user_id)
@@ -313,7 +312,7 @@ class PersonaServicer(persona_pb2_grpc.PersonaServiceServicer):
         return await self._relationship(client_id, pid, user)
 
     async def CorrectFact(  # noqa: N802
-        self, request: persona_pb2.CorrectFactRequest, context: grpc.aio.ServicerContext
+        self, request: persona_pb2.CorrectFactRequest, context: ServicerContext
     ) -> persona_pb2.Relationship:
         attribute = _fact_attribute(request.attribute)
         value = validation.text(request.value, "value", max_length=500)
@@ -326,7 +325,7 @@ class PersonaServicer(persona_pb2_grpc.PersonaServiceServicer):
         return await self._relationship(client_id, pid, user)
 
     async def DeleteFact(  # noqa: N802
-        self, request: persona_pb2.DeleteFactRequest, context: grpc.aio.ServicerContext
+        self, request: persona_pb2.DeleteFactRequest, context: ServicerContext
     ) -> persona_pb2.Relationship:
         fact_id = parse_id(request.fact_id, "fact_id")
         client_id, pid, user = await self._subject(request.persona_id, request.user_id)
@@ -336,7 +335,7 @@ class PersonaServicer(persona_pb2_grpc.PersonaServiceServicer):
         return await self._relationship(client_id, pid, user)
 
     async def ForgetRelationship(  # noqa: N802
-        self, request: persona_pb2.ForgetRelationshipRequest, context: grpc.aio.ServicerContext
+        self, request: persona_pb2.ForgetRelationshipRequest, context: ServicerContext
     ) -> persona_pb2.ForgetRelationshipResponse:
         client_id, pid, user = await self._subject(request.persona_id, request.user_id)
         # Memory first: if it fails, nothing is deleted here and the call can simply be retried.
@@ -382,7 +381,7 @@ class PersonaServicer(persona_pb2_grpc.PersonaServiceServicer):
     # -- co-workers -------------------------------------------------------------------------
 
     async def SetCoworker(  # noqa: N802
-        self, request: persona_pb2.SetCoworkerRequest, context: grpc.aio.ServicerContext
+        self, request: persona_pb2.SetCoworkerRequest, context: ServicerContext
     ) -> persona_pb2.Coworker:
         client_id = require_client_id()
         pid = parse_id(request.persona_id, "persona_id")
@@ -402,7 +401,7 @@ class PersonaServicer(persona_pb2_grpc.PersonaServiceServicer):
         )
 
     async def ListCoworkers(  # noqa: N802
-        self, request: persona_pb2.ListCoworkersRequest, context: grpc.aio.ServicerContext
+        self, request: persona_pb2.ListCoworkersRequest, context: ServicerContext
     ) -> persona_pb2.ListCoworkersResponse:
         client_id = require_client_id()
         pid = parse_id(request.persona_id, "persona_id")
@@ -413,7 +412,7 @@ class PersonaServicer(persona_pb2_grpc.PersonaServiceServicer):
         )
 
     async def RemoveCoworker(  # noqa: N802
-        self, request: persona_pb2.RemoveCoworkerRequest, context: grpc.aio.ServicerContext
+        self, request: persona_pb2.RemoveCoworkerRequest, context: ServicerContext
     ) -> persona_pb2.RemoveCoworkerResponse:
         client_id = require_client_id()
         pid = parse_id(request.persona_id, "persona_id")

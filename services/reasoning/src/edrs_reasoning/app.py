@@ -135,9 +135,8 @@ def _passive_thread_pools() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-async def build(rt: Runtime) -> list[GrpcService]:
+async def build(rt: Runtime[ReasoningSettings]) -> list[GrpcService]:
     settings = rt.settings
-    assert isinstance(settings, ReasoningSettings)
     _passive_thread_pools()
     embedder = await load_embedder(settings)
     backend = await load_backend(settings)

@@ -144,7 +144,8 @@ def _load_model(path: Path, device: str, precision: str, threads: int) -> Any:
     torch.set_num_threads(threads)
     from transformers.utils import logging as transformers_logging
 
-    transformers_logging.disable_progress_bar()  # a tqdm bar per load, outside the JSON logs
+    # A tqdm bar per load, outside the JSON logs. transformers leaves this function unannotated.
+    transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
     model = SentenceTransformer(str(path), device="cuda" if device == "gpu" else "cpu")
     if precision == "float16":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,7 +57,7 @@ class Reasoner:
         self.store = store
         self.events = events
 
-    async def run(self, client_id: str, call: ReasonCall) -> AsyncIterator[str | Outcome]:
+    async def run(self, client_id: str, call: ReasonCall) -> AsyncGenerator[str | Outcome, None]:
         """Yield the answer's text deltas, then one Outcome (after the trace is stored)."""
         start = time.perf_counter()
         if call.strategy in (strategies.CHAIN_OF_THOUGHT, strategies.SELF_CONSISTENCY):

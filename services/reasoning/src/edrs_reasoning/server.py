@@ -6,8 +6,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
 from typing import Any
 
-import grpc
-from edrs_core import NotFound
+from edrs_core import NotFound, ServicerContext
 from edrs_core.context import require_client_id
 from edrs_core.ids import parse_id
 from edrs_core.protobuf import timestamp
@@ -116,7 +115,7 @@ class ReasoningServicer(reasoning_pb2_grpc.ReasoningServiceServicer):
         self.settings = settings
 
     async def Reason(  # noqa: N802 (gRPC method name)
-        self, request: reasoning_pb2.ReasonRequest, context: grpc.aio.ServicerContext
+        self, request: reasoning_pb2.ReasonRequest, context: ServicerContext
     ) -> AsyncIterator[reasoning_pb2.ReasonResponse]:
         client_id = require_client_id()
         call = requests.reason_call(request, self.settings)
@@ -128,7 +127,7 @@ class ReasoningServicer(reasoning_pb2_grpc.ReasoningServiceServicer):
                     yield reasoning_pb2.ReasonResponse(delta=reasoning_pb2.TokenDelta(text=item))
 
     async def Embed(  # noqa: N802
-        self, request: reasoning_pb2.EmbedRequest, context: grpc.aio.ServicerContext
+        self, request: reasoning_pb2.EmbedRequest, context: ServicerContext
     ) -> reasoning_pb2.EmbedResponse:
         # No tenant needed: no tenant data is read or kept (memory's jobs embed outside a call).
         texts = requests.embed_texts(request.texts)
@@ -140,7 +139,7 @@ class ReasoningServicer(reasoning_pb2_grpc.ReasoningServiceServicer):
         )
 
     async def GetModelInfo(  # noqa: N802
-        self, request: reasoning_pb2.GetModelInfoRequest, context: grpc.aio.ServicerContext
+        self, request: reasoning_pb2.GetModelInfoRequest, context: ServicerContext
     ) -> reasoning_pb2.ModelInfo:
         return reasoning_pb2.ModelInfo(
             backend=self.backend.kind,
@@ -171,7 +170,7 @@ class ReasoningServicer(reasoning_pb2_grpc.ReasoningServiceServicer):
                 yield chunk
 
     async def GetTrace(  # noqa: N802
-        self, request: reasoning_pb2.GetTraceRequest, context: grpc.aio.ServicerContext
+        self, request: reasoning_pb2.GetTraceRequest, context: ServicerContext
     ) -> reasoning_pb2.Trace:
         client_id = require_client_id()
         trace = await self.store.get(client_id, parse_id(request.id))
@@ -180,7 +179,7 @@ class ReasoningServicer(reasoning_pb2_grpc.ReasoningServiceServicer):
         return to_proto(trace)
 
     async def ListTraces(  # noqa: N802
-        self, request: reasoning_pb2.ListTracesRequest, context: grpc.aio.ServicerContext
+        self, request: reasoning_pb2.ListTracesRequest, context: ServicerContext
     ) -> reasoning_pb2.ListTracesResponse:
         client_id = require_client_id()
         labels = requests.labels(request.labels)

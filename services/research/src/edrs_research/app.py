@@ -11,9 +11,8 @@ from edrs_research.server import ResearchServicer
 from edrs_research.store.postgres import PostgresResearchStore
 
 
-async def build(rt: Runtime) -> list[GrpcService]:
+async def build(rt: Runtime[ResearchSettings]) -> list[GrpcService]:
     settings = rt.settings
-    assert isinstance(settings, ResearchSettings)
     store = PostgresResearchStore(rt.db, await start_service_events(rt))
     servicer = ResearchServicer(store, settings.outbound_policy())
     return [

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import grpc
-from edrs_core import AlreadyExists, InvalidArgument, validation
+from edrs_core import AlreadyExists, InvalidArgument, ServicerContext, validation
 from edrs_core.context import require_client_id
 from edrs_core.outbound import OutboundPolicy
 from edrs_core.protobuf import timestamp
@@ -30,7 +29,7 @@ class ResearchServicer(research_pb2_grpc.ResearchServiceServicer):
         self.outbound = outbound
 
     async def RegisterSource(  # noqa: N802 (gRPC method name)
-        self, request: research_pb2.RegisterSourceRequest, context: grpc.aio.ServicerContext
+        self, request: research_pb2.RegisterSourceRequest, context: ServicerContext
     ) -> research_pb2.Source:
         client_id = require_client_id()
         raw = validation.text(request.url, "url", max_length=urls.MAX_URL_LENGTH)
@@ -50,7 +49,7 @@ class ResearchServicer(research_pb2_grpc.ResearchServiceServicer):
         return to_proto(created)
 
     async def ListSources(  # noqa: N802
-        self, request: research_pb2.ListSourcesRequest, context: grpc.aio.ServicerContext
+        self, request: research_pb2.ListSourcesRequest, context: ServicerContext
     ) -> research_pb2.ListSourcesResponse:
         client_id = require_client_id()
         sources, token = await self.store.list(

@@ -13,7 +13,7 @@ from edrs_task.server import TaskServicer
 from edrs_task.store.postgres import PostgresTaskStore
 
 
-async def build(rt: Runtime) -> list[GrpcService]:
+async def build(rt: Runtime[TaskSettings]) -> list[GrpcService]:
     # Required: a missing persona address stops start-up rather than failing each assignment.
     personas = PersonaDirectory(rt.peers.stub(persona_pb2_grpc.PersonaServiceStub, required=True))
     servicer = TaskServicer(PostgresTaskStore(rt.db, await start_service_events(rt)), personas)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import grpc
-from edrs_core import NotFound, validation
+from edrs_core import NotFound, ServicerContext, validation
 from edrs_core.context import require_client_id
 from edrs_core.ids import parse_id
 from edrs_core.protobuf import timestamp
@@ -43,7 +42,7 @@ class TaskServicer(task_pb2_grpc.TaskServiceServicer):
         self.personas = personas
 
     async def CreateTask(  # noqa: N802 (gRPC method name)
-        self, request: task_pb2.CreateTaskRequest, context: grpc.aio.ServicerContext
+        self, request: task_pb2.CreateTaskRequest, context: ServicerContext
     ) -> task_pb2.Task:
         client_id = require_client_id()
         assignee = None
@@ -67,7 +66,7 @@ class TaskServicer(task_pb2_grpc.TaskServiceServicer):
         return to_proto(await self.store.create(client_id, new))
 
     async def GetTask(  # noqa: N802
-        self, request: task_pb2.GetTaskRequest, context: grpc.aio.ServicerContext
+        self, request: task_pb2.GetTaskRequest, context: ServicerContext
     ) -> task_pb2.Task:
         client_id = require_client_id()
         task = await self.store.get(client_id, parse_id(request.id))
@@ -76,7 +75,7 @@ class TaskServicer(task_pb2_grpc.TaskServiceServicer):
         return to_proto(task)
 
     async def ListTasks(  # noqa: N802
-        self, request: task_pb2.ListTasksRequest, context: grpc.aio.ServicerContext
+        self, request: task_pb2.ListTasksRequest, context: ServicerContext
     ) -> task_pb2.ListTasksResponse:
         client_id = require_client_id()
         tasks, token = await self.store.list(

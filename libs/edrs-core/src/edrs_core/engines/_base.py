@@ -58,7 +58,7 @@ def wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Proces
 
 def _is_alive(proc: psutil.Process) -> bool:
     try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+        return bool(proc.is_running()) and proc.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
 

@@ -74,5 +74,5 @@ async def verify_unrevoked(
 def _authorization(scope: Scope) -> str | None:
     for name, value in scope.get("headers", ()):
         if name == b"authorization":
-            return value.decode("latin-1")
+            return bytes(value).decode("latin-1")
     return None

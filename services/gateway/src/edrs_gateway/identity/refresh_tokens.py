@@ -16,6 +16,7 @@ from uuid import UUID
 
 import asyncpg
 from edrs_core.ids import new_id
+from edrs_events.pg import Connection
 
 SubjectKind = Literal["user", "api_key"]
 
@@ -131,7 +132,7 @@ class RefreshTokenStore:
         )
 
 
-async def _revoke_family(conn: asyncpg.Connection, family_id: UUID) -> None:
+async def _revoke_family(conn: Connection, family_id: UUID) -> None:
     await conn.execute(
         "UPDATE refresh_tokens SET revoked_at = now() WHERE family_id = $1 AND revoked_at IS NULL",
         family_id,
@@ -139,7 +140,7 @@ async def _revoke_family(conn: asyncpg.Connection, family_id: UUID) -> None:
 
 
 async def _insert(
-    conn: asyncpg.Connection,
+    conn: Connection,
     subject: RefreshSubject,
     *,
     family_expires_at: datetime | None,

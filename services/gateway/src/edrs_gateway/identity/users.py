@@ -12,6 +12,7 @@ import asyncpg
 from edrs_core import AlreadyExists, FailedPrecondition
 from edrs_core.ids import new_id
 from edrs_core.pagination import keyset_page
+from edrs_events.pg import Connection
 
 from edrs_gateway.auth.principal import Role
 
@@ -217,15 +218,13 @@ class UserStore:
         )
 
 
-async def _lock_tenant(conn: asyncpg.Connection, tenant_id: UUID) -> None:
+async def _lock_tenant(conn: Connection, tenant_id: UUID) -> None:
     # Serialises role changes and deletions within a tenant, so two admins demoting each other at
     # once cannot both pass the "another admin remains" check.
     await conn.execute("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE", tenant_id)
 
 
-async def _keep_an_admin(
-    conn: asyncpg.Connection, tenant_id: UUID, user_id: UUID, verb: str
-) -> None:
+async def _keep_an_admin(conn: Connection, tenant_id: UUID, user_id: UUID, verb: str) -> None:
     others = await conn.fetchval(
         "SELECT count(*) FROM users WHERE tenant_id = $1 AND role = 'admin' AND id <> $2",
         tenant_id,

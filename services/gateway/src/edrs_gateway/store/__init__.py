@@ -7,11 +7,13 @@ from datetime import datetime
 from typing import Protocol
 from uuid import UUID
 
+from edrs_gateway.auth.principal import Tier
+
 
 @dataclass(frozen=True, kw_only=True)
 class NewTenant:
     name: str
-    tier: str = "standard"
+    tier: Tier = "standard"
 
 
 @dataclass(frozen=True, kw_only=True)

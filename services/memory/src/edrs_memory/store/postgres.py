@@ -18,6 +18,7 @@ import asyncpg
 from edrs_core.events import ServiceEvents
 from edrs_core.ids import new_id
 from edrs_events.outbox import Outbox
+from edrs_events.pg import Connection
 
 from edrs_memory import facts as fact_rules
 from edrs_memory.embeddings import Vector, vector_literal
@@ -89,7 +90,7 @@ class PostgresMemoryStore:
         )
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+    async def transaction(self) -> AsyncIterator[Connection]:
         async with self.db.acquire() as conn, conn.transaction():
             yield conn
 
@@ -97,7 +98,7 @@ class PostgresMemoryStore:
 
     async def add_episodes(
         self,
-        conn: asyncpg.Connection,
+        conn: Connection,
         client_id: str,
         episodes: Sequence[tuple[NewEpisode, Vector | None]],
     ) -> list[Episode]:
@@ -238,7 +239,7 @@ class PostgresMemoryStore:
 
     async def state_facts(
         self,
-        conn: asyncpg.Connection,
+        conn: Connection,
         scope: Scope,
         stated: Sequence[tuple[str, str, str]],
         *,
@@ -329,7 +330,7 @@ class PostgresMemoryStore:
         return FactChanges(learned=learned, superseded=superseded)
 
     async def list_facts(
-        self, scope: Scope, *, include_superseded: bool, conn: asyncpg.Connection | None = None
+        self, scope: Scope, *, include_superseded: bool, conn: Connection | None = None
     ) -> list[Fact]:
         """Current facts by attribute and age; with history, newest first within an attribute.
 
@@ -373,7 +374,7 @@ class PostgresMemoryStore:
         return counts, sorted({r["conversation_id"] for r in rows})
 
     async def erase_user(
-        self, conn: asyncpg.Connection, client_id: str, user_id: str
+        self, conn: Connection, client_id: str, user_id: str
     ) -> tuple[Forgotten, list[tuple[UUID, str]]]:
         """Delete everything held about a user of the tenant, with every persona, in `conn`'s
         transaction: facts, episodes, durable working memory, and the sent events that name
@@ -448,7 +449,7 @@ class PostgresMemoryStore:
     # Working memory (durable copy)
 
     async def add_working_items(
-        self, conn: asyncpg.Connection, client_id: str, items: Sequence[WorkingItem]
+        self, conn: Connection, client_id: str, items: Sequence[WorkingItem]
     ) -> None:
         await conn.executemany(
             """INSERT INTO working_items (id, client_id, persona_id, user_id, conversation_id,

@@ -12,6 +12,7 @@ from edrs_core.events import ServiceEvents
 from edrs_core.ids import new_id
 from edrs_core.pagination import Cursor, decode_cursor, encode_cursor, keyset_page, page_size
 from edrs_events.outbox import Outbox
+from edrs_events.pg import Connection
 
 from edrs_persona.store import (
     UPDATABLE_FIELDS,
@@ -155,7 +156,7 @@ class PostgresPersonaStore:
         )
         return [_persona(r) for r in rows], token
 
-    async def _locked(self, conn: asyncpg.Connection, client_id: str, persona_id: UUID) -> Persona:
+    async def _locked(self, conn: Connection, client_id: str, persona_id: UUID) -> Persona:
         row = await conn.fetchrow(
             f"SELECT {_COLUMNS} FROM personas WHERE client_id = $1 AND id = $2 FOR UPDATE",
             client_id,
@@ -211,7 +212,7 @@ class PostgresPersonaStore:
 
     @staticmethod
     async def _insert_message(
-        conn: asyncpg.Connection, key: ConversationKey, role: str, text: str, trace_id: str
+        conn: Connection, key: ConversationKey, role: str, text: str, trace_id: str
     ) -> Message:
         await conn.execute(
             """INSERT INTO conversations (client_id, persona_id, user_id, id, message_count)
@@ -380,9 +381,7 @@ class PostgresPersonaStore:
             )
         return int(deleted)
 
-    async def erase_user(
-        self, conn: asyncpg.Connection, client_id: str, user_id: str
-    ) -> UserErased:
+    async def erase_user(self, conn: Connection, client_id: str, user_id: str) -> UserErased:
         """Delete a user's messages, conversations and relationships with every persona of the
         tenant, and the sent events that name them, then write `persona.user_erased`; all in
         `conn`'s transaction."""

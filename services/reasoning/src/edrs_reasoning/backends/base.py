@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -42,9 +42,9 @@ class ChatBackend(Protocol):
 
     def stream(
         self, messages: Sequence[Message], options: GenerationOptions, usage: Usage
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         """Yield the reply's text as it is generated; fill `usage` at the end. Closing the
-        iterator early (the caller went away) stops the generation."""
+        generator early (`aclose()`: the caller went away) stops the generation."""
         ...
 
     def count_tokens(self, messages: Sequence[Message]) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,7 @@ class LocalBackend:
 
     async def stream(
         self, messages: Sequence[Message], options: GenerationOptions, usage: Usage
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         loop = asyncio.get_running_loop()
         llm = await self._pool.get()
         queue: asyncio.Queue[Any] = asyncio.Queue()
