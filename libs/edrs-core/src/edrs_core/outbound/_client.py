@@ -66,7 +66,7 @@ class OutboundResponse:
 
     @property
     def charset(self) -> str:
-        content_type = self.headers.get("content-type", "")
+        content_type = str(self.headers.get("content-type", ""))
         for part in content_type.split(";")[1:]:
             key, _, value = part.strip().partition("=")
             if key.lower() == "charset" and value:
