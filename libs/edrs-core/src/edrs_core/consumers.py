@@ -22,7 +22,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic
 
 from edrs_events import BaseEvent, BusObserver, ConsumerOptions, Subscription
 from edrs_events.bus import HandlerOutcome
@@ -33,10 +33,10 @@ from edrs_events.subjects import type_filter, validate_consumer_name
 
 from edrs_core import metrics
 from edrs_core.context import request_context
+from edrs_core.settings import SettingsT, SettingsT_co
 
 if TYPE_CHECKING:
     from edrs_core.runtime import Runtime
-    from edrs_core.settings import ServiceSettings
 
 log = logging.getLogger("edrs.consumers")
 
@@ -45,20 +45,21 @@ LAG_INTERVAL_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
-class ConsumedEvent:
-    """What a handler gets: the event, the transaction its effects must use, the runtime."""
+class ConsumedEvent(Generic[SettingsT_co]):
+    """What a handler gets: the event, the transaction its effects must use, the runtime (typed
+    with the service's settings class)."""
 
     event: BaseEvent
     # The inbox's transaction: write through it, and the effects commit with the inbox row.
     conn: Connection
-    runtime: Runtime[ServiceSettings]
+    runtime: Runtime[SettingsT_co]
 
 
-ConsumerHandler = Callable[[ConsumedEvent], Awaitable[None]]
+ConsumerHandler = Callable[[ConsumedEvent[SettingsT]], Awaitable[None]]
 
 
 @dataclass(frozen=True)
-class Consumer:
+class Consumer(Generic[SettingsT]):
     """A durable consumer of the event types `event_types` (`gateway.user_deleted`, `task.*`).
 
     `name` is the durable name on the bus and the inbox key: keep it stable, and unique in the
@@ -66,7 +67,7 @@ class Consumer:
 
     name: str
     event_types: Sequence[str]
-    handler: ConsumerHandler
+    handler: ConsumerHandler[SettingsT]
     options: ConsumerOptions = field(default_factory=ConsumerOptions)
 
     def __post_init__(self) -> None:
@@ -100,10 +101,12 @@ class PrometheusBusObserver(BusObserver):
             metrics.CONSUMER_DEAD_LETTERED.labels(*labels).inc()
 
 
-class Consumers:
+class Consumers(Generic[SettingsT]):
     """The running consumers of one service process."""
 
-    def __init__(self, runtime: Runtime[ServiceSettings], declared: Sequence[Consumer]) -> None:
+    def __init__(
+        self, runtime: Runtime[SettingsT], declared: Sequence[Consumer[SettingsT]]
+    ) -> None:
         self.runtime = runtime
         self.declared = list(declared)
         self.subscriptions: dict[str, Subscription] = {}
@@ -128,7 +131,7 @@ class Consumers:
             log.info("consuming %s as %s", ", ".join(consumer.event_types), consumer.name)
         rt.spawn(self._report_lag(), f"{rt.settings.service_name}-consumer-lag")
 
-    def _handler(self, consumer: Consumer) -> Callable[[BaseEvent], Awaitable[None]]:
+    def _handler(self, consumer: Consumer[SettingsT]) -> Callable[[BaseEvent], Awaitable[None]]:
         rt = self.runtime
         service = rt.settings.service_name
 

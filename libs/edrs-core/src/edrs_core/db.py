@@ -10,6 +10,7 @@ from importlib.resources.abc import Traversable
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+from edrs_events.pg import Connection
 
 log = logging.getLogger("edrs.db")
 
@@ -79,7 +80,7 @@ async def ensure_database(url: str) -> bool:
         await admin.close()
 
 
-async def apply_migrations(conn: asyncpg.Connection, migrations: list[Migration]) -> list[int]:
+async def apply_migrations(conn: Connection, migrations: list[Migration]) -> list[int]:
     """Apply what is not applied yet, each in its own transaction; returns the versions applied."""
     await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
     try:

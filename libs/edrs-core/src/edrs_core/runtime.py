@@ -11,7 +11,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from importlib.resources.abc import Traversable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic
 
 import asyncpg
 from edrs_events import BusUnavailable, EventBus, connect_bus
@@ -25,16 +25,15 @@ from edrs_core.grpc_server import GrpcServer, GrpcService
 from edrs_core.http import HealthState, HttpServer, build_http_app, metrics_app
 from edrs_core.identity import JwksKeys, ServiceTokens, TokenVerifier, load_private_key
 from edrs_core.logging import configure_logging
-from edrs_core.settings import ServiceSettings, load_settings_or_exit
+from edrs_core.settings import (
+    ServiceSettings,
+    SettingsT,
+    SettingsT_co,
+    load_settings_or_exit,
+)
 from edrs_core.tracing import configure_tracing
 
 log = logging.getLogger("edrs.runtime")
-
-
-# The settings class of a service. Runtime is covariant in it (it only hands its settings out), so
-# a Runtime[GatewaySettings] is a Runtime[ServiceSettings] for code that serves any service.
-SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
-SettingsT_co = TypeVar("SettingsT_co", bound=ServiceSettings, covariant=True)
 
 
 @dataclass
@@ -91,7 +90,7 @@ class ServiceDefinition(Generic[SettingsT]):
     http_routes: HttpRoutes[SettingsT] | None = None
     # Where `edrs dev up` runs it on one machine; None: ports after those of the declared ones.
     local_ports: LocalPorts | None = None
-    consumers: Sequence[Consumer] = ()
+    consumers: Sequence[Consumer[SettingsT]] = ()
 
     @property
     def name(self) -> str:
@@ -126,7 +125,7 @@ class ServiceRunner(Generic[SettingsT]):
         self.health = HealthState(checks={}, cache_seconds=settings.readiness_cache_seconds)
         self.grpc: GrpcServer | None = None
         self.servers: list[HttpServer] = []
-        self.consumers: Consumers | None = None
+        self.consumers: Consumers[SettingsT] | None = None
 
     async def run(self) -> int:
         if self.handle_signals:

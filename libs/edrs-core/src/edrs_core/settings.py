@@ -245,3 +245,10 @@ def load_settings_or_exit(cls: type[S]) -> S:
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+# The settings class of a service, for what is generic over it (Runtime, ServiceDefinition,
+# consumers). Covariant where the settings are only handed out: a Runtime[GatewaySettings] is a
+# Runtime[ServiceSettings] for code that serves any service.
+SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
+SettingsT_co = TypeVar("SettingsT_co", bound=ServiceSettings, covariant=True)

@@ -7,10 +7,10 @@ from datetime import timedelta
 from typing import Annotated, Literal
 from uuid import UUID
 
-import asyncpg
 from edrs_core import Runtime
 from edrs_core.clock import Clock, SystemClock
 from edrs_core.events import ServiceEvents
+from edrs_events.pg import Connection
 from fastapi import Depends, Request
 
 from edrs_gateway.auth.fleet_tokens import FleetTokens
@@ -129,7 +129,7 @@ class GatewayContext:
         if user is None:
             return False
 
-        async def erase(conn: asyncpg.Connection) -> None:
+        async def erase(conn: Connection) -> None:
             event = await self.events.add(
                 conn,
                 "gateway.user_deleted",

@@ -79,7 +79,7 @@ async def build(rt: Runtime[MemorySettings], clock: Clock | None = None) -> list
     ]
 
 
-async def erase_user(delivery: ConsumedEvent) -> None:
+async def erase_user(delivery: ConsumedEvent[MemorySettings]) -> None:
     rt = delivery.runtime
     store, working = stores(rt, ServiceEvents(rt.settings.service_name))
     await erasure.erase_user(delivery, store, working)

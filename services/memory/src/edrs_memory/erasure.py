@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from edrs_core import ServiceSettings
 from edrs_core.consumers import ConsumedEvent
 
 from edrs_memory.store.postgres import PostgresMemoryStore
@@ -16,7 +17,7 @@ CONSUMER = "memory-user-deleted"
 
 
 async def erase_user(
-    delivery: ConsumedEvent, store: PostgresMemoryStore, working: WorkingMemory
+    delivery: ConsumedEvent[ServiceSettings], store: PostgresMemoryStore, working: WorkingMemory
 ) -> None:
     """Delete the user's facts, episodes and working memory (PostgreSQL and Redis) with every
     persona of the event's tenant, and publish `memory.user_erased`, in the inbox's transaction.

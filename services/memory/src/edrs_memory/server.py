@@ -333,7 +333,7 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
         )
 
     async def ExportUser(  # noqa: N802
-        self, request: memory_pb2.ExportUserRequest, context: grpc.aio.ServicerContext
+        self, request: memory_pb2.ExportUserRequest, context: ServicerContext
     ) -> memory_pb2.ExportUserResponse:
         client_id = require_client_id()
         episodes, held_facts, working = await self.store.user_data(

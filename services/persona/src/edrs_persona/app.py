@@ -47,7 +47,7 @@ async def build(rt: Runtime[PersonaSettings]) -> list[GrpcService]:
     ]
 
 
-async def erase_user(delivery: ConsumedEvent) -> None:
+async def erase_user(delivery: ConsumedEvent[PersonaSettings]) -> None:
     rt = delivery.runtime
     await erasure.erase_user(
         delivery, PostgresPersonaStore(rt.db, ServiceEvents(rt.settings.service_name))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from edrs_core import ServiceSettings
 from edrs_core.consumers import ConsumedEvent
 
 from edrs_persona.store import PersonaStore
@@ -14,7 +15,7 @@ log = logging.getLogger("edrs.persona.erasure")
 CONSUMER = "persona-user-deleted"
 
 
-async def erase_user(delivery: ConsumedEvent, store: PersonaStore) -> None:
+async def erase_user(delivery: ConsumedEvent[ServiceSettings], store: PersonaStore) -> None:
     """Delete the user's relationships, conversations and messages with every persona of the
     event's tenant and publish `persona.user_erased`, in the inbox's transaction (once, however
     often the event is delivered). Memory erases its part on the same event."""

@@ -350,7 +350,7 @@ class PersonaServicer(persona_pb2_grpc.PersonaServiceServicer):
         )
 
     async def ExportUser(  # noqa: N802
-        self, request: persona_pb2.ExportUserRequest, context: grpc.aio.ServicerContext
+        self, request: persona_pb2.ExportUserRequest, context: ServicerContext
     ) -> persona_pb2.ExportUserResponse:
         client_id = require_client_id()
         data = await self.store.user_data(client_id, user_id(request.user_id))

@@ -15,6 +15,7 @@ from uuid import UUID
 import asyncpg
 from edrs_core.ids import new_id
 from edrs_core.pagination import keyset_page
+from edrs_events.pg import Connection
 
 from edrs_gateway.auth.principal import Principal
 
@@ -87,7 +88,7 @@ class AuditLog:
         target: str = "",
         details: dict[str, Any] | None = None,
         ip: str | None = None,
-        conn: asyncpg.Connection | None = None,
+        conn: Connection | None = None,
     ) -> None:
         """Append an event (in `conn`'s transaction when given). `details` must never hold a
         secret: name what was found, not its value."""
@@ -142,7 +143,7 @@ class AuditLog:
         return [_event(r) for r in rows]
 
     @staticmethod
-    async def erase_subject(conn: asyncpg.Connection, tenant_id: UUID, names: Sequence[str]) -> int:
+    async def erase_subject(conn: Connection, tenant_id: UUID, names: Sequence[str]) -> int:
         """Take a subject out of the tenant's log, in `conn`'s transaction: each of its `names`
         (`user:<id>`, `email:<address>`) becomes `<kind>:erased` as actor and target, and the
         addresses they acted from are dropped. The entries stay: what was done to the tenant's

@@ -120,7 +120,7 @@ class RefreshTokenStore:
 
     @staticmethod
     async def forget_subject(
-        conn: asyncpg.Connection, tenant_id: UUID, subject_kind: SubjectKind, subject_id: UUID
+        conn: Connection, tenant_id: UUID, subject_kind: SubjectKind, subject_id: UUID
     ) -> None:
         """Delete the subject's tokens (an erased user), in `conn`'s transaction."""
         await conn.execute(

@@ -141,7 +141,7 @@ class UserStore:
         self,
         tenant_id: UUID,
         user_id: UUID,
-        also: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
+        also: Callable[[Connection], Awaitable[None]] | None = None,
     ) -> bool:
         """False when not found; FailedPrecondition when it is the tenant's last admin.
 

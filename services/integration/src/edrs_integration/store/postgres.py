@@ -60,6 +60,7 @@ class PostgresConnectorStore:
                     json.dumps(stored),
                     connector.enabled,
                 )
+                assert row is not None  # INSERT ... RETURNING yields the row
                 await self.events.add(
                     conn,
                     "integration.connector_created",

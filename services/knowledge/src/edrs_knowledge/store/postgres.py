@@ -51,6 +51,7 @@ class PostgresKnowledgeStore:
                     document.source,
                     json.dumps(document.metadata),
                 )
+                assert row is not None  # INSERT ... RETURNING yields the row
                 await self.events.add(
                     conn,
                     "knowledge.document_ingested",

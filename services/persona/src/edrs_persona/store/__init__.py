@@ -13,7 +13,7 @@ from uuid import UUID
 
 if TYPE_CHECKING:
     # Erasure runs in the event inbox's transaction, which lives in PostgreSQL.
-    import asyncpg
+    from edrs_events.pg import Connection
 
 # The persona fields UpdatePersona may change, in the order listings name them.
 UPDATABLE_FIELDS = ("name", "role", "responsibilities", "skills", "tone", "instructions")
@@ -154,9 +154,7 @@ class PersonaStore(Protocol):
 
     async def forget(self, client_id: str, persona_id: UUID, user_id: str) -> int: ...
 
-    async def erase_user(
-        self, conn: asyncpg.Connection, client_id: str, user_id: str
-    ) -> UserErased: ...
+    async def erase_user(self, conn: Connection, client_id: str, user_id: str) -> UserErased: ...
 
     async def user_data(self, client_id: str, user_id: str) -> UserData: ...
 
