@@ -63,7 +63,7 @@ async def load_embedder(settings: ReasoningSettings) -> Embedder:
     )
 
 
-async def load_speech(rt: Runtime, settings: ReasoningSettings) -> Speech:
+async def load_speech(rt: Runtime[ReasoningSettings], settings: ReasoningSettings) -> Speech:
     """The speech backends the settings choose, loaded (local models) or connected (servers)."""
     client = None
     if "openai" in (settings.stt_backend, settings.tts_backend):

@@ -156,14 +156,14 @@ class ReasoningServicer(reasoning_pb2_grpc.ReasoningServiceServicer):
     async def Transcribe(  # noqa: N802
         self,
         request_iterator: AsyncIterator[reasoning_pb2.TranscribeRequest],
-        context: grpc.aio.ServicerContext,
+        context: ServicerContext,
     ) -> reasoning_pb2.TranscribeResponse:
         # No tenant needed, as for Embed: the audio and its text are neither read nor kept here
         # beyond the call.
         return await self.speech.transcribe(request_iterator)
 
     async def Synthesize(  # noqa: N802
-        self, request: reasoning_pb2.SynthesizeRequest, context: grpc.aio.ServicerContext
+        self, request: reasoning_pb2.SynthesizeRequest, context: ServicerContext
     ) -> AsyncIterator[reasoning_pb2.SynthesizeResponse]:
         async with aclosing(self.speech.synthesize(request)) as chunks:
             async for chunk in chunks:

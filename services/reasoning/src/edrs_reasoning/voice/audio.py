@@ -85,7 +85,8 @@ def _decodable(stream: Any) -> bool:
 
 def to_int16(samples: np.ndarray) -> bytes:
     """Float samples in [-1, 1] as 16-bit little-endian PCM."""
-    return (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2").tobytes()
+    pcm: bytes = (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2").tobytes()
+    return pcm
 
 
 def wav_bytes(samples: np.ndarray, sample_rate: int) -> bytes:
@@ -147,7 +148,7 @@ class Format:
     codec: str | None = None
 
 
-FORMATS: dict[int, Format] = {
+FORMATS: dict[reasoning_pb2.AudioFormat.ValueType, Format] = {
     reasoning_pb2.AUDIO_FORMAT_WAV: Format("wav", "audio/wav"),
     reasoning_pb2.AUDIO_FORMAT_PCM: Format("pcm", "audio/pcm"),
     reasoning_pb2.AUDIO_FORMAT_MP3: Format("mp3", "audio/mpeg", "mp3", "libmp3lame"),

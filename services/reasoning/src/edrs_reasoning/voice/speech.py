@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
 from edrs_core import FailedPrecondition, InvalidArgument, validation
@@ -89,7 +89,7 @@ class Speech:
 
     async def synthesize(
         self, request: reasoning_pb2.SynthesizeRequest
-    ) -> AsyncIterator[reasoning_pb2.SynthesizeResponse]:
+    ) -> AsyncGenerator[reasoning_pb2.SynthesizeResponse, None]:
         synthesizer = self.synthesizer
         if synthesizer is None:
             raise FailedPrecondition(
