@@ -22,7 +22,8 @@ pytestmark = pytest.mark.integration
 # Tenants of this run only: against a server kept from an earlier run (EDRS_TEST_POSTGRES_URL),
 # fixed tenants would meet that run's personas, names and pages.
 RUN = uuid.uuid4().hex[:8]
-TENANT_A = testing.tenant_metadata(f"tenant-a-{RUN}")
+TENANT_A_ID = f"tenant-a-{RUN}"
+TENANT_A = testing.tenant_metadata(TENANT_A_ID)
 TENANT_B = testing.tenant_metadata(f"tenant-b-{RUN}")
 MISSING_ID = "0190d6a0-0000-7000-8000-000000000000"
 
@@ -235,7 +236,7 @@ async def test_a_created_task_is_announced_as_task_created(stub, task, persona) 
     )
     [event] = await testing.published_events(task, "task.task_created", created.id)
     assert event["payload"] == {"task_id": created.id, "title": "Announce me", "persona_id": ada}
-    assert (event["client_id"], event["source_container"]) == (TENANT_A[0][1], "task")
+    assert (event["client_id"], event["source_container"]) == (TENANT_A_ID, "task")
     # A refused task announces nothing.
     await testing.expect_rpc_error(
         stub.CreateTask(
