@@ -58,7 +58,8 @@ async def gateway(postgres_engine, redis_engine, nats_engine) -> AsyncIterator[G
         ) as persona,
         running_service(
             gateway_definition,
-            peers={"persona": persona.grpc_address},
+            # Reasoning too: the audio routes (`--voice`, `--speak`) call it.
+            peers={"persona": persona.grpc_address, "reasoning": reasoning.grpc_address},
             key_encryption_secret="test-key-encryption-secret-0123456789",
             **engines("gateway", 12),
         ) as svc,
@@ -155,3 +156,52 @@ async def test_chat_explains_what_went_wrong(gateway: Gateway, tmp_path) -> None
     assert code == 1 and "authentication failed" in err, err
     code, _, err = await edrs("chat", "Ada", *common, env={"PATH": "/usr/bin:/bin"})
     assert code == 1 and "no credentials" in err, err
+
+
+async def test_chat_by_voice_prints_what_was_heard_and_writes_the_spoken_reply(
+    gateway: Gateway, tmp_path
+) -> None:
+    headers = {"Authorization": f"Bearer {gateway.token}"}
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=120) as client:
+        spoken = await client.post(
+            "/api/v1/audio/speech",
+            json={"input": "What is your name?", "responseFormat": "wav"},
+            headers=headers,
+        )
+    assert spoken.status_code == 200, spoken.text
+    recording, reply_audio = tmp_path / "question.wav", tmp_path / "reply.wav"
+    recording.write_bytes(spoken.content)
+    common = ["--url", gateway.url, "--token", gateway.token, "--state-dir", str(tmp_path)]
+    code, out, err = await edrs(
+        "chat",
+        "Ada",
+        "--voice",
+        str(recording),
+        "--speak",
+        str(reply_audio),
+        "--max-tokens",
+        "24",
+        *common,
+    )
+    assert code == 0, err
+    assert "(heard) What is your name?" in err
+    assert out.strip(), "no reply printed"
+    data = reply_audio.read_bytes()
+    assert data[:4] == b"RIFF" and len(data) > 44 + 22_050, "at least half a second of speech"
+    # --speak with a typed message: the reply spoken afterwards.
+    typed_audio = tmp_path / "typed.wav"
+    code, out, err = await edrs(
+        "chat",
+        "Ada",
+        "-m",
+        "Say hello.",
+        "--max-tokens",
+        "8",
+        "--speak",
+        str(typed_audio),
+        *common,
+    )
+    assert code == 0, err
+    assert typed_audio.read_bytes()[:4] == b"RIFF"
+    code, _, err = await edrs("chat", "Ada", "--speak", str(typed_audio), *common)
+    assert code == 2 and "--speak needs --message or --voice" in err, err

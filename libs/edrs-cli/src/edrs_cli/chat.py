@@ -8,6 +8,7 @@ created on its first start (see `edrs_cli.gateway_api`).
 
 from __future__ import annotations
 
+import base64
 import json
 import sys
 import uuid
@@ -152,6 +153,92 @@ def send(
     raise ChatError("the gateway ended the stream before the reply was complete")
 
 
+def _wav(pcm: bytes, rate: int) -> bytes:
+    """16-bit mono PCM as a WAV file."""
+    size = len(pcm)
+    return (
+        b"RIFF"
+        + (36 + size).to_bytes(4, "little")
+        + b"WAVEfmt "
+        + (16).to_bytes(4, "little")
+        + (1).to_bytes(2, "little")
+        + (1).to_bytes(2, "little")
+        + rate.to_bytes(4, "little")
+        + (rate * 2).to_bytes(4, "little")
+        + (2).to_bytes(2, "little")
+        + (16).to_bytes(2, "little")
+        + b"data"
+        + size.to_bytes(4, "little")
+        + pcm
+    )
+
+
+def send_voice(
+    client: httpx.Client,
+    persona_id: str,
+    conversation: str,
+    recording: Path,
+    options: dict[str, Any],
+    speak: Path | None,
+) -> dict[str, Any]:
+    """One turn by voice: print what was heard and the reply as it streams; write the reply's
+    audio (every sentence, in order) to `speak` as one WAV file."""
+    form = {"responseFormat": "pcm"}
+    if "maxTokens" in options:
+        form["maxTokens"] = str(options["maxTokens"])
+    typing = Typing()
+    pcm: list[bytes] = []
+    rate = 0
+    with client.stream(
+        "POST",
+        f"/api/v1/personas/{persona_id}/conversations/{conversation}/voice-messages",
+        headers={"Accept": "text/event-stream"},
+        files={"file": (recording.name, recording.read_bytes(), "application/octet-stream")},
+        data=form,
+    ) as reply:
+        if reply.status_code != 200:
+            reply.read()
+            if reply.status_code == 404:
+                raise ChatError(f"persona {persona_id} not found")
+            _check(reply)
+        started = False
+        for event, data in sse_events(reply.iter_lines()):
+            if event == "transcript":
+                print(f"(heard) {data['text']}", file=sys.stderr)
+            elif event in ("accepted", "queued", "started"):
+                typing.show()
+            elif event == "delta":
+                typing.hide()
+                started = True
+                sys.stdout.write(data["text"])
+                sys.stdout.flush()
+            elif event == "audio":
+                rate = int(data["sampleRate"])
+                pcm.append(base64.b64decode(data["data"]))
+            elif event == "completed":
+                typing.hide()
+                if started:
+                    sys.stdout.write("\n")
+                    sys.stdout.flush()
+                if speak is not None:
+                    speak.write_bytes(_wav(b"".join(pcm), rate or 22_050))
+                    print(f"(reply audio written to {speak})", file=sys.stderr)
+                return data
+            elif event == "error":
+                typing.hide()
+                raise ChatError(str(data.get("detail") or data))
+    typing.hide()
+    raise ChatError("the gateway ended the stream before the reply was complete")
+
+
+def write_speech(client: httpx.Client, text: str, path: Path) -> None:
+    """The reply spoken (POST /api/v1/audio/speech) into a WAV file."""
+    reply = client.post("/api/v1/audio/speech", json={"input": text, "responseFormat": "wav"})
+    _check(reply)
+    path.write_bytes(reply.content)
+    print(f"(reply audio written to {path})", file=sys.stderr)
+
+
 def chat(
     persona: Annotated[str, typer.Argument(help="The persona's id or name.")],
     message: Annotated[
@@ -187,6 +274,24 @@ def chat(
             show_default=False,
         ),
     ] = None,
+    voice: Annotated[
+        Path | None,
+        typer.Option(
+            "--voice",
+            help="Send this recording (WAV, MP3, OGG, WebM...) as one message, print what was "
+            "heard and the reply, exit.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    speak: Annotated[
+        Path | None,
+        typer.Option(
+            "--speak",
+            help="Write the reply's audio to this WAV file (with --message or --voice).",
+            dir_okay=False,
+        ),
+    ] = None,
     max_tokens: Annotated[
         int | None, typer.Option("--max-tokens", min=1, help="Longest reply, in tokens.")
     ] = None,
@@ -204,6 +309,9 @@ def chat(
     ] = DEFAULT_STATE_DIR,
 ) -> None:
     """Talk to a persona; replies stream in as the model writes them."""
+    if speak is not None and message is None and voice is None:
+        print("error: --speak needs --message or --voice", file=sys.stderr)
+        raise typer.Exit(2)
     options: dict[str, Any] = {}
     if max_tokens is not None:
         options["maxTokens"] = max_tokens
@@ -216,8 +324,13 @@ def chat(
             bearer = access_token(client, token, api_key)
             client.headers["Authorization"] = f"Bearer {bearer}"
             found = resolve_persona(client, persona)
+            if voice is not None:
+                send_voice(client, found["id"], conversation_id, voice, options, speak)
+                return
             if message is not None:
-                send(client, found["id"], conversation_id, message, options)
+                done = send(client, found["id"], conversation_id, message, options)
+                if speak is not None:
+                    write_speech(client, done["reply"]["text"], speak)
                 return
             _interactive(client, found, conversation_id, options)
     except (ChatError, GatewayApiError) as exc:
