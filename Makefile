@@ -26,7 +26,7 @@ CHECKOV_STAMP := $(CHECKOV_VENV)/.edrs-installed
 IMAGE_TAG    ?= dev
 IMAGE_PREFIX ?=
 
-.PHONY: help install run test test-fast lint format proto proto-check bench images clean
+.PHONY: help install run test test-fast lint typecheck format proto proto-check bench images clean
 
 help:
 	@echo "make run     start the whole fleet on embedded engines (Ctrl-C stops it)"
@@ -67,9 +67,12 @@ test: $(STAMP) $(CHECKOV_STAMP)
 test-fast: $(STAMP) $(CHECKOV_STAMP)
 	$(BIN)/pytest -m "not slow and not fleet"
 
-lint: $(STAMP)
+lint: $(STAMP) typecheck
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# mypy strict on every package's src; tests/contracts/test_lint.py runs it with the suite.
+typecheck:
 	$(BIN)/mypy libs/edrs-core/src libs/edrs-events/src libs/edrs-vectors/src libs/edrs-cli/src $(foreach s,$(SERVICE_DIRS),$(s)/src)
 
 format: $(STAMP)
