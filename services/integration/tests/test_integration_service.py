@@ -280,4 +280,7 @@ async def test_a_created_connector_is_announced_without_its_secrets(stub, integr
     )
     assert event["payload"] == {"connector_id": created.id, "kind": "webhook", "name": "Announced"}
     assert "s3cr3t-value" not in json.dumps(event)
-    assert (event["client_id"], event["source_container"]) == (TENANT_A[0][1], "integration")
+    assert (event["client_id"], event["source_container"]) == (
+        testing.tenant_of(TENANT_A),
+        "integration",
+    )

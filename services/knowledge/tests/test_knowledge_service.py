@@ -208,4 +208,7 @@ async def test_an_ingested_document_is_announced(stub, knowledge) -> None:
         "title": "Travel policy",
         "chunk_count": 0,
     }
-    assert (event["client_id"], event["source_container"]) == (TENANT_A[0][1], "knowledge")
+    assert (event["client_id"], event["source_container"]) == (
+        testing.tenant_of(TENANT_A),
+        "knowledge",
+    )

@@ -190,4 +190,7 @@ async def test_a_registered_source_is_announced_once(stub, research) -> None:
         "url": url,
         "credibility": pytest.approx(created.credibility),
     }
-    assert (event["client_id"], event["source_container"]) == (TENANT_A[0][1], "research")
+    assert (event["client_id"], event["source_container"]) == (
+        testing.tenant_of(TENANT_A),
+        "research",
+    )

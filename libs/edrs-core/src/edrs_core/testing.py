@@ -207,6 +207,14 @@ def tenant_metadata(tenant: str, **claims: Any) -> list[tuple[str, str]]:
     return test_issuer().metadata(tenant, **claims)
 
 
+def tenant_of(metadata: Metadata) -> str:
+    """The tenant that `metadata` (from `tenant_metadata`) names: its token's `tid` claim."""
+    import jwt
+
+    token = dict(metadata)["authorization"].removeprefix("Bearer ")
+    return str(jwt.decode(token, options={"verify_signature": False})["tid"])
+
+
 def operator_metadata() -> list[tuple[str, str]]:
     """Metadata of a call made by an operator (tenant administration)."""
     return test_issuer().operator_metadata()
