@@ -27,7 +27,7 @@ def docker_available() -> bool:
 
 @pytest.fixture(scope="session")
 def milvus_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from pymilvus import MilvusClient
+    from edrs_vectors._pymilvus import MilvusClient
 
     # One Milvus Lite server for the session: starting one takes seconds.
     client = MilvusClient(uri=str(tmp_path_factory.mktemp("milvus") / "vectors.db"))

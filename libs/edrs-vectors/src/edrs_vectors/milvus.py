@@ -18,7 +18,6 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 import numpy as np
-from pymilvus import DataType, MilvusClient
 
 from edrs_vectors._port import (
     MAX_NAME_LENGTH,
@@ -30,6 +29,7 @@ from edrs_vectors._port import (
     VectorIndex,
     engine_key,
 )
+from edrs_vectors._pymilvus import DataType, MilvusClient
 
 T = TypeVar("T")
 
