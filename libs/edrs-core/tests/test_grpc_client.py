@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -13,9 +14,16 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from edrs_core import errors
 from edrs_core.context import acting_as, deadline_var, request_context
-from edrs_core.grpc_client import CircuitOpenError, PeerChannels, peer_of, retry_service_config
+from edrs_core.grpc_client import (
+    CircuitOpenError,
+    PeerChannels,
+    peer_of,
+    peer_service_descriptors,
+    retry_service_config,
+)
 from edrs_core.identity import Identity, ServiceTokens
 from edrs_core.tracing import configure_tracing
+from edrs_proto.integration.v1 import tools_pb2_grpc
 from edrs_proto.memory.v1 import memory_pb2, memory_pb2_grpc
 from edrs_proto.persona.v1 import persona_pb2, persona_pb2_grpc
 from edrs_proto.reasoning.v1 import reasoning_pb2, reasoning_pb2_grpc
@@ -307,9 +315,20 @@ async def test_a_stub_for_a_peer_without_an_address_fails_only_when_called(peers
         peers.stub(memory_pb2_grpc.MemoryServiceStub, required=True)  # fails start-up instead
 
 
+def test_a_peers_idempotent_rpcs_of_every_service_file_are_retried() -> None:
+    names = {s.full_name for s in peer_service_descriptors("integration")}
+    assert names >= {"edrs.integration.v1.IntegrationService", "edrs.integration.v1.ToolService"}
+    config = json.loads(retry_service_config(peer_service_descriptors("integration")))
+    retried = {(n["service"], n["method"]) for n in config["methodConfig"][0]["name"]}
+    assert ("edrs.integration.v1.ToolService", "ListTools") in retried
+    assert ("edrs.integration.v1.ToolService", "CallTool") not in retried
+
+
 def test_the_peer_of_a_stub_is_read_from_its_module() -> None:
     assert peer_of(persona_pb2_grpc.PersonaServiceStub) == "persona"
     assert peer_of(memory_pb2_grpc.MemoryServiceStub) == "memory"
+    # A further service file of an area belongs to the same peer.
+    assert peer_of(tools_pb2_grpc.ToolServiceStub) == "integration"
     with pytest.raises(ValueError, match="pass peer="):
         peer_of(dict)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import pkgutil
 from collections.abc import AsyncIterator, Callable, Generator, Mapping
 from typing import Any, TypeVar, cast
 
@@ -42,12 +43,18 @@ def is_idempotent(method: MethodDescriptor) -> bool:
 
 
 def peer_service_descriptors(peer: str) -> list[ServiceDescriptor]:
-    """The proto services a peer serves, found by the layout rule `edrs_proto.<peer>.v1.<peer>_pb2`."""
+    """The proto services a peer serves, found by the layout rule `edrs_proto.<peer>.v1.*_pb2`
+    (`<peer>_pb2`, and any further service file of the area, e.g. integration's `tools_pb2`)."""
     try:
-        module = importlib.import_module(f"edrs_proto.{peer}.v1.{peer}_pb2")
+        package = importlib.import_module(f"edrs_proto.{peer}.v1")
     except ModuleNotFoundError:
         return []
-    return list(module.DESCRIPTOR.services_by_name.values())
+    services: list[ServiceDescriptor] = []
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+        if info.name.endswith("_pb2"):
+            module = importlib.import_module(f"{package.__name__}.{info.name}")
+            services += module.DESCRIPTOR.services_by_name.values()
+    return services
 
 
 def retry_service_config(
@@ -216,9 +223,9 @@ S = TypeVar("S")
 
 
 def peer_of(stub_class: Callable[..., object]) -> str:
-    """The peer serving a generated stub, by the layout rule `edrs_proto.<peer>.v1.<peer>_pb2_grpc`."""
+    """The peer serving a generated stub, by the layout rule `edrs_proto.<peer>.v1.*_pb2_grpc`."""
     parts = getattr(stub_class, "__module__", "").split(".")
-    if len(parts) == 4 and parts[0] == "edrs_proto" and parts[3] == f"{parts[1]}_pb2_grpc":
+    if len(parts) == 4 and parts[0] == "edrs_proto" and parts[3].endswith("_pb2_grpc"):
         return parts[1]
     raise ValueError(
         f"cannot tell which peer serves {stub_class!r}: pass peer= to PeerChannels.stub"

@@ -1,28 +1,71 @@
-"""Wires the integration service: its store and secret cipher, its gRPC servicer, its migrations."""
+"""Wires the integration service: its stores and secret cipher, its tool registry and MCP
+sessions, its gRPC servicers, its migrations."""
 
 from importlib.resources import files
 
 from edrs_core import GrpcService, LocalPorts, Runtime, ServiceDefinition
 from edrs_core.events import start_service_events
-from edrs_proto.integration.v1 import integration_pb2, integration_pb2_grpc
+from edrs_proto.integration.v1 import (
+    integration_pb2,
+    integration_pb2_grpc,
+    tools_pb2,
+    tools_pb2_grpc,
+)
+from edrs_proto.knowledge.v1 import knowledge_pb2_grpc
+from edrs_proto.task.v1 import task_pb2_grpc
 
 from edrs_integration.config import IntegrationSettings
 from edrs_integration.credentials import SecretCipher
 from edrs_integration.server import IntegrationServicer
 from edrs_integration.store.postgres import PostgresConnectorStore
+from edrs_integration.store.postgres_tools import PostgresToolStore
+from edrs_integration.tools.builtin import BuiltinTools
+from edrs_integration.tools.mcp import McpConnections
+from edrs_integration.tools.registry import ToolLimits, ToolRegistry
+from edrs_integration.tools_server import ToolServicer
 
 
 async def build(rt: Runtime[IntegrationSettings]) -> list[GrpcService]:
     settings = rt.settings
+    outbound = settings.outbound_policy()
     store = PostgresConnectorStore(
         rt.db, SecretCipher(settings.credentials_key), await start_service_events(rt)
+    )
+    connections = McpConnections(
+        outbound,
+        connect_timeout=settings.mcp_connect_timeout_seconds,
+        health_interval=settings.mcp_health_interval_seconds,
+    )
+    # Stdio servers' processes stop with the service.
+    rt.on_close(connections.close)
+    registry = ToolRegistry(
+        PostgresToolStore(rt.db),
+        store,
+        connections,
+        BuiltinTools(
+            rt.peers.stub(knowledge_pb2_grpc.KnowledgeServiceStub),
+            rt.peers.stub(task_pb2_grpc.TaskServiceStub),
+            configured_peers=set(rt.peers.peers),
+            connector_requests=None,
+        ),
+        outbound,
+        ToolLimits(
+            stdio_commands=settings.mcp_stdio_commands,
+            call_timeout=settings.tool_call_timeout_seconds,
+            result_max_chars=settings.tool_result_max_chars,
+        ),
     )
     return [
         GrpcService(
             integration_pb2.DESCRIPTOR.services_by_name["IntegrationService"].full_name,
-            IntegrationServicer(store, settings.outbound_policy()),
+            IntegrationServicer(store, outbound),
             integration_pb2_grpc.add_IntegrationServiceServicer_to_server,
-        )
+        ),
+        GrpcService(
+            tools_pb2.DESCRIPTOR.services_by_name["ToolService"].full_name,
+            ToolServicer(registry),
+            tools_pb2_grpc.add_ToolServiceServicer_to_server,
+        ),
     ]
 
 

@@ -1,10 +1,11 @@
 """Integration service settings (`EDRS_INTEGRATION_*`)."""
 
-from typing import ClassVar
+from typing import Annotated, Any, ClassVar
 
 from edrs_core.outbound import OutboundServiceSettings
-from pydantic import Field, SecretStr
-from pydantic_settings import SettingsConfigDict
+from edrs_core.settings import comma_or_json_list
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 
 class IntegrationSettings(OutboundServiceSettings):
@@ -19,3 +20,42 @@ class IntegrationSettings(OutboundServiceSettings):
         min_length=32,
         description="Secret from which the key encrypting connector secrets at rest is derived",
     )
+
+    # Tools and MCP servers (docs/integration.md, "Tools").
+    mcp_stdio_commands: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Executables a tenant may run as stdio MCP servers on the integration host, "
+        "comma-separated or a JSON list of absolute paths; empty = stdio servers refused",
+    )
+    mcp_connect_timeout_seconds: float = Field(
+        default=20.0, gt=0, le=300, description="Connecting to an MCP server and listing its tools"
+    )
+    mcp_health_interval_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="How often an idle MCP session is pinged (a stdio "
+        "server's process that exited is restarted when the ping fails)",
+    )
+    tool_call_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=600,
+        description="Default longest tool call (an MCP server's own "
+        "limit may be set per server, up to 600 s)",
+    )
+    tool_result_max_chars: int = Field(
+        default=20_000, ge=100, description="A tool's result is cut to this many characters"
+    )
+
+    @field_validator("mcp_stdio_commands", mode="before")
+    @classmethod
+    def _split_commands(cls, value: Any) -> Any:
+        return comma_or_json_list(value)
+
+    @field_validator("mcp_stdio_commands")
+    @classmethod
+    def _absolute_commands(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for command in value:
+            if not command.startswith("/"):
+                raise ValueError(f"{command!r} must be an absolute path")
+        return value

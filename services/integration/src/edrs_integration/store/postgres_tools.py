@@ -1,0 +1,220 @@
+"""PostgreSQL adapter of the tool store: MCP servers and their listed tools, scoped by tenant."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+from edrs_core import AlreadyExists
+from edrs_core.ids import new_id
+from edrs_core.pagination import keyset_page
+
+from edrs_integration.store.tools import McpServerRecord, NewMcpServer, StoredTool
+
+_COLUMNS = (
+    "id, name, transport, command, args, url, call_timeout_seconds, last_error, created_at, "
+    "refreshed_at"
+)
+_TOOL_COLUMNS = "server_id, name, remote_name, description, input_schema, impact, impact_overridden"
+
+
+def _tool(row: Any) -> StoredTool:
+    return StoredTool(
+        name=row["name"],
+        remote_name=row["remote_name"],
+        description=row["description"],
+        input_schema=json.loads(row["input_schema"]),
+        impact=row["impact"],
+        impact_overridden=row["impact_overridden"],
+    )
+
+
+def _server(row: Any, tools: list[StoredTool]) -> McpServerRecord:
+    return McpServerRecord(
+        id=row["id"],
+        name=row["name"],
+        transport=row["transport"],
+        command=row["command"],
+        args=tuple(json.loads(row["args"])),
+        url=row["url"],
+        call_timeout_seconds=row["call_timeout_seconds"],
+        last_error=row["last_error"],
+        created_at=row["created_at"],
+        refreshed_at=row["refreshed_at"],
+        tools=tools,
+    )
+
+
+async def _insert_tools(
+    conn: Any, client_id: str, server_id: UUID, tools: list[StoredTool]
+) -> None:
+    await conn.executemany(
+        """INSERT INTO mcp_tools (client_id, server_id, name, remote_name, description,
+                                  input_schema, impact, impact_overridden, position)
+           VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9)""",
+        [
+            (
+                client_id,
+                server_id,
+                t.name,
+                t.remote_name,
+                t.description,
+                json.dumps(t.input_schema),
+                t.impact,
+                t.impact_overridden,
+                i,
+            )
+            for i, t in enumerate(tools)
+        ],
+    )
+
+
+class PostgresToolStore:
+    def __init__(self, db: asyncpg.Pool) -> None:
+        self.db = db
+
+    async def _with_tools(self, client_id: str, rows: list[Any]) -> list[McpServerRecord]:
+        if not rows:
+            return []
+        tool_rows = await self.db.fetch(
+            f"""SELECT {_TOOL_COLUMNS} FROM mcp_tools
+                WHERE client_id = $1 AND server_id = ANY($2::uuid[])
+                ORDER BY position""",
+            client_id,
+            [r["id"] for r in rows],
+        )
+        by_server: dict[UUID, list[StoredTool]] = {}
+        for t in tool_rows:
+            by_server.setdefault(t["server_id"], []).append(_tool(t))
+        return [_server(r, by_server.get(r["id"], [])) for r in rows]
+
+    async def create_server(
+        self, client_id: str, server: NewMcpServer, tools: list[StoredTool]
+    ) -> McpServerRecord:
+        try:
+            async with self.db.acquire() as conn, conn.transaction():
+                row = await conn.fetchrow(
+                    f"""INSERT INTO mcp_servers (id, client_id, name, transport, command, args, url,
+                                                 call_timeout_seconds)
+                        VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8)
+                        RETURNING {_COLUMNS}""",
+                    new_id(),
+                    client_id,
+                    server.name,
+                    server.transport,
+                    server.command,
+                    json.dumps(list(server.args)),
+                    server.url,
+                    server.call_timeout_seconds,
+                )
+                assert row is not None  # INSERT ... RETURNING yields the row
+                await _insert_tools(conn, client_id, row["id"], tools)
+        except asyncpg.UniqueViolationError:
+            raise AlreadyExists(
+                f"an MCP server named {server.name!r} already exists", field="name"
+            ) from None
+        return _server(row, list(tools))
+
+    async def get_server(self, client_id: str, server_id: UUID) -> McpServerRecord | None:
+        row = await self.db.fetchrow(
+            f"SELECT {_COLUMNS} FROM mcp_servers WHERE client_id = $1 AND id = $2",
+            client_id,
+            server_id,
+        )
+        found = await self._with_tools(client_id, [row] if row else [])
+        return found[0] if found else None
+
+    async def list_servers(
+        self, client_id: str, page_token: str, page_size: int
+    ) -> tuple[list[McpServerRecord], str]:
+        rows, token = await keyset_page(
+            self.db,
+            table="mcp_servers",
+            columns=_COLUMNS,
+            where="client_id = $1",
+            args=[client_id],
+            page_token=page_token,
+            requested_size=page_size,
+        )
+        return await self._with_tools(client_id, list(rows)), token
+
+    async def all_servers(self, client_id: str) -> list[McpServerRecord]:
+        rows = await self.db.fetch(
+            f"SELECT {_COLUMNS} FROM mcp_servers WHERE client_id = $1 ORDER BY created_at, id",
+            client_id,
+        )
+        return await self._with_tools(client_id, list(rows))
+
+    async def replace_tools(
+        self, client_id: str, server_id: UUID, tools: list[StoredTool]
+    ) -> McpServerRecord | None:
+        async with self.db.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                f"""UPDATE mcp_servers SET refreshed_at = now(), last_error = ''
+                    WHERE client_id = $1 AND id = $2 RETURNING {_COLUMNS}""",
+                client_id,
+                server_id,
+            )
+            if row is None:
+                return None
+            overridden = {
+                r["name"]: r["impact"]
+                for r in await conn.fetch(
+                    """SELECT name, impact FROM mcp_tools
+                       WHERE client_id = $1 AND server_id = $2 AND impact_overridden""",
+                    client_id,
+                    server_id,
+                )
+            }
+            kept = [
+                StoredTool(
+                    name=t.name,
+                    remote_name=t.remote_name,
+                    description=t.description,
+                    input_schema=t.input_schema,
+                    impact=overridden.get(t.name, t.impact),
+                    impact_overridden=t.name in overridden,
+                )
+                for t in tools
+            ]
+            await conn.execute(
+                "DELETE FROM mcp_tools WHERE client_id = $1 AND server_id = $2",
+                client_id,
+                server_id,
+            )
+            await _insert_tools(conn, client_id, server_id, kept)
+        return _server(row, kept)
+
+    async def record_error(self, client_id: str, server_id: UUID, error: str) -> None:
+        await self.db.execute(
+            "UPDATE mcp_servers SET last_error = $3 WHERE client_id = $1 AND id = $2",
+            client_id,
+            server_id,
+            error,
+        )
+
+    async def delete_server(self, client_id: str, server_id: UUID) -> int | None:
+        async with self.db.acquire() as conn, conn.transaction():
+            tools = await conn.fetchval(
+                "SELECT count(*) FROM mcp_tools WHERE client_id = $1 AND server_id = $2",
+                client_id,
+                server_id,
+            )
+            deleted = await conn.fetchval(
+                "DELETE FROM mcp_servers WHERE client_id = $1 AND id = $2 RETURNING id",
+                client_id,
+                server_id,
+            )
+        return int(tools) if deleted is not None else None
+
+    async def set_impact(self, client_id: str, name: str, impact: str) -> bool:
+        done = await self.db.fetchval(
+            """UPDATE mcp_tools SET impact = $3, impact_overridden = true
+               WHERE client_id = $1 AND name = $2 RETURNING name""",
+            client_id,
+            name,
+            impact,
+        )
+        return done is not None

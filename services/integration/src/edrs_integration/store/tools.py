@@ -1,0 +1,69 @@
+"""The tool store port: a tenant's MCP servers and the tools they listed, whatever the engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+from uuid import UUID
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoredTool:
+    name: str
+    remote_name: str
+    description: str
+    input_schema: dict[str, Any]
+    impact: str  # read | write | destructive
+    impact_overridden: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewMcpServer:
+    name: str
+    transport: str  # stdio | http
+    command: str = ""
+    args: tuple[str, ...] = ()
+    url: str = ""
+    call_timeout_seconds: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class McpServerRecord(NewMcpServer):
+    id: UUID
+    created_at: datetime
+    refreshed_at: datetime
+    last_error: str = ""
+    tools: list[StoredTool] = field(default_factory=list)
+
+
+class ToolStore(Protocol):
+    async def create_server(
+        self, client_id: str, server: NewMcpServer, tools: list[StoredTool]
+    ) -> McpServerRecord:
+        """Raises AlreadyExists when the tenant has a server of that name."""
+        ...
+
+    async def get_server(self, client_id: str, server_id: UUID) -> McpServerRecord | None: ...
+
+    async def list_servers(
+        self, client_id: str, page_token: str, page_size: int
+    ) -> tuple[list[McpServerRecord], str]: ...
+
+    async def all_servers(self, client_id: str) -> list[McpServerRecord]: ...
+
+    async def replace_tools(
+        self, client_id: str, server_id: UUID, tools: list[StoredTool]
+    ) -> McpServerRecord | None:
+        """The server's tools become `tools`, keeping overridden impacts of tools that remain."""
+        ...
+
+    async def record_error(self, client_id: str, server_id: UUID, error: str) -> None: ...
+
+    async def delete_server(self, client_id: str, server_id: UUID) -> int | None:
+        """The number of tools deleted with it; None when there was no such server."""
+        ...
+
+    async def set_impact(self, client_id: str, name: str, impact: str) -> bool:
+        """False when the tenant has no MCP tool of that name."""
+        ...

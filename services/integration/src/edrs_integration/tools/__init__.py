@@ -1,0 +1,1 @@
+"""Tools: the registry of what personas may call, built-in, connector and MCP tools."""

@@ -1,0 +1,319 @@
+"""A tenant's tool registry: built-in tools, tools of its connectors and tools of its MCP servers,
+each with an argument schema and an impact level; adding MCP servers; calling any tool."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from edrs_core import FailedPrecondition, InvalidArgument, NotFound, validation
+from edrs_core.outbound import OutboundPolicy
+
+from edrs_integration.connectors import http_url
+from edrs_integration.store import Connector, ConnectorStore
+from edrs_integration.store.tools import McpServerRecord, NewMcpServer, StoredTool, ToolStore
+from edrs_integration.tools.builtin import (
+    CONNECTOR_REQUEST_SCHEMA,
+    NO_CONNECTOR_REQUESTS,
+    BuiltinTools,
+    ConnectorRequests,
+    connector_request,
+)
+from edrs_integration.tools.mcp import McpConnection, McpConnections, McpEndpoint, ToolAnswer
+from edrs_integration.tools.schemas import (
+    SEPARATOR,
+    SERVER_NAME,
+    ToolSpec,
+    check_schema,
+    impact_of_hints,
+    parse_arguments,
+    tool_name,
+    validate_arguments,
+)
+
+log = logging.getLogger("edrs.integration.tools")
+
+MAX_ARGS = 50
+MAX_ARG_CHARS = 1_000
+MAX_TIMEOUT = 600.0
+_CONNECTOR_SLUG = re.compile(r"[^a-z0-9_-]+")
+
+
+@dataclass(frozen=True)
+class ToolLimits:
+    stdio_commands: tuple[str, ...]
+    call_timeout: float
+    result_max_chars: int
+
+
+@dataclass(frozen=True)
+class CallResult:
+    spec: ToolSpec
+    answer: ToolAnswer
+    duration_ms: float
+
+
+def endpoint_of(server: NewMcpServer) -> McpEndpoint:
+    return McpEndpoint(
+        transport=server.transport, command=server.command, args=server.args, url=server.url
+    )
+
+
+def connector_tool_name(connector: Connector) -> str:
+    slug = _CONNECTOR_SLUG.sub("_", connector.name.lower()).strip("_") or "connector"
+    return f"connector{SEPARATOR}{slug}"[:64]
+
+
+class ToolRegistry:
+    def __init__(
+        self,
+        store: ToolStore,
+        connectors: ConnectorStore,
+        connections: McpConnections,
+        builtins: BuiltinTools,
+        outbound: OutboundPolicy,
+        limits: ToolLimits,
+        connector_requests: ConnectorRequests | None = None,
+    ) -> None:
+        self.store = store
+        self.connectors = connectors
+        self.connections = connections
+        self.builtins = builtins
+        self.outbound = outbound
+        self.limits = limits
+        self.connector_requests = connector_requests
+
+    # MCP servers
+
+    def check_new_server(
+        self,
+        *,
+        name: str,
+        transport: str,
+        command: str,
+        args: list[str],
+        url: str,
+        call_timeout_seconds: float,
+    ) -> NewMcpServer:
+        if not SERVER_NAME.match(name) or SEPARATOR in name:
+            raise InvalidArgument(
+                "name must be 1..40 characters of a-z, 0-9, '_' and '-', starting with a letter "
+                f"or digit and without '__' (it prefixes its tools' names), got {name[:60]!r}",
+                field="name",
+            )
+        timeout = call_timeout_seconds or self.limits.call_timeout
+        validation.float_range(timeout, "call_timeout_seconds", low=1.0, high=MAX_TIMEOUT)
+        if transport == "stdio":
+            if url:
+                raise InvalidArgument("url is for HTTP servers; a stdio server has a command")
+            if command not in self.limits.stdio_commands:
+                allowed = ", ".join(self.limits.stdio_commands) or "none"
+                raise InvalidArgument(
+                    f"command {command[:200]!r} is not one the operator allows to run as an MCP "
+                    f"server on the integration host (EDRS_INTEGRATION_MCP_STDIO_COMMANDS; "
+                    f"allowed: {allowed})",
+                    field="command",
+                )
+            if len(args) > MAX_ARGS:
+                raise InvalidArgument(
+                    f"args has {len(args)} items; the limit is {MAX_ARGS}", field="args"
+                )
+            for i, arg in enumerate(args):
+                if len(arg) > MAX_ARG_CHARS or "\x00" in arg:
+                    raise InvalidArgument(
+                        f"args[{i}] must be at most {MAX_ARG_CHARS} characters without NUL",
+                        field=f"args[{i}]",
+                    )
+            return NewMcpServer(
+                name=name,
+                transport="stdio",
+                command=command,
+                args=tuple(args),
+                call_timeout_seconds=timeout,
+            )
+        if command or args:
+            raise InvalidArgument("command and args are for stdio servers; an HTTP one has a url")
+        http_url(url, "url", self.outbound)
+        return NewMcpServer(name=name, transport="http", url=url, call_timeout_seconds=timeout)
+
+    async def _list_remote(self, server_name: str, connection: McpConnection) -> list[StoredTool]:
+        listed = await connection.list_tools()
+        taken: set[str] = set()
+        tools = []
+        for remote in listed:
+            schema = dict(remote.input_schema or {"type": "object"})
+            problem = check_schema(schema)
+            if problem:
+                log.warning("MCP server %s: tool %s skipped: %s", server_name, remote.name, problem)
+                continue
+            tools.append(
+                StoredTool(
+                    name=tool_name(server_name, remote.name, taken),
+                    remote_name=remote.name,
+                    description=(remote.description or remote.title or "")[:2000],
+                    input_schema=schema,
+                    impact=impact_of_hints(remote.annotations),
+                )
+            )
+        return tools
+
+    async def add_server(self, client_id: str, new: NewMcpServer) -> McpServerRecord:
+        """Connect, list the tools, store; nothing is stored when the server cannot be used."""
+        connection = self.connections.detached(new.name, endpoint_of(new))
+        try:
+            tools = await self._list_remote(new.name, connection)
+            record = await self.store.create_server(client_id, new, tools)
+        except BaseException:
+            await connection.close()
+            raise
+        self.connections.adopt(str(record.id), connection)
+        return record
+
+    async def get_server(self, client_id: str, server_id: UUID) -> McpServerRecord:
+        server = await self.store.get_server(client_id, server_id)
+        if server is None:
+            raise NotFound(f"MCP server {server_id} not found")
+        return server
+
+    def _connection(self, server: McpServerRecord) -> McpConnection:
+        return self.connections.get(str(server.id), server.name, endpoint_of(server))
+
+    async def refresh_server(self, client_id: str, server_id: UUID) -> McpServerRecord:
+        server = await self.get_server(client_id, server_id)
+        try:
+            tools = await self._list_remote(server.name, self._connection(server))
+        except FailedPrecondition as exc:
+            await self.store.record_error(client_id, server_id, exc.message)
+            raise
+        refreshed = await self.store.replace_tools(client_id, server_id, tools)
+        if refreshed is None:
+            raise NotFound(f"MCP server {server_id} not found")
+        return refreshed
+
+    async def delete_server(self, client_id: str, server_id: UUID) -> int:
+        deleted = await self.store.delete_server(client_id, server_id)
+        if deleted is None:
+            raise NotFound(f"MCP server {server_id} not found")
+        await self.connections.drop(str(server_id))
+        return deleted
+
+    # The registry
+
+    async def _connector_specs(self, client_id: str) -> list[ToolSpec]:
+        specs: list[ToolSpec] = []
+        token = ""
+        while True:
+            page, token = await self.connectors.list(client_id, token, 100)
+            for c in page:
+                if c.kind != "http" or not c.enabled:
+                    continue
+                specs.append(
+                    ToolSpec(
+                        name=connector_tool_name(c),
+                        description=f"Send an HTTP request to {c.name} (connector {c.id}).",
+                        input_schema=CONNECTOR_REQUEST_SCHEMA,
+                        impact="write",
+                        source="connector",
+                        connector_id=str(c.id),
+                        unavailable_reason=""
+                        if self.connector_requests is not None
+                        else NO_CONNECTOR_REQUESTS,
+                    )
+                )
+            if not token:
+                return specs
+
+    async def tools(self, client_id: str) -> list[ToolSpec]:
+        specs = self.builtins.specs()
+        specs += await self._connector_specs(client_id)
+        for server in await self.store.all_servers(client_id):
+            specs += [
+                ToolSpec(
+                    name=t.name,
+                    description=t.description,
+                    input_schema=t.input_schema,
+                    impact=t.impact,
+                    source="mcp",
+                    mcp_server_id=str(server.id),
+                    remote_name=t.remote_name,
+                )
+                for t in server.tools
+            ]
+        return specs
+
+    async def tool(self, client_id: str, name: str) -> ToolSpec:
+        for spec in await self.tools(client_id):
+            if spec.name == name:
+                return spec
+        raise NotFound(f"tool {name[:100]!r} not found")
+
+    async def set_impact(self, client_id: str, name: str, impact: str) -> ToolSpec:
+        spec = await self.tool(client_id, name)
+        if spec.source != "mcp":
+            raise FailedPrecondition(
+                f"tool {name} is a {spec.source} tool, whose impact is fixed; only MCP tools' "
+                "impact can be changed"
+            )
+        await self.store.set_impact(client_id, name, impact)
+        return await self.tool(client_id, name)
+
+    async def call(
+        self, client_id: str, name: str, arguments_text: str, seconds: float
+    ) -> CallResult:
+        spec = await self.tool(client_id, name)
+        if not spec.available:
+            raise FailedPrecondition(f"tool {name} is unavailable: {spec.unavailable_reason}")
+        arguments = parse_arguments(arguments_text)
+        validate_arguments(name, spec.input_schema, arguments)
+        started = time.perf_counter()
+        answer = await self._dispatch(client_id, spec, arguments, seconds)
+        duration_ms = (time.perf_counter() - started) * 1e3
+        if len(answer.content) > self.limits.result_max_chars:
+            cut = self.limits.result_max_chars
+            answer = ToolAnswer(
+                content=answer.content[:cut] + f"\n[cut at {cut} characters]",
+                structured=None,
+                is_error=answer.is_error,
+            )
+        return CallResult(spec, answer, duration_ms)
+
+    async def _dispatch(
+        self, client_id: str, spec: ToolSpec, arguments: dict[str, Any], seconds: float
+    ) -> ToolAnswer:
+        limit = self.limits.call_timeout
+        if spec.source == "mcp":
+            server = await self.get_server(client_id, UUID(spec.mcp_server_id))
+            limit = server.call_timeout_seconds
+            bounded = min(seconds, limit) if seconds > 0 else limit
+            return await self._connection(server).call(spec.remote_name, arguments, bounded)
+        bounded = min(seconds, limit) if seconds > 0 else limit
+        if spec.source == "connector" or spec.name == "http_request":
+            assert self.connector_requests is not None  # else the spec is unavailable
+            connector_id = UUID(spec.connector_id) if spec.connector_id else None
+            if connector_id is None:
+                connector_id = await self._connector_named(client_id, arguments.pop("connector"))
+            return await connector_request(
+                self.connector_requests, client_id, connector_id, arguments, bounded
+            )
+        return await self.builtins.call(spec.name, arguments, bounded)
+
+    async def _connector_named(self, client_id: str, name: str) -> UUID:
+        token = ""
+        while True:
+            page, token = await self.connectors.list(client_id, token, 100)
+            for c in page:
+                if c.name.lower() == name.lower():
+                    if c.kind != "http" or not c.enabled:
+                        raise FailedPrecondition(
+                            f"connector {c.name} is not an enabled HTTP connector",
+                            field="arguments['connector']",
+                        )
+                    return c.id
+            if not token:
+                raise NotFound(
+                    f"connector {name[:100]!r} not found", field="arguments['connector']"
+                )
