@@ -147,6 +147,8 @@ async def stub(
         backend="openai",
         openai_base_url=recorded[0],
         openai_model=SERVED_MODEL,
+        # llama-cpp-python's server takes a schema in a json_object response_format.
+        openai_json_schema_format="json_object",
         **settings,
     ) as svc:
         yield reasoning_pb2_grpc.ReasoningServiceStub(svc.channel)
@@ -217,6 +219,46 @@ async def test_stop_sequences_reach_the_server(stub, recorded) -> None:
     served = "".join((choice.get("delta") or {}).get("content") or "" for choice in choices)
     assert served == text
     assert [c["finish_reason"] for c in choices if c.get("finish_reason")] == ["stop"]
+
+
+ORDER_CALL = {
+    "type": "object",
+    "properties": {
+        "tool": {"type": "string", "enum": ["lookup_order"]},
+        "arguments": {
+            "type": "object",
+            "properties": {"order_id": {"type": "string", "maxLength": 12}},
+            "required": ["order_id"],
+        },
+    },
+    "required": ["tool", "arguments"],
+}
+
+
+async def test_a_json_schema_constrains_the_served_answer(stub, recorded) -> None:
+    _, exchanges = recorded
+    before = len(exchanges)
+    result = None
+    async for response in stub.Reason(
+        reasoning_pb2.ReasonRequest(
+            messages=[
+                reasoning_pb2.ChatMessage(role="user", content="Look up order A-17, please.")
+            ],
+            options=reasoning_pb2.GenerationOptions(
+                max_tokens=64, temperature=0.0, json_schema=json.dumps(ORDER_CALL)
+            ),
+        ),
+        metadata=TENANT,
+    ):
+        if response.HasField("result"):
+            result = response.result
+    assert result is not None
+    [exchange] = exchanges[before:]
+    assert exchange.body["response_format"] == {"type": "json_object", "schema": ORDER_CALL}
+    # llama.cpp's server turned the schema into a grammar: the answer is a document of it.
+    answer = json.loads(result.answer)
+    assert answer["tool"] == "lookup_order"
+    assert isinstance(answer["arguments"]["order_id"], str)
 
 
 async def test_an_unreachable_server_is_unavailable(postgres_engine, redis_engine, nats_engine):

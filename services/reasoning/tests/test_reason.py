@@ -305,6 +305,41 @@ async def test_verify_flags_the_claim_the_facts_do_not_support(stub) -> None:
     assert list(trace.unsupported_claims) == ["You live on Mars."]
 
 
+ORDER_CALL = {
+    "type": "object",
+    "properties": {
+        "tool": {"type": "string", "enum": ["lookup_order", "none"]},
+        "arguments": {
+            "type": "object",
+            "properties": {"order_id": {"type": "string", "maxLength": 12}},
+            "required": ["order_id"],
+            "additionalProperties": False,
+        },
+    },
+    "required": ["tool", "arguments"],
+    "additionalProperties": False,
+}
+
+
+async def test_a_json_schema_constrains_the_local_models_answer_and_is_traced(stub) -> None:
+    _, result = await reason(
+        stub,
+        reasoning_pb2.ReasonRequest(
+            messages=[user("Which tool would you call to find order A-17?")],
+            options=options(48, temperature=0.0, json_schema=json.dumps(ORDER_CALL)),
+        ),
+    )
+    answer = json.loads(result.answer)
+    assert set(answer) == {"tool", "arguments"}
+    assert answer["tool"] in ("lookup_order", "none")
+    assert set(answer["arguments"]) == {"order_id"}
+    assert len(answer["arguments"]["order_id"]) <= 12
+    trace = await stub.GetTrace(
+        reasoning_pb2.GetTraceRequest(id=result.trace_id), metadata=TENANT_A
+    )
+    assert json.loads(trace.options.json_schema) == ORDER_CALL
+
+
 @pytest.mark.parametrize(
     ("request_fields", "detail"),
     [
@@ -320,6 +355,15 @@ async def test_verify_flags_the_claim_the_facts_do_not_support(stub) -> None:
         ({"samples": 17}, "samples must be between 2 and 16"),
         ({"strategy": reasoning_pb2.STRATEGY_VERIFY}, "draft is required"),
         ({"strategy": 99}, "strategy must be one of"),
+        ({"options": options(4, json_schema="{")}, "options.json_schema is not JSON"),
+        ({"options": options(4, json_schema="[]")}, "options.json_schema must be a JSON Schema"),
+        (
+            {
+                "options": options(4, json_schema="{}"),
+                "strategy": reasoning_pb2.STRATEGY_CHAIN_OF_THOUGHT,
+            },
+            "options.json_schema is for STRATEGY_DIRECT",
+        ),
     ],
 )
 async def test_bad_reason_input_names_the_field(stub, request_fields, detail) -> None:

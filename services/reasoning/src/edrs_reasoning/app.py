@@ -37,6 +37,7 @@ async def load_backend(settings: ReasoningSettings) -> ChatBackend:
             api_key=key,
             timeout_seconds=settings.openai_timeout_seconds,
             context_window=settings.context_window,
+            json_schema_format=settings.openai_json_schema_format,
         )
     from edrs_reasoning.backends.local import LocalBackend
 

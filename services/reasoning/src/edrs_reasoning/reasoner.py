@@ -225,6 +225,8 @@ def _options_dict(call: ReasonCall) -> dict[str, Any]:
     }
     if o.seed is not None:
         options["seed"] = o.seed
+    if o.json_schema is not None:
+        options["json_schema"] = o.json_schema
     if call.strategy == strategies.SELF_CONSISTENCY:
         options["samples"] = call.samples
     return options

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ MAX_STOP_CHARS = 64
 MAX_SAMPLES = 16
 MAX_DRAFT_CHARS = 50_000
 MAX_LABELS = 16
+MAX_JSON_SCHEMA_CHARS = 50_000
 MAX_LABEL_VALUE_CHARS = 200
 _LABEL_KEY = re.compile(r"[a-z0-9_]{1,64}")
 MAX_EMBED_TEXTS = 256
@@ -153,7 +155,25 @@ def options(
         top_p=top_p,
         stop=tuple(value.stop),
         seed=value.seed if value.HasField("seed") else None,
+        json_schema=json_schema(value.json_schema),
     )
+
+
+def json_schema(text: str, field: str = "options.json_schema") -> dict[str, Any] | None:
+    if not text:
+        return None
+    if len(text) > MAX_JSON_SCHEMA_CHARS:
+        raise InvalidArgument(
+            f"{field} is {len(text)} characters long; the limit is {MAX_JSON_SCHEMA_CHARS}",
+            field=field,
+        )
+    try:
+        schema = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidArgument(f"{field} is not JSON: {exc}", field=field) from None
+    if not isinstance(schema, dict):
+        raise InvalidArgument(f"{field} must be a JSON Schema object", field=field)
+    return schema
 
 
 def labels(values: Mapping[str, str], field: str = "labels") -> dict[str, str]:
@@ -188,6 +208,12 @@ def reason_call(request: reasoning_pb2.ReasonRequest, settings: ReasoningSetting
         )
     if strategy == strategies.VERIFY and not draft.strip():
         raise InvalidArgument("draft is required with STRATEGY_VERIFY", field="draft")
+    if request.options.json_schema and strategy != strategies.DIRECT:
+        raise InvalidArgument(
+            "options.json_schema is for STRATEGY_DIRECT: other strategies add reasoning text "
+            "around the answer",
+            field="options.json_schema",
+        )
     return ReasonCall(
         messages=messages(request.messages),
         context=context(request.context),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
 from typing import Any
@@ -41,6 +42,8 @@ def _options(values: Mapping[str, Any]) -> reasoning_pb2.GenerationOptions:
         options.top_p = float(values["top_p"])
     if "seed" in values:
         options.seed = int(values["seed"])
+    if "json_schema" in values:
+        options.json_schema = json.dumps(values["json_schema"], sort_keys=True)
     return options
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,8 @@ class GenerationOptions:
     top_p: float
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    # The answer is constrained to this JSON Schema (GenerationOptions.json_schema).
+    json_schema: dict[str, Any] | None = None
 
 
 @dataclass

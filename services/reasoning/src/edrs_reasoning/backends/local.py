@@ -68,8 +68,16 @@ class LocalBackend:
 
         def run() -> None:
             try:
+                # A JSON Schema becomes a llama.cpp grammar (llama-cpp-python converts it):
+                # every sampled token keeps the text a prefix of a document the schema accepts.
+                response_format = (
+                    {"type": "json_object", "schema": options.json_schema}
+                    if options.json_schema is not None
+                    else None
+                )
                 chunks = llm.create_chat_completion(
                     messages=payload,
+                    response_format=response_format,
                     max_tokens=options.max_tokens,
                     temperature=options.temperature,
                     top_p=options.top_p,

@@ -35,8 +35,10 @@ class OpenAIBackend:
         api_key: str | None,
         timeout_seconds: float,
         context_window: int,
+        json_schema_format: str = "json_schema",
     ) -> None:
         self.model = model
+        self.json_schema_format = json_schema_format
         self.context_window = context_window
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.AsyncClient(
@@ -62,6 +64,20 @@ class OpenAIBackend:
             body["stop"] = list(options.stop)
         if options.seed is not None:
             body["seed"] = options.seed
+        if options.json_schema is not None:
+            # Structured outputs: the server constrains decoding to the schema. OpenAI and vLLM
+            # take it as `json_schema`; llama-cpp-python's server as `json_object` + `schema`.
+            if self.json_schema_format == "json_object":
+                body["response_format"] = {"type": "json_object", "schema": options.json_schema}
+            else:
+                body["response_format"] = {
+                    "type": "json_schema",
+                    "json_schema": {
+                        "name": "answer",
+                        "schema": options.json_schema,
+                        "strict": True,
+                    },
+                }
         parts: list[str] = []
         reported = False
         try:

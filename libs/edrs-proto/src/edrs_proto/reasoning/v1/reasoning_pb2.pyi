@@ -163,6 +163,7 @@ class GenerationOptions(_message.Message):
     STOP_FIELD_NUMBER: _builtins.int
     TOP_P_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
+    JSON_SCHEMA_FIELD_NUMBER: _builtins.int
     max_tokens: _builtins.int
     """1..the service's max_output_tokens; 0 means the default."""
     temperature: _builtins.float
@@ -171,6 +172,11 @@ class GenerationOptions(_message.Message):
     """0 < top_p <= 1; unset means the default."""
     seed: _builtins.int
     """A seed for reproducible sampling; unset means random."""
+    json_schema: _builtins.str
+    """A JSON Schema (JSON text, an object schema, up to 50,000 characters) the answer must match:
+    generation is constrained to it (a llama.cpp grammar locally; `response_format` json_schema
+    on OpenAI-compatible servers), so the answer is one JSON value. DIRECT strategy only.
+    """
     @_builtins.property
     def stop(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Up to 8 sequences, each 1..64 characters; generation stops before any of them."""
@@ -183,10 +189,11 @@ class GenerationOptions(_message.Message):
         stop: _abc.Iterable[_builtins.str] | None = ...,
         top_p: _builtins.float | None = ...,
         seed: _builtins.int | None = ...,
+        json_schema: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "_temperature", b"_temperature", "_top_p", b"_top_p", "seed", b"seed", "temperature", b"temperature", "top_p", b"top_p"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "_temperature", b"_temperature", "_top_p", b"_top_p", "max_tokens", b"max_tokens", "seed", b"seed", "stop", b"stop", "temperature", b"temperature", "top_p", b"top_p"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "_temperature", b"_temperature", "_top_p", b"_top_p", "json_schema", b"json_schema", "max_tokens", b"max_tokens", "seed", b"seed", "stop", b"stop", "temperature", b"temperature", "top_p", b"top_p"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__seed: _TypeAlias = _typing.Literal["seed"]  # noqa: Y015
     _WhichOneofArgType__seed: _TypeAlias = _typing.Literal["_seed", b"_seed"]  # noqa: Y015
