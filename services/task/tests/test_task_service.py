@@ -16,6 +16,7 @@ from edrs_proto.common.v1 import common_pb2
 from edrs_proto.persona.v1 import persona_pb2, persona_pb2_grpc
 from edrs_proto.task.v1 import task_pb2, task_pb2_grpc
 from edrs_task.app import definition
+from google.protobuf.timestamp_pb2 import Timestamp
 
 pytestmark = pytest.mark.integration
 
@@ -82,7 +83,7 @@ async def test_create_then_get_returns_what_was_stored(stub, persona) -> None:
     )
     assert created.title == "Quarterly report"
     assert created.assignee_persona_id == ada
-    assert created.status == task_pb2.TASK_STATUS_PENDING
+    assert created.status == task_pb2.TASK_STATUS_QUEUED
     assert created.priority == 1
     fetched = await stub.GetTask(task_pb2.GetTaskRequest(id=created.id), metadata=TENANT_A)
     assert fetched == created
@@ -250,3 +251,194 @@ async def test_a_created_task_is_announced_as_task_created(stub, task, persona) 
         "SELECT count(*) FROM edrs_outbox WHERE convert_from(body, 'UTF8') LIKE '%Ghost%'"
     )
     assert ghosts == 0
+
+
+# The lifecycle (issue 11): statuses, legal moves only, the timeline, filters and events.
+
+S = task_pb2
+
+
+async def _move(stub, task_id: str, status: int, **kw) -> task_pb2.Task:
+    return await stub.TransitionTask(
+        task_pb2.TransitionTaskRequest(id=task_id, status=status, **kw), metadata=TENANT_A
+    )
+
+
+async def test_a_task_moves_through_legal_statuses_and_its_timeline_says_so(stub) -> None:
+    created = await stub.CreateTask(
+        task_pb2.CreateTaskRequest(title="Lifecycle"), metadata=TENANT_A
+    )
+    running = await _move(stub, created.id, S.TASK_STATUS_RUNNING, workflow_run_id="run-1")
+    assert (running.status, running.workflow_run_id) == (S.TASK_STATUS_RUNNING, "run-1")
+    waiting = await _move(stub, created.id, S.TASK_STATUS_WAITING_FOR_APPROVAL, note="approve?")
+    assert waiting.status == S.TASK_STATUS_WAITING_FOR_APPROVAL
+    await _move(stub, created.id, S.TASK_STATUS_RUNNING, note="approved")
+    done = await _move(stub, created.id, S.TASK_STATUS_SUCCEEDED, note="report sent")
+    assert (done.status, done.outcome, done.workflow_run_id) == (
+        S.TASK_STATUS_SUCCEEDED,
+        "report sent",
+        "run-1",
+    )
+    timeline = await stub.ListTaskTimeline(
+        task_pb2.ListTaskTimelineRequest(id=created.id), metadata=TENANT_A
+    )
+    assert [(e.kind, e.from_status, e.to_status) for e in timeline.entries] == [
+        ("created", 0, S.TASK_STATUS_QUEUED),
+        ("run_attached", 0, 0),
+        ("status_changed", S.TASK_STATUS_QUEUED, S.TASK_STATUS_RUNNING),
+        ("status_changed", S.TASK_STATUS_RUNNING, S.TASK_STATUS_WAITING_FOR_APPROVAL),
+        ("status_changed", S.TASK_STATUS_WAITING_FOR_APPROVAL, S.TASK_STATUS_RUNNING),
+        ("status_changed", S.TASK_STATUS_RUNNING, S.TASK_STATUS_SUCCEEDED),
+    ]
+    assert timeline.entries[-1].note == "report sent"
+    assert timeline.entries[0].actor  # the caller's subject
+
+
+@pytest.mark.parametrize(
+    ("path", "illegal", "message"),
+    [
+        ([], S.TASK_STATUS_SUCCEEDED, "a queued task cannot become succeeded"),
+        (
+            [],
+            S.TASK_STATUS_WAITING_FOR_APPROVAL,
+            "a queued task cannot become waiting_for_approval",
+        ),
+        (
+            [S.TASK_STATUS_RUNNING, S.TASK_STATUS_FAILED],
+            S.TASK_STATUS_RUNNING,
+            "a failed task cannot become running (allowed from failed: none: it is final)",
+        ),
+        (
+            [S.TASK_STATUS_RUNNING, S.TASK_STATUS_SUCCEEDED],
+            S.TASK_STATUS_CANCELLED,
+            "a succeeded task cannot become cancelled",
+        ),
+    ],
+)
+async def test_an_illegal_transition_is_refused_and_changes_nothing(
+    stub, path, illegal, message
+) -> None:
+    created = await stub.CreateTask(task_pb2.CreateTaskRequest(title="t"), metadata=TENANT_A)
+    for status in path:
+        await _move(stub, created.id, status)
+    before = await stub.GetTask(task_pb2.GetTaskRequest(id=created.id), metadata=TENANT_A)
+    await testing.expect_rpc_error(
+        _move(stub, created.id, illegal), grpc.StatusCode.FAILED_PRECONDITION, message
+    )
+    after = await stub.GetTask(task_pb2.GetTaskRequest(id=created.id), metadata=TENANT_A)
+    assert after == before
+
+
+async def test_cancel_stops_an_open_task_once_and_refuses_a_finished_one(stub, task) -> None:
+    created = await stub.CreateTask(task_pb2.CreateTaskRequest(title="Stop me"), metadata=TENANT_A)
+    cancelled = await stub.CancelTask(
+        task_pb2.CancelTaskRequest(id=created.id, reason="not needed"), metadata=TENANT_A
+    )
+    assert (cancelled.status, cancelled.outcome) == (S.TASK_STATUS_CANCELLED, "not needed")
+    again = await stub.CancelTask(task_pb2.CancelTaskRequest(id=created.id), metadata=TENANT_A)
+    assert again == cancelled
+    [event] = await testing.published_events(task, "task.task_completed", created.id)
+    assert event["payload"] == {
+        "task_id": created.id,
+        "title": "Stop me",
+        "status": "cancelled",
+        "outcome": "not needed",
+        "user_id": "test-user",
+    }
+    done = await stub.CreateTask(task_pb2.CreateTaskRequest(title="Done"), metadata=TENANT_A)
+    await _move(stub, done.id, S.TASK_STATUS_RUNNING)
+    await _move(stub, done.id, S.TASK_STATUS_SUCCEEDED)
+    await testing.expect_rpc_error(
+        stub.CancelTask(task_pb2.CancelTaskRequest(id=done.id), metadata=TENANT_A),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "a succeeded task cannot become cancelled",
+    )
+
+
+async def test_other_tenant_cannot_cancel_move_or_read_the_timeline(stub) -> None:
+    created = await stub.CreateTask(task_pb2.CreateTaskRequest(title="mine"), metadata=TENANT_A)
+    for call in (
+        stub.CancelTask(task_pb2.CancelTaskRequest(id=created.id), metadata=TENANT_B),
+        stub.TransitionTask(
+            task_pb2.TransitionTaskRequest(id=created.id, status=S.TASK_STATUS_RUNNING),
+            metadata=TENANT_B,
+        ),
+        stub.ListTaskTimeline(task_pb2.ListTaskTimelineRequest(id=created.id), metadata=TENANT_B),
+        stub.DecomposeTask(task_pb2.DecomposeTaskRequest(id=created.id), metadata=TENANT_B),
+    ):
+        await testing.expect_rpc_error(call, grpc.StatusCode.NOT_FOUND)
+    mine = await stub.GetTask(task_pb2.GetTaskRequest(id=created.id), metadata=TENANT_A)
+    assert mine.status == S.TASK_STATUS_QUEUED
+
+
+async def test_list_filters_by_status_persona_priority_and_due_date(stub, persona) -> None:
+    tenant = testing.tenant_metadata(f"tenant-filters-{RUN}")
+    ada = await _persona_in(persona, tenant)
+    day = 86_400
+
+    def due(days: int):
+        return Timestamp(seconds=1_900_000_000 + days * day)
+
+    a = await stub.CreateTask(
+        task_pb2.CreateTaskRequest(title="a", assignee_persona_id=ada, priority=1, due_time=due(1)),
+        metadata=tenant,
+    )
+    b = await stub.CreateTask(
+        task_pb2.CreateTaskRequest(title="b", priority=2, due_time=due(5)), metadata=tenant
+    )
+    c = await stub.CreateTask(task_pb2.CreateTaskRequest(title="c", priority=1), metadata=tenant)
+    await stub.TransitionTask(
+        task_pb2.TransitionTaskRequest(id=b.id, status=S.TASK_STATUS_RUNNING), metadata=tenant
+    )
+
+    async def ids(**filters) -> list[str]:
+        reply = await stub.ListTasks(task_pb2.ListTasksRequest(**filters), metadata=tenant)
+        return [t.id for t in reply.tasks]
+
+    assert await ids() == [a.id, b.id, c.id]
+    assert await ids(statuses=[S.TASK_STATUS_RUNNING]) == [b.id]
+    assert await ids(statuses=[S.TASK_STATUS_QUEUED, S.TASK_STATUS_RUNNING]) == [a.id, b.id, c.id]
+    assert await ids(assignee_persona_id=ada) == [a.id]
+    assert await ids(priority=1) == [a.id, c.id]
+    assert await ids(due_before_time=due(3)) == [a.id]
+    assert await ids(due_after_time=due(3)) == [b.id]
+    assert await ids(priority=1, statuses=[S.TASK_STATUS_RUNNING]) == []
+    fetched = await stub.GetTask(task_pb2.GetTaskRequest(id=a.id), metadata=tenant)
+    assert fetched.due_time == due(1)
+    await testing.expect_rpc_error(
+        stub.ListTasks(task_pb2.ListTasksRequest(statuses=[42]), metadata=tenant),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "statuses[0] must be one of",
+    )
+
+
+async def test_assignment_at_creation_is_announced_as_task_assigned(stub, task, persona) -> None:
+    ada = await _persona_in(persona, TENANT_A)
+    created = await stub.CreateTask(
+        task_pb2.CreateTaskRequest(title="Assigned", assignee_persona_id=ada), metadata=TENANT_A
+    )
+    [event] = await testing.published_events(task, "task.task_assigned", created.id)
+    assert event["payload"] == {
+        "task_id": created.id,
+        "persona_id": ada,
+        "reason": "assigned when the task was created",
+    }
+
+
+async def test_a_task_budget_becomes_its_run_budget(stub, task) -> None:
+    created = await stub.CreateTask(
+        task_pb2.CreateTaskRequest(title="Capped", budget=task_pb2.TaskBudget(max_tokens=500)),
+        metadata=TENANT_A,
+    )
+    assert created.budget.max_tokens == 500
+    run_id = f"run-{created.id}"
+    await _move(stub, created.id, S.TASK_STATUS_RUNNING, workflow_run_id=run_id)
+    budgets = task_pb2_grpc.BudgetServiceStub(task.channel)
+    await testing.expect_rpc_error(
+        budgets.Reserve(
+            task_pb2.ReserveRequest(key=f"{run_id}:1", run_id=run_id, tokens=501),
+            metadata=TENANT_A,
+        ),
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        f"the run {run_id} budget",
+    )

@@ -1,4 +1,5 @@
-"""Asks the persona service, which owns personas, whether an assignee exists in the caller's tenant."""
+"""Asks the persona service, which owns personas, whether an assignee exists in the caller's tenant,
+and which personas (with their skills) may take work."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from uuid import UUID
 
 from edrs_core import FailedPrecondition, NotFound, Unavailable
 from edrs_proto.persona.v1 import persona_pb2, persona_pb2_grpc
+
+from edrs_task.decomposition import Candidate
 
 
 class PersonaDirectory:
@@ -33,3 +36,17 @@ class PersonaDirectory:
                 "retry later",
                 peer=exc.peer,
             ) from exc
+
+    async def candidates(self) -> list[Candidate]:
+        """The tenant's active personas, every page, as assignment candidates."""
+        found: list[Candidate] = []
+        token = ""
+        while True:
+            request = persona_pb2.ListPersonasRequest()
+            request.page.page_size = 200
+            request.page.page_token = token
+            page = await self.persona.ListPersonas(request)
+            found += [Candidate(UUID(p.id), p.name, tuple(p.skills)) for p in page.personas]
+            token = page.page.next_page_token
+            if not token:
+                return found

@@ -50,6 +50,26 @@ class TaskServiceStub:
                 request_serializer=edrs_dot_task_dot_v1_dot_task__pb2.ListTasksRequest.SerializeToString,
                 response_deserializer=edrs_dot_task_dot_v1_dot_task__pb2.ListTasksResponse.FromString,
                 _registered_method=True)
+        self.CancelTask = channel.unary_unary(
+                '/edrs.task.v1.TaskService/CancelTask',
+                request_serializer=edrs_dot_task_dot_v1_dot_task__pb2.CancelTaskRequest.SerializeToString,
+                response_deserializer=edrs_dot_task_dot_v1_dot_task__pb2.Task.FromString,
+                _registered_method=True)
+        self.TransitionTask = channel.unary_unary(
+                '/edrs.task.v1.TaskService/TransitionTask',
+                request_serializer=edrs_dot_task_dot_v1_dot_task__pb2.TransitionTaskRequest.SerializeToString,
+                response_deserializer=edrs_dot_task_dot_v1_dot_task__pb2.Task.FromString,
+                _registered_method=True)
+        self.ListTaskTimeline = channel.unary_unary(
+                '/edrs.task.v1.TaskService/ListTaskTimeline',
+                request_serializer=edrs_dot_task_dot_v1_dot_task__pb2.ListTaskTimelineRequest.SerializeToString,
+                response_deserializer=edrs_dot_task_dot_v1_dot_task__pb2.ListTaskTimelineResponse.FromString,
+                _registered_method=True)
+        self.DecomposeTask = channel.unary_unary(
+                '/edrs.task.v1.TaskService/DecomposeTask',
+                request_serializer=edrs_dot_task_dot_v1_dot_task__pb2.DecomposeTaskRequest.SerializeToString,
+                response_deserializer=edrs_dot_task_dot_v1_dot_task__pb2.DecomposeTaskResponse.FromString,
+                _registered_method=True)
 
 
 class TaskServiceServicer:
@@ -57,7 +77,7 @@ class TaskServiceServicer:
     """
 
     def CreateTask(self, request, context):
-        """Creates a task in PENDING status.
+        """Creates a task in QUEUED status.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -71,7 +91,41 @@ class TaskServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListTasks(self, request, context):
-        """Lists tasks with cursor pagination.
+        """Lists tasks, oldest first, with filters and cursor pagination.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelTask(self, request, context):
+        """Cancels a task that has not finished; FAILED_PRECONDITION for a finished one. Cancelling a
+        cancelled task is a no-op.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TransitionTask(self, request, context):
+        """Moves a task to another status (the engine running it: running, waiting for approval,
+        succeeded, failed) and records the workflow run executing it. FAILED_PRECONDITION names an
+        illegal transition.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTaskTimeline(self, request, context):
+        """Lists what happened to a task, oldest first (append-only).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DecomposeTask(self, request, context):
+        """Asks the model to break a task's goal into subtasks (a DAG), validates the proposal, and
+        creates the subtasks, each assigned to the persona whose skills fit it best (open workload
+        breaks ties). An invalid proposal gets one repair attempt; FAILED_PRECONDITION then carries
+        the reasons it was refused.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -94,6 +148,26 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.ListTasks,
                     request_deserializer=edrs_dot_task_dot_v1_dot_task__pb2.ListTasksRequest.FromString,
                     response_serializer=edrs_dot_task_dot_v1_dot_task__pb2.ListTasksResponse.SerializeToString,
+            ),
+            'CancelTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelTask,
+                    request_deserializer=edrs_dot_task_dot_v1_dot_task__pb2.CancelTaskRequest.FromString,
+                    response_serializer=edrs_dot_task_dot_v1_dot_task__pb2.Task.SerializeToString,
+            ),
+            'TransitionTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.TransitionTask,
+                    request_deserializer=edrs_dot_task_dot_v1_dot_task__pb2.TransitionTaskRequest.FromString,
+                    response_serializer=edrs_dot_task_dot_v1_dot_task__pb2.Task.SerializeToString,
+            ),
+            'ListTaskTimeline': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTaskTimeline,
+                    request_deserializer=edrs_dot_task_dot_v1_dot_task__pb2.ListTaskTimelineRequest.FromString,
+                    response_serializer=edrs_dot_task_dot_v1_dot_task__pb2.ListTaskTimelineResponse.SerializeToString,
+            ),
+            'DecomposeTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.DecomposeTask,
+                    request_deserializer=edrs_dot_task_dot_v1_dot_task__pb2.DecomposeTaskRequest.FromString,
+                    response_serializer=edrs_dot_task_dot_v1_dot_task__pb2.DecomposeTaskResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -178,6 +252,415 @@ class TaskService:
             '/edrs.task.v1.TaskService/ListTasks',
             edrs_dot_task_dot_v1_dot_task__pb2.ListTasksRequest.SerializeToString,
             edrs_dot_task_dot_v1_dot_task__pb2.ListTasksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.task.v1.TaskService/CancelTask',
+            edrs_dot_task_dot_v1_dot_task__pb2.CancelTaskRequest.SerializeToString,
+            edrs_dot_task_dot_v1_dot_task__pb2.Task.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TransitionTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.task.v1.TaskService/TransitionTask',
+            edrs_dot_task_dot_v1_dot_task__pb2.TransitionTaskRequest.SerializeToString,
+            edrs_dot_task_dot_v1_dot_task__pb2.Task.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTaskTimeline(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.task.v1.TaskService/ListTaskTimeline',
+            edrs_dot_task_dot_v1_dot_task__pb2.ListTaskTimelineRequest.SerializeToString,
+            edrs_dot_task_dot_v1_dot_task__pb2.ListTaskTimelineResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DecomposeTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.task.v1.TaskService/DecomposeTask',
+            edrs_dot_task_dot_v1_dot_task__pb2.DecomposeTaskRequest.SerializeToString,
+            edrs_dot_task_dot_v1_dot_task__pb2.DecomposeTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class BudgetServiceStub:
+    """BudgetService keeps the budgets and usage of the calling tenant (`x-edrs-client-id`).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.SetBudget = channel.unary_unary(
+                '/edrs.task.v1.BudgetService/SetBudget',
+                request_serializer=edrs_dot_task_dot_v1_dot_task__pb2.SetBudgetRequest.SerializeToString,
+                response_deserializer=edrs_dot_task_dot_v1_dot_task__pb2.Budget.FromString,
+                _registered_method=True)
+        self.ListBudgets = channel.unary_unary(
+                '/edrs.task.v1.BudgetService/ListBudgets',
+                request_serializer=edrs_dot_task_dot_v1_dot_task__pb2.ListBudgetsRequest.SerializeToString,
+                response_deserializer=edrs_dot_task_dot_v1_dot_task__pb2.ListBudgetsResponse.FromString,
+                _registered_method=True)
+        self.DeleteBudget = channel.unary_unary(
+                '/edrs.task.v1.BudgetService/DeleteBudget',
+                request_serializer=edrs_dot_task_dot_v1_dot_task__pb2.DeleteBudgetRequest.SerializeToString,
+                response_deserializer=edrs_dot_task_dot_v1_dot_task__pb2.DeleteBudgetResponse.FromString,
+                _registered_method=True)
+        self.Reserve = channel.unary_unary(
+                '/edrs.task.v1.BudgetService/Reserve',
+                request_serializer=edrs_dot_task_dot_v1_dot_task__pb2.ReserveRequest.SerializeToString,
+                response_deserializer=edrs_dot_task_dot_v1_dot_task__pb2.Reservation.FromString,
+                _registered_method=True)
+        self.Settle = channel.unary_unary(
+                '/edrs.task.v1.BudgetService/Settle',
+                request_serializer=edrs_dot_task_dot_v1_dot_task__pb2.SettleRequest.SerializeToString,
+                response_deserializer=edrs_dot_task_dot_v1_dot_task__pb2.Reservation.FromString,
+                _registered_method=True)
+        self.QueryUsage = channel.unary_unary(
+                '/edrs.task.v1.BudgetService/QueryUsage',
+                request_serializer=edrs_dot_task_dot_v1_dot_task__pb2.QueryUsageRequest.SerializeToString,
+                response_deserializer=edrs_dot_task_dot_v1_dot_task__pb2.QueryUsageResponse.FromString,
+                _registered_method=True)
+
+
+class BudgetServiceServicer:
+    """BudgetService keeps the budgets and usage of the calling tenant (`x-edrs-client-id`).
+    """
+
+    def SetBudget(self, request, context):
+        """Creates or replaces the budget of one scope (tenant, persona or run); what was used so far
+        is kept.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListBudgets(self, request, context):
+        """Lists the tenant's budgets with cursor pagination.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteBudget(self, request, context):
+        """Deletes a budget; NOT_FOUND when there is none.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Reserve(self, request, context):
+        """Reserves an estimate from every budget that applies (the tenant's, the persona's, the run's)
+        before a call. Idempotent by `key`: a retry returns the first answer and reserves nothing
+        more. RESOURCE_EXHAUSTED names the budget a reservation would exceed (its `on_exceed` is
+        refuse); a budget whose `on_exceed` is approval answers NEEDS_APPROVAL and reserves nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Settle(self, request, context):
+        """Settles a reservation with what the call really used (0s release it), and records the usage.
+        Idempotent by `key`: settling twice changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def QueryUsage(self, request, context):
+        """Usage per day, persona and model, newest day first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_BudgetServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'SetBudget': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetBudget,
+                    request_deserializer=edrs_dot_task_dot_v1_dot_task__pb2.SetBudgetRequest.FromString,
+                    response_serializer=edrs_dot_task_dot_v1_dot_task__pb2.Budget.SerializeToString,
+            ),
+            'ListBudgets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBudgets,
+                    request_deserializer=edrs_dot_task_dot_v1_dot_task__pb2.ListBudgetsRequest.FromString,
+                    response_serializer=edrs_dot_task_dot_v1_dot_task__pb2.ListBudgetsResponse.SerializeToString,
+            ),
+            'DeleteBudget': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteBudget,
+                    request_deserializer=edrs_dot_task_dot_v1_dot_task__pb2.DeleteBudgetRequest.FromString,
+                    response_serializer=edrs_dot_task_dot_v1_dot_task__pb2.DeleteBudgetResponse.SerializeToString,
+            ),
+            'Reserve': grpc.unary_unary_rpc_method_handler(
+                    servicer.Reserve,
+                    request_deserializer=edrs_dot_task_dot_v1_dot_task__pb2.ReserveRequest.FromString,
+                    response_serializer=edrs_dot_task_dot_v1_dot_task__pb2.Reservation.SerializeToString,
+            ),
+            'Settle': grpc.unary_unary_rpc_method_handler(
+                    servicer.Settle,
+                    request_deserializer=edrs_dot_task_dot_v1_dot_task__pb2.SettleRequest.FromString,
+                    response_serializer=edrs_dot_task_dot_v1_dot_task__pb2.Reservation.SerializeToString,
+            ),
+            'QueryUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.QueryUsage,
+                    request_deserializer=edrs_dot_task_dot_v1_dot_task__pb2.QueryUsageRequest.FromString,
+                    response_serializer=edrs_dot_task_dot_v1_dot_task__pb2.QueryUsageResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'edrs.task.v1.BudgetService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('edrs.task.v1.BudgetService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class BudgetService:
+    """BudgetService keeps the budgets and usage of the calling tenant (`x-edrs-client-id`).
+    """
+
+    @staticmethod
+    def SetBudget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.task.v1.BudgetService/SetBudget',
+            edrs_dot_task_dot_v1_dot_task__pb2.SetBudgetRequest.SerializeToString,
+            edrs_dot_task_dot_v1_dot_task__pb2.Budget.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBudgets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.task.v1.BudgetService/ListBudgets',
+            edrs_dot_task_dot_v1_dot_task__pb2.ListBudgetsRequest.SerializeToString,
+            edrs_dot_task_dot_v1_dot_task__pb2.ListBudgetsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteBudget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.task.v1.BudgetService/DeleteBudget',
+            edrs_dot_task_dot_v1_dot_task__pb2.DeleteBudgetRequest.SerializeToString,
+            edrs_dot_task_dot_v1_dot_task__pb2.DeleteBudgetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Reserve(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.task.v1.BudgetService/Reserve',
+            edrs_dot_task_dot_v1_dot_task__pb2.ReserveRequest.SerializeToString,
+            edrs_dot_task_dot_v1_dot_task__pb2.Reservation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Settle(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.task.v1.BudgetService/Settle',
+            edrs_dot_task_dot_v1_dot_task__pb2.SettleRequest.SerializeToString,
+            edrs_dot_task_dot_v1_dot_task__pb2.Reservation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QueryUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.task.v1.BudgetService/QueryUsage',
+            edrs_dot_task_dot_v1_dot_task__pb2.QueryUsageRequest.SerializeToString,
+            edrs_dot_task_dot_v1_dot_task__pb2.QueryUsageResponse.FromString,
             options,
             channel_credentials,
             insecure,
