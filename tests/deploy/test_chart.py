@@ -213,6 +213,12 @@ def test_network_policies_open_exactly_the_flows_the_fleet_has(
         # PEERS names exactly the peers the policy lets it reach.
         peers = json.loads(config[f"edrs-{name}"]["data"][f"EDRS_{name.upper()}_PEERS"])
         assert peers == {p: f"edrs-{p}:50051" for p in calls}, name
+        # The components that run workflows get the Temporal frontend; the others do not.
+        assert data.get(f"EDRS_{name.upper()}_TEMPORAL_ADDRESS") == (
+            "temporal-frontend.edrs-engines.svc.cluster.local:7233"
+            if "temporal" in comp.get("engines", [])
+            else None
+        ), name
 
 
 def test_secret_settings_come_only_from_secrets(

@@ -155,6 +155,10 @@ EDRS_ENVIRONMENT: {{ $root.Values.global.environment | quote }}
 {{ $prefix }}METRICS_PORT: "8081"
 {{ $prefix }}BUS_URL: {{ $root.Values.engines.nats.url | quote }}
 {{ $prefix }}PEERS: {{ toJson $peers | quote }}
+{{- if has "temporal" (default (list) $c.engines) }}
+{{ $prefix }}TEMPORAL_ADDRESS: {{ $root.Values.engines.temporal.address | quote }}
+{{ $prefix }}TEMPORAL_NAMESPACE: {{ $root.Values.engines.temporal.namespace | quote }}
+{{- end }}
 {{- if and (ne .name "gateway") $root.Values.components.gateway.enabled }}
 {{- /* Identity tokens on every gRPC call are verified with the gateway's fleet JWKS. */}}
 {{ $prefix }}JWKS_URL: {{ printf "http://%s:8080/api/v1/.well-known/fleet-jwks.json" (include "edrs.name" (dict "root" $root "name" "gateway")) | quote }}

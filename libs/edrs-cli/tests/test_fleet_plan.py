@@ -25,6 +25,7 @@ ENGINES = EngineEndpoints(
     postgres="postgresql://postgres@127.0.0.1:5999",
     redis="redis://127.0.0.1:6999",
     nats="nats://127.0.0.1:4999",
+    temporal="127.0.0.1:7999",
 )
 
 
@@ -82,6 +83,7 @@ def test_service_env_carries_the_contract_and_the_parent_environment() -> None:
     assert env["EDRS_MEMORY_DATABASE_URL"] == "postgresql://postgres@127.0.0.1:5999/edrs_memory"
     assert env["EDRS_MEMORY_REDIS_URL"] == "redis://127.0.0.1:6999/2"
     assert env["EDRS_MEMORY_BUS_URL"] == "nats://127.0.0.1:4999"
+    assert env["EDRS_MEMORY_TEMPORAL_ADDRESS"] == "127.0.0.1:7999"
     peers = json.loads(env["EDRS_MEMORY_PEERS"])
     assert peers["persona"] == "127.0.0.1:50052"
     assert set(peers) == set(service_names())

@@ -13,6 +13,7 @@ from edrs_core.engines import (
     EmbeddedNats,
     EmbeddedPostgres,
     EmbeddedRedis,
+    EmbeddedTemporal,
     EngineError,
     free_port,
     pick_port,
@@ -105,6 +106,32 @@ async def test_nats_jetstream_serves_and_persists(tmp_path: Path) -> None:
         info = await client.jetstream().stream_info("ORDERS")
         assert info.state.messages == 1
         await client.close()
+    assert_gone(again_pid)
+
+
+async def test_temporal_serves_its_namespaces_and_keeps_workflows(tmp_path: Path) -> None:
+    # The task service's client; edrs-core itself only starts the server.
+    from temporalio.client import Client, WorkflowExecutionStatus
+
+    data_dir = tmp_path / "temporal"
+    with EmbeddedTemporal(data_dir, namespaces=["edrs"]) as engine:
+        pid = engine.pid
+        client = await Client.connect(engine.url(), namespace="edrs")
+        # No worker polls this queue: the workflow stays running, in the SQLite file.
+        handle = await client.start_workflow(
+            "NobodyRunsThis", id="kept-across-restarts", task_queue="nobody"
+        )
+        assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
+    assert_gone(pid)
+    assert engine.db_path.is_file()
+
+    with EmbeddedTemporal(data_dir, namespaces=["edrs"]) as again:
+        again_pid = again.pid
+        assert again.port == engine.port  # the same address after a restart
+        client = await Client.connect(again.url(), namespace="edrs")
+        described = await client.get_workflow_handle("kept-across-restarts").describe()
+        assert described.status == WorkflowExecutionStatus.RUNNING
+        assert described.workflow_type == "NobodyRunsThis"
     assert_gone(again_pid)
 
 

@@ -166,7 +166,9 @@ TENANT_B = testing.tenant_metadata(TENANT_B_ID)
 
 
 @pytest.fixture(scope="module")
-async def task(postgres_engine, redis_engine, nats_engine) -> AsyncIterator[testing.RunningService]:
+async def task(
+    postgres_engine, redis_engine, nats_engine, temporal_engine
+) -> AsyncIterator[testing.RunningService]:
     import edrs_persona.app
     from edrs_task.app import definition
 
@@ -178,7 +180,10 @@ async def task(postgres_engine, redis_engine, nats_engine) -> AsyncIterator[test
             postgres_engine, redis_engine, nats_engine, database="test_task_budget_svc", redis_db=5
         )
         async with testing.running_service(
-            definition, **settings, peers={"persona": persona.grpc_address}
+            definition,
+            **settings,
+            peers={"persona": persona.grpc_address},
+            temporal_address=temporal_engine.url(),
         ) as svc:
             yield svc
 

@@ -43,19 +43,22 @@ async def persona(
 
 @pytest.fixture(scope="module")
 async def task(
-    postgres_engine, redis_engine, nats_engine, persona: testing.RunningService
+    postgres_engine, redis_engine, nats_engine, temporal_engine, persona: testing.RunningService
 ) -> AsyncIterator[testing.RunningService]:
-    settings = task_settings(postgres_engine, redis_engine, nats_engine)
+    settings = task_settings(postgres_engine, redis_engine, nats_engine, temporal_engine)
     async with testing.running_service(
         definition, **settings, peers={"persona": persona.grpc_address}
     ) as svc:
         yield svc
 
 
-def task_settings(postgres_engine, redis_engine, nats_engine) -> dict[str, str]:
-    return testing.engine_settings(
-        postgres_engine, redis_engine, nats_engine, database="test_task", redis_db=5
-    )
+def task_settings(postgres_engine, redis_engine, nats_engine, temporal_engine) -> dict[str, str]:
+    return {
+        **testing.engine_settings(
+            postgres_engine, redis_engine, nats_engine, database="test_task", redis_db=5
+        ),
+        "temporal_address": temporal_engine.url(),
+    }
 
 
 @pytest.fixture
@@ -200,18 +203,18 @@ async def _assignment_is_unavailable(svc: testing.RunningService, reason: str) -
 
 
 async def test_assignment_while_persona_service_is_down_is_unavailable(
-    postgres_engine, redis_engine, nats_engine
+    postgres_engine, redis_engine, nats_engine, temporal_engine
 ) -> None:
     async with testing.running_service(
         definition,
-        **task_settings(postgres_engine, redis_engine, nats_engine),
+        **task_settings(postgres_engine, redis_engine, nats_engine, temporal_engine),
         peers={"persona": f"127.0.0.1:{_closed_port()}"},
     ) as svc:
         await _assignment_is_unavailable(svc, "persona service did not answer")
 
 
 async def test_assignment_when_persona_service_hangs_is_unavailable(
-    postgres_engine, redis_engine, nats_engine
+    postgres_engine, redis_engine, nats_engine, temporal_engine
 ) -> None:
     # A peer that accepts connections and never speaks gRPC: the call can only end by deadline.
     silent = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
@@ -219,7 +222,7 @@ async def test_assignment_when_persona_service_hangs_is_unavailable(
     try:
         async with testing.running_service(
             definition,
-            **task_settings(postgres_engine, redis_engine, nats_engine),
+            **task_settings(postgres_engine, redis_engine, nats_engine, temporal_engine),
             peers={"persona": f"127.0.0.1:{port}"},
             rpc_timeout_seconds=0.3,
         ) as svc:

@@ -36,7 +36,7 @@ app = typer.Typer(help="Run the EDRS fleet locally on embedded engines.", no_arg
 console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 
-ENGINE_NAMES = ("postgres", "redis", "nats")
+ENGINE_NAMES = ("postgres", "redis", "nats", "temporal")
 
 StateDir = Annotated[
     Path,
@@ -223,7 +223,9 @@ def status(
 def logs(
     service: Annotated[
         str,
-        typer.Argument(help="A service (`edrs dev status` lists them), or postgres, redis, nats."),
+        typer.Argument(
+            help="A service (`edrs dev status` lists them), or postgres, redis, nats, temporal."
+        ),
     ],
     state_dir: StateDir = DEFAULT_STATE_DIR,
     follow: Annotated[

@@ -154,6 +154,7 @@ class EngineEndpoints:
     postgres: str  # postgresql://postgres@127.0.0.1:PORT
     redis: str  # redis://127.0.0.1:PORT
     nats: str  # nats://127.0.0.1:PORT
+    temporal: str  # 127.0.0.1:PORT (a Temporal frontend address has no scheme)
 
 
 # Where the gateway publishes the keys every service verifies identity tokens with.
@@ -229,6 +230,8 @@ def service_env(
             # One Redis database per service keeps their keys apart.
             f"{prefix}REDIS_URL": f"{engines.redis}/{index}",
             f"{prefix}BUS_URL": engines.nats,
+            # Read by the services that run workflows (task); ignored by the others, like REDIS_URL.
+            f"{prefix}TEMPORAL_ADDRESS": engines.temporal,
             f"{prefix}PEERS": json.dumps(peers),
         }
     )

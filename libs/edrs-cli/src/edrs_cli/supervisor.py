@@ -31,6 +31,7 @@ from edrs_core.engines import (
     EmbeddedNats,
     EmbeddedPostgres,
     EmbeddedRedis,
+    EmbeddedTemporal,
     tail_lines,
     terminate_process,
     wait_gone,
@@ -229,8 +230,8 @@ class Fleet:
         return self.state_dir / "held" / name
 
     def log_path(self, name: str) -> Path:
-        """Log file of a service, or of an engine (postgres, redis, nats)."""
-        if name in {"postgres", "redis", "nats"}:
+        """Log file of a service, or of an engine (postgres, redis, nats, temporal)."""
+        if name in {"postgres", "redis", "nats", "temporal"}:
             return self.state_dir / name / f"{name}.log"
         return self.logs_dir / f"{name}.log"
 
@@ -533,6 +534,8 @@ class Fleet:
             EmbeddedPostgres(self.state_dir / "postgres", settings=DEV_POSTGRES_SETTINGS),
             EmbeddedRedis(self.state_dir / "redis"),
             EmbeddedNats(self.state_dir / "nats"),
+            # Workflows, timers and schedules persist in state_dir/temporal/temporal.db.
+            EmbeddedTemporal(self.state_dir / "temporal"),
         ]
         for engine in engines:
             if self._stop_requested:
@@ -546,11 +549,14 @@ class Fleet:
                 on_engine(engine.name, engine)
 
     def _endpoints(self) -> EngineEndpoints:
-        postgres, redis, nats = (self.engines[n] for n in ("postgres", "redis", "nats"))
+        postgres, redis, nats, temporal = (
+            self.engines[n] for n in ("postgres", "redis", "nats", "temporal")
+        )
         return EngineEndpoints(
             postgres=f"postgresql://postgres@{HOST}:{postgres.port}",
             redis=f"redis://{HOST}:{redis.port}",
             nats=nats.url(),
+            temporal=temporal.url(),
         )
 
     def _spawn_services(self) -> None:

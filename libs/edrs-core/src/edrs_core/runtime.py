@@ -51,6 +51,12 @@ class Runtime(Generic[SettingsT_co]):
     peers: PeerChannels
     background: list[asyncio.Task[Any]] = field(default_factory=list)
     closers: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
+    # Readiness checks a service adds for engines of its own (the task service's Temporal).
+    checks: dict[str, Callable[[], Awaitable[None]]] = field(default_factory=dict)
+
+    def add_check(self, name: str, check: Callable[[], Awaitable[None]]) -> None:
+        """Make `/health/readiness` also await `check` (it raises when not ready)."""
+        self.checks[name] = check
 
     def on_close(self, closer: Callable[[], Awaitable[Any]]) -> None:
         """Await `closer` at shutdown, after the servers stopped and before the pools close."""
@@ -159,6 +165,7 @@ class ServiceRunner(Generic[SettingsT]):
             services = self.definition.build(self.runtime)
             if inspect.isawaitable(services):
                 services = await services
+            self.health.checks.update(self.runtime.checks)
             if self.definition.http_routes:
                 routes = self.definition.http_routes(self.runtime)
                 if inspect.isawaitable(routes):

@@ -1,5 +1,5 @@
-"""Wires the task service: its stores, the persona and reasoning peers, its gRPC servicers, its
-migrations."""
+"""Wires the task service: its stores, the persona and reasoning peers, Temporal, its gRPC
+servicers, its migrations."""
 
 from importlib.resources import files
 
@@ -17,6 +17,7 @@ from edrs_task.proposals import ModelProposalSource
 from edrs_task.server import BudgetServicer, TaskServicer
 from edrs_task.store.budgets import PostgresBudgetStore
 from edrs_task.store.postgres import PostgresTaskStore
+from edrs_task.temporal import check_temporal, connect_temporal
 
 
 async def build(rt: Runtime[TaskSettings]) -> list[GrpcService]:
@@ -36,6 +37,8 @@ async def build(rt: Runtime[TaskSettings]) -> list[GrpcService]:
         settings.model_prices, settings.default_model_price, settings.tool_call_micros
     )
     budgets = BudgetServicer(PostgresBudgetStore(rt.db, events, prices))
+    temporal = await connect_temporal(settings, deadline_seconds=settings.startup_timeout_seconds)
+    rt.add_check("temporal", lambda: check_temporal(temporal))
     return [
         GrpcService(
             task_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name,

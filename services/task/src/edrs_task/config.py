@@ -1,10 +1,12 @@
 """Task service settings (`EDRS_TASK_*`); `EDRS_TASK_PEERS` must name the persona service (and the
-reasoning service, for decomposition)."""
+reasoning service, for decomposition), `EDRS_TASK_TEMPORAL_ADDRESS` the Temporal frontend its
+workers poll."""
 
-from typing import ClassVar
+from pathlib import Path
+from typing import ClassVar, Self
 
 from edrs_core import ServiceSettings
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 
@@ -37,3 +39,32 @@ class TaskSettings(ServiceSettings):
         default=512, ge=64, description="Longest proposal the model may write"
     )
     decomposition_timeout_seconds: float = Field(default=300.0, gt=0)
+
+    # Durable execution (docs/tasks.md): the workflow and activity workers run in this process.
+    temporal_address: str = Field(
+        min_length=1,
+        description="The Temporal frontend, host:port (`edrs dev up` starts one and sets it)",
+    )
+    temporal_namespace: str = Field(default="default", min_length=1)
+    temporal_task_queue: str = Field(
+        default="edrs-task",
+        min_length=1,
+        description="The task queue this service's workers poll and its workflows start on",
+    )
+    # TLS to a production cluster: a CA for the server's certificate, and a client certificate
+    # when the cluster asks for mutual TLS. Temporal Cloud takes an API key instead.
+    temporal_tls: bool = False
+    temporal_tls_ca_path: Path | None = None
+    temporal_tls_cert_path: Path | None = None
+    temporal_tls_key_path: Path | None = None
+    temporal_tls_server_name: str | None = None
+    temporal_api_key: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _temporal_tls_pair(self) -> Self:
+        if (self.temporal_tls_cert_path is None) != (self.temporal_tls_key_path is None):
+            raise ValueError(
+                f"{self.env_name('temporal_tls_cert_path')} and "
+                f"{self.env_name('temporal_tls_key_path')} go together: set both or neither"
+            )
+        return self

@@ -1,4 +1,5 @@
-"""Engines from pip packages (PostgreSQL+pgvector, Redis, NATS JetStream) for dev and tests."""
+"""Engines from pip packages (PostgreSQL+pgvector, Redis, NATS JetStream, Temporal) for dev and
+tests."""
 
 from edrs_core.engines._base import (
     EmbeddedEngine,
@@ -11,12 +12,14 @@ from edrs_core.engines.nats import EmbeddedNats
 from edrs_core.engines.ports import free_port, pick_port, port_is_free
 from edrs_core.engines.postgres import EmbeddedPostgres
 from edrs_core.engines.redis import EmbeddedRedis
+from edrs_core.engines.temporal import EmbeddedTemporal
 
 __all__ = [
     "EmbeddedEngine",
     "EmbeddedNats",
     "EmbeddedPostgres",
     "EmbeddedRedis",
+    "EmbeddedTemporal",
     "EngineError",
     "free_port",
     "pick_port",

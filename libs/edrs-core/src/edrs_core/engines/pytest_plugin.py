@@ -1,7 +1,9 @@
-"""Session fixtures ``postgres_engine``, ``redis_engine``, ``nats_engine`` for the whole repo.
+"""Session fixtures ``postgres_engine``, ``redis_engine``, ``nats_engine``, ``temporal_engine`` for
+the whole repo.
 
 Each starts its embedded engine once per session in a temporary dir, or points at an existing server
-when ``EDRS_TEST_POSTGRES_URL`` / ``EDRS_TEST_REDIS_URL`` / ``EDRS_TEST_NATS_URL`` is set.
+when ``EDRS_TEST_POSTGRES_URL`` / ``EDRS_TEST_REDIS_URL`` / ``EDRS_TEST_NATS_URL`` /
+``EDRS_TEST_TEMPORAL_ADDRESS`` is set.
 Load it with ``pytest_plugins = ["edrs_core.engines.pytest_plugin"]``.
 """
 
@@ -17,6 +19,7 @@ import pytest
 from edrs_core.engines.nats import EmbeddedNats
 from edrs_core.engines.postgres import EmbeddedPostgres
 from edrs_core.engines.redis import EmbeddedRedis
+from edrs_core.engines.temporal import EmbeddedTemporal
 
 # Test data is thrown away, so durability is traded for speed on the 2-core CI machine.
 TEST_POSTGRES_SETTINGS = {
@@ -98,4 +101,30 @@ def nats_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNa
         yield ExternalNats(external)
         return
     with EmbeddedNats(tmp_path_factory.mktemp("nats")) as engine:
+        yield engine
+
+
+@dataclass(frozen=True)
+class ExternalTemporal:
+    """An existing Temporal frontend given as ``host:port``; same ``url()`` as EmbeddedTemporal."""
+
+    address: str
+
+    def url(self) -> str:
+        return self.address
+
+
+@pytest.fixture(scope="session")
+def temporal_engine(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[EmbeddedTemporal | ExternalTemporal]:
+    """Temporal's server for the session (namespace ``default``); ``.url()`` gives ``host:port``.
+
+    Tests that restart the server build their own EmbeddedTemporal rather than use this one.
+    """
+    external = os.environ.get("EDRS_TEST_TEMPORAL_ADDRESS")
+    if external:
+        yield ExternalTemporal(external)
+        return
+    with EmbeddedTemporal(tmp_path_factory.mktemp("temporal")) as engine:
         yield engine
