@@ -16,7 +16,7 @@ from edrs_core.events import ServiceEvents
 from edrs_events import BaseEvent, connect_bus
 from edrs_persona.app import definition
 from edrs_persona.erasure import CONSUMER
-from edrs_persona.store import ConversationKey
+from edrs_persona.store import ConversationKey, TaskNotice
 from edrs_persona.store.postgres import PostgresPersonaStore
 from edrs_proto.persona.v1 import persona_pb2, persona_pb2_grpc
 
@@ -58,6 +58,16 @@ async def talk(svc, tenant_id: str, persona_id: UUID, user_id: str) -> None:
     await store.add_user_message(key, "I prefer short answers")
     await store.add_reply(key, "Understood.", trace_id="", latency_ms=1.0)
     await store.set_notes(tenant_id, persona_id, user_id, ["Prefers short answers."])
+    # A finished task waiting to be told to the user: about the user, so erased with them.
+    async with svc.runner.runtime.db.acquire() as conn:
+        notice = TaskNotice(
+            task_id=str(uuid.uuid4()),
+            persona_id=str(persona_id),
+            user_id=user_id,
+            title="Quarterly report",
+            status="succeeded",
+        )
+        await store.add_task_notice(conn, tenant_id, notice)
 
 
 async def held(svc, tenant_id: str, user_id: str) -> dict[str, int]:
@@ -69,7 +79,7 @@ async def held(svc, tenant_id: str, user_id: str) -> dict[str, int]:
             tenant_id,
             user_id,
         )
-        for table in ("relationships", "conversations", "messages")
+        for table in ("relationships", "conversations", "messages", "task_notices")
     }
 
 
@@ -101,6 +111,7 @@ async def test_a_deleted_users_conversations_are_erased_once_and_the_erase_is_pu
         "relationships": 2,
         "conversations": 2,
         "messages": 4,
+        "task_notices": 2,
     }
 
     async def relayed() -> bool:
@@ -131,6 +142,7 @@ async def test_a_deleted_users_conversations_are_erased_once_and_the_erase_is_pu
             "relationships": 0,
             "conversations": 0,
             "messages": 0,
+            "task_notices": 0,
         }
 
         # One erase, and only it still names the user among the sent events (the turns' events,
@@ -161,6 +173,7 @@ async def test_a_deleted_users_conversations_are_erased_once_and_the_erase_is_pu
             "relationships": 1,
             "conversations": 1,
             "messages": 2,
+            "task_notices": 1,
         }
     kept = await persona.runner.runtime.db.fetchrow(
         "SELECT notes, interaction_count FROM relationships "

@@ -95,6 +95,7 @@ def everything(budget: prompt.Budget = ROOMY, **overrides: object) -> prompt.Pro
         ],
         "notes": ["likes precise numbers", "works late"],
         "coworkers": [coworker("Bob")],
+        "tasks": ['The task "Q3 report" succeeded: sent', 'The task "Slides" failed'],
     }
     args.update(overrides)
     return prompt.assemble(persona(), **args)  # type: ignore[arg-type]
@@ -162,7 +163,7 @@ def test_oldest_history_goes_first_when_it_does_not_fit() -> None:
     assert p.estimated_tokens <= _fitting_budget(full, spare=20).prompt_tokens
 
 
-def test_trim_order_is_history_memories_coworkers_notes_likes_then_facts() -> None:
+def test_trim_order_is_history_memories_coworkers_notes_likes_facts_then_tasks() -> None:
     full = everything()
     minimal = prompt.assemble(
         persona(), user_text="What should I read next?", budget=ROOMY
@@ -178,9 +179,26 @@ def test_trim_order_is_history_memories_coworkers_notes_likes_then_facts() -> No
             if group not in previous:
                 seen_order.append(group)
         previous = p.dropped
-    assert seen_order == ["history", "memories", "coworkers", "notes", "likes", "facts"]
+    assert seen_order == ["history", "memories", "coworkers", "notes", "likes", "facts", "tasks"]
+    assert p.tasks == []
     assert "Always answer in English." in system_text(p)
     assert p.messages[-1].content == "What should I read next?"
+
+
+def test_finished_tasks_are_told_and_only_those_kept_count_as_given() -> None:
+    p = everything()
+    assert "Tasks finished for the user since you last spoke" in system_text(p)
+    assert 'The task "Q3 report" succeeded: sent' in system_text(p)
+    assert p.tasks == [0, 1]
+    assert [(c.id, c.source) for c in p.context if c.source == "task.completed"] == [
+        ("task:0", "task.completed"),
+        ("task:1", "task.completed"),
+    ]
+    # Shrunk until one task line must go: the last one goes, and only the first counts as told.
+    bare = everything(history=[], memories=[], coworkers=[], notes=[], facts=[])
+    budget = prompt.Budget(context_window=bare.estimated_tokens - 3, max_tokens=0, safety_margin=0)
+    shrunk = everything(history=[], memories=[], coworkers=[], notes=[], facts=[], budget=budget)
+    assert (shrunk.tasks, shrunk.dropped) == ([0], {"tasks": 1})
 
 
 def test_lowest_scoring_memory_is_dropped_before_a_better_one() -> None:

@@ -9,8 +9,10 @@ from edrs_events import ConsumerOptions
 from edrs_proto.memory.v1 import memory_pb2_grpc
 from edrs_proto.persona.v1 import persona_pb2, persona_pb2_grpc
 from edrs_proto.reasoning.v1 import reasoning_pb2_grpc
+from edrs_proto.task.v1 import task_pb2_grpc
 
-from edrs_persona import erasure
+from edrs_persona import erasure, task_notices
+from edrs_persona.budgets import TurnBudgets
 from edrs_persona.config import PersonaSettings
 from edrs_persona.conversation import Conversations
 from edrs_persona.server import PersonaServicer
@@ -31,7 +33,11 @@ async def build(rt: Runtime[PersonaSettings]) -> list[GrpcService]:
         max_queued=settings.max_queued_turns,
         lock_seconds=settings.turn_lock_seconds,
     )
-    conversations = Conversations(store, memory, reasoning, gate, settings)
+    # Budgets are enforced when the task service has an address (the fleet gives every peer's).
+    budgets = TurnBudgets(
+        rt.peers.stub(task_pb2_grpc.BudgetServiceStub) if "task" in settings.peers else None
+    )
+    conversations = Conversations(store, memory, reasoning, gate, settings, budgets)
 
     async def drain_turns() -> None:
         await conversations.drain(settings.shutdown_grace_seconds)
@@ -54,6 +60,13 @@ async def erase_user(delivery: ConsumedEvent[PersonaSettings]) -> None:
     )
 
 
+async def remember_completed_task(delivery: ConsumedEvent[PersonaSettings]) -> None:
+    rt = delivery.runtime
+    await task_notices.remember_completed_task(
+        delivery, PostgresPersonaStore(rt.db, ServiceEvents(rt.settings.service_name))
+    )
+
+
 definition = ServiceDefinition(
     settings_cls=PersonaSettings,
     build=build,
@@ -67,5 +80,7 @@ definition = ServiceDefinition(
             erase_user,
             ConsumerOptions(max_deliver=10),
         ),
+        # The user who asked for a task hears it finished in their next conversation.
+        Consumer(task_notices.CONSUMER, ["task.task_completed"], remember_completed_task),
     ],
 )

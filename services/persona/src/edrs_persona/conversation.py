@@ -30,7 +30,8 @@ from edrs_proto.memory.v1 import memory_pb2, memory_pb2_grpc
 from edrs_proto.persona.v1 import persona_pb2
 from edrs_proto.reasoning.v1 import reasoning_pb2, reasoning_pb2_grpc
 
-from edrs_persona import prompt
+from edrs_persona import prompt, task_notices
+from edrs_persona.budgets import TurnBudgets
 from edrs_persona.config import PersonaSettings
 from edrs_persona.store import ConversationKey, Persona, PersonaStore
 from edrs_persona.turns import Turn, TurnGate, conversation_key
@@ -137,8 +138,10 @@ class Conversations:
         reasoning: reasoning_pb2_grpc.ReasoningServiceAsyncStub,
         gate: TurnGate,
         settings: PersonaSettings,
+        budgets: TurnBudgets | None = None,
     ) -> None:
         self.store = store
+        self.budgets = budgets or TurnBudgets(None)
         self.memory = memory
         self.reasoning = reasoning
         self.gate = gate
@@ -239,12 +242,15 @@ class Conversations:
         emit(persona_pb2.ConverseEvent(started=persona_pb2.TurnStarted()))
 
         t = time.perf_counter()
-        facts, recalled, history, coworkers, relationship = await asyncio.gather(
+        facts, recalled, history, coworkers, relationship, notices = await asyncio.gather(
             self._facts(key),
             self._recall(key, req.text),
             self._history(key),
             self.store.list_coworkers(key.client_id, key.persona_id),
             self.store.get_relationship(key.client_id, key.persona_id, key.user_id),
+            self.store.untold_task_notices(
+                key.client_id, key.persona_id, key.user_id, task_notices.PER_TURN
+            ),
         )
         recall_ms = _ms(t)
 
@@ -258,11 +264,23 @@ class Conversations:
             history=[item for item in history if item.kind == "message"],
             notes=relationship.notes,
             coworkers=[c for c in coworkers if c.coworker_status == "active"],
+            tasks=[task_notices.notice_line(n) for n in notices],
         )
         prompt_ms = _ms(t)
 
+        result: reasoning_pb2.ReasonResult | None = None
         try:
-            result = await self._generate(req, message.id, budget, assembled, emit)
+            info = await self.model_info.get()
+            await self.budgets.reserve(
+                message.id,
+                key.persona_id,
+                info.chat_model,
+                assembled.estimated_tokens + budget.max_tokens,
+            )
+            try:
+                result = await self._generate(req, message.id, budget, assembled, emit)
+            finally:
+                await asyncio.shield(self.budgets.settle(message.id, result))
         except ServiceError:
             # The user's message still belongs to the conversation's memory (and may state facts).
             await asyncio.shield(self._record_failed_turn(key, req.text))
@@ -281,6 +299,10 @@ class Conversations:
             timeout=self.settings.memory_timeout_seconds,
         )
         reply = await self.store.add_reply(key, result.answer, result.trace_id, _ms(started))
+        if assembled.tasks:
+            await self.store.mark_task_notices_told(
+                key.client_id, [notices[i].task_id for i in assembled.tasks]
+            )
         store_ms = _ms(t)
 
         total_ms = _ms(started)

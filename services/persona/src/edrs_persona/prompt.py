@@ -24,8 +24,8 @@ MESSAGE_OVERHEAD = 8
 REPLY_PRIMER = 4
 
 # Trim order, first dropped first. The identity, the standing instructions and the user's message
-# are never dropped.
-TRIM_ORDER = ("history", "memories", "coworkers", "notes", "likes", "facts")
+# are never dropped. Finished tasks go last: a dropped one is told in a later turn instead.
+TRIM_ORDER = ("history", "memories", "coworkers", "notes", "likes", "facts", "tasks")
 
 _LIKE_ATTRIBUTES = {"like": "likes", "dislike": "dislikes"}
 
@@ -65,6 +65,8 @@ class Prompt:
     coworkers: list[Coworker]
     estimated_tokens: int
     dropped: dict[str, int] = field(default_factory=dict)
+    # Indexes of the finished-task lines given to the model (so only those count as told).
+    tasks: list[int] = field(default_factory=list)
 
 
 def fact_line(fact: memory_pb2.Fact) -> str:
@@ -159,6 +161,7 @@ def assemble(
     history: Sequence[memory_pb2.WorkingItem] = (),
     notes: Sequence[str] = (),
     coworkers: Sequence[Coworker] = (),
+    tasks: Sequence[str] = (),
 ) -> Prompt:
     """Build the prompt, dropping context lowest-priority first (TRIM_ORDER) until it fits.
 
@@ -176,7 +179,11 @@ def assemble(
     memory_lines = [_Line("memories", memory_line(memories[i])) for i in by_score]
     note_lines = [_Line("notes", n) for n in notes]
     coworker_lines = [_Line("coworkers", coworker_line(c)) for c in coworkers]
+    task_lines = [_Line("tasks", line) for line in tasks]
     sections = [
+        _Section(
+            "Tasks finished for the user since you last spoke; tell them briefly:", task_lines
+        ),
         _Section("What you know about the user:", fact_lines),
         _Section("Notes you keep about the user:", note_lines),
         _Section("Relevant memories from earlier conversations:", memory_lines),
@@ -203,6 +210,7 @@ def assemble(
         "notes": list(reversed(note_lines)),
         "likes": [line for line in fact_lines if line.group == "likes"],  # oldest first
         "facts": [line for line in fact_lines if line.group == "facts"],
+        "tasks": list(reversed(task_lines)),
     }
     dropped: dict[str, int] = {}
     estimate = total()
@@ -232,6 +240,7 @@ def assemble(
     kept_note_ids = [i for i, line in enumerate(note_lines) if line.keep]
     kept_notes = [notes[i] for i in kept_note_ids]
     kept_coworkers = [c for c, line in zip(coworkers, coworker_lines, strict=True) if line.keep]
+    kept_task_ids = [i for i, line in enumerate(task_lines) if line.keep]
     context = [
         reasoning_pb2.ContextItem(id=f.id, source="memory.fact", text=fact_line(f))
         for f in kept_facts
@@ -252,6 +261,10 @@ def assemble(
         )
         for c in kept_coworkers
     ]
+    context += [
+        reasoning_pb2.ContextItem(id=f"task:{i}", source="task.completed", text=tasks[i])
+        for i in kept_task_ids
+    ]
     return Prompt(
         messages=messages,
         context=context,
@@ -262,4 +275,5 @@ def assemble(
         coworkers=kept_coworkers,
         estimated_tokens=estimate_messages(messages),
         dropped=dropped,
+        tasks=kept_task_ids,
     )

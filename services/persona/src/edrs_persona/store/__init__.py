@@ -5,7 +5,7 @@ transaction, so the adapter is given the service's event writer."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -115,6 +115,18 @@ class UserData:
     conversations: list[tuple[Conversation, list[Message]]]
 
 
+@dataclass(frozen=True, kw_only=True)
+class TaskNotice:
+    """A finished task (task.task_completed) to tell its requester in their next conversation."""
+
+    task_id: str
+    persona_id: str
+    user_id: str
+    title: str
+    status: str
+    outcome: str = ""
+
+
 class PersonaStore(Protocol):
     async def create(self, client_id: str, persona: NewPersona) -> Persona: ...
 
@@ -157,6 +169,16 @@ class PersonaStore(Protocol):
     async def erase_user(self, conn: Connection, client_id: str, user_id: str) -> UserErased: ...
 
     async def user_data(self, client_id: str, user_id: str) -> UserData: ...
+
+    async def add_task_notice(
+        self, conn: Connection, client_id: str, notice: TaskNotice
+    ) -> None: ...
+
+    async def untold_task_notices(
+        self, client_id: str, persona_id: UUID, user_id: str, limit: int
+    ) -> list[TaskNotice]: ...
+
+    async def mark_task_notices_told(self, client_id: str, task_ids: Sequence[str]) -> None: ...
 
     async def set_coworker(
         self,

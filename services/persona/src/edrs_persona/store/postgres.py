@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -23,6 +23,7 @@ from edrs_persona.store import (
     NewPersona,
     Persona,
     Relationship,
+    TaskNotice,
     UserData,
     UserErased,
 )
@@ -393,6 +394,8 @@ class PostgresPersonaStore:
             return int(status.split()[-1])
 
         # Messages first: the conversations' cascade would delete them uncounted.
+        # Told or not, finished-task notices are about the user: they go too (not counted).
+        await delete("task_notices")
         erased = UserErased(
             messages=await delete("messages"),
             conversations=await delete("conversations"),
@@ -412,6 +415,53 @@ class PostgresPersonaStore:
             client_id=client_id,
         )
         return erased
+
+    async def add_task_notice(self, conn: Connection, client_id: str, notice: TaskNotice) -> None:
+        await conn.execute(
+            """INSERT INTO task_notices
+                (client_id, task_id, persona_id, user_id, title, status, outcome)
+            VALUES ($1, $2, $3, $4, $5, $6, $7)
+            ON CONFLICT (client_id, task_id) DO NOTHING""",
+            client_id,
+            UUID(notice.task_id),
+            UUID(notice.persona_id),
+            notice.user_id,
+            notice.title,
+            notice.status,
+            notice.outcome,
+        )
+
+    async def untold_task_notices(
+        self, client_id: str, persona_id: UUID, user_id: str, limit: int
+    ) -> list[TaskNotice]:
+        rows = await self.db.fetch(
+            """SELECT task_id, persona_id, user_id, title, status, outcome FROM task_notices
+            WHERE client_id = $1 AND persona_id = $2 AND user_id = $3 AND told_at IS NULL
+            ORDER BY created_at, task_id LIMIT $4""",
+            client_id,
+            persona_id,
+            user_id,
+            limit,
+        )
+        return [
+            TaskNotice(
+                task_id=str(r["task_id"]),
+                persona_id=str(r["persona_id"]),
+                user_id=r["user_id"],
+                title=r["title"],
+                status=r["status"],
+                outcome=r["outcome"],
+            )
+            for r in rows
+        ]
+
+    async def mark_task_notices_told(self, client_id: str, task_ids: Sequence[str]) -> None:
+        await self.db.execute(
+            """UPDATE task_notices SET told_at = now()
+            WHERE client_id = $1 AND task_id = ANY($2::uuid[]) AND told_at IS NULL""",
+            client_id,
+            [UUID(t) for t in task_ids],
+        )
 
     async def user_data(self, client_id: str, user_id: str) -> UserData:
         async with (
