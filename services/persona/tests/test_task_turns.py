@@ -45,7 +45,7 @@ def engines(postgres_engine, redis_engine, nats_engine):
 
 
 @pytest.fixture(scope="module")
-async def fleet(engines) -> AsyncIterator[dict[str, testing.RunningService]]:
+async def fleet(engines, temporal_engine) -> AsyncIterator[dict[str, testing.RunningService]]:
     """reasoning, memory, persona and task; persona and task are each other's peers, so the task
     service's port is chosen before persona starts."""
     async with (
@@ -77,6 +77,7 @@ async def fleet(engines) -> AsyncIterator[dict[str, testing.RunningService]]:
                 task_definition,
                 grpc_port=task_port,
                 peers={"persona": persona.grpc_address},
+                temporal_address=temporal_engine.url(),
                 **engines("test_task_turns_task"),
             ) as task,
         ):
