@@ -26,7 +26,18 @@ if _version_not_supported:
 
 
 class KnowledgeServiceStub:
-    """KnowledgeService ingests and searches documents of the calling tenant (`x-edrs-client-id`).
+    """KnowledgeService serves the calling tenant only (the tenant of the caller's identity token):
+    another tenant's collections, documents, jobs and entities are NOT_FOUND, and every search runs
+    inside the caller's tenant.
+
+    Wherever a request names a collection (`collection`, `collections`), it takes the collection's
+    id (UUID) or its name; names are never UUIDs, so the two cannot be confused. An unknown one is
+    NOT_FOUND naming it.
+
+    Ingestion is asynchronous: IngestDocument, UploadDocument and ImportDocuments store the input
+    and return at once with the document QUEUED; the service then parses, chunks, embeds and
+    indexes it in the background (document state QUEUED → PARSING → EMBEDDING → INDEXED, or FAILED
+    with a reason). A document that cannot be read fails alone; nothing else is affected.
     """
 
     def __init__(self, channel):
@@ -35,43 +46,265 @@ class KnowledgeServiceStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.CreateCollection = channel.unary_unary(
+                '/edrs.knowledge.v1.KnowledgeService/CreateCollection',
+                request_serializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.CreateCollectionRequest.SerializeToString,
+                response_deserializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.Collection.FromString,
+                _registered_method=True)
+        self.GetCollection = channel.unary_unary(
+                '/edrs.knowledge.v1.KnowledgeService/GetCollection',
+                request_serializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.GetCollectionRequest.SerializeToString,
+                response_deserializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.Collection.FromString,
+                _registered_method=True)
+        self.ListCollections = channel.unary_unary(
+                '/edrs.knowledge.v1.KnowledgeService/ListCollections',
+                request_serializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.ListCollectionsRequest.SerializeToString,
+                response_deserializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.ListCollectionsResponse.FromString,
+                _registered_method=True)
+        self.DeleteCollection = channel.unary_unary(
+                '/edrs.knowledge.v1.KnowledgeService/DeleteCollection',
+                request_serializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.DeleteCollectionRequest.SerializeToString,
+                response_deserializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.DeleteCollectionResponse.FromString,
+                _registered_method=True)
         self.IngestDocument = channel.unary_unary(
                 '/edrs.knowledge.v1.KnowledgeService/IngestDocument',
                 request_serializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.IngestDocumentRequest.SerializeToString,
-                response_deserializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.Document.FromString,
+                response_deserializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.IngestDocumentResponse.FromString,
+                _registered_method=True)
+        self.UploadDocument = channel.stream_unary(
+                '/edrs.knowledge.v1.KnowledgeService/UploadDocument',
+                request_serializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.UploadDocumentRequest.SerializeToString,
+                response_deserializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.IngestDocumentResponse.FromString,
+                _registered_method=True)
+        self.ImportDocuments = channel.stream_unary(
+                '/edrs.knowledge.v1.KnowledgeService/ImportDocuments',
+                request_serializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.ImportDocumentsRequest.SerializeToString,
+                response_deserializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.ImportJob.FromString,
+                _registered_method=True)
+        self.GetImportJob = channel.unary_unary(
+                '/edrs.knowledge.v1.KnowledgeService/GetImportJob',
+                request_serializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.GetImportJobRequest.SerializeToString,
+                response_deserializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.ImportJob.FromString,
+                _registered_method=True)
+        self.ListImportJobs = channel.unary_unary(
+                '/edrs.knowledge.v1.KnowledgeService/ListImportJobs',
+                request_serializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.ListImportJobsRequest.SerializeToString,
+                response_deserializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.ListImportJobsResponse.FromString,
+                _registered_method=True)
+        self.ListImportJobItems = channel.unary_unary(
+                '/edrs.knowledge.v1.KnowledgeService/ListImportJobItems',
+                request_serializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.ListImportJobItemsRequest.SerializeToString,
+                response_deserializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.ListImportJobItemsResponse.FromString,
                 _registered_method=True)
         self.GetDocument = channel.unary_unary(
                 '/edrs.knowledge.v1.KnowledgeService/GetDocument',
                 request_serializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.GetDocumentRequest.SerializeToString,
                 response_deserializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.Document.FromString,
                 _registered_method=True)
+        self.ListDocuments = channel.unary_unary(
+                '/edrs.knowledge.v1.KnowledgeService/ListDocuments',
+                request_serializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.ListDocumentsRequest.SerializeToString,
+                response_deserializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.ListDocumentsResponse.FromString,
+                _registered_method=True)
+        self.ListDocumentVersions = channel.unary_unary(
+                '/edrs.knowledge.v1.KnowledgeService/ListDocumentVersions',
+                request_serializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.ListDocumentVersionsRequest.SerializeToString,
+                response_deserializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.ListDocumentVersionsResponse.FromString,
+                _registered_method=True)
+        self.ReadDocumentText = channel.unary_unary(
+                '/edrs.knowledge.v1.KnowledgeService/ReadDocumentText',
+                request_serializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.ReadDocumentTextRequest.SerializeToString,
+                response_deserializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.DocumentText.FromString,
+                _registered_method=True)
+        self.DeleteDocument = channel.unary_unary(
+                '/edrs.knowledge.v1.KnowledgeService/DeleteDocument',
+                request_serializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.DeleteDocumentRequest.SerializeToString,
+                response_deserializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.DeleteDocumentResponse.FromString,
+                _registered_method=True)
         self.Search = channel.unary_unary(
                 '/edrs.knowledge.v1.KnowledgeService/Search',
                 request_serializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.SearchRequest.SerializeToString,
                 response_deserializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.SearchResponse.FromString,
                 _registered_method=True)
+        self.ListEntities = channel.unary_unary(
+                '/edrs.knowledge.v1.KnowledgeService/ListEntities',
+                request_serializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.ListEntitiesRequest.SerializeToString,
+                response_deserializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.ListEntitiesResponse.FromString,
+                _registered_method=True)
+        self.GetEntity = channel.unary_unary(
+                '/edrs.knowledge.v1.KnowledgeService/GetEntity',
+                request_serializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.GetEntityRequest.SerializeToString,
+                response_deserializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.Entity.FromString,
+                _registered_method=True)
+        self.ListEntityRelations = channel.unary_unary(
+                '/edrs.knowledge.v1.KnowledgeService/ListEntityRelations',
+                request_serializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.ListEntityRelationsRequest.SerializeToString,
+                response_deserializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.ListEntityRelationsResponse.FromString,
+                _registered_method=True)
 
 
 class KnowledgeServiceServicer:
-    """KnowledgeService ingests and searches documents of the calling tenant (`x-edrs-client-id`).
+    """KnowledgeService serves the calling tenant only (the tenant of the caller's identity token):
+    another tenant's collections, documents, jobs and entities are NOT_FOUND, and every search runs
+    inside the caller's tenant.
+
+    Wherever a request names a collection (`collection`, `collections`), it takes the collection's
+    id (UUID) or its name; names are never UUIDs, so the two cannot be confused. An unknown one is
+    NOT_FOUND naming it.
+
+    Ingestion is asynchronous: IngestDocument, UploadDocument and ImportDocuments store the input
+    and return at once with the document QUEUED; the service then parses, chunks, embeds and
+    indexes it in the background (document state QUEUED → PARSING → EMBEDDING → INDEXED, or FAILED
+    with a reason). A document that cannot be read fails alone; nothing else is affected.
     """
 
+    def CreateCollection(self, request, context):
+        """Creates a collection. ALREADY_EXISTS when the tenant has one of that name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCollection(self, request, context):
+        """Returns one collection by id or name; NOT_FOUND when the tenant has none such.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCollections(self, request, context):
+        """Lists the tenant's collections by name, with cursor pagination.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteCollection(self, request, context):
+        """Deletes a collection and everything derived from it: its documents, versions, chunks, vectors,
+        keyword index entries, import jobs and graph provenance. Emits knowledge.document_deleted for
+        each document. Returns what was removed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def IngestDocument(self, request, context):
-        """Stores a document, chunks and embeds it.
+        """Ingests one document given whole in the message: `text`, or a file's bytes in `content` (the
+        gRPC message limit of 4 MiB applies; larger files go through UploadDocument). With an
+        `external_id` the collection already holds, it updates that document: a new version when the
+        content, title or metadata differ (re-embedding only the passages whose text changed), and
+        nothing at all when they are the same (outcome UNCHANGED). INVALID_ARGUMENT names a bad field;
+        an unreadable file is not an error here: it becomes a FAILED document with its reason.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UploadDocument(self, request_iterator, context):
+        """Ingests one file streamed in pieces, up to 100 MB: the first message carries `document` (every
+        field but `text` and `content`), every later one a piece of the file in `data`, in order.
+        Otherwise as IngestDocument.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImportDocuments(self, request_iterator, context):
+        """Starts a batch import: the first message carries `header` (the collection), every later one a
+        document (as IngestDocumentRequest, its `collection` empty or the header's). Returns the job
+        once every document is stored (QUEUED); they are then ingested in the background, each on its
+        own: a document that fails does not stop the others. INVALID_ARGUMENT for a bad document names
+        its position (0-based) and field, and then no document of the request is stored.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetImportJob(self, request, context):
+        """Returns one import job with its progress; NOT_FOUND when the tenant has none such.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListImportJobs(self, request, context):
+        """Lists import jobs, newest first, with cursor pagination.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListImportJobItems(self, request, context):
+        """Lists the documents of one import job in the order they were sent, each with its outcome and
+        state (and its failure), with cursor pagination.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetDocument(self, request, context):
-        """Returns one document by id; NOT_FOUND when it does not exist in the tenant.
+        """Returns one document (its current version) by id; NOT_FOUND when the tenant has none such.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDocuments(self, request, context):
+        """Lists documents, newest first, with cursor pagination.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDocumentVersions(self, request, context):
+        """Lists a document's versions, newest first, with cursor pagination.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReadDocumentText(self, request, context):
+        """Reads the stored text of a document version, or a range of it: the text every citation's
+        offsets point into. At most 1,000,000 characters per call; read on from `end` for more.
+        FAILED_PRECONDITION when that version has no text (not parsed yet, or failed).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteDocument(self, request, context):
+        """Deletes a document and everything derived from it: every version, its chunks, vectors, keyword
+        index entries and graph provenance. Emits knowledge.document_deleted. Returns what was removed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Search(self, request, context):
-        """Returns the documents that best match a query, best first.
+        """Returns the passages that best answer a query, best first, each with its citation.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEntities(self, request, context):
+        """Lists knowledge-graph entities, by name, with cursor pagination.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetEntity(self, request, context):
+        """Returns one entity by id; NOT_FOUND when the tenant has none such.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEntityRelations(self, request, context):
+        """An entity's neighbourhood: the relations it takes part in (as subject or object), each with
+        the passages it was read from, and the entities at their other ends. Cursor-paginated over
+        relations.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -80,20 +313,100 @@ class KnowledgeServiceServicer:
 
 def add_KnowledgeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'CreateCollection': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateCollection,
+                    request_deserializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.CreateCollectionRequest.FromString,
+                    response_serializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.Collection.SerializeToString,
+            ),
+            'GetCollection': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCollection,
+                    request_deserializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.GetCollectionRequest.FromString,
+                    response_serializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.Collection.SerializeToString,
+            ),
+            'ListCollections': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCollections,
+                    request_deserializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.ListCollectionsRequest.FromString,
+                    response_serializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.ListCollectionsResponse.SerializeToString,
+            ),
+            'DeleteCollection': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteCollection,
+                    request_deserializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.DeleteCollectionRequest.FromString,
+                    response_serializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.DeleteCollectionResponse.SerializeToString,
+            ),
             'IngestDocument': grpc.unary_unary_rpc_method_handler(
                     servicer.IngestDocument,
                     request_deserializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.IngestDocumentRequest.FromString,
-                    response_serializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.Document.SerializeToString,
+                    response_serializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.IngestDocumentResponse.SerializeToString,
+            ),
+            'UploadDocument': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadDocument,
+                    request_deserializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.UploadDocumentRequest.FromString,
+                    response_serializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.IngestDocumentResponse.SerializeToString,
+            ),
+            'ImportDocuments': grpc.stream_unary_rpc_method_handler(
+                    servicer.ImportDocuments,
+                    request_deserializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.ImportDocumentsRequest.FromString,
+                    response_serializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.ImportJob.SerializeToString,
+            ),
+            'GetImportJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetImportJob,
+                    request_deserializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.GetImportJobRequest.FromString,
+                    response_serializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.ImportJob.SerializeToString,
+            ),
+            'ListImportJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListImportJobs,
+                    request_deserializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.ListImportJobsRequest.FromString,
+                    response_serializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.ListImportJobsResponse.SerializeToString,
+            ),
+            'ListImportJobItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListImportJobItems,
+                    request_deserializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.ListImportJobItemsRequest.FromString,
+                    response_serializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.ListImportJobItemsResponse.SerializeToString,
             ),
             'GetDocument': grpc.unary_unary_rpc_method_handler(
                     servicer.GetDocument,
                     request_deserializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.GetDocumentRequest.FromString,
                     response_serializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.Document.SerializeToString,
             ),
+            'ListDocuments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDocuments,
+                    request_deserializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.ListDocumentsRequest.FromString,
+                    response_serializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.ListDocumentsResponse.SerializeToString,
+            ),
+            'ListDocumentVersions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDocumentVersions,
+                    request_deserializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.ListDocumentVersionsRequest.FromString,
+                    response_serializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.ListDocumentVersionsResponse.SerializeToString,
+            ),
+            'ReadDocumentText': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReadDocumentText,
+                    request_deserializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.ReadDocumentTextRequest.FromString,
+                    response_serializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.DocumentText.SerializeToString,
+            ),
+            'DeleteDocument': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteDocument,
+                    request_deserializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.DeleteDocumentRequest.FromString,
+                    response_serializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.DeleteDocumentResponse.SerializeToString,
+            ),
             'Search': grpc.unary_unary_rpc_method_handler(
                     servicer.Search,
                     request_deserializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.SearchRequest.FromString,
                     response_serializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.SearchResponse.SerializeToString,
+            ),
+            'ListEntities': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEntities,
+                    request_deserializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.ListEntitiesRequest.FromString,
+                    response_serializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.ListEntitiesResponse.SerializeToString,
+            ),
+            'GetEntity': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEntity,
+                    request_deserializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.GetEntityRequest.FromString,
+                    response_serializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.Entity.SerializeToString,
+            ),
+            'ListEntityRelations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEntityRelations,
+                    request_deserializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.ListEntityRelationsRequest.FromString,
+                    response_serializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.ListEntityRelationsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -104,8 +417,127 @@ def add_KnowledgeServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class KnowledgeService:
-    """KnowledgeService ingests and searches documents of the calling tenant (`x-edrs-client-id`).
+    """KnowledgeService serves the calling tenant only (the tenant of the caller's identity token):
+    another tenant's collections, documents, jobs and entities are NOT_FOUND, and every search runs
+    inside the caller's tenant.
+
+    Wherever a request names a collection (`collection`, `collections`), it takes the collection's
+    id (UUID) or its name; names are never UUIDs, so the two cannot be confused. An unknown one is
+    NOT_FOUND naming it.
+
+    Ingestion is asynchronous: IngestDocument, UploadDocument and ImportDocuments store the input
+    and return at once with the document QUEUED; the service then parses, chunks, embeds and
+    indexes it in the background (document state QUEUED → PARSING → EMBEDDING → INDEXED, or FAILED
+    with a reason). A document that cannot be read fails alone; nothing else is affected.
     """
+
+    @staticmethod
+    def CreateCollection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.knowledge.v1.KnowledgeService/CreateCollection',
+            edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.CreateCollectionRequest.SerializeToString,
+            edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.Collection.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCollection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.knowledge.v1.KnowledgeService/GetCollection',
+            edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.GetCollectionRequest.SerializeToString,
+            edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.Collection.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCollections(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.knowledge.v1.KnowledgeService/ListCollections',
+            edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.ListCollectionsRequest.SerializeToString,
+            edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.ListCollectionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteCollection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.knowledge.v1.KnowledgeService/DeleteCollection',
+            edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.DeleteCollectionRequest.SerializeToString,
+            edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.DeleteCollectionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def IngestDocument(request,
@@ -123,7 +555,142 @@ class KnowledgeService:
             target,
             '/edrs.knowledge.v1.KnowledgeService/IngestDocument',
             edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.IngestDocumentRequest.SerializeToString,
-            edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.Document.FromString,
+            edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.IngestDocumentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadDocument(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/edrs.knowledge.v1.KnowledgeService/UploadDocument',
+            edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.UploadDocumentRequest.SerializeToString,
+            edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.IngestDocumentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportDocuments(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/edrs.knowledge.v1.KnowledgeService/ImportDocuments',
+            edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.ImportDocumentsRequest.SerializeToString,
+            edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.ImportJob.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetImportJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.knowledge.v1.KnowledgeService/GetImportJob',
+            edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.GetImportJobRequest.SerializeToString,
+            edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.ImportJob.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListImportJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.knowledge.v1.KnowledgeService/ListImportJobs',
+            edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.ListImportJobsRequest.SerializeToString,
+            edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.ListImportJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListImportJobItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.knowledge.v1.KnowledgeService/ListImportJobItems',
+            edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.ListImportJobItemsRequest.SerializeToString,
+            edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.ListImportJobItemsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -162,6 +729,114 @@ class KnowledgeService:
             _registered_method=True)
 
     @staticmethod
+    def ListDocuments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.knowledge.v1.KnowledgeService/ListDocuments',
+            edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.ListDocumentsRequest.SerializeToString,
+            edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.ListDocumentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDocumentVersions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.knowledge.v1.KnowledgeService/ListDocumentVersions',
+            edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.ListDocumentVersionsRequest.SerializeToString,
+            edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.ListDocumentVersionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadDocumentText(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.knowledge.v1.KnowledgeService/ReadDocumentText',
+            edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.ReadDocumentTextRequest.SerializeToString,
+            edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.DocumentText.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteDocument(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.knowledge.v1.KnowledgeService/DeleteDocument',
+            edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.DeleteDocumentRequest.SerializeToString,
+            edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.DeleteDocumentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def Search(request,
             target,
             options=(),
@@ -178,6 +853,87 @@ class KnowledgeService:
             '/edrs.knowledge.v1.KnowledgeService/Search',
             edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.SearchRequest.SerializeToString,
             edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.SearchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEntities(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.knowledge.v1.KnowledgeService/ListEntities',
+            edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.ListEntitiesRequest.SerializeToString,
+            edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.ListEntitiesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEntity(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.knowledge.v1.KnowledgeService/GetEntity',
+            edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.GetEntityRequest.SerializeToString,
+            edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.Entity.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEntityRelations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.knowledge.v1.KnowledgeService/ListEntityRelations',
+            edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.ListEntityRelationsRequest.SerializeToString,
+            edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.ListEntityRelationsResponse.FromString,
             options,
             channel_credentials,
             insecure,
