@@ -25,6 +25,7 @@ COPY constraints.txt requirements-models.txt ./
 COPY libs/edrs-proto libs/edrs-proto
 COPY libs/edrs-core libs/edrs-core
 COPY libs/edrs-events libs/edrs-events
+COPY libs/edrs-vectors libs/edrs-vectors
 COPY services/${SERVICE} services/${SERVICE}
 # torch alone from that index (its +cpu build satisfies the torch==X pin); its own dependencies
 # then come from PyPI with the rest, under the same constraints.
@@ -35,7 +36,7 @@ RUN if [ "${SERVICE}" = reasoning ]; then \
     fi
 # Every local package a service needs, by path (none of them is on PyPI, and none may come from
 # there); tests/contracts/test_dockerfiles.py checks the list against the packages' dependencies.
-RUN pip install -c constraints.txt ./libs/edrs-proto ./libs/edrs-core './libs/edrs-events[postgres]' "./services/${SERVICE}"
+RUN pip install -c constraints.txt ./libs/edrs-proto ./libs/edrs-core './libs/edrs-events[postgres]' './libs/edrs-vectors[milvus,qdrant]' "./services/${SERVICE}"
 # The entry point: `python -m edrs_<service>`, listening on every interface unless
 # EDRS_<SERVICE>_HOST says otherwise (the services default to 127.0.0.1 for laptops).
 RUN printf '#!/opt/venv/bin/python\nimport os, runpy\nos.environ.setdefault("EDRS_%s_HOST", "0.0.0.0")\nrunpy.run_module("edrs_%s", run_name="__main__", alter_sys=True)\n' \

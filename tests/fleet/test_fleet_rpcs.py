@@ -92,8 +92,14 @@ async def test_memory_recalls_what_it_was_told(fleet) -> None:
 async def test_knowledge_finds_an_ingested_document(fleet) -> None:
     async with channel(fleet, "knowledge") as ch:
         stub = knowledge_pb2_grpc.KnowledgeServiceStub(ch)
-        doc = await stub.IngestDocument(
+        collection = await stub.CreateCollection(
+            knowledge_pb2.CreateCollectionRequest(name=f"handbook-{uuid.uuid4().hex[:8]}"),
+            metadata=tenant(fleet),
+            timeout=10,
+        )
+        made = await stub.IngestDocument(
             knowledge_pb2.IngestDocumentRequest(
+                collection=collection.name,
                 title="Expense policy",
                 text="Travel expenses above 500 euros need approval from a director.",
                 source="handbook",
@@ -101,12 +107,26 @@ async def test_knowledge_finds_an_ingested_document(fleet) -> None:
             metadata=tenant(fleet),
             timeout=10,
         )
-        hits = await stub.Search(
-            knowledge_pb2.SearchRequest(query="travel expenses approval", limit=5),
+
+        # Ingestion runs in the background: parsed, embedded by reasoning, indexed.
+        async def indexed() -> bool:
+            got = await stub.GetDocument(
+                knowledge_pb2.GetDocumentRequest(id=made.document.id),
+                metadata=tenant(fleet),
+                timeout=10,
+            )
+            assert got.state != knowledge_pb2.DOCUMENT_STATE_FAILED, got.failure
+            return got.state == knowledge_pb2.DOCUMENT_STATE_INDEXED
+
+        await wait_until(indexed, 120, "the document to be indexed")
+        found = await stub.Search(
+            knowledge_pb2.SearchRequest(
+                query="travel expenses approval", collections=[collection.id], k=5
+            ),
             metadata=tenant(fleet),
-            timeout=10,
+            timeout=30,
         )
-    assert doc.id in [h.document_id for h in hits.hits]
+    assert made.document.id in [p.document_id for p in found.passages]
 
 
 async def test_reasoning_answers_trace_queries(fleet) -> None:

@@ -43,7 +43,7 @@ CALLS: dict[str, Call] = {
         timeout=10,
     ),
     "knowledge": lambda ch, md: knowledge_pb2_grpc.KnowledgeServiceStub(ch).Search(
-        knowledge_pb2.SearchRequest(query="expenses", limit=1), metadata=md, timeout=10
+        knowledge_pb2.SearchRequest(query="expenses", k=1), metadata=md, timeout=10
     ),
     "reasoning": lambda ch, md: reasoning_pb2_grpc.ReasoningServiceStub(ch).ListTraces(
         reasoning_pb2.ListTracesRequest(), metadata=md, timeout=10

@@ -149,3 +149,138 @@ def documents() -> SimpleNamespace:
 
 
 PdfMaker = Callable[..., bytes]
+
+
+# The running service, on the real reasoning service (its Embed RPC), both started once for the
+# knowledge tests (package scope: the models are released before the next directory's tests run).
+
+
+@pytest.fixture(scope="package")
+async def reasoning(postgres_engine, redis_engine, nats_engine):  # type: ignore[no-untyped-def]
+    from edrs_core import testing
+    from edrs_reasoning.app import definition as reasoning_definition
+
+    settings = testing.engine_settings(
+        postgres_engine, redis_engine, nats_engine, database="test_knowledge_reasoning", redis_db=11
+    )
+    # Loading the models takes a while on a small CPU.
+    async with testing.running_service(reasoning_definition, start_timeout=300, **settings) as svc:
+        yield svc
+
+
+@pytest.fixture(scope="package")
+def start_knowledge(postgres_engine, redis_engine, nats_engine, reasoning, tmp_path_factory):  # type: ignore[no-untyped-def]
+    """Starts a knowledge service on the vector engine named (a context manager); each start gets
+    its own database and keyword-index folder."""
+    import contextlib
+
+    from edrs_core import testing
+    from edrs_knowledge.app import definition
+
+    @contextlib.asynccontextmanager
+    async def start(database: str, engine: str = "pgvector", **overrides):  # type: ignore[no-untyped-def]
+        folder = tmp_path_factory.mktemp(f"knowledge-{engine}")
+        vector_url = {
+            "pgvector": "",
+            "milvus": str(folder / "milvus.db"),
+            "qdrant": f"path:{folder / 'qdrant'}",
+        }[engine]
+        settings = testing.engine_settings(
+            postgres_engine, redis_engine, nats_engine, database=database, redis_db=3
+        )
+        async with testing.running_service(
+            definition,
+            start_timeout=120,
+            peers={"reasoning": reasoning.grpc_address},
+            rpc_timeout_seconds=120.0,
+            vector_engine=engine,
+            vector_url=vector_url,
+            keyword_index_dir=str(folder / "keywords"),
+            **{**settings, **overrides},
+        ) as svc:
+            yield svc
+
+    return start
+
+
+@pytest.fixture(scope="package")
+async def knowledge(start_knowledge):  # type: ignore[no-untyped-def]
+    async with start_knowledge("test_knowledge") as svc:
+        yield svc
+
+
+# What the service tests do again and again, offered as the `kit` fixture.
+
+
+async def _new_collection(stub, tenant=None) -> str:  # type: ignore[no-untyped-def]
+    import uuid
+
+    from edrs_core import testing
+    from edrs_proto.knowledge.v1 import knowledge_pb2 as pb
+
+    created = await stub.CreateCollection(
+        pb.CreateCollectionRequest(name=f"c-{uuid.uuid4().hex[:12]}"),
+        metadata=tenant or testing.tenant_metadata("tenant-a"),
+    )
+    return str(created.name)
+
+
+async def _ingest(stub, collection: str, *, tenant=None, **fields):  # type: ignore[no-untyped-def]
+    from edrs_core import testing
+    from edrs_proto.knowledge.v1 import knowledge_pb2 as pb
+
+    return await stub.IngestDocument(
+        pb.IngestDocumentRequest(collection=collection, **fields),
+        metadata=tenant or testing.tenant_metadata("tenant-a"),
+    )
+
+
+async def _wait_indexed(stub, document_id: str, *, tenant=None, state=None, within=300.0):  # type: ignore[no-untyped-def]
+    """The document once it reaches `state` (INDEXED by default); fails on another end state."""
+    from edrs_core import testing
+    from edrs_proto.knowledge.v1 import knowledge_pb2 as pb
+
+    wanted = state or pb.DOCUMENT_STATE_INDEXED
+    ends = {pb.DOCUMENT_STATE_INDEXED, pb.DOCUMENT_STATE_FAILED}
+    latest = None
+
+    async def reached() -> bool:
+        nonlocal latest
+        latest = await stub.GetDocument(
+            pb.GetDocumentRequest(id=document_id),
+            metadata=tenant or testing.tenant_metadata("tenant-a"),
+        )
+        if latest.state in ends and latest.state != wanted:
+            raise AssertionError(f"document {document_id} ended {latest.state}: {latest.failure}")
+        return bool(latest.state == wanted)
+
+    await testing.wait_until(reached, within, f"document {document_id} to be indexed")
+    return latest
+
+
+async def _cut(stub, passage, *, tenant=None) -> str:  # type: ignore[no-untyped-def]
+    """The stored document text between the passage citation's offsets."""
+    from edrs_core import testing
+    from edrs_proto.knowledge.v1 import knowledge_pb2 as pb
+
+    read = await stub.ReadDocumentText(
+        pb.ReadDocumentTextRequest(
+            document_id=passage.document_id, version=passage.citation.document_version
+        ),
+        metadata=tenant or testing.tenant_metadata("tenant-a"),
+    )
+    return str(read.text[passage.citation.start : passage.citation.end])
+
+
+@pytest.fixture(scope="session")
+def kit() -> SimpleNamespace:
+    from edrs_core import testing
+
+    return SimpleNamespace(
+        tenant_a=testing.tenant_metadata("tenant-a"),
+        tenant_b=testing.tenant_metadata("tenant-b"),
+        new_collection=_new_collection,
+        ingest=_ingest,
+        wait_indexed=_wait_indexed,
+        cut=_cut,
+    )

@@ -90,8 +90,8 @@ class BuiltinTools:
             _Builtin(
                 ToolSpec(
                     name="knowledge_search",
-                    description="Search the organisation's knowledge base; returns the best "
-                    "matching passages with their document ids.",
+                    description="Search the organisation's knowledge base (every collection); "
+                    "returns the best matching passages with their document ids and pages.",
                     input_schema={
                         "type": "object",
                         "properties": {
@@ -176,18 +176,19 @@ class BuiltinTools:
         if name == "knowledge_search":
             found = await self.knowledge.Search(
                 knowledge_pb2.SearchRequest(
-                    query=arguments["query"], limit=int(arguments.get("limit", 5))
+                    query=arguments["query"], k=int(arguments.get("limit", 5))
                 ),
                 timeout=seconds,
             )
             hits = [
                 {
-                    "document_id": h.document_id,
-                    "title": h.title,
-                    "passage": h.snippet,
-                    "score": round(h.score, 4),
+                    "document_id": p.document_id,
+                    "title": p.title,
+                    "passage": p.text,
+                    "page": p.citation.page,
+                    "score": round(p.score, 4),
                 }
-                for h in found.hits
+                for p in found.passages
             ]
             text = "\n".join(f"[{h['document_id']}] {h['title']}: {h['passage']}" for h in hits)
             return ToolAnswer(

@@ -1,33 +1,158 @@
-"""PostgreSQL adapter of the knowledge store: documents in a table, search by PostgreSQL full text."""
+"""PostgreSQL adapter of the knowledge store: collections, documents and their versions, passages
+with provenance, import jobs and the graph's tables. Every query names the tenant."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 import asyncpg
-from edrs_core import InvalidArgument
+from edrs_core import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from edrs_core.events import ServiceEvents
 from edrs_core.ids import new_id
+from edrs_core.pagination import keyset_page, page_size
 
-from edrs_knowledge.store import Document, NewDocument, SearchHit
+from edrs_knowledge.store import (
+    PENDING_STATES,
+    Collection,
+    Deleted,
+    Document,
+    DocumentInput,
+    Entity,
+    ImportItem,
+    ImportJob,
+    Outcome,
+    PassageRow,
+    Relation,
+    State,
+    StoredChunk,
+    Version,
+    Work,
+)
 
-_COLUMNS = "id, title, text, source, metadata, created_at"
+_DOCUMENT = """d.id, d.collection_id, d.external_id, d.title, d.source, d.metadata,
+    d.created_at, d.updated_at, v.version, v.state, v.failure_code, v.failure_message, v.format,
+    v.size_bytes, v.page_count, v.chunk_count, v.text_length, v.content_hash"""
+_DOCUMENT_FROM = """documents d JOIN document_versions v
+    ON v.document_id = d.id AND v.version = d.current_version"""
+_VERSION = """document_id, version, title, metadata, state, failure_code, failure_message, format,
+    size_bytes, page_count, chunk_count, text_length, content_hash, chunks_embedded,
+    chunks_reused, created_at"""
+_CHUNK = """c.id, c.document_id, c.collection_id, c.version, c.chunk_index, c.text, c.start_offset,
+    c.end_offset, c.token_count, c.heading_path, c.page, c.content_hash"""
+_PASSAGE = f"{_CHUNK}, d.external_id, d.title, d.source, d.metadata"
 
-# Snippets are plain text (no <b> markers): clients may render them anywhere, HTML included.
-_HEADLINE_OPTIONS = 'StartSel="", StopSel="", MaxFragments=2, MaxWords=35, MinWords=15'
+
+def content_hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _document(row: Any) -> Document:
     return Document(
         id=row["id"],
+        collection_id=row["collection_id"],
+        external_id=row["external_id"],
         title=row["title"],
-        text=row["text"],
         source=row["source"],
         metadata=json.loads(row["metadata"]),
+        state=State(row["state"]),
+        failure_code=row["failure_code"],
+        failure_message=row["failure_message"],
+        version=row["version"],
+        format=row["format"],
+        size_bytes=row["size_bytes"],
+        page_count=row["page_count"],
+        chunk_count=row["chunk_count"],
+        text_length=row["text_length"],
+        content_hash=row["content_hash"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _version(row: Any) -> Version:
+    return Version(
+        document_id=row["document_id"],
+        version=row["version"],
+        title=row["title"],
+        metadata=json.loads(row["metadata"]),
+        state=State(row["state"]),
+        failure_code=row["failure_code"],
+        failure_message=row["failure_message"],
+        format=row["format"],
+        size_bytes=row["size_bytes"],
+        page_count=row["page_count"],
+        chunk_count=row["chunk_count"],
+        text_length=row["text_length"],
+        content_hash=row["content_hash"],
+        chunks_embedded=row["chunks_embedded"],
+        chunks_reused=row["chunks_reused"],
         created_at=row["created_at"],
     )
+
+
+def _chunk(row: Any) -> StoredChunk:
+    return StoredChunk(
+        id=row["id"],
+        document_id=row["document_id"],
+        collection_id=row["collection_id"],
+        version=row["version"],
+        index=row["chunk_index"],
+        text=row["text"],
+        start=row["start_offset"],
+        end=row["end_offset"],
+        token_count=row["token_count"],
+        heading_path=tuple(row["heading_path"]),
+        page=row["page"],
+        content_hash=row["content_hash"],
+    )
+
+
+def _passage(row: Any) -> PassageRow:
+    return PassageRow(
+        chunk=_chunk(row),
+        external_id=row["external_id"],
+        title=row["title"],
+        source=row["source"],
+        metadata=json.loads(row["metadata"]),
+    )
+
+
+def _number_token(value: int) -> str:
+    return base64.urlsafe_b64encode(str(value).encode()).decode().rstrip("=")
+
+
+def _number_from_token(token: str) -> int | None:
+    """The number a page token of ours carries; None for the first page."""
+    if not token:
+        return None
+    try:
+        return int(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode())
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise InvalidArgument(
+            "page.page_token is not a token this service issued", field="page.page_token"
+        ) from None
+
+
+@dataclass(frozen=True)
+class NewChunk:
+    """A passage to store: a new one (embedded now) or one kept from the previous version."""
+
+    id: UUID
+    index: int
+    text: str
+    start: int
+    end: int
+    token_count: int
+    heading_path: tuple[str, ...]
+    page: int | None
+    content_hash: str
 
 
 class PostgresKnowledgeStore:
@@ -35,66 +160,905 @@ class PostgresKnowledgeStore:
         self.db = db
         self.events = events
 
-    async def create(self, client_id: str, document: NewDocument) -> Document:
-        """Store and index the document, and its `knowledge.document_ingested` event, in one
-        transaction. Ingestion does not chunk yet, so the event says 0 chunks."""
-        try:
-            async with self.db.acquire() as conn, conn.transaction():
-                row = await conn.fetchrow(
-                    f"""INSERT INTO documents (id, client_id, title, text, source, metadata)
-                        VALUES ($1, $2, $3, $4, $5, $6::jsonb)
-                        RETURNING {_COLUMNS}""",
-                    new_id(),
-                    client_id,
-                    document.title,
-                    document.text,
-                    document.source,
-                    json.dumps(document.metadata),
-                )
-                assert row is not None  # INSERT ... RETURNING yields the row
-                await self.events.add(
-                    conn,
-                    "knowledge.document_ingested",
-                    {"document_id": str(row["id"]), "title": row["title"], "chunk_count": 0},
-                    aggregate_id=str(row["id"]),
-                )
-        except asyncpg.ProgramLimitExceededError as exc:
-            # A tsvector holds at most 1 MB; a text of that many distinct words cannot be indexed.
-            raise InvalidArgument(
-                f"text has too many distinct words to index: {exc}", field="text"
-            ) from None
-        return _document(row)
+    # Collections
 
-    async def get(self, client_id: str, document_id: UUID) -> Document | None:
+    async def create_collection(self, client_id: str, name: str, description: str) -> Collection:
+        try:
+            row = await self.db.fetchrow(
+                """INSERT INTO collections (id, client_id, name, description)
+                   VALUES ($1, $2, $3, $4) RETURNING id, name, description, created_at""",
+                new_id(),
+                client_id,
+                name,
+                description,
+            )
+        except asyncpg.UniqueViolationError:
+            raise AlreadyExists(f"a collection named {name!r} already exists") from None
+        assert row is not None
+        return Collection(**dict(row), document_count=0, chunk_count=0)
+
+    async def resolve_collection(self, client_id: str, ref: str, field: str) -> UUID:
+        """The id of the tenant's collection named by `ref` (its id or its name)."""
+        try:
+            as_id: UUID | None = UUID(ref)
+        except ValueError:
+            as_id = None
         row = await self.db.fetchrow(
-            f"SELECT {_COLUMNS} FROM documents WHERE client_id = $1 AND id = $2",
+            "SELECT id FROM collections WHERE client_id = $1 AND (id = $2 OR name = $3)",
+            client_id,
+            as_id,
+            ref,
+        )
+        if row is None:
+            raise NotFound(f"{field}: collection {ref!r} not found")
+        return UUID(str(row["id"]))
+
+    async def collection_ids(self, client_id: str) -> list[UUID]:
+        rows = await self.db.fetch("SELECT id FROM collections WHERE client_id = $1", client_id)
+        return [r["id"] for r in rows]
+
+    async def _collections(self, client_id: str, rows: Sequence[Any]) -> list[Collection]:
+        ids = [r["id"] for r in rows]
+        counts = await self.db.fetch(
+            """SELECT c.id,
+                      (SELECT count(*) FROM documents d
+                       WHERE d.client_id = $1 AND d.collection_id = c.id) AS documents,
+                      (SELECT count(*) FROM chunks k
+                       WHERE k.client_id = $1 AND k.collection_id = c.id) AS chunks
+               FROM collections c WHERE c.client_id = $1 AND c.id = ANY($2::uuid[])""",
+            client_id,
+            ids,
+        )
+        by_id = {r["id"]: r for r in counts}
+        return [
+            Collection(
+                id=r["id"],
+                name=r["name"],
+                description=r["description"],
+                created_at=r["created_at"],
+                document_count=by_id[r["id"]]["documents"],
+                chunk_count=by_id[r["id"]]["chunks"],
+            )
+            for r in rows
+        ]
+
+    async def get_collection(self, client_id: str, collection_id: UUID) -> Collection:
+        row = await self.db.fetchrow(
+            "SELECT id, name, description, created_at FROM collections "
+            "WHERE client_id = $1 AND id = $2",
+            client_id,
+            collection_id,
+        )
+        if row is None:
+            raise NotFound(f"collection {collection_id} not found")
+        [collection] = await self._collections(client_id, [row])
+        return collection
+
+    async def list_collections(
+        self, client_id: str, page_token: str, size: int
+    ) -> tuple[list[Collection], str]:
+        rows, token = await keyset_page(
+            self.db,
+            table="collections",
+            columns="id, name, description, created_at",
+            where="client_id = $1",
+            args=[client_id],
+            page_token=page_token,
+            requested_size=size,
+        )
+        return await self._collections(client_id, rows), token
+
+    async def delete_collection(
+        self, client_id: str, collection_id: UUID
+    ) -> tuple[Deleted, list[UUID]]:
+        """Delete the collection and everything in it, with a knowledge.document_deleted event
+        per document, in one transaction; returns the counts and the removed documents' ids."""
+        async with self.db.acquire() as conn, conn.transaction():
+            documents = await conn.fetch(
+                "SELECT id, external_id FROM documents "
+                "WHERE client_id = $1 AND collection_id = $2 FOR UPDATE",
+                client_id,
+                collection_id,
+            )
+            counted = await self._count_derived(conn, client_id, [d["id"] for d in documents])
+            for d in documents:
+                await self._document_deleted(
+                    conn, client_id, d["id"], d["external_id"], collection_id
+                )
+            await self._knowledge_updated(
+                conn,
+                client_id,
+                collection_id,
+                "collection_deleted",
+                [d["id"] for d in documents],
+                added=0,
+                removed=counted.chunks,
+            )
+            await conn.execute(
+                "DELETE FROM collections WHERE client_id = $1 AND id = $2",
+                client_id,
+                collection_id,
+            )
+            await self._drop_orphans(conn, client_id)
+        return counted, [d["id"] for d in documents]
+
+    # Documents: ingestion requests
+
+    async def ingest(
+        self, client_id: str, collection_id: UUID, document: DocumentInput, conn: Any = None
+    ) -> tuple[Document, Outcome]:
+        """Store a document's input as a new QUEUED version (a new document, or a new version of
+        the one with that external_id), or nothing when it is the same as the current version."""
+        if conn is None:
+            async with self.db.acquire() as own, own.transaction():
+                return await self.ingest(client_id, collection_id, document, own)
+        digest = content_hash(document.data)
+        existing = None
+        if document.external_id is not None:
+            # Two requests for one new external_id at once: the unique index lets one insert,
+            # and the lock serialises the versions of one that exists.
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                f"{client_id}\x1f{collection_id}\x1f{document.external_id}",
+            )
+            existing = await conn.fetchrow(
+                f"""SELECT {_DOCUMENT} FROM {_DOCUMENT_FROM}
+                    WHERE d.client_id = $1 AND d.collection_id = $2 AND d.external_id = $3
+                    FOR UPDATE OF d""",
+                client_id,
+                collection_id,
+                document.external_id,
+            )
+        if existing is not None:
+            current = _document(existing)
+            if (
+                current.state is not State.FAILED
+                and current.content_hash == digest
+                and current.metadata == document.metadata
+                and current.source == document.source
+                and document.title in ("", current.title)
+            ):
+                return current, Outcome.UNCHANGED
+            document_id, version, outcome = current.id, current.version + 1, Outcome.UPDATED
+            await conn.execute(
+                """UPDATE documents SET current_version = $2, source = $3, metadata = $4::jsonb,
+                       title = CASE WHEN $5 = '' THEN title ELSE $5 END, updated_at = now()
+                   WHERE id = $1""",
+                document_id,
+                version,
+                document.source,
+                json.dumps(document.metadata),
+                document.title,
+            )
+        else:
+            document_id, version, outcome = new_id(), 1, Outcome.CREATED
+            await conn.execute(
+                """INSERT INTO documents
+                       (id, client_id, collection_id, external_id, title, source, metadata)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)""",
+                document_id,
+                client_id,
+                collection_id,
+                document.external_id,
+                document.title or document.filename or document.external_id or "Untitled",
+                document.source,
+                json.dumps(document.metadata),
+            )
+        await conn.execute(
+            """INSERT INTO document_versions
+                   (client_id, document_id, version, title, metadata, state, input, input_is_text,
+                    filename, content_type, content_hash, size_bytes)
+               VALUES ($1, $2, $3, $4, $5::jsonb, 'queued', $6, $7, $8, $9, $10, $11)""",
+            client_id,
+            document_id,
+            version,
+            document.title,
+            json.dumps(document.metadata),
+            document.data,
+            document.is_text,
+            document.filename,
+            document.content_type,
+            digest,
+            len(document.data),
+        )
+        row = await conn.fetchrow(
+            f"SELECT {_DOCUMENT} FROM {_DOCUMENT_FROM} WHERE d.id = $1", document_id
+        )
+        return _document(row), outcome
+
+    async def create_import(
+        self, client_id: str, collection_id: UUID, documents: Sequence[DocumentInput]
+    ) -> ImportJob:
+        """Store every document of a batch and the job that follows them, in one transaction."""
+        job_id = new_id()
+        async with self.db.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO import_jobs (id, client_id, collection_id, total) VALUES ($1,$2,$3,$4)",
+                job_id,
+                client_id,
+                collection_id,
+                len(documents),
+            )
+            items = []
+            for position, document in enumerate(documents):
+                stored, outcome = await self.ingest(client_id, collection_id, document, conn)
+                items.append((job_id, position, stored.id, stored.version, outcome.value))
+            await conn.executemany(
+                """INSERT INTO import_job_items (job_id, position, document_id, version, outcome)
+                   VALUES ($1, $2, $3, $4, $5)""",
+                items,
+            )
+        return await self.get_import_job(client_id, job_id)
+
+    # Documents: reads
+
+    async def get_document(self, client_id: str, document_id: UUID) -> Document:
+        row = await self.db.fetchrow(
+            f"SELECT {_DOCUMENT} FROM {_DOCUMENT_FROM} WHERE d.client_id = $1 AND d.id = $2",
             client_id,
             document_id,
         )
-        return _document(row) if row else None
+        if row is None:
+            raise NotFound(f"document {document_id} not found")
+        return _document(row)
 
-    async def search(self, client_id: str, query: str, limit: int) -> list[SearchHit]:
-        # Rank first and build snippets only for the hits kept: ts_headline re-parses the whole
-        # document, which is the expensive part. Normalisation 32 maps the rank to rank/(rank+1).
-        rows = await self.db.fetch(
-            f"""WITH q AS (SELECT websearch_to_tsquery('english', $2) AS query),
-                best AS (
-                    SELECT d.id, d.title, d.text, d.created_at,
-                           ts_rank_cd(d.search, q.query, 32) AS score
-                    FROM documents d CROSS JOIN q
-                    WHERE d.client_id = $1 AND d.search @@ q.query
-                    ORDER BY score DESC, d.created_at DESC, d.id
-                    LIMIT $3
-                )
-                SELECT best.id, best.title, best.score,
-                       ts_headline('english', best.text, q.query, '{_HEADLINE_OPTIONS}') AS snippet
-                FROM best CROSS JOIN q
-                ORDER BY best.score DESC, best.created_at DESC, best.id""",
-            client_id,
-            query,
-            limit,
+    async def list_documents(
+        self,
+        client_id: str,
+        collection_id: UUID | None,
+        state: State | None,
+        external_id: str | None,
+        page_token: str,
+        size: int,
+    ) -> tuple[list[Document], str]:
+        where: list[str] = ["d.client_id = $1"]
+        args: list[Any] = [client_id]
+        for column, value in (
+            ("d.collection_id", collection_id),
+            ("v.state", state.value if state else None),
+            ("d.external_id", external_id),
+        ):
+            if value is not None:
+                args.append(value)
+                where.append(f"{column} = ${len(args)}")
+        # keyset_page orders by created_at and id: the join's columns are named so.
+        rows, token = await keyset_page(
+            self.db,
+            table=f"(SELECT {_DOCUMENT} FROM {_DOCUMENT_FROM} WHERE {' AND '.join(where)}) AS page",
+            columns="*",
+            where="true",
+            args=args,
+            page_token=page_token,
+            requested_size=size,
+            descending=True,
         )
+        return [_document(r) for r in rows], token
+
+    async def list_versions(
+        self, client_id: str, document_id: UUID, page_token: str, size: int
+    ) -> tuple[list[Version], str]:
+        await self.get_document(client_id, document_id)
+        before = _number_from_token(page_token)
+        limit = page_size(size)
+        rows = await self.db.fetch(
+            f"""SELECT {_VERSION} FROM document_versions
+                WHERE client_id = $1 AND document_id = $2 AND ($3::int IS NULL OR version < $3)
+                ORDER BY version DESC LIMIT $4""",
+            client_id,
+            document_id,
+            before,
+            limit + 1,
+        )
+        token = _number_token(rows[limit - 1]["version"]) if len(rows) > limit else ""
+        return [_version(r) for r in rows[:limit]], token
+
+    async def read_text(
+        self, client_id: str, document_id: UUID, version: int, start: int, end: int | None
+    ) -> tuple[int, str, int]:
+        """The version's text[start:end] (end None: to the end), the version and its length.
+        Offsets are in characters, as PostgreSQL's substr counts them."""
+        document = await self.get_document(client_id, document_id)
+        number = version or document.version
+        row = await self.db.fetchrow(
+            """SELECT text_length, state,
+                      substr(text, $4::int + 1, CASE WHEN $5::bigint IS NULL THEN NULL
+                                                     ELSE greatest($5::bigint - $4, 0) END::int)
+                        AS part
+               FROM document_versions WHERE client_id = $1 AND document_id = $2 AND version = $3""",
+            client_id,
+            document_id,
+            number,
+            start,
+            end,
+        )
+        if row is None:
+            raise NotFound(f"document {document_id} has no version {number}")
+        if row["part"] is None:
+            raise FailedPrecondition(
+                f"version {number} of document {document_id} has no text (it is {row['state']})"
+            )
+        return number, row["part"], row["text_length"]
+
+    async def delete_document(self, client_id: str, document_id: UUID) -> tuple[Deleted, UUID]:
+        """Delete the document and everything derived from it, with its knowledge.document_deleted
+        event, in one transaction; returns the counts and its collection."""
+        async with self.db.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "SELECT collection_id, external_id FROM documents "
+                "WHERE client_id = $1 AND id = $2 FOR UPDATE",
+                client_id,
+                document_id,
+            )
+            if row is None:
+                raise NotFound(f"document {document_id} not found")
+            counted = await self._count_derived(conn, client_id, [document_id])
+            await self._document_deleted(
+                conn, client_id, document_id, row["external_id"], row["collection_id"]
+            )
+            await self._knowledge_updated(
+                conn,
+                client_id,
+                row["collection_id"],
+                "document_deleted",
+                [document_id],
+                added=0,
+                removed=counted.chunks,
+            )
+            await conn.execute(
+                "DELETE FROM documents WHERE client_id = $1 AND id = $2", client_id, document_id
+            )
+            orphans = await self._drop_orphans(conn, client_id)
+        return (
+            Deleted(
+                documents=1,
+                versions=counted.versions,
+                chunks=counted.chunks,
+                provenance=counted.provenance,
+                relations=orphans[0],
+                entities=orphans[1],
+                chunk_ids=counted.chunk_ids,
+            ),
+            row["collection_id"],
+        )
+
+    async def _count_derived(
+        self, conn: Any, client_id: str, document_ids: Sequence[UUID]
+    ) -> Deleted:
+        row = await conn.fetchrow(
+            """SELECT
+                 (SELECT count(*) FROM documents WHERE client_id = $1 AND id = ANY($2::uuid[]))
+                   AS documents,
+                 (SELECT count(*) FROM document_versions
+                  WHERE client_id = $1 AND document_id = ANY($2::uuid[])) AS versions,
+                 (SELECT count(*) FROM relation_sources s JOIN chunks c ON c.id = s.chunk_id
+                  WHERE c.client_id = $1 AND c.document_id = ANY($2::uuid[])) +
+                 (SELECT count(*) FROM entity_mentions m JOIN chunks c ON c.id = m.chunk_id
+                  WHERE c.client_id = $1 AND c.document_id = ANY($2::uuid[])) AS provenance""",
+            client_id,
+            list(document_ids),
+        )
+        chunk_ids = await conn.fetch(
+            "SELECT id FROM chunks WHERE client_id = $1 AND document_id = ANY($2::uuid[])",
+            client_id,
+            list(document_ids),
+        )
+        return Deleted(
+            documents=row["documents"],
+            versions=row["versions"],
+            chunks=len(chunk_ids),
+            provenance=row["provenance"],
+            chunk_ids=tuple(r["id"] for r in chunk_ids),
+        )
+
+    async def _drop_orphans(self, conn: Any, client_id: str) -> tuple[int, int]:
+        """Relations left without a source passage and entities left without a mention or a
+        relation are removed: nothing in the documents supports them any more."""
+        relations = await conn.fetch(
+            """DELETE FROM relations r WHERE r.client_id = $1
+                 AND NOT EXISTS (SELECT 1 FROM relation_sources s WHERE s.relation_id = r.id)
+               RETURNING id""",
+            client_id,
+        )
+        entities = await conn.fetch(
+            """DELETE FROM entities e WHERE e.client_id = $1
+                 AND NOT EXISTS (SELECT 1 FROM entity_mentions m WHERE m.entity_id = e.id)
+                 AND NOT EXISTS (SELECT 1 FROM relations r
+                                 WHERE r.subject_id = e.id OR r.object_id = e.id)
+               RETURNING id""",
+            client_id,
+        )
+        return len(relations), len(entities)
+
+    async def _document_deleted(
+        self,
+        conn: Any,
+        client_id: str,
+        document_id: UUID,
+        external_id: str | None,
+        collection_id: UUID,
+    ) -> None:
+        payload: dict[str, Any] = {
+            "document_id": str(document_id),
+            "collection_id": str(collection_id),
+        }
+        if external_id is not None:
+            payload["external_id"] = external_id
+        await self.events.add(
+            conn,
+            "knowledge.document_deleted",
+            payload,
+            aggregate_id=str(document_id),
+            client_id=client_id,
+        )
+
+    # Ingestion work
+
+    async def requeue_interrupted(self) -> int:
+        """Versions a stopped process left half done go back to the queue (every tenant)."""
+        result = await self.db.execute(
+            "UPDATE document_versions SET state = 'queued' WHERE state IN ('parsing', 'embedding')"
+        )
+        return int(result.split()[-1])
+
+    async def claim(self) -> Work | None:
+        """Take the oldest QUEUED version (of any tenant) whose document has no older version
+        still pending, and mark it PARSING; None when there is none. Versions of one document are
+        processed in order, one at a time."""
+        async with self.db.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                """SELECT v.client_id, v.document_id, v.version, v.title, v.metadata, v.input,
+                          v.input_is_text, v.filename, v.content_type, d.collection_id, d.source,
+                          d.external_id
+                   FROM document_versions v JOIN documents d ON d.id = v.document_id
+                   WHERE v.state = 'queued'
+                     AND NOT EXISTS (
+                        SELECT 1 FROM document_versions o
+                        WHERE o.document_id = v.document_id AND o.version < v.version
+                          AND o.state IN ('queued', 'parsing', 'embedding'))
+                   ORDER BY v.created_at, v.version
+                   LIMIT 1
+                   FOR UPDATE OF v SKIP LOCKED"""
+            )
+            if row is None:
+                return None
+            await conn.execute(
+                "UPDATE document_versions SET state = 'parsing' "
+                "WHERE document_id = $1 AND version = $2",
+                row["document_id"],
+                row["version"],
+            )
+        return Work(
+            client_id=row["client_id"],
+            collection_id=row["collection_id"],
+            document_id=row["document_id"],
+            version=row["version"],
+            external_id=row["external_id"],
+            title=row["title"],
+            source=row["source"],
+            metadata=json.loads(row["metadata"]),
+            data=bytes(row["input"] or b""),
+            is_text=row["input_is_text"],
+            filename=row["filename"],
+            content_type=row["content_type"],
+        )
+
+    async def fail(self, work: Work, code: str, message: str) -> None:
+        await self.db.execute(
+            """UPDATE document_versions
+               SET state = 'failed', failure_code = $4, failure_message = $5, input = NULL,
+                   finished_at = now()
+               WHERE client_id = $1 AND document_id = $2 AND version = $3""",
+            work.client_id,
+            work.document_id,
+            work.version,
+            code,
+            message,
+        )
+
+    async def parsed(
+        self, work: Work, *, title: str, text: str, format: str, pages: int, chunk_count: int
+    ) -> None:
+        """Keep the version's text and move it on to EMBEDDING."""
+        await self.db.execute(
+            """UPDATE document_versions
+               SET state = 'embedding', title = $4, text = $5, text_length = $6, format = $7,
+                   page_count = $8, chunk_count = $9
+               WHERE client_id = $1 AND document_id = $2 AND version = $3""",
+            work.client_id,
+            work.document_id,
+            work.version,
+            title,
+            text,
+            len(text),
+            format,
+            pages,
+            chunk_count,
+        )
+
+    async def document_chunks(self, client_id: str, document_id: UUID) -> list[StoredChunk]:
+        rows = await self.db.fetch(
+            f"""SELECT {_CHUNK} FROM chunks c
+                WHERE c.client_id = $1 AND c.document_id = $2 ORDER BY c.chunk_index""",
+            client_id,
+            document_id,
+        )
+        return [_chunk(r) for r in rows]
+
+    async def indexed(
+        self,
+        work: Work,
+        *,
+        title: str,
+        chunks: Sequence[NewChunk],
+        stale: Sequence[UUID],
+        embedded: int,
+        content_type: str,
+    ) -> bool:
+        """Make `chunks` the document's passages (dropping `stale` ones), mark the version
+        INDEXED and announce it, in one transaction. False when the document was deleted
+        meanwhile (nothing is written)."""
+        async with self.db.acquire() as conn, conn.transaction():
+            alive = await conn.fetchval(
+                "SELECT current_version FROM documents WHERE client_id = $1 AND id = $2 FOR UPDATE",
+                work.client_id,
+                work.document_id,
+            )
+            if alive is None:
+                return False
+            await conn.execute(
+                "DELETE FROM chunks WHERE client_id = $1 AND id = ANY($2::uuid[])",
+                work.client_id,
+                list(stale),
+            )
+            await conn.executemany(
+                """INSERT INTO chunks (id, client_id, collection_id, document_id, version,
+                       chunk_index, text, start_offset, end_offset, token_count, heading_path,
+                       page, content_hash)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                   ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version,
+                       chunk_index = EXCLUDED.chunk_index, start_offset = EXCLUDED.start_offset,
+                       end_offset = EXCLUDED.end_offset""",
+                [
+                    (
+                        c.id,
+                        work.client_id,
+                        work.collection_id,
+                        work.document_id,
+                        work.version,
+                        c.index,
+                        c.text,
+                        c.start,
+                        c.end,
+                        c.token_count,
+                        list(c.heading_path),
+                        c.page,
+                        c.content_hash,
+                    )
+                    for c in chunks
+                ],
+            )
+            await conn.execute(
+                """UPDATE document_versions
+                   SET state = 'indexed', input = NULL, chunks_embedded = $4,
+                       chunks_reused = $5, finished_at = now()
+                   WHERE client_id = $1 AND document_id = $2 AND version = $3""",
+                work.client_id,
+                work.document_id,
+                work.version,
+                embedded,
+                len(chunks) - embedded,
+            )
+            if alive == work.version:
+                await conn.execute(
+                    "UPDATE documents SET title = $2 WHERE id = $1", work.document_id, title
+                )
+            await self.events.add(
+                conn,
+                "knowledge.document_ingested",
+                {
+                    "document_id": str(work.document_id),
+                    "collection_id": str(work.collection_id),
+                    "version": work.version,
+                    "title": title,
+                    "chunk_count": len(chunks),
+                    "chunks_embedded": embedded,
+                    "content_type": content_type,
+                    **({"external_id": work.external_id} if work.external_id else {}),
+                },
+                aggregate_id=str(work.document_id),
+                client_id=work.client_id,
+            )
+            await self._knowledge_updated(
+                conn,
+                work.client_id,
+                work.collection_id,
+                "document_indexed",
+                [work.document_id],
+                added=embedded,
+                removed=len(stale),
+            )
+        return True
+
+    async def _knowledge_updated(
+        self,
+        conn: Any,
+        client_id: str,
+        collection_id: UUID,
+        reason: str,
+        document_ids: Sequence[UUID],
+        *,
+        added: int,
+        removed: int,
+    ) -> None:
+        await self.events.add(
+            conn,
+            "knowledge.knowledge_updated",
+            {
+                "collection_id": str(collection_id),
+                "reason": reason,
+                "document_ids": [str(d) for d in document_ids],
+                "chunks_added": added,
+                "chunks_removed": removed,
+            },
+            aggregate_id=str(collection_id),
+            client_id=client_id,
+        )
+
+    # Search support
+
+    async def documents_matching(
+        self, client_id: str, collection_ids: Sequence[UUID], filters: Mapping[str, Sequence[str]]
+    ) -> list[UUID]:
+        """The tenant's documents in these collections whose metadata passes every filter."""
+        args: list[Any] = [client_id, list(collection_ids)]
+        where = ["client_id = $1", "collection_id = ANY($2::uuid[])"]
+        for key, values in filters.items():
+            args.append(key)
+            args.append(list(values))
+            where.append(f"metadata ->> ${len(args) - 1} = ANY(${len(args)}::text[])")
+        rows = await self.db.fetch(f"SELECT id FROM documents WHERE {' AND '.join(where)}", *args)
+        return [r["id"] for r in rows]
+
+    async def passages(self, client_id: str, chunk_ids: Iterable[UUID]) -> dict[UUID, PassageRow]:
+        rows = await self.db.fetch(
+            f"""SELECT {_PASSAGE} FROM chunks c JOIN documents d ON d.id = c.document_id
+                WHERE c.client_id = $1 AND c.id = ANY($2::uuid[])""",
+            client_id,
+            list(chunk_ids),
+        )
+        return {r["id"]: _passage(r) for r in rows}
+
+    async def keyword_rows(
+        self, client_id: str | None = None, document_id: UUID | None = None
+    ) -> list[Any]:
+        """Passages as the keyword index holds them: of one document, or every one (a rebuild)."""
+        return list(
+            await self.db.fetch(
+                """SELECT c.id, c.client_id, c.collection_id, c.document_id, c.text,
+                          c.heading_path, d.title, d.metadata
+                   FROM chunks c JOIN documents d ON d.id = c.document_id
+                   WHERE ($1::text IS NULL OR c.client_id = $1)
+                     AND ($2::uuid IS NULL OR c.document_id = $2)""",
+                client_id,
+                document_id,
+            )
+        )
+
+    async def chunk_total(self) -> int:
+        return int(await self.db.fetchval("SELECT count(*) FROM chunks"))
+
+    # Import jobs
+
+    async def get_import_job(self, client_id: str, job_id: UUID) -> ImportJob:
+        row = await self.db.fetchrow(
+            """SELECT j.id, j.collection_id, j.total, j.created_at,
+                 count(*) FILTER (WHERE v.state IN ('queued', 'parsing', 'embedding')) AS pending,
+                 count(*) FILTER (WHERE v.state = 'indexed' AND i.outcome <> 'unchanged')
+                   AS indexed,
+                 count(*) FILTER (WHERE i.outcome = 'unchanged') AS unchanged,
+                 count(*) FILTER (WHERE v.state = 'failed' AND i.outcome <> 'unchanged')
+                   AS failed,
+                 max(v.finished_at) AS finished_at
+               FROM import_jobs j
+               LEFT JOIN import_job_items i ON i.job_id = j.id
+               LEFT JOIN document_versions v
+                 ON v.document_id = i.document_id AND v.version = i.version
+               WHERE j.client_id = $1 AND j.id = $2
+               GROUP BY j.id""",
+            client_id,
+            job_id,
+        )
+        if row is None:
+            raise NotFound(f"import job {job_id} not found")
+        return ImportJob(
+            id=row["id"],
+            collection_id=row["collection_id"],
+            total=row["total"],
+            pending=row["pending"],
+            indexed=row["indexed"],
+            unchanged=row["unchanged"],
+            failed=row["failed"],
+            created_at=row["created_at"],
+            finished_at=row["finished_at"] if row["pending"] == 0 else None,
+        )
+
+    async def list_import_jobs(
+        self, client_id: str, collection_id: UUID | None, page_token: str, size: int
+    ) -> tuple[list[ImportJob], str]:
+        args: list[Any] = [client_id]
+        where = "client_id = $1"
+        if collection_id is not None:
+            args.append(collection_id)
+            where += " AND collection_id = $2"
+        rows, token = await keyset_page(
+            self.db,
+            table="import_jobs",
+            columns="id, created_at",
+            where=where,
+            args=args,
+            page_token=page_token,
+            requested_size=size,
+            descending=True,
+        )
+        return [await self.get_import_job(client_id, r["id"]) for r in rows], token
+
+    async def list_import_items(
+        self, client_id: str, job_id: UUID, failed_only: bool, page_token: str, size: int
+    ) -> tuple[list[ImportItem], str]:
+        await self.get_import_job(client_id, job_id)
+        after = _number_from_token(page_token)
+        limit = page_size(size)
+        rows = await self.db.fetch(
+            """SELECT i.position, i.document_id, i.version, i.outcome, d.external_id, v.title,
+                      v.state, v.failure_code, v.failure_message
+               FROM import_job_items i
+               JOIN import_jobs j ON j.id = i.job_id
+               JOIN documents d ON d.id = i.document_id
+               JOIN document_versions v ON v.document_id = i.document_id AND v.version = i.version
+               WHERE j.client_id = $1 AND i.job_id = $2
+                 AND ($3::int IS NULL OR i.position > $3)
+                 AND (NOT $4 OR (v.state = 'failed' AND i.outcome <> 'unchanged'))
+               ORDER BY i.position LIMIT $5""",
+            client_id,
+            job_id,
+            after,
+            failed_only,
+            limit + 1,
+        )
+        token = _number_token(rows[limit - 1]["position"]) if len(rows) > limit else ""
         return [
-            SearchHit(document_id=r["id"], title=r["title"], snippet=r["snippet"], score=r["score"])
+            ImportItem(
+                position=r["position"],
+                document_id=r["document_id"],
+                external_id=r["external_id"],
+                title=r["title"],
+                outcome=Outcome(r["outcome"]),
+                state=State(r["state"]),
+                failure_code=r["failure_code"],
+                failure_message=r["failure_message"],
+                version=r["version"],
+            )
+            for r in rows[:limit]
+        ], token
+
+    # The graph (read side)
+
+    async def _entities(self, client_id: str, ids: Sequence[UUID]) -> list[Entity]:
+        rows = await self.db.fetch(
+            """SELECT e.id, e.name, e.type, e.aliases, e.created_at,
+                      coalesce(array_agg(DISTINCT m.collection_id)
+                               FILTER (WHERE m.collection_id IS NOT NULL), '{}') AS collections,
+                      count(m.chunk_id) AS mentions
+               FROM entities e LEFT JOIN entity_mentions m ON m.entity_id = e.id
+               WHERE e.client_id = $1 AND e.id = ANY($2::uuid[])
+               GROUP BY e.id""",
+            client_id,
+            list(ids),
+        )
+        by_id = {
+            r["id"]: Entity(
+                id=r["id"],
+                name=r["name"],
+                type=r["type"],
+                aliases=tuple(r["aliases"]),
+                collection_ids=tuple(sorted(r["collections"], key=str)),
+                mention_count=r["mentions"],
+                created_at=r["created_at"],
+            )
+            for r in rows
+        }
+        return [by_id[i] for i in ids if i in by_id]
+
+    async def get_entity(self, client_id: str, entity_id: UUID) -> Entity:
+        found = await self._entities(client_id, [entity_id])
+        if not found:
+            raise NotFound(f"entity {entity_id} not found")
+        return found[0]
+
+    async def list_entities(
+        self,
+        client_id: str,
+        collection_ids: Sequence[UUID] | None,
+        query: str,
+        type_: str,
+        page_token: str,
+        size: int,
+    ) -> tuple[list[Entity], str]:
+        args: list[Any] = [client_id]
+        where = ["client_id = $1"]
+        if collection_ids is not None:
+            args.append(list(collection_ids))
+            where.append(
+                f"EXISTS (SELECT 1 FROM entity_mentions m WHERE m.entity_id = entities.id "
+                f"AND m.collection_id = ANY(${len(args)}::uuid[]))"
+            )
+        if query:
+            args.append(query.lower())
+            where.append(
+                f"(strpos(lower(name), ${len(args)}) > 0 OR EXISTS (SELECT 1 FROM "
+                f"unnest(aliases) a WHERE strpos(lower(a), ${len(args)}) > 0))"
+            )
+        if type_:
+            args.append(type_)
+            where.append(f"type = ${len(args)}")
+        rows, token = await keyset_page(
+            self.db,
+            table="entities",
+            columns="id, created_at",
+            where=" AND ".join(where),
+            args=args,
+            page_token=page_token,
+            requested_size=size,
+        )
+        return await self._entities(client_id, [r["id"] for r in rows]), token
+
+    async def list_relations(
+        self, client_id: str, entity_id: UUID, include_superseded: bool, page_token: str, size: int
+    ) -> tuple[list[Relation], list[Entity], str]:
+        rows, token = await keyset_page(
+            self.db,
+            table="relations",
+            columns="""id, subject_id, predicate, object_id, valid_from, valid_to, superseded_by,
+                       supersede_reason, created_at""",
+            where="client_id = $1 AND (subject_id = $2 OR object_id = $2)"
+            + ("" if include_superseded else " AND superseded_by IS NULL"),
+            args=[client_id, entity_id],
+            page_token=page_token,
+            requested_size=size,
+        )
+        sources = await self.db.fetch(
+            f"""SELECT s.relation_id, {_PASSAGE}
+                FROM relation_sources s JOIN chunks c ON c.id = s.chunk_id
+                JOIN documents d ON d.id = c.document_id
+                WHERE c.client_id = $1 AND s.relation_id = ANY($2::uuid[])
+                ORDER BY c.document_id, c.chunk_index""",
+            client_id,
+            [r["id"] for r in rows],
+        )
+        by_relation: dict[UUID, list[PassageRow]] = {}
+        for s in sources:
+            by_relation.setdefault(s["relation_id"], []).append(_passage(s))
+        relations = [
+            Relation(
+                id=r["id"],
+                subject_id=r["subject_id"],
+                predicate=r["predicate"],
+                object_id=r["object_id"],
+                valid_from=r["valid_from"],
+                valid_to=r["valid_to"],
+                superseded_by=r["superseded_by"],
+                supersede_reason=r["supersede_reason"],
+                sources=tuple(by_relation.get(r["id"], [])),
+                created_at=r["created_at"],
+            )
             for r in rows
         ]
+        others = list(
+            dict.fromkeys(
+                x for r in relations for x in (r.subject_id, r.object_id) if x != entity_id
+            )
+        )
+        return relations, await self._entities(client_id, others), token
+
+
+__all__ = ["PENDING_STATES", "NewChunk", "PostgresKnowledgeStore", "content_hash"]

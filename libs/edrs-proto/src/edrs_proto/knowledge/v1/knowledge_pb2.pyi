@@ -74,7 +74,9 @@ class _IngestOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_IngestO
     INGEST_OUTCOME_UPDATED: _IngestOutcome.ValueType  # 2
     """A new version of the document with that external_id."""
     INGEST_OUTCOME_UNCHANGED: _IngestOutcome.ValueType  # 3
-    """Same content, title and metadata as the current version: nothing was done."""
+    """Same bytes, source and metadata as the current version, and the same title or none, while
+    the current version has not FAILED: nothing was done. (Resending a FAILED document retries.)
+    """
 
 class IngestOutcome(_IngestOutcome, metaclass=_IngestOutcomeEnumTypeWrapper):
     """IngestOutcome says what an ingestion did."""
@@ -85,7 +87,9 @@ INGEST_OUTCOME_CREATED: IngestOutcome.ValueType  # 1
 INGEST_OUTCOME_UPDATED: IngestOutcome.ValueType  # 2
 """A new version of the document with that external_id."""
 INGEST_OUTCOME_UNCHANGED: IngestOutcome.ValueType  # 3
-"""Same content, title and metadata as the current version: nothing was done."""
+"""Same bytes, source and metadata as the current version, and the same title or none, while
+the current version has not FAILED: nothing was done. (Resending a FAILED document retries.)
+"""
 Global___IngestOutcome: _TypeAlias = IngestOutcome  # noqa: Y015
 
 class _ImportJobState:
@@ -349,8 +353,8 @@ class DocumentFailure(_message.Message):
     code: _builtins.str
     """Stable code: "format_mismatch" (the file name or content type says one format, the bytes
     another), "unsupported_format", "encrypted", "corrupt", "empty" (no text), "too_large" (over
-    100 MB, or a ZIP bomb), or "embedding_failed" (the reasoning service could not embed it;
-    ingesting the same input again retries).
+    100 MB, or a ZIP bomb), "embedding_failed" (the reasoning service could not embed it) or
+    "indexing_failed" (the vector engine refused it). Ingesting the same input again retries.
     """
     message: _builtins.str
     """What was wrong, for a person to read."""

@@ -53,7 +53,7 @@ class KnowledgeServiceStub:
     GetCollection: _grpc.UnaryUnaryMultiCallable[_knowledge_pb2.GetCollectionRequest, _knowledge_pb2.Collection]
     """Returns one collection by id or name; NOT_FOUND when the tenant has none such."""
     ListCollections: _grpc.UnaryUnaryMultiCallable[_knowledge_pb2.ListCollectionsRequest, _knowledge_pb2.ListCollectionsResponse]
-    """Lists the tenant's collections by name, with cursor pagination."""
+    """Lists the tenant's collections, oldest first, with cursor pagination."""
     DeleteCollection: _grpc.UnaryUnaryMultiCallable[_knowledge_pb2.DeleteCollectionRequest, _knowledge_pb2.DeleteCollectionResponse]
     """Deletes a collection and everything derived from it: its documents, versions, chunks, vectors,
     keyword index entries, import jobs and graph provenance. Emits knowledge.document_deleted for
@@ -105,7 +105,7 @@ class KnowledgeServiceStub:
     Search: _grpc.UnaryUnaryMultiCallable[_knowledge_pb2.SearchRequest, _knowledge_pb2.SearchResponse]
     """Returns the passages that best answer a query, best first, each with its citation."""
     ListEntities: _grpc.UnaryUnaryMultiCallable[_knowledge_pb2.ListEntitiesRequest, _knowledge_pb2.ListEntitiesResponse]
-    """Lists knowledge-graph entities, by name, with cursor pagination."""
+    """Lists knowledge-graph entities, oldest first, with cursor pagination."""
     GetEntity: _grpc.UnaryUnaryMultiCallable[_knowledge_pb2.GetEntityRequest, _knowledge_pb2.Entity]
     """Returns one entity by id; NOT_FOUND when the tenant has none such."""
     ListEntityRelations: _grpc.UnaryUnaryMultiCallable[_knowledge_pb2.ListEntityRelationsRequest, _knowledge_pb2.ListEntityRelationsResponse]
@@ -136,7 +136,7 @@ class KnowledgeServiceAsyncStub(KnowledgeServiceStub):
     GetCollection: _aio.UnaryUnaryMultiCallable[_knowledge_pb2.GetCollectionRequest, _knowledge_pb2.Collection]  # type: ignore[assignment]
     """Returns one collection by id or name; NOT_FOUND when the tenant has none such."""
     ListCollections: _aio.UnaryUnaryMultiCallable[_knowledge_pb2.ListCollectionsRequest, _knowledge_pb2.ListCollectionsResponse]  # type: ignore[assignment]
-    """Lists the tenant's collections by name, with cursor pagination."""
+    """Lists the tenant's collections, oldest first, with cursor pagination."""
     DeleteCollection: _aio.UnaryUnaryMultiCallable[_knowledge_pb2.DeleteCollectionRequest, _knowledge_pb2.DeleteCollectionResponse]  # type: ignore[assignment]
     """Deletes a collection and everything derived from it: its documents, versions, chunks, vectors,
     keyword index entries, import jobs and graph provenance. Emits knowledge.document_deleted for
@@ -188,7 +188,7 @@ class KnowledgeServiceAsyncStub(KnowledgeServiceStub):
     Search: _aio.UnaryUnaryMultiCallable[_knowledge_pb2.SearchRequest, _knowledge_pb2.SearchResponse]  # type: ignore[assignment]
     """Returns the passages that best answer a query, best first, each with its citation."""
     ListEntities: _aio.UnaryUnaryMultiCallable[_knowledge_pb2.ListEntitiesRequest, _knowledge_pb2.ListEntitiesResponse]  # type: ignore[assignment]
-    """Lists knowledge-graph entities, by name, with cursor pagination."""
+    """Lists knowledge-graph entities, oldest first, with cursor pagination."""
     GetEntity: _aio.UnaryUnaryMultiCallable[_knowledge_pb2.GetEntityRequest, _knowledge_pb2.Entity]  # type: ignore[assignment]
     """Returns one entity by id; NOT_FOUND when the tenant has none such."""
     ListEntityRelations: _aio.UnaryUnaryMultiCallable[_knowledge_pb2.ListEntityRelationsRequest, _knowledge_pb2.ListEntityRelationsResponse]  # type: ignore[assignment]
@@ -234,7 +234,7 @@ class KnowledgeServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _knowledge_pb2.ListCollectionsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_knowledge_pb2.ListCollectionsResponse, _abc.Awaitable[_knowledge_pb2.ListCollectionsResponse]]:
-        """Lists the tenant's collections by name, with cursor pagination."""
+        """Lists the tenant's collections, oldest first, with cursor pagination."""
 
     @_abc_1.abstractmethod
     def DeleteCollection(
@@ -370,7 +370,7 @@ class KnowledgeServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _knowledge_pb2.ListEntitiesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_knowledge_pb2.ListEntitiesResponse, _abc.Awaitable[_knowledge_pb2.ListEntitiesResponse]]:
-        """Lists knowledge-graph entities, by name, with cursor pagination."""
+        """Lists knowledge-graph entities, oldest first, with cursor pagination."""
 
     @_abc_1.abstractmethod
     def GetEntity(

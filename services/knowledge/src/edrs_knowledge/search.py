@@ -1,0 +1,152 @@
+"""Passage search: a vector ranking (the query's embedding against the passages'), a keyword
+ranking (BM25), and their reciprocal rank fusion for hybrid search. Each ranking runs inside the
+tenant and its collections in the index's own query (docs/knowledge.md, "Ranking")."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from uuid import UUID
+
+from edrs_vectors import VectorIndex
+
+from edrs_knowledge.embeddings import BatchEmbedder
+from edrs_knowledge.keyword import KeywordIndex
+from edrs_knowledge.store import PassageRow
+from edrs_knowledge.store.postgres import PostgresKnowledgeStore
+
+
+class Mode(StrEnum):
+    HYBRID = "hybrid"
+    VECTOR = "vector"
+    KEYWORD = "keyword"
+
+
+@dataclass
+class Parts:
+    """A passage's place in each ranking: score and 1-based rank (0: not in that ranking)."""
+
+    vector: float = 0.0
+    vector_rank: int = 0
+    keyword: float = 0.0
+    keyword_rank: int = 0
+    graph: float = 0.0
+    graph_rank: int = 0
+
+
+@dataclass(frozen=True)
+class Result:
+    passage: PassageRow
+    score: float
+    parts: Parts = field(default_factory=Parts)
+
+
+def reciprocal_rank_fusion(rankings: Sequence[Sequence[UUID]], k: int) -> list[tuple[UUID, float]]:
+    """score(p) = Σ over the rankings holding p of 1 / (k + rank of p), ranks from 1; best first,
+    equal scores by id. `k` damps the weight of the top ranks (60 in Cormack et al., 2009)."""
+    scores: dict[UUID, float] = {}
+    for ranking in rankings:
+        for rank, item in enumerate(ranking, start=1):
+            scores[item] = scores.get(item, 0.0) + 1.0 / (k + rank)
+    return sorted(scores.items(), key=lambda s: (-s[1], str(s[0])))
+
+
+class Searcher:
+    def __init__(
+        self,
+        store: PostgresKnowledgeStore,
+        embedder: BatchEmbedder,
+        vectors: VectorIndex,
+        keywords: KeywordIndex,
+        *,
+        rrf_k: int,
+        candidates: int,
+    ) -> None:
+        self.store = store
+        self.embedder = embedder
+        self.vectors = vectors
+        self.keywords = keywords
+        self.rrf_k = rrf_k
+        self.candidates = candidates
+
+    async def _vector(
+        self,
+        tenant: str,
+        collections: Sequence[UUID],
+        query: str,
+        k: int,
+        documents: Sequence[UUID] | None,
+    ) -> list[tuple[UUID, float]]:
+        [vector] = await self.embedder.embed([query])
+        hits = await self.vectors.search(
+            tenant,
+            [str(c) for c in collections],
+            vector,
+            k,
+            document_ids=None if documents is None else [str(d) for d in documents],
+        )
+        return [(h.id, h.score) for h in hits]
+
+    async def _keyword(
+        self,
+        tenant: str,
+        collections: Sequence[UUID],
+        query: str,
+        k: int,
+        documents: Sequence[UUID] | None,
+    ) -> list[tuple[UUID, float]]:
+        hits = await self.keywords.search(tenant, collections, query, k, documents)
+        return [(h.chunk_id, h.score) for h in hits]
+
+    async def search(
+        self,
+        tenant: str,
+        collections: Sequence[UUID],
+        query: str,
+        k: int,
+        mode: Mode,
+        filters: Mapping[str, Sequence[str]],
+    ) -> list[Result]:
+        """The `k` best passages of `tenant` in `collections` whose documents pass `filters`."""
+        if not collections:
+            return []
+        documents: list[UUID] | None = None
+        if filters:
+            documents = await self.store.documents_matching(tenant, collections, filters)
+            if not documents:
+                return []
+        depth = max(k, self.candidates) if mode is Mode.HYBRID else k
+        vector_hits: list[tuple[UUID, float]] = []
+        keyword_hits: list[tuple[UUID, float]] = []
+        if mode is Mode.HYBRID:
+            vector_hits, keyword_hits = await asyncio.gather(
+                self._vector(tenant, collections, query, depth, documents),
+                self._keyword(tenant, collections, query, depth, documents),
+            )
+        elif mode is Mode.VECTOR:
+            vector_hits = await self._vector(tenant, collections, query, depth, documents)
+        else:
+            keyword_hits = await self._keyword(tenant, collections, query, depth, documents)
+        parts: dict[UUID, Parts] = {}
+        for rank, (chunk_id, score) in enumerate(vector_hits, start=1):
+            p = parts.setdefault(chunk_id, Parts())
+            p.vector, p.vector_rank = score, rank
+        for rank, (chunk_id, score) in enumerate(keyword_hits, start=1):
+            p = parts.setdefault(chunk_id, Parts())
+            p.keyword, p.keyword_rank = score, rank
+        if mode is Mode.HYBRID:
+            ranked = reciprocal_rank_fusion(
+                [[c for c, _ in vector_hits], [c for c, _ in keyword_hits]], self.rrf_k
+            )
+        else:
+            ranked = vector_hits or keyword_hits
+        # Passages deleted since the index answered are skipped: the database is the truth.
+        rows = await self.store.passages(tenant, [c for c, _ in ranked[: k * 2]])
+        results = [
+            Result(rows[chunk_id], score, parts[chunk_id])
+            for chunk_id, score in ranked
+            if chunk_id in rows
+        ]
+        return results[:k]
