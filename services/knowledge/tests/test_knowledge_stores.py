@@ -1,0 +1,228 @@
+"""What the knowledge service writes to each of its stores (PostgreSQL, the vector index, the
+keyword index), counted: re-ingestion embeds only changed passages, deletion removes everything,
+and a tenant never sees another's passages on any vector engine that runs here."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from edrs_core import testing
+from edrs_proto.knowledge.v1 import knowledge_pb2 as pb
+from edrs_proto.knowledge.v1 import knowledge_pb2_grpc
+
+pytestmark = pytest.mark.integration
+
+TENANT_A = testing.tenant_metadata("tenant-a")
+TENANT_B = testing.tenant_metadata("tenant-b")
+
+
+def policy(i: int, rule: str = "") -> str:
+    """A document of four sections; each section is one passage of its own."""
+    return (
+        f"# Policy {i}\n\nPolicy {i} governs the equipment of team {i}.\n\n"
+        f"## Scope\n\nIt applies to every laptop, phone and badge team {i} holds.\n\n"
+        f"## Rules\n\n{rule or f'Devices of team {i} are returned within {i % 9 + 1} days.'}\n\n"
+        f"## Contacts\n\nQuestions go to the desk of team {i} on floor {i % 7}.\n"
+    )
+
+
+@pytest.fixture(scope="module")
+async def service(start_knowledge) -> AsyncIterator[SimpleNamespace]:  # type: ignore[no-untyped-def]
+    """A knowledge service of its own, so the embeddings it counts are this module's only."""
+    async with start_knowledge("test_knowledge_stores") as svc:
+        servicer: Any = svc.servicer("KnowledgeService")
+        yield SimpleNamespace(
+            svc=svc,
+            stub=knowledge_pb2_grpc.KnowledgeServiceStub(svc.channel),
+            ingestion=servicer.ingestion,
+            db=svc.runner.runtime.db,
+        )
+
+
+async def import_all(
+    stub, collection: str, documents: list[pb.IngestDocumentRequest]
+) -> pb.ImportJob:  # type: ignore[no-untyped-def]
+    async def messages():  # type: ignore[no-untyped-def]
+        yield pb.ImportDocumentsRequest(header=pb.ImportHeader(collection=collection))
+        for d in documents:
+            yield pb.ImportDocumentsRequest(document=d)
+
+    job = await stub.ImportDocuments(messages(), metadata=TENANT_A)
+    finished = job
+
+    async def done() -> bool:
+        nonlocal finished
+        finished = await stub.GetImportJob(pb.GetImportJobRequest(id=job.id), metadata=TENANT_A)
+        return finished.state == pb.IMPORT_JOB_STATE_DONE
+
+    await testing.wait_until(done, 900, "the import to finish")
+    return finished
+
+
+async def test_updating_one_document_of_200_embeds_only_its_changed_passage(service, kit) -> None:
+    stub, embedder = service.stub, service.ingestion.embedder
+    collection = await kit.new_collection(stub)
+    before = embedder.embedded
+    job = await import_all(
+        stub,
+        collection,
+        [pb.IngestDocumentRequest(external_id=f"policy-{i}", text=policy(i)) for i in range(200)],
+    )
+    assert (job.indexed, job.failed) == (200, 0)
+    first = await stub.ListDocuments(
+        pb.ListDocumentsRequest(collection=collection, external_id="policy-7"), metadata=TENANT_A
+    )
+    [document] = first.documents
+    assert document.chunk_count == 4
+    assert embedder.embedded - before == 200 * 4
+
+    # The same text again: nothing is queued, nothing embedded.
+    counted = embedder.embedded
+    same = await kit.ingest(stub, collection, external_id="policy-7", text=policy(7))
+    assert same.outcome == pb.INGEST_OUTCOME_UNCHANGED and same.document.version == 1
+
+    # One rule changed: one passage of four is embedded again.
+    changed = await kit.ingest(
+        stub,
+        collection,
+        external_id="policy-7",
+        text=policy(7, rule="Devices of team 7 are returned on the last working day."),
+    )
+    assert changed.outcome == pb.INGEST_OUTCOME_UPDATED and changed.document.version == 2
+    assert changed.document.id == document.id
+    await kit.wait_indexed(stub, document.id)
+    assert embedder.embedded - counted == 1
+    versions = await stub.ListDocumentVersions(
+        pb.ListDocumentVersionsRequest(document_id=document.id), metadata=TENANT_A
+    )
+    assert [(v.version, v.chunks_embedded, v.chunks_reused) for v in versions.versions] == [
+        (2, 1, 3),
+        (1, 4, 0),
+    ]
+    # Search answers from the new version, with offsets into its text.
+    found = await stub.Search(
+        pb.SearchRequest(query="returned on the last working day", collections=[collection], k=1),
+        metadata=TENANT_A,
+    )
+    [best] = found.passages
+    assert (best.external_id, best.citation.document_version) == ("policy-7", 2)
+    assert await kit.cut(stub, best) == best.text
+    vectors = await service.ingestion.vectors.count(
+        testing.tenant_of(TENANT_A), document.collection_id, document.id
+    )
+    assert vectors == 4
+
+
+async def test_deleting_a_document_removes_it_from_every_store(service, kit) -> None:
+    stub, ingestion, db = service.stub, service.ingestion, service.db
+    tenant = testing.tenant_of(TENANT_A)
+    collection = await kit.new_collection(stub)
+    made = await kit.ingest(stub, collection, text=policy(1), external_id="doomed")
+    kept = await kit.ingest(stub, collection, text=policy(2), external_id="kept")
+    document = await kit.wait_indexed(stub, made.document.id)
+    await kit.wait_indexed(stub, kept.document.id)
+    document_id = uuid.UUID(document.id)
+    # Graph provenance read from its passages (the graph's extraction is not built: rows by hand):
+    # two entities, one relation, both from its first passage.
+    chunk_id = await db.fetchval(
+        "SELECT id FROM chunks WHERE document_id = $1 ORDER BY chunk_index LIMIT 1", document_id
+    )
+    acme, team = uuid.uuid4(), uuid.uuid4()
+    await db.executemany(
+        "INSERT INTO entities (id, client_id, name, normalized_name) VALUES ($1, $2, $3, $4)",
+        [(acme, tenant, "Acme", f"acme-{acme}"), (team, tenant, "Team 1", f"team-{team}")],
+    )
+    await db.executemany(
+        "INSERT INTO entity_mentions (client_id, entity_id, chunk_id, collection_id) "
+        "VALUES ($1, $2, $3, $4)",
+        [(tenant, e, chunk_id, uuid.UUID(document.collection_id)) for e in (acme, team)],
+    )
+    relation = uuid.uuid4()
+    await db.execute(
+        "INSERT INTO relations (id, client_id, subject_id, predicate, object_id) "
+        "VALUES ($1, $2, $3, 'employs', $4)",
+        relation,
+        tenant,
+        acme,
+        team,
+    )
+    await db.execute(
+        "INSERT INTO relation_sources (relation_id, chunk_id) VALUES ($1, $2)", relation, chunk_id
+    )
+
+    async def counts() -> tuple[int, int, int, int]:
+        return (
+            await db.fetchval("SELECT count(*) FROM chunks WHERE document_id = $1", document_id),
+            await ingestion.vectors.count(tenant, document.collection_id, document.id),
+            await ingestion.keywords.count_document(document_id),
+            await db.fetchval(
+                "SELECT count(*) FROM document_versions WHERE document_id = $1", document_id
+            ),
+        )
+
+    assert await counts() == (4, 4, 4, 1)
+    deleted = await stub.DeleteDocument(pb.DeleteDocumentRequest(id=document.id), metadata=TENANT_A)
+    assert (
+        deleted.versions_deleted,
+        deleted.chunks_deleted,
+        deleted.vectors_deleted,
+        deleted.keyword_entries_deleted,
+        deleted.provenance_deleted,
+        deleted.relations_deleted,
+        deleted.entities_deleted,
+    ) == (1, 4, 4, 4, 3, 1, 2)
+    assert await counts() == (0, 0, 0, 0)
+    assert await db.fetchval("SELECT count(*) FROM relations WHERE id = $1", relation) == 0
+    # The other document keeps all of its own.
+    assert await ingestion.vectors.count(tenant, document.collection_id, kept.document.id) == 4
+    assert await ingestion.keywords.count_document(uuid.UUID(kept.document.id)) == 4
+    [event] = await testing.published_events(service.svc, "knowledge.document_deleted", document.id)
+    assert event["payload"] == {
+        "document_id": document.id,
+        "collection_id": document.collection_id,
+        "external_id": "doomed",
+    }
+
+
+@pytest.fixture(scope="module", params=["pgvector", "milvus", "qdrant"])
+async def engine_service(
+    request, start_knowledge
+) -> AsyncIterator[knowledge_pb2_grpc.KnowledgeServiceStub]:  # type: ignore[no-untyped-def]
+    engine = request.param
+    async with start_knowledge(f"test_knowledge_{engine}", engine=engine) as svc:
+        yield knowledge_pb2_grpc.KnowledgeServiceStub(svc.channel)
+
+
+async def test_a_tenant_never_sees_another_tenants_passages(engine_service, kit) -> None:
+    stub = engine_service
+    # Both tenants name their collection alike; A's document matches the query best.
+    name = f"shared-{uuid.uuid4().hex[:8]}"
+    for tenant in (TENANT_A, TENANT_B):
+        await stub.CreateCollection(pb.CreateCollectionRequest(name=name), metadata=tenant)
+    secret = await kit.ingest(
+        stub,
+        name,
+        text="The Globex merger closes in March under the code name Bluebird.",
+        tenant=TENANT_A,
+    )
+    own = await kit.ingest(
+        stub, name, text="Bluebird is the cafeteria's new coffee blend.", tenant=TENANT_B
+    )
+    await kit.wait_indexed(stub, secret.document.id, tenant=TENANT_A)
+    await kit.wait_indexed(stub, own.document.id, tenant=TENANT_B)
+    query = "When does the Globex merger code-named Bluebird close?"
+    for mode in (pb.SEARCH_MODE_HYBRID, pb.SEARCH_MODE_VECTOR, pb.SEARCH_MODE_KEYWORD):
+        for collections in ([name], []):
+            found = await stub.Search(
+                pb.SearchRequest(query=query, collections=collections, mode=mode, k=100),
+                metadata=TENANT_B,
+            )
+            assert [p.document_id for p in found.passages] == [own.document.id], (mode, collections)
+        theirs = await stub.Search(
+            pb.SearchRequest(query=query, collections=[name], mode=mode), metadata=TENANT_A
+        )
+        assert [p.document_id for p in theirs.passages] == [secret.document.id], mode
