@@ -26,6 +26,8 @@ ENGINES = EngineEndpoints(
     redis="redis://127.0.0.1:6999",
     nats="nats://127.0.0.1:4999",
     temporal="127.0.0.1:7999",
+    vault="http://127.0.0.1:8999",
+    vault_token="dev-root-token",
 )
 
 
@@ -84,6 +86,8 @@ def test_service_env_carries_the_contract_and_the_parent_environment() -> None:
     assert env["EDRS_MEMORY_REDIS_URL"] == "redis://127.0.0.1:6999/2"
     assert env["EDRS_MEMORY_BUS_URL"] == "nats://127.0.0.1:4999"
     assert env["EDRS_MEMORY_TEMPORAL_ADDRESS"] == "127.0.0.1:7999"
+    assert env["EDRS_MEMORY_VAULT_ADDRESS"] == "http://127.0.0.1:8999"
+    assert env["EDRS_MEMORY_VAULT_TOKEN"] == "dev-root-token"
     peers = json.loads(env["EDRS_MEMORY_PEERS"])
     assert peers["persona"] == "127.0.0.1:50052"
     assert set(peers) == set(service_names())

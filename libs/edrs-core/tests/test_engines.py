@@ -5,12 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import asyncpg
+import hvac
 import nats
 import psutil
 import pytest
 import redis.asyncio as aioredis
 from edrs_core.engines import (
     EmbeddedNats,
+    EmbeddedOpenBao,
     EmbeddedPostgres,
     EmbeddedRedis,
     EmbeddedTemporal,
@@ -167,3 +169,32 @@ def test_pick_port_keeps_a_free_port_and_replaces_a_busy_one(tmp_path: Path) -> 
         replacement = pick_port(engine.port)
         assert replacement != engine.port
         assert port_is_free(replacement)
+
+
+def test_openbao_unseals_its_own_data_again_and_keeps_secrets(tmp_path: Path) -> None:
+    data_dir = tmp_path / "bao"
+    with EmbeddedOpenBao(data_dir) as engine:
+        pid, port = engine.pid, engine.port
+        client = hvac.Client(url=engine.url(), token=engine.root_token)
+        client.secrets.kv.v2.create_or_update_secret(
+            path="edrs/probe", secret={"value": "kept"}, mount_point="secret"
+        )
+        assert (data_dir / "init.json").stat().st_mode & 0o777 == 0o600
+    assert_gone(pid)
+
+    with EmbeddedOpenBao(data_dir) as again:
+        assert again.port == port
+        client = hvac.Client(url=again.url(), token=again.root_token)
+        read = client.secrets.kv.v2.read_secret_version(
+            path="edrs/probe", mount_point="secret", raise_on_deleted_version=True
+        )
+        assert read["data"]["data"] == {"value": "kept"}
+
+
+def test_openbao_refuses_data_it_cannot_unseal(tmp_path: Path) -> None:
+    data_dir = tmp_path / "bao"
+    with EmbeddedOpenBao(data_dir):
+        pass
+    (data_dir / "init.json").unlink()
+    with pytest.raises(EngineError, match="unseal key"):
+        EmbeddedOpenBao(data_dir).start()

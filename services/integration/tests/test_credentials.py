@@ -35,31 +35,38 @@ def test_decrypting_with_another_key_says_which_setting_is_wrong() -> None:
         other.decrypt(token)
 
 
-def test_production_refuses_the_development_credentials_key() -> None:
-    with pytest.raises(SettingsError, match="EDRS_INTEGRATION_CREDENTIALS_KEY"):
+def test_production_names_the_secret_store_token_it_needs() -> None:
+    # The credentials key is no longer required (secrets live in the secret store); the secret
+    # store's credentials are.
+    with pytest.raises(SettingsError, match="EDRS_INTEGRATION_VAULT_TOKEN required"):
         load_settings(
             IntegrationSettings,
             EDRS_ENVIRONMENT="production",
             database_url="postgresql://db/integration",
-            redis_url="redis://cache/7",
+            **test_issuer().settings("integration"),
         )
 
 
-def test_development_accepts_the_default_and_production_a_real_key() -> None:
+def test_the_former_credentials_key_is_optional_and_kept_when_given() -> None:
     dev = load_settings(
-        IntegrationSettings, EDRS_ENVIRONMENT="development", database_url="postgresql://db/i"
+        IntegrationSettings,
+        EDRS_ENVIRONMENT="development",
+        database_url="postgresql://db/i",
+        vault_token="dev-token",
     )
-    assert dev.credentials_key.get_secret_value()
+    assert dev.credentials_key is None
     prod = load_settings(
         IntegrationSettings,
         EDRS_ENVIRONMENT="production",
         database_url="postgresql://db/i",
-        redis_url="redis://cache/7",
+        vault_auth_method="kubernetes",
+        vault_kubernetes_role="edrs-integration",
         credentials_key=KEY.get_secret_value(),
         # Production also needs the fleet's trust settings (edrs_core.identity).
         **test_issuer().settings("integration"),
     )
     assert prod.credentials_key == KEY
+    assert prod.vault_config().auth_method == "kubernetes"
 
 
 def test_short_credentials_key_is_refused_naming_the_variable() -> None:
@@ -68,6 +75,6 @@ def test_short_credentials_key_is_refused_naming_the_variable() -> None:
             IntegrationSettings,
             EDRS_ENVIRONMENT="production",
             database_url="postgresql://db/i",
-            redis_url="redis://cache/7",
+            vault_token="t",
             credentials_key="short",
         )

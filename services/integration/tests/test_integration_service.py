@@ -1,4 +1,4 @@
-"""The integration service over real gRPC, against embedded PostgreSQL, Redis and NATS."""
+"""The integration service over real gRPC, against embedded PostgreSQL, NATS and OpenBao."""
 
 from __future__ import annotations
 
@@ -8,11 +8,16 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import grpc
+import hvac
 import pytest
 from edrs_core import testing
+from edrs_core.secretstore import VaultConfig, VaultSecretStore
 from edrs_integration.app import definition
+from edrs_integration.credentials import SecretCipher
+from edrs_integration.store.postgres import PostgresConnectorStore
 from edrs_proto.common.v1 import common_pb2
 from edrs_proto.integration.v1 import integration_pb2, integration_pb2_grpc
+from pydantic import SecretStr
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +31,7 @@ WEBHOOK = integration_pb2.CONNECTOR_KIND_WEBHOOK
 
 @pytest.fixture(scope="module")
 async def integration(
-    postgres_engine, redis_engine, nats_engine
+    postgres_engine, redis_engine, nats_engine, openbao_engine
 ) -> AsyncIterator[testing.RunningService]:
     settings = testing.engine_settings(
         postgres_engine, redis_engine, nats_engine, database="test_integration", redis_db=7
@@ -34,7 +39,9 @@ async def integration(
     async with testing.running_service(
         definition,
         **settings,
-        credentials_key="test-credentials-key-0123456789abcdef",
+        vault_address=openbao_engine.url(),
+        vault_token=openbao_engine.root_token,
+        vault_path_prefix=f"edrs-test-{RUN}",
         # An operator exception, as EDRS_INTEGRATION_OUTBOUND_ALLOW would set it.
         outbound_allow=("10.20.0.0/16",),
     ) as svc:
@@ -66,7 +73,9 @@ async def test_create_then_get_returns_what_was_stored(stub) -> None:
     assert fetched == created
 
 
-async def test_secrets_are_redacted_and_not_stored_in_clear(stub, postgres_engine) -> None:
+async def test_secrets_are_redacted_and_kept_in_the_secret_store_only(
+    stub, postgres_engine, openbao_engine
+) -> None:
     created = await stub.CreateConnector(
         integration_pb2.CreateConnectorRequest(
             name="CRM",
@@ -94,19 +103,27 @@ async def test_secrets_are_redacted_and_not_stored_in_clear(stub, postgres_engin
     listed = await stub.ListConnectors(integration_pb2.ListConnectorsRequest(), metadata=TENANT_A)
     assert dict(next(c for c in listed.connectors if c.id == created.id).config) == expected
 
-    # What a reader of the database (or of a backup) sees.
+    # What a reader of the database (or of a backup) sees: the names of the secret keys and the
+    # secret store's version, never a value, not even encrypted.
     conn = await asyncpg.connect(postgres_engine.url("test_integration"))
     try:
-        raw = await conn.fetchval(
-            "SELECT config::text FROM connectors WHERE id = $1::uuid", created.id
-        )
+        row = await conn.fetchrow("SELECT * FROM connectors WHERE id = $1::uuid", created.id)
     finally:
         await conn.close()
+    assert row is not None
+    raw = json.dumps({k: str(v) for k, v in dict(row).items()})
     assert "sk-live-abc123" not in raw
     assert "hunter2" not in raw
-    stored = json.loads(raw)
-    assert stored["region"] == "eu"
-    assert set(stored["Api_Key"]) == {"fernet"}
+    assert json.loads(row["config"]) == {"url": "https://crm.example.com/api", "region": "eu"}
+    assert sorted(row["secret_keys"]) == ["Api_Key", "db.password"]
+    # The values are in the secret store, under the tenant's folder.
+    vault = hvac.Client(url=openbao_engine.url(), token=openbao_engine.root_token)
+    kept = vault.secrets.kv.v2.read_secret_version(
+        path=f"edrs-test-{RUN}/tenants/{testing.tenant_of(TENANT_A)}/connectors/{created.id}",
+        mount_point="secret",
+        raise_on_deleted_version=True,
+    )
+    assert kept["data"]["data"] == {"Api_Key": "sk-live-abc123", "db.password": "hunter2"}
 
 
 async def test_duplicate_name_in_a_tenant_is_refused_but_other_tenants_may_reuse_it(stub) -> None:
@@ -284,3 +301,44 @@ async def test_a_created_connector_is_announced_without_its_secrets(stub, integr
         testing.tenant_of(TENANT_A),
         "integration",
     )
+
+
+async def test_secrets_sealed_by_an_earlier_release_move_into_the_secret_store(
+    integration, postgres_engine, openbao_engine
+) -> None:
+    """Rows written before the secret store hold Fernet-sealed values; start-up moves them."""
+    key = SecretStr("former-credentials-key-0123456789abcdef")
+    cipher = SecretCipher(key)
+    tenant, connector_id = f"tenant-legacy-{RUN}", uuid.uuid4()
+    pool = await asyncpg.create_pool(postgres_engine.url("test_integration"), min_size=1)
+    try:
+        await pool.execute(
+            "INSERT INTO connectors (id, client_id, name, kind, config) VALUES ($1, $2, $3, $4, $5)",
+            connector_id,
+            tenant,
+            "legacy",
+            "http",
+            json.dumps(
+                {"url": "https://old.example.com", "token": {"fernet": cipher.encrypt("t0k")}}
+            ),
+        )
+        secrets = VaultSecretStore(
+            VaultConfig(
+                address=openbao_engine.url(),
+                token=SecretStr(openbao_engine.root_token),
+                path_prefix=f"edrs-test-{RUN}",
+            )
+        )
+        store = PostgresConnectorStore(pool, secrets, events=None)  # type: ignore[arg-type]
+        with pytest.raises(RuntimeError, match="EDRS_INTEGRATION_CREDENTIALS_KEY"):
+            await store.move_sealed_secrets(None, "EDRS_INTEGRATION_CREDENTIALS_KEY")
+        assert await store.move_sealed_secrets(cipher, "EDRS_INTEGRATION_CREDENTIALS_KEY") >= 1
+        moved = await store.get(tenant, connector_id)
+        assert moved is not None
+        assert moved.config == {"url": "https://old.example.com"}
+        assert await store.secret_values(moved) == {"token": "t0k"}
+        raw = await pool.fetchval("SELECT config::text FROM connectors WHERE id = $1", connector_id)
+        assert "fernet" not in raw
+        assert await store.move_sealed_secrets(None, "EDRS_INTEGRATION_CREDENTIALS_KEY") == 0
+    finally:
+        await pool.close()

@@ -36,7 +36,7 @@ app = typer.Typer(help="Run the EDRS fleet locally on embedded engines.", no_arg
 console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 
-ENGINE_NAMES = ("postgres", "redis", "nats", "temporal")
+ENGINE_NAMES = ("postgres", "redis", "nats", "temporal", "openbao")
 
 StateDir = Annotated[
     Path,

@@ -155,6 +155,10 @@ class EngineEndpoints:
     redis: str  # redis://127.0.0.1:PORT
     nats: str  # nats://127.0.0.1:PORT
     temporal: str  # 127.0.0.1:PORT (a Temporal frontend address has no scheme)
+    # The OpenBao server (Vault's API) and a token for it. The local fleet is one trust domain
+    # run by one developer; production gives each service its own auth (docs/deployment.md).
+    vault: str = ""  # http://127.0.0.1:PORT
+    vault_token: str = ""
 
 
 # Where the gateway publishes the keys every service verifies identity tokens with.
@@ -235,6 +239,9 @@ def service_env(
             f"{prefix}PEERS": json.dumps(peers),
         }
     )
+    if engines.vault:
+        env[f"{prefix}VAULT_ADDRESS"] = engines.vault
+        env[f"{prefix}VAULT_TOKEN"] = engines.vault_token
     if keys is not None:
         env.update(identity_env(spec, ports, keys, host))
     return env

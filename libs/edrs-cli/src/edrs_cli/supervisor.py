@@ -29,6 +29,7 @@ import psutil
 from edrs_core.engines import (
     EmbeddedEngine,
     EmbeddedNats,
+    EmbeddedOpenBao,
     EmbeddedPostgres,
     EmbeddedRedis,
     EmbeddedTemporal,
@@ -230,8 +231,8 @@ class Fleet:
         return self.state_dir / "held" / name
 
     def log_path(self, name: str) -> Path:
-        """Log file of a service, or of an engine (postgres, redis, nats, temporal)."""
-        if name in {"postgres", "redis", "nats", "temporal"}:
+        """Log file of a service, or of an engine (postgres, redis, nats, temporal, openbao)."""
+        if name in {"postgres", "redis", "nats", "temporal", "openbao"}:
             return self.state_dir / name / f"{name}.log"
         return self.logs_dir / f"{name}.log"
 
@@ -536,6 +537,7 @@ class Fleet:
             EmbeddedNats(self.state_dir / "nats"),
             # Workflows, timers and schedules persist in state_dir/temporal/temporal.db.
             EmbeddedTemporal(self.state_dir / "temporal"),
+            EmbeddedOpenBao(self.state_dir / "openbao"),
         ]
         for engine in engines:
             if self._stop_requested:
@@ -552,11 +554,15 @@ class Fleet:
         postgres, redis, nats, temporal = (
             self.engines[n] for n in ("postgres", "redis", "nats", "temporal")
         )
+        openbao = self.engines["openbao"]
+        assert isinstance(openbao, EmbeddedOpenBao)
         return EngineEndpoints(
             postgres=f"postgresql://postgres@{HOST}:{postgres.port}",
             redis=f"redis://{HOST}:{redis.port}",
             nats=nats.url(),
             temporal=temporal.url(),
+            vault=openbao.url(),
+            vault_token=openbao.root_token,
         )
 
     def _spawn_services(self) -> None:

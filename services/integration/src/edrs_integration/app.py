@@ -1,10 +1,11 @@
-"""Wires the integration service: its stores and secret cipher, its tool registry and MCP
+"""Wires the integration service: its stores and secret store, its tool registry and MCP
 sessions, its gRPC servicers, its migrations."""
 
 from importlib.resources import files
 
 from edrs_core import GrpcService, LocalPorts, Runtime, ServiceDefinition
 from edrs_core.events import start_service_events
+from edrs_core.secretstore import VaultSecretStore
 from edrs_proto.integration.v1 import (
     integration_pb2,
     integration_pb2_grpc,
@@ -28,8 +29,12 @@ from edrs_integration.tools_server import ToolServicer
 async def build(rt: Runtime[IntegrationSettings]) -> list[GrpcService]:
     settings = rt.settings
     outbound = settings.outbound_policy()
-    store = PostgresConnectorStore(
-        rt.db, SecretCipher(settings.credentials_key), await start_service_events(rt)
+    secrets = VaultSecretStore(settings.vault_config())
+    store = PostgresConnectorStore(rt.db, secrets, await start_service_events(rt))
+    legacy_key = settings.credentials_key
+    await store.move_sealed_secrets(
+        None if legacy_key is None else SecretCipher(legacy_key),
+        settings.env_name("credentials_key"),
     )
     connections = McpConnections(
         outbound,

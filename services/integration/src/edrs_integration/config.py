@@ -3,22 +3,25 @@
 from typing import Annotated, Any, ClassVar
 
 from edrs_core.outbound import OutboundServiceSettings
+from edrs_core.secretstore import SecretStoreServiceSettings
 from edrs_core.settings import comma_or_json_list
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 
-class IntegrationSettings(OutboundServiceSettings):
+class IntegrationSettings(OutboundServiceSettings, SecretStoreServiceSettings):
     model_config = SettingsConfigDict(env_prefix="EDRS_INTEGRATION_")
     service_name: ClassVar[str] = "integration"
     uses_redis: ClassVar[bool] = False
 
-    # The runtime refuses this default unless EDRS_ENVIRONMENT=development. Changing the key
-    # makes stored connector secrets unreadable, so keep it stable (see credentials.py).
-    credentials_key: SecretStr = Field(
-        default=SecretStr("development-only-credentials-key-do-not-use"),
+    # Secrets live in the secret store (EDRS_INTEGRATION_VAULT_*). This key only opens connector
+    # secrets that releases before the secret store sealed into the database, so that start-up
+    # can move them there (docs/decisions/0011-secrets-in-openbao.md); unset once that is done.
+    credentials_key: SecretStr | None = Field(
+        default=None,
         min_length=32,
-        description="Secret from which the key encrypting connector secrets at rest is derived",
+        description="Former key of connector secrets sealed in the database; only read to move "
+        "them into the secret store",
     )
 
     # Tools and MCP servers (docs/integration.md, "Tools").

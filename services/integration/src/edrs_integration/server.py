@@ -29,7 +29,7 @@ def to_proto(c: Connector) -> integration_pb2.Connector:
         id=str(c.id),
         name=c.name,
         kind=_KIND_TO_PROTO[c.kind],
-        config={**c.config, **dict.fromkeys(c.secrets, REDACTED)},
+        config={**c.config, **dict.fromkeys(c.secret_keys, REDACTED)},
         enabled=c.enabled,
         create_time=timestamp(c.created_at),
     )

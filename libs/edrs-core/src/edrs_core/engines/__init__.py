@@ -1,5 +1,5 @@
-"""Engines from pip packages (PostgreSQL+pgvector, Redis, NATS JetStream, Temporal) for dev and
-tests."""
+"""Engines from pip packages (PostgreSQL+pgvector, Redis, NATS JetStream, Temporal, OpenBao) for
+dev and tests."""
 
 from edrs_core.engines._base import (
     EmbeddedEngine,
@@ -9,6 +9,7 @@ from edrs_core.engines._base import (
     wait_gone,
 )
 from edrs_core.engines.nats import EmbeddedNats
+from edrs_core.engines.openbao import EmbeddedOpenBao
 from edrs_core.engines.ports import free_port, pick_port, port_is_free
 from edrs_core.engines.postgres import EmbeddedPostgres
 from edrs_core.engines.redis import EmbeddedRedis
@@ -17,6 +18,7 @@ from edrs_core.engines.temporal import EmbeddedTemporal
 __all__ = [
     "EmbeddedEngine",
     "EmbeddedNats",
+    "EmbeddedOpenBao",
     "EmbeddedPostgres",
     "EmbeddedRedis",
     "EmbeddedTemporal",

@@ -1,9 +1,10 @@
-"""Session fixtures ``postgres_engine``, ``redis_engine``, ``nats_engine``, ``temporal_engine`` for
-the whole repo.
+"""Session fixtures ``postgres_engine``, ``redis_engine``, ``nats_engine``, ``temporal_engine``,
+``openbao_engine`` for the whole repo.
 
 Each starts its embedded engine once per session in a temporary dir, or points at an existing server
 when ``EDRS_TEST_POSTGRES_URL`` / ``EDRS_TEST_REDIS_URL`` / ``EDRS_TEST_NATS_URL`` /
-``EDRS_TEST_TEMPORAL_ADDRESS`` is set.
+``EDRS_TEST_TEMPORAL_ADDRESS`` is set (OpenBao: ``EDRS_TEST_OPENBAO_URL`` with
+``EDRS_TEST_OPENBAO_TOKEN``, a token that may mount and manage auth).
 Load it with ``pytest_plugins = ["edrs_core.engines.pytest_plugin"]``.
 """
 
@@ -17,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from edrs_core.engines.nats import EmbeddedNats
+from edrs_core.engines.openbao import EmbeddedOpenBao
 from edrs_core.engines.postgres import EmbeddedPostgres
 from edrs_core.engines.redis import EmbeddedRedis
 from edrs_core.engines.temporal import EmbeddedTemporal
@@ -60,6 +62,17 @@ class ExternalNats:
     """An existing NATS (JetStream enabled) server given by URL; same ``url()`` as EmbeddedNats."""
 
     base_url: str
+
+    def url(self) -> str:
+        return self.base_url
+
+
+@dataclass(frozen=True)
+class ExternalOpenBao:
+    """An existing Vault or OpenBao server (KV v2 at ``secret/``); same API as EmbeddedOpenBao."""
+
+    base_url: str
+    root_token: str
 
     def url(self) -> str:
         return self.base_url
@@ -127,4 +140,17 @@ def temporal_engine(
         yield ExternalTemporal(external)
         return
     with EmbeddedTemporal(tmp_path_factory.mktemp("temporal")) as engine:
+        yield engine
+
+
+@pytest.fixture(scope="session")
+def openbao_engine(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[EmbeddedOpenBao | ExternalOpenBao]:
+    """OpenBao for the session: ``.url()`` and ``.root_token``; KV v2 mounted at ``secret/``."""
+    external = os.environ.get("EDRS_TEST_OPENBAO_URL")
+    if external:
+        yield ExternalOpenBao(external, os.environ.get("EDRS_TEST_OPENBAO_TOKEN", ""))
+        return
+    with EmbeddedOpenBao(tmp_path_factory.mktemp("openbao")) as engine:
         yield engine
