@@ -69,7 +69,7 @@ def http_server(ledger: Path) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 async def integration(
-    postgres_engine, redis_engine, nats_engine
+    postgres_engine, redis_engine, nats_engine, openbao_engine
 ) -> AsyncIterator[testing.RunningService]:
     settings = testing.engine_settings(
         postgres_engine, redis_engine, nats_engine, database="test_integration_tools", redis_db=7
@@ -77,7 +77,8 @@ async def integration(
     async with testing.running_service(
         definition,
         **settings,
-        credentials_key="test-credentials-key-0123456789abcdef",
+        vault_address=openbao_engine.url(),
+        vault_token=openbao_engine.root_token,
         # Operator rules: the test's MCP server listens on loopback, and runs from this Python.
         outbound_allow=("127.0.0.1",),
         mcp_stdio_commands=(sys.executable,),
