@@ -134,6 +134,54 @@ async def test_bad_update_names_the_problem(stub, paths, persona_fields, message
     )
 
 
+async def test_a_persona_has_a_voice_and_speed(stub, postgres_engine) -> None:
+    plain = await create(stub, "Quiet")
+    # Unset: the reasoning service's default voice at normal speed.
+    assert (plain.voice.name, plain.voice.speed) == ("", 1.0)
+    fast = await create(stub, "Quick", voice=persona_pb2.PersonaVoice(speed=1.5))
+    assert (fast.voice.name, fast.voice.speed) == ("", 1.5)
+    slowed = await stub.UpdatePersona(
+        persona_pb2.UpdatePersonaRequest(
+            persona=persona_pb2.Persona(id=fast.id, voice=persona_pb2.PersonaVoice(speed=0.8)),
+            update_mask=FieldMask(paths=["voice"]),
+        ),
+        metadata=TENANT_A,
+    )
+    read = await stub.GetPersona(persona_pb2.GetPersonaRequest(id=fast.id), metadata=TENANT_A)
+    assert slowed.voice.speed == read.voice.speed == 0.8
+    events = await outbox_payloads(postgres_engine, "persona.persona_updated")
+    assert {"persona_id": fast.id, "fields": ["voice", "voice_speed"]} in events
+
+
+async def test_a_bad_voice_is_refused_naming_the_field(stub, cut_off) -> None:
+    await testing.expect_rpc_error(
+        create(stub, voice=persona_pb2.PersonaVoice(speed=5)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "voice.speed must be between 0.25 and 4.0, got 5.0",
+    )
+    created = await create(stub)
+    await testing.expect_rpc_error(
+        stub.UpdatePersona(
+            persona_pb2.UpdatePersonaRequest(
+                persona=persona_pb2.Persona(
+                    id=created.id, voice=persona_pb2.PersonaVoice(name="x" * 101)
+                ),
+                update_mask=FieldMask(paths=["voice"]),
+            ),
+            metadata=TENANT_A,
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "persona.voice.name is 101 characters long",
+    )
+    # A named voice is checked against the voices the reasoning service offers: with that
+    # service down, the persona is not created with a voice nobody checked.
+    await testing.expect_rpc_error(
+        create(cut_off, voice=persona_pb2.PersonaVoice(name="en_US-joe-medium")),
+        grpc.StatusCode.UNAVAILABLE,
+        "reasoning",
+    )
+
+
 async def test_archive_is_idempotent_and_freezes_the_persona(stub, postgres_engine) -> None:
     created = await create(stub, "Retiring")
     first = await stub.ArchivePersona(

@@ -15,7 +15,7 @@ from edrs_persona import erasure, task_notices
 from edrs_persona.budgets import TurnBudgets
 from edrs_persona.config import PersonaSettings
 from edrs_persona.conversation import Conversations
-from edrs_persona.server import PersonaServicer
+from edrs_persona.server import PersonaServicer, Voices
 from edrs_persona.store.postgres import PostgresPersonaStore
 from edrs_persona.turns import TurnGate
 
@@ -43,7 +43,7 @@ async def build(rt: Runtime[PersonaSettings]) -> list[GrpcService]:
         await conversations.drain(settings.shutdown_grace_seconds)
 
     rt.on_close(drain_turns)
-    servicer = PersonaServicer(store, memory, conversations)
+    servicer = PersonaServicer(store, memory, conversations, Voices(reasoning))
     return [
         GrpcService(
             persona_pb2.DESCRIPTOR.services_by_name["PersonaService"].full_name,

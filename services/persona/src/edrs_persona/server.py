@@ -13,10 +13,10 @@ from edrs_core.protobuf import timestamp
 from edrs_proto.common.v1 import common_pb2
 from edrs_proto.memory.v1 import memory_pb2, memory_pb2_grpc
 from edrs_proto.persona.v1 import persona_pb2, persona_pb2_grpc
+from edrs_proto.reasoning.v1 import reasoning_pb2, reasoning_pb2_grpc
 
 from edrs_persona.conversation import Conversations, conversation_id, user_id
 from edrs_persona.store import (
-    UPDATABLE_FIELDS,
     Conversation,
     ConversationKey,
     Coworker,
@@ -44,6 +44,7 @@ def to_proto(p: Persona) -> persona_pb2.Persona:
         skills=p.skills,
         tone=p.tone,
         instructions=p.instructions,
+        voice=persona_pb2.PersonaVoice(name=p.voice, speed=p.voice_speed),
         status=_STATUS[p.status],
         create_time=timestamp(p.created_at),
         update_time=timestamp(p.updated_at),
@@ -116,6 +117,33 @@ _CHECKS = {
     "tone": _tone,
     "instructions": _instructions,
 }
+# The update mask paths UpdatePersona takes: the checked fields, and `voice` (name and speed).
+_MASK_PATHS = (*_CHECKS, "voice")
+VOICE_SPEED_MIN, VOICE_SPEED_MAX = 0.25, 4.0
+
+
+class Voices:
+    """Checks a persona's voice against the voices the reasoning service offers now."""
+
+    def __init__(self, reasoning: reasoning_pb2_grpc.ReasoningServiceAsyncStub) -> None:
+        self.reasoning = reasoning
+
+    async def check(self, voice: persona_pb2.PersonaVoice, field: str) -> tuple[str, float]:
+        """(name, speed) to store; InvalidArgument naming the field when either is wrong."""
+        speed = validation.float_range(
+            voice.speed or 1.0, f"{field}.speed", low=VOICE_SPEED_MIN, high=VOICE_SPEED_MAX
+        )
+        name = validation.text(voice.name, f"{field}.name", max_length=100, required=False)
+        if name:
+            info = await self.reasoning.GetModelInfo(reasoning_pb2.GetModelInfoRequest())
+            if name not in info.voices:
+                offered = ", ".join(info.voices) or "none: speech is off"
+                raise InvalidArgument(
+                    f"{field}.name {name!r} is not a voice the reasoning service offers "
+                    f"({offered})",
+                    field=f"{field}.name",
+                )
+        return name, speed
 
 
 def _fact_attribute(value: str) -> str:
@@ -137,10 +165,12 @@ class PersonaServicer(persona_pb2_grpc.PersonaServiceServicer):
         store: PersonaStore,
         memory: memory_pb2_grpc.MemoryServiceAsyncStub,
         conversations: Conversations,
+        voices: Voices,
     ) -> None:
         self.store = store
         self.memory = memory
         self.conversations = conversations
+        self.voices = voices
 
     async def _persona(self, client_id: str, persona_id: UUID) -> Persona:
         persona = await self.store.get(client_id, persona_id)
@@ -154,13 +184,22 @@ class PersonaServicer(persona_pb2_grpc.PersonaServiceServicer):
         self, request: persona_pb2.CreatePersonaRequest, context: ServicerContext
     ) -> persona_pb2.Persona:
         client_id = require_client_id()
+        name = _name(request.name)
+        role = _role(request.role)
+        responsibilities = _responsibilities(request.responsibilities)
+        skills = _skills(request.skills)
+        tone = _tone(request.tone)
+        instructions = _instructions(request.instructions)
+        voice, voice_speed = await self.voices.check(request.voice, "voice")
         new = NewPersona(
-            name=_name(request.name),
-            role=_role(request.role),
-            responsibilities=_responsibilities(request.responsibilities),
-            skills=_skills(request.skills),
-            tone=_tone(request.tone),
-            instructions=_instructions(request.instructions),
+            name=name,
+            role=role,
+            responsibilities=responsibilities,
+            skills=skills,
+            tone=tone,
+            instructions=instructions,
+            voice=voice,
+            voice_speed=voice_speed,
         )
         return to_proto(await self.store.create(client_id, new))
 
@@ -193,15 +232,19 @@ class PersonaServicer(persona_pb2_grpc.PersonaServiceServicer):
         paths = list(request.update_mask.paths)
         if not paths:
             raise InvalidArgument(
-                f"update_mask is required: name the fields to change ({', '.join(UPDATABLE_FIELDS)})",
+                f"update_mask is required: name the fields to change ({', '.join(_MASK_PATHS)})",
                 field="update_mask",
             )
         changes: dict[str, Any] = {}
         for i, path in enumerate(paths):
+            if path == "voice":
+                voice = await self.voices.check(request.persona.voice, "persona.voice")
+                changes["voice"], changes["voice_speed"] = voice
+                continue
             if path not in _CHECKS:
                 raise InvalidArgument(
                     f"update_mask.paths[{i}] {path!r} is not a field UpdatePersona can change; "
-                    f"use {', '.join(UPDATABLE_FIELDS)}",
+                    f"use {', '.join(_MASK_PATHS)}",
                     field=f"update_mask.paths[{i}]",
                 )
             changes[path] = _CHECKS[path](getattr(request.persona, path))

@@ -15,8 +15,17 @@ if TYPE_CHECKING:
     # Erasure runs in the event inbox's transaction, which lives in PostgreSQL.
     from edrs_events.pg import Connection
 
-# The persona fields UpdatePersona may change, in the order listings name them.
-UPDATABLE_FIELDS = ("name", "role", "responsibilities", "skills", "tone", "instructions")
+# The persona columns UpdatePersona may change, in the order listings name them.
+UPDATABLE_FIELDS = (
+    "name",
+    "role",
+    "responsibilities",
+    "skills",
+    "tone",
+    "instructions",
+    "voice",
+    "voice_speed",
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -27,6 +36,9 @@ class NewPersona:
     skills: list[str] = field(default_factory=list)
     tone: str = ""
     instructions: str = ""
+    # The reasoning service's voice that speaks its replies ("": the default) and its rate.
+    voice: str = ""
+    voice_speed: float = 1.0
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -29,7 +29,8 @@ from edrs_persona.store import (
 )
 
 _COLUMNS = (
-    "id, name, role, responsibilities, skills, tone, instructions, status, created_at, updated_at"
+    "id, name, role, responsibilities, skills, tone, instructions, voice, voice_speed, status, "
+    "created_at, updated_at"
 )
 _MESSAGE_COLUMNS = "id, conversation_id, role, text, trace_id, created_at"
 _CONVERSATION_COLUMNS = "id, persona_id, user_id, message_count, created_at, updated_at"
@@ -44,6 +45,8 @@ def _persona(row: Any) -> Persona:
         skills=list(row["skills"]),
         tone=row["tone"],
         instructions=row["instructions"],
+        voice=row["voice"],
+        voice_speed=row["voice_speed"],
         status=row["status"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
@@ -109,8 +112,9 @@ class PostgresPersonaStore:
         async with self.db.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
                 f"""INSERT INTO personas
-                        (id, client_id, name, role, responsibilities, skills, tone, instructions)
-                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                        (id, client_id, name, role, responsibilities, skills, tone, instructions,
+                         voice, voice_speed)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
                     RETURNING {_COLUMNS}""",
                 new_id(),
                 client_id,
@@ -120,6 +124,8 @@ class PostgresPersonaStore:
                 persona.skills,
                 persona.tone,
                 persona.instructions,
+                persona.voice,
+                persona.voice_speed,
             )
             created = _persona(row)
             await self.events.add(

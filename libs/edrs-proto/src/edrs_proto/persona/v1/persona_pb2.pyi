@@ -61,6 +61,7 @@ class Persona(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    VOICE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Persona id (UUID)."""
     name: _builtins.str
@@ -89,6 +90,10 @@ class Persona(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """When the persona was last changed."""
 
+    @_builtins.property
+    def voice(self) -> Global___PersonaVoice:
+        """How the persona sounds in a turn by voice."""
+
     def __init__(
         self,
         *,
@@ -102,14 +107,41 @@ class Persona(_message.Message):
         status: Global___PersonaStatus.ValueType = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        voice: Global___PersonaVoice | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time", "voice", b"voice"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "id", b"id", "instructions", b"instructions", "name", b"name", "responsibilities", b"responsibilities", "role", b"role", "skills", b"skills", "status", b"status", "tone", b"tone", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "id", b"id", "instructions", b"instructions", "name", b"name", "responsibilities", b"responsibilities", "role", b"role", "skills", b"skills", "status", b"status", "tone", b"tone", "update_time", b"update_time", "voice", b"voice"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Persona: _TypeAlias = Persona  # noqa: Y015
+
+@_typing.final
+class PersonaVoice(_message.Message):
+    """PersonaVoice is how a persona's replies are spoken."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    SPEED_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """One of the reasoning service's voices (ModelInfo.voices); empty: its default voice."""
+    speed: _builtins.float
+    """Speaking rate, 0.25..4 (1 is normal); 0 means 1."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        speed: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "speed", b"speed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PersonaVoice: _TypeAlias = PersonaVoice  # noqa: Y015
 
 @_typing.final
 class CreatePersonaRequest(_message.Message):
@@ -123,6 +155,7 @@ class CreatePersonaRequest(_message.Message):
     SKILLS_FIELD_NUMBER: _builtins.int
     TONE_FIELD_NUMBER: _builtins.int
     INSTRUCTIONS_FIELD_NUMBER: _builtins.int
+    VOICE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Display name; required."""
     role: _builtins.str
@@ -139,6 +172,10 @@ class CreatePersonaRequest(_message.Message):
     def skills(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """What the persona can do."""
 
+    @_builtins.property
+    def voice(self) -> Global___PersonaVoice:
+        """How its replies are spoken; unset: the default voice at normal speed."""
+
     def __init__(
         self,
         *,
@@ -148,10 +185,11 @@ class CreatePersonaRequest(_message.Message):
         skills: _abc.Iterable[_builtins.str] | None = ...,
         tone: _builtins.str = ...,
         instructions: _builtins.str = ...,
+        voice: Global___PersonaVoice | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["voice", b"voice"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["instructions", b"instructions", "name", b"name", "responsibilities", b"responsibilities", "role", b"role", "skills", b"skills", "tone", b"tone"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instructions", b"instructions", "name", b"name", "responsibilities", b"responsibilities", "role", b"role", "skills", b"skills", "tone", b"tone", "voice", b"voice"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -240,7 +278,7 @@ Global___ListPersonasResponse: _TypeAlias = ListPersonasResponse  # noqa: Y015
 @_typing.final
 class UpdatePersonaRequest(_message.Message):
     """UpdatePersonaRequest changes the fields of `persona` named in `update_mask` (name, role,
-    responsibilities, skills, tone, instructions); an empty mask is INVALID_ARGUMENT.
+    responsibilities, skills, tone, instructions, voice); an empty mask is INVALID_ARGUMENT.
     """
 
     DESCRIPTOR: _descriptor.Descriptor

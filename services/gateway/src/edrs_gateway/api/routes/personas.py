@@ -44,12 +44,29 @@ _EXAMPLE_BODY: dict[str, JsonValue] = {
     "skills": ["research", "sql"],
     "tone": "warm, concise",
     "instructions": "Cite a source for every figure.",
+    "voice": {"name": "en_US-joe-medium", "speed": 1.1},
 }
 
 Responsibility = Annotated[
     str, Field(min_length=1, max_length=RESPONSIBILITY_MAX, pattern=REQUIRED_LINE)
 ]
 Skill = Annotated[str, Field(min_length=1, max_length=SKILL_MAX, pattern=REQUIRED_LINE)]
+
+
+class PersonaVoice(ApiModel):
+    """How the persona's replies are spoken in a turn by voice."""
+
+    name: str = Field(
+        default="",
+        max_length=100,
+        pattern=SINGLE_LINE,
+        description="A voice the reasoning service offers (`GET /audio/voices` lists them); "
+        "empty: its default voice",
+    )
+    speed: float = Field(default=1.0, ge=0.25, le=4.0, description="Speaking rate; 1 is normal")
+
+    def to_proto(self) -> persona_pb2.PersonaVoice:
+        return persona_pb2.PersonaVoice(name=self.name, speed=self.speed)
 
 
 class CreatePersona(ApiModel):
@@ -76,6 +93,9 @@ class CreatePersona(ApiModel):
         pattern=MULTI_LINE,
         description="Standing instructions prepended to its reasoning",
     )
+    voice: PersonaVoice = Field(
+        default_factory=PersonaVoice, description="How its replies are spoken"
+    )
 
 
 class UpdatePersona(ApiModel):
@@ -91,6 +111,7 @@ class UpdatePersona(ApiModel):
     skills: list[Skill] | None = Field(default=None, max_length=LIST_MAX_ITEMS)
     tone: str | None = Field(default=None, max_length=TONE_MAX, pattern=SINGLE_LINE)
     instructions: str | None = Field(default=None, max_length=INSTRUCTIONS_MAX, pattern=MULTI_LINE)
+    voice: PersonaVoice | None = Field(default=None, description="Replaced whole")
 
 
 class PersonaOut(ApiModel):
@@ -115,6 +136,7 @@ class PersonaOut(ApiModel):
     skills: list[str]
     tone: str
     instructions: str
+    voice: PersonaVoice
     status: Literal["active", "archived"] = Field(
         description="`archived` personas are kept for history and take no new work"
     )
@@ -131,6 +153,7 @@ class PersonaOut(ApiModel):
             skills=list(p.skills),
             tone=p.tone,
             instructions=p.instructions,
+            voice=PersonaVoice(name=p.voice.name, speed=p.voice.speed or 1.0),
             status=_STATUS[p.status],
             created_at=_time(p.create_time),
             updated_at=_time(p.update_time),
@@ -214,6 +237,7 @@ async def create_persona(
         skills=body.skills,
         tone=body.tone,
         instructions=body.instructions,
+        voice=body.voice.to_proto(),
     )
     created = PersonaOut.of(await persona_stub(ctx).CreatePersona(message))
     response.headers["Location"] = f"{request.url.path.rstrip('/')}/{created.id}"
@@ -265,6 +289,7 @@ async def update_persona(
             skills=body.skills or [],
             tone=body.tone or "",
             instructions=body.instructions or "",
+            voice=body.voice.to_proto() if body.voice else None,
         ),
         update_mask=FieldMask(paths=changed),
     )
