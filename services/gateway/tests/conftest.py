@@ -108,20 +108,31 @@ class ConversationFleet:
 
 @pytest.fixture(scope="module")
 async def conversation_fleet(
-    postgres_engine, redis_engine, nats_engine
+    request: pytest.FixtureRequest, postgres_engine, redis_engine, nats_engine
 ) -> AsyncIterator[ConversationFleet]:
-    """Reasoning, memory, persona and gateway, each on its own `test_gateway_conv_*` database."""
+    """Reasoning, memory, persona and gateway, each on its own `test_gateway_conv_*` database;
+    a test module's `REASONING_SETTINGS` (a dict) changes the reasoning service's settings."""
     async with start_conversation_fleet(
-        postgres_engine, redis_engine, nats_engine, "test_gateway_conv"
+        postgres_engine,
+        redis_engine,
+        nats_engine,
+        "test_gateway_conv",
+        reasoning_settings=getattr(request.module, "REASONING_SETTINGS", None),
     ) as fleet:
         yield fleet
 
 
 @contextlib.asynccontextmanager
 async def start_conversation_fleet(
-    postgres_engine, redis_engine, nats_engine, prefix: str, **gateway_settings: object
+    postgres_engine,
+    redis_engine,
+    nats_engine,
+    prefix: str,
+    reasoning_settings: dict[str, object] | None = None,
+    **gateway_settings: object,
 ) -> AsyncIterator[ConversationFleet]:
-    """Each service on its own database `<prefix>_<service>`."""
+    """Each service on its own database `<prefix>_<service>`; `reasoning_settings` and
+    `gateway_settings` change those services' settings."""
 
     def engines(service: str, redis_db: int) -> dict[str, str]:
         return engine_settings(
@@ -135,7 +146,9 @@ async def start_conversation_fleet(
     async with (
         # The models load at start-up.
         running_service(
-            reasoning_definition, start_timeout=180.0, **engines("reasoning", SERVICES_REDIS_DB)
+            reasoning_definition,
+            start_timeout=180.0,
+            **{**engines("reasoning", SERVICES_REDIS_DB), **(reasoning_settings or {})},
         ) as reasoning,
         running_service(
             memory_definition,

@@ -87,6 +87,8 @@ def create_api(ctx: GatewayContext, event_bus: EventBus) -> FastAPI:
     app.include_router(api_keys.router, prefix=API_PREFIX)
     app.include_router(audit.router, prefix=API_PREFIX)
     app.include_router(personas.router, prefix=API_PREFIX)
+    # Before the JSON messages route: takes that path's multipart (voice) requests.
+    app.include_router(voice_turns.messages_alias, prefix=API_PREFIX)
     app.include_router(conversations.router, prefix=API_PREFIX)
     app.include_router(relationships.router, prefix=API_PREFIX)
     app.include_router(memories.router, prefix=API_PREFIX)
@@ -100,6 +102,26 @@ def create_api(ctx: GatewayContext, event_bus: EventBus) -> FastAPI:
     return app
 
 
+MESSAGES_PATH = f"{API_PREFIX}/personas/{{personaId}}/conversations/{{conversationId}}/messages"
+VOICE_MESSAGES_PATH = MESSAGES_PATH.removesuffix("/messages") + "/voice-messages"
+
+
+def _document_voice_alias(schema: dict[str, Any]) -> None:
+    """The messages route also takes the voice-messages route's multipart body (a route of its
+    own, hidden from the schema: voice_turns.messages_alias): shown as a second body."""
+    paths = schema.get("paths", {})
+    voice = paths.get(VOICE_MESSAGES_PATH, {}).get("post")
+    messages = paths.get(MESSAGES_PATH, {}).get("post")
+    if voice is None or messages is None:
+        return
+    multipart = voice["requestBody"]["content"]["multipart/form-data"]
+    messages["requestBody"]["content"]["multipart/form-data"] = multipart
+    messages["description"] += (
+        " A multipart body (a recording in `file`, as `.../voice-messages` takes) is a turn by "
+        "voice, the same as `.../voice-messages`: answered as its Server-Sent Events."
+    )
+
+
 def _document_edge_responses(app: FastAPI) -> None:
     """What the middleware stack may answer on any route, added to every operation of the schema
     so it tells clients all of it (the middlewares are outside FastAPI's view of the routes)."""
@@ -109,6 +131,7 @@ def _document_edge_responses(app: FastAPI) -> None:
         if app.openapi_schema is not None:
             return app.openapi_schema
         schema = build_schema()
+        _document_voice_alias(schema)
         for path, operations in schema.get("paths", {}).items():
             if not path.startswith(API_PREFIX):
                 continue

@@ -92,6 +92,12 @@ class SpeechIn(ApiModel):
     speed: float = Field(default=1.0, ge=0.25, le=4.0)
 
 
+class VoicesOut(ApiModel):
+    voices: list[str] = Field(description="What `voice` may name (speech, a persona's voice)")
+    default: str = Field(description="The voice used when none is named; empty: speech is off")
+    model: str = Field(description="The speech model behind them")
+
+
 def reasoning_stub(ctx: GatewayContext) -> reasoning_pb2_grpc.ReasoningServiceAsyncStub:
     return ctx.runtime.peers.stub(reasoning_pb2_grpc.ReasoningServiceStub)
 
@@ -99,20 +105,27 @@ def reasoning_stub(ctx: GatewayContext) -> reasoning_pb2_grpc.ReasoningServiceAs
 _ERRORS = {**problem_responses(*AUTHENTICATED, 413), **upstream_responses()}
 
 
-async def _upload(
-    config: reasoning_pb2.TranscribeConfig, file: UploadFile
+async def file_pieces(file: UploadFile) -> AsyncIterator[bytes]:
+    """An uploaded file, read a piece at a time."""
+    while piece := await file.read(UPLOAD_PIECE):
+        yield piece
+
+
+async def _requests(
+    config: reasoning_pb2.TranscribeConfig, recording: AsyncIterator[bytes]
 ) -> AsyncIterator[reasoning_pb2.TranscribeRequest]:
     yield reasoning_pb2.TranscribeRequest(config=config)
-    while piece := await file.read(UPLOAD_PIECE):
+    async for piece in recording:
         yield reasoning_pb2.TranscribeRequest(audio=piece)
 
 
-async def transcribe_upload(
-    ctx: GatewayContext, file: UploadFile, config: reasoning_pb2.TranscribeConfig
+async def transcribe(
+    ctx: GatewayContext, recording: AsyncIterator[bytes], config: reasoning_pb2.TranscribeConfig
 ) -> reasoning_pb2.TranscribeResponse:
-    """The uploaded recording transcribed by the reasoning service (streamed to it in pieces)."""
+    """A recording transcribed by the reasoning service, streamed to it piece by piece as the
+    pieces come (an upload being read, or audio frames of the WebSocket)."""
     result: reasoning_pb2.TranscribeResponse = await reasoning_stub(ctx).Transcribe(
-        _upload(config, file), timeout=ctx.settings.audio_timeout_seconds
+        _requests(config, recording), timeout=ctx.settings.audio_timeout_seconds
     )
     return result
 
@@ -154,7 +167,7 @@ async def create_transcription(
         temperature=temperature,
         word_timestamps="word" in granularities,
     )
-    result = await transcribe_upload(ctx, file, config)
+    result = await transcribe(ctx, file_pieces(file), config)
     if response_format == "text":
         return PlainTextResponse(result.text)
     verbose = response_format == "verbose_json"
@@ -175,6 +188,20 @@ async def create_transcription(
         if verbose
         else None,
     )
+
+
+@router.get(
+    "/voices",
+    response_model=VoicesOut,
+    summary="List the voices",
+    description="The voices speech can be given in (the reasoning service's), the first the "
+    "default: what `/audio/speech`, a voice turn and a persona's `voice.name` may name.",
+    responses={**problem_responses(*AUTHENTICATED), **upstream_responses()},
+)
+async def list_voices(ctx: Ctx, caller: Annotated[Principal, Depends(converse)]) -> VoicesOut:
+    info = await reasoning_stub(ctx).GetModelInfo(reasoning_pb2.GetModelInfoRequest())
+    voices = list(info.voices)
+    return VoicesOut(voices=voices, default=voices[0] if voices else "", model=info.speech_model)
 
 
 @router.post(

@@ -11,6 +11,14 @@ Client frames (JSON text): `message` {personaId, conversationId, text, options?,
 `queued`, `typing` (state `started` when the persona starts, `stopped` when its turn ends),
 `delta`, `completed` (the same body as the HTTP reply), `error` {problem}, `pong`; each names its
 conversationId and requestId. A bad frame gets an `error` frame; the socket stays open.
+
+A turn by voice (api/voice.py): `audio.start` {personaId, conversationId, requestId?, format
+(`file`: any container FFmpeg reads; `pcm16`: raw 16-bit little-endian mono at `sampleRate`),
+language?, voice?, speed?, responseFormat?, maxTokens?}, then the recording as binary frames, then
+`audio.end`. The server answers `transcript` {text, language, duration}, the turn's frames, and
+per sentence of the reply an `audio` frame {index, text, format, contentType, sampleRate, size}
+followed at once by one binary frame holding that sentence's audio (a whole file of the format).
+One recording is open at a time on a socket; its turn runs while the next is recorded.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -35,10 +44,13 @@ from edrs_gateway.api.models import SINGLE_LINE, ApiModel
 from edrs_gateway.api.problems import ApiError, problem_body, problem_of
 from edrs_gateway.api.turns import (
     CONVERSATION_ID_PATTERN,
+    MAX_TOKENS_MAX,
     SendMessage,
     Turn,
+    TurnEvent,
     converse_request,
 )
+from edrs_gateway.api.voice import ReplyFormat, SpokenSentence, VoiceOptions, start_voice_turn
 from edrs_gateway.auth.dependencies import may
 from edrs_gateway.auth.middleware import verify_unrevoked
 from edrs_gateway.auth.permissions import Permission
@@ -81,8 +93,85 @@ class PingFrame(ApiModel):
     request_id: str | None = Field(default=None, pattern=REQUEST_ID_PATTERN)
 
 
-Frame = MessageFrame | TypingFrame | PingFrame
+# A raw PCM recording's sample rates: telephone to studio.
+PCM_RATE_MIN, PCM_RATE_MAX = 8_000, 48_000
+
+
+class AudioStartFrame(ApiModel):
+    """Opens a recording; the binary frames that follow are its audio, until `audio.end`."""
+
+    type: Literal["audio.start"]
+    persona_id: UUID
+    conversation_id: str = Field(pattern=CONVERSATION_ID_PATTERN)
+    request_id: str | None = Field(default=None, pattern=REQUEST_ID_PATTERN)
+    format: Literal["file", "pcm16"] = "file"
+    sample_rate: int | None = Field(default=None, ge=PCM_RATE_MIN, le=PCM_RATE_MAX)
+    language: str = Field(default="", pattern=r"^([a-zA-Z]{2,8})?$")
+    voice: str = Field(default="", max_length=100, pattern=SINGLE_LINE)
+    speed: float | None = Field(default=None, ge=0.25, le=4.0)
+    response_format: ReplyFormat = "wav"
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_MAX)
+
+
+class AudioEndFrame(ApiModel):
+    """Closes the open recording: it is transcribed and its turn runs."""
+
+    type: Literal["audio.end"]
+    request_id: str | None = Field(default=None, pattern=REQUEST_ID_PATTERN)
+
+
+Frame = MessageFrame | TypingFrame | PingFrame | AudioStartFrame | AudioEndFrame
 ClientFrame: TypeAdapter[Frame] = TypeAdapter(Annotated[Frame, Field(discriminator="type")])
+
+
+def pcm16_wav_header(sample_rate: int) -> bytes:
+    """A WAV header of unknown length (RFC 2361's 0xFFFFFFFF sizes, what a stream writer puts
+    when it cannot seek back) before raw 16-bit mono PCM, so FFmpeg reads the PCM as it comes."""
+    unknown = (0xFFFFFFFF).to_bytes(4, "little")
+    return (
+        b"RIFF"
+        + unknown
+        + b"WAVEfmt "
+        + (16).to_bytes(4, "little")
+        + (1).to_bytes(2, "little")  # PCM
+        + (1).to_bytes(2, "little")  # mono
+        + sample_rate.to_bytes(4, "little")
+        + (sample_rate * 2).to_bytes(4, "little")
+        + (2).to_bytes(2, "little")
+        + (16).to_bytes(2, "little")
+        + b"data"
+        + unknown
+    )
+
+
+class _Recording:
+    """The audio of an open recording, handed to the Transcribe call as it arrives."""
+
+    def __init__(self, frame: AudioStartFrame, ids: dict[str, Any], max_bytes: int) -> None:
+        self.frame = frame
+        self.ids = ids
+        self.max_bytes = max_bytes
+        self.received = 0
+        self._pieces: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.task: asyncio.Task[None] | None = None
+        if frame.format == "pcm16":
+            self._pieces.put_nowait(pcm16_wav_header(frame.sample_rate or 16_000))
+
+    def add(self, data: bytes) -> bool:
+        """Queue a piece; False when it takes the recording over its size limit."""
+        self.received += len(data)
+        if self.received > self.max_bytes:
+            return False
+        if data:
+            self._pieces.put_nowait(data)
+        return True
+
+    def end(self) -> None:
+        self._pieces.put_nowait(None)
+
+    async def pieces(self) -> AsyncIterator[bytes]:
+        while (piece := await self._pieces.get()) is not None:
+            yield piece
 
 
 def _reason(text: str) -> str:
@@ -161,12 +250,20 @@ class _Session:
         self.limiter: RateLimiter | None = websocket.app.state.rate_limiter
         self._send_lock = asyncio.Lock()
         self._turns: set[asyncio.Task[None]] = set()
+        self._recording: _Recording | None = None
 
     async def send(self, frame: dict[str, Any]) -> None:
         # Turns of several conversations write to the one socket: one frame at a time.
         async with self._send_lock:
             if self.websocket.application_state == WebSocketState.CONNECTED:
                 await self.websocket.send_text(json.dumps(frame))
+
+    async def send_audio(self, frame: dict[str, Any], data: bytes) -> None:
+        """A JSON frame and the binary frame it describes, with nothing between them."""
+        async with self._send_lock:
+            if self.websocket.application_state == WebSocketState.CONNECTED:
+                await self.websocket.send_text(json.dumps({**frame, "size": len(data)}))
+                await self.websocket.send_bytes(data)
 
     async def run(self) -> None:
         watch = asyncio.create_task(self._watch_token())
@@ -179,7 +276,7 @@ class _Session:
                     return
                 text = message.get("text")
                 if text is None:
-                    await self._error(ApiError(400, "invalid_frame", "frames are JSON text"))
+                    await self._audio(message.get("bytes") or b"")
                     continue
                 await self._handle(text)
         except WebSocketDisconnect:
@@ -247,51 +344,185 @@ class _Session:
             await self.send({"type": "pong", "requestId": frame.request_id})
         elif isinstance(frame, MessageFrame):
             await self._start_turn(frame)
+        elif isinstance(frame, AudioStartFrame):
+            await self._start_recording(frame)
+        elif isinstance(frame, AudioEndFrame):
+            await self._end_recording(frame)
         # A typing frame is accepted and goes no further: nothing behind the gateway uses it.
 
-    async def _start_turn(self, frame: MessageFrame) -> None:
-        request_id = frame.request_id or uuid.uuid4().hex
-        ids = {
+    def _ids(self, frame: MessageFrame | AudioStartFrame) -> dict[str, Any]:
+        return {
             "personaId": str(frame.persona_id),
             "conversationId": frame.conversation_id,
-            "requestId": request_id,
+            "requestId": frame.request_id or uuid.uuid4().hex,
         }
-        subject = f"tenant:{self.principal.tenant_id}"
-        if self.limiter is not None:
-            try:
-                decision = await self.limiter.acquire(subject, self.principal.tier, request_id)
-            except RedisError:
-                # As the HTTP middleware does: an unreachable limiter lets the message through.
-                log.warning("rate limiter unavailable; message let through", exc_info=True)
-                decision = None
-            if decision is not None and not decision.allowed:
-                await self._error(
-                    ApiError(429, "rate_limited", decision.refusal()),
-                    **ids,
-                )
-                return
-        task = asyncio.create_task(self._turn(frame, ids, subject))
+
+    async def _admitted(self, ids: dict[str, Any]) -> bool:
+        """Take the tenant's rate-limit slot for a turn (released by _finish); an error frame and
+        False when the tenant is over its limit."""
+        if self.limiter is None:
+            return True
+        try:
+            decision = await self.limiter.acquire(
+                self._subject, self.principal.tier, ids["requestId"]
+            )
+        except RedisError:
+            # As the HTTP middleware does: an unreachable limiter lets the message through.
+            log.warning("rate limiter unavailable; message let through", exc_info=True)
+            return True
+        if not decision.allowed:
+            await self._error(ApiError(429, "rate_limited", decision.refusal()), **ids)
+            return False
+        return True
+
+    @property
+    def _subject(self) -> str:
+        return f"tenant:{self.principal.tenant_id}"
+
+    def _spawn(self, work: Awaitable[None]) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(work)
         self._turns.add(task)
         task.add_done_callback(self._turns.discard)
+        return task
 
-    async def _turn(self, frame: MessageFrame, ids: dict[str, Any], subject: str) -> None:
+    async def _start_turn(self, frame: MessageFrame) -> None:
+        ids = self._ids(frame)
+        if not await self._admitted(ids):
+            return
+
+        async def run() -> None:
+            request = converse_request(
+                self.principal, frame.persona_id, frame.conversation_id, frame
+            )
+            turn = Turn(self.ctx, request)
+            try:
+                async for event in turn.events():
+                    await self._send_event(event, ids)
+            finally:
+                turn.cancel()
+
+        self._spawn(self._turn("gateway.ws.message", ids, run))
+
+    async def _send_event(self, event: TurnEvent, ids: dict[str, Any]) -> None:
+        if event.name == "started":
+            await self.send({"type": "typing", **ids, "state": "started"})
+        else:
+            await self.send({"type": event.name, **ids, **event.data})
+
+    # -- voice ------------------------------------------------------------------------------
+
+    async def _start_recording(self, frame: AudioStartFrame) -> None:
+        ids = self._ids(frame)
+        if self._recording is not None:
+            await self._error(
+                ApiError(
+                    409,
+                    "recording_open",
+                    f"recording {self._recording.ids['requestId']} is still open: send "
+                    "audio.end before starting another",
+                ),
+                **ids,
+            )
+            return
+        if frame.format == "pcm16" and frame.sample_rate is None:
+            await self._error(
+                ApiError(
+                    422,
+                    "validation_failed",
+                    "/sampleRate: required when format is pcm16",
+                    errors=[{"in": "frame", "pointer": "/sampleRate", "detail": "Field required"}],
+                ),
+                **ids,
+            )
+            return
+        if not await self._admitted(ids):
+            return
+        recording = _Recording(frame, ids, self.ctx.settings.audio_max_upload_bytes)
+        self._recording = recording
+
+        async def run() -> None:
+            options = VoiceOptions(
+                language=frame.language,
+                voice=frame.voice,
+                speed=frame.speed,
+                response_format=frame.response_format,
+                max_tokens=frame.max_tokens,
+            )
+            try:
+                voice = await start_voice_turn(
+                    self.ctx,
+                    self.dlp,
+                    self.principal,
+                    frame.persona_id,
+                    frame.conversation_id,
+                    recording.pieces(),
+                    options,
+                )
+            finally:
+                # Refused before audio.end (audio the service cannot read): no longer open.
+                if self._recording is recording:
+                    self._recording = None
+            try:
+                await self.send({"type": "transcript", **ids, **voice.transcript})
+                async for item in voice.events():
+                    if isinstance(item, SpokenSentence):
+                        await self.send_audio(
+                            {"type": "audio", **ids, **item.describe()}, item.data
+                        )
+                    else:
+                        await self._send_event(item, ids)
+            finally:
+                voice.cancel()
+
+        recording.task = self._spawn(self._turn("gateway.ws.voice", ids, run))
+
+    async def _audio(self, data: bytes) -> None:
+        recording = self._recording
+        if recording is None:
+            await self._error(
+                ApiError(
+                    400,
+                    "invalid_frame",
+                    "binary frames are the audio of a recording: send audio.start first",
+                )
+            )
+            return
+        if not recording.add(data):
+            self._recording = None
+            if recording.task is not None:
+                recording.task.cancel()
+            await self._error(
+                ApiError(
+                    413,
+                    "payload_too_large",
+                    f"the recording is larger than {recording.max_bytes} bytes",
+                ),
+                **recording.ids,
+            )
+
+    async def _end_recording(self, frame: AudioEndFrame) -> None:
+        recording = self._recording
+        if recording is None or frame.request_id not in (None, recording.ids["requestId"]):
+            await self._error(
+                ApiError(409, "no_recording", "no recording of this request is open"),
+                **({"requestId": frame.request_id} if frame.request_id else {}),
+            )
+            return
+        self._recording = None
+        recording.end()
+
+    async def _turn(
+        self, span: str, ids: dict[str, Any], run: Callable[[], Awaitable[None]]
+    ) -> None:
+        """Run one turn (`run`) as the caller, reporting its failure as an error frame."""
         tracer = trace.get_tracer("edrs_gateway.ws")
-        turn: Turn | None = None
         try:
             identity = await self.ctx.fleet_tokens.for_principal(self.principal)
             with (
                 request_context(self.principal.tenant_id, uuid.uuid4().hex, identity),
-                tracer.start_as_current_span("gateway.ws.message", kind=trace.SpanKind.SERVER),
+                tracer.start_as_current_span(span, kind=trace.SpanKind.SERVER),
             ):
-                request = converse_request(
-                    self.principal, frame.persona_id, frame.conversation_id, frame
-                )
-                turn = Turn(self.ctx, request)
-                async for event in turn.events():
-                    if event.name == "started":
-                        await self.send({"type": "typing", **ids, "state": "started"})
-                    else:
-                        await self.send({"type": event.name, **ids, **event.data})
+                await run()
         except ApiError as error:
             await self._error(error, **ids)
         except ServiceError as error:
@@ -304,9 +535,7 @@ class _Session:
                 ApiError(500, "internal_error", "internal error; quote the request id"), **ids
             )
         finally:
-            if turn is not None:
-                turn.cancel()
-            await asyncio.shield(self._finish(ids, subject))
+            await asyncio.shield(self._finish(ids, self._subject))
 
     async def _finish(self, ids: dict[str, Any], subject: str) -> None:
         try:
@@ -334,7 +563,7 @@ def _invalid(exc: ValidationError) -> ApiError:
         loc = [str(p) for p in e["loc"]]
         if e["type"] in ("union_tag_invalid", "union_tag_not_found"):
             loc = ["type"]
-        elif loc and loc[0] in ("message", "typing", "ping"):
+        elif loc and loc[0] in ("message", "typing", "ping", "audio.start", "audio.end"):
             loc = loc[1:]  # the discriminator's branch, not a field of the frame
         errors.append({"in": "frame", "pointer": "/" + "/".join(loc), "detail": e["msg"]})
     first = errors[0]
