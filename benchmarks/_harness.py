@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import subprocess
@@ -9,7 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,6 +76,19 @@ def service(
             process.kill()
             process.wait()
         log.close()
+
+
+def fleet_service(
+    stack: ExitStack,
+    name: str,
+    root: Path,
+    env: dict[str, str],
+    peers: Sequence[Service] = (),
+) -> Service:
+    """`service(name, ...)` entered on `stack`, with `env` and the given peers (PEERS)."""
+    if peers:
+        env = {**env, "PEERS": json.dumps({p.name: p.grpc_address for p in peers})}
+    return stack.enter_context(service(name, env, root))
 
 
 def wait_started(svc: Service, log_path: Path, within: float = 60.0) -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import random
 import statistics
 import tempfile
@@ -36,6 +35,7 @@ from _harness import (
     POSTGRES_SETTINGS,
     Service,
     dev_admin_headers,
+    fleet_service,
     peak_rss,
     percentiles,
     service,
@@ -357,17 +357,12 @@ def main() -> None:
                 start_within=300,
             )
         )
-        memory = stack.enter_context(
-            service(
-                "memory",
-                {
-                    **common,
-                    "DATABASE_URL": postgres.url("bench_memory"),
-                    "REDIS_URL": redis.url(2),
-                    "PEERS": json.dumps({"reasoning": reasoning.grpc_address}),
-                },
-                root,
-            )
+        memory = fleet_service(
+            stack,
+            "memory",
+            root,
+            {**common, "DATABASE_URL": postgres.url("bench_memory"), "REDIS_URL": redis.url(2)},
+            [reasoning],
         )
         pids = {s.name: s.process.pid for s in (memory, reasoning)}
         if "turns" in args.parts:
@@ -387,37 +382,19 @@ def run_turns(
     memory: Service,
     pids: dict[str, int],
 ) -> None:
-    persona = stack.enter_context(
-        service(
-            "persona",
-            {
-                **common,
-                "DATABASE_URL": postgres.url("bench_persona"),
-                "REDIS_URL": redis.url(1),
-                "PEERS": json.dumps(
-                    {"memory": memory.grpc_address, "reasoning": reasoning.grpc_address}
-                ),
-            },
-            root,
-        )
+    persona = fleet_service(
+        stack,
+        "persona",
+        root,
+        {**common, "DATABASE_URL": postgres.url("bench_persona"), "REDIS_URL": redis.url(1)},
+        [memory, reasoning],
     )
-    gateway = stack.enter_context(
-        service(
-            "gateway",
-            {
-                **common,
-                "DATABASE_URL": postgres.url("bench_gateway"),
-                "REDIS_URL": redis.url(0),
-                "PEERS": json.dumps(
-                    {
-                        "persona": persona.grpc_address,
-                        "memory": memory.grpc_address,
-                        "reasoning": reasoning.grpc_address,
-                    }
-                ),
-            },
-            root,
-        )
+    gateway = fleet_service(
+        stack,
+        "gateway",
+        root,
+        {**common, "DATABASE_URL": postgres.url("bench_gateway"), "REDIS_URL": redis.url(0)},
+        [persona, memory, reasoning],
     )
     pids.update({s.name: s.process.pid for s in (gateway, persona)})
     headers = asyncio.run(dev_admin_headers(gateway))

@@ -10,8 +10,14 @@ voice), then measures over gRPC, as the gateway calls it:
   first audio chunk (what a listener waits for).
 - STT: `Transcribe` of 3 s and 30 s of that speech (WAV); real-time factor is transcription time
   over audio length. Whisper always reads a 30-second window, so short clips cost relatively more.
-- memory: the service's resident memory once started (chat, embedding and both speech models
-  loaded) and its peak during the run.
+- a voice turn: a recorded question sent to the gateway's `.../voice-messages` (the memory,
+  persona and gateway services run too), timed from the end of speech (the recording sent) to the
+  first audio of the reply, split into transcription (until the `transcript` event: upload,
+  Transcribe, DLP, the turn accepted), generation to the first sentence (until the `delta` that
+  completes the reply's first sentence) and its synthesis (until the first `audio` event); the
+  median of `--turns` turns after a warm-up one.
+- memory: the reasoning service's resident memory once started (chat, embedding and both speech
+  models loaded) and its peak during the run (the voice turns included).
 
 It prints figures and asserts nothing about time.
 """
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import math
 import statistics
 import tempfile
@@ -28,10 +35,21 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
+import httpx
 import psutil
-from _harness import POSTGRES_SETTINGS, Service, peak_rss, service
+from _harness import (
+    API,
+    POSTGRES_SETTINGS,
+    Service,
+    dev_admin_headers,
+    fleet_service,
+    peak_rss,
+    service,
+)
 from edrs_core.engines.nats import EmbeddedNats
 from edrs_core.engines.postgres import EmbeddedPostgres
+from edrs_core.engines.redis import EmbeddedRedis
+from edrs_core.sentences import SentenceBuffer
 from edrs_core.testing import channel_with, tenant_metadata
 from edrs_proto.reasoning.v1 import reasoning_pb2, reasoning_pb2_grpc
 
@@ -136,9 +154,86 @@ async def measure(reasoning: Service, repeats: int) -> None:
             )
 
 
+QUESTION = "What should I read on the train this evening?"
+PERSONA = {
+    "name": "Vera",
+    "role": "librarian",
+    "instructions": "Answer in three short sentences.",
+}
+
+
+async def voice_turn(
+    http: httpx.AsyncClient, headers: dict[str, str], persona_id: str, recording: bytes
+) -> dict[str, float]:
+    """One turn by voice; seconds from the end of speech (the recording sent) to each step."""
+    conversation = f"bench-{time.monotonic_ns()}"
+    buffer = SentenceBuffer()
+    marks: dict[str, float] = {}
+    event = ""
+    start = time.perf_counter()
+    async with http.stream(
+        "POST",
+        f"{API}/personas/{persona_id}/conversations/{conversation}/voice-messages",
+        files={"file": ("question.wav", recording, "audio/wav")},
+        data={"maxTokens": "60", "responseFormat": "wav"},
+        headers={**headers, "Accept": "text/event-stream"},
+    ) as reply:
+        if reply.status_code != 200:
+            await reply.aread()
+            raise SystemExit(f"voice turn failed: {reply.status_code} {reply.text}")
+        async for line in reply.aiter_lines():
+            if line.startswith("event:"):
+                event = line[6:].strip()
+            elif line.startswith("data:"):
+                now = time.perf_counter() - start
+                if event == "transcript":
+                    marks.setdefault("transcript", now)
+                elif event == "delta" and "sentence" not in marks:
+                    if buffer.push(json.loads(line[5:])["text"]):
+                        marks["sentence"] = now
+                elif event == "audio":
+                    marks.setdefault("audio", now)
+                elif event == "error":
+                    raise SystemExit(f"voice turn failed: {line}")
+    # A reply of one sentence completes it only at the end: the first audio marks it then.
+    marks.setdefault("sentence", marks["audio"])
+    return marks
+
+
+async def measure_voice_turns(gateway: Service, reasoning: Service, turns: int) -> None:
+    headers = await dev_admin_headers(gateway)
+    async with channel_with(reasoning.grpc_address, tenant_metadata("bench-voice")) as channel:
+        pcm, rate, _, _ = await synthesize(
+            reasoning_pb2_grpc.ReasoningServiceStub(channel), QUESTION
+        )
+    recording = wav(pcm, rate)
+    async with httpx.AsyncClient(base_url=gateway.http_url, timeout=300) as http:
+        created = await http.post(f"{API}/personas", json=PERSONA, headers=headers)
+        persona_id = created.json()["id"]
+        await voice_turn(http, headers, persona_id, recording)  # warm-up
+        runs = [await voice_turn(http, headers, persona_id, recording) for _ in range(turns)]
+
+    def median_ms(values: list[float]) -> float:
+        return statistics.median(values) * 1000
+
+    transcription = median_ms([r["transcript"] for r in runs])
+    generation = median_ms([r["sentence"] - r["transcript"] for r in runs])
+    synthesis = median_ms([r["audio"] - r["sentence"] for r in runs])
+    total = median_ms([r["audio"] for r in runs])
+    print(
+        f"\nvoice turn (.../voice-messages, {len(pcm) / 2 / rate:.1f} s question, "
+        f"median of {turns})      ms p50"
+    )
+    print(f"  end of speech to first reply audio        {total:6.0f}")
+    print(f"    transcription (to the transcript)       {transcription:6.0f}")
+    print(f"    generation to the first sentence        {generation:6.0f}")
+    print(f"    synthesis of the first sentence         {synthesis:6.0f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5, help="measured calls per short case")
+    parser.add_argument("--turns", type=int, default=5, help="measured voice turns")
     args = parser.parse_args()
     with ExitStack() as stack:
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-voice-")))
@@ -155,8 +250,32 @@ def main() -> None:
             )
         )
         started = psutil.Process(reasoning.process.pid).memory_info().rss / 2**20
+        redis = stack.enter_context(EmbeddedRedis(root / "redis"))
+        common = {"BUS_URL": nats.url()}
+        memory = fleet_service(
+            stack,
+            "memory",
+            root,
+            {**common, "DATABASE_URL": postgres.url("bench_memory"), "REDIS_URL": redis.url(2)},
+            [reasoning],
+        )
+        persona = fleet_service(
+            stack,
+            "persona",
+            root,
+            {**common, "DATABASE_URL": postgres.url("bench_persona"), "REDIS_URL": redis.url(1)},
+            [memory, reasoning],
+        )
+        gateway = fleet_service(
+            stack,
+            "gateway",
+            root,
+            {**common, "DATABASE_URL": postgres.url("bench_gateway"), "REDIS_URL": redis.url(0)},
+            [persona, memory, reasoning],
+        )
         with peak_rss({"reasoning": reasoning.process.pid}) as peak:
             asyncio.run(measure(reasoning, args.repeats))
+            asyncio.run(measure_voice_turns(gateway, reasoning, args.turns))
         print(
             f"\nreasoning service memory: {started:.0f} MiB started (chat, embedding, STT and TTS "
             f"models loaded), {peak['reasoning']:.0f} MiB peak"
