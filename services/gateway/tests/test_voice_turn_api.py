@@ -20,6 +20,7 @@ import httpx
 import numpy as np
 import pytest
 from edrs_core.testing import channel_with, tenant_metadata
+from edrs_core.wav import wav
 from edrs_gateway.auth.tokens import TokenService
 from edrs_proto.reasoning.v1 import reasoning_pb2, reasoning_pb2_grpc
 from websockets.asyncio.client import ClientConnection, connect
@@ -162,25 +163,6 @@ async def spoken_past_the_gateway(fleet: Any, text: str) -> bytes:
         stub = reasoning_pb2_grpc.ReasoningServiceStub(ch)
         request = reasoning_pb2.SynthesizeRequest(text=text, format=reasoning_pb2.AUDIO_FORMAT_WAV)
         return b"".join([r.audio.data async for r in stub.Synthesize(request)])
-
-
-def wav(pcm: bytes, rate: int) -> bytes:
-    """16-bit mono PCM as a WAV file."""
-    return (
-        b"RIFF"
-        + (36 + len(pcm)).to_bytes(4, "little")
-        + b"WAVEfmt "
-        + (16).to_bytes(4, "little")
-        + (1).to_bytes(2, "little")
-        + (1).to_bytes(2, "little")
-        + rate.to_bytes(4, "little")
-        + (rate * 2).to_bytes(4, "little")
-        + (2).to_bytes(2, "little")
-        + (16).to_bytes(2, "little")
-        + b"data"
-        + len(pcm).to_bytes(4, "little")
-        + pcm
-    )
 
 
 def samples_of(data: bytes) -> int:

@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 import httpx
 import typer
+from edrs_core.wav import wav
 
 from edrs_cli.gateway_api import (
     DEFAULT_GATEWAY_URL,
@@ -153,26 +154,6 @@ def send(
     raise ChatError("the gateway ended the stream before the reply was complete")
 
 
-def _wav(pcm: bytes, rate: int) -> bytes:
-    """16-bit mono PCM as a WAV file."""
-    size = len(pcm)
-    return (
-        b"RIFF"
-        + (36 + size).to_bytes(4, "little")
-        + b"WAVEfmt "
-        + (16).to_bytes(4, "little")
-        + (1).to_bytes(2, "little")
-        + (1).to_bytes(2, "little")
-        + rate.to_bytes(4, "little")
-        + (rate * 2).to_bytes(4, "little")
-        + (2).to_bytes(2, "little")
-        + (16).to_bytes(2, "little")
-        + b"data"
-        + size.to_bytes(4, "little")
-        + pcm
-    )
-
-
 def send_voice(
     client: httpx.Client,
     persona_id: str,
@@ -221,7 +202,7 @@ def send_voice(
                     sys.stdout.write("\n")
                     sys.stdout.flush()
                 if speak is not None:
-                    speak.write_bytes(_wav(b"".join(pcm), rate or 22_050))
+                    speak.write_bytes(wav(b"".join(pcm), rate or 22_050))
                     print(f"(reply audio written to {speak})", file=sys.stderr)
                 return data
             elif event == "error":

@@ -11,6 +11,7 @@ from typing import Any
 import av
 import numpy as np
 from edrs_core import InvalidArgument
+from edrs_core.wav import wav_header
 from edrs_proto.reasoning.v1 import reasoning_pb2
 
 # What Whisper reads.
@@ -92,23 +93,7 @@ def to_int16(samples: np.ndarray) -> bytes:
 def wav_bytes(samples: np.ndarray, sample_rate: int) -> bytes:
     """A complete WAV file (16-bit mono) of float samples."""
     pcm = to_int16(samples)
-    return _wav_header(sample_rate, len(pcm)) + pcm
-
-
-def _wav_header(sample_rate: int, data_bytes: int | None) -> bytes:
-    # A streamed file's length is not known up front: 0xFFFFFFFF in both size fields is the
-    # convention players and FFmpeg accept for "read to the end".
-    unknown = 0xFFFFFFFF
-    riff = unknown if data_bytes is None else 36 + data_bytes
-    data = unknown if data_bytes is None else data_bytes
-    return (
-        b"RIFF"
-        + struct.pack("<I", riff)
-        + b"WAVEfmt "
-        + struct.pack("<IHHIIHH", 16, 1, 1, sample_rate, sample_rate * 2, 2, 16)
-        + b"data"
-        + struct.pack("<I", data)
-    )
+    return wav_header(sample_rate, len(pcm)) + pcm
 
 
 def wav_stream_pcm(data: bytes) -> tuple[int, int] | None:
@@ -198,7 +183,7 @@ class Encoder:
 
     def header(self) -> bytes:
         if self.format.name == "wav":
-            return _wav_header(self.sample_rate, None)
+            return wav_header(self.sample_rate, None)
         return b""
 
     def encode(self, pcm: bytes) -> bytes:

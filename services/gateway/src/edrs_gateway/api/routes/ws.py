@@ -34,6 +34,7 @@ from uuid import UUID
 
 from edrs_core.context import request_context
 from edrs_core.errors import ServiceError
+from edrs_core.wav import wav_header
 from fastapi import APIRouter, WebSocket
 from opentelemetry import trace
 from pydantic import Field, TypeAdapter, ValidationError
@@ -124,26 +125,6 @@ Frame = MessageFrame | TypingFrame | PingFrame | AudioStartFrame | AudioEndFrame
 ClientFrame: TypeAdapter[Frame] = TypeAdapter(Annotated[Frame, Field(discriminator="type")])
 
 
-def pcm16_wav_header(sample_rate: int) -> bytes:
-    """A WAV header of unknown length (RFC 2361's 0xFFFFFFFF sizes, what a stream writer puts
-    when it cannot seek back) before raw 16-bit mono PCM, so FFmpeg reads the PCM as it comes."""
-    unknown = (0xFFFFFFFF).to_bytes(4, "little")
-    return (
-        b"RIFF"
-        + unknown
-        + b"WAVEfmt "
-        + (16).to_bytes(4, "little")
-        + (1).to_bytes(2, "little")  # PCM
-        + (1).to_bytes(2, "little")  # mono
-        + sample_rate.to_bytes(4, "little")
-        + (sample_rate * 2).to_bytes(4, "little")
-        + (2).to_bytes(2, "little")
-        + (16).to_bytes(2, "little")
-        + b"data"
-        + unknown
-    )
-
-
 class _Recording:
     """The audio of an open recording, handed to the Transcribe call as it arrives."""
 
@@ -155,7 +136,7 @@ class _Recording:
         self._pieces: asyncio.Queue[bytes | None] = asyncio.Queue()
         self.task: asyncio.Task[None] | None = None
         if frame.format == "pcm16":
-            self._pieces.put_nowait(pcm16_wav_header(frame.sample_rate or 16_000))
+            self._pieces.put_nowait(wav_header(frame.sample_rate or 16_000))
 
     def add(self, data: bytes) -> bool:
         """Queue a piece; False when it takes the recording over its size limit."""
