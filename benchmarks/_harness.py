@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
@@ -89,6 +90,49 @@ def fleet_service(
     if peers:
         env = {**env, "PEERS": json.dumps({p.name: p.grpc_address for p in peers})}
     return stack.enter_context(service(name, env, root))
+
+
+def memory_service(
+    stack: ExitStack, root: Path, bus_url: str, postgres: Any, redis: Any, reasoning: Service
+) -> Service:
+    """The memory service on the benchmark's engines (database `bench_memory`, Redis db 2)."""
+    env = {"BUS_URL": bus_url, "DATABASE_URL": postgres.url("bench_memory")}
+    return fleet_service(stack, "memory", root, {**env, "REDIS_URL": redis.url(2)}, [reasoning])
+
+
+def persona_and_gateway(
+    stack: ExitStack,
+    root: Path,
+    bus_url: str,
+    postgres: Any,
+    redis: Any,
+    reasoning: Service,
+    memory: Service,
+) -> tuple[Service, Service]:
+    """The persona service and the gateway in front of the fleet (Redis dbs 1 and 0)."""
+    persona = fleet_service(
+        stack,
+        "persona",
+        root,
+        {
+            "BUS_URL": bus_url,
+            "DATABASE_URL": postgres.url("bench_persona"),
+            "REDIS_URL": redis.url(1),
+        },
+        [memory, reasoning],
+    )
+    gateway = fleet_service(
+        stack,
+        "gateway",
+        root,
+        {
+            "BUS_URL": bus_url,
+            "DATABASE_URL": postgres.url("bench_gateway"),
+            "REDIS_URL": redis.url(0),
+        },
+        [persona, memory, reasoning],
+    )
+    return persona, gateway
 
 
 def wait_started(svc: Service, log_path: Path, within: float = 60.0) -> None:

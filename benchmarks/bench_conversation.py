@@ -35,9 +35,10 @@ from _harness import (
     POSTGRES_SETTINGS,
     Service,
     dev_admin_headers,
-    fleet_service,
+    memory_service,
     peak_rss,
     percentiles,
+    persona_and_gateway,
     service,
 )
 from edrs_core.engines.nats import EmbeddedNats
@@ -357,13 +358,7 @@ def main() -> None:
                 start_within=300,
             )
         )
-        memory = fleet_service(
-            stack,
-            "memory",
-            root,
-            {**common, "DATABASE_URL": postgres.url("bench_memory"), "REDIS_URL": redis.url(2)},
-            [reasoning],
-        )
+        memory = memory_service(stack, root, nats.url(), postgres, redis, reasoning)
         pids = {s.name: s.process.pid for s in (memory, reasoning)}
         if "turns" in args.parts:
             run_turns(stack, args, root, common, postgres, redis, reasoning, memory, pids)
@@ -382,19 +377,8 @@ def run_turns(
     memory: Service,
     pids: dict[str, int],
 ) -> None:
-    persona = fleet_service(
-        stack,
-        "persona",
-        root,
-        {**common, "DATABASE_URL": postgres.url("bench_persona"), "REDIS_URL": redis.url(1)},
-        [memory, reasoning],
-    )
-    gateway = fleet_service(
-        stack,
-        "gateway",
-        root,
-        {**common, "DATABASE_URL": postgres.url("bench_gateway"), "REDIS_URL": redis.url(0)},
-        [persona, memory, reasoning],
+    persona, gateway = persona_and_gateway(
+        stack, root, common["BUS_URL"], postgres, redis, reasoning, memory
     )
     pids.update({s.name: s.process.pid for s in (gateway, persona)})
     headers = asyncio.run(dev_admin_headers(gateway))

@@ -42,8 +42,9 @@ from _harness import (
     POSTGRES_SETTINGS,
     Service,
     dev_admin_headers,
-    fleet_service,
+    memory_service,
     peak_rss,
+    persona_and_gateway,
     service,
 )
 from edrs_core.engines.nats import EmbeddedNats
@@ -51,6 +52,7 @@ from edrs_core.engines.postgres import EmbeddedPostgres
 from edrs_core.engines.redis import EmbeddedRedis
 from edrs_core.sentences import SentenceBuffer
 from edrs_core.testing import channel_with, tenant_metadata
+from edrs_core.wav import wav
 from edrs_proto.reasoning.v1 import reasoning_pb2, reasoning_pb2_grpc
 
 SENTENCES = [
@@ -69,25 +71,6 @@ def text_for(seconds: float) -> str:
     """Sentences enough for at least `seconds` of speech (2 to 3 s a sentence with this voice)."""
     count = math.ceil(seconds / 2.0)
     return " ".join(SENTENCES[i % len(SENTENCES)] for i in range(count))
-
-
-def wav(pcm: bytes, rate: int) -> bytes:
-    size = len(pcm)
-    return (
-        b"RIFF"
-        + (36 + size).to_bytes(4, "little")
-        + b"WAVEfmt "
-        + (16).to_bytes(4, "little")
-        + (1).to_bytes(2, "little")
-        + (1).to_bytes(2, "little")
-        + rate.to_bytes(4, "little")
-        + (rate * 2).to_bytes(4, "little")
-        + (2).to_bytes(2, "little")
-        + (16).to_bytes(2, "little")
-        + b"data"
-        + size.to_bytes(4, "little")
-        + pcm
-    )
 
 
 async def synthesize(
@@ -251,27 +234,9 @@ def main() -> None:
         )
         started = psutil.Process(reasoning.process.pid).memory_info().rss / 2**20
         redis = stack.enter_context(EmbeddedRedis(root / "redis"))
-        common = {"BUS_URL": nats.url()}
-        memory = fleet_service(
-            stack,
-            "memory",
-            root,
-            {**common, "DATABASE_URL": postgres.url("bench_memory"), "REDIS_URL": redis.url(2)},
-            [reasoning],
-        )
-        persona = fleet_service(
-            stack,
-            "persona",
-            root,
-            {**common, "DATABASE_URL": postgres.url("bench_persona"), "REDIS_URL": redis.url(1)},
-            [memory, reasoning],
-        )
-        gateway = fleet_service(
-            stack,
-            "gateway",
-            root,
-            {**common, "DATABASE_URL": postgres.url("bench_gateway"), "REDIS_URL": redis.url(0)},
-            [persona, memory, reasoning],
+        memory = memory_service(stack, root, nats.url(), postgres, redis, reasoning)
+        _, gateway = persona_and_gateway(
+            stack, root, nats.url(), postgres, redis, reasoning, memory
         )
         with peak_rss({"reasoning": reasoning.process.pid}) as peak:
             asyncio.run(measure(reasoning, args.repeats))
