@@ -416,8 +416,12 @@ async def test_voice_routes_count_against_the_tenants_rate_limit(
         await conversation_fleet.new_tenant(tier="standard"), "member"
     )
     persona_id = await new_persona(client, limited)
+    theirs = await new_persona(client, other)
     not_audio = BAD_AUDIO["not audio"][0]
-    async with conversation_fleet.another_gateway(rate_limit_overrides=overrides) as gateway:
+    # And a small recording limit, for the WebSocket's.
+    async with conversation_fleet.another_gateway(
+        rate_limit_overrides=overrides, audio_max_upload_bytes=100_000
+    ) as gateway:
         async with httpx.AsyncClient(base_url=gateway.http_url, timeout=120) as http:
             # Two turns the bucket admits (refused later, for their audio), then none.
             for route in ("voice-messages", "messages"):
@@ -427,7 +431,7 @@ async def test_voice_routes_count_against_the_tenants_rate_limit(
             assert status == 429, body
             assert json.loads(body)["code"] == "rate_limited"
             # Another tenant of the same tier has its own bucket.
-            status, _, body = await talk(http, other, persona_id, not_audio)
+            status, _, body = await talk(http, other, theirs, not_audio)
             assert status == 422, body
         async with connect(ws_url(gateway.http_url, limited)) as socket:
             start = {"personaId": persona_id, "conversationId": "ws-limited", "requestId": "r3"}
@@ -436,8 +440,19 @@ async def test_voice_routes_count_against_the_tenants_rate_limit(
             # The socket stays open.
             await socket.send(json.dumps({"type": "ping", "requestId": "still-open"}))
             assert json.loads(await socket.recv()) == {"type": "pong", "requestId": "still-open"}
+        # A recording over the limit is dropped with 413 (the other tenant's bucket admits it).
+        async with connect(ws_url(gateway.http_url, other)) as socket:
+            start = {"personaId": theirs, "conversationId": "ws-big", "requestId": "big"}
+            await socket.send(json.dumps({"type": "audio.start", **start}))
+            await socket.send(b"\0" * 60_000)
+            await socket.send(b"\0" * 60_000)
+            too_big = json.loads(await socket.recv())
+            stopped = json.loads(await socket.recv())
     assert refused["type"] == "error" and refused["requestId"] == "r3"
     assert refused["problem"]["code"] == "rate_limited"
+    assert too_big["requestId"] == "big" and too_big["problem"]["status"] == 413
+    assert "the recording is larger than 100000 bytes" in too_big["problem"]["detail"]
+    assert (stopped["type"], stopped["state"]) == ("typing", "stopped")
 
 
 async def test_a_socket_recording_is_cut_off_when_its_token_expires(

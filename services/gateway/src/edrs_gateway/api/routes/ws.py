@@ -470,8 +470,6 @@ class _Session:
             return
         if not recording.add(data):
             self._recording = None
-            if recording.task is not None:
-                recording.task.cancel()
             await self._error(
                 ApiError(
                     413,
@@ -480,6 +478,8 @@ class _Session:
                 ),
                 **recording.ids,
             )
+            if recording.task is not None:  # its end (`typing` stopped) follows the error
+                recording.task.cancel()
 
     async def _end_recording(self, frame: AudioEndFrame) -> None:
         recording = self._recording
