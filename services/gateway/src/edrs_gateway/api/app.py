@@ -15,6 +15,7 @@ from edrs_gateway.api.routes import (
     audio,
     audit,
     auth,
+    budgets,
     conversations,
     coworkers,
     events,
@@ -22,6 +23,7 @@ from edrs_gateway.api.routes import (
     memories,
     personas,
     relationships,
+    tasks,
     tenant,
     traces,
     users,
@@ -98,6 +100,8 @@ def create_api(ctx: GatewayContext, event_bus: EventBus) -> FastAPI:
     app.include_router(ws.router, prefix=API_PREFIX)
     app.include_router(audio.router, prefix=API_PREFIX)
     app.include_router(voice_turns.router, prefix=API_PREFIX)
+    app.include_router(tasks.router, prefix=API_PREFIX)
+    app.include_router(budgets.router, prefix=API_PREFIX)
     _document_edge_responses(app)
     return app
 

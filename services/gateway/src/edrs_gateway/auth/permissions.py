@@ -25,12 +25,19 @@ class Permission(StrEnum):
     TRACES_READ = "traces:read"
     # ... and every trace of the tenant.
     TRACES_READ_ALL = "traces:read_all"
+    TASKS_READ = "tasks:read"
+    TASKS_WRITE = "tasks:write"
+    # What the tenant may spend, and what it spent: operators set budgets (admins).
+    BUDGETS_READ = "budgets:read"
+    BUDGETS_WRITE = "budgets:write"
+    USAGE_READ = "usage:read"
 
 
 _READ = {
     Permission.TENANT_READ,
     Permission.PERSONAS_READ,
     Permission.EVENTS_READ,
+    Permission.TASKS_READ,
 }
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
@@ -42,10 +49,13 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.CONVERSE,
             Permission.CONVERSATIONS_READ,
             Permission.TRACES_READ,
+            Permission.TASKS_WRITE,
+            Permission.BUDGETS_READ,
+            Permission.USAGE_READ,
         }
     ),
     "integrator": frozenset(_READ | {Permission.EVENTS_PUBLISH}),
-    "viewer": frozenset(_READ),
+    "viewer": frozenset(_READ | {Permission.BUDGETS_READ, Permission.USAGE_READ}),
 }
 
 
