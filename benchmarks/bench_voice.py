@@ -137,11 +137,11 @@ async def measure(reasoning: Service, repeats: int) -> None:
             )
 
 
-QUESTION = "What should I read on the train this evening?"
+QUESTION = "Tell me about the ocean."
 PERSONA = {
     "name": "Vera",
     "role": "librarian",
-    "instructions": "Answer in three short sentences.",
+    "instructions": "Answer in three or four short sentences.",
 }
 
 
@@ -171,15 +171,16 @@ async def voice_turn(
                 now = time.perf_counter() - start
                 if event == "transcript":
                     marks.setdefault("transcript", now)
-                elif event == "delta" and "sentence" not in marks:
-                    if buffer.push(json.loads(line[5:])["text"]):
+                elif event == "delta":
+                    marks["last_delta"] = now
+                    if "sentence" not in marks and buffer.push(json.loads(line[5:])["text"]):
                         marks["sentence"] = now
                 elif event == "audio":
                     marks.setdefault("audio", now)
                 elif event == "error":
                     raise SystemExit(f"voice turn failed: {line}")
-    # A reply of one sentence completes it only at the end: the first audio marks it then.
-    marks.setdefault("sentence", marks["audio"])
+    # A reply of one sentence completes it only when the reply ends (the last delta).
+    marks.setdefault("sentence", marks["last_delta"])
     return marks
 
 
