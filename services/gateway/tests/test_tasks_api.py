@@ -5,7 +5,10 @@ on any route."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
+import sys
 import uuid
 from collections.abc import AsyncIterator
 
@@ -234,3 +237,78 @@ async def test_the_routes_are_in_the_openapi_document(client) -> None:
     ):
         assert path in paths, path
     assert "409" in paths["/api/v1/tasks/{taskId}/decompose"]["post"]["responses"]
+
+
+async def edrs(fleet, headers, *args: str, state_dir) -> tuple[int, str, str]:
+    """`edrs tasks <args>` in its own process, as a user runs it, against the test gateway."""
+    token = headers["Authorization"].removeprefix("Bearer ")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "edrs_cli",
+        "tasks",
+        *args,
+        "--url",
+        fleet.url,
+        "--token",
+        token,
+        "--state-dir",
+        str(state_dir),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_edrs_tasks_commands(fleet, client, tenant_a, tmp_path) -> None:
+    member, admin = tenant_a["member"], tenant_a["admin"]
+    ada = await _persona(client, member, "Ada", [])
+    code, out, err = await edrs(
+        fleet,
+        member,
+        "create",
+        "CLI report",
+        "--persona",
+        ada,
+        "--priority",
+        "2",
+        "--max-tokens",
+        "900",
+        "--json",
+        state_dir=tmp_path,
+    )
+    assert code == 0, err
+    task = json.loads(out)
+    assert (task["title"], task["assigneePersonaId"], task["budget"]["maxTokens"]) == (
+        "CLI report",
+        ada,
+        900,
+    )
+    code, out, err = await edrs(
+        fleet, member, "list", "--persona", ada, "--json", state_dir=tmp_path
+    )
+    assert code == 0, err
+    assert [t["id"] for t in json.loads(out)] == [task["id"]]
+    code, out, err = await edrs(fleet, member, "list", "--persona", ada, state_dir=tmp_path)
+    assert code == 0 and task["id"] in out and "CLI report" in out
+    code, out, err = await edrs(
+        fleet, member, "cancel", task["id"], "--reason", "done by hand", state_dir=tmp_path
+    )
+    assert code == 0, err
+    code, out, err = await edrs(fleet, member, "show", task["id"], "--json", state_dir=tmp_path)
+    shown = json.loads(out)
+    assert (shown["status"], shown["outcome"]) == ("cancelled", "done by hand")
+    assert [e["kind"] for e in shown["timeline"]] == ["created", "assigned", "cancelled"]
+    # Refusals: one line on stderr, exit 2 for a request the gateway found wrong.
+    code, out, err = await edrs(fleet, member, "show", str(uuid.uuid4()), state_dir=tmp_path)
+    assert code == 2 and err.startswith("error: task ") and "not found" in err
+    code, out, err = await edrs(
+        fleet, admin, "set-budget", "persona", ada, "--max-tokens", "5", state_dir=tmp_path
+    )
+    assert code == 0 and out.startswith("budget "), err
+    budgets = (await client.get("/api/v1/budgets", headers=admin)).json()["budgets"]
+    assert any(b["scopeId"] == ada and b["maxTokens"] == 5 for b in budgets)
+    code, out, err = await edrs(fleet, admin, "usage", "--json", state_dir=tmp_path)
+    assert (code, json.loads(out)) == (0, [])

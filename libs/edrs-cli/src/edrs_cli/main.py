@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from edrs_events import cli as events_cli
 
-from edrs_cli import admin, chat, dev
+from edrs_cli import admin, chat, dev, tasks
 from edrs_cli.supervisor import Fleet
 
 app = typer.Typer(
@@ -21,6 +21,7 @@ app = typer.Typer(
 app.add_typer(dev.app, name="dev")
 app.add_typer(events_cli.app, name="events")
 app.add_typer(admin.app, name="admin")
+app.add_typer(tasks.app, name="tasks")
 app.command("chat")(chat.chat)
 
 
