@@ -53,6 +53,13 @@ class TaskSettings(ServiceSettings):
     )
     # TLS to a production cluster: a CA for the server's certificate, and a client certificate
     # when the cluster asks for mutual TLS. Temporal Cloud takes an API key instead.
+    workflow_heartbeat_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="Heartbeat timeout of step activities: how soon a step whose worker died "
+        "is retried on another",
+    )
     temporal_tls: bool = False
     temporal_tls_ca_path: Path | None = None
     temporal_tls_cert_path: Path | None = None
