@@ -207,7 +207,16 @@ def peers_called(service: str) -> frozenset[str]:
     called: set[str] = set()
     for path in (ROOT / "services" / service / "src").rglob("*.py"):
         text = path.read_text()
-        called.update(re.findall(r"\b([a-z]+)_pb2_grpc\.[A-Za-z]+Stub\b", text))
+        # A stub module belongs to the area it is imported from (integration's tools_pb2_grpc).
+        area_of = {
+            module: area
+            for area, names in re.findall(
+                r"from edrs_proto\.([a-z]+)\.v1 import \(?([\w\s,]+)\)?", text
+            )
+            for module in re.findall(r"\b(\w+_pb2_grpc)\b", names)
+        }
+        for module in re.findall(r"\b([a-z]+_pb2_grpc)\.[A-Za-z]+Stub\b", text):
+            called.add(area_of.get(module, module.removesuffix("_pb2_grpc")))
         called.update(re.findall(r"""channel\(\s*["']([a-z]+)["']\s*\)""", text))
         called.update(re.findall(r"""\bpeer\s*=\s*["']([a-z]+)["']""", text))
     return frozenset(called - {service})

@@ -205,3 +205,23 @@ async def test_chat_by_voice_prints_what_was_heard_and_writes_the_spoken_reply(
     assert typed_audio.read_bytes()[:4] == b"RIFF"
     code, _, err = await edrs("chat", "Ada", "--speak", str(typed_audio), *common)
     assert code == 2 and "--speak needs --message or --voice" in err, err
+
+
+def test_tool_events_are_one_line_each() -> None:
+    from edrs_cli.chat import tool_line
+
+    call = {
+        "tool": "orders__wipe",
+        "arguments": {"confirm": True},
+        "status": "held",
+        "reason": "needs approval",
+    }
+    assert tool_line("tool_call", call) == (
+        '[tool] orders__wipe {"confirm": true}: held (needs approval)'
+    )
+    assert tool_line("tool_result", {"tool": "t", "content": "abc", "isError": False}) == (
+        "[tool] t: 3 characters"
+    )
+    assert tool_line("tool_result", {"tool": "t", "content": "boom", "isError": True}) == (
+        "[tool] t failed: boom"
+    )

@@ -135,6 +135,11 @@ def send(
         for event, data in sse_events(reply.iter_lines()):
             if event in ("accepted", "queued", "started"):
                 typing.show()
+            elif event in ("tool_call", "tool_result"):
+                # The persona's tool use, on stderr so stdout stays the reply.
+                typing.hide()
+                sys.stderr.write(tool_line(event, data) + "\n")
+                sys.stderr.flush()
             elif event == "delta":
                 typing.hide()
                 if not started:
@@ -152,6 +157,19 @@ def send(
                 raise ChatError(str(data.get("detail") or data))
     typing.hide()
     raise ChatError("the gateway ended the stream before the reply was complete")
+
+
+def tool_line(event: str, data: dict[str, Any]) -> str:
+    """`[tool] name {"a": 1}: running` / `[tool] name: 57 characters` (or the error)."""
+    if event == "tool_call":
+        arguments = json.dumps(data.get("arguments") or {}, ensure_ascii=False)
+        status = data.get("status", "")
+        reason = f" ({data['reason']})" if data.get("reason") else ""
+        return f"[tool] {data.get('tool')} {arguments}: {status}{reason}"
+    content = str(data.get("content", ""))
+    if data.get("isError"):
+        return f"[tool] {data.get('tool')} failed: {content[:200]}"
+    return f"[tool] {data.get('tool')}: {len(content)} characters"
 
 
 def send_voice(

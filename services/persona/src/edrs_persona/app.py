@@ -6,6 +6,7 @@ from edrs_core import GrpcService, LocalPorts, Runtime, ServiceDefinition
 from edrs_core.consumers import ConsumedEvent, Consumer
 from edrs_core.events import ServiceEvents, start_service_events
 from edrs_events import ConsumerOptions
+from edrs_proto.integration.v1 import tools_pb2_grpc
 from edrs_proto.memory.v1 import memory_pb2_grpc
 from edrs_proto.persona.v1 import persona_pb2, persona_pb2_grpc
 from edrs_proto.reasoning.v1 import reasoning_pb2_grpc
@@ -17,6 +18,7 @@ from edrs_persona.config import PersonaSettings
 from edrs_persona.conversation import Conversations
 from edrs_persona.server import PersonaServicer, Voices
 from edrs_persona.store.postgres import PostgresPersonaStore
+from edrs_persona.tool_use import NoApprovalService, ToolUse
 from edrs_persona.turns import TurnGate
 
 
@@ -37,7 +39,15 @@ async def build(rt: Runtime[PersonaSettings]) -> list[GrpcService]:
     budgets = TurnBudgets(
         rt.peers.stub(task_pb2_grpc.BudgetServiceStub) if "task" in settings.peers else None
     )
-    conversations = Conversations(store, memory, reasoning, gate, settings, budgets)
+    tool_use = ToolUse(
+        rt.peers.stub(tools_pb2_grpc.ToolServiceStub),
+        # Held calls wait here until the task service's approvals are wired (tool_use.py).
+        NoApprovalService(),
+        default_rounds=settings.tool_rounds,
+        call_timeout=settings.tool_call_timeout_seconds,
+        result_chars=settings.tool_result_prompt_chars,
+    )
+    conversations = Conversations(store, memory, reasoning, gate, settings, budgets, tool_use)
 
     async def drain_turns() -> None:
         await conversations.drain(settings.shutdown_grace_seconds)

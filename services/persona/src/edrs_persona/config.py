@@ -42,3 +42,15 @@ class PersonaSettings(ServiceSettings):
     # Peer call deadlines (the fleet default rpc_timeout_seconds is too short for a model).
     memory_timeout_seconds: float = Field(default=30.0, gt=0)
     generation_timeout_seconds: float = Field(default=300.0, gt=0)
+
+    # Tool use in a turn (docs/integration.md, "Tool use in a turn").
+    tool_rounds: int = Field(
+        default=3, ge=1, le=8, description="Rounds of tool calls a turn may make by default"
+    )
+    tool_decision_max_tokens: int = Field(
+        default=200, ge=16, description="Tokens for the model's choice of a tool call"
+    )
+    tool_call_timeout_seconds: float = Field(default=60.0, gt=0, le=600)
+    tool_result_prompt_chars: int = Field(
+        default=2_000, ge=100, description="A tool's result is cut to this length for the model"
+    )

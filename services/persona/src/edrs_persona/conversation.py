@@ -30,10 +30,11 @@ from edrs_proto.memory.v1 import memory_pb2, memory_pb2_grpc
 from edrs_proto.persona.v1 import persona_pb2
 from edrs_proto.reasoning.v1 import reasoning_pb2, reasoning_pb2_grpc
 
-from edrs_persona import prompt, task_notices
+from edrs_persona import prompt, task_notices, tool_use
 from edrs_persona.budgets import TurnBudgets
 from edrs_persona.config import PersonaSettings
 from edrs_persona.store import ConversationKey, Persona, PersonaStore
+from edrs_persona.tool_use import ApprovalRequest, Tool, ToolRounds, ToolUse
 from edrs_persona.turns import Turn, TurnGate, conversation_key
 
 log = logging.getLogger("edrs.persona.conversation")
@@ -139,6 +140,7 @@ class Conversations:
         gate: TurnGate,
         settings: PersonaSettings,
         budgets: TurnBudgets | None = None,
+        tool_use: ToolUse | None = None,
     ) -> None:
         self.store = store
         self.budgets = budgets or TurnBudgets(None)
@@ -146,6 +148,7 @@ class Conversations:
         self.reasoning = reasoning
         self.gate = gate
         self.settings = settings
+        self.tool_use = tool_use
         self.model_info = _ModelInfoCache(reasoning, settings.model_info_cache_seconds)
         self._turns: set[asyncio.Task[None]] = set()
 
@@ -270,6 +273,11 @@ class Conversations:
 
         result: reasoning_pb2.ReasonResult | None = None
         try:
+            rounds = await self._tool_rounds(req, persona, message.id, assembled, emit)
+            if rounds.calls:
+                assembled.messages = tool_use.answer_messages(assembled.messages, rounds)
+                assembled.context = [*assembled.context, *rounds.context]
+                assembled.estimated_tokens = prompt.estimate_messages(assembled.messages)
             info = await self.model_info.get()
             await self.budgets.reserve(
                 message.id,
@@ -318,6 +326,7 @@ class Conversations:
                     learned=recorded.learned,
                     prompt_tokens=result.usage.prompt_tokens,
                     completion_tokens=result.usage.completion_tokens,
+                    tool_calls=rounds.calls,
                     timings=persona_pb2.TurnTimings(
                         queue_ms=queue_ms,
                         recall_ms=recall_ms,
@@ -329,6 +338,76 @@ class Conversations:
                     ),
                 )
             )
+        )
+
+    async def _tool_rounds(
+        self,
+        req: TurnRequest,
+        persona: Persona,
+        message_id: UUID,
+        assembled: prompt.Prompt,
+        emit: Emit,
+    ) -> ToolRounds:
+        """The turn's tool calls, before the answer; none when the persona has no usable tool."""
+        if self.tool_use is None or not persona.tools:
+            return ToolRounds()
+        tools = await self.tool_use.available(persona.tools)
+        if not tools:
+            return ToolRounds()
+        key = req.key
+        info = await self.model_info.get()
+        max_tokens = min(
+            self.settings.tool_decision_max_tokens,
+            info.max_output_tokens or self.settings.tool_decision_max_tokens,
+        )
+
+        async def decide(
+            messages: list[reasoning_pb2.ChatMessage], schema: str, round_number: int
+        ) -> str:
+            options = reasoning_pb2.GenerationOptions(
+                max_tokens=max_tokens, temperature=0.0, json_schema=schema
+            )
+            call = self.reasoning.Reason(
+                reasoning_pb2.ReasonRequest(
+                    messages=messages,
+                    context=assembled.context,
+                    strategy=reasoning_pb2.STRATEGY_DIRECT,
+                    options=options,
+                    labels={
+                        "persona_id": str(key.persona_id),
+                        "conversation_id": key.conversation_id,
+                        "user_id": key.user_id,
+                        "message_id": str(message_id),
+                        "step": "tool_decision",
+                        "tool_round": str(round_number),
+                    },
+                ),
+                timeout=self.settings.generation_timeout_seconds,
+            )
+            async for response in call:
+                if response.HasField("result"):
+                    return response.result.answer
+            raise Unavailable("the reasoning service ended the tool decision without a result")
+
+        def approval(tool: Tool, arguments: dict[str, Any], reason: str) -> ApprovalRequest:
+            return ApprovalRequest(
+                persona_id=str(key.persona_id),
+                conversation_id=key.conversation_id,
+                user_id=key.user_id,
+                tool=tool.name,
+                arguments=arguments,
+                impact=tool.impact,
+                reason=reason,
+            )
+
+        return await self.tool_use.run(
+            tools,
+            persona.tool_policy,
+            assembled.messages,
+            tainted=tool_use.untrusted(assembled.context),
+            decide=decide,
+            emit=emit,
+            approval=approval,
         )
 
     async def _generate(

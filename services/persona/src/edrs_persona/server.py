@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from uuid import UUID
 
@@ -15,6 +15,7 @@ from edrs_proto.memory.v1 import memory_pb2, memory_pb2_grpc
 from edrs_proto.persona.v1 import persona_pb2, persona_pb2_grpc
 from edrs_proto.reasoning.v1 import reasoning_pb2, reasoning_pb2_grpc
 
+from edrs_persona import tool_use
 from edrs_persona.conversation import Conversations, conversation_id, user_id
 from edrs_persona.store import (
     Conversation,
@@ -45,6 +46,8 @@ def to_proto(p: Persona) -> persona_pb2.Persona:
         tone=p.tone,
         instructions=p.instructions,
         voice=persona_pb2.PersonaVoice(name=p.voice, speed=p.voice_speed),
+        tools=p.tools,
+        tool_policy=tool_use.policy_to_proto(p.tool_policy),
         status=_STATUS[p.status],
         create_time=timestamp(p.created_at),
         update_time=timestamp(p.updated_at),
@@ -109,13 +112,15 @@ def _instructions(v: str) -> str:
     return validation.text(v, "instructions", max_length=20_000, required=False)
 
 
-_CHECKS = {
+_CHECKS: dict[str, Callable[[Any], Any]] = {
     "name": _name,
     "role": _role,
     "responsibilities": _responsibilities,
     "skills": _skills,
     "tone": _tone,
     "instructions": _instructions,
+    "tools": tool_use.tool_names,
+    "tool_policy": tool_use.policy_from_proto,
 }
 # The update mask paths UpdatePersona takes: the checked fields, and `voice` (name and speed).
 _MASK_PATHS = (*_CHECKS, "voice")
@@ -190,6 +195,8 @@ class PersonaServicer(persona_pb2_grpc.PersonaServiceServicer):
         skills = _skills(request.skills)
         tone = _tone(request.tone)
         instructions = _instructions(request.instructions)
+        tools = tool_use.tool_names(request.tools)
+        tool_policy = tool_use.policy_from_proto(request.tool_policy)
         voice, voice_speed = await self.voices.check(request.voice, "voice")
         new = NewPersona(
             name=name,
@@ -200,6 +207,8 @@ class PersonaServicer(persona_pb2_grpc.PersonaServiceServicer):
             instructions=instructions,
             voice=voice,
             voice_speed=voice_speed,
+            tools=tools,
+            tool_policy=tool_policy,
         )
         return to_proto(await self.store.create(client_id, new))
 

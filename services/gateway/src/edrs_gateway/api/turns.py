@@ -4,6 +4,7 @@ and SSE) and the WebSocket."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,7 +33,9 @@ CONVERSATION_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,100}$"
 Strategy = Literal["direct", "chain_of_thought", "self_consistency"]
 
 # The name of each Converse event on the wire (SSE `event:`, WebSocket `type`).
-EventName = Literal["accepted", "queued", "started", "delta", "completed"]
+EventName = Literal[
+    "accepted", "queued", "started", "tool_call", "tool_result", "delta", "completed"
+]
 
 
 def user_id_of(principal: Principal) -> str:
@@ -164,6 +167,54 @@ class ReplyOut(ApiModel):
     trace_id: str = Field(description="The reasoning trace behind the reply (`/traces/{id}`)")
 
 
+class ToolCallOut(ApiModel):
+    """A tool call the persona's model asked for in the turn, and what became of it."""
+
+    call_id: str
+    round: int = Field(description="1-based round of tool calls")
+    tool: str
+    arguments: dict[str, JsonValue] = Field(description="Valid for the tool's argument schema")
+    impact: str = Field(description="`read`, `write` or `destructive`")
+    status: str = Field(
+        description="`running` (a `tool_result` follows), `held` (waits for a human's approval; "
+        "it did not run) or `refused` (it could not run; `reason` says why)"
+    )
+    reason: str
+    approval_id: str = Field(description="The approval request of a held call, when one exists")
+
+    @classmethod
+    def of(cls, c: persona_pb2.ToolCallEvent) -> ToolCallOut:
+        arguments = json.loads(c.arguments) if c.arguments else {}
+        return cls(
+            call_id=c.call_id,
+            round=c.round,
+            tool=c.tool,
+            arguments=arguments if isinstance(arguments, dict) else {},
+            impact=c.impact,
+            status=c.status,
+            reason=c.reason,
+            approval_id=c.approval_id,
+        )
+
+
+class ToolResultOut(ApiModel):
+    call_id: str
+    tool: str
+    content: str = Field(description="What the tool answered (given to the model as untrusted)")
+    is_error: bool
+    duration_ms: float
+
+    @classmethod
+    def of(cls, r: persona_pb2.ToolResultEvent) -> ToolResultOut:
+        return cls(
+            call_id=r.call_id,
+            tool=r.tool,
+            content=r.content,
+            is_error=r.is_error,
+            duration_ms=r.duration_ms,
+        )
+
+
 class UsageOut(ApiModel):
     prompt_tokens: int
     completion_tokens: int
@@ -212,6 +263,9 @@ class TurnOut(ApiModel):
     recalled: list[ScoredMemoryOut] = Field(description="Memories given to the model")
     facts: list[FactOut] = Field(description="What is known about you, given to the model")
     learned: list[FactOut] = Field(description="Facts learned from your message")
+    tool_calls: list[ToolCallOut] = Field(
+        default_factory=list, description="The persona's tool calls in this turn"
+    )
     usage: UsageOut
     timings: TimingsOut
 
@@ -226,6 +280,7 @@ class TurnOut(ApiModel):
             recalled=[ScoredMemoryOut.of(m) for m in done.recalled],
             facts=[FactOut.of(f) for f in done.facts],
             learned=[FactOut.of(f) for f in done.learned],
+            tool_calls=[ToolCallOut.of(c) for c in done.tool_calls],
             usage=UsageOut(
                 prompt_tokens=done.prompt_tokens, completion_tokens=done.completion_tokens
             ),
@@ -283,6 +338,12 @@ class Turn:
             return TurnEvent("started", {})
         if kind == "delta":
             return TurnEvent("delta", {"text": event.delta.text})
+        if kind == "tool_call":
+            call = ToolCallOut.of(event.tool_call)
+            return TurnEvent("tool_call", call.model_dump(mode="json", by_alias=True))
+        if kind == "tool_result":
+            result = ToolResultOut.of(event.tool_result)
+            return TurnEvent("tool_result", result.model_dump(mode="json", by_alias=True))
         if kind == "completed":
             self._completed = TurnOut.of(self._message_id, event.completed)
             return TurnEvent("completed", self._completed.model_dump(mode="json", by_alias=True))

@@ -25,7 +25,31 @@ UPDATABLE_FIELDS = (
     "instructions",
     "voice",
     "voice_speed",
+    "tools",
+    "tool_policy",
 )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolPolicy:
+    """What a persona may do with its tools without a human (persona.proto, ToolPolicy)."""
+
+    write: str = "required"  # allowed | required
+    destructive: str = "required"
+    max_rounds: int = 0  # 0: the service default
+    choice: str = "auto"  # auto | required
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "write": self.write,
+            "destructive": self.destructive,
+            "max_rounds": self.max_rounds,
+            "choice": self.choice,
+        }
+
+    @classmethod
+    def of(cls, stored: Mapping[str, Any]) -> ToolPolicy:
+        return cls(**{k: v for k, v in stored.items() if k in cls.__dataclass_fields__})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,6 +63,8 @@ class NewPersona:
     # The reasoning service's voice that speaks its replies ("": the default) and its rate.
     voice: str = ""
     voice_speed: float = 1.0
+    tools: list[str] = field(default_factory=list)
+    tool_policy: ToolPolicy = field(default_factory=ToolPolicy)
 
 
 @dataclass(frozen=True, kw_only=True)

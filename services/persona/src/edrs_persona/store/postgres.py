@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 from uuid import UUID
@@ -24,12 +25,14 @@ from edrs_persona.store import (
     Persona,
     Relationship,
     TaskNotice,
+    ToolPolicy,
     UserData,
     UserErased,
 )
 
 _COLUMNS = (
-    "id, name, role, responsibilities, skills, tone, instructions, voice, voice_speed, status, "
+    "id, name, role, responsibilities, skills, tone, instructions, voice, voice_speed, tools, "
+    "tool_policy, status, "
     "created_at, updated_at"
 )
 _MESSAGE_COLUMNS = "id, conversation_id, role, text, trace_id, created_at"
@@ -47,6 +50,8 @@ def _persona(row: Any) -> Persona:
         instructions=row["instructions"],
         voice=row["voice"],
         voice_speed=row["voice_speed"],
+        tools=list(row["tools"]),
+        tool_policy=ToolPolicy.of(json.loads(row["tool_policy"])),
         status=row["status"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
@@ -113,8 +118,8 @@ class PostgresPersonaStore:
             row = await conn.fetchrow(
                 f"""INSERT INTO personas
                         (id, client_id, name, role, responsibilities, skills, tone, instructions,
-                         voice, voice_speed)
-                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                         voice, voice_speed, tools, tool_policy)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb)
                     RETURNING {_COLUMNS}""",
                 new_id(),
                 client_id,
@@ -126,6 +131,8 @@ class PostgresPersonaStore:
                 persona.instructions,
                 persona.voice,
                 persona.voice_speed,
+                persona.tools,
+                json.dumps(persona.tool_policy.as_dict()),
             )
             created = _persona(row)
             await self.events.add(
@@ -180,13 +187,19 @@ class PostgresPersonaStore:
             current = await self._locked(conn, client_id, persona_id)
             if not current.active:
                 raise FailedPrecondition(f"persona {persona_id} is archived and cannot be changed")
-            sets = ", ".join(f"{name} = ${i}" for i, name in enumerate(names, start=3))
+            sets = ", ".join(
+                f"{name} = ${i}::jsonb" if name == "tool_policy" else f"{name} = ${i}"
+                for i, name in enumerate(names, start=3)
+            )
             row = await conn.fetchrow(
                 f"""UPDATE personas SET {sets}, updated_at = now()
                     WHERE client_id = $1 AND id = $2 RETURNING {_COLUMNS}""",
                 client_id,
                 persona_id,
-                *(changes[n] for n in names),
+                *(
+                    json.dumps(changes[n].as_dict()) if n == "tool_policy" else changes[n]
+                    for n in names
+                ),
             )
             await self.events.add(
                 conn,

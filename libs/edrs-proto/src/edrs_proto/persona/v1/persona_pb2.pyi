@@ -45,6 +45,58 @@ PERSONA_STATUS_ARCHIVED: PersonaStatus.ValueType  # 2
 """The persona is kept for history but takes no new work."""
 Global___PersonaStatus: _TypeAlias = PersonaStatus  # noqa: Y015
 
+class _ToolApproval:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ToolApprovalEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ToolApproval.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TOOL_APPROVAL_UNSPECIFIED: _ToolApproval.ValueType  # 0
+    """Treated as REQUIRED."""
+    TOOL_APPROVAL_ALLOWED: _ToolApproval.ValueType  # 1
+    """The call runs, as long as nothing untrusted (a tool's result, a retrieved document) is in the
+    turn's context yet; after that it waits for approval whatever this says.
+    """
+    TOOL_APPROVAL_REQUIRED: _ToolApproval.ValueType  # 2
+    """The call is held for a human's approval and does not run in the turn."""
+
+class ToolApproval(_ToolApproval, metaclass=_ToolApprovalEnumTypeWrapper):
+    """ToolApproval is whether a tool call of some impact runs, or waits for a human."""
+
+TOOL_APPROVAL_UNSPECIFIED: ToolApproval.ValueType  # 0
+"""Treated as REQUIRED."""
+TOOL_APPROVAL_ALLOWED: ToolApproval.ValueType  # 1
+"""The call runs, as long as nothing untrusted (a tool's result, a retrieved document) is in the
+turn's context yet; after that it waits for approval whatever this says.
+"""
+TOOL_APPROVAL_REQUIRED: ToolApproval.ValueType  # 2
+"""The call is held for a human's approval and does not run in the turn."""
+Global___ToolApproval: _TypeAlias = ToolApproval  # noqa: Y015
+
+class _ToolChoice:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ToolChoiceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ToolChoice.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TOOL_CHOICE_UNSPECIFIED: _ToolChoice.ValueType  # 0
+    """Treated as AUTO."""
+    TOOL_CHOICE_AUTO: _ToolChoice.ValueType  # 1
+    """The model decides, each round, whether to call a tool."""
+    TOOL_CHOICE_REQUIRED: _ToolChoice.ValueType  # 2
+    """The first round must call a tool (the model chooses which)."""
+
+class ToolChoice(_ToolChoice, metaclass=_ToolChoiceEnumTypeWrapper):
+    """ToolChoice is whether the persona must call a tool before answering."""
+
+TOOL_CHOICE_UNSPECIFIED: ToolChoice.ValueType  # 0
+"""Treated as AUTO."""
+TOOL_CHOICE_AUTO: ToolChoice.ValueType  # 1
+"""The model decides, each round, whether to call a tool."""
+TOOL_CHOICE_REQUIRED: ToolChoice.ValueType  # 2
+"""The first round must call a tool (the model chooses which)."""
+Global___ToolChoice: _TypeAlias = ToolChoice  # noqa: Y015
+
 @_typing.final
 class Persona(_message.Message):
     """Persona is a digital co-worker: a role, its skills and its voice."""
@@ -62,6 +114,8 @@ class Persona(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     VOICE_FIELD_NUMBER: _builtins.int
+    TOOLS_FIELD_NUMBER: _builtins.int
+    TOOL_POLICY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Persona id (UUID)."""
     name: _builtins.str
@@ -94,6 +148,16 @@ class Persona(_message.Message):
     def voice(self) -> Global___PersonaVoice:
         """How the persona sounds in a turn by voice."""
 
+    @_builtins.property
+    def tools(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Names of the tenant's tools (integration ToolService) the persona may call in a turn; up to
+        32. Empty: the persona calls no tool.
+        """
+
+    @_builtins.property
+    def tool_policy(self) -> Global___ToolPolicy:
+        """What the persona may do with them without a human."""
+
     def __init__(
         self,
         *,
@@ -108,10 +172,12 @@ class Persona(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         voice: Global___PersonaVoice | None = ...,
+        tools: _abc.Iterable[_builtins.str] | None = ...,
+        tool_policy: Global___ToolPolicy | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time", "voice", b"voice"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "tool_policy", b"tool_policy", "update_time", b"update_time", "voice", b"voice"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "id", b"id", "instructions", b"instructions", "name", b"name", "responsibilities", b"responsibilities", "role", b"role", "skills", b"skills", "status", b"status", "tone", b"tone", "update_time", b"update_time", "voice", b"voice"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "id", b"id", "instructions", b"instructions", "name", b"name", "responsibilities", b"responsibilities", "role", b"role", "skills", b"skills", "status", b"status", "tone", b"tone", "tool_policy", b"tool_policy", "tools", b"tools", "update_time", b"update_time", "voice", b"voice"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -144,6 +210,39 @@ class PersonaVoice(_message.Message):
 Global___PersonaVoice: _TypeAlias = PersonaVoice  # noqa: Y015
 
 @_typing.final
+class ToolPolicy(_message.Message):
+    """ToolPolicy governs a persona's tool calls. Read-only tools always run."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WRITE_FIELD_NUMBER: _builtins.int
+    DESTRUCTIVE_FIELD_NUMBER: _builtins.int
+    MAX_ROUNDS_FIELD_NUMBER: _builtins.int
+    CHOICE_FIELD_NUMBER: _builtins.int
+    write: Global___ToolApproval.ValueType
+    """Calls of write-impact tools."""
+    destructive: Global___ToolApproval.ValueType
+    """Calls of destructive tools."""
+    max_rounds: _builtins.int
+    """Rounds of tool calls in one turn, 1..8; 0 means the service default."""
+    choice: Global___ToolChoice.ValueType
+    def __init__(
+        self,
+        *,
+        write: Global___ToolApproval.ValueType = ...,
+        destructive: Global___ToolApproval.ValueType = ...,
+        max_rounds: _builtins.int = ...,
+        choice: Global___ToolChoice.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["choice", b"choice", "destructive", b"destructive", "max_rounds", b"max_rounds", "write", b"write"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ToolPolicy: _TypeAlias = ToolPolicy  # noqa: Y015
+
+@_typing.final
 class CreatePersonaRequest(_message.Message):
     """CreatePersonaRequest carries the writable fields of a Persona."""
 
@@ -156,6 +255,8 @@ class CreatePersonaRequest(_message.Message):
     TONE_FIELD_NUMBER: _builtins.int
     INSTRUCTIONS_FIELD_NUMBER: _builtins.int
     VOICE_FIELD_NUMBER: _builtins.int
+    TOOLS_FIELD_NUMBER: _builtins.int
+    TOOL_POLICY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Display name; required."""
     role: _builtins.str
@@ -176,6 +277,12 @@ class CreatePersonaRequest(_message.Message):
     def voice(self) -> Global___PersonaVoice:
         """How its replies are spoken; unset: the default voice at normal speed."""
 
+    @_builtins.property
+    def tools(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Tools the persona may call (names in the tenant's tool registry)."""
+
+    @_builtins.property
+    def tool_policy(self) -> Global___ToolPolicy: ...
     def __init__(
         self,
         *,
@@ -186,10 +293,12 @@ class CreatePersonaRequest(_message.Message):
         tone: _builtins.str = ...,
         instructions: _builtins.str = ...,
         voice: Global___PersonaVoice | None = ...,
+        tools: _abc.Iterable[_builtins.str] | None = ...,
+        tool_policy: Global___ToolPolicy | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["voice", b"voice"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["tool_policy", b"tool_policy", "voice", b"voice"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["instructions", b"instructions", "name", b"name", "responsibilities", b"responsibilities", "role", b"role", "skills", b"skills", "tone", b"tone", "voice", b"voice"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instructions", b"instructions", "name", b"name", "responsibilities", b"responsibilities", "role", b"role", "skills", b"skills", "tone", b"tone", "tool_policy", b"tool_policy", "tools", b"tools", "voice", b"voice"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -278,7 +387,8 @@ Global___ListPersonasResponse: _TypeAlias = ListPersonasResponse  # noqa: Y015
 @_typing.final
 class UpdatePersonaRequest(_message.Message):
     """UpdatePersonaRequest changes the fields of `persona` named in `update_mask` (name, role,
-    responsibilities, skills, tone, instructions, voice); an empty mask is INVALID_ARGUMENT.
+    responsibilities, skills, tone, instructions, voice, tools, tool_policy); an empty mask is
+    INVALID_ARGUMENT.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -393,7 +503,8 @@ Global___ConverseRequest: _TypeAlias = ConverseRequest  # noqa: Y015
 @_typing.final
 class ConverseEvent(_message.Message):
     """ConverseEvent is one message of the Converse stream: `accepted`, optionally `queued`, `started`,
-    any number of `delta`, then exactly one `completed`.
+    `tool_call` and `tool_result` events (before the reply's deltas), any number of `delta`, then
+    exactly one `completed`.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -403,6 +514,8 @@ class ConverseEvent(_message.Message):
     STARTED_FIELD_NUMBER: _builtins.int
     DELTA_FIELD_NUMBER: _builtins.int
     COMPLETED_FIELD_NUMBER: _builtins.int
+    TOOL_CALL_FIELD_NUMBER: _builtins.int
+    TOOL_RESULT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def accepted(self) -> Global___MessageAccepted: ...
     @_builtins.property
@@ -413,6 +526,10 @@ class ConverseEvent(_message.Message):
     def delta(self) -> Global___ReplyDelta: ...
     @_builtins.property
     def completed(self) -> Global___TurnCompleted: ...
+    @_builtins.property
+    def tool_call(self) -> Global___ToolCallEvent: ...
+    @_builtins.property
+    def tool_result(self) -> Global___ToolResultEvent: ...
     def __init__(
         self,
         *,
@@ -421,16 +538,102 @@ class ConverseEvent(_message.Message):
         started: Global___TurnStarted | None = ...,
         delta: Global___ReplyDelta | None = ...,
         completed: Global___TurnCompleted | None = ...,
+        tool_call: Global___ToolCallEvent | None = ...,
+        tool_result: Global___ToolResultEvent | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "completed", b"completed", "delta", b"delta", "kind", b"kind", "queued", b"queued", "started", b"started"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "completed", b"completed", "delta", b"delta", "kind", b"kind", "queued", b"queued", "started", b"started", "tool_call", b"tool_call", "tool_result", b"tool_result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "completed", b"completed", "delta", b"delta", "kind", b"kind", "queued", b"queued", "started", b"started"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "completed", b"completed", "delta", b"delta", "kind", b"kind", "queued", b"queued", "started", b"started", "tool_call", b"tool_call", "tool_result", b"tool_result"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["accepted", "queued", "started", "delta", "completed"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["accepted", "queued", "started", "delta", "completed", "tool_call", "tool_result"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
 Global___ConverseEvent: _TypeAlias = ConverseEvent  # noqa: Y015
+
+@_typing.final
+class ToolCallEvent(_message.Message):
+    """ToolCallEvent: the model asked to call a tool (schema-valid arguments), and what became of it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALL_ID_FIELD_NUMBER: _builtins.int
+    ROUND_FIELD_NUMBER: _builtins.int
+    TOOL_FIELD_NUMBER: _builtins.int
+    ARGUMENTS_FIELD_NUMBER: _builtins.int
+    IMPACT_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    APPROVAL_ID_FIELD_NUMBER: _builtins.int
+    call_id: _builtins.str
+    """Unique in the turn."""
+    round: _builtins.int
+    """1-based round of tool calls."""
+    tool: _builtins.str
+    arguments: _builtins.str
+    """The arguments, a JSON object as text."""
+    impact: _builtins.str
+    """"read", "write" or "destructive"."""
+    status: _builtins.str
+    """"running" (a `tool_result` follows), "held" (waiting for a human's approval; it did not run)
+    or "refused" (it could not run: `reason` says why).
+    """
+    reason: _builtins.str
+    approval_id: _builtins.str
+    """The approval request, when held and the task service's approvals took it ("" otherwise)."""
+    def __init__(
+        self,
+        *,
+        call_id: _builtins.str = ...,
+        round: _builtins.int = ...,
+        tool: _builtins.str = ...,
+        arguments: _builtins.str = ...,
+        impact: _builtins.str = ...,
+        status: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        approval_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval_id", b"approval_id", "arguments", b"arguments", "call_id", b"call_id", "impact", b"impact", "reason", b"reason", "round", b"round", "status", b"status", "tool", b"tool"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ToolCallEvent: _TypeAlias = ToolCallEvent  # noqa: Y015
+
+@_typing.final
+class ToolResultEvent(_message.Message):
+    """ToolResultEvent: what a running tool call answered."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALL_ID_FIELD_NUMBER: _builtins.int
+    TOOL_FIELD_NUMBER: _builtins.int
+    CONTENT_FIELD_NUMBER: _builtins.int
+    IS_ERROR_FIELD_NUMBER: _builtins.int
+    DURATION_MS_FIELD_NUMBER: _builtins.int
+    call_id: _builtins.str
+    tool: _builtins.str
+    content: _builtins.str
+    """The result as text, as given to the model (marked there as untrusted data)."""
+    is_error: _builtins.bool
+    duration_ms: _builtins.float
+    def __init__(
+        self,
+        *,
+        call_id: _builtins.str = ...,
+        tool: _builtins.str = ...,
+        content: _builtins.str = ...,
+        is_error: _builtins.bool = ...,
+        duration_ms: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "content", b"content", "duration_ms", b"duration_ms", "is_error", b"is_error", "tool", b"tool"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ToolResultEvent: _TypeAlias = ToolResultEvent  # noqa: Y015
 
 @_typing.final
 class MessageAccepted(_message.Message):
@@ -568,6 +771,7 @@ class TurnCompleted(_message.Message):
     PROMPT_TOKENS_FIELD_NUMBER: _builtins.int
     COMPLETION_TOKENS_FIELD_NUMBER: _builtins.int
     TIMINGS_FIELD_NUMBER: _builtins.int
+    TOOL_CALLS_FIELD_NUMBER: _builtins.int
     message_id: _builtins.str
     """The reply's message id."""
     reply: _builtins.str
@@ -589,6 +793,10 @@ class TurnCompleted(_message.Message):
 
     @_builtins.property
     def timings(self) -> Global___TurnTimings: ...
+    @_builtins.property
+    def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolCallEvent]:
+        """Every tool call of the turn, as its `tool_call` event last reported it."""
+
     def __init__(
         self,
         *,
@@ -601,10 +809,11 @@ class TurnCompleted(_message.Message):
         prompt_tokens: _builtins.int = ...,
         completion_tokens: _builtins.int = ...,
         timings: Global___TurnTimings | None = ...,
+        tool_calls: _abc.Iterable[Global___ToolCallEvent] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["timings", b"timings"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["completion_tokens", b"completion_tokens", "facts", b"facts", "learned", b"learned", "message_id", b"message_id", "prompt_tokens", b"prompt_tokens", "recalled", b"recalled", "reply", b"reply", "timings", b"timings", "trace_id", b"trace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completion_tokens", b"completion_tokens", "facts", b"facts", "learned", b"learned", "message_id", b"message_id", "prompt_tokens", b"prompt_tokens", "recalled", b"recalled", "reply", b"reply", "timings", b"timings", "tool_calls", b"tool_calls", "trace_id", b"trace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

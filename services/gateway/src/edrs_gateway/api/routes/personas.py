@@ -45,12 +45,71 @@ _EXAMPLE_BODY: dict[str, JsonValue] = {
     "tone": "warm, concise",
     "instructions": "Cite a source for every figure.",
     "voice": {"name": "en_US-joe-medium", "speed": 1.1},
+    "tools": ["knowledge_search"],
+    "toolPolicy": {
+        "write": "required",
+        "destructive": "required",
+        "maxRounds": 0,
+        "choice": "auto",
+    },
 }
 
 Responsibility = Annotated[
     str, Field(min_length=1, max_length=RESPONSIBILITY_MAX, pattern=REQUIRED_LINE)
 ]
 Skill = Annotated[str, Field(min_length=1, max_length=SKILL_MAX, pattern=REQUIRED_LINE)]
+ToolName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+TOOLS_MAX = 32
+Approval = Literal["allowed", "required"]
+
+_APPROVAL_TO_PROTO = {
+    "allowed": persona_pb2.TOOL_APPROVAL_ALLOWED,
+    "required": persona_pb2.TOOL_APPROVAL_REQUIRED,
+}
+_APPROVAL_OF: dict[int, Approval] = {
+    persona_pb2.TOOL_APPROVAL_ALLOWED: "allowed",
+    persona_pb2.TOOL_APPROVAL_REQUIRED: "required",
+    persona_pb2.TOOL_APPROVAL_UNSPECIFIED: "required",
+}
+_CHOICE_TO_PROTO = {
+    "auto": persona_pb2.TOOL_CHOICE_AUTO,
+    "required": persona_pb2.TOOL_CHOICE_REQUIRED,
+}
+
+
+class ToolPolicy(ApiModel):
+    """What the persona may do with its tools without a human (docs/integration.md, "Tool use in
+    a turn"). Read-only tools always run."""
+
+    write: Approval = Field(
+        default="required",
+        description="Calls of write tools: `allowed` runs them, `required` holds them for a "
+        "human's approval",
+    )
+    destructive: Approval = Field(default="required", description="Calls of destructive tools")
+    max_rounds: int = Field(
+        default=0, ge=0, le=8, description="Rounds of tool calls per turn; 0 = the default (3)"
+    )
+    choice: Literal["auto", "required"] = Field(
+        default="auto", description="`required`: the first round must call a tool"
+    )
+
+    def proto(self) -> persona_pb2.ToolPolicy:
+        return persona_pb2.ToolPolicy(
+            write=_APPROVAL_TO_PROTO[self.write],
+            destructive=_APPROVAL_TO_PROTO[self.destructive],
+            max_rounds=self.max_rounds,
+            choice=_CHOICE_TO_PROTO[self.choice],
+        )
+
+    @classmethod
+    def of(cls, p: persona_pb2.ToolPolicy) -> ToolPolicy:
+        return cls(
+            write=_APPROVAL_OF.get(p.write, "required"),
+            destructive=_APPROVAL_OF.get(p.destructive, "required"),
+            max_rounds=p.max_rounds,
+            choice="required" if p.choice == persona_pb2.TOOL_CHOICE_REQUIRED else "auto",
+        )
 
 
 class PersonaVoice(ApiModel):
@@ -96,6 +155,12 @@ class CreatePersona(ApiModel):
     voice: PersonaVoice = Field(
         default_factory=PersonaVoice, description="How its replies are spoken"
     )
+    tools: list[ToolName] = Field(
+        default_factory=list,
+        max_length=TOOLS_MAX,
+        description="Names of the tenant's tools (`/api/v1/tools`) it may call",
+    )
+    tool_policy: ToolPolicy = Field(default_factory=ToolPolicy)
 
 
 class UpdatePersona(ApiModel):
@@ -112,6 +177,8 @@ class UpdatePersona(ApiModel):
     tone: str | None = Field(default=None, max_length=TONE_MAX, pattern=SINGLE_LINE)
     instructions: str | None = Field(default=None, max_length=INSTRUCTIONS_MAX, pattern=MULTI_LINE)
     voice: PersonaVoice | None = Field(default=None, description="Replaced whole")
+    tools: list[ToolName] | None = Field(default=None, max_length=TOOLS_MAX)
+    tool_policy: ToolPolicy | None = None
 
 
 class PersonaOut(ApiModel):
@@ -137,6 +204,8 @@ class PersonaOut(ApiModel):
     tone: str
     instructions: str
     voice: PersonaVoice
+    tools: list[str]
+    tool_policy: ToolPolicy
     status: Literal["active", "archived"] = Field(
         description="`archived` personas are kept for history and take no new work"
     )
@@ -154,6 +223,8 @@ class PersonaOut(ApiModel):
             tone=p.tone,
             instructions=p.instructions,
             voice=PersonaVoice(name=p.voice.name, speed=p.voice.speed or 1.0),
+            tools=list(p.tools),
+            tool_policy=ToolPolicy.of(p.tool_policy),
             status=_STATUS[p.status],
             created_at=_time(p.create_time),
             updated_at=_time(p.update_time),
@@ -238,6 +309,8 @@ async def create_persona(
         tone=body.tone,
         instructions=body.instructions,
         voice=body.voice.to_proto(),
+        tools=body.tools,
+        tool_policy=body.tool_policy.proto(),
     )
     created = PersonaOut.of(await persona_stub(ctx).CreatePersona(message))
     response.headers["Location"] = f"{request.url.path.rstrip('/')}/{created.id}"
@@ -290,6 +363,8 @@ async def update_persona(
             tone=body.tone or "",
             instructions=body.instructions or "",
             voice=body.voice.to_proto() if body.voice else None,
+            tools=body.tools or [],
+            tool_policy=body.tool_policy.proto() if body.tool_policy else None,
         ),
         update_mask=FieldMask(paths=changed),
     )

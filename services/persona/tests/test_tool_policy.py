@@ -1,0 +1,96 @@
+"""Unit tests of the tool policy and the choice schema (tool_use.py): pure, no I/O."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from edrs_core import InvalidArgument
+from edrs_persona.store import ToolPolicy
+from edrs_persona.tool_use import (
+    NONE,
+    Tool,
+    ToolUse,
+    decision_schema,
+    policy_from_proto,
+    policy_to_proto,
+    tool_names,
+    untrusted,
+    validate_arguments,
+)
+from edrs_proto.persona.v1 import persona_pb2
+from edrs_proto.reasoning.v1 import reasoning_pb2
+from jsonschema import validators
+
+LOOKUP = Tool(
+    name="orders__lookup",
+    description="",
+    schema={
+        "type": "object",
+        "properties": {"id": {"type": "string"}},
+        "required": ["id"],
+    },
+    impact="read",
+)
+WIPE = Tool(name="orders__wipe", description="", schema={"type": "object"}, impact="destructive")
+NOTE = Tool(name="orders__note", description="", schema={"type": "object"}, impact="write")
+
+
+def use() -> ToolUse:
+    return ToolUse(None, None, default_rounds=3, call_timeout=1, result_chars=100)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("tool", "policy", "tainted", "held"),
+    [
+        (LOOKUP, ToolPolicy(), True, False),  # reads always run
+        (NOTE, ToolPolicy(), False, True),  # the default policy holds writes
+        (NOTE, ToolPolicy(write="allowed"), False, False),
+        (NOTE, ToolPolicy(write="allowed"), True, True),  # untrusted text in the context
+        (WIPE, ToolPolicy(write="allowed"), False, True),  # destructive has its own rule
+        (WIPE, ToolPolicy(destructive="allowed"), False, False),
+        (WIPE, ToolPolicy(destructive="allowed"), True, True),
+    ],
+)
+def test_which_calls_wait_for_a_human(tool, policy, tainted, held) -> None:
+    assert bool(use()._needs_approval(tool, policy, tainted)) is held
+
+
+def test_the_choice_schema_accepts_only_the_tools_with_valid_arguments_or_none() -> None:
+    schema = decision_schema([LOOKUP, WIPE], allow_none=True)
+    valid = validators.validator_for(schema)(schema)
+    assert valid.is_valid({"tool": "orders__lookup", "arguments": {"id": "A-1"}})
+    assert valid.is_valid({"tool": NONE})
+    assert not valid.is_valid({"tool": "orders__lookup", "arguments": {"id": 1}})
+    assert not valid.is_valid({"tool": "orders__delete", "arguments": {}})
+    required = decision_schema([LOOKUP], allow_none=False)
+    assert not validators.validator_for(required)(required).is_valid({"tool": NONE})
+
+
+def test_arguments_are_checked_against_the_tools_schema() -> None:
+    assert validate_arguments(LOOKUP, {"id": "A-1"}) is None
+    assert "arguments['id']" in (validate_arguments(LOOKUP, {"id": 3}) or "")
+
+
+def test_policy_round_trips_and_bad_values_name_their_field() -> None:
+    policy = ToolPolicy(write="allowed", destructive="required", max_rounds=2, choice="required")
+    assert policy_from_proto(policy_to_proto(policy)) == policy
+    assert policy_from_proto(persona_pb2.ToolPolicy()) == ToolPolicy()
+    with pytest.raises(InvalidArgument) as error:
+        policy_from_proto(persona_pb2.ToolPolicy(max_rounds=9))
+    assert error.value.field == "tool_policy.max_rounds"
+    assert error.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_tool_names_are_checked_and_deduplicated() -> None:
+    assert tool_names(["a", "b", "a"]) == ["a", "b"]
+    with pytest.raises(InvalidArgument, match=r"tools\[1\]"):
+        tool_names(["a", "no spaces"])
+    with pytest.raises(InvalidArgument, match="limit is 32"):
+        tool_names([f"t{i}" for i in range(33)])
+
+
+def test_retrieved_documents_make_the_context_untrusted() -> None:
+    fact = reasoning_pb2.ContextItem(source="memory.fact", text="x")
+    passage = reasoning_pb2.ContextItem(source="knowledge.chunk", text="x")
+    assert not untrusted([fact])
+    assert untrusted([fact, passage])
