@@ -145,6 +145,9 @@ CALLS_NOT_WAITED_FOR = {
     # A persona answers without tools while integration is down (tool_use.py lists none then);
     # waiting for it would close persona -> integration -> task -> persona.
     ("persona", "integration"),
+    # The task service waits for persona (it assigns work to personas); a persona's turns are
+    # refused UNAVAILABLE by their budget check until task is up.
+    ("persona", "task"),
 }
 
 
