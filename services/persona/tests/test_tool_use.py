@@ -136,10 +136,11 @@ async def memory(engines, reasoning) -> AsyncIterator[testing.RunningService]:
 
 
 @pytest.fixture(scope="module")
-async def integration(engines) -> AsyncIterator[testing.RunningService]:
+async def integration(engines, openbao_engine) -> AsyncIterator[testing.RunningService]:
     async with testing.running_service(
         integration_definition,
-        credentials_key="test-credentials-key-0123456789abcdef",
+        vault_address=openbao_engine.url(),
+        vault_token=openbao_engine.root_token,
         mcp_stdio_commands=(sys.executable,),
         **engines("test_tools_integration"),
     ) as svc:
