@@ -226,3 +226,25 @@ async def test_a_tenant_never_sees_another_tenants_passages(engine_service, kit)
             pb.SearchRequest(query=query, collections=[name], mode=mode), metadata=TENANT_A
         )
         assert [p.document_id for p in theirs.passages] == [secret.document.id], mode
+
+
+async def test_a_lost_keyword_index_is_rebuilt_before_the_service_serves(
+    start_knowledge, kit
+) -> None:  # type: ignore[no-untyped-def]
+    async with start_knowledge("test_knowledge_rebuild") as svc:
+        stub = knowledge_pb2_grpc.KnowledgeServiceStub(svc.channel)
+        collection = await kit.new_collection(stub)
+        made = await kit.ingest(stub, collection, text=policy(3))
+        await kit.wait_indexed(stub, made.document.id)
+    # Each start gets a new, empty keyword-index folder: the index is lost, the database is not.
+    async with start_knowledge("test_knowledge_rebuild") as svc:
+        stub = knowledge_pb2_grpc.KnowledgeServiceStub(svc.channel)
+        servicer: Any = svc.servicer("KnowledgeService")
+        assert servicer.ingestion.keywords.count() == 4
+        found = await stub.Search(
+            pb.SearchRequest(
+                query="returned within days", collections=[collection], mode=pb.SEARCH_MODE_KEYWORD
+            ),
+            metadata=TENANT_A,
+        )
+        assert found.passages[0].document_id == made.document.id

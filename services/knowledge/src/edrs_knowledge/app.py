@@ -46,6 +46,7 @@ async def build(rt: Runtime[KnowledgeSettings]) -> list[GrpcService]:
         concurrency=settings.ingest_concurrency,
         max_bytes=settings.max_document_bytes,
     )
+    await ingestion.sync_keyword_index()
     rt.spawn(ingestion.run(), "knowledge-ingestion")
     searcher = Searcher(
         store,

@@ -100,7 +100,6 @@ class Ingestion:
         requeued = await self.store.requeue_interrupted()
         if requeued:
             log.info("requeued %d document versions a stopped process left half done", requeued)
-        await self.sync_keyword_index()
         workers = [
             asyncio.create_task(self._worker(), name=f"knowledge-ingest-{i}")
             for i in range(self.concurrency)
@@ -113,7 +112,8 @@ class Ingestion:
             await asyncio.gather(*workers, return_exceptions=True)
 
     async def sync_keyword_index(self) -> None:
-        """Rebuild the keyword index from the passages when it does not hold exactly them."""
+        """Rebuild the keyword index from the passages when it does not hold as many (missing, or
+        left behind by a crash); run before the service reports ready (decision 0010)."""
         if self.keywords.count() == await self.store.chunk_total():
             return
         rows = await self.store.keyword_rows()
