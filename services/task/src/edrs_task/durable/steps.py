@@ -105,18 +105,17 @@ class StepExecutors:
 
     async def _knowledge_search(self, params: dict[str, Any]) -> dict[str, Any]:
         reply = await self.knowledge.Search(
-            knowledge_pb2.SearchRequest(
-                query=str(params["query"]), limit=int(params.get("limit", 5))
-            )
+            knowledge_pb2.SearchRequest(query=str(params["query"]), k=int(params.get("limit", 5)))
         )
         return {
             "hits": [
                 {
-                    "documentId": h.document_id,
-                    "title": h.title,
-                    "snippet": h.snippet,
-                    "score": h.score,
+                    "documentId": p.document_id,
+                    "title": p.title,
+                    "snippet": p.text,
+                    "page": p.citation.page,
+                    "score": p.score,
                 }
-                for h in reply.hits
+                for p in reply.passages
             ]
         }
