@@ -26,7 +26,16 @@ CHECKOV_STAMP := $(CHECKOV_VENV)/.edrs-installed
 IMAGE_TAG    ?= dev
 IMAGE_PREFIX ?=
 
-.PHONY: help install run test test-fast lint typecheck format proto proto-check bench images clean
+# The web console (console/, docs/console.md): npm packages from package-lock.json, built by Vite into
+# the gateway's package (edrs_gateway/console_dist, not committed), served at /console.
+CONSOLE_STAMP := console/node_modules/.edrs-installed
+CONSOLE_BUILD := services/gateway/src/edrs_gateway/console_dist/index.html
+CONSOLE_SOURCES := $(shell find console/src -type f 2>/dev/null) console/index.html console/vite.config.ts console/tsconfig.json
+# The browser tests drive Debian's chromium; installed when absent (apt-get needs root or sudo).
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: help install run test test-fast lint typecheck format proto proto-check bench images clean console console-test browser
 
 help:
 	@echo "make run     start the whole fleet on embedded engines (Ctrl-C stops it)"
@@ -35,6 +44,7 @@ help:
 	@echo "make proto   regenerate libs/edrs-proto from protos/"
 	@echo "make bench   run the benchmarks (figures, no pass/fail on time)"
 	@echo "make images  build every service image with Docker (IMAGE_TAG, IMAGE_PREFIX)"
+	@echo "make console build the web console (served by the gateway at /console)"
 
 # llama-cpp-python builds from source (about 10 minutes on 2 cores; pip caches the wheel). A native
 # build (-march=native) crashed at the first decode on CI-class CPUs, so build for the common
@@ -56,15 +66,34 @@ $(CHECKOV_STAMP): requirements-checkov.txt
 	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-checkov.txt
 	touch $(CHECKOV_STAMP)
 
-install: $(STAMP) $(CHECKOV_STAMP)
+$(CONSOLE_STAMP): console/package.json console/package-lock.json
+	cd console && npm ci --no-audit --no-fund
+	touch $(CONSOLE_STAMP)
 
-run: $(STAMP)
+$(CONSOLE_BUILD): $(CONSOLE_STAMP) $(CONSOLE_SOURCES)
+	cd console && npm run build
+
+console: $(CONSOLE_BUILD)
+
+# Vitest (also run by the suite: tests/console/test_console_frontend.py).
+console-test: $(CONSOLE_STAMP)
+	cd console && npm test
+
+$(CHROMIUM):
+	$(SUDO) apt-get update
+	$(SUDO) apt-get install -y --no-install-recommends chromium
+
+browser: $(CHROMIUM)
+
+install: $(STAMP) $(CHECKOV_STAMP) $(CONSOLE_BUILD) $(CHROMIUM)
+
+run: $(STAMP) $(CONSOLE_BUILD)
 	$(BIN)/edrs dev up
 
-test: $(STAMP) $(CHECKOV_STAMP)
+test: install
 	$(BIN)/pytest
 
-test-fast: $(STAMP) $(CHECKOV_STAMP)
+test-fast: install
 	$(BIN)/pytest -m "not slow and not fleet"
 
 lint: $(STAMP) typecheck
@@ -85,7 +114,7 @@ proto: $(STAMP)
 proto-check: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py --check
 
-bench: $(STAMP)
+bench: $(STAMP) $(CONSOLE_BUILD) $(CHROMIUM)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 # The reasoning image compiles llama.cpp: the first build takes a while.
@@ -98,3 +127,4 @@ images:
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) .edrs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf console/node_modules services/gateway/src/edrs_gateway/console_dist

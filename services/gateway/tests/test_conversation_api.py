@@ -202,6 +202,73 @@ async def test_a_reply_streams_over_sse_in_several_deltas(client, member) -> Non
     assert completed["messageId"] == events[0][1]["messageId"]
 
 
+def sse_ids(lines: list[str]) -> list[str]:
+    """The `id:` of each event, in order (every event of a streamed turn has one)."""
+    return [line[3:].strip() for line in lines if line.startswith("id:")]
+
+
+async def test_a_broken_stream_resumes_with_nothing_lost_or_repeated(
+    client, member, conversation_fleet, tenant
+) -> None:
+    persona_id = await new_persona(client, member)
+    base = f"/api/v1/personas/{persona_id}/conversations/resumed/messages"
+    seen: list[str] = []
+    # The client goes away after the first delta, as a page reloaded mid-reply does.
+    async with client.stream(
+        "POST",
+        base,
+        headers={**member, "Accept": "text/event-stream"},
+        json={"text": "Describe the sea in detail.", "options": {**OPTIONS, "maxTokens": 24}},
+    ) as stream:
+        assert stream.status_code == 200
+        async for line in stream.aiter_lines():
+            seen.append(line)
+            if line == "" and any(x.startswith("event: delta") for x in seen):
+                break  # the whole first delta (up to the blank line that ends it)
+    first_events = sse_events(seen)
+    message_id = first_events[0][1]["messageId"]
+    ids = sse_ids(seen)
+    assert first_events[0][0] == "accepted" and ids, seen
+
+    # Resumed after the last id seen: the rest, each event once, ending with `completed`.
+    async with client.stream(
+        "GET", f"{base}/{message_id}/events", headers={**member, "Last-Event-ID": ids[-1]}
+    ) as rest:
+        assert rest.status_code == 200, await rest.aread()
+        rest_lines = [line async for line in rest.aiter_lines()]
+    rest_events = sse_events(rest_lines)
+    assert rest_events[-1][0] == "completed", rest_events
+    assert not set(sse_ids(rest_lines)) & set(ids)
+    delivered = [d["text"] for n, d in (*first_events, *rest_events) if n == "delta"]
+    assert "".join(delivered) == rest_events[-1][1]["reply"]["text"]
+
+    # From the start: the whole turn again, the same ids, for a page that lost everything.
+    whole = await client.get(f"{base}/{message_id}/events", headers=member)
+    assert whole.status_code == 200
+    whole_events = sse_events(whole.text.splitlines())
+    assert whole_events[0] == first_events[0] and whole_events[-1] == rest_events[-1]
+    assert sse_ids(whole.text.splitlines()) == [*ids, *sse_ids(rest_lines)]
+
+    # The turn was stored once, though its first client left mid-reply.
+    messages = (await client.get(base, headers=member)).json()["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant"]
+    assert messages[1]["text"] == rest_events[-1][1]["reply"]["text"]
+
+    # Only the sender reads the turn: another member of the tenant, and another tenant, get 404.
+    colleague = await conversation_fleet.login(tenant, "member")
+    stranger = await conversation_fleet.login(await conversation_fleet.new_tenant(), "admin")
+    for headers in (colleague, stranger):
+        refused = await client.get(f"{base}/{message_id}/events", headers=headers)
+        assert refused.status_code == 404, refused.text
+        assert refused.json()["code"] == "not_found"
+    unknown = await client.get(f"{base}/{uuid.uuid4()}/events", headers=member)
+    assert unknown.status_code == 404
+    bad = await client.get(
+        f"{base}/{message_id}/events", headers={**member, "Last-Event-ID": "yesterday"}
+    )
+    assert bad.status_code == 422, bad.text
+
+
 async def test_a_refused_turn_is_a_plain_http_error_even_when_streaming(client, member) -> None:
     persona_id = await new_persona(client, member)
     archived = await client.post(f"/api/v1/personas/{persona_id}/archive", headers=member)

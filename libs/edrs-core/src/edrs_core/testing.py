@@ -405,3 +405,16 @@ async def metric_value(service: RunningService, name: str, **labels: str) -> flo
         if line.startswith(name + "{") and all(w in line for w in wanted):
             total += float(line.rsplit(" ", 1)[1])
     return total
+
+
+# The browser the console's tests and benchmark drive: Debian's chromium (`make install` puts it
+# there), never a browser downloaded by Playwright. Headless, and quiet: no update checks, no
+# background fetches that would reach for the network.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+)

@@ -11,6 +11,7 @@ from starlette.routing import BaseRoute, Mount
 from edrs_gateway.api.app import create_api
 from edrs_gateway.auth.passwords import Passwords
 from edrs_gateway.config import GatewaySettings
+from edrs_gateway.console import CONSOLE_PATH, console_app
 from edrs_gateway.context import GatewayContext
 from edrs_gateway.identity.bootstrap import bootstrap
 from edrs_gateway.server import TenantServicer
@@ -34,9 +35,14 @@ async def build(rt: Runtime[GatewaySettings]) -> list[GrpcService]:
 
 
 async def http_routes(rt: Runtime[GatewaySettings]) -> list[BaseRoute]:
-    """The public API, mounted beside the health endpoints on the HTTP port."""
+    """The public API and the web console, mounted beside the health endpoints on the HTTP port.
+    The console is outside the API's middleware: its files need no token, and loading them must
+    not spend the anonymous rate limit."""
     ctx = GatewayContext.build(rt.settings, rt, clock=SystemClock())
-    return [Mount("", app=create_api(ctx, rt.bus))]
+    return [
+        Mount(CONSOLE_PATH, app=console_app(rt.settings.console_dir)),
+        Mount("", app=create_api(ctx, rt.bus)),
+    ]
 
 
 definition = ServiceDefinition(

@@ -1,5 +1,6 @@
 """Gateway service settings (`EDRS_GATEWAY_*`)."""
 
+from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Self
 
 from edrs_core import ServiceSettings
@@ -99,6 +100,18 @@ class GatewaySettings(ServiceSettings):
         description="Browser origins allowed by CORS, comma-separated or a JSON list; empty = none",
     )
     rate_limits_enabled: bool = Field(default=True, description="Per-tier token buckets in Redis")
+    console_dir: Path | None = Field(
+        default=None,
+        description="The web console's built files, served at /console; default: where "
+        "`make console` builds them (edrs_gateway/console_dist)",
+    )
+    turn_journal_seconds: int = Field(
+        default=600,
+        ge=60,
+        le=86_400,
+        description="How long the events of a streamed turn are kept after its last one, for a "
+        "client that reconnects to resume it (Last-Event-ID)",
+    )
     rate_limit_overrides: dict[Literal["standard", "professional", "enterprise"], RateLimitTier] = (
         Field(
             default_factory=dict,

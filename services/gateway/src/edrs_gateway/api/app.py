@@ -30,6 +30,7 @@ from edrs_gateway.api.routes import (
     voice_turns,
     ws,
 )
+from edrs_gateway.api.turn_journal import TurnJournal
 from edrs_gateway.auth.middleware import AuthenticationMiddleware
 from edrs_gateway.auth.principal import Principal
 from edrs_gateway.context import GatewayContext
@@ -79,6 +80,8 @@ def create_api(ctx: GatewayContext, event_bus: EventBus) -> FastAPI:
     )
     app.state.ctx = ctx
     app.state.event_bus = event_bus
+    assert ctx.runtime.redis is not None
+    app.state.turn_journal = TurnJournal(ctx.runtime.redis, ctx.settings.turn_journal_seconds)
     install_problem_handlers(app)
     _add_edge(app, ctx)
     # Routers are included here, one line each (auth, users, api keys, audit, events, personas...).

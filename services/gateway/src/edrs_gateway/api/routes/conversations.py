@@ -9,9 +9,8 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from edrs_core.errors import ServiceError
 from edrs_proto.persona.v1 import persona_pb2
-from fastapi import APIRouter, Depends, Header, Path
+from fastapi import APIRouter, Depends, Header, Path, Request
 from pydantic import Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
@@ -23,8 +22,9 @@ from edrs_gateway.api.common import (
     upstream_responses,
 )
 from edrs_gateway.api.models import ApiModel, PageOf
-from edrs_gateway.api.problems import PROBLEM_JSON, ApiError, problem_body, problem_of
+from edrs_gateway.api.problems import PROBLEM_JSON, ApiError
 from edrs_gateway.api.routes.personas import PersonaId, persona_stub
+from edrs_gateway.api.turn_journal import TurnJournal, journal_key, turn_not_found
 from edrs_gateway.api.turns import (
     CONVERSATION_ID_PATTERN,
     SendMessage,
@@ -54,6 +54,15 @@ ConversationId = Annotated[
     ),
 ]
 EVENT_STREAM = "text/event-stream"
+
+
+def get_turn_journal(request: Request) -> TurnJournal:
+    """FastAPI dependency: the journal of streamed turns, set by create_api."""
+    journal: TurnJournal = request.app.state.turn_journal
+    return journal
+
+
+Journal = Annotated[TurnJournal, Depends(get_turn_journal)]
 
 
 class ConversationOut(ApiModel):
@@ -120,7 +129,8 @@ _SSE_EXAMPLE = (
     description=(
         "One turn: your message in, the persona's reply out. By default the reply comes as one "
         "JSON body once generated. With `Accept: text/event-stream` the turn streams as "
-        "Server-Sent Events: `accepted` {messageId}, `queued` {ahead} when another turn of the "
+        "Server-Sent Events (each with an `id:`; a broken stream resumes with "
+        "`GET .../messages/{messageId}/events`): `accepted` {messageId}, `queued` {ahead} when another turn of the "
         "conversation is running, `started` {} (the persona is typing), one `delta` {text} per "
         "piece of the reply as the model writes it, then `completed` with the JSON body; a "
         "failure after the stream began is an `error` event holding a problem. The text passes "
@@ -144,11 +154,12 @@ async def send_message(
     body: SendMessage,
     ctx: Ctx,
     caller: Annotated[Principal, Depends(converse)],
+    journal: Journal,
     accept: Annotated[str, Header(include_in_schema=False)] = "",
 ) -> Any:
     turn = Turn(ctx, converse_request(caller, persona_id, conversation_id, body))
     try:
-        await turn.first()
+        first = await turn.first()
     except BaseException:
         turn.cancel()
         raise
@@ -158,19 +169,62 @@ async def send_message(
         except BaseException:
             turn.cancel()
             raise
-    return EventSourceResponse(_stream(turn), ping=15.0, send_timeout=30.0)
+    if first.name != "accepted":
+        turn.cancel()
+        raise ApiError(502, "upstream_error", "the persona service did not accept the message")
+    key = journal_key(caller, persona_id, conversation_id, first.data["messageId"])
+    journal.relay(turn, key, first)
+    return _journal_response(journal, key, "0")
 
 
-async def _stream(turn: Turn) -> AsyncIterator[ServerSentEvent]:
-    try:
-        async for event in turn.events():
-            yield ServerSentEvent(data=json.dumps(event.data), event=event.name)
-    except ApiError as error:
-        yield ServerSentEvent(data=json.dumps(problem_body(error)), event="error")
-    except ServiceError as error:  # the headers are sent: the handler can no longer answer
-        yield ServerSentEvent(data=json.dumps(problem_body(problem_of(error))), event="error")
-    finally:
-        turn.cancel()  # no-op once the call has ended
+def _journal_response(journal: TurnJournal, key: str, after: str) -> EventSourceResponse:
+    return EventSourceResponse(_stream(journal, key, after), ping=15.0, send_timeout=30.0)
+
+
+async def _stream(journal: TurnJournal, key: str, after: str) -> AsyncIterator[ServerSentEvent]:
+    # The client leaving ends this generator only: the turn's relay goes on (turn_journal.py).
+    async for entry in journal.follow(key, after):
+        yield ServerSentEvent(data=json.dumps(entry.data), event=entry.name, id=entry.id)
+
+
+@router.get(
+    "/{personaId}/conversations/{conversationId}/messages/{messageId}/events",
+    summary="Resume a streamed turn",
+    description=(
+        "The events of a turn sent with `Accept: text/event-stream`, as Server-Sent Events: from "
+        "the start, or after `Last-Event-ID` (the `id:` of the last event you got), until "
+        "`completed` or `error`. A client whose stream broke (a page reloaded mid-reply) gets "
+        "every event it missed, once, while the turn still runs or up to "
+        "`EDRS_GATEWAY_TURN_JOURNAL_SECONDS` (600) after it ended; later, or for a message that "
+        "is not yours, 404: read the conversation's messages instead."
+    ),
+    responses={
+        200: {
+            "description": "The turn's events",
+            "content": {EVENT_STREAM: {"schema": {"type": "string"}, "example": _SSE_EXAMPLE}},
+        },
+        **_ERRORS,
+    },
+)
+async def resume_turn(
+    persona_id: PersonaId,
+    conversation_id: ConversationId,
+    message_id: Annotated[UUID, Path(alias="messageId", description="`accepted.messageId`")],
+    journal: Journal,
+    caller: Annotated[Principal, Depends(converse)],
+    last_event_id: Annotated[
+        str | None,
+        Header(
+            alias="Last-Event-ID",
+            pattern=r"^[0-9]{1,20}-[0-9]{1,20}$",
+            description="`id` of the last event received; the stream resumes after it",
+        ),
+    ] = None,
+) -> EventSourceResponse:
+    key = journal_key(caller, persona_id, conversation_id, str(message_id))
+    if not await journal.exists(key):
+        raise turn_not_found(message_id)
+    return _journal_response(journal, key, last_event_id or "0")
 
 
 @router.get(
