@@ -4,6 +4,7 @@ Events) and read back the caller's conversations and their messages."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -54,6 +55,8 @@ ConversationId = Annotated[
     ),
 ]
 EVENT_STREAM = "text/event-stream"
+# The id of a journalled event: its Redis stream id.
+_EVENT_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 
 
 def get_turn_journal(request: Request) -> TurnJournal:
@@ -212,15 +215,26 @@ async def resume_turn(
     message_id: Annotated[UUID, Path(alias="messageId", description="`accepted.messageId`")],
     journal: Journal,
     caller: Annotated[Principal, Depends(converse)],
+    # A plain optional string (not `str | None`, whose null a client would send as the text
+    # "null"); empty means "from the start". Its form is checked below, like a page token: only
+    # an id this server issued resumes a stream.
     last_event_id: Annotated[
-        str | None,
+        str,
         Header(
             alias="Last-Event-ID",
-            pattern=r"^[0-9]{1,20}-[0-9]{1,20}$",
-            description="`id` of the last event received; the stream resumes after it",
+            max_length=41,
+            description="`id` of the last event received (`<milliseconds>-<sequence>`); the "
+            "stream resumes after it",
         ),
-    ] = None,
+    ] = "",
 ) -> EventSourceResponse:
+    if last_event_id and not _EVENT_ID.fullmatch(last_event_id):
+        raise ApiError(
+            422,
+            "validation_failed",
+            "Last-Event-ID: not an event id of this stream (`<milliseconds>-<sequence>`)",
+            errors=[{"in": "header", "pointer": "/Last-Event-ID", "detail": "not an event id"}],
+        )
     key = journal_key(caller, persona_id, conversation_id, str(message_id))
     if not await journal.exists(key):
         raise turn_not_found(message_id)
