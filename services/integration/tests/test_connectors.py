@@ -29,7 +29,10 @@ def test_secret_looking_keys_are_secret(key: str) -> None:
     assert is_secret_key(key)
 
 
-@pytest.mark.parametrize("key", ["url", "region", "format", "timeout_seconds", "api_version"])
+@pytest.mark.parametrize(
+    "key",
+    ["url", "region", "format", "timeout_seconds", "api_version", "token_url", "api_key_header"],
+)
 def test_ordinary_keys_are_not_secret(key: str) -> None:
     assert not is_secret_key(key)
 

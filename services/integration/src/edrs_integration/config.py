@@ -50,6 +50,20 @@ class IntegrationSettings(OutboundServiceSettings, SecretStoreServiceSettings):
         default=20_000, ge=100, description="A tool's result is cut to this many characters"
     )
 
+    # Webhooks out (docs/integration.md, "Webhooks out").
+    webhook_concurrency: int = Field(
+        default=32, ge=1, le=1000, description="Deliveries sent at once by one replica"
+    )
+    webhook_timeout_seconds: float = Field(
+        default=15.0, gt=0, le=120, description="Longest wait for a receiver's answer"
+    )
+    webhook_idle_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="Longest sleep of the dispatcher between looks for due deliveries (it is "
+        "woken at once by new ones)",
+    )
+
     @field_validator("mcp_stdio_commands", mode="before")
     @classmethod
     def _split_commands(cls, value: Any) -> Any:

@@ -26,7 +26,7 @@ from edrs_proto.common.v1 import common_pb2 as edrs_dot_common_dot_v1_dot_common
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%edrs/integration/v1/integration.proto\x12\x13\x65\x64rs.integration.v1\x1a\x1b\x65\x64rs/common/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x84\x02\n\tConnector\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x30\n\x04kind\x18\x03 \x01(\x0e\x32\".edrs.integration.v1.ConnectorKind\x12:\n\x06\x63onfig\x18\x04 \x03(\x0b\x32*.edrs.integration.v1.Connector.ConfigEntry\x12\x0f\n\x07\x65nabled\x18\x05 \x01(\x08\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a-\n\x0b\x43onfigEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe1\x01\n\x16\x43reateConnectorRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x30\n\x04kind\x18\x02 \x01(\x0e\x32\".edrs.integration.v1.ConnectorKind\x12G\n\x06\x63onfig\x18\x03 \x03(\x0b\x32\x37.edrs.integration.v1.CreateConnectorRequest.ConfigEntry\x12\x0f\n\x07\x65nabled\x18\x04 \x01(\x08\x1a-\n\x0b\x43onfigEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"!\n\x13GetConnectorRequest\x12\n\n\x02id\x18\x01 \x01(\t\"B\n\x15ListConnectorsRequest\x12)\n\x04page\x18\x01 \x01(\x0b\x32\x1b.edrs.common.v1.PageRequest\"t\n\x16ListConnectorsResponse\x12\x32\n\nconnectors\x18\x01 \x03(\x0b\x32\x1e.edrs.integration.v1.Connector\x12&\n\x04page\x18\x02 \x01(\x0b\x32\x18.edrs.common.v1.PageInfo*|\n\rConnectorKind\x12\x1e\n\x1a\x43ONNECTOR_KIND_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x43ONNECTOR_KIND_WEBHOOK\x10\x01\x12\x17\n\x13\x43ONNECTOR_KIND_HTTP\x10\x02\x12\x16\n\x12\x43ONNECTOR_KIND_MCP\x10\x03\x32\xc3\x02\n\x12IntegrationService\x12^\n\x0f\x43reateConnector\x12+.edrs.integration.v1.CreateConnectorRequest\x1a\x1e.edrs.integration.v1.Connector\x12]\n\x0cGetConnector\x12(.edrs.integration.v1.GetConnectorRequest\x1a\x1e.edrs.integration.v1.Connector\"\x03\x90\x02\x01\x12n\n\x0eListConnectors\x12*.edrs.integration.v1.ListConnectorsRequest\x1a+.edrs.integration.v1.ListConnectorsResponse\"\x03\x90\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%edrs/integration/v1/integration.proto\x12\x13\x65\x64rs.integration.v1\x1a\x1b\x65\x64rs/common/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcb\x02\n\tConnector\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x30\n\x04kind\x18\x03 \x01(\x0e\x32\".edrs.integration.v1.ConnectorKind\x12:\n\x06\x63onfig\x18\x04 \x03(\x0b\x32*.edrs.integration.v1.Connector.ConfigEntry\x12\x0f\n\x07\x65nabled\x18\x05 \x01(\x08\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cinbound_path\x18\x08 \x01(\t\x1a-\n\x0b\x43onfigEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe1\x01\n\x16\x43reateConnectorRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x30\n\x04kind\x18\x02 \x01(\x0e\x32\".edrs.integration.v1.ConnectorKind\x12G\n\x06\x63onfig\x18\x03 \x03(\x0b\x32\x37.edrs.integration.v1.CreateConnectorRequest.ConfigEntry\x12\x0f\n\x07\x65nabled\x18\x04 \x01(\x08\x1a-\n\x0b\x43onfigEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"!\n\x13GetConnectorRequest\x12\n\n\x02id\x18\x01 \x01(\t\"B\n\x15ListConnectorsRequest\x12)\n\x04page\x18\x01 \x01(\x0b\x32\x1b.edrs.common.v1.PageRequest\"t\n\x16ListConnectorsResponse\x12\x32\n\nconnectors\x18\x01 \x03(\x0b\x32\x1e.edrs.integration.v1.Connector\x12&\n\x04page\x18\x02 \x01(\x0b\x32\x18.edrs.common.v1.PageInfo\"\xe5\x01\n\x16UpdateConnectorRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0bupdate_mask\x18\x02 \x03(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12G\n\x06\x63onfig\x18\x04 \x03(\x0b\x32\x37.edrs.integration.v1.UpdateConnectorRequest.ConfigEntry\x12\x0f\n\x07\x65nabled\x18\x05 \x01(\x08\x12\x13\n\x0bremove_keys\x18\x06 \x03(\t\x1a-\n\x0b\x43onfigEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"$\n\x16\x44\x65leteConnectorRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x19\n\x17\x44\x65leteConnectorResponse\"\"\n\x14TestConnectorRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\\\n\x15TestConnectorResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x02 \x01(\t\x12\x13\n\x0bstatus_code\x18\x03 \x01(\x05\x12\x12\n\nlatency_ms\x18\x04 \x01(\x03*\x95\x01\n\rConnectorKind\x12\x1e\n\x1a\x43ONNECTOR_KIND_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x43ONNECTOR_KIND_WEBHOOK\x10\x01\x12\x17\n\x13\x43ONNECTOR_KIND_HTTP\x10\x02\x12\x16\n\x12\x43ONNECTOR_KIND_MCP\x10\x03\x12\x17\n\x13\x43ONNECTOR_KIND_SMTP\x10\x04\x32\xf9\x04\n\x12IntegrationService\x12^\n\x0f\x43reateConnector\x12+.edrs.integration.v1.CreateConnectorRequest\x1a\x1e.edrs.integration.v1.Connector\x12]\n\x0cGetConnector\x12(.edrs.integration.v1.GetConnectorRequest\x1a\x1e.edrs.integration.v1.Connector\"\x03\x90\x02\x01\x12n\n\x0eListConnectors\x12*.edrs.integration.v1.ListConnectorsRequest\x1a+.edrs.integration.v1.ListConnectorsResponse\"\x03\x90\x02\x01\x12^\n\x0fUpdateConnector\x12+.edrs.integration.v1.UpdateConnectorRequest\x1a\x1e.edrs.integration.v1.Connector\x12l\n\x0f\x44\x65leteConnector\x12+.edrs.integration.v1.DeleteConnectorRequest\x1a,.edrs.integration.v1.DeleteConnectorResponse\x12\x66\n\rTestConnector\x12).edrs.integration.v1.TestConnectorRequest\x1a*.edrs.integration.v1.TestConnectorResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,26 +37,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CONNECTOR_CONFIGENTRY']._serialized_options = b'8\001'
   _globals['_CREATECONNECTORREQUEST_CONFIGENTRY']._loaded_options = None
   _globals['_CREATECONNECTORREQUEST_CONFIGENTRY']._serialized_options = b'8\001'
+  _globals['_UPDATECONNECTORREQUEST_CONFIGENTRY']._loaded_options = None
+  _globals['_UPDATECONNECTORREQUEST_CONFIGENTRY']._serialized_options = b'8\001'
   _globals['_INTEGRATIONSERVICE'].methods_by_name['GetConnector']._loaded_options = None
   _globals['_INTEGRATIONSERVICE'].methods_by_name['GetConnector']._serialized_options = b'\220\002\001'
   _globals['_INTEGRATIONSERVICE'].methods_by_name['ListConnectors']._loaded_options = None
   _globals['_INTEGRATIONSERVICE'].methods_by_name['ListConnectors']._serialized_options = b'\220\002\001'
-  _globals['_CONNECTORKIND']._serialized_start=836
-  _globals['_CONNECTORKIND']._serialized_end=960
+  _globals['_CONNECTORKIND']._serialized_start=1335
+  _globals['_CONNECTORKIND']._serialized_end=1484
   _globals['_CONNECTOR']._serialized_start=125
-  _globals['_CONNECTOR']._serialized_end=385
-  _globals['_CONNECTOR_CONFIGENTRY']._serialized_start=340
-  _globals['_CONNECTOR_CONFIGENTRY']._serialized_end=385
-  _globals['_CREATECONNECTORREQUEST']._serialized_start=388
-  _globals['_CREATECONNECTORREQUEST']._serialized_end=613
-  _globals['_CREATECONNECTORREQUEST_CONFIGENTRY']._serialized_start=340
-  _globals['_CREATECONNECTORREQUEST_CONFIGENTRY']._serialized_end=385
-  _globals['_GETCONNECTORREQUEST']._serialized_start=615
-  _globals['_GETCONNECTORREQUEST']._serialized_end=648
-  _globals['_LISTCONNECTORSREQUEST']._serialized_start=650
-  _globals['_LISTCONNECTORSREQUEST']._serialized_end=716
-  _globals['_LISTCONNECTORSRESPONSE']._serialized_start=718
-  _globals['_LISTCONNECTORSRESPONSE']._serialized_end=834
-  _globals['_INTEGRATIONSERVICE']._serialized_start=963
-  _globals['_INTEGRATIONSERVICE']._serialized_end=1286
+  _globals['_CONNECTOR']._serialized_end=456
+  _globals['_CONNECTOR_CONFIGENTRY']._serialized_start=411
+  _globals['_CONNECTOR_CONFIGENTRY']._serialized_end=456
+  _globals['_CREATECONNECTORREQUEST']._serialized_start=459
+  _globals['_CREATECONNECTORREQUEST']._serialized_end=684
+  _globals['_CREATECONNECTORREQUEST_CONFIGENTRY']._serialized_start=411
+  _globals['_CREATECONNECTORREQUEST_CONFIGENTRY']._serialized_end=456
+  _globals['_GETCONNECTORREQUEST']._serialized_start=686
+  _globals['_GETCONNECTORREQUEST']._serialized_end=719
+  _globals['_LISTCONNECTORSREQUEST']._serialized_start=721
+  _globals['_LISTCONNECTORSREQUEST']._serialized_end=787
+  _globals['_LISTCONNECTORSRESPONSE']._serialized_start=789
+  _globals['_LISTCONNECTORSRESPONSE']._serialized_end=905
+  _globals['_UPDATECONNECTORREQUEST']._serialized_start=908
+  _globals['_UPDATECONNECTORREQUEST']._serialized_end=1137
+  _globals['_UPDATECONNECTORREQUEST_CONFIGENTRY']._serialized_start=411
+  _globals['_UPDATECONNECTORREQUEST_CONFIGENTRY']._serialized_end=456
+  _globals['_DELETECONNECTORREQUEST']._serialized_start=1139
+  _globals['_DELETECONNECTORREQUEST']._serialized_end=1175
+  _globals['_DELETECONNECTORRESPONSE']._serialized_start=1177
+  _globals['_DELETECONNECTORRESPONSE']._serialized_end=1202
+  _globals['_TESTCONNECTORREQUEST']._serialized_start=1204
+  _globals['_TESTCONNECTORREQUEST']._serialized_end=1238
+  _globals['_TESTCONNECTORRESPONSE']._serialized_start=1240
+  _globals['_TESTCONNECTORRESPONSE']._serialized_end=1332
+  _globals['_INTEGRATIONSERVICE']._serialized_start=1487
+  _globals['_INTEGRATIONSERVICE']._serialized_end=2120
 # @@protoc_insertion_point(module_scope)

@@ -34,6 +34,8 @@ class _ConnectorKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Connect
     """Generic HTTP API."""
     CONNECTOR_KIND_MCP: _ConnectorKind.ValueType  # 3
     """Model Context Protocol server exposing tools."""
+    CONNECTOR_KIND_SMTP: _ConnectorKind.ValueType  # 4
+    """SMTP server sending email."""
 
 class ConnectorKind(_ConnectorKind, metaclass=_ConnectorKindEnumTypeWrapper):
     """ConnectorKind is the protocol a connector speaks."""
@@ -45,6 +47,8 @@ CONNECTOR_KIND_HTTP: ConnectorKind.ValueType  # 2
 """Generic HTTP API."""
 CONNECTOR_KIND_MCP: ConnectorKind.ValueType  # 3
 """Model Context Protocol server exposing tools."""
+CONNECTOR_KIND_SMTP: ConnectorKind.ValueType  # 4
+"""SMTP server sending email."""
 Global___ConnectorKind: _TypeAlias = ConnectorKind  # noqa: Y015
 
 @_typing.final
@@ -79,6 +83,8 @@ class Connector(_message.Message):
     CONFIG_FIELD_NUMBER: _builtins.int
     ENABLED_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    INBOUND_PATH_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Connector id (UUID)."""
     name: _builtins.str
@@ -87,6 +93,8 @@ class Connector(_message.Message):
     """Protocol."""
     enabled: _builtins.bool
     """Whether the connector may be used."""
+    inbound_path: _builtins.str
+    """Path of its inbound webhook URL on the gateway (`/api/v1/hooks/<tenant>/<id>`)."""
     @_builtins.property
     def config(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Kind-specific settings, e.g. "url". Secrets are references, never values."""
@@ -94,6 +102,10 @@ class Connector(_message.Message):
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the connector was created."""
+
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """When it last changed."""
 
     def __init__(
         self,
@@ -104,10 +116,12 @@ class Connector(_message.Message):
         config: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         enabled: _builtins.bool = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+        inbound_path: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "create_time", b"create_time", "enabled", b"enabled", "id", b"id", "kind", b"kind", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "create_time", b"create_time", "enabled", b"enabled", "id", b"id", "inbound_path", b"inbound_path", "kind", b"kind", "name", b"name", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -244,3 +258,166 @@ class ListConnectorsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListConnectorsResponse: _TypeAlias = ListConnectorsResponse  # noqa: Y015
+
+@_typing.final
+class UpdateConnectorRequest(_message.Message):
+    """UpdateConnectorRequest changes the fields named in `update_mask`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ConfigEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    ID_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    CONFIG_FIELD_NUMBER: _builtins.int
+    ENABLED_FIELD_NUMBER: _builtins.int
+    REMOVE_KEYS_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Connector id (UUID)."""
+    name: _builtins.str
+    """New name."""
+    enabled: _builtins.bool
+    """Whether the connector may be used."""
+    @_builtins.property
+    def update_mask(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Fields to change: name, config, enabled."""
+
+    @_builtins.property
+    def config(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Keys to set (merged into the current settings; a secret key's value is a new credential)."""
+
+    @_builtins.property
+    def remove_keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Keys to remove."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        update_mask: _abc.Iterable[_builtins.str] | None = ...,
+        name: _builtins.str = ...,
+        config: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        enabled: _builtins.bool = ...,
+        remove_keys: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "enabled", b"enabled", "id", b"id", "name", b"name", "remove_keys", b"remove_keys", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateConnectorRequest: _TypeAlias = UpdateConnectorRequest  # noqa: Y015
+
+@_typing.final
+class DeleteConnectorRequest(_message.Message):
+    """DeleteConnectorRequest names one connector."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Connector id (UUID)."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteConnectorRequest: _TypeAlias = DeleteConnectorRequest  # noqa: Y015
+
+@_typing.final
+class DeleteConnectorResponse(_message.Message):
+    """DeleteConnectorResponse is empty."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteConnectorResponse: _TypeAlias = DeleteConnectorResponse  # noqa: Y015
+
+@_typing.final
+class TestConnectorRequest(_message.Message):
+    """TestConnectorRequest names one connector."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Connector id (UUID)."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TestConnectorRequest: _TypeAlias = TestConnectorRequest  # noqa: Y015
+
+@_typing.final
+class TestConnectorResponse(_message.Message):
+    """TestConnectorResponse is the outcome of a connection test."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OK_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    STATUS_CODE_FIELD_NUMBER: _builtins.int
+    LATENCY_MS_FIELD_NUMBER: _builtins.int
+    ok: _builtins.bool
+    """Whether the connector worked."""
+    detail: _builtins.str
+    """What happened, e.g. "HTTP 200 in 35 ms" or "SMTP login refused (535)"; never a secret."""
+    status_code: _builtins.int
+    """The HTTP status, or the SMTP reply code, when there was one."""
+    latency_ms: _builtins.int
+    """Milliseconds the test took."""
+    def __init__(
+        self,
+        *,
+        ok: _builtins.bool = ...,
+        detail: _builtins.str = ...,
+        status_code: _builtins.int = ...,
+        latency_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "latency_ms", b"latency_ms", "ok", b"ok", "status_code", b"status_code"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TestConnectorResponse: _TypeAlias = TestConnectorResponse  # noqa: Y015

@@ -50,6 +50,21 @@ class IntegrationServiceStub:
                 request_serializer=edrs_dot_integration_dot_v1_dot_integration__pb2.ListConnectorsRequest.SerializeToString,
                 response_deserializer=edrs_dot_integration_dot_v1_dot_integration__pb2.ListConnectorsResponse.FromString,
                 _registered_method=True)
+        self.UpdateConnector = channel.unary_unary(
+                '/edrs.integration.v1.IntegrationService/UpdateConnector',
+                request_serializer=edrs_dot_integration_dot_v1_dot_integration__pb2.UpdateConnectorRequest.SerializeToString,
+                response_deserializer=edrs_dot_integration_dot_v1_dot_integration__pb2.Connector.FromString,
+                _registered_method=True)
+        self.DeleteConnector = channel.unary_unary(
+                '/edrs.integration.v1.IntegrationService/DeleteConnector',
+                request_serializer=edrs_dot_integration_dot_v1_dot_integration__pb2.DeleteConnectorRequest.SerializeToString,
+                response_deserializer=edrs_dot_integration_dot_v1_dot_integration__pb2.DeleteConnectorResponse.FromString,
+                _registered_method=True)
+        self.TestConnector = channel.unary_unary(
+                '/edrs.integration.v1.IntegrationService/TestConnector',
+                request_serializer=edrs_dot_integration_dot_v1_dot_integration__pb2.TestConnectorRequest.SerializeToString,
+                response_deserializer=edrs_dot_integration_dot_v1_dot_integration__pb2.TestConnectorResponse.FromString,
+                _registered_method=True)
 
 
 class IntegrationServiceServicer:
@@ -77,6 +92,30 @@ class IntegrationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateConnector(self, request, context):
+        """Changes the fields named in `update_mask`. Secret keys given in `config` replace their stored
+        values (credential rotation: a new version in the secret store); `remove_keys` drops keys.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteConnector(self, request, context):
+        """Deletes a connector and destroys its credentials.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TestConnector(self, request, context):
+        """Checks that the connector works: the REST connector sends a GET to its URL (or
+        `test_path`) with its credentials (an OAuth2 token fetched first), the SMTP connector
+        connects and logs in. The answer says what happened; a failure is not an RPC error.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IntegrationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -94,6 +133,21 @@ def add_IntegrationServiceServicer_to_server(servicer, server):
                     servicer.ListConnectors,
                     request_deserializer=edrs_dot_integration_dot_v1_dot_integration__pb2.ListConnectorsRequest.FromString,
                     response_serializer=edrs_dot_integration_dot_v1_dot_integration__pb2.ListConnectorsResponse.SerializeToString,
+            ),
+            'UpdateConnector': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateConnector,
+                    request_deserializer=edrs_dot_integration_dot_v1_dot_integration__pb2.UpdateConnectorRequest.FromString,
+                    response_serializer=edrs_dot_integration_dot_v1_dot_integration__pb2.Connector.SerializeToString,
+            ),
+            'DeleteConnector': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteConnector,
+                    request_deserializer=edrs_dot_integration_dot_v1_dot_integration__pb2.DeleteConnectorRequest.FromString,
+                    response_serializer=edrs_dot_integration_dot_v1_dot_integration__pb2.DeleteConnectorResponse.SerializeToString,
+            ),
+            'TestConnector': grpc.unary_unary_rpc_method_handler(
+                    servicer.TestConnector,
+                    request_deserializer=edrs_dot_integration_dot_v1_dot_integration__pb2.TestConnectorRequest.FromString,
+                    response_serializer=edrs_dot_integration_dot_v1_dot_integration__pb2.TestConnectorResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -178,6 +232,87 @@ class IntegrationService:
             '/edrs.integration.v1.IntegrationService/ListConnectors',
             edrs_dot_integration_dot_v1_dot_integration__pb2.ListConnectorsRequest.SerializeToString,
             edrs_dot_integration_dot_v1_dot_integration__pb2.ListConnectorsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateConnector(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.integration.v1.IntegrationService/UpdateConnector',
+            edrs_dot_integration_dot_v1_dot_integration__pb2.UpdateConnectorRequest.SerializeToString,
+            edrs_dot_integration_dot_v1_dot_integration__pb2.Connector.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteConnector(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.integration.v1.IntegrationService/DeleteConnector',
+            edrs_dot_integration_dot_v1_dot_integration__pb2.DeleteConnectorRequest.SerializeToString,
+            edrs_dot_integration_dot_v1_dot_integration__pb2.DeleteConnectorResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TestConnector(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.integration.v1.IntegrationService/TestConnector',
+            edrs_dot_integration_dot_v1_dot_integration__pb2.TestConnectorRequest.SerializeToString,
+            edrs_dot_integration_dot_v1_dot_integration__pb2.TestConnectorResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -39,6 +39,17 @@ class IntegrationServiceStub:
     """Returns one connector by id; NOT_FOUND when it does not exist in the tenant."""
     ListConnectors: _grpc.UnaryUnaryMultiCallable[_integration_pb2.ListConnectorsRequest, _integration_pb2.ListConnectorsResponse]
     """Lists connectors with cursor pagination."""
+    UpdateConnector: _grpc.UnaryUnaryMultiCallable[_integration_pb2.UpdateConnectorRequest, _integration_pb2.Connector]
+    """Changes the fields named in `update_mask`. Secret keys given in `config` replace their stored
+    values (credential rotation: a new version in the secret store); `remove_keys` drops keys.
+    """
+    DeleteConnector: _grpc.UnaryUnaryMultiCallable[_integration_pb2.DeleteConnectorRequest, _integration_pb2.DeleteConnectorResponse]
+    """Deletes a connector and destroys its credentials."""
+    TestConnector: _grpc.UnaryUnaryMultiCallable[_integration_pb2.TestConnectorRequest, _integration_pb2.TestConnectorResponse]
+    """Checks that the connector works: the REST connector sends a GET to its URL (or
+    `test_path`) with its credentials (an OAuth2 token fetched first), the SMTP connector
+    connects and logs in. The answer says what happened; a failure is not an RPC error.
+    """
 
 @_typing.type_check_only
 class IntegrationServiceAsyncStub(IntegrationServiceStub):
@@ -51,6 +62,17 @@ class IntegrationServiceAsyncStub(IntegrationServiceStub):
     """Returns one connector by id; NOT_FOUND when it does not exist in the tenant."""
     ListConnectors: _aio.UnaryUnaryMultiCallable[_integration_pb2.ListConnectorsRequest, _integration_pb2.ListConnectorsResponse]  # type: ignore[assignment]
     """Lists connectors with cursor pagination."""
+    UpdateConnector: _aio.UnaryUnaryMultiCallable[_integration_pb2.UpdateConnectorRequest, _integration_pb2.Connector]  # type: ignore[assignment]
+    """Changes the fields named in `update_mask`. Secret keys given in `config` replace their stored
+    values (credential rotation: a new version in the secret store); `remove_keys` drops keys.
+    """
+    DeleteConnector: _aio.UnaryUnaryMultiCallable[_integration_pb2.DeleteConnectorRequest, _integration_pb2.DeleteConnectorResponse]  # type: ignore[assignment]
+    """Deletes a connector and destroys its credentials."""
+    TestConnector: _aio.UnaryUnaryMultiCallable[_integration_pb2.TestConnectorRequest, _integration_pb2.TestConnectorResponse]  # type: ignore[assignment]
+    """Checks that the connector works: the REST connector sends a GET to its URL (or
+    `test_path`) with its credentials (an OAuth2 token fetched first), the SMTP connector
+    connects and logs in. The answer says what happened; a failure is not an RPC error.
+    """
 
 class IntegrationServiceServicer(metaclass=_abc_1.ABCMeta):
     """IntegrationService manages the connectors of the calling tenant (`x-edrs-client-id`)."""
@@ -78,5 +100,34 @@ class IntegrationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_integration_pb2.ListConnectorsResponse, _abc.Awaitable[_integration_pb2.ListConnectorsResponse]]:
         """Lists connectors with cursor pagination."""
+
+    @_abc_1.abstractmethod
+    def UpdateConnector(
+        self,
+        request: _integration_pb2.UpdateConnectorRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_integration_pb2.Connector, _abc.Awaitable[_integration_pb2.Connector]]:
+        """Changes the fields named in `update_mask`. Secret keys given in `config` replace their stored
+        values (credential rotation: a new version in the secret store); `remove_keys` drops keys.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteConnector(
+        self,
+        request: _integration_pb2.DeleteConnectorRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_integration_pb2.DeleteConnectorResponse, _abc.Awaitable[_integration_pb2.DeleteConnectorResponse]]:
+        """Deletes a connector and destroys its credentials."""
+
+    @_abc_1.abstractmethod
+    def TestConnector(
+        self,
+        request: _integration_pb2.TestConnectorRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_integration_pb2.TestConnectorResponse, _abc.Awaitable[_integration_pb2.TestConnectorResponse]]:
+        """Checks that the connector works: the REST connector sends a GET to its URL (or
+        `test_path`) with its credentials (an OAuth2 token fetched first), the SMTP connector
+        connects and logs in. The answer says what happened; a failure is not an RPC error.
+        """
 
 def add_IntegrationServiceServicer_to_server(servicer: IntegrationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
