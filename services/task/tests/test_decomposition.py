@@ -183,3 +183,21 @@ async def test_a_proposal_still_invalid_after_repair_is_refused_with_both_reason
     assert refused.value.reasons[0].startswith("first proposal: the proposal is not JSON")
     assert refused.value.reasons[1].startswith("repaired proposal: subtasks[0].step_type")
     assert "the model's decomposition was refused" in refused.value.message
+
+
+def test_the_generation_schema_admits_only_dags_of_the_bounded_size() -> None:
+    from edrs_task.proposals import generation_schema
+    from jsonschema import Draft202012Validator
+
+    schema = Draft202012Validator(generation_schema(3))
+    assert schema.is_valid(json.loads(proposal(step("s1"), step("s2", deps=["s1"]))))
+    for invalid in (
+        proposal(step("s1", deps=["s1"])),  # itself: what the small model writes unconstrained
+        proposal(step("s1"), step("s2", deps=["s3"])),  # a later one: a cycle could follow
+        proposal(step("s2")),  # ids are s1, s2, ... in order
+        proposal(*(step(f"s{i}") for i in range(1, 5))),  # over the bound
+    ):
+        assert not schema.is_valid(json.loads(invalid)), invalid
+    # What it admits, the validator accepts.
+    steps, reasons = parse_proposal(proposal(step("s1"), step("s2", deps=["s1"])), 3)
+    assert reasons == [] and len(steps) == 2
