@@ -248,3 +248,47 @@ async def test_a_lost_keyword_index_is_rebuilt_before_the_service_serves(
             metadata=TENANT_A,
         )
         assert found.passages[0].document_id == made.document.id
+
+
+async def test_empty_and_oversized_files_fail_alone_with_their_reason(start_knowledge, kit) -> None:  # type: ignore[no-untyped-def]
+    async with start_knowledge("test_knowledge_limits", max_document_bytes=20_000) as svc:
+        stub = knowledge_pb2_grpc.KnowledgeServiceStub(svc.channel)
+        collection = await kit.new_collection(stub)
+        batch = [
+            pb.IngestDocumentRequest(external_id="good", text=policy(1)),
+            pb.IngestDocumentRequest(external_id="blank", text="   \n "),
+            pb.IngestDocumentRequest(external_id="nothing", content=b"", filename="empty.pdf"),
+            pb.IngestDocumentRequest(external_id="huge", text="word " * 5_000),
+        ]
+        job = await import_all(stub, collection, batch)
+        assert (job.indexed, job.failed) == (1, 3)
+        items = await stub.ListImportJobItems(
+            pb.ListImportJobItemsRequest(job_id=job.id, failed_only=True), metadata=TENANT_A
+        )
+        assert {(i.external_id, i.failure.code) for i in items.items} == {
+            ("blank", "empty"),
+            ("nothing", "empty"),
+            ("huge", "too_large"),
+        }
+
+        # An upload over the limit is counted and recorded as failed, never stored.
+        async def messages():  # type: ignore[no-untyped-def]
+            yield pb.UploadDocumentRequest(
+                document=pb.IngestDocumentRequest(collection=collection, filename="big.md")
+            )
+            for _ in range(3):
+                yield pb.UploadDocumentRequest(data=b"# Big\n\n" + b"x" * 9_993)
+
+        uploaded = await stub.UploadDocument(messages(), metadata=TENANT_A)
+        assert uploaded.document.state == pb.DOCUMENT_STATE_FAILED
+        assert uploaded.document.failure.code == "too_large"
+        assert "30,000 bytes; the limit is 20,000" in uploaded.document.failure.message
+        assert uploaded.document.size_bytes == 30_000
+        db = svc.runner.runtime.db
+        assert (
+            await db.fetchval(
+                "SELECT input IS NULL FROM document_versions WHERE document_id = $1",
+                uuid.UUID(uploaded.document.id),
+            )
+            is True
+        )

@@ -3,6 +3,7 @@ them to the store, the ingestion pipeline and the searcher."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -260,43 +261,35 @@ def document_input(
     request: knowledge_pb2.IngestDocumentRequest,
     *,
     prefix: str = "",
-    data: bytes | None = None,
+    upload: Upload | None = None,
     max_bytes: int,
 ) -> DocumentInput:
-    """The checked fields of one document; `data` is an upload's bytes (then the message itself
-    must carry neither text nor content)."""
+    """The checked fields of one document; `upload` is what an upload's data messages carried
+    (then the message itself must carry neither text nor content). An empty or oversized file is
+    not refused: it becomes a document that fails alone, with its reason (the rest of a batch
+    goes on)."""
     body = request.WhichOneof("body")
-    if data is not None:
+    if upload is not None:
         if body is not None:
             raise InvalidArgument(
                 f"{prefix}document: an upload's first message carries no text or content; "
                 "the file follows in data messages",
                 field=f"{prefix}document",
             )
-        is_text = False
     elif body == "text":
-        if not request.text.strip():
-            raise InvalidArgument(f"{prefix}text is required", field=f"{prefix}text")
-        data, is_text = request.text.encode("utf-8"), True
+        upload = Upload.of(request.text.encode("utf-8"), max_bytes, is_text=True)
     elif body == "content":
-        data, is_text = request.content, False
+        upload = Upload.of(request.content, max_bytes)
     else:
         raise InvalidArgument(f"{prefix}text or {prefix}content is required", field=f"{prefix}text")
-    if not data:
-        raise InvalidArgument(f"{prefix}content is empty", field=f"{prefix}content")
-    if len(data) > max_bytes:
-        raise InvalidArgument(
-            f"{prefix}document is {len(data):,} bytes; the limit is {max_bytes:,}",
-            field=f"{prefix}content",
-        )
     external_id = validation.text(
         request.external_id, f"{prefix}external_id", max_length=500, required=False
     )
     return DocumentInput(
         external_id=external_id or None,
         title=validation.text(request.title, f"{prefix}title", max_length=500, required=False),
-        data=data,
-        is_text=is_text,
+        data=upload.data,
+        is_text=upload.is_text,
         filename=validation.text(
             request.filename, f"{prefix}filename", max_length=500, required=False
         ),
@@ -305,7 +298,44 @@ def document_input(
         ),
         source=validation.text(request.source, f"{prefix}source", max_length=2_000, required=False),
         metadata=metadata_map(request.metadata, f"{prefix}metadata"),
+        size=upload.size,
+        digest=upload.hash.hexdigest(),
+        failure=(
+            ("too_large", f"the document is {upload.size:,} bytes; the limit is {max_bytes:,}")
+            if upload.size > max_bytes
+            else None
+        ),
     )
+
+
+class Upload:
+    """A file's bytes as they arrive: kept up to the size limit, counted and hashed beyond it
+    (an oversized file is recorded as failed, never stored)."""
+
+    def __init__(self, max_bytes: int, *, is_text: bool = False) -> None:
+        self.max_bytes = max_bytes
+        self.is_text = is_text
+        self.pieces: list[bytes] = []
+        self.size = 0
+        self.hash = hashlib.sha256()
+
+    @classmethod
+    def of(cls, data: bytes, max_bytes: int, *, is_text: bool = False) -> Upload:
+        upload = cls(max_bytes, is_text=is_text)
+        upload.add(data)
+        return upload
+
+    def add(self, piece: bytes) -> None:
+        self.size += len(piece)
+        self.hash.update(piece)
+        if self.size <= self.max_bytes:
+            self.pieces.append(piece)
+        else:
+            self.pieces.clear()
+
+    @property
+    def data(self) -> bytes:
+        return b"".join(self.pieces) if self.size <= self.max_bytes else b""
 
 
 def collection_name(value: str) -> str:
@@ -460,8 +490,7 @@ class KnowledgeServicer(knowledge_pb2_grpc.KnowledgeServiceServicer):
     ) -> knowledge_pb2.IngestDocumentResponse:
         require_client_id()
         header: knowledge_pb2.IngestDocumentRequest | None = None
-        pieces: list[bytes] = []
-        size = 0
+        upload = Upload(self.max_document_bytes)
         async for message in request_iterator:
             part = message.WhichOneof("part")
             if header is None:
@@ -476,16 +505,10 @@ class KnowledgeServicer(knowledge_pb2_grpc.KnowledgeServiceServicer):
                     "only the first message of an upload carries document; the rest carry data",
                     field="data",
                 )
-            size += len(message.data)
-            if size > self.max_document_bytes:
-                raise InvalidArgument(
-                    f"the file is over {self.max_document_bytes:,} bytes, the limit",
-                    field="data",
-                )
-            pieces.append(message.data)
+            upload.add(message.data)
         if header is None:
             raise InvalidArgument("the upload is empty: no document message", field="document")
-        document = document_input(header, data=b"".join(pieces), max_bytes=self.max_document_bytes)
+        document = document_input(header, upload=upload, max_bytes=self.max_document_bytes)
         return await self._ingest(header.collection, document)
 
     async def ImportDocuments(  # noqa: N802

@@ -48,6 +48,9 @@ class DocumentInput:
     content_type: str
     source: str
     metadata: dict[str, str] = field(default_factory=dict)
+    size: int  # bytes sent (`data` is empty when they were over the limit)
+    digest: str  # sha256 of the bytes sent
+    failure: tuple[str, str] | None = None  # (code, message): refused before any parsing
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -47,10 +46,6 @@ _VERSION = """document_id, version, title, metadata, state, failure_code, failur
 _CHUNK = """c.id, c.document_id, c.collection_id, c.version, c.chunk_index, c.text, c.start_offset,
     c.end_offset, c.token_count, c.heading_path, c.page, c.content_hash"""
 _PASSAGE = f"{_CHUNK}, d.external_id, d.title, d.source, d.metadata"
-
-
-def content_hash(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def _document(row: Any) -> Document:
@@ -292,7 +287,7 @@ class PostgresKnowledgeStore:
         if conn is None:
             async with self.db.acquire() as own, own.transaction():
                 return await self.ingest(client_id, collection_id, document, own)
-        digest = content_hash(document.data)
+        digest = document.digest
         existing = None
         if document.external_id is not None:
             # Two requests for one new external_id at once: the unique index lets one insert,
@@ -344,22 +339,28 @@ class PostgresKnowledgeStore:
                 document.source,
                 json.dumps(document.metadata),
             )
+        code, message = document.failure or ("", "")
         await conn.execute(
             """INSERT INTO document_versions
                    (client_id, document_id, version, title, metadata, state, input, input_is_text,
-                    filename, content_type, content_hash, size_bytes)
-               VALUES ($1, $2, $3, $4, $5::jsonb, 'queued', $6, $7, $8, $9, $10, $11)""",
+                    filename, content_type, content_hash, size_bytes, failure_code,
+                    failure_message, finished_at)
+               VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10, $11, $12, $13, $14,
+                       CASE WHEN $6 = 'failed' THEN now() END)""",
             client_id,
             document_id,
             version,
             document.title,
             json.dumps(document.metadata),
-            document.data,
+            State.FAILED.value if document.failure else State.QUEUED.value,
+            None if document.failure else document.data,
             document.is_text,
             document.filename,
             document.content_type,
             digest,
-            len(document.data),
+            document.size,
+            code,
+            message,
         )
         row = await conn.fetchrow(
             f"SELECT {_DOCUMENT} FROM {_DOCUMENT_FROM} WHERE d.id = $1", document_id
@@ -1061,4 +1062,4 @@ class PostgresKnowledgeStore:
         return relations, await self._entities(client_id, others), token
 
 
-__all__ = ["PENDING_STATES", "NewChunk", "PostgresKnowledgeStore", "content_hash"]
+__all__ = ["PENDING_STATES", "NewChunk", "PostgresKnowledgeStore"]

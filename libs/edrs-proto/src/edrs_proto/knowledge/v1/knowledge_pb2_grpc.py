@@ -194,7 +194,8 @@ class KnowledgeServiceServicer:
         `external_id` the collection already holds, it updates that document: a new version when the
         content, title or metadata differ (re-embedding only the passages whose text changed), and
         nothing at all when they are the same (outcome UNCHANGED). INVALID_ARGUMENT names a bad field;
-        an unreadable file is not an error here: it becomes a FAILED document with its reason.
+        an unreadable file (corrupt, encrypted, empty, over the size limit, not what its name says) is
+        not an error here: it becomes a FAILED document with its reason.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -202,8 +203,9 @@ class KnowledgeServiceServicer:
 
     def UploadDocument(self, request_iterator, context):
         """Ingests one file streamed in pieces, up to 100 MB: the first message carries `document` (every
-        field but `text` and `content`), every later one a piece of the file in `data`, in order.
-        Otherwise as IngestDocument.
+        field but `text` and `content`), every later one a piece of the file in `data`, in order. A
+        file over the limit is counted, not kept: a FAILED document ("too_large"). Otherwise as
+        IngestDocument.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

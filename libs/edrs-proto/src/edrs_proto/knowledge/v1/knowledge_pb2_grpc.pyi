@@ -65,12 +65,14 @@ class KnowledgeServiceStub:
     `external_id` the collection already holds, it updates that document: a new version when the
     content, title or metadata differ (re-embedding only the passages whose text changed), and
     nothing at all when they are the same (outcome UNCHANGED). INVALID_ARGUMENT names a bad field;
-    an unreadable file is not an error here: it becomes a FAILED document with its reason.
+    an unreadable file (corrupt, encrypted, empty, over the size limit, not what its name says) is
+    not an error here: it becomes a FAILED document with its reason.
     """
     UploadDocument: _grpc.StreamUnaryMultiCallable[_knowledge_pb2.UploadDocumentRequest, _knowledge_pb2.IngestDocumentResponse]
     """Ingests one file streamed in pieces, up to 100 MB: the first message carries `document` (every
-    field but `text` and `content`), every later one a piece of the file in `data`, in order.
-    Otherwise as IngestDocument.
+    field but `text` and `content`), every later one a piece of the file in `data`, in order. A
+    file over the limit is counted, not kept: a FAILED document ("too_large"). Otherwise as
+    IngestDocument.
     """
     ImportDocuments: _grpc.StreamUnaryMultiCallable[_knowledge_pb2.ImportDocumentsRequest, _knowledge_pb2.ImportJob]
     """Starts a batch import: the first message carries `header` (the collection), every later one a
@@ -148,12 +150,14 @@ class KnowledgeServiceAsyncStub(KnowledgeServiceStub):
     `external_id` the collection already holds, it updates that document: a new version when the
     content, title or metadata differ (re-embedding only the passages whose text changed), and
     nothing at all when they are the same (outcome UNCHANGED). INVALID_ARGUMENT names a bad field;
-    an unreadable file is not an error here: it becomes a FAILED document with its reason.
+    an unreadable file (corrupt, encrypted, empty, over the size limit, not what its name says) is
+    not an error here: it becomes a FAILED document with its reason.
     """
     UploadDocument: _aio.StreamUnaryMultiCallable[_knowledge_pb2.UploadDocumentRequest, _knowledge_pb2.IngestDocumentResponse]  # type: ignore[assignment]
     """Ingests one file streamed in pieces, up to 100 MB: the first message carries `document` (every
-    field but `text` and `content`), every later one a piece of the file in `data`, in order.
-    Otherwise as IngestDocument.
+    field but `text` and `content`), every later one a piece of the file in `data`, in order. A
+    file over the limit is counted, not kept: a FAILED document ("too_large"). Otherwise as
+    IngestDocument.
     """
     ImportDocuments: _aio.StreamUnaryMultiCallable[_knowledge_pb2.ImportDocumentsRequest, _knowledge_pb2.ImportJob]  # type: ignore[assignment]
     """Starts a batch import: the first message carries `header` (the collection), every later one a
@@ -258,7 +262,8 @@ class KnowledgeServiceServicer(metaclass=_abc_1.ABCMeta):
         `external_id` the collection already holds, it updates that document: a new version when the
         content, title or metadata differ (re-embedding only the passages whose text changed), and
         nothing at all when they are the same (outcome UNCHANGED). INVALID_ARGUMENT names a bad field;
-        an unreadable file is not an error here: it becomes a FAILED document with its reason.
+        an unreadable file (corrupt, encrypted, empty, over the size limit, not what its name says) is
+        not an error here: it becomes a FAILED document with its reason.
         """
 
     @_abc_1.abstractmethod
@@ -268,8 +273,9 @@ class KnowledgeServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_knowledge_pb2.IngestDocumentResponse, _abc.Awaitable[_knowledge_pb2.IngestDocumentResponse]]:
         """Ingests one file streamed in pieces, up to 100 MB: the first message carries `document` (every
-        field but `text` and `content`), every later one a piece of the file in `data`, in order.
-        Otherwise as IngestDocument.
+        field but `text` and `content`), every later one a piece of the file in `data`, in order. A
+        file over the limit is counted, not kept: a FAILED document ("too_large"). Otherwise as
+        IngestDocument.
         """
 
     @_abc_1.abstractmethod
