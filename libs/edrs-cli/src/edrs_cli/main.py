@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from edrs_events import cli as events_cli
 
-from edrs_cli import admin, chat, dev, tasks
+from edrs_cli import admin, chat, dev, tasks, tools
 from edrs_cli.supervisor import Fleet
 
 app = typer.Typer(
@@ -22,6 +22,7 @@ app.add_typer(dev.app, name="dev")
 app.add_typer(events_cli.app, name="events")
 app.add_typer(admin.app, name="admin")
 app.add_typer(tasks.app, name="tasks")
+app.add_typer(tools.app, name="tools")
 app.command("chat")(chat.chat)
 
 

@@ -39,9 +39,11 @@ async def http_routes(rt: Runtime[GatewaySettings]) -> list[BaseRoute]:
     The console is outside the API's middleware: its files need no token, and loading them must
     not spend the anonymous rate limit."""
     ctx = GatewayContext.build(rt.settings, rt, clock=SystemClock())
+    api = create_api(ctx, rt.bus)
+    rt.on_close(api.state.mcp.close)
     return [
         Mount(CONSOLE_PATH, app=console_app(rt.settings.console_dir)),
-        Mount("", app=create_api(ctx, rt.bus)),
+        Mount("", app=api),
     ]
 
 

@@ -7,8 +7,10 @@ from typing import Any
 
 from edrs_events import EventBus
 from fastapi import FastAPI
+from starlette.routing import Route
 
 from edrs_gateway.api.common import problem_responses
+from edrs_gateway.api.mcp_server import EdrsMcp
 from edrs_gateway.api.problems import install_problem_handlers
 from edrs_gateway.api.routes import (
     api_keys,
@@ -25,6 +27,7 @@ from edrs_gateway.api.routes import (
     relationships,
     tasks,
     tenant,
+    tools,
     traces,
     users,
     voice_turns,
@@ -56,6 +59,7 @@ from edrs_gateway.identity import actor_of
 API_PREFIX = "/api/v1"
 
 
+MCP_PATH = f"{API_PREFIX}/mcp"
 # Streams stay open as long as the client follows them: no request timeout, no concurrency slot.
 STREAM_PATHS = (f"{API_PREFIX}/events/stream",)
 # Audio takes longer than the request timeout allows (a 10-minute recording, a long text spoken):
@@ -105,6 +109,12 @@ def create_api(ctx: GatewayContext, event_bus: EventBus) -> FastAPI:
     app.include_router(voice_turns.router, prefix=API_PREFIX)
     app.include_router(tasks.router, prefix=API_PREFIX)
     app.include_router(budgets.router, prefix=API_PREFIX)
+    app.include_router(tools.router, prefix=API_PREFIX)
+    # EDRS as an MCP server (streamable HTTP, API-key bearer): an ASGI endpoint of its own.
+    app.state.mcp = EdrsMcp(ctx)
+    app.router.routes.append(
+        Route(MCP_PATH, endpoint=app.state.mcp, methods=["GET", "POST", "DELETE"])
+    )
     _document_edge_responses(app)
     return app
 
@@ -213,11 +223,14 @@ def _add_edge(app: FastAPI, ctx: GatewayContext) -> None:
         tokens=ctx.tokens,
         revocations=ctx.revocations,
         fleet_tokens=ctx.fleet_tokens,
+        api_key_paths=(MCP_PATH,),
+        api_keys=ctx.authenticator.api_key_principal,
     )
     app.add_middleware(
         TimeoutMiddleware,
         timeout_seconds=settings.request_timeout_seconds,
-        exempt_paths=(*STREAM_PATHS, *AUDIO_PATHS),
+        # An MCP call may run a persona's turn, bounded by the turn's own deadline.
+        exempt_paths=(*STREAM_PATHS, *AUDIO_PATHS, MCP_PATH),
     )
     app.add_middleware(
         BodyLimitMiddleware,

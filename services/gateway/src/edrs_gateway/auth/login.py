@@ -133,18 +133,13 @@ class Authenticator:
         await self.audit.record(tenant.id, "login", "success", actor=actor, target=target, ip=ip)
         return TokenGrant(access.token, access.expires_in, refresh)
 
-    async def api_key_grant(self, api_key: str, ip: str | None) -> TokenGrant:
-        """A token for a usable key; no refresh token, since the key itself logs in again."""
+    async def api_key_principal(self, api_key: str) -> Principal | None:
+        """Who a usable key is (its tenant, role and scopes); None for any other key."""
         key = await self.api_keys.authenticate(api_key, self.clock.now())
         tenant = await self.tenants.get(key.tenant_id) if key else None
         if key is None or tenant is None:
-            # The prefix is not secret and lets an admin see attempts on a revoked/expired key.
-            prefix = api_key.split("_")[1] if api_key.count("_") >= 2 else ""
-            await self.audit.record(
-                None, "login.api_key", "failure", target=f"api_key_prefix:{prefix[:32]}", ip=ip
-            )
-            raise LoginFailed
-        principal = Principal(
+            return None
+        return Principal(
             tenant_id=str(tenant.id),
             tier=tenant.tier,
             subject_id=str(key.id),
@@ -152,10 +147,22 @@ class Authenticator:
             role=key.role,
             scopes=frozenset(key.scopes),
         )
+
+    async def api_key_grant(self, api_key: str, ip: str | None) -> TokenGrant:
+        """A token for a usable key; no refresh token, since the key itself logs in again."""
+        principal = await self.api_key_principal(api_key)
+        if principal is None:
+            # The prefix is not secret and lets an admin see attempts on a revoked/expired key.
+            prefix = api_key.split("_")[1] if api_key.count("_") >= 2 else ""
+            await self.audit.record(
+                None, "login.api_key", "failure", target=f"api_key_prefix:{prefix[:32]}", ip=ip
+            )
+            raise LoginFailed
         access = await self.tokens.issue(principal)
+        key_id = principal.subject_id
         await self.audit.record(
-            tenant.id, "login.api_key", "success", actor=f"api_key:{key.id}",
-            target=f"api_key:{key.id}", ip=ip,
+            UUID(principal.tenant_id), "login.api_key", "success", actor=f"api_key:{key_id}",
+            target=f"api_key:{key_id}", ip=ip,
         )  # fmt: skip
         return TokenGrant(access.token, access.expires_in, None)
 

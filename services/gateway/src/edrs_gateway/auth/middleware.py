@@ -9,6 +9,8 @@ so every call to a service made while serving the request carries it.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from edrs_core.context import acting_as
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -29,11 +31,17 @@ class AuthenticationMiddleware:
         tokens: TokenService,
         revocations: TokenRevocations,
         fleet_tokens: FleetTokens,
+        api_key_paths: tuple[str, ...] = (),
+        api_keys: Callable[[str], Awaitable[Principal | None]] | None = None,
     ) -> None:
         self.app = app
         self.tokens = tokens
         self.revocations = revocations
         self.fleet_tokens = fleet_tokens
+        # Paths whose bearer may be an API key itself (/api/v1/mcp: MCP clients send a static
+        # header), checked as `POST /auth/token` checks a key.
+        self.api_key_paths = api_key_paths
+        self.api_keys = api_keys
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # A WebSocket authenticates itself (header, query or subprotocol: api/routes/ws.py).
@@ -44,7 +52,10 @@ class AuthenticationMiddleware:
             header = _authorization(scope)
             if header is not None:
                 try:
-                    state[PRINCIPAL] = await self._authenticate(header)
+                    if scope.get("path") in self.api_key_paths:
+                        state[PRINCIPAL] = await self._api_key(header)
+                    else:
+                        state[PRINCIPAL] = await self._authenticate(header)
                 except InvalidToken as exc:
                     state[AUTH_ERROR] = str(exc)
             if (principal := state[PRINCIPAL]) is not None:
@@ -52,6 +63,15 @@ class AuthenticationMiddleware:
                     await self.app(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+    async def _api_key(self, header: str) -> Principal:
+        scheme, _, key = header.partition(" ")
+        if scheme.lower() != "bearer" or not key.strip() or self.api_keys is None:
+            raise InvalidToken("the Authorization header must be 'Bearer <API key>'")
+        principal = await self.api_keys(key.strip())
+        if principal is None:
+            raise InvalidToken("the API key is not valid (unknown, revoked or expired)")
+        return principal
 
     async def _authenticate(self, header: str) -> Principal:
         scheme, _, token = header.partition(" ")

@@ -31,6 +31,11 @@ class Permission(StrEnum):
     BUDGETS_READ = "budgets:read"
     BUDGETS_WRITE = "budgets:write"
     USAGE_READ = "usage:read"
+    # The tool registry: reading it, adding MCP servers and setting impacts (admins), and calling
+    # a tool directly, outside any persona's policy (admins).
+    TOOLS_READ = "tools:read"
+    TOOLS_WRITE = "tools:write"
+    TOOLS_CALL = "tools:call"
 
 
 _READ = {
@@ -38,6 +43,7 @@ _READ = {
     Permission.PERSONAS_READ,
     Permission.EVENTS_READ,
     Permission.TASKS_READ,
+    Permission.TOOLS_READ,
 }
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
