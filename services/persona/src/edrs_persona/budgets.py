@@ -1,13 +1,18 @@
-"""The budget seam of a turn: reserve the model call's most from the task service's budgets before
-reasoning generates, settle with the real token counts after (docs/tasks.md, "Budgets and usage").
+"""The budget seam of a turn: every model call and tool call made for a persona turn reserves its
+most from the task service's budgets before it runs and settles with what it really used after
+(docs/tasks.md, "Budgets and usage").
 
-One seam, around the persona's call to ReasoningService.Reason: every model call made for a persona
-turn passes here, with the persona and the model known, and the turn's message id is a natural
-idempotency key. Without a task service address budgets are not enforced (a fleet always has one)."""
+One seam, around the persona's calls to ReasoningService.Reason (the answer, and each tool
+decision) and ToolService.CallTool: the persona and the model are known there, and the turn's
+message id makes each call's idempotency key (`persona-turn:<message id>[:<step>]`). Without a
+task service address budgets are not enforced (a fleet always has one)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from uuid import UUID
 
 from edrs_core import ResourceExhausted, ServiceError
@@ -17,47 +22,78 @@ from edrs_proto.task.v1 import task_pb2, task_pb2_grpc
 log = logging.getLogger("edrs.persona.budgets")
 
 
+@dataclass
+class Spent:
+    """What a call used, filled in by the caller inside `TurnBudgets.spend` (zeros: released)."""
+
+    result: reasoning_pb2.ReasonResult | None = None
+    tool_calls: int = 0
+    models: list[str] = field(default_factory=list)
+
+
 class TurnBudgets:
     def __init__(self, budgets: task_pb2_grpc.BudgetServiceAsyncStub | None) -> None:
         self.budgets = budgets
 
     @staticmethod
-    def key(message_id: UUID) -> str:
-        return f"persona-turn:{message_id}"
+    def key(message_id: UUID, step: str = "") -> str:
+        return f"persona-turn:{message_id}" + (f":{step}" if step else "")
 
-    async def reserve(self, message_id: UUID, persona_id: UUID, model: str, tokens: int) -> None:
-        """Hold `tokens` of `model` for the turn. ResourceExhausted (the task service's words)
-        when a budget refuses; a budget that wants approval refuses too: a conversation cannot
-        wait for a human."""
+    @asynccontextmanager
+    async def spend(
+        self,
+        key: str,
+        persona_id: UUID,
+        *,
+        model: str = "",
+        tokens: int = 0,
+        tool_calls: int = 0,
+    ) -> AsyncIterator[Spent]:
+        """Reserve before the block, settle after it with what the block recorded in the yielded
+        `Spent` (nothing, when the block failed: the hold is released)."""
+        await self.reserve(key, persona_id, model=model, tokens=tokens, tool_calls=tool_calls)
+        spent = Spent()
+        try:
+            yield spent
+        finally:
+            await self.settle(key, spent)
+
+    async def reserve(
+        self, key: str, persona_id: UUID, *, model: str = "", tokens: int = 0, tool_calls: int = 0
+    ) -> None:
+        """ResourceExhausted (the task service's words) when a budget refuses; a budget that
+        wants approval refuses too: a conversation cannot wait for a human."""
         if self.budgets is None:
             return
         held = await self.budgets.Reserve(
             task_pb2.ReserveRequest(
-                key=self.key(message_id),
+                key=key,
                 persona_id=str(persona_id),
                 model=model,
                 tokens=tokens,
+                tool_calls=tool_calls,
             )
         )
         if held.status == task_pb2.RESERVATION_STATUS_NEEDS_APPROVAL:
             raise ResourceExhausted(
-                f"the turn needs a budget approval first: {held.reason}", peer="task"
+                f"the call needs a budget approval first: {held.reason}", peer="task"
             )
 
-    async def settle(self, message_id: UUID, result: reasoning_pb2.ReasonResult | None) -> None:
-        """Count what the model used (nothing, when it failed: the hold is released). A failure
-        here is logged, never the turn's: the reply is already the user's."""
+    async def settle(self, key: str, spent: Spent) -> None:
+        """Count what the call used. A failure here is logged, never the turn's: the call has
+        already happened."""
         if self.budgets is None:
             return
-        usage = result.usage if result is not None else reasoning_pb2.Usage()
+        usage = spent.result.usage if spent.result is not None else reasoning_pb2.Usage()
         try:
             await self.budgets.Settle(
                 task_pb2.SettleRequest(
-                    key=self.key(message_id),
+                    key=key,
                     prompt_tokens=usage.prompt_tokens,
                     completion_tokens=usage.completion_tokens,
-                    model=result.model if result is not None else "",
+                    tool_calls=spent.tool_calls,
+                    model=spent.result.model if spent.result is not None else "",
                 )
             )
         except ServiceError as exc:
-            log.warning("could not settle the turn's budget reservation: %s", exc.details)
+            log.warning("could not settle budget reservation %s: %s", key, exc.details)

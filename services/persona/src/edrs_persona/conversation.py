@@ -12,6 +12,7 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -31,7 +32,7 @@ from edrs_proto.persona.v1 import persona_pb2
 from edrs_proto.reasoning.v1 import reasoning_pb2, reasoning_pb2_grpc
 
 from edrs_persona import prompt, task_notices, tool_use
-from edrs_persona.budgets import TurnBudgets
+from edrs_persona.budgets import Spent, TurnBudgets
 from edrs_persona.config import PersonaSettings
 from edrs_persona.store import ConversationKey, Persona, PersonaStore
 from edrs_persona.tool_use import ApprovalRequest, Tool, ToolRounds, ToolUse
@@ -279,16 +280,15 @@ class Conversations:
                 assembled.context = [*assembled.context, *rounds.context]
                 assembled.estimated_tokens = prompt.estimate_messages(assembled.messages)
             info = await self.model_info.get()
-            await self.budgets.reserve(
-                message.id,
+            async with self.budgets.spend(
+                self.budgets.key(message.id),
                 key.persona_id,
-                info.chat_model,
-                assembled.estimated_tokens + budget.max_tokens,
-            )
-            try:
-                result = await self._generate(req, message.id, budget, assembled, emit)
-            finally:
-                await asyncio.shield(self.budgets.settle(message.id, result))
+                model=info.chat_model,
+                tokens=assembled.estimated_tokens + budget.max_tokens,
+            ) as spent:
+                result = spent.result = await self._generate(
+                    req, message.id, budget, assembled, emit
+                )
         except ServiceError:
             # The user's message still belongs to the conversation's memory (and may state facts).
             await asyncio.shield(self._record_failed_turn(key, req.text))
@@ -367,27 +367,44 @@ class Conversations:
             options = reasoning_pb2.GenerationOptions(
                 max_tokens=max_tokens, temperature=0.0, json_schema=schema
             )
-            call = self.reasoning.Reason(
-                reasoning_pb2.ReasonRequest(
-                    messages=messages,
-                    context=assembled.context,
-                    strategy=reasoning_pb2.STRATEGY_DIRECT,
-                    options=options,
-                    labels={
-                        "persona_id": str(key.persona_id),
-                        "conversation_id": key.conversation_id,
-                        "user_id": key.user_id,
-                        "message_id": str(message_id),
-                        "step": "tool_decision",
-                        "tool_round": str(round_number),
-                    },
-                ),
-                timeout=self.settings.generation_timeout_seconds,
+            # Each tool decision is a model call of the turn: reserved and settled like the answer.
+            async with self.budgets.spend(
+                self.budgets.key(message_id, f"decide:{round_number}"),
+                key.persona_id,
+                model=info.chat_model,
+                tokens=prompt.estimate_messages(messages) + max_tokens,
+            ) as spent:
+                call = self.reasoning.Reason(
+                    reasoning_pb2.ReasonRequest(
+                        messages=messages,
+                        context=assembled.context,
+                        strategy=reasoning_pb2.STRATEGY_DIRECT,
+                        options=options,
+                        labels={
+                            "persona_id": str(key.persona_id),
+                            "conversation_id": key.conversation_id,
+                            "user_id": key.user_id,
+                            "message_id": str(message_id),
+                            "step": "tool_decision",
+                            "tool_round": str(round_number),
+                        },
+                    ),
+                    timeout=self.settings.generation_timeout_seconds,
+                )
+                async for response in call:
+                    if response.HasField("result"):
+                        spent.result = response.result
+                if spent.result is None:
+                    raise Unavailable(
+                        "the reasoning service ended the tool decision without a result"
+                    )
+                return spent.result.answer
+
+        def spend_on_tool(call_id: str) -> AbstractAsyncContextManager[Spent]:
+            """A tool call of the turn, reserved (one tool call) and settled."""
+            return self.budgets.spend(
+                self.budgets.key(message_id, f"tool:{call_id}"), key.persona_id, tool_calls=1
             )
-            async for response in call:
-                if response.HasField("result"):
-                    return response.result.answer
-            raise Unavailable("the reasoning service ended the tool decision without a result")
 
         def approval(tool: Tool, arguments: dict[str, Any], reason: str) -> ApprovalRequest:
             return ApprovalRequest(
@@ -408,6 +425,7 @@ class Conversations:
             decide=decide,
             emit=emit,
             approval=approval,
+            spend=spend_on_tool,
         )
 
     async def _generate(

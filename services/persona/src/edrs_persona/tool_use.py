@@ -18,6 +18,7 @@ import json
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -28,6 +29,7 @@ from edrs_proto.reasoning.v1 import reasoning_pb2
 from jsonschema import exceptions as schema_errors
 from jsonschema import validators
 
+from edrs_persona.budgets import Spent
 from edrs_persona.store import ToolPolicy
 
 log = logging.getLogger("edrs.persona.tools")
@@ -194,6 +196,8 @@ class ToolRounds:
 Decide = Callable[[list[reasoning_pb2.ChatMessage], str, int], Any]
 """(messages, json_schema, round) -> awaitable answer text: one constrained reasoning call."""
 Emit = Callable[[persona_pb2.ConverseEvent], None]
+# Around one tool call (its call id): the turn's budgets (edrs_persona.budgets).
+Spend = Callable[[str], AbstractAsyncContextManager[Spent]]
 
 
 def decision_schema(tools: Sequence[Tool], *, allow_none: bool) -> dict[str, Any]:
@@ -306,6 +310,7 @@ class ToolUse:
         decide: Decide,
         emit: Emit,
         approval: Callable[[Tool, dict[str, Any], str], ApprovalRequest],
+        spend: Spend | None = None,
     ) -> ToolRounds:
         out = ToolRounds()
         by_name = {t.name: t for t in tools}
@@ -356,7 +361,7 @@ class ToolUse:
                 continue
             event.status = "running"
             emit(persona_pb2.ConverseEvent(tool_call=event))
-            result = await self._call(event, arguments)
+            result = await self._call(event, arguments, spend)
             emit(persona_pb2.ConverseEvent(tool_result=result))
             out.calls.append(event)
             out.messages += [
@@ -425,17 +430,25 @@ class ToolUse:
         )
 
     async def _call(
-        self, event: persona_pb2.ToolCallEvent, arguments: dict[str, Any]
+        self,
+        event: persona_pb2.ToolCallEvent,
+        arguments: dict[str, Any],
+        spend: Spend | None = None,
     ) -> persona_pb2.ToolResultEvent:
         try:
-            answer = await self.tools.CallTool(
-                tools_pb2.CallToolRequest(
-                    name=event.tool,
-                    arguments=json.dumps(arguments),
-                    timeout_seconds=self.call_timeout,
-                ),
-                timeout=self.call_timeout + 5,
-            )
+            # The budgets' hold on one tool call (docs/tasks.md); a refusal is the call's result,
+            # so the model reads that the tool was not called and why.
+            async with spend(event.call_id) if spend is not None else nullcontext() as spent:
+                answer = await self.tools.CallTool(
+                    tools_pb2.CallToolRequest(
+                        name=event.tool,
+                        arguments=json.dumps(arguments),
+                        timeout_seconds=self.call_timeout,
+                    ),
+                    timeout=self.call_timeout + 5,
+                )
+                if spent is not None:
+                    spent.tool_calls = 1
         except ServiceError as exc:
             return persona_pb2.ToolResultEvent(
                 call_id=event.call_id, tool=event.tool, content=exc.message, is_error=True
