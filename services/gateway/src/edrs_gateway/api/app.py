@@ -31,6 +31,7 @@ from edrs_gateway.api.routes import (
     traces,
     users,
     voice_turns,
+    workflows,
     ws,
 )
 from edrs_gateway.api.turn_journal import TurnJournal
@@ -115,6 +116,8 @@ def create_api(ctx: GatewayContext, event_bus: EventBus) -> FastAPI:
     app.router.routes.append(
         Route(MCP_PATH, endpoint=app.state.mcp, methods=["GET", "POST", "DELETE"])
     )
+    for router in (workflows.workflows, workflows.runs, workflows.approvals, workflows.schedules):
+        app.include_router(router, prefix=API_PREFIX)
     _document_edge_responses(app)
     return app
 
