@@ -4,14 +4,16 @@ member's approval, validation as problem+json, roles, and tenant B seeing none o
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import sys
 import uuid
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from edrs_core.testing import SseStream, engine_settings, running_service
+from edrs_core.testing import SseStream, engine_settings, running_service, wait_until
 from edrs_gateway.app import definition as gateway_definition
 from edrs_gateway.context import GatewayContext
 from edrs_persona.app import definition as persona_definition
@@ -224,3 +226,84 @@ async def test_a_schedule_is_created_paused_and_deleted_over_http(
     assert deleted.status_code == 204
     gone = await client.get(f"{API}/schedules/{schedule['id']}", headers=member)
     assert gone.status_code == 404
+
+
+async def edrs(fleet, headers, *args: str, state_dir) -> tuple[int, str, str]:
+    """`edrs workflows <args>` in its own process, as a user runs it, against the test gateway."""
+    token = headers["Authorization"].removeprefix("Bearer ")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "edrs_cli",
+        "workflows",
+        *args,
+        "--url",
+        fleet.url,
+        "--token",
+        token,
+        "--state-dir",
+        str(state_dir),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_edrs_workflows_commands(fleet, tenant_a, tmp_path) -> None:
+    member = tenant_a["member"]
+    spec = tmp_path / "approve.json"
+    spec.write_text(json.dumps(APPROVE_THEN_WAIT))
+    code, out, err = await edrs(
+        fleet, member, "create", "cli-flow", "-f", str(spec), state_dir=tmp_path
+    )
+    assert (code, out.strip()) == (0, "workflow cli-flow version 1"), err
+    code, out, err = await edrs(
+        fleet, member, "start", "cli-flow", "--input", '{"n": 1}', "--json", state_dir=tmp_path
+    )
+    assert code == 0, err
+    run_id = json.loads(out)["id"]
+
+    async def pending() -> list:
+        code, out, err = await edrs(fleet, member, "approvals", "--json", state_dir=tmp_path)
+        assert code == 0, err
+        return [a for a in json.loads(out) if a["runId"] == run_id]
+
+    waiting: list = []
+
+    async def asked() -> bool:
+        nonlocal waiting
+        waiting = await pending()
+        return bool(waiting)
+
+    await wait_until(asked, 60, "the run's approval")
+    code, out, err = await edrs(
+        fleet, member, "approve", waiting[0]["id"], "-m", "fine", state_dir=tmp_path
+    )
+    assert (code, out.strip()) == (0, f"approval {waiting[0]['id']} approved"), err
+    code, out, err = await edrs(fleet, member, "watch", run_id, state_dir=tmp_path)
+    assert code == 0, err
+    assert f"run {run_id} succeeded" in out and "settle" in out
+    code, out, err = await edrs(fleet, member, "runs", "--workflow", "cli-flow", state_dir=tmp_path)
+    assert code == 0 and run_id in out
+    code, out, err = await edrs(fleet, member, "show", str(uuid.uuid4()), state_dir=tmp_path)
+    assert code == 2 and err.startswith("error: run ") and "not found" in err
+    code, out, err = await edrs(
+        fleet,
+        member,
+        "schedule",
+        "cli-flow",
+        "--cron",
+        "0 9 * * 1-5",
+        "--tz",
+        "Asia/Tokyo",
+        "--json",
+        state_dir=tmp_path,
+    )
+    assert code == 0, err
+    schedule_id = json.loads(out)["id"]
+    code, out, err = await edrs(fleet, member, "pause", schedule_id, state_dir=tmp_path)
+    assert (code, out.strip()) == (0, f"schedule {schedule_id} paused"), err
+    code, out, err = await edrs(fleet, member, "unschedule", schedule_id, state_dir=tmp_path)
+    assert (code, out.strip()) == (0, f"schedule {schedule_id} deleted"), err
