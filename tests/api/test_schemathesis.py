@@ -17,6 +17,7 @@ from edrs_gateway.app import definition as gateway_definition
 from edrs_memory.app import definition as memory_definition
 from edrs_persona.app import definition as persona_definition
 from edrs_reasoning.app import definition as reasoning_definition
+from edrs_task.app import definition as task_definition
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -26,7 +27,9 @@ MAX_EXAMPLES = 12
 
 
 @pytest.fixture(scope="module")
-async def gateway(postgres_engine, redis_engine, nats_engine) -> AsyncIterator[RunningService]:
+async def gateway(
+    postgres_engine, redis_engine, nats_engine, temporal_engine
+) -> AsyncIterator[RunningService]:
     def engines(service: str, redis_db: int) -> dict[str, str]:
         return testing.engine_settings(
             postgres_engine,
@@ -50,12 +53,21 @@ async def gateway(postgres_engine, redis_engine, nats_engine) -> AsyncIterator[R
             **engines("persona", 1),
         ) as persona_svc,
         running_service(
+            task_definition,
+            peers={"persona": persona_svc.grpc_address, "reasoning": reasoning.grpc_address},
+            temporal_address=temporal_engine.url(),
+            # Its own queue: no other task service of the session takes its workflows.
+            temporal_task_queue="schemathesis",
+            **engines("task", 1),
+        ) as task,
+        running_service(
             gateway_definition,
             **engines("gateway", 0),
             peers={
                 "persona": persona_svc.grpc_address,
                 "memory": memory.grpc_address,
                 "reasoning": reasoning.grpc_address,
+                "task": task.grpc_address,
             },
             # The development bootstrap gives a tenant and an admin to log in with.
             EDRS_ENVIRONMENT="development",
@@ -105,6 +117,9 @@ async def test_schemathesis_finds_no_failures(gateway, postgres_engine, tmp_path
         # An SSE stream never ends, so a request to it never completes; test_events_api covers it.
         "--exclude-path",
         "/api/v1/events/stream",
+        # A run's watch lasts as long as the run (test_workflows_api covers it).
+        "--exclude-path",
+        "/api/v1/runs/{runId}/events",
         # Reproducible: the same cases on every run, so CI's verdict is about the code, not the
         # draw. Other seeds are worth a run by hand when the API changes (`--seed N`).
         "--seed",

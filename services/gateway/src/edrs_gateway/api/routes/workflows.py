@@ -42,6 +42,11 @@ read = require(Permission.TASKS_READ)
 write = require(Permission.TASKS_WRITE)
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+# What the gateway's idempotency middleware accepts (printable ASCII, no spaces), within the task
+# service's 200 characters.
+IDEMPOTENCY_KEY = r"^[!-~]{1,200}$"
+# Versions are int32 in the task service's contract.
+MAX_VERSION = 2**31 - 1
 # A watch ends after this long; the client reconnects (the stream starts with every step).
 WATCH_SECONDS = 3600.0
 
@@ -203,7 +208,7 @@ async def get_workflow(
     name: WorkflowName,
     ctx: Ctx,
     caller: Annotated[Principal, Depends(read)],
-    version: Annotated[int, Query(ge=0, description="0: the latest")] = 0,
+    version: Annotated[int, Query(ge=0, le=MAX_VERSION, description="0: the latest")] = 0,
 ) -> WorkflowOut:
     wanted = f"{name}@{version}" if version else name
     found = await _stubs(ctx).GetWorkflowDefinition(
@@ -217,7 +222,7 @@ async def get_workflow(
 
 class StartRun(ApiModel):
     workflow_name: str = Field(pattern=NAME)
-    workflow_version: int = Field(default=0, ge=0, description="0: the latest")
+    workflow_version: int = Field(default=0, ge=0, le=MAX_VERSION, description="0: the latest")
     input: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -326,15 +331,15 @@ async def start_run(
     ctx: Ctx,
     caller: Annotated[Principal, Depends(write)],
     idempotency_key: Annotated[
-        str, Header(alias="Idempotency-Key", max_length=200, pattern=SINGLE_LINE)
-    ] = "",
+        str | None, Header(alias="Idempotency-Key", pattern=IDEMPOTENCY_KEY)
+    ] = None,
 ) -> RunOut:
     started = await _stubs(ctx).StartRun(
         workflow_pb2.StartRunRequest(
             workflow_name=body.workflow_name,
             workflow_version=body.workflow_version,
             input=_struct(body.input),
-            idempotency_key=idempotency_key,
+            idempotency_key=idempotency_key or "",
         )
     )
     run = RunOut.of(started)
@@ -460,7 +465,7 @@ class ApprovalPage(PageOf):
 
 
 class Decision(ApiModel):
-    approve: bool
+    approve: bool = Field(strict=True, description="true approves, false rejects")
     comment: str = Field(default="", max_length=2000, pattern=MULTI_LINE)
 
 
@@ -512,9 +517,7 @@ async def request_approval(
     body: RequestApproval,
     ctx: Ctx,
     caller: Annotated[Principal, Depends(write)],
-    idempotency_key: Annotated[
-        str, Header(alias="Idempotency-Key", min_length=1, max_length=200, pattern=REQUIRED_LINE)
-    ],
+    idempotency_key: Annotated[str, Header(alias="Idempotency-Key", pattern=IDEMPOTENCY_KEY)],
 ) -> ApprovalOut:
     asked = await _approval_stub(ctx).RequestApproval(
         workflow_pb2.RequestApprovalRequest(
@@ -571,7 +574,9 @@ async def decide_approval(
 
 class CreateSchedule(ApiModel):
     workflow_name: str = Field(pattern=NAME)
-    workflow_version: int = Field(default=0, ge=0, description="0: the latest at each start")
+    workflow_version: int = Field(
+        default=0, ge=0, le=MAX_VERSION, description="0: the latest at each start"
+    )
     cron: str = Field(
         min_length=9,
         max_length=200,
