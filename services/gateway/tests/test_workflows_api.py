@@ -307,3 +307,22 @@ async def test_edrs_workflows_commands(fleet, tenant_a, tmp_path) -> None:
     assert (code, out.strip()) == (0, f"schedule {schedule_id} paused"), err
     code, out, err = await edrs(fleet, member, "unschedule", schedule_id, state_dir=tmp_path)
     assert (code, out.strip()) == (0, f"schedule {schedule_id} deleted"), err
+
+
+async def test_a_script_asks_for_an_approval_once_per_key(client, tenant_a) -> None:
+    member = tenant_a["member"]
+    body = {
+        "idempotencyKey": f"drop-table-{uuid.uuid4().hex}",
+        "title": "Drop the staging table?",
+        "role": "admin",
+        "expiresInSeconds": 600,
+    }
+    first = await client.post(f"{API}/approvals", json=body, headers=member)
+    assert first.status_code == 201, first.text
+    again = await client.post(f"{API}/approvals", json=body, headers=member)
+    assert again.json()["id"] == first.json()["id"]
+    assert (again.json()["status"], again.json()["role"]) == ("pending", "admin")
+    bad = await client.post(
+        f"{API}/approvals", json={**body, "idempotencyKey": "has spaces"}, headers=member
+    )
+    assert bad.status_code == 422

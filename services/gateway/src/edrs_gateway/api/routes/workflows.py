@@ -12,7 +12,7 @@ from uuid import UUID
 
 from edrs_core import ServiceError
 from edrs_proto.task.v1 import workflow_pb2, workflow_pb2_grpc
-from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from google.protobuf import json_format, struct_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 from pydantic import Field
@@ -42,8 +42,8 @@ read = require(Permission.TASKS_READ)
 write = require(Permission.TASKS_WRITE)
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
-# What the gateway's idempotency middleware accepts (printable ASCII, no spaces), within the task
-# service's 200 characters.
+# Printable ASCII without spaces (as the gateway's Idempotency-Key), within the task service's 200
+# characters.
 IDEMPOTENCY_KEY = r"^[!-~]{1,200}$"
 # Versions are int32 in the task service's contract.
 MAX_VERSION = 2**31 - 1
@@ -330,16 +330,16 @@ async def start_run(
     response: Response,
     ctx: Ctx,
     caller: Annotated[Principal, Depends(write)],
-    idempotency_key: Annotated[
-        str | None, Header(alias="Idempotency-Key", pattern=IDEMPOTENCY_KEY)
-    ] = None,
 ) -> RunOut:
+    # Read here rather than declared: the gateway's idempotency middleware owns the header (and
+    # answers a malformed or reused key before any route); the task service keeps it for good.
+    idempotency_key = request.headers.get("Idempotency-Key", "")
     started = await _stubs(ctx).StartRun(
         workflow_pb2.StartRunRequest(
             workflow_name=body.workflow_name,
             workflow_version=body.workflow_version,
             input=_struct(body.input),
-            idempotency_key=idempotency_key or "",
+            idempotency_key=idempotency_key,
         )
     )
     run = RunOut.of(started)
@@ -470,6 +470,11 @@ class Decision(ApiModel):
 
 
 class RequestApproval(ApiModel):
+    idempotency_key: str = Field(
+        pattern=IDEMPOTENCY_KEY,
+        description="What makes a repeated request return the same approval (e.g. the id of "
+        "the action it holds)",
+    )
     title: str = Field(min_length=1, max_length=500, pattern=REQUIRED_LINE)
     role: str = Field(min_length=1, max_length=100, pattern=REQUIRED_LINE)
     details: dict[str, Any] = Field(default_factory=dict)
@@ -509,19 +514,18 @@ async def list_approvals(
     status_code=201,
     response_model=ApprovalOut,
     summary="Ask for an approval",
-    description="An integrator's script holding an action for a person's decision; the "
-    "`Idempotency-Key` header (required) makes a repeated request return the same approval.",
+    description="An integrator's script holding an action for a person's decision; a repeated "
+    "request with the same `idempotencyKey` returns the same approval.",
     responses={**_ERRORS},
 )
 async def request_approval(
     body: RequestApproval,
     ctx: Ctx,
     caller: Annotated[Principal, Depends(write)],
-    idempotency_key: Annotated[str, Header(alias="Idempotency-Key", pattern=IDEMPOTENCY_KEY)],
 ) -> ApprovalOut:
     asked = await _approval_stub(ctx).RequestApproval(
         workflow_pb2.RequestApprovalRequest(
-            idempotency_key=idempotency_key,
+            idempotency_key=body.idempotency_key,
             role=body.role,
             title=body.title,
             details=_struct(body.details),
