@@ -213,7 +213,9 @@ async def test_a_failing_third_step_compensates_the_two_before_in_reverse_order(
     assert len(thirds) == 1
 
 
-async def test_a_start_with_the_same_idempotency_key_returns_the_first_run(runs) -> None:
+async def test_a_start_with_the_same_idempotency_key_returns_the_first_run(
+    runs, ledger_server
+) -> None:
     name = f"idem-{RUN}"
     await define(runs, name, [tool("only", f"{name}-only")])
     request = workflow_pb2.StartRunRequest(
@@ -231,6 +233,10 @@ async def test_a_start_with_the_same_idempotency_key_returns_the_first_run(runs)
         "idempotency_key was used for another workflow or input",
     )
     await finished(runs, first.id)
+    # After the run ended, the same start still returns it and runs nothing again.
+    late = await runs.StartRun(request, metadata=TENANT_A)
+    assert late.id == first.id and late.status == workflow_pb2.RUN_STATUS_SUCCEEDED
+    assert ledger_server.ledger.labels().count(f"{name}-only") == 1
 
 
 async def test_invalid_definitions_are_refused_with_the_step_and_the_reason(runs) -> None:

@@ -38,6 +38,7 @@ from temporalio.client import (
     ScheduleState,
     WorkflowHandle,
 )
+from temporalio.common import WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from edrs_task.definitions import NAME, validate_spec
@@ -289,6 +290,8 @@ class WorkflowServicer(workflow_pb2_grpc.WorkflowServiceServicer):
             raise InvalidArgument(
                 "idempotency_key was used for another workflow or input", field="idempotency_key"
             )
+        if not created and run.status in TERMINAL_RUN:
+            return await self._run(client_id, run.id)
         # Also for a repeated key: the first start may have stored the run and died before
         # Temporal took the workflow; starting an existing workflow id changes nothing.
         await self._start(
@@ -307,7 +310,12 @@ class WorkflowServicer(workflow_pb2_grpc.WorkflowServiceServicer):
     async def _start(self, workflow_id: str, run: RunInput) -> None:
         try:
             await self.temporal.start_workflow(
-                WORKFLOW_RUN, run, id=workflow_id, task_queue=self.task_queue
+                WORKFLOW_RUN,
+                run,
+                id=workflow_id,
+                task_queue=self.task_queue,
+                # A workflow id runs once, even after it closed: a repeated start is no new run.
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             )
         except RPCError as exc:
             if exc.status != RPCStatusCode.ALREADY_EXISTS:
