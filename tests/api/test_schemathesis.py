@@ -14,6 +14,7 @@ import pytest
 from edrs_core import testing
 from edrs_core.testing import RunningService, running_service
 from edrs_gateway.app import definition as gateway_definition
+from edrs_knowledge.app import definition as knowledge_definition
 from edrs_memory.app import definition as memory_definition
 from edrs_persona.app import definition as persona_definition
 from edrs_reasoning.app import definition as reasoning_definition
@@ -48,8 +49,17 @@ async def gateway(
             memory_definition, peers={"reasoning": reasoning.grpc_address}, **engines("memory", 1)
         ) as memory,
         running_service(
+            knowledge_definition,
+            peers={"reasoning": reasoning.grpc_address},
+            **engines("knowledge", 1),
+        ) as knowledge,
+        running_service(
             persona_definition,
-            peers={"memory": memory.grpc_address, "reasoning": reasoning.grpc_address},
+            peers={
+                "memory": memory.grpc_address,
+                "reasoning": reasoning.grpc_address,
+                "knowledge": knowledge.grpc_address,
+            },
             **engines("persona", 1),
         ) as persona_svc,
         running_service(
@@ -68,6 +78,7 @@ async def gateway(
                 "memory": memory.grpc_address,
                 "reasoning": reasoning.grpc_address,
                 "task": task.grpc_address,
+                "knowledge": knowledge.grpc_address,
             },
             # The development bootstrap gives a tenant and an admin to log in with.
             EDRS_ENVIRONMENT="development",

@@ -1,6 +1,6 @@
 """Gateway tests' fixtures: the part of the fleet a conversation needs, in-process on the test
-engines (reasoning with the real models, memory, persona, the gateway), and tenants and logged-in
-users to drive it with."""
+engines (reasoning with the real models, memory, knowledge, persona, the gateway), and tenants and
+logged-in users to drive it with."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from edrs_gateway.api.app import create_api
 from edrs_gateway.app import definition as gateway_definition
 from edrs_gateway.context import GatewayContext
 from edrs_gateway.store import NewTenant
+from edrs_knowledge.app import definition as knowledge_definition
 from edrs_memory.app import definition as memory_definition
 from edrs_persona.app import definition as persona_definition
 from edrs_persona.turns import TurnGate, conversation_key
@@ -34,6 +35,8 @@ class ConversationFleet:
     ctx: GatewayContext
     # The persona service's Redis, where its conversations' turn locks live.
     services_redis_url: str
+    # The knowledge service, when the fleet runs one (start_conversation_fleet does).
+    knowledge: RunningService | None = None
 
     @property
     def url(self) -> str:
@@ -110,8 +113,9 @@ class ConversationFleet:
 async def conversation_fleet(
     request: pytest.FixtureRequest, postgres_engine, redis_engine, nats_engine
 ) -> AsyncIterator[ConversationFleet]:
-    """Reasoning, memory, persona and gateway, each on its own `test_gateway_conv_*` database;
-    a test module's `REASONING_SETTINGS` (a dict) changes the reasoning service's settings."""
+    """Reasoning, memory, knowledge, persona and gateway, each on its own `test_gateway_conv_*`
+    database; a test module's `REASONING_SETTINGS` (a dict) changes the reasoning service's
+    settings."""
     async with start_conversation_fleet(
         postgres_engine,
         redis_engine,
@@ -156,8 +160,17 @@ async def start_conversation_fleet(
             **engines("memory", SERVICES_REDIS_DB),
         ) as memory,
         running_service(
+            knowledge_definition,
+            peers={"reasoning": reasoning.grpc_address},
+            **engines("knowledge", SERVICES_REDIS_DB),
+        ) as knowledge,
+        running_service(
             persona_definition,
-            peers={"memory": memory.grpc_address, "reasoning": reasoning.grpc_address},
+            peers={
+                "memory": memory.grpc_address,
+                "reasoning": reasoning.grpc_address,
+                "knowledge": knowledge.grpc_address,
+            },
             **engines("persona", SERVICES_REDIS_DB),
         ) as persona,
         running_service(
@@ -166,6 +179,7 @@ async def start_conversation_fleet(
                 "persona": persona.grpc_address,
                 "memory": memory.grpc_address,
                 "reasoning": reasoning.grpc_address,
+                "knowledge": knowledge.grpc_address,
             },
             key_encryption_secret=KEY_SECRET,
             **{**engines("gateway", GATEWAY_REDIS_DB), **gateway_settings},
@@ -178,6 +192,7 @@ async def start_conversation_fleet(
             gateway,
             GatewayContext.build(rt.settings, rt),
             redis_engine.url(SERVICES_REDIS_DB),
+            knowledge,
         )
 
 

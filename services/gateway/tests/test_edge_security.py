@@ -185,6 +185,44 @@ async def test_a_body_at_the_limit_is_accepted(client) -> None:
     assert (await c.post("/api/v1/upload", content=chunks())).json() == {"size": 1024}
 
 
+async def test_paths_matching_a_pattern_have_their_own_limit_and_the_413_names_it() -> None:
+    routes = Routes()
+    api = make_api(routes)
+
+    @api.post("/api/v1/collections/{cid}/files")
+    async def big_upload(request: Request) -> dict[str, int]:
+        return {"size": len(await request.body())}
+
+    app = BodyLimitMiddleware(
+        api,
+        max_bytes=1024,
+        pattern_limits=[(re.compile(r"/api/v1/collections/[^/]+/files"), 4096)],
+    )
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+
+    async def chunks(n: int) -> AsyncIterator[bytes]:
+        for _ in range(n):
+            yield b"q" * 512
+
+    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as c:
+        assert (await c.post("/api/v1/collections/c1/files", content=b"x" * 4096)).json() == {
+            "size": 4096
+        }
+        assert (await c.post("/api/v1/collections/c1/files", content=chunks(8))).json() == {
+            "size": 4096
+        }
+        for body in (b"x" * 4097, chunks(9)):
+            refused = await c.post("/api/v1/collections/c1/files", content=body)
+            assert refused.status_code == 413
+            assert refused.json()["limit"] == 4096
+            assert "larger than 4096 bytes" in refused.json()["detail"]
+        # Only the matching paths: the rest keep the general limit, and a longer path is no match.
+        other = await c.post("/api/v1/upload", content=b"x" * 2000)
+        assert (other.status_code, other.json()["limit"]) == (413, 1024)
+        deeper = await c.post("/api/v1/collections/c1/files/x", content=b"x" * 2000)
+        assert deeper.status_code == 413
+
+
 async def test_a_slow_request_gets_504_and_its_route_is_cancelled(timed_client) -> None:
     c, routes = timed_client
     reply = await c.get("/api/v1/slow")

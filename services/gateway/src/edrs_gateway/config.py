@@ -89,6 +89,18 @@ class GatewaySettings(ServiceSettings):
         description="Deadline of one transcription or synthesis (the audio routes are exempt from "
         "the request timeout: a long recording takes longer to transcribe)",
     )
+    knowledge_max_upload_bytes: int = Field(
+        default=100 * 1024 * 1024,
+        ge=1,
+        description="Largest body of a knowledge file upload or bulk import (POST "
+        "/knowledge/collections/{id}/files and /imports), in bytes; counted as it streams in",
+    )
+    knowledge_timeout_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        description="Deadline of one knowledge upload or bulk import (those routes are exempt "
+        "from the request timeout: 100 MB take longer than 30 s to send and store)",
+    )
     turn_timeout_seconds: float = Field(
         default=300.0,
         gt=0,

@@ -7,6 +7,7 @@ from edrs_core.consumers import ConsumedEvent, Consumer
 from edrs_core.events import ServiceEvents, start_service_events
 from edrs_events import ConsumerOptions
 from edrs_proto.integration.v1 import tools_pb2_grpc
+from edrs_proto.knowledge.v1 import knowledge_pb2_grpc
 from edrs_proto.memory.v1 import memory_pb2_grpc
 from edrs_proto.persona.v1 import persona_pb2, persona_pb2_grpc
 from edrs_proto.reasoning.v1 import reasoning_pb2_grpc
@@ -16,6 +17,7 @@ from edrs_persona import erasure, task_notices
 from edrs_persona.budgets import TurnBudgets
 from edrs_persona.config import PersonaSettings
 from edrs_persona.conversation import Conversations
+from edrs_persona.knowledge import KnowledgeSources
 from edrs_persona.server import PersonaServicer, Voices
 from edrs_persona.store.postgres import PostgresPersonaStore
 from edrs_persona.tool_use import NoApprovalService, ToolUse
@@ -29,6 +31,8 @@ async def build(rt: Runtime[PersonaSettings]) -> list[GrpcService]:
     store = PostgresPersonaStore(rt.db, events)
     memory = rt.peers.stub(memory_pb2_grpc.MemoryServiceStub)
     reasoning = rt.peers.stub(reasoning_pb2_grpc.ReasoningServiceStub)
+    # Needed only by personas with collections attached: a fleet without knowledge still runs.
+    knowledge = KnowledgeSources(rt.peers.stub(knowledge_pb2_grpc.KnowledgeServiceStub), settings)
     gate = TurnGate(
         rt.redis,
         policy=settings.turn_policy,
@@ -47,13 +51,15 @@ async def build(rt: Runtime[PersonaSettings]) -> list[GrpcService]:
         call_timeout=settings.tool_call_timeout_seconds,
         result_chars=settings.tool_result_prompt_chars,
     )
-    conversations = Conversations(store, memory, reasoning, gate, settings, budgets, tool_use)
+    conversations = Conversations(
+        store, memory, reasoning, knowledge, gate, settings, budgets, tool_use
+    )
 
     async def drain_turns() -> None:
         await conversations.drain(settings.shutdown_grace_seconds)
 
     rt.on_close(drain_turns)
-    servicer = PersonaServicer(store, memory, conversations, Voices(reasoning))
+    servicer = PersonaServicer(store, memory, conversations, Voices(reasoning), knowledge)
     return [
         GrpcService(
             persona_pb2.DESCRIPTOR.services_by_name["PersonaService"].full_name,

@@ -39,8 +39,23 @@ class PersonaSettings(ServiceSettings):
     )
     model_info_cache_seconds: float = Field(default=60.0, ge=0)
 
+    # Knowledge collections attached to a persona (docs/conversation.md, "Knowledge and citations").
+    knowledge_k: int = Field(
+        default=4,
+        ge=0,
+        le=20,
+        description="Passages retrieved per turn from the persona's collections (0: none)",
+    )
+    knowledge_min_score: float = Field(
+        default=0.0,
+        ge=0,
+        description="Passages scoring below this are not given to the model",
+    )
+
     # Peer call deadlines (the fleet default rpc_timeout_seconds is too short for a model).
     memory_timeout_seconds: float = Field(default=30.0, gt=0)
+    # A turn waits this long for its passages, then answers without them.
+    knowledge_timeout_seconds: float = Field(default=10.0, gt=0)
     generation_timeout_seconds: float = Field(default=300.0, gt=0)
 
     # Tool use in a turn (docs/integration.md, "Tool use in a turn").

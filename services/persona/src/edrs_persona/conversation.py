@@ -33,7 +33,9 @@ from edrs_proto.reasoning.v1 import reasoning_pb2, reasoning_pb2_grpc
 
 from edrs_persona import prompt, task_notices, tool_use
 from edrs_persona.budgets import Spent, TurnBudgets
+from edrs_persona.citations import citations
 from edrs_persona.config import PersonaSettings
+from edrs_persona.knowledge import KnowledgeSources
 from edrs_persona.store import ConversationKey, Persona, PersonaStore
 from edrs_persona.tool_use import ApprovalRequest, Tool, ToolRounds, ToolUse
 from edrs_persona.turns import Turn, TurnGate, conversation_key
@@ -138,6 +140,7 @@ class Conversations:
         store: PersonaStore,
         memory: memory_pb2_grpc.MemoryServiceAsyncStub,
         reasoning: reasoning_pb2_grpc.ReasoningServiceAsyncStub,
+        knowledge: KnowledgeSources,
         gate: TurnGate,
         settings: PersonaSettings,
         budgets: TurnBudgets | None = None,
@@ -147,6 +150,7 @@ class Conversations:
         self.budgets = budgets or TurnBudgets(None)
         self.memory = memory
         self.reasoning = reasoning
+        self.knowledge = knowledge
         self.gate = gate
         self.settings = settings
         self.tool_use = tool_use
@@ -246,14 +250,19 @@ class Conversations:
         emit(persona_pb2.ConverseEvent(started=persona_pb2.TurnStarted()))
 
         t = time.perf_counter()
-        facts, recalled, history, coworkers, relationship, notices = await asyncio.gather(
-            self._facts(key),
-            self._recall(key, req.text),
-            self._history(key),
-            self.store.list_coworkers(key.client_id, key.persona_id),
-            self.store.get_relationship(key.client_id, key.persona_id, key.user_id),
-            self.store.untold_task_notices(
-                key.client_id, key.persona_id, key.user_id, task_notices.PER_TURN
+        # Two groups, because asyncio.gather is typed for at most six awaitables.
+        (
+            (facts, recalled, history),
+            (coworkers, relationship, notices, sources),
+        ) = await asyncio.gather(
+            asyncio.gather(self._facts(key), self._recall(key, req.text), self._history(key)),
+            asyncio.gather(
+                self.store.list_coworkers(key.client_id, key.persona_id),
+                self.store.get_relationship(key.client_id, key.persona_id, key.user_id),
+                self.store.untold_task_notices(
+                    key.client_id, key.persona_id, key.user_id, task_notices.PER_TURN
+                ),
+                self.knowledge.search(persona, req.text),
             ),
         )
         recall_ms = _ms(t)
@@ -269,6 +278,7 @@ class Conversations:
             notes=relationship.notes,
             coworkers=[c for c in coworkers if c.coworker_status == "active"],
             tasks=[task_notices.notice_line(n) for n in notices],
+            sources=sources,
         )
         prompt_ms = _ms(t)
 
@@ -324,6 +334,7 @@ class Conversations:
                     recalled=assembled.memories,
                     facts=assembled.facts,
                     learned=recorded.learned,
+                    citations=citations(assembled.sources, result.answer),
                     prompt_tokens=result.usage.prompt_tokens,
                     completion_tokens=result.usage.completion_tokens,
                     tool_calls=rounds.calls,

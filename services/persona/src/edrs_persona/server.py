@@ -17,6 +17,7 @@ from edrs_proto.reasoning.v1 import reasoning_pb2, reasoning_pb2_grpc
 
 from edrs_persona import tool_use
 from edrs_persona.conversation import Conversations, conversation_id, user_id
+from edrs_persona.knowledge import KnowledgeSources
 from edrs_persona.store import (
     Conversation,
     ConversationKey,
@@ -48,6 +49,7 @@ def to_proto(p: Persona) -> persona_pb2.Persona:
         voice=persona_pb2.PersonaVoice(name=p.voice, speed=p.voice_speed),
         tools=p.tools,
         tool_policy=tool_use.policy_to_proto(p.tool_policy),
+        knowledge_collections=[str(c) for c in p.knowledge_collections],
         status=_STATUS[p.status],
         create_time=timestamp(p.created_at),
         update_time=timestamp(p.updated_at),
@@ -112,6 +114,24 @@ def _instructions(v: str) -> str:
     return validation.text(v, "instructions", max_length=20_000, required=False)
 
 
+MAX_KNOWLEDGE_COLLECTIONS = 20
+
+
+def _knowledge_collections(v: Any) -> list[str]:
+    """Collections by id or name (resolved to ids by KnowledgeSources.resolve), at most
+    MAX_KNOWLEDGE_COLLECTIONS: each turn searches them all, so the list is kept short."""
+    if len(v) > MAX_KNOWLEDGE_COLLECTIONS:
+        raise InvalidArgument(
+            f"knowledge_collections may name at most {MAX_KNOWLEDGE_COLLECTIONS} collections, "
+            f"got {len(v)}",
+            field="knowledge_collections",
+        )
+    return [
+        validation.text(value, f"knowledge_collections[{i}]", max_length=100)
+        for i, value in enumerate(v)
+    ]
+
+
 _CHECKS: dict[str, Callable[[Any], Any]] = {
     "name": _name,
     "role": _role,
@@ -121,6 +141,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "instructions": _instructions,
     "tools": tool_use.tool_names,
     "tool_policy": tool_use.policy_from_proto,
+    "knowledge_collections": _knowledge_collections,
 }
 # The update mask paths UpdatePersona takes: the checked fields, and `voice` (name and speed).
 _MASK_PATHS = (*_CHECKS, "voice")
@@ -171,11 +192,13 @@ class PersonaServicer(persona_pb2_grpc.PersonaServiceServicer):
         memory: memory_pb2_grpc.MemoryServiceAsyncStub,
         conversations: Conversations,
         voices: Voices,
+        collections: KnowledgeSources,
     ) -> None:
         self.store = store
         self.memory = memory
         self.conversations = conversations
         self.voices = voices
+        self.collections = collections
 
     async def _persona(self, client_id: str, persona_id: UUID) -> Persona:
         persona = await self.store.get(client_id, persona_id)
@@ -198,6 +221,9 @@ class PersonaServicer(persona_pb2_grpc.PersonaServiceServicer):
         tools = tool_use.tool_names(request.tools)
         tool_policy = tool_use.policy_from_proto(request.tool_policy)
         voice, voice_speed = await self.voices.check(request.voice, "voice")
+        knowledge_collections = await self.collections.resolve(
+            _knowledge_collections(request.knowledge_collections)
+        )
         new = NewPersona(
             name=name,
             role=role,
@@ -209,6 +235,7 @@ class PersonaServicer(persona_pb2_grpc.PersonaServiceServicer):
             voice_speed=voice_speed,
             tools=tools,
             tool_policy=tool_policy,
+            knowledge_collections=knowledge_collections,
         )
         return to_proto(await self.store.create(client_id, new))
 
@@ -257,6 +284,10 @@ class PersonaServicer(persona_pb2_grpc.PersonaServiceServicer):
                     field=f"update_mask.paths[{i}]",
                 )
             changes[path] = _CHECKS[path](getattr(request.persona, path))
+        if "knowledge_collections" in changes:
+            changes["knowledge_collections"] = await self.collections.resolve(
+                changes["knowledge_collections"]
+            )
         return to_proto(await self.store.update(client_id, persona_id, changes))
 
     async def ArchivePersona(  # noqa: N802

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,6 +23,9 @@ from edrs_gateway.api.routes import (
     coworkers,
     events,
     jwks,
+    knowledge,
+    knowledge_graph,
+    knowledge_imports,
     memories,
     personas,
     relationships,
@@ -67,6 +71,9 @@ STREAM_PATHS = (f"{API_PREFIX}/events/stream",)
 # the gRPC call's own deadline (audio_timeout_seconds) bounds them instead. Rate limits apply.
 TRANSCRIPTION_PATH = f"{API_PREFIX}/audio/transcriptions"
 AUDIO_PATHS = (TRANSCRIPTION_PATH, f"{API_PREFIX}/audio/speech")
+# Knowledge uploads and bulk imports: up to 100 MB (knowledge_max_upload_bytes) and as long as
+# they take to send (knowledge_timeout_seconds bounds the call behind them).
+KNOWLEDGE_UPLOADS = re.compile(rf"{API_PREFIX}/knowledge/collections/[^/]+/(?:files|imports)")
 # Credentials are expected in these bodies, and their responses are secrets not to be stored.
 AUTH_PATHS = (f"{API_PREFIX}/auth/",)
 # DLP guards text on its way to other services. Account data (a user's email is their login)
@@ -118,6 +125,9 @@ def create_api(ctx: GatewayContext, event_bus: EventBus) -> FastAPI:
     )
     for router in (workflows.workflows, workflows.runs, workflows.approvals, workflows.schedules):
         app.include_router(router, prefix=API_PREFIX)
+    app.include_router(knowledge.router, prefix=API_PREFIX)
+    app.include_router(knowledge_imports.router, prefix=API_PREFIX)
+    app.include_router(knowledge_graph.router, prefix=API_PREFIX)
     _document_edge_responses(app)
     return app
 
@@ -159,7 +169,11 @@ def _document_edge_responses(app: FastAPI) -> None:
                 extra = [429]
                 if "requestBody" in operation:
                     extra += [400, 413]  # unparseable JSON; over the body limit
-                if path not in STREAM_PATHS and path not in AUDIO_PATHS:
+                if (
+                    path not in STREAM_PATHS
+                    and path not in AUDIO_PATHS
+                    and not KNOWLEDGE_UPLOADS.fullmatch(path.replace("{", "").replace("}", ""))
+                ):
                     extra.append(504)
                 responses = operation.setdefault("responses", {})
                 for status, spec in problem_responses(*extra).items():
@@ -234,11 +248,13 @@ def _add_edge(app: FastAPI, ctx: GatewayContext) -> None:
         timeout_seconds=settings.request_timeout_seconds,
         # An MCP call may run a persona's turn, bounded by the turn's own deadline.
         exempt_paths=(*STREAM_PATHS, *AUDIO_PATHS, MCP_PATH),
+        exempt_patterns=(KNOWLEDGE_UPLOADS,),
     )
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=settings.max_body_bytes,
         path_limits={TRANSCRIPTION_PATH: settings.audio_max_upload_bytes},
+        pattern_limits=[(KNOWLEDGE_UPLOADS, settings.knowledge_max_upload_bytes)],
     )
     if (cors := cors_middleware(settings)) is not None:
         app.add_middleware(cors.cls, *cors.args, **cors.kwargs)

@@ -37,6 +37,9 @@ class Problem(BaseModel):
     instance: str | None = None
     errors: list[dict[str, Any]] | None = None
     request_id: str | None = Field(default=None, alias="requestId")
+    limit: int | None = Field(
+        default=None, description="413 only: the largest body the route accepts, in bytes"
+    )
 
 
 _DESCRIPTIONS = {
@@ -45,7 +48,8 @@ _DESCRIPTIONS = {
     403: "The caller's role does not allow this",
     404: "No such object in the caller's tenant",
     409: "Conflicts with the current state (e.g. a duplicate)",
-    413: "The body is too large",
+    413: "The body is too large; `limit` says how large it may be, in bytes",
+    415: "The body's media type is not one the route takes",
     422: "The request failed validation; `errors` points at each bad field",
     429: "Rate limit exceeded; retry after `Retry-After` seconds",
     504: "The request took longer than the gateway's time limit",

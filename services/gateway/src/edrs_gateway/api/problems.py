@@ -54,9 +54,11 @@ def problem_response(
     instance: str | None = None,
     errors: list[dict[str, Any]] | None = None,
     headers: dict[str, str] | None = None,
+    extensions: dict[str, Any] | None = None,
 ) -> JSONResponse:
+    """`extensions`: further members of the problem (RFC 9457 §3.2), e.g. a 413's `limit`."""
     error = ApiError(status, code, detail, title=title, errors=errors)
-    body = problem_body(error, instance)
+    body = {**problem_body(error, instance), **(extensions or {})}
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 

@@ -161,6 +161,46 @@ class FactOut(ApiModel):
         )
 
 
+class CitationOut(ApiModel):
+    """A passage of the persona's knowledge collections that the model was given."""
+
+    marker: int = Field(description="Its number in the prompt: the reply cites it as `[marker]`")
+    cited: bool = Field(description="The reply's text cites it (`[marker]` appears in it)")
+    document_id: UUID
+    external_id: str | None = Field(description="Your own id of the document, when you gave one")
+    collection_id: UUID
+    title: str
+    page: int | None = Field(description="1-based page of a paged document (PDF)")
+    heading_path: list[str] = Field(description="The headings the passage sits under")
+    start_offset: int = Field(
+        description="`text[startOffset:endOffset]` of the document's stored text is the passage"
+    )
+    end_offset: int
+    text: str = Field(description="The passage, as the model read it")
+    score: float
+    chunk_id: UUID
+    content_hash: str
+
+    @classmethod
+    def of(cls, c: persona_pb2.Citation) -> CitationOut:
+        return cls(
+            marker=c.marker,
+            cited=c.cited,
+            document_id=UUID(c.document_id),
+            external_id=c.external_id or None,
+            collection_id=UUID(c.collection_id),
+            title=c.title,
+            page=c.page or None,
+            heading_path=list(c.heading_path),
+            start_offset=c.start_offset,
+            end_offset=c.end_offset,
+            text=c.text,
+            score=c.score,
+            chunk_id=UUID(c.chunk_id),
+            content_hash=c.content_hash,
+        )
+
+
 class ReplyOut(ApiModel):
     message_id: UUID
     text: str
@@ -236,12 +276,30 @@ _TURN_EXAMPLE: dict[str, JsonValue] = {
     "messageId": "0190d6a0-0000-7000-8000-0000000000b1",
     "reply": {
         "messageId": "0190d6a0-0000-7000-8000-0000000000b2",
-        "text": "- Sales rose 4% on Monday.",
+        "text": "- Sales rose 4% on Monday [1].",
         "traceId": "0190d6a0-0000-7000-8000-0000000000c1",
     },
     "recalled": [],
     "facts": [],
     "learned": [],
+    "citations": [
+        {
+            "marker": 1,
+            "cited": True,
+            "documentId": "0190d6a0-0000-7000-8000-0000000000d2",
+            "externalId": "sales-2025-q1",
+            "collectionId": "0190d6a0-0000-7000-8000-0000000000d1",
+            "title": "Daily sales report",
+            "page": 3,
+            "headingPath": ["Monday", "Totals"],
+            "startOffset": 5120,
+            "endOffset": 5398,
+            "text": "Sales rose 4% on Monday, led by the north region.",
+            "score": 0.0328,
+            "chunkId": "0190d6a0-0000-7000-8000-0000000000d3",
+            "contentHash": "20e499bb6964cfcb35dd004bb6da3e45faaee63b19bce2b3106096e801388e05",
+        }
+    ],
     "usage": {"promptTokens": 312, "completionTokens": 11},
     "timings": {
         "queueMs": 0.0,
@@ -266,6 +324,10 @@ class TurnOut(ApiModel):
     tool_calls: list[ToolCallOut] = Field(
         default_factory=list, description="The persona's tool calls in this turn"
     )
+    citations: list[CitationOut] = Field(
+        description="Passages of the persona's knowledge collections given to the model, by "
+        "marker; empty when none is attached or the knowledge service could not be reached"
+    )
     usage: UsageOut
     timings: TimingsOut
 
@@ -281,6 +343,7 @@ class TurnOut(ApiModel):
             facts=[FactOut.of(f) for f in done.facts],
             learned=[FactOut.of(f) for f in done.learned],
             tool_calls=[ToolCallOut.of(c) for c in done.tool_calls],
+            citations=[CitationOut.of(c) for c in done.citations],
             usage=UsageOut(
                 prompt_tokens=done.prompt_tokens, completion_tokens=done.completion_tokens
             ),

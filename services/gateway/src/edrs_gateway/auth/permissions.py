@@ -36,6 +36,9 @@ class Permission(StrEnum):
     TOOLS_READ = "tools:read"
     TOOLS_WRITE = "tools:write"
     TOOLS_CALL = "tools:call"
+    # Knowledge collections, documents, search and the graph; writing adds, imports and deletes.
+    KNOWLEDGE_READ = "knowledge:read"
+    KNOWLEDGE_WRITE = "knowledge:write"
 
 
 _READ = {
@@ -44,6 +47,7 @@ _READ = {
     Permission.EVENTS_READ,
     Permission.TASKS_READ,
     Permission.TOOLS_READ,
+    Permission.KNOWLEDGE_READ,
 }
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
@@ -58,9 +62,11 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.TASKS_WRITE,
             Permission.BUDGETS_READ,
             Permission.USAGE_READ,
+            Permission.KNOWLEDGE_WRITE,
         }
     ),
-    "integrator": frozenset(_READ | {Permission.EVENTS_PUBLISH}),
+    # Integrations feed documents in (connectors, imports).
+    "integrator": frozenset(_READ | {Permission.EVENTS_PUBLISH, Permission.KNOWLEDGE_WRITE}),
     "viewer": frozenset(_READ | {Permission.BUDGETS_READ, Permission.USAGE_READ}),
 }
 

@@ -124,7 +124,9 @@ class BodyLimitMiddleware:
 
     A Content-Length over the limit is refused before reading; a chunked body is counted as it
     streams in and refused when it crosses the limit. `path_limits` gives paths (exact) a limit
-    of their own, e.g. audio uploads."""
+    of their own, e.g. audio uploads; `pattern_limits` gives one to the paths a regular
+    expression matches in full, e.g. uploads into any knowledge collection. The 413 names the
+    limit in its detail and as its `limit` member."""
 
     def __init__(
         self,
@@ -132,22 +134,32 @@ class BodyLimitMiddleware:
         *,
         max_bytes: int = DEFAULT_MAX_BODY_BYTES,
         path_limits: Mapping[str, int] | None = None,
+        pattern_limits: Sequence[tuple[re.Pattern[str], int]] = (),
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.path_limits = dict(path_limits or {})
+        self.pattern_limits = tuple(pattern_limits)
 
     def _limit(self, scope: Scope) -> int:
-        return self.path_limits.get(scope["path"], self.max_bytes)
+        path: str = scope["path"]
+        if path in self.path_limits:
+            return self.path_limits[path]
+        for pattern, limit in self.pattern_limits:
+            if pattern.fullmatch(path):
+                return limit
+        return self.max_bytes
 
     def _refusal(self, scope: Scope) -> ASGIApp:
+        limit = self._limit(scope)
         return problem_response(
             413,
             "payload_too_large",
-            f"the request body is larger than {self._limit(scope)} bytes",
+            f"the request body is larger than {limit} bytes",
             title="Payload too large",
             instance=scope["path"],
             headers={"Connection": "close"},
+            extensions={"limit": limit},
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -197,7 +209,7 @@ class BodyLimitMiddleware:
 class TimeoutMiddleware:
     """Pure ASGI: answer 504 `timeout` when a request runs longer than `timeout_seconds`.
 
-    Paths in `exempt_paths` (prefixes) and responses that start as `text/event-stream` are not
+    Paths in `exempt_paths` (prefixes), paths matching one of `exempt_patterns` and responses that start as `text/event-stream` are not
     timed: a stream is meant to stay open."""
 
     def __init__(
@@ -206,13 +218,19 @@ class TimeoutMiddleware:
         *,
         timeout_seconds: float,
         exempt_paths: Sequence[str] = ("/api/v1/events/stream",),
+        exempt_patterns: Sequence[re.Pattern[str]] = (),
     ) -> None:
         self.app = app
         self.timeout_seconds = timeout_seconds
         self.exempt_paths = tuple(exempt_paths)
+        self.exempt_patterns = tuple(exempt_patterns)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or is_exempt(scope["path"], self.exempt_paths):
+        if (
+            scope["type"] != "http"
+            or is_exempt(scope["path"], self.exempt_paths)
+            or any(p.fullmatch(scope["path"]) for p in self.exempt_patterns)
+        ):
             await self.app(scope, receive, send)
             return
         started = False

@@ -27,6 +27,7 @@ UPDATABLE_FIELDS = (
     "voice_speed",
     "tools",
     "tool_policy",
+    "knowledge_collections",
 )
 
 
@@ -65,6 +66,8 @@ class NewPersona:
     voice_speed: float = 1.0
     tools: list[str] = field(default_factory=list)
     tool_policy: ToolPolicy = field(default_factory=ToolPolicy)
+    # Ids of the knowledge collections its turns search and cite.
+    knowledge_collections: list[UUID] = field(default_factory=list)
 
 
 @dataclass(frozen=True, kw_only=True)

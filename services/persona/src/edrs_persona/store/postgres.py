@@ -32,7 +32,7 @@ from edrs_persona.store import (
 
 _COLUMNS = (
     "id, name, role, responsibilities, skills, tone, instructions, voice, voice_speed, tools, "
-    "tool_policy, status, "
+    "tool_policy, knowledge_collections, status, "
     "created_at, updated_at"
 )
 _MESSAGE_COLUMNS = "id, conversation_id, role, text, trace_id, created_at"
@@ -52,6 +52,7 @@ def _persona(row: Any) -> Persona:
         voice_speed=row["voice_speed"],
         tools=list(row["tools"]),
         tool_policy=ToolPolicy.of(json.loads(row["tool_policy"])),
+        knowledge_collections=list(row["knowledge_collections"]),
         status=row["status"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
@@ -118,8 +119,8 @@ class PostgresPersonaStore:
             row = await conn.fetchrow(
                 f"""INSERT INTO personas
                         (id, client_id, name, role, responsibilities, skills, tone, instructions,
-                         voice, voice_speed, tools, tool_policy)
-                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb)
+                         voice, voice_speed, tools, tool_policy, knowledge_collections)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13)
                     RETURNING {_COLUMNS}""",
                 new_id(),
                 client_id,
@@ -133,6 +134,7 @@ class PostgresPersonaStore:
                 persona.voice_speed,
                 persona.tools,
                 json.dumps(persona.tool_policy.as_dict()),
+                persona.knowledge_collections,
             )
             created = _persona(row)
             await self.events.add(

@@ -116,6 +116,7 @@ class Persona(_message.Message):
     VOICE_FIELD_NUMBER: _builtins.int
     TOOLS_FIELD_NUMBER: _builtins.int
     TOOL_POLICY_FIELD_NUMBER: _builtins.int
+    KNOWLEDGE_COLLECTIONS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Persona id (UUID)."""
     name: _builtins.str
@@ -158,6 +159,14 @@ class Persona(_message.Message):
     def tool_policy(self) -> Global___ToolPolicy:
         """What the persona may do with them without a human."""
 
+    @_builtins.property
+    def knowledge_collections(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Ids (UUID) of the knowledge collections the persona answers from: each conversation turn
+        searches them and cites what it used (TurnCompleted.citations). At most 20. Create and update
+        take ids or names (resolved to ids); each must exist in the tenant, else INVALID_ARGUMENT
+        naming it (UNAVAILABLE when the knowledge service cannot be asked).
+        """
+
     def __init__(
         self,
         *,
@@ -174,10 +183,11 @@ class Persona(_message.Message):
         voice: Global___PersonaVoice | None = ...,
         tools: _abc.Iterable[_builtins.str] | None = ...,
         tool_policy: Global___ToolPolicy | None = ...,
+        knowledge_collections: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "tool_policy", b"tool_policy", "update_time", b"update_time", "voice", b"voice"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "id", b"id", "instructions", b"instructions", "name", b"name", "responsibilities", b"responsibilities", "role", b"role", "skills", b"skills", "status", b"status", "tone", b"tone", "tool_policy", b"tool_policy", "tools", b"tools", "update_time", b"update_time", "voice", b"voice"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "id", b"id", "instructions", b"instructions", "knowledge_collections", b"knowledge_collections", "name", b"name", "responsibilities", b"responsibilities", "role", b"role", "skills", b"skills", "status", b"status", "tone", b"tone", "tool_policy", b"tool_policy", "tools", b"tools", "update_time", b"update_time", "voice", b"voice"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -257,6 +267,7 @@ class CreatePersonaRequest(_message.Message):
     VOICE_FIELD_NUMBER: _builtins.int
     TOOLS_FIELD_NUMBER: _builtins.int
     TOOL_POLICY_FIELD_NUMBER: _builtins.int
+    KNOWLEDGE_COLLECTIONS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Display name; required."""
     role: _builtins.str
@@ -283,6 +294,10 @@ class CreatePersonaRequest(_message.Message):
 
     @_builtins.property
     def tool_policy(self) -> Global___ToolPolicy: ...
+    @_builtins.property
+    def knowledge_collections(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Knowledge collections (ids or names) to answer from; see Persona.knowledge_collections."""
+
     def __init__(
         self,
         *,
@@ -295,10 +310,11 @@ class CreatePersonaRequest(_message.Message):
         voice: Global___PersonaVoice | None = ...,
         tools: _abc.Iterable[_builtins.str] | None = ...,
         tool_policy: Global___ToolPolicy | None = ...,
+        knowledge_collections: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["tool_policy", b"tool_policy", "voice", b"voice"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["instructions", b"instructions", "name", b"name", "responsibilities", b"responsibilities", "role", b"role", "skills", b"skills", "tone", b"tone", "tool_policy", b"tool_policy", "tools", b"tools", "voice", b"voice"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instructions", b"instructions", "knowledge_collections", b"knowledge_collections", "name", b"name", "responsibilities", b"responsibilities", "role", b"role", "skills", b"skills", "tone", b"tone", "tool_policy", b"tool_policy", "tools", b"tools", "voice", b"voice"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -387,7 +403,8 @@ Global___ListPersonasResponse: _TypeAlias = ListPersonasResponse  # noqa: Y015
 @_typing.final
 class UpdatePersonaRequest(_message.Message):
     """UpdatePersonaRequest changes the fields of `persona` named in `update_mask` (name, role,
-    responsibilities, skills, tone, instructions, voice, tools, tool_policy); an empty mask is
+    responsibilities, skills, tone, instructions, voice, tools, tool_policy,
+    knowledge_collections); an empty mask is
     INVALID_ARGUMENT.
     """
 
@@ -772,6 +789,7 @@ class TurnCompleted(_message.Message):
     COMPLETION_TOKENS_FIELD_NUMBER: _builtins.int
     TIMINGS_FIELD_NUMBER: _builtins.int
     TOOL_CALLS_FIELD_NUMBER: _builtins.int
+    CITATIONS_FIELD_NUMBER: _builtins.int
     message_id: _builtins.str
     """The reply's message id."""
     reply: _builtins.str
@@ -797,6 +815,13 @@ class TurnCompleted(_message.Message):
     def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolCallEvent]:
         """Every tool call of the turn, as its `tool_call` event last reported it."""
 
+    @_builtins.property
+    def citations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Citation]:
+        """The passages of the persona's knowledge collections given to the model, in the order of
+        their markers ([1] first); empty when none is attached, nothing matched, or the knowledge
+        service could not be reached (the turn answers without them).
+        """
+
     def __init__(
         self,
         *,
@@ -810,14 +835,89 @@ class TurnCompleted(_message.Message):
         completion_tokens: _builtins.int = ...,
         timings: Global___TurnTimings | None = ...,
         tool_calls: _abc.Iterable[Global___ToolCallEvent] | None = ...,
+        citations: _abc.Iterable[Global___Citation] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["timings", b"timings"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["completion_tokens", b"completion_tokens", "facts", b"facts", "learned", b"learned", "message_id", b"message_id", "prompt_tokens", b"prompt_tokens", "recalled", b"recalled", "reply", b"reply", "timings", b"timings", "tool_calls", b"tool_calls", "trace_id", b"trace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["citations", b"citations", "completion_tokens", b"completion_tokens", "facts", b"facts", "learned", b"learned", "message_id", b"message_id", "prompt_tokens", b"prompt_tokens", "recalled", b"recalled", "reply", b"reply", "timings", b"timings", "tool_calls", b"tool_calls", "trace_id", b"trace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TurnCompleted: _TypeAlias = TurnCompleted  # noqa: Y015
+
+@_typing.final
+class Citation(_message.Message):
+    """Citation is one passage of a knowledge collection given to the model, and where it is in its
+    source document.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MARKER_FIELD_NUMBER: _builtins.int
+    CITED_FIELD_NUMBER: _builtins.int
+    DOCUMENT_ID_FIELD_NUMBER: _builtins.int
+    EXTERNAL_ID_FIELD_NUMBER: _builtins.int
+    COLLECTION_ID_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    PAGE_FIELD_NUMBER: _builtins.int
+    HEADING_PATH_FIELD_NUMBER: _builtins.int
+    START_OFFSET_FIELD_NUMBER: _builtins.int
+    END_OFFSET_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    CHUNK_ID_FIELD_NUMBER: _builtins.int
+    CONTENT_HASH_FIELD_NUMBER: _builtins.int
+    marker: _builtins.int
+    """Its number in the prompt: the reply cites it as [marker]."""
+    cited: _builtins.bool
+    """The reply's text cites it: "[marker]" appears in it."""
+    document_id: _builtins.str
+    """The document (UUID) and the client's own id for it ("" when none was given)."""
+    external_id: _builtins.str
+    collection_id: _builtins.str
+    """The collection (UUID) the document is in."""
+    title: _builtins.str
+    page: _builtins.int
+    """1-based page of a paged document (PDF); 0 when the document has no pages."""
+    start_offset: _builtins.int
+    """Characters [start_offset, end_offset) of the document's stored text hold the passage."""
+    end_offset: _builtins.int
+    text: _builtins.str
+    """The passage, as the model read it."""
+    score: _builtins.float
+    """Its search score (higher is better)."""
+    chunk_id: _builtins.str
+    """The chunk (UUID) the passage is, and the hash of its content."""
+    content_hash: _builtins.str
+    @_builtins.property
+    def heading_path(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The headings the passage sits under, outermost first."""
+
+    def __init__(
+        self,
+        *,
+        marker: _builtins.int = ...,
+        cited: _builtins.bool = ...,
+        document_id: _builtins.str = ...,
+        external_id: _builtins.str = ...,
+        collection_id: _builtins.str = ...,
+        title: _builtins.str = ...,
+        page: _builtins.int = ...,
+        heading_path: _abc.Iterable[_builtins.str] | None = ...,
+        start_offset: _builtins.int = ...,
+        end_offset: _builtins.int = ...,
+        text: _builtins.str = ...,
+        score: _builtins.float = ...,
+        chunk_id: _builtins.str = ...,
+        content_hash: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_id", b"chunk_id", "cited", b"cited", "collection_id", b"collection_id", "content_hash", b"content_hash", "document_id", b"document_id", "end_offset", b"end_offset", "external_id", b"external_id", "heading_path", b"heading_path", "marker", b"marker", "page", b"page", "score", b"score", "start_offset", b"start_offset", "text", b"text", "title", b"title"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Citation: _TypeAlias = Citation  # noqa: Y015
 
 @_typing.final
 class ListConversationsRequest(_message.Message):

@@ -10,7 +10,7 @@ from edrs_proto.persona.v1 import persona_pb2, persona_pb2_grpc
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.timestamp_pb2 import Timestamp
-from pydantic import ConfigDict, Field, JsonValue
+from pydantic import ConfigDict, Field, JsonValue, field_validator
 
 from edrs_gateway.api.common import (
     AUTHENTICATED,
@@ -35,6 +35,16 @@ write_personas = require(Permission.PERSONAS_WRITE)
 # field, before any call. Control characters are refused as well: a name is shown on screens.
 NAME_MAX, ROLE_MAX, TONE_MAX, INSTRUCTIONS_MAX = 200, 200, 500, 20_000
 LIST_MAX_ITEMS, RESPONSIBILITY_MAX, SKILL_MAX = 50, 500, 200
+KNOWLEDGE_COLLECTIONS_MAX = 20
+_COLLECTIONS_DESCRIPTION = (
+    "The knowledge collections the persona answers from: every turn searches them and the reply "
+    "cites what it used"
+)
+_COLLECTIONS_IN = (
+    f"{_COLLECTIONS_DESCRIPTION}. Ids or names, at most 20, each once, each existing in your "
+    "tenant (a name is stored as its collection's id)"
+)
+CollectionRef = Annotated[str, Field(min_length=1, max_length=100, pattern=REQUIRED_LINE)]
 
 _EXAMPLE_ID = "0190d6a0-0000-7000-8000-0000000000a1"
 _EXAMPLE_BODY: dict[str, JsonValue] = {
@@ -52,6 +62,7 @@ _EXAMPLE_BODY: dict[str, JsonValue] = {
         "maxRounds": 0,
         "choice": "auto",
     },
+    "knowledgeCollections": ["0190d6a0-0000-7000-8000-0000000000d1"],
 }
 
 Responsibility = Annotated[
@@ -128,6 +139,13 @@ class PersonaVoice(ApiModel):
         return persona_pb2.PersonaVoice(name=self.name, speed=self.speed)
 
 
+def _each_once(ids: list[str] | None) -> list[str] | None:
+    if ids is not None and len(set(ids)) != len(ids):
+        repeated = next(i for i in ids if ids.count(i) > 1)
+        raise ValueError(f"collection {repeated} is named more than once")
+    return ids
+
+
 class CreatePersona(ApiModel):
     model_config = ConfigDict(json_schema_extra={"examples": [_EXAMPLE_BODY]})
 
@@ -161,6 +179,11 @@ class CreatePersona(ApiModel):
         description="Names of the tenant's tools (`/api/v1/tools`) it may call",
     )
     tool_policy: ToolPolicy = Field(default_factory=ToolPolicy)
+    knowledge_collections: list[CollectionRef] = Field(
+        default_factory=list, max_length=KNOWLEDGE_COLLECTIONS_MAX, description=_COLLECTIONS_IN
+    )
+
+    _unique_collections = field_validator("knowledge_collections")(_each_once)
 
 
 class UpdatePersona(ApiModel):
@@ -179,6 +202,13 @@ class UpdatePersona(ApiModel):
     voice: PersonaVoice | None = Field(default=None, description="Replaced whole")
     tools: list[ToolName] | None = Field(default=None, max_length=TOOLS_MAX)
     tool_policy: ToolPolicy | None = None
+    knowledge_collections: list[CollectionRef] | None = Field(
+        default=None,
+        max_length=KNOWLEDGE_COLLECTIONS_MAX,
+        description="Replaces the attached collections (ids or names); `[]` detaches them all",
+    )
+
+    _unique_collections = field_validator("knowledge_collections")(_each_once)
 
 
 class PersonaOut(ApiModel):
@@ -206,6 +236,7 @@ class PersonaOut(ApiModel):
     voice: PersonaVoice
     tools: list[str]
     tool_policy: ToolPolicy
+    knowledge_collections: list[UUID] = Field(description=f"{_COLLECTIONS_DESCRIPTION}, by id")
     status: Literal["active", "archived"] = Field(
         description="`archived` personas are kept for history and take no new work"
     )
@@ -225,6 +256,7 @@ class PersonaOut(ApiModel):
             voice=PersonaVoice(name=p.voice.name, speed=p.voice.speed or 1.0),
             tools=list(p.tools),
             tool_policy=ToolPolicy.of(p.tool_policy),
+            knowledge_collections=[UUID(c) for c in p.knowledge_collections],
             status=_STATUS[p.status],
             created_at=_time(p.create_time),
             updated_at=_time(p.update_time),
@@ -311,6 +343,7 @@ async def create_persona(
         voice=body.voice.to_proto(),
         tools=body.tools,
         tool_policy=body.tool_policy.proto(),
+        knowledge_collections=body.knowledge_collections,
     )
     created = PersonaOut.of(await persona_stub(ctx).CreatePersona(message))
     response.headers["Location"] = f"{request.url.path.rstrip('/')}/{created.id}"
@@ -365,6 +398,7 @@ async def update_persona(
             voice=body.voice.to_proto() if body.voice else None,
             tools=body.tools or [],
             tool_policy=body.tool_policy.proto() if body.tool_policy else None,
+            knowledge_collections=body.knowledge_collections or [],
         ),
         update_mask=FieldMask(paths=changed),
     )
