@@ -28,7 +28,11 @@ import typer
 
 from edrs_cli.gateway_api import (
     DEFAULT_STATE_DIR,
+    ApiKey,
     GatewayApiError,
+    StateDir,
+    Token,
+    Url,
     access_token,
     gateway_url,
     problem_detail,
@@ -154,35 +158,6 @@ for _command, _help in FORWARDED.items():
 
 
 # -- users and API keys: the REST API -------------------------------------------------------------
-
-Url = Annotated[
-    str | None,
-    typer.Option(
-        "--url",
-        envvar="EDRS_URL",
-        help="The gateway. Default: the local fleet's, else http://127.0.0.1:8080.",
-        show_default=False,
-    ),
-]
-Token = Annotated[
-    str | None,
-    typer.Option(
-        "--token", envvar="EDRS_TOKEN", help="An admin's access token.", show_default=False
-    ),
-]
-ApiKey = Annotated[
-    str | None,
-    typer.Option("--api-key", envvar="EDRS_API_KEY", help="An admin API key.", show_default=False),
-]
-StateDir = Annotated[
-    Path,
-    typer.Option(
-        "--state-dir",
-        envvar="EDRS_STATE_DIR",
-        help="The local fleet's state dir (its gateway and development admin).",
-        file_okay=False,
-    ),
-]
 
 # Where the API's validation errors point, the option a user typed.
 _OPTIONS = {

@@ -11,15 +11,52 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
+import typer
 
 from edrs_cli.supervisor import Fleet
 
 DEFAULT_STATE_DIR = Path(".edrs")
 DEFAULT_GATEWAY_URL = "http://127.0.0.1:8080"
 DEV_PASSWORD_VARIABLE = "EDRS_GATEWAY_DEV_ADMIN_PASSWORD"
+
+
+# The options every command that talks to the gateway's API takes.
+Url = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        envvar="EDRS_URL",
+        help="The gateway. Default: the local fleet's, else http://127.0.0.1:8080.",
+        show_default=False,
+    ),
+]
+Token = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        envvar="EDRS_TOKEN",
+        help="An access token (an admin's for `edrs admin`).",
+        show_default=False,
+    ),
+]
+ApiKey = Annotated[
+    str | None,
+    typer.Option(
+        "--api-key", envvar="EDRS_API_KEY", help="An API key to log in with.", show_default=False
+    ),
+]
+StateDir = Annotated[
+    Path,
+    typer.Option(
+        "--state-dir",
+        envvar="EDRS_STATE_DIR",
+        help="The local fleet's state dir (its gateway and development admin).",
+        file_okay=False,
+    ),
+]
 
 
 class GatewayApiError(Exception):

@@ -20,7 +20,11 @@ from rich.table import Table
 
 from edrs_cli.gateway_api import (
     DEFAULT_STATE_DIR,
+    ApiKey,
     GatewayApiError,
+    StateDir,
+    Token,
+    Url,
     access_token,
     gateway_url,
     problem_detail,
@@ -35,34 +39,6 @@ app = typer.Typer(
 TIMEOUT = httpx.Timeout(30.0, read=330.0)
 STATUSES = ("queued", "running", "waiting_for_approval", "succeeded", "failed", "cancelled")
 
-Url = Annotated[
-    str | None,
-    typer.Option(
-        "--url",
-        envvar="EDRS_URL",
-        help="The gateway. Default: the local fleet's, else http://127.0.0.1:8080.",
-        show_default=False,
-    ),
-]
-Token = Annotated[
-    str | None,
-    typer.Option("--token", envvar="EDRS_TOKEN", help="An access token.", show_default=False),
-]
-ApiKey = Annotated[
-    str | None,
-    typer.Option(
-        "--api-key", envvar="EDRS_API_KEY", help="An API key to log in with.", show_default=False
-    ),
-]
-StateDir = Annotated[
-    Path,
-    typer.Option(
-        "--state-dir",
-        envvar="EDRS_STATE_DIR",
-        help="The local fleet's state dir (its gateway and development admin).",
-        file_okay=False,
-    ),
-]
 Json = Annotated[bool, typer.Option("--json", help="Print the API's JSON.")]
 
 

@@ -10,8 +10,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from edrs_cli.gateway_api import DEFAULT_STATE_DIR
-from edrs_cli.tasks import ApiKey, Json, StateDir, Token, Url
+from edrs_cli.gateway_api import DEFAULT_STATE_DIR, ApiKey, StateDir, Token, Url
+from edrs_cli.tasks import Json
 from edrs_cli.tasks import _api as api
 from edrs_cli.tasks import _check as check
 from edrs_cli.tasks import _fail as fail

@@ -12,13 +12,9 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from edrs_cli.gateway_api import DEFAULT_STATE_DIR
+from edrs_cli.gateway_api import DEFAULT_STATE_DIR, ApiKey, StateDir, Token, Url
 from edrs_cli.tasks import (
-    ApiKey,
     Json,
-    StateDir,
-    Token,
-    Url,
     _api,
     _check,
     _Failed,
