@@ -1,3 +1,4 @@
+import { Suspense } from "react";
 import { NavLink, Navigate, Route, Routes } from "react-router-dom";
 import { useApi, useSignedIn } from "./api/context";
 import { pages } from "./pages";
@@ -39,12 +40,14 @@ function Shell() {
         ))}
       </nav>
       <main id="main" className="content" tabIndex={-1}>
+        <Suspense fallback={<p role="status">Loading…</p>}>
         <Routes>
           {pages.map((p) => (
             <Route key={p.path} path={p.path} element={p.element} />
           ))}
           <Route path="*" element={<Navigate to="/chat" replace />} />
         </Routes>
+        </Suspense>
       </main>
     </div>
   );

@@ -1,6 +1,6 @@
 // Every page of the console, in one list: the router and the navigation both read it, so a new
 // page (knowledge, work...) is one entry here and one component.
-import type { ReactElement } from "react";
+import { lazy, type ReactElement } from "react";
 import { AdminApiKeysPage } from "./pages/AdminApiKeys";
 import { AdminAuditPage } from "./pages/AdminAudit";
 import { AdminUsersPage } from "./pages/AdminUsers";
@@ -8,6 +8,9 @@ import { ChatPage } from "./pages/Chat";
 import { EventsPage } from "./pages/Events";
 import { PersonasPage } from "./pages/Personas";
 import { RelationshipPage } from "./pages/Relationship";
+
+// Chart.js is loaded with the Work page only, not with the chat a user opens first.
+const WorkPage = lazy(() => import("./pages/Work").then((m) => ({ default: m.WorkPage })));
 
 export interface PageDef {
   /** Route path under /console (react-router syntax). */
@@ -23,6 +26,7 @@ export const pages: PageDef[] = [
   { path: "chat/:personaId?/:conversationId?", link: "chat", label: "Chat", element: <ChatPage />, section: "work" },
   { path: "relationship/:personaId?", link: "relationship", label: "What they know", element: <RelationshipPage />, section: "work" },
   { path: "personas", link: "personas", label: "Personas", element: <PersonasPage />, section: "work" },
+  { path: "work", link: "work", label: "Work", element: <WorkPage />, section: "work" },
   { path: "events", link: "events", label: "Events", element: <EventsPage />, section: "work" },
   { path: "admin/users", link: "admin/users", label: "Users", element: <AdminUsersPage />, section: "admin" },
   { path: "admin/api-keys", link: "admin/api-keys", label: "API keys", element: <AdminApiKeysPage />, section: "admin" },

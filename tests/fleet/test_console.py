@@ -292,6 +292,21 @@ async def test_an_event_appears_in_the_tail(session: Session) -> None:
     await check_page(session, "events")
 
 
+async def test_work_tasks_with_their_timeline_budgets_and_usage(session: Session) -> None:
+    page = session.page
+    await page.get_by_role("link", name="Work").click()
+    await expect(page.get_by_role("heading", name="Work", exact=True)).to_be_visible()
+    await page.get_by_label("Title").fill("Summarise the quarter")
+    await page.get_by_label("Description").fill("Two paragraphs for the board.")
+    await page.get_by_role("button", name="Create task").click()
+    row = page.get_by_test_id("task-row").filter(has_text="Summarise the quarter")
+    await expect(row).to_have_count(1)
+    await expect(page.get_by_test_id("task-status")).not_to_be_empty()
+    await expect(page.get_by_test_id("timeline").locator("li").first).to_be_visible()
+    await expect(page.get_by_role("heading", name="Usage by day")).to_be_visible()
+    await check_page(session, "work")
+
+
 async def test_the_admin_pages(session: Session) -> None:
     page = session.page
     await page.get_by_role("link", name="Users").click()

@@ -32,6 +32,17 @@ describe("a turn built from its events", () => {
     expect(run(stream.slice(3), broken).text).toBe("Hello, world");
   });
 
+  it("shows tool calls as they happen, with their results", () => {
+    const called = run([
+      stream[0],
+      ev("tool_call", { callId: "c1", tool: "knowledge_search", arguments: { query: "sea" }, impact: "read", status: "running", reason: "" }, "100-5"),
+    ]);
+    expect(called.toolCalls).toMatchObject([{ callId: "c1", tool: "knowledge_search", status: "running" }]);
+    expect(called.toolCalls[0].result).toBeUndefined();
+    const done = applyEvent(called, ev("tool_result", { callId: "c1", tool: "knowledge_search", content: "3 passages", isError: false, durationMs: 12 }, "100-6"));
+    expect(done.toolCalls[0].result).toEqual({ content: "3 passages", isError: false, durationMs: 12 });
+  });
+
   it("ends failed with the problem of an error event", () => {
     const failed = run([stream[0], ev("error", { status: 504, code: "upstream_timeout", detail: "too slow" }, "200-0")]);
     expect(failed.phase).toBe("failed");

@@ -7,8 +7,20 @@ import type { TurnCompleted } from "../api/types";
 
 export type Phase = "sending" | "accepted" | "queued" | "typing" | "completed" | "failed";
 
+/** A tool call the persona's model made in the turn, and its result once it ran. */
+export interface ToolCall {
+  callId: string;
+  tool: string;
+  arguments: Record<string, unknown>;
+  impact: string;
+  status: string;
+  reason: string;
+  result?: { content: string; isError: boolean; durationMs: number };
+}
+
 export interface TurnState {
   messageId: string | null;
+  toolCalls: ToolCall[];
   phase: Phase;
   ahead: number;
   text: string;
@@ -20,6 +32,7 @@ export interface TurnState {
 
 export const initialTurn: TurnState = {
   messageId: null,
+  toolCalls: [],
   phase: "sending",
   ahead: 0,
   text: "",
@@ -49,6 +62,15 @@ export function applyEvent(state: TurnState, event: SseEvent): TurnState {
       return { ...next, phase: "queued", ahead: data.ahead ?? 0 };
     case "started":
       return { ...next, phase: "typing" };
+    case "tool_call":
+      return { ...next, toolCalls: [...next.toolCalls, { ...(data as ToolCall) }] };
+    case "tool_result":
+      return {
+        ...next,
+        toolCalls: next.toolCalls.map((c) =>
+          c.callId === data.callId ? { ...c, result: { content: data.content, isError: data.isError, durationMs: data.durationMs } } : c,
+        ),
+      };
     case "delta":
       return { ...next, phase: "typing", text: next.text + (data.text ?? "") };
     case "completed":

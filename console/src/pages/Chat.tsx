@@ -4,7 +4,7 @@ import { Link, useNavigate, useParams } from "react-router-dom";
 import { useApi } from "../api/context";
 import { messageOf, useGet, usePersonas } from "../api/hooks";
 import type { Conversation, Message } from "../api/types";
-import { forgetPending, initialTurn, pendingOf, runTurn, type TurnState } from "../chat/turn";
+import { forgetPending, initialTurn, pendingOf, runTurn, type ToolCall, type TurnState } from "../chat/turn";
 import { Markdown } from "../components/Markdown";
 import { PersonaPicker } from "../components/PersonaPicker";
 
@@ -16,6 +16,27 @@ interface Row {
   role: "user" | "assistant";
   text: string;
   streaming?: TurnState;
+  toolCalls?: ToolCall[];
+}
+
+function ToolCalls({ calls }: { calls: ToolCall[] }) {
+  if (calls.length === 0) return null;
+  return (
+    <ul className="tool-calls" aria-label="Tool calls">
+      {calls.map((c) => (
+        <li key={c.callId} data-testid="tool-call">
+          <details>
+            <summary>
+              <code>{c.tool}</code> ({c.impact}): {c.result ? (c.result.isError ? "failed" : `done in ${Math.round(c.result.durationMs)} ms`) : c.status}
+              {c.reason && ` — ${c.reason}`}
+            </summary>
+            <pre>{JSON.stringify(c.arguments, null, 2)}</pre>
+            {c.result && <pre>{c.result.content}</pre>}
+          </details>
+        </li>
+      ))}
+    </ul>
+  );
 }
 
 export function ChatPage() {
@@ -95,6 +116,8 @@ function ConversationView({
   const [error, setError] = useState<string | null>(null);
   const [draft, setDraft] = useState("");
   const [announce, setAnnounce] = useState("");
+  // Tool calls of the replies streamed in this view, by reply id (the history does not hold them).
+  const [toolCalls, setToolCalls] = useState<Record<string, ToolCall[]>>({});
   const scroller = useRef<HTMLDivElement>(null);
   const stickToBottom = useRef(true);
   const base = `/api/v1/personas/${personaId}/conversations/${encodeURIComponent(conversationId)}/messages`;
@@ -108,6 +131,7 @@ function ConversationView({
       }
       const done = state.completed;
       if (!done) return;
+      if (state.toolCalls.length > 0) setToolCalls((t) => ({ ...t, [done.reply.messageId]: state.toolCalls }));
       setHistory((h) => {
         const have = new Set(h.map((m) => m.id));
         const add: Message[] = [];
@@ -181,10 +205,10 @@ function ConversationView({
     }
   }
 
-  const rows: Row[] = history.map((m) => ({ key: m.id, role: m.role, text: m.text }));
+  const rows: Row[] = history.map((m) => ({ key: m.id, role: m.role, text: m.text, toolCalls: toolCalls[m.id] }));
   if (live) {
     if (live.userText !== null) rows.push({ key: "live-user", role: "user", text: live.userText });
-    rows.push({ key: "live-reply", role: "assistant", text: live.state.text, streaming: live.state });
+    rows.push({ key: "live-reply", role: "assistant", text: live.state.text, streaming: live.state, toolCalls: live.state.toolCalls });
   }
 
   const virtualizer = useVirtualizer({
@@ -239,6 +263,7 @@ function ConversationView({
                 style={{ position: "absolute", top: 0, left: 0, width: "100%", transform: `translateY(${item.start}px)` }}
               >
                 <span className="who">{row.role === "user" ? "You" : personaName}</span>
+                {row.toolCalls && <ToolCalls calls={row.toolCalls} />}
                 {row.role === "assistant" ? <Markdown text={row.text} /> : <p className="plain">{row.text}</p>}
               </div>
             );
