@@ -94,3 +94,41 @@ def test_retrieved_documents_make_the_context_untrusted() -> None:
     passage = reasoning_pb2.ContextItem(source="knowledge.chunk", text="x")
     assert not untrusted([fact])
     assert untrusted([fact, passage])
+
+
+class _ApprovalStub:
+    """A unit test's stand-in for the task service's ApprovalService: records what it is asked."""
+
+    def __init__(self) -> None:
+        self.requests: list[object] = []
+
+    async def RequestApproval(self, request):  # noqa: N802 (gRPC method name)
+        from edrs_proto.task.v1 import workflow_pb2
+
+        self.requests.append(request)
+        return workflow_pb2.Approval(id="a-1", title=request.title)
+
+
+async def test_a_held_call_becomes_one_approval_per_call_with_what_was_asked() -> None:
+    from edrs_persona.tool_use import ApprovalRequest, TaskApprovals
+
+    stub = _ApprovalStub()
+    hold = await TaskApprovals(stub).request(  # type: ignore[arg-type]
+        ApprovalRequest(
+            persona_id="p",
+            conversation_id="c",
+            user_id="u",
+            message_id="m-1",
+            call_id="call-2",
+            tool="orders__wipe",
+            arguments={"confirm": True},
+            impact="destructive",
+            reason="after untrusted content",
+        )
+    )
+    assert hold.approval_id == "a-1" and "did not run" in hold.note
+    [sent] = stub.requests
+    assert sent.idempotency_key == "tool-call:m-1:call-2" and sent.role == "admin"  # type: ignore[attr-defined]
+    details = dict(sent.details)  # type: ignore[attr-defined]
+    assert details["tool"] == "orders__wipe" and details["impact"] == "destructive"
+    assert dict(details["arguments"]) == {"confirm": True}

@@ -11,7 +11,7 @@ from edrs_proto.knowledge.v1 import knowledge_pb2_grpc
 from edrs_proto.memory.v1 import memory_pb2_grpc
 from edrs_proto.persona.v1 import persona_pb2, persona_pb2_grpc
 from edrs_proto.reasoning.v1 import reasoning_pb2_grpc
-from edrs_proto.task.v1 import task_pb2_grpc
+from edrs_proto.task.v1 import task_pb2_grpc, workflow_pb2_grpc
 
 from edrs_persona import erasure, task_notices
 from edrs_persona.budgets import TurnBudgets
@@ -20,7 +20,7 @@ from edrs_persona.conversation import Conversations
 from edrs_persona.knowledge import KnowledgeSources
 from edrs_persona.server import PersonaServicer, Voices
 from edrs_persona.store.postgres import PostgresPersonaStore
-from edrs_persona.tool_use import NoApprovalService, ToolUse
+from edrs_persona.tool_use import NoApprovalService, TaskApprovals, ToolUse
 from edrs_persona.turns import TurnGate
 
 
@@ -45,8 +45,10 @@ async def build(rt: Runtime[PersonaSettings]) -> list[GrpcService]:
     )
     tool_use = ToolUse(
         rt.peers.stub(tools_pb2_grpc.ToolServiceStub),
-        # Held calls wait here until the task service's approvals are wired (tool_use.py).
-        NoApprovalService(),
+        # Held calls become approvals in the task service when it has an address.
+        TaskApprovals(rt.peers.stub(workflow_pb2_grpc.ApprovalServiceStub))
+        if "task" in settings.peers
+        else NoApprovalService(),
         default_rounds=settings.tool_rounds,
         call_timeout=settings.tool_call_timeout_seconds,
         result_chars=settings.tool_result_prompt_chars,

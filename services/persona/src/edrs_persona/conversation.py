@@ -417,11 +417,15 @@ class Conversations:
                 self.budgets.key(message_id, f"tool:{call_id}"), key.persona_id, tool_calls=1
             )
 
-        def approval(tool: Tool, arguments: dict[str, Any], reason: str) -> ApprovalRequest:
+        def approval(
+            tool: Tool, arguments: dict[str, Any], reason: str, call_id: str
+        ) -> ApprovalRequest:
             return ApprovalRequest(
                 persona_id=str(key.persona_id),
                 conversation_id=key.conversation_id,
                 user_id=key.user_id,
+                message_id=str(message_id),
+                call_id=call_id,
                 tool=tool.name,
                 arguments=arguments,
                 impact=tool.impact,

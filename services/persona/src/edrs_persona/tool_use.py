@@ -26,6 +26,8 @@ from edrs_core import InvalidArgument, ServiceError
 from edrs_proto.integration.v1 import tools_pb2, tools_pb2_grpc
 from edrs_proto.persona.v1 import persona_pb2
 from edrs_proto.reasoning.v1 import reasoning_pb2
+from edrs_proto.task.v1 import workflow_pb2, workflow_pb2_grpc
+from google.protobuf import struct_pb2
 from jsonschema import exceptions as schema_errors
 from jsonschema import validators
 
@@ -128,6 +130,8 @@ class ApprovalRequest:
     persona_id: str
     conversation_id: str
     user_id: str
+    message_id: str
+    call_id: str
     tool: str
     arguments: dict[str, Any]
     impact: str
@@ -158,6 +162,49 @@ class NoApprovalService:
             approval_id="",
             note="held: it needs a human's approval, and approvals are not available in this "
             "fleet yet (the task service has no approval service), so it did not run",
+        )
+
+
+class TaskApprovals:
+    """Held calls become approvals in the task service (ApprovalService.RequestApproval), for a
+    tenant admin to decide; one per call (idempotent by the message and call ids). The call does
+    not run in the turn whatever the decision: the approval records what was asked and why."""
+
+    def __init__(self, approvals: workflow_pb2_grpc.ApprovalServiceAsyncStub) -> None:
+        self.approvals = approvals
+
+    async def request(self, request: ApprovalRequest) -> Hold:
+        details = struct_pb2.Struct()
+        details.update(
+            {
+                "tool": request.tool,
+                "arguments": request.arguments,
+                "impact": request.impact,
+                "reason": request.reason,
+                "persona_id": request.persona_id,
+                "conversation_id": request.conversation_id,
+                "user_id": request.user_id,
+            }
+        )
+        try:
+            approval = await self.approvals.RequestApproval(
+                workflow_pb2.RequestApprovalRequest(
+                    idempotency_key=f"tool-call:{request.message_id}:{request.call_id}",
+                    role="admin",
+                    title=f"A persona asks to call {request.tool} ({request.impact})",
+                    details=details,
+                )
+            )
+        except ServiceError as exc:
+            log.warning("the held call could not be sent for approval: %s", exc.details)
+            return Hold(
+                approval_id="",
+                note="held: it needs a human's approval, and the approval could not be "
+                "requested, so it did not run",
+            )
+        return Hold(
+            approval_id=approval.id,
+            note=f"held: it waits for a human's approval (approval {approval.id}); it did not run",
         )
 
 
@@ -309,7 +356,7 @@ class ToolUse:
         tainted: bool,
         decide: Decide,
         emit: Emit,
-        approval: Callable[[Tool, dict[str, Any], str], ApprovalRequest],
+        approval: Callable[[Tool, dict[str, Any], str, str], ApprovalRequest],
         spend: Spend | None = None,
     ) -> ToolRounds:
         out = ToolRounds()
@@ -355,7 +402,7 @@ class ToolUse:
             assert tool is not None and isinstance(arguments, dict)
             held = self._needs_approval(tool, policy, tainted)
             if held:
-                hold = await self.approvals.request(approval(tool, arguments, held))
+                hold = await self.approvals.request(approval(tool, arguments, held, call_id))
                 event.status, event.reason, event.approval_id = "held", held, hold.approval_id
                 self._record(out, event, emit, f"The call did not run: {hold.note}.", choice)
                 continue
