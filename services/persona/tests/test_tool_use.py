@@ -217,7 +217,8 @@ async def converse(svc, persona_id: str, text: str, metadata=TENANT):
     request = persona_pb2.ConverseRequest(
         persona_id=persona_id,
         conversation_id=f"c-{uuid.uuid4().hex[:8]}",
-        user_id="sam",
+        # A new user each time: nothing recalled from other runs changes the small model's prompt.
+        user_id=f"sam-{uuid.uuid4().hex[:8]}",
         text=text,
         options=OPTIONS,
     )
