@@ -19,6 +19,7 @@ from edrs_gateway.api.routes import (
     audit,
     auth,
     budgets,
+    connectors,
     conversations,
     coworkers,
     events,
@@ -35,6 +36,7 @@ from edrs_gateway.api.routes import (
     traces,
     users,
     voice_turns,
+    webhooks,
     workflows,
     ws,
 )
@@ -78,7 +80,16 @@ KNOWLEDGE_UPLOADS = re.compile(rf"{API_PREFIX}/knowledge/collections/[^/]+/(?:fi
 AUTH_PATHS = (f"{API_PREFIX}/auth/",)
 # DLP guards text on its way to other services. Account data (a user's email is their login)
 # stays in the gateway and is the point of these routes, so it is not redacted.
-DLP_EXEMPT_PATHS = (*AUTH_PATHS, f"{API_PREFIX}/users", f"{API_PREFIX}/api-keys")
+# Inbound webhooks are verified by a signature over the exact bytes sent: DLP must not rewrite them.
+# Connector settings are credentials and URLs for the integration service, not text for models.
+INBOUND_WEBHOOK_PATHS = (f"{API_PREFIX}/hooks/",)
+DLP_EXEMPT_PATHS = (
+    *AUTH_PATHS,
+    f"{API_PREFIX}/users",
+    f"{API_PREFIX}/api-keys",
+    *INBOUND_WEBHOOK_PATHS,
+    f"{API_PREFIX}/connectors",
+)
 
 
 def create_api(ctx: GatewayContext, event_bus: EventBus) -> FastAPI:
@@ -115,6 +126,8 @@ def create_api(ctx: GatewayContext, event_bus: EventBus) -> FastAPI:
     app.include_router(ws.router, prefix=API_PREFIX)
     app.include_router(audio.router, prefix=API_PREFIX)
     app.include_router(voice_turns.router, prefix=API_PREFIX)
+    app.include_router(connectors.router, prefix=API_PREFIX)
+    app.include_router(webhooks.router, prefix=API_PREFIX)
     app.include_router(tasks.router, prefix=API_PREFIX)
     app.include_router(budgets.router, prefix=API_PREFIX)
     app.include_router(tools.router, prefix=API_PREFIX)

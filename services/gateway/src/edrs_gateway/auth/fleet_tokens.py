@@ -74,6 +74,20 @@ class FleetTokens:
             ttl_seconds=ttl_seconds,
         )
 
+    async def webhook_sender(self, tenant_id: str, connector_id: str) -> Identity:
+        """Who posts to a connector's inbound URL: nobody we know yet. The integration service
+        authenticates the request by the connector's signature; this identity only carries the
+        tenant named in the URL, with no role that may do anything else."""
+        return await self._sign(
+            tenant_id=tenant_id,
+            subject=f"webhook:{connector_id}",
+            role="webhook",
+            kind="webhook",
+            scopes=frozenset(),
+            tier=None,
+            ttl_seconds=60,
+        )
+
     async def _sign(
         self,
         *,

@@ -39,6 +39,11 @@ class Permission(StrEnum):
     # Knowledge collections, documents, search and the graph; writing adds, imports and deletes.
     KNOWLEDGE_READ = "knowledge:read"
     KNOWLEDGE_WRITE = "knowledge:write"
+    # Connectors hold credentials (never shown back); webhooks send the tenant's events out.
+    CONNECTORS_READ = "connectors:read"
+    CONNECTORS_WRITE = "connectors:write"
+    WEBHOOKS_READ = "webhooks:read"
+    WEBHOOKS_WRITE = "webhooks:write"
 
 
 _READ = {
@@ -65,8 +70,17 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.KNOWLEDGE_WRITE,
         }
     ),
-    # Integrations feed documents in (connectors, imports).
-    "integrator": frozenset(_READ | {Permission.EVENTS_PUBLISH, Permission.KNOWLEDGE_WRITE}),
+    # Integrations feed documents in (connectors, imports), read connectors, manage webhooks.
+    "integrator": frozenset(
+        _READ
+        | {
+            Permission.EVENTS_PUBLISH,
+            Permission.KNOWLEDGE_WRITE,
+            Permission.CONNECTORS_READ,
+            Permission.WEBHOOKS_READ,
+            Permission.WEBHOOKS_WRITE,
+        }
+    ),
     "viewer": frozenset(_READ | {Permission.BUDGETS_READ, Permission.USAGE_READ}),
 }
 
