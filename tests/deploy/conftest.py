@@ -211,7 +211,7 @@ def peers_called(service: str) -> frozenset[str]:
         area_of = {
             module: area
             for area, names in re.findall(
-                r"from edrs_proto\.([a-z]+)\.v1 import \(?([\w\s,]+)\)?", text
+                r"from edrs_proto\.([a-z]+)\.v1 import (\([^)]*\)|[^\n]*)", text
             )
             for module in re.findall(r"\b(\w+_pb2_grpc)\b", names)
         }
