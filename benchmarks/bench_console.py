@@ -186,9 +186,8 @@ async def measure(gateway: str, who: tuple[str, str, str, str], trace: Path) -> 
         box = page.get_by_label("Message", exact=True)
         await box.fill("Tell me a long story about the sea, in many sentences.")
         await page.get_by_role("button", name="Send").click()
-        await page.locator('[data-testid="streaming-reply"] .markdown p').first.wait_for(
-            timeout=240_000
-        )
+        # From the moment the reply's row exists (queued, typing, then text) until it completes.
+        await page.locator('[data-testid="streaming-reply"]').wait_for(timeout=60_000)
         typed = 0
         while typed < KEYS and await page.locator('[data-testid="streaming-reply"]').count():
             await box.press("a")
