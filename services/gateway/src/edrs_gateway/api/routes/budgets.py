@@ -19,7 +19,7 @@ from edrs_gateway.api.common import (
     problem_responses,
     upstream_responses,
 )
-from edrs_gateway.api.models import SINGLE_LINE, ApiModel, PageOf
+from edrs_gateway.api.models import SINGLE_LINE, ApiModel, IsoDate, PageOf
 from edrs_gateway.auth.dependencies import require
 from edrs_gateway.auth.permissions import Permission
 from edrs_gateway.auth.principal import Principal
@@ -222,9 +222,9 @@ async def usage(
     ctx: Ctx,
     caller: Annotated[Principal, Depends(read_usage)],
     from_day: Annotated[
-        date | None, Query(alias="from", description="First day, YYYY-MM-DD")
+        IsoDate | None, Query(alias="from", description="First day, YYYY-MM-DD")
     ] = None,
-    to_day: Annotated[date | None, Query(alias="to", description="Last day, YYYY-MM-DD")] = None,
+    to_day: Annotated[IsoDate | None, Query(alias="to", description="Last day, YYYY-MM-DD")] = None,
     persona_id: Annotated[UUID | None, Query(alias="personaId")] = None,
     model: Annotated[str | None, Query(max_length=200, pattern=SINGLE_LINE)] = None,
 ) -> Usage:

@@ -9,7 +9,7 @@ from uuid import UUID
 
 from edrs_proto.integration.v1 import integration_pb2, integration_pb2_grpc
 from fastapi import APIRouter, Depends, Path, Response
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, StrictBool
 
 from edrs_gateway.api.common import (
     AUTHENTICATED,
@@ -74,7 +74,7 @@ class CreateConnector(ApiModel):
         description="Settings; keys naming a secret (token, secret, password, api_key, "
         "credential) are credentials, kept in the secret store and never shown again",
     )
-    enabled: bool = False
+    enabled: StrictBool = False
 
 
 class UpdateConnector(ApiModel):
@@ -85,7 +85,7 @@ class UpdateConnector(ApiModel):
         description="Merged into the settings; a credential key given here rotates it",
     )
     remove_keys: list[ConfigKey] = Field(default_factory=list, max_length=50)
-    enabled: bool | None = None
+    enabled: StrictBool | None = None
 
 
 class ConnectorOut(ApiModel):

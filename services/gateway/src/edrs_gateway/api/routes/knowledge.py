@@ -42,7 +42,14 @@ from edrs_gateway.api.knowledge import (
     VersionOut,
     knowledge_stub,
 )
-from edrs_gateway.api.models import MULTI_LINE, SINGLE_LINE, ApiModel, PageOf
+from edrs_gateway.api.models import (
+    INT32_MAX,
+    INT64_MAX,
+    MULTI_LINE,
+    SINGLE_LINE,
+    ApiModel,
+    PageOf,
+)
 from edrs_gateway.api.problems import ApiError
 from edrs_gateway.auth.dependencies import require
 from edrs_gateway.auth.permissions import Permission
@@ -535,9 +542,11 @@ async def read_text(
     document_id: DocumentId,
     ctx: Ctx,
     caller: Annotated[Principal, Depends(read_knowledge)],
-    version: Annotated[int, Query(ge=0, description="0: the current version")] = 0,
-    start: Annotated[int, Query(ge=0)] = 0,
-    end: Annotated[int, Query(ge=0, description="0: start + 1,000,000 or the end")] = 0,
+    version: Annotated[int, Query(ge=0, le=INT32_MAX, description="0: the current version")] = 0,
+    start: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
+    end: Annotated[
+        int, Query(ge=0, le=INT64_MAX, description="0: start + 1,000,000 or the end")
+    ] = 0,
 ) -> DocumentTextOut:
     if end and end < start:
         raise ApiError(

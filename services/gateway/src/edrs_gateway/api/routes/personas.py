@@ -10,7 +10,7 @@ from edrs_proto.persona.v1 import persona_pb2, persona_pb2_grpc
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.timestamp_pb2 import Timestamp
-from pydantic import ConfigDict, Field, JsonValue, field_validator
+from pydantic import ConfigDict, Field, JsonValue, StrictInt, field_validator
 
 from edrs_gateway.api.common import (
     AUTHENTICATED,
@@ -98,7 +98,8 @@ class ToolPolicy(ApiModel):
         "human's approval",
     )
     destructive: Approval = Field(default="required", description="Calls of destructive tools")
-    max_rounds: int = Field(
+    # Strict: pydantic would read `false` as 0 and "2" as 2.
+    max_rounds: StrictInt = Field(
         default=0, ge=0, le=8, description="Rounds of tool calls per turn; 0 = the default (3)"
     )
     choice: Literal["auto", "required"] = Field(

@@ -18,7 +18,7 @@ from edrs_gateway.api.common import (
     problem_responses,
     upstream_responses,
 )
-from edrs_gateway.api.models import MULTI_LINE, REQUIRED_LINE, ApiModel, PageOf
+from edrs_gateway.api.models import MULTI_LINE, REQUIRED_LINE, ApiModel, PageOf, Rfc3339
 from edrs_gateway.auth.dependencies import require
 from edrs_gateway.auth.permissions import Permission
 from edrs_gateway.auth.principal import Principal
@@ -58,7 +58,7 @@ class CreateTask(ApiModel):
     description: str = Field(default="", max_length=DESCRIPTION_MAX, pattern=MULTI_LINE)
     assignee_persona_id: UUID | None = None
     priority: int = Field(default=3, ge=1, le=5, description="1 (highest) to 5 (lowest)")
-    due_at: datetime | None = Field(default=None, description="RFC 3339, with a time zone")
+    due_at: Rfc3339 | None = Field(default=None, description="RFC 3339, with a time zone")
     budget: Budget | None = None
 
 
@@ -173,10 +173,8 @@ async def list_tasks(
     status: Annotated[list[Status] | None, Query(description="Any of these statuses")] = None,
     assignee_persona_id: Annotated[UUID | None, Query(alias="assigneePersonaId")] = None,
     priority: Annotated[int | None, Query(ge=1, le=5)] = None,
-    due_before: Annotated[datetime | None, Query(alias="dueBefore")] = None,
-    due_after: Annotated[
-        datetime | None, Query(alias="dueAfter", description="At or after")
-    ] = None,
+    due_before: Annotated[Rfc3339 | None, Query(alias="dueBefore")] = None,
+    due_after: Annotated[Rfc3339 | None, Query(alias="dueAfter", description="At or after")] = None,
     parent_task_id: Annotated[UUID | None, Query(alias="parentTaskId")] = None,
 ) -> TaskPage:
     request = task_pb2.ListTasksRequest(

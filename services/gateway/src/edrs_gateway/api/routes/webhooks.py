@@ -11,7 +11,7 @@ from uuid import UUID
 from edrs_core.context import acting_as
 from edrs_proto.integration.v1 import webhooks_pb2, webhooks_pb2_grpc
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, StrictBool
 
 from edrs_gateway.api.common import (
     AUTHENTICATED,
@@ -71,7 +71,7 @@ class CreateWebhook(ApiModel):
     url: str = Field(min_length=1, max_length=2000)
     event_types: list[EventType] = Field(min_length=1, max_length=50)
     description: str = Field(default="", max_length=500, pattern=SINGLE_LINE)
-    enabled: bool = True
+    enabled: StrictBool = True
     secret: Secret = Field(default="", description="Your own `whsec_` secret; generated if empty")
 
 
@@ -79,7 +79,7 @@ class UpdateWebhook(ApiModel):
     url: str | None = Field(default=None, min_length=1, max_length=2000)
     event_types: list[EventType] | None = Field(default=None, min_length=1, max_length=50)
     description: str | None = Field(default=None, max_length=500, pattern=SINGLE_LINE)
-    enabled: bool | None = None
+    enabled: StrictBool | None = None
 
 
 class RotateSecret(ApiModel):
