@@ -364,6 +364,24 @@ async def test_tenant_b_sees_none_of_tenant_a_s_workflows_runs_or_approvals(
 # -- approvals --------------------------------------------------------------------------------
 
 
+async def test_an_approval_whose_details_hold_nul_is_refused_naming_the_field(approvals) -> None:
+    # PostgreSQL's jsonb cannot store NUL: without the check the insert failed as INTERNAL (502
+    # through the gateway), found by schemathesis.
+    request = workflow_pb2.RequestApprovalRequest(
+        idempotency_key=f"nul-{RUN}",
+        role="approver",
+        title="Send the report",
+        details=struct({"note": "before\x00after"}),
+        expires_in_seconds=600,
+    )
+    await testing.expect_rpc_error(
+        approvals.RequestApproval(request, metadata=TENANT_A),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "details",
+        "NUL",
+    )
+
+
 async def test_another_service_holds_an_action_for_approval_and_learns_the_decision(
     approvals, task
 ) -> None:

@@ -446,6 +446,10 @@ class ApprovalServicer(workflow_pb2_grpc.ApprovalServiceServicer):
             raise InvalidArgument(
                 f"on_expiry: unknown value {request.on_expiry}", field="on_expiry"
             )
+        details = _dict(request.details)
+        if "\\u0000" in json.dumps(details):
+            # PostgreSQL's jsonb cannot hold NUL; refused here rather than failing the insert.
+            raise InvalidArgument("details: no text may contain NUL (\\u0000)", field="details")
         subject, _ = _caller()
         identity = identity_var.get()
         requested_by = identity.subject if identity and identity.kind == "service" else subject
@@ -458,7 +462,7 @@ class ApprovalServicer(workflow_pb2_grpc.ApprovalServiceServicer):
             idempotency_key=key,
             role=role,
             title=title,
-            details=_dict(request.details),
+            details=details,
             on_expiry=_ON_EXPIRY_IN[request.on_expiry],
             expires_at=expires_at.isoformat(),
             requested_by=requested_by,
