@@ -3,6 +3,8 @@ short-lived token before it expires and a new login once it cannot be renewed or
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import uuid
 from collections.abc import Iterator
 
@@ -79,6 +81,24 @@ async def test_values_round_trip_by_version_and_are_destroyed(openbao_engine, ro
     await store.delete(path)  # absent is fine
     with pytest.raises(ValueError, match="plain name"):
         await store.get(("tenants", "../other"))
+
+
+async def test_the_store_answers_while_the_loops_default_threads_are_all_busy(
+    openbao_engine, root
+) -> None:
+    # Blocking work elsewhere in a service (DNS lookups, an SMTP connection waiting out its
+    # timeout) fills the event loop's default pool; secret reads must not queue behind it.
+    store = store_for(openbao_engine, *approle(root))
+    release = threading.Event()
+    loop = asyncio.get_running_loop()
+    busy = [loop.run_in_executor(None, release.wait) for _ in range(64)]
+    try:
+        path = ("tenants", "t1", "busy")
+        assert await asyncio.wait_for(store.put(path, {"k": "v"}), 60) == 1
+        assert await asyncio.wait_for(store.get(path), 60) == {"k": "v"}
+    finally:
+        release.set()
+        await asyncio.gather(*busy)
 
 
 async def test_a_short_lived_token_is_renewed_before_it_expires(openbao_engine, root) -> None:

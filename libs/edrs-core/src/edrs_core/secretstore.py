@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, Self
@@ -98,7 +100,10 @@ class VaultConfig:
 class VaultSecretStore:
     """KV version 2 on Vault or OpenBao through hvac, under `kv_mount`/`path_prefix`.
 
-    hvac is synchronous (requests), so each call runs in a worker thread. Authentication state is
+    hvac is synchronous (requests), so each call runs in a worker thread of the store's own pool:
+    in the event loop's default pool, other blocking work (DNS lookups, an SMTP connection
+    waiting out its timeout) could queue secret reads and deletes behind it until their callers'
+    deadlines passed (found by schemathesis: DELETE /connectors answered 504). Authentication state is
     guarded by one asyncio lock: concurrent callers that find the token due for renewal renew it
     once.
     """
@@ -114,6 +119,7 @@ class VaultSecretStore:
             timeout=int(max(1, config.timeout_seconds)),
             verify=str(config.ca_cert) if config.ca_cert else True,
         )
+        self._threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="secret-store")
         self._auth_lock = asyncio.Lock()
         self._logged_in = False
         # Monotonic time at which the token must be renewed, and at which it expires;
@@ -123,6 +129,10 @@ class VaultSecretStore:
         self._renewable = False
         self.token_accessor: str | None = None
         """The accessor of the token in use (not a secret: it cannot read anything)."""
+
+    async def _in_thread(self, call: Callable[..., Any], *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._threads, functools.partial(call, *args))
 
     def __repr__(self) -> str:
         return f"VaultSecretStore(address={self.config.address!r}, mount={self.config.kv_mount!r})"
@@ -174,14 +184,14 @@ class VaultSecretStore:
     async def _call(self, call: Callable[[], Any], what: str) -> Any:
         await self._ensure_token()
         try:
-            return await asyncio.to_thread(self._translate, call, what)
+            return await self._in_thread(self._translate, call, what)
         except _TokenRefused:
             # Expired early, revoked, or its policy changed: log in again once, then try again.
             log.info("the secret store refused our token; logging in again")
             async with self._auth_lock:
-                await asyncio.to_thread(self._login)
+                await self._in_thread(self._login)
         try:
-            return await asyncio.to_thread(self._translate, call, what)
+            return await self._in_thread(self._translate, call, what)
         except _TokenRefused:
             raise SecretStoreError(
                 f"the secret store refused to {what} with a fresh token: check the policy of "
@@ -208,9 +218,9 @@ class VaultSecretStore:
             return
         async with self._auth_lock:
             if not self._logged_in:
-                await asyncio.to_thread(self._login)
+                await self._in_thread(self._login)
             elif self._due():
-                await asyncio.to_thread(self._renew_or_login)
+                await self._in_thread(self._renew_or_login)
 
     def _due(self) -> bool:
         return self._renew_at is not None and self._monotonic() >= self._renew_at

@@ -107,6 +107,10 @@ class McpConnection:
         self._max_backoff = max_backoff
         self._client: Client | None = None
         self._ready = asyncio.Event()
+        # Set when an attempt to connect has failed (cleared when one succeeds), so a caller
+        # waiting for the session learns a definitive failure (a host that does not resolve, a
+        # refused URL) at once instead of waiting out the connect timeout.
+        self._failed = asyncio.Event()
         self._reconnect = asyncio.Event()
         self._closing = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -150,6 +154,7 @@ class McpConnection:
                     self.starts += 1
                     self._client = client
                     self.last_error = ""
+                    self._failed.clear()
                     self._ready.set()
                     backoff = 0.2
                     await self._watch(client)
@@ -157,6 +162,7 @@ class McpConnection:
                 raise
             except BaseException as exc:  # the SDK wraps failures in exception groups
                 self.last_error = describe_failure(exc)
+                self._failed.set()
                 log.warning("MCP server %s: %s", self.key, self.last_error)
             finally:
                 self._client = None
@@ -194,12 +200,19 @@ class McpConnection:
 
     async def _connected(self) -> Client:
         self.start()
-        try:
-            await asyncio.wait_for(self._ready.wait(), self._connect_timeout)
-        except TimeoutError:
+        if not self._ready.is_set():
+            waits = {
+                asyncio.ensure_future(self._ready.wait()),
+                asyncio.ensure_future(self._failed.wait()),
+            }
+            _, pending = await asyncio.wait(
+                waits, timeout=self._connect_timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in pending:
+                task.cancel()
+        if not self._ready.is_set() or self._client is None:
             reason = self.last_error or "it did not finish connecting in time"
-            raise FailedPrecondition(f"MCP server {self.key} cannot be reached: {reason}") from None
-        assert self._client is not None
+            raise FailedPrecondition(f"MCP server {self.key} cannot be reached: {reason}")
         return self._client
 
     def _lost(self, exc: BaseException) -> None:

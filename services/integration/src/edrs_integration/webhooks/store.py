@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import logging
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ _DELIVERY_COLUMNS = (
     "id, client_id, subscription_id, event_id, event_type, state, round_attempts, "
     "next_attempt_at, created_at"
 )
+
+log = logging.getLogger("edrs.integration.webhooks")
 
 
 def msg_id(delivery_id: UUID) -> str:
@@ -398,26 +401,31 @@ class WebhookStore:
         state: str,
         next_attempt_at: datetime,
     ) -> None:
-        async with self.db.acquire() as conn, conn.transaction():
-            await conn.execute(
-                """INSERT INTO webhook_attempts
-                       (delivery_id, number, attempted_at, status_code, error, latency_ms)
-                   VALUES ($1, $2, $3, $4, $5, $6)""",
-                due.id,
-                due.attempts_total + 1,
-                attempted_at,
-                status_code,
-                error[:500],
-                latency_ms,
-            )
-            await conn.execute(
-                """UPDATE webhook_deliveries SET state = $2, round_attempts = round_attempts + 1,
-                       next_attempt_at = $3
-                   WHERE id = $1""",
-                due.id,
-                state,
-                next_attempt_at,
-            )
+        try:
+            async with self.db.acquire() as conn, conn.transaction():
+                await conn.execute(
+                    """INSERT INTO webhook_attempts
+                           (delivery_id, number, attempted_at, status_code, error, latency_ms)
+                       VALUES ($1, $2, $3, $4, $5, $6)""",
+                    due.id,
+                    due.attempts_total + 1,
+                    attempted_at,
+                    status_code,
+                    error[:500],
+                    latency_ms,
+                )
+                await conn.execute(
+                    """UPDATE webhook_deliveries SET state = $2, round_attempts = round_attempts + 1,
+                           next_attempt_at = $3
+                       WHERE id = $1""",
+                    due.id,
+                    state,
+                    next_attempt_at,
+                )
+        except asyncpg.ForeignKeyViolationError:
+            # The subscription was deleted while this attempt was in flight, and its deliveries
+            # with it: nothing is left to record it against.
+            log.info("delivery %s was deleted during its attempt; not recorded", due.id)
 
     async def next_due(self) -> datetime | None:
         value: datetime | None = await self.db.fetchval(
