@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from edrs_core import testing
 from edrs_core.testing import RunningService, running_service
 from edrs_gateway.app import definition as gateway_definition
+from edrs_integration.app import definition as integration_definition
 from edrs_knowledge.app import definition as knowledge_definition
 from edrs_memory.app import definition as memory_definition
 from edrs_persona.app import definition as persona_definition
@@ -25,11 +27,13 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 HERE = Path(__file__).parent
 # Enough generated cases per operation to exercise validation on every field, small enough for CI.
 MAX_EXAMPLES = 12
+# Peer calls wait on the one CPU model behind the fuzzed knowledge imports (see the fixture).
+RPC_TIMEOUT = 30.0
 
 
 @pytest.fixture(scope="module")
 async def gateway(
-    postgres_engine, redis_engine, nats_engine, temporal_engine
+    postgres_engine, redis_engine, nats_engine, temporal_engine, openbao_engine
 ) -> AsyncIterator[RunningService]:
     def engines(service: str, redis_db: int) -> dict[str, str]:
         return testing.engine_settings(
@@ -45,8 +49,13 @@ async def gateway(
         running_service(
             reasoning_definition, start_timeout=180.0, **engines("reasoning", 1)
         ) as reasoning,
+        # The knowledge routes fuzzed here queue embeddings on the one CPU model; a recall's
+        # query embedding waits behind them, past the 5 s production default on this machine.
         running_service(
-            memory_definition, peers={"reasoning": reasoning.grpc_address}, **engines("memory", 1)
+            memory_definition,
+            peers={"reasoning": reasoning.grpc_address},
+            rpc_timeout_seconds=RPC_TIMEOUT,
+            **engines("memory", 1),
         ) as memory,
         running_service(
             knowledge_definition,
@@ -63,8 +72,19 @@ async def gateway(
             **engines("persona", 1),
         ) as persona_svc,
         running_service(
+            integration_definition,
+            peers={"knowledge": knowledge.grpc_address},
+            vault_address=openbao_engine.url(),
+            vault_token=openbao_engine.root_token,
+            **engines("integration", 1),
+        ) as integration,
+        running_service(
             task_definition,
-            peers={"persona": persona_svc.grpc_address, "reasoning": reasoning.grpc_address},
+            peers={
+                "persona": persona_svc.grpc_address,
+                "reasoning": reasoning.grpc_address,
+                "integration": integration.grpc_address,
+            },
             temporal_address=temporal_engine.url(),
             # Its own queue: no other task service of the session takes its workflows.
             temporal_task_queue="schemathesis",
@@ -79,7 +99,9 @@ async def gateway(
                 "reasoning": reasoning.grpc_address,
                 "task": task.grpc_address,
                 "knowledge": knowledge.grpc_address,
+                "integration": integration.grpc_address,
             },
+            rpc_timeout_seconds=RPC_TIMEOUT,
             # The development bootstrap gives a tenant and an admin to log in with.
             EDRS_ENVIRONMENT="development",
             # The fuzzer checks the API contract; thousands of calls from one tenant would
@@ -125,6 +147,9 @@ async def test_schemathesis_finds_no_failures(gateway, postgres_engine, tmp_path
         f"Authorization: Bearer {token}",
         "--max-examples",
         str(MAX_EXAMPLES),
+        # Above the peers' deadline, so a slow peer is the gateway's 504, not a client timeout.
+        "--request-timeout",
+        str(RPC_TIMEOUT + 15),
         # An SSE stream never ends, so a request to it never completes; test_events_api covers it.
         "--exclude-path",
         "/api/v1/events/stream",
@@ -147,6 +172,8 @@ async def test_schemathesis_finds_no_failures(gateway, postgres_engine, tmp_path
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         cwd=tmp_path,  # its cache folder goes there, not into the work tree
+        # The serializer of application/x-ndjson bodies (schemathesis_hooks.py says why).
+        env={**os.environ, "SCHEMATHESIS_HOOKS": "schemathesis_hooks", "PYTHONPATH": str(HERE)},
     )
     out, _ = await proc.communicate()
     output = out.decode()
