@@ -25,6 +25,7 @@ from typing import Any
 import psutil
 import pytest
 from edrs_cli.fleet import SERVICE_KEYS_FILE, service_names
+from edrs_core.engines.pytest_plugin import engine_dir
 from edrs_core.identity import ServiceTokens, load_private_key
 from edrs_core.registry import folder_declarations
 
@@ -295,13 +296,15 @@ def fleet_control() -> FleetControl:
 
 
 @pytest.fixture(scope="package")
-def fleet(
-    tmp_path_factory: pytest.TempPathFactory, fleet_control: FleetControl
-) -> Iterator[RunningFleet]:
-    """The whole fleet, started once for the fleet tests with `edrs dev up`, stopped with `down`."""
-    running = fleet_control.start(tmp_path_factory.mktemp("fleet") / "state")
-    yield running
-    leftovers = fleet_control.stop(running)
+def fleet(fleet_control: FleetControl) -> Iterator[RunningFleet]:
+    """The whole fleet, started once for the fleet tests with `edrs dev up`, stopped with `down`.
+
+    Its state folder (PostgreSQL's data among it) is outside pytest's temp folders: see
+    `engine_dir`."""
+    with engine_dir("fleet") as folder:
+        running = fleet_control.start(folder / "state")
+        yield running
+        leftovers = fleet_control.stop(running)
     assert not leftovers, f"processes left after `edrs dev down`: {leftovers}"
 
 

@@ -10,6 +10,7 @@ import httpx
 import psutil
 import pytest
 from edrs_cli.fleet import service_names
+from edrs_core.engines.pytest_plugin import engine_dir
 from edrs_core.testing import write_service_folder
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -24,21 +25,22 @@ SERVICES = service_names()
 # `down` must stop that one too.
 def test_down_stops_every_process_of_the_fleet(tmp_path: Path, fleet_control) -> None:
     write_service_folder(tmp_path / "services", "echo")
-    own = fleet_control.start(tmp_path / "state", services_dir=tmp_path / "services")
-    _the_ninth_service_runs_beside_the_others(own)
-    pids = own.pids()
-    assert set(SERVICES) <= set(pids)
-    assert "echo" in pids
-    assert all(psutil.pid_exists(pid) for pid in pids.values())
+    with engine_dir("own-fleet") as folder:
+        own = fleet_control.start(folder / "state", services_dir=tmp_path / "services")
+        _the_ninth_service_runs_beside_the_others(own)
+        pids = own.pids()
+        assert set(SERVICES) <= set(pids)
+        assert "echo" in pids
+        assert all(psutil.pid_exists(pid) for pid in pids.values())
 
-    leftovers = fleet_control.stop(own)
+        leftovers = fleet_control.stop(own)
 
-    assert leftovers == {}
-    assert own.up_process.returncode == 0, own.up_output.read_text()
-    assert not (own.state_dir / "fleet.json").exists()
-    status = own.edrs("dev", "status")
-    assert status.returncode == 1
-    assert "no fleet is running" in status.stderr
+        assert leftovers == {}
+        assert own.up_process.returncode == 0, own.up_output.read_text()
+        assert not (own.state_dir / "fleet.json").exists()
+        status = own.edrs("dev", "status")
+        assert status.returncode == 1
+        assert "no fleet is running" in status.stderr
 
 
 def _the_ninth_service_runs_beside_the_others(own) -> None:

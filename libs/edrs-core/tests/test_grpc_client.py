@@ -361,7 +361,7 @@ async def test_client_streaming_calls_carry_the_tenant_request_id_and_deadline_t
     channels = PeerChannels(
         "caller",
         {"reasoning": f"127.0.0.1:{port}"},
-        timeout=2.0,
+        timeout=30.0,
         service_tokens=ServiceTokens("caller", CALLER_KEY, audience="edrs-fleet"),
     )
     try:
@@ -378,9 +378,9 @@ async def test_client_streaming_calls_carry_the_tenant_request_id_and_deadline_t
         seen = servicer.metadata[-1]
         # The tenant travels as the tid of the signed token (the header is no longer believed).
         assert (token_claims(seen)["tid"], seen["x-request-id"]) == ("tenant-8", "req-44")
-        # The channel's default deadline (2 s) is on the call.
+        # The channel's default deadline (30 s: ample on a loaded CI machine) is on the call.
         remaining = servicer.time_remaining[-1]
-        assert remaining is not None and 0 < remaining <= 2.0
+        assert remaining is not None and 0 < remaining <= 30.0
     finally:
         await channels.close()
         await srv.stop(None)

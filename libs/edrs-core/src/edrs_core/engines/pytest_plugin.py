@@ -11,8 +11,12 @@ Load it with ``pytest_plugins = ["edrs_core.engines.pytest_plugin"]``.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -30,6 +34,24 @@ TEST_POSTGRES_SETTINGS = {
     "full_page_writes": "off",
     "max_connections": "200",
 }
+
+
+@contextmanager
+def engine_dir(name: str) -> Iterator[Path]:
+    """A fresh folder for an engine that runs as another user, outside pytest's temp folders;
+    removed on exit.
+
+    Run as root, PostgreSQL runs as its own system user and reaches its data through every
+    ancestor folder. Each pytest session that starts on the machine (a nested one included) sets
+    ``/tmp/pytest-of-<user>`` back to 0700, which cut a server under pytest's base folder off from
+    its data mid-run (PANIC: could not open file ".../global/pg_control": Permission denied) and
+    failed every later test that needed it.
+    """
+    folder = Path(tempfile.mkdtemp(prefix=f"edrs-test-{name}-"))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _with_path(url: str, path: str) -> str:
@@ -79,17 +101,16 @@ class ExternalOpenBao:
 
 
 @pytest.fixture(scope="session")
-def postgres_engine(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[EmbeddedPostgres | ExternalPostgres]:
+def postgres_engine() -> Iterator[EmbeddedPostgres | ExternalPostgres]:
     """PostgreSQL with pgvector for the session; ``.url(database)`` gives a DSN."""
     external = os.environ.get("EDRS_TEST_POSTGRES_URL")
     if external:
         yield ExternalPostgres(external)
         return
-    with EmbeddedPostgres(
-        tmp_path_factory.mktemp("postgres"), settings=TEST_POSTGRES_SETTINGS
-    ) as engine:
+    with (
+        engine_dir("postgres") as folder,
+        EmbeddedPostgres(folder, settings=TEST_POSTGRES_SETTINGS) as engine,
+    ):
         yield engine
 
 
