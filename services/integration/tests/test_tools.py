@@ -377,3 +377,77 @@ async def test_delete_removes_the_server_and_its_tools(stub, ledger) -> None:
     await testing.expect_rpc_error(
         call(stub, lookup, {"order_id": "A-1"}), grpc.StatusCode.NOT_FOUND
     )
+
+
+async def test_a_call_with_an_idempotency_key_runs_once_and_repeats_replay_its_result(
+    stub, ledger
+) -> None:
+    server = await add_stdio(stub, ledger)
+    note = by_remote(server)["add_note"].name
+    key = f"approval:{uuid.uuid4()}"
+    text = f"once {uuid.uuid4().hex[:6]}"
+    arguments = {"order_id": "K-1", "note": text}
+    first = await call(stub, note, arguments, idempotency_key=key)
+    # Concurrent repeats and a later one: none runs the tool; each answers the first result.
+    again = await asyncio.gather(
+        *(call(stub, note, arguments, idempotency_key=key) for _ in range(5))
+    )
+    assert first.content == "noted" and not first.is_error
+    assert [a.content for a in again] == ["noted"] * 5
+    assert {a.impact for a in again} == {tools_pb2.TOOL_IMPACT_WRITE}
+    assert ledger.read_text().count(f"add_note K-1 {text}") == 1
+
+    # The same key for other arguments or another tool is refused, and nothing runs.
+    await testing.expect_rpc_error(
+        call(stub, note, {"order_id": "K-1", "note": "other"}, idempotency_key=key),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "already used for another call (other arguments)",
+    )
+    await testing.expect_rpc_error(
+        call(
+            stub, by_remote(server)["lookup_order"].name, {"order_id": "K-1"}, idempotency_key=key
+        ),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "already used for another call (tool",
+    )
+    assert "add_note K-1 other" not in ledger.read_text()
+    # Without a key every call runs.
+    await call(stub, note, arguments)
+    assert ledger.read_text().count(f"add_note K-1 {text}") == 2
+
+
+async def test_an_idempotency_key_belongs_to_its_tenant_and_a_first_error_is_replayed(
+    stub, ledger
+) -> None:
+    a, b = await add_stdio(stub, ledger), await add_stdio(stub, ledger, metadata=TENANT_B)
+    key = f"approval:{uuid.uuid4()}"
+    text = f"tenant {uuid.uuid4().hex[:6]}"
+    await call(
+        stub, by_remote(a)["add_note"].name, {"order_id": "T-1", "note": text}, idempotency_key=key
+    )
+    # The same key in tenant B is B's own: its call runs.
+    done = await call(
+        stub,
+        by_remote(b)["add_note"].name,
+        {"order_id": "T-1", "note": text},
+        metadata=TENANT_B,
+        idempotency_key=key,
+    )
+    assert done.content == "noted"
+    assert ledger.read_text().count(f"add_note T-1 {text}") == 2
+
+    # A first call that failed (its timeout) answers the same failure, without running again.
+    slow = await add_stdio(stub, ledger, call_timeout_seconds=1.0)
+    wait = by_remote(slow)["wait"].name
+    failing = f"wait:{uuid.uuid4()}"
+    for _ in range(2):
+        await testing.expect_rpc_error(
+            call(stub, wait, {"seconds": 5}, idempotency_key=failing),
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            "did not answer within 1 s",
+        )
+    await testing.expect_rpc_error(
+        call(stub, wait, {"seconds": 0}, idempotency_key="x" * 201),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "idempotency_key is 201 characters long",
+    )

@@ -178,13 +178,16 @@ class ToolServicer(tools_pb2_grpc.ToolServiceServicer):
         timeout = validation.float_range(
             request.timeout_seconds, "timeout_seconds", low=0.0, high=600.0
         )
-        result = await self.registry.call(client_id, name, request.arguments, timeout)
+        key = validation.text(
+            request.idempotency_key, "idempotency_key", max_length=200, required=False
+        )
+        result = await self.registry.call(client_id, name, request.arguments, timeout, key)
         answer = result.answer
         return tools_pb2.CallToolResponse(
             name=name,
             content=answer.content,
             structured=json.dumps(answer.structured) if answer.structured is not None else "",
             is_error=answer.is_error,
-            impact=IMPACT_TO_PROTO[result.spec.impact],
+            impact=IMPACT_TO_PROTO[result.impact],
             duration_ms=result.duration_ms,
         )

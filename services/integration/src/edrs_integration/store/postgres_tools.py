@@ -11,11 +11,15 @@ from edrs_core import AlreadyExists
 from edrs_core.ids import new_id
 from edrs_core.pagination import keyset_page
 
-from edrs_integration.store.tools import McpServerRecord, NewMcpServer, StoredTool
+from edrs_integration.store.tools import KeyedCall, McpServerRecord, NewMcpServer, StoredTool
 
 _COLUMNS = (
     "id, name, transport, command, args, url, call_timeout_seconds, last_error, created_at, "
     "refreshed_at"
+)
+_CALL_COLUMNS = (
+    "name, arguments_sha256, state, stale_at < now() AS stale, content, structured, is_error, "
+    "impact, duration_ms, error_code, error_message"
 )
 _TOOL_COLUMNS = "server_id, name, remote_name, description, input_schema, impact, impact_overridden"
 
@@ -28,6 +32,22 @@ def _tool(row: Any) -> StoredTool:
         input_schema=json.loads(row["input_schema"]),
         impact=row["impact"],
         impact_overridden=row["impact_overridden"],
+    )
+
+
+def _keyed_call(row: Any) -> KeyedCall:
+    return KeyedCall(
+        name=row["name"],
+        arguments_sha256=row["arguments_sha256"],
+        state=row["state"],
+        stale=bool(row["stale"]),
+        content=row["content"],
+        structured=json.loads(row["structured"]) if row["structured"] is not None else None,
+        is_error=row["is_error"],
+        impact=row["impact"],
+        duration_ms=row["duration_ms"],
+        error_code=row["error_code"],
+        error_message=row["error_message"],
     )
 
 
@@ -218,3 +238,79 @@ class PostgresToolStore:
             impact,
         )
         return done is not None
+
+    # -- tool calls with an idempotency key ------------------------------------------------------
+
+    async def get_call(self, client_id: str, key: str) -> KeyedCall | None:
+        row = await self.db.fetchrow(
+            f"""SELECT {_CALL_COLUMNS} FROM keyed_tool_calls
+                WHERE client_id = $1 AND idempotency_key = $2""",
+            client_id,
+            key,
+        )
+        return _keyed_call(row) if row is not None else None
+
+    async def claim_call(
+        self, client_id: str, key: str, name: str, arguments_sha256: str, stale_after: float
+    ) -> KeyedCall | None:
+        async with self.db.acquire() as conn, conn.transaction():
+            claimed = await conn.fetchval(
+                """INSERT INTO keyed_tool_calls
+                       (client_id, idempotency_key, name, arguments_sha256, state, stale_at)
+                   VALUES ($1, $2, $3, $4, 'running', now() + make_interval(secs => $5))
+                   ON CONFLICT (client_id, idempotency_key) DO NOTHING RETURNING name""",
+                client_id,
+                key,
+                name,
+                arguments_sha256,
+                stale_after,
+            )
+            if claimed is not None:
+                return None
+            row = await conn.fetchrow(
+                f"""SELECT {_CALL_COLUMNS} FROM keyed_tool_calls
+                    WHERE client_id = $1 AND idempotency_key = $2""",
+                client_id,
+                key,
+            )
+        return _keyed_call(row)
+
+    async def finish_call(
+        self,
+        client_id: str,
+        key: str,
+        *,
+        content: str,
+        structured: dict[str, Any] | None,
+        is_error: bool,
+        impact: str,
+        duration_ms: float,
+    ) -> None:
+        # PostgreSQL text and jsonb hold no NUL: the replayed answer has U+FFFD in its place.
+        content = content.replace("\x00", "\ufffd")
+        stored = json.dumps(structured) if structured is not None else None
+        if stored is not None and "\\u0000" in stored:
+            stored = stored.replace("\\u0000", "\\ufffd")
+        await self.db.execute(
+            """UPDATE keyed_tool_calls SET state = 'done', content = $3, structured = $4::jsonb,
+                   is_error = $5, impact = $6, duration_ms = $7, finished_at = now()
+               WHERE client_id = $1 AND idempotency_key = $2 AND state = 'running'""",
+            client_id,
+            key,
+            content,
+            stored,
+            is_error,
+            impact,
+            duration_ms,
+        )
+
+    async def fail_call(self, client_id: str, key: str, code: str, message: str) -> None:
+        await self.db.execute(
+            """UPDATE keyed_tool_calls SET state = 'failed', error_code = $3, error_message = $4,
+                   finished_at = now()
+               WHERE client_id = $1 AND idempotency_key = $2 AND state = 'running'""",
+            client_id,
+            key,
+            code,
+            message,
+        )

@@ -37,7 +37,48 @@ class McpServerRecord(NewMcpServer):
     tools: list[StoredTool] = field(default_factory=list)
 
 
-class ToolStore(Protocol):
+@dataclass(frozen=True, kw_only=True)
+class KeyedCall:
+    """A tool call made with an idempotency key, as first recorded (docs/integration.md)."""
+
+    name: str
+    arguments_sha256: str
+    state: str  # running | done | failed
+    stale: bool  # still running past its stale time: the outcome was lost
+    content: str = ""
+    structured: dict[str, Any] | None = None
+    is_error: bool = False
+    impact: str = ""
+    duration_ms: float = 0.0
+    error_code: str = ""
+    error_message: str = ""
+
+
+class KeyedCallStore(Protocol):
+    async def get_call(self, client_id: str, key: str) -> KeyedCall | None: ...
+
+    async def claim_call(
+        self, client_id: str, key: str, name: str, arguments_sha256: str, stale_after: float
+    ) -> KeyedCall | None:
+        """None when the key is claimed now (the caller runs the tool); else the existing call."""
+        ...
+
+    async def finish_call(
+        self,
+        client_id: str,
+        key: str,
+        *,
+        content: str,
+        structured: dict[str, Any] | None,
+        is_error: bool,
+        impact: str,
+        duration_ms: float,
+    ) -> None: ...
+
+    async def fail_call(self, client_id: str, key: str, code: str, message: str) -> None: ...
+
+
+class ToolStore(KeyedCallStore, Protocol):
     async def create_server(
         self, client_id: str, server: NewMcpServer, tools: list[StoredTool]
     ) -> McpServerRecord:

@@ -3,6 +3,8 @@ each with an argument schema and an impact level; adding MCP servers; calling an
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import re
 import time
@@ -10,12 +12,26 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from edrs_core import FailedPrecondition, InvalidArgument, NotFound, validation
+import grpc
+from edrs_core import (
+    Aborted,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ServiceError,
+    validation,
+)
 from edrs_core.outbound import OutboundPolicy
 
 from edrs_integration.connectors import http_url
 from edrs_integration.store import Connector, ConnectorStore
-from edrs_integration.store.tools import McpServerRecord, NewMcpServer, StoredTool, ToolStore
+from edrs_integration.store.tools import (
+    KeyedCall,
+    McpServerRecord,
+    NewMcpServer,
+    StoredTool,
+    ToolStore,
+)
 from edrs_integration.tools.builtin import (
     CONNECTOR_REQUEST_SCHEMA,
     NO_CONNECTOR_REQUESTS,
@@ -52,9 +68,53 @@ class ToolLimits:
 
 @dataclass(frozen=True)
 class CallResult:
-    spec: ToolSpec
+    impact: str
     answer: ToolAnswer
     duration_ms: float
+    # A repeat of a keyed call: the first call's answer, the tool not run again.
+    replayed: bool = False
+
+
+# A keyed call still running this long after the longest time limit is taken as lost.
+STALE_MARGIN_SECONDS = 60.0
+
+
+class _ReplayedError(ServiceError):
+    """The first keyed call's error, answered again with its status code."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def arguments_digest(arguments: dict[str, Any]) -> str:
+    canonical = json.dumps(arguments, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _replay(call: KeyedCall, name: str, digest: str) -> CallResult:
+    if call.name != name or call.arguments_sha256 != digest:
+        raise FailedPrecondition(
+            "idempotency_key was already used for another call "
+            + ("(other arguments)" if call.name == name else f"(tool {call.name})"),
+            field="idempotency_key",
+        )
+    if call.state == "running":
+        if call.stale:
+            raise FailedPrecondition(
+                "the call with this idempotency_key did not finish (the service stopped during "
+                "it): its outcome is unknown, and it is not run again",
+                field="idempotency_key",
+            )
+        raise Aborted("the call with this idempotency_key is still running; retry later")
+    if call.state == "failed":
+        raise _ReplayedError(grpc.StatusCode[call.error_code], call.error_message)
+    return CallResult(
+        call.impact,
+        ToolAnswer(content=call.content, structured=call.structured, is_error=call.is_error),
+        call.duration_ms,
+        replayed=True,
+    )
 
 
 def endpoint_of(server: NewMcpServer) -> McpEndpoint:
@@ -262,15 +322,40 @@ class ToolRegistry:
         return await self.tool(client_id, name)
 
     async def call(
-        self, client_id: str, name: str, arguments_text: str, seconds: float
+        self,
+        client_id: str,
+        name: str,
+        arguments_text: str,
+        seconds: float,
+        idempotency_key: str = "",
     ) -> CallResult:
+        """Calls a tool; with `idempotency_key`, at most once per tenant and key (a repeat answers
+        the first call's result or error without running the tool)."""
+        arguments = parse_arguments(arguments_text)
+        digest = arguments_digest(arguments)
+        if idempotency_key:
+            # A repeat is answered even if the tool went away since the first call.
+            first = await self.store.get_call(client_id, idempotency_key)
+            if first is not None:
+                return _replay(first, name, digest)
         spec = await self.tool(client_id, name)
         if not spec.available:
             raise FailedPrecondition(f"tool {name} is unavailable: {spec.unavailable_reason}")
-        arguments = parse_arguments(arguments_text)
         validate_arguments(name, spec.input_schema, arguments)
+        if idempotency_key:
+            # No call outlives MAX_TIMEOUT, so a claim older than that (and a margin) was lost.
+            first = await self.store.claim_call(
+                client_id, idempotency_key, name, digest, MAX_TIMEOUT + STALE_MARGIN_SECONDS
+            )
+            if first is not None:  # a concurrent call claimed the key first
+                return _replay(first, name, digest)
         started = time.perf_counter()
-        answer = await self._dispatch(client_id, spec, arguments, seconds)
+        try:
+            answer = await self._dispatch(client_id, spec, arguments, seconds)
+        except ServiceError as exc:
+            if idempotency_key:
+                await self.store.fail_call(client_id, idempotency_key, exc.code.name, exc.message)
+            raise
         duration_ms = (time.perf_counter() - started) * 1e3
         if len(answer.content) > self.limits.result_max_chars:
             cut = self.limits.result_max_chars
@@ -279,7 +364,17 @@ class ToolRegistry:
                 structured=None,
                 is_error=answer.is_error,
             )
-        return CallResult(spec, answer, duration_ms)
+        if idempotency_key:
+            await self.store.finish_call(
+                client_id,
+                idempotency_key,
+                content=answer.content,
+                structured=answer.structured,
+                is_error=answer.is_error,
+                impact=spec.impact,
+                duration_ms=duration_ms,
+            )
+        return CallResult(spec.impact, answer, duration_ms)
 
     async def _dispatch(
         self, client_id: str, spec: ToolSpec, arguments: dict[str, Any], seconds: float

@@ -472,21 +472,30 @@ class CallToolRequest(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     ARGUMENTS_FIELD_NUMBER: _builtins.int
     TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     arguments: _builtins.str
     """The arguments, a JSON object as text ("" means {})."""
     timeout_seconds: _builtins.float
     """Seconds; 0 means the tool's own limit, and no call exceeds it."""
+    idempotency_key: _builtins.str
+    """Optional (at most 200 characters): the call runs at most once per tenant and key. A repeat
+    with the same key, tool and arguments answers the first call's result (or its error) without
+    running the tool again; with another tool or other arguments it is FAILED_PRECONDITION.
+    While the first call runs, a repeat is ABORTED (retry later); a first call whose outcome was
+    lost (the service stopped during it) is FAILED_PRECONDITION and never run again.
+    """
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         arguments: _builtins.str = ...,
         timeout_seconds: _builtins.float = ...,
+        idempotency_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "name", b"name", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "idempotency_key", b"idempotency_key", "name", b"name", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
