@@ -109,26 +109,58 @@ class _ApprovalStub:
         return workflow_pb2.Approval(id="a-1", title=request.title)
 
 
-async def test_a_held_call_becomes_one_approval_per_call_with_what_was_asked() -> None:
-    from edrs_persona.tool_use import ApprovalRequest, TaskApprovals
+class _HeldCalls:
+    """A unit test's stand-in for the persona store's held calls: records what it is given."""
 
-    stub = _ApprovalStub()
-    hold = await TaskApprovals(stub).request(  # type: ignore[arg-type]
-        ApprovalRequest(
-            persona_id="p",
-            conversation_id="c",
-            user_id="u",
-            message_id="m-1",
-            call_id="call-2",
-            tool="orders__wipe",
-            arguments={"confirm": True},
-            impact="destructive",
-            reason="after untrusted content",
+    def __init__(self) -> None:
+        self.added: list[tuple[str, object]] = []
+
+    async def add_held_call(self, client_id, call):
+        self.added.append((client_id, call))
+
+
+async def test_a_held_call_becomes_one_approval_per_call_with_what_was_asked() -> None:
+    from uuid import UUID
+
+    from edrs_core.context import request_context
+    from edrs_persona.tool_use import ApprovalRequest, TaskApprovals
+    from edrs_proto.task.v1 import workflow_pb2
+
+    approval_id, message_id, persona_id = UUID(int=1), UUID(int=2), UUID(int=3)
+
+    class _Stub(_ApprovalStub):
+        async def RequestApproval(self, request):  # noqa: N802 (gRPC method name)
+            self.requests.append(request)
+            return workflow_pb2.Approval(id=str(approval_id), title=request.title)
+
+    stub, held = _Stub(), _HeldCalls()
+    with request_context("tenant-1", "corr-1"):
+        hold = await TaskApprovals(stub, held).request(  # type: ignore[arg-type]
+            ApprovalRequest(
+                persona_id=str(persona_id),
+                conversation_id="c",
+                user_id="u",
+                message_id=str(message_id),
+                call_id="call-2",
+                tool="orders__wipe",
+                arguments={"confirm": True},
+                impact="destructive",
+                reason="after untrusted content",
+            )
         )
-    )
-    assert hold.approval_id == "a-1" and "did not run" in hold.note
+    assert hold.approval_id == str(approval_id) and "did not run" in hold.note
     [sent] = stub.requests
-    assert sent.idempotency_key == "tool-call:m-1:call-2" and sent.role == "admin"  # type: ignore[attr-defined]
+    assert sent.idempotency_key == f"tool-call:{message_id}:call-2" and sent.role == "admin"  # type: ignore[attr-defined]
     details = dict(sent.details)  # type: ignore[attr-defined]
     assert details["tool"] == "orders__wipe" and details["impact"] == "destructive"
     assert dict(details["arguments"]) == {"confirm": True}
+    # The held call is recorded in the caller's tenant, as the approval shows it.
+    [(tenant, call)] = held.added
+    assert tenant == "tenant-1"
+    assert (call.approval_id, call.tool, call.arguments, call.status) == (  # type: ignore[attr-defined]
+        approval_id,
+        "orders__wipe",
+        {"confirm": True},
+        "held",
+    )
+    assert call.key == f"approval:{approval_id}"  # type: ignore[attr-defined]

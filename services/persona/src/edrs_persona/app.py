@@ -13,7 +13,7 @@ from edrs_proto.persona.v1 import persona_pb2, persona_pb2_grpc
 from edrs_proto.reasoning.v1 import reasoning_pb2_grpc
 from edrs_proto.task.v1 import task_pb2_grpc, workflow_pb2_grpc
 
-from edrs_persona import erasure, task_notices
+from edrs_persona import approved_calls, erasure, task_notices
 from edrs_persona.budgets import TurnBudgets
 from edrs_persona.config import PersonaSettings
 from edrs_persona.conversation import Conversations
@@ -46,7 +46,7 @@ async def build(rt: Runtime[PersonaSettings]) -> list[GrpcService]:
     tool_use = ToolUse(
         rt.peers.stub(tools_pb2_grpc.ToolServiceStub),
         # Held calls become approvals in the task service when it has an address.
-        TaskApprovals(rt.peers.stub(workflow_pb2_grpc.ApprovalServiceStub))
+        TaskApprovals(rt.peers.stub(workflow_pb2_grpc.ApprovalServiceStub), store)
         if "task" in settings.peers
         else NoApprovalService(),
         default_rounds=settings.tool_rounds,
@@ -85,6 +85,16 @@ async def remember_completed_task(delivery: ConsumedEvent[PersonaSettings]) -> N
     )
 
 
+async def settle_decided_call(delivery: ConsumedEvent[PersonaSettings]) -> None:
+    rt = delivery.runtime
+    await approved_calls.settle_decided_call(
+        delivery,
+        PostgresPersonaStore(rt.db, ServiceEvents(rt.settings.service_name)),
+        rt.peers.stub(tools_pb2_grpc.ToolServiceStub),
+        rt.peers.stub(workflow_pb2_grpc.ApprovalServiceStub),
+    )
+
+
 definition = ServiceDefinition(
     settings_cls=PersonaSettings,
     build=build,
@@ -100,5 +110,7 @@ definition = ServiceDefinition(
         ),
         # The user who asked for a task hears it finished in their next conversation.
         Consumer(task_notices.CONSUMER, ["task.task_completed"], remember_completed_task),
+        # A held tool call runs once when approved; its outcome is told in its conversation.
+        Consumer(approved_calls.CONSUMER, ["task.approval_decided"], settle_decided_call),
     ],
 )

@@ -31,7 +31,7 @@ from edrs_proto.memory.v1 import memory_pb2, memory_pb2_grpc
 from edrs_proto.persona.v1 import persona_pb2
 from edrs_proto.reasoning.v1 import reasoning_pb2, reasoning_pb2_grpc
 
-from edrs_persona import prompt, task_notices, tool_use
+from edrs_persona import approved_calls, prompt, task_notices, tool_use
 from edrs_persona.budgets import Spent, TurnBudgets
 from edrs_persona.citations import citations
 from edrs_persona.config import PersonaSettings
@@ -253,7 +253,7 @@ class Conversations:
         # Two groups, because asyncio.gather is typed for at most six awaitables.
         (
             (facts, recalled, history),
-            (coworkers, relationship, notices, sources),
+            (coworkers, relationship, notices, sources, outcomes),
         ) = await asyncio.gather(
             asyncio.gather(self._facts(key), self._recall(key, req.text), self._history(key)),
             asyncio.gather(
@@ -263,6 +263,8 @@ class Conversations:
                     key.client_id, key.persona_id, key.user_id, task_notices.PER_TURN
                 ),
                 self.knowledge.search(persona, req.text),
+                # Held tool calls of this conversation decided since its last turn.
+                self.store.untold_call_outcomes(key, approved_calls.PER_TURN),
             ),
         )
         recall_ms = _ms(t)
@@ -280,6 +282,9 @@ class Conversations:
             tasks=[task_notices.notice_line(n) for n in notices],
             sources=sources,
         )
+        if outcomes:
+            approved_calls.tell(assembled.messages, assembled.context, outcomes)
+            assembled.estimated_tokens = prompt.estimate_messages(assembled.messages)
         prompt_ms = _ms(t)
 
         result: reasoning_pb2.ReasonResult | None = None
@@ -320,6 +325,10 @@ class Conversations:
         if assembled.tasks:
             await self.store.mark_task_notices_told(
                 key.client_id, [notices[i].task_id for i in assembled.tasks]
+            )
+        if outcomes:
+            await self.store.mark_call_outcomes_told(
+                key.client_id, [c.approval_id for c in outcomes]
             )
         store_ms = _ms(t)
 

@@ -21,8 +21,10 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+from uuid import UUID
 
 from edrs_core import InvalidArgument, ServiceError
+from edrs_core.context import require_client_id
 from edrs_proto.integration.v1 import tools_pb2, tools_pb2_grpc
 from edrs_proto.persona.v1 import persona_pb2
 from edrs_proto.reasoning.v1 import reasoning_pb2
@@ -32,7 +34,7 @@ from jsonschema import exceptions as schema_errors
 from jsonschema import validators
 
 from edrs_persona.budgets import Spent
-from edrs_persona.store import ToolPolicy
+from edrs_persona.store import HeldCall, PersonaStore, ToolPolicy
 
 log = logging.getLogger("edrs.persona.tools")
 
@@ -168,10 +170,14 @@ class NoApprovalService:
 class TaskApprovals:
     """Held calls become approvals in the task service (ApprovalService.RequestApproval), for a
     tenant admin to decide; one per call (idempotent by the message and call ids). The call does
-    not run in the turn whatever the decision: the approval records what was asked and why."""
+    not run in the turn: it is recorded as held, and runs once when approved
+    (edrs_persona.approved_calls, on `task.approval_decided`)."""
 
-    def __init__(self, approvals: workflow_pb2_grpc.ApprovalServiceAsyncStub) -> None:
+    def __init__(
+        self, approvals: workflow_pb2_grpc.ApprovalServiceAsyncStub, store: PersonaStore
+    ) -> None:
         self.approvals = approvals
+        self.store = store
 
     async def request(self, request: ApprovalRequest) -> Hold:
         details = struct_pb2.Struct()
@@ -202,9 +208,25 @@ class TaskApprovals:
                 note="held: it needs a human's approval, and the approval could not be "
                 "requested, so it did not run",
             )
+        await self.store.add_held_call(
+            require_client_id(),
+            HeldCall(
+                approval_id=UUID(approval.id),
+                persona_id=UUID(request.persona_id),
+                user_id=request.user_id,
+                conversation_id=request.conversation_id,
+                message_id=UUID(request.message_id),
+                call_id=request.call_id,
+                tool=request.tool,
+                arguments=request.arguments,
+                impact=request.impact,
+                reason=request.reason,
+            ),
+        )
         return Hold(
             approval_id=approval.id,
-            note=f"held: it waits for a human's approval (approval {approval.id}); it did not run",
+            note=f"held: it waits for a human's approval (approval {approval.id}); it did not "
+            "run, and runs once if approved, its result told in this conversation",
         )
 
 

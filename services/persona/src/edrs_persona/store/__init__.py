@@ -168,6 +168,32 @@ class TaskNotice:
     outcome: str = ""
 
 
+@dataclass(frozen=True, kw_only=True)
+class HeldCall:
+    """A tool call a turn held for a human's approval, and what became of it
+    (held -> approved -> completed | failed, or rejected | expired)."""
+
+    approval_id: UUID
+    persona_id: UUID
+    user_id: str
+    conversation_id: str
+    message_id: UUID
+    call_id: str
+    tool: str
+    arguments: dict[str, Any]
+    impact: str
+    reason: str = ""
+    status: str = "held"
+    result: str = ""
+    decided_by: str = ""
+    comment: str = ""
+
+    @property
+    def key(self) -> str:
+        """The idempotency key of the call once approved: it runs once per approval."""
+        return f"approval:{self.approval_id}"
+
+
 class PersonaStore(Protocol):
     async def create(self, client_id: str, persona: NewPersona) -> Persona: ...
 
@@ -220,6 +246,38 @@ class PersonaStore(Protocol):
     ) -> list[TaskNotice]: ...
 
     async def mark_task_notices_told(self, client_id: str, task_ids: Sequence[str]) -> None: ...
+
+    async def add_held_call(self, client_id: str, call: HeldCall) -> None: ...
+
+    async def held_call(
+        self, conn: Connection | None, client_id: str, approval_id: UUID
+    ) -> HeldCall | None: ...
+
+    async def mark_held_call(self, client_id: str, approval_id: UUID, status: str) -> None: ...
+
+    async def untold_call_outcomes(self, key: ConversationKey, limit: int) -> list[HeldCall]:
+        """Held calls of the conversation decided (and run, when approved) that no turn told the
+        model yet, oldest first."""
+        ...
+
+    async def mark_call_outcomes_told(
+        self, client_id: str, approval_ids: Sequence[UUID]
+    ) -> None: ...
+
+    async def settle_held_call(
+        self,
+        conn: Connection,
+        client_id: str,
+        call: HeldCall,
+        *,
+        status: str,
+        result: str,
+        decided_by: str,
+        comment: str,
+        note: str,
+    ) -> Message:
+        """Records the call's outcome and tells it in its conversation (a `tool` message)."""
+        ...
 
     async def set_coworker(
         self,

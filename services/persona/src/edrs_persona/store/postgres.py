@@ -20,6 +20,7 @@ from edrs_persona.store import (
     Conversation,
     ConversationKey,
     Coworker,
+    HeldCall,
     Message,
     NewPersona,
     Persona,
@@ -56,6 +57,31 @@ def _persona(row: Any) -> Persona:
         status=row["status"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+    )
+
+
+_HELD_COLUMNS = (
+    "approval_id, persona_id, user_id, conversation_id, message_id, call_id, tool, arguments, "
+    "impact, reason, status, result, decided_by, comment"
+)
+
+
+def _held(row: Any) -> HeldCall:
+    return HeldCall(
+        approval_id=row["approval_id"],
+        persona_id=row["persona_id"],
+        user_id=row["user_id"],
+        conversation_id=row["conversation_id"],
+        message_id=row["message_id"],
+        call_id=row["call_id"],
+        tool=row["tool"],
+        arguments=json.loads(row["arguments"]),
+        impact=row["impact"],
+        reason=row["reason"],
+        status=row["status"],
+        result=row["result"],
+        decided_by=row["decided_by"],
+        comment=row["comment"],
     )
 
 
@@ -523,6 +549,104 @@ class PostgresPersonaStore:
         )
 
     # -- co-workers -------------------------------------------------------------------------
+
+    # -- held tool calls ------------------------------------------------------------------------
+
+    async def add_held_call(self, client_id: str, call: HeldCall) -> None:
+        await self.db.execute(
+            f"""INSERT INTO held_tool_calls ({_HELD_COLUMNS}, client_id)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11, $12, $13, $14, $15)
+                ON CONFLICT (client_id, approval_id) DO NOTHING""",
+            call.approval_id,
+            call.persona_id,
+            call.user_id,
+            call.conversation_id,
+            call.message_id,
+            call.call_id,
+            call.tool,
+            json.dumps(call.arguments),
+            call.impact,
+            call.reason,
+            call.status,
+            call.result,
+            call.decided_by,
+            call.comment,
+            client_id,
+        )
+
+    async def held_call(
+        self, conn: Connection | None, client_id: str, approval_id: UUID
+    ) -> HeldCall | None:
+        row = await (conn or self.db).fetchrow(
+            f"""SELECT {_HELD_COLUMNS} FROM held_tool_calls
+                WHERE client_id = $1 AND approval_id = $2""",
+            client_id,
+            approval_id,
+        )
+        return _held(row) if row is not None else None
+
+    async def mark_held_call(self, client_id: str, approval_id: UUID, status: str) -> None:
+        await self.db.execute(
+            """UPDATE held_tool_calls SET status = $3, updated_at = now()
+               WHERE client_id = $1 AND approval_id = $2""",
+            client_id,
+            approval_id,
+            status,
+        )
+
+    async def untold_call_outcomes(self, key: ConversationKey, limit: int) -> list[HeldCall]:
+        rows = await self.db.fetch(
+            f"""SELECT {_HELD_COLUMNS} FROM held_tool_calls
+                WHERE client_id = $1 AND persona_id = $2 AND user_id = $3
+                  AND conversation_id = $4 AND told_at IS NULL
+                  AND status IN ('completed', 'failed', 'rejected', 'expired')
+                ORDER BY updated_at, approval_id LIMIT $5""",
+            key.client_id,
+            key.persona_id,
+            key.user_id,
+            key.conversation_id,
+            limit,
+        )
+        return [_held(r) for r in rows]
+
+    async def mark_call_outcomes_told(self, client_id: str, approval_ids: Sequence[UUID]) -> None:
+        await self.db.execute(
+            """UPDATE held_tool_calls SET told_at = now()
+               WHERE client_id = $1 AND approval_id = ANY($2::uuid[]) AND told_at IS NULL""",
+            client_id,
+            list(approval_ids),
+        )
+
+    async def settle_held_call(
+        self,
+        conn: Connection,
+        client_id: str,
+        call: HeldCall,
+        *,
+        status: str,
+        result: str,
+        decided_by: str,
+        comment: str,
+        note: str,
+    ) -> Message:
+        await conn.execute(
+            """UPDATE held_tool_calls SET status = $3, result = $4, decided_by = $5, comment = $6,
+                   updated_at = now()
+               WHERE client_id = $1 AND approval_id = $2""",
+            client_id,
+            call.approval_id,
+            status,
+            result,
+            decided_by,
+            comment,
+        )
+        key = ConversationKey(
+            client_id=client_id,
+            persona_id=call.persona_id,
+            user_id=call.user_id,
+            conversation_id=call.conversation_id,
+        )
+        return await self._insert_message(conn, key, "tool", note, "")
 
     async def set_coworker(
         self,

@@ -1048,7 +1048,9 @@ class Message(_message.Message):
     id: _builtins.str
     conversation_id: _builtins.str
     role: _builtins.str
-    """"user" or "assistant"."""
+    """"user", "assistant", or "tool": the outcome of a tool call held for a human's approval
+    (run once approved, or rejected/expired without running), told in its conversation.
+    """
     text: _builtins.str
     trace_id: _builtins.str
     """For replies: the reasoning trace behind it."""

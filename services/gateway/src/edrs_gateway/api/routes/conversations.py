@@ -90,10 +90,17 @@ class ConversationPage(PageOf):
     conversations: list[ConversationOut]
 
 
+MessageRole = Literal["user", "assistant", "tool"]
+_ROLES: dict[str, MessageRole] = {"assistant": "assistant", "tool": "tool"}
+
+
 class MessageOut(ApiModel):
     id: UUID
     conversation_id: str
-    role: Literal["user", "assistant"]
+    role: MessageRole = Field(
+        description="`tool`: the outcome of a tool call held for approval (run once approved, "
+        "or rejected or expired without running)"
+    )
     text: str = Field(description="As stored: after the gateway's DLP redaction")
     trace_id: str | None = Field(description="For replies: the reasoning trace behind it")
     created_at: datetime
@@ -103,7 +110,7 @@ class MessageOut(ApiModel):
         return cls(
             id=UUID(m.id),
             conversation_id=m.conversation_id,
-            role="assistant" if m.role == "assistant" else "user",
+            role=_ROLES.get(m.role, "user"),
             text=m.text,
             trace_id=m.trace_id or None,
             created_at=m.create_time.ToDatetime(tzinfo=UTC),
