@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -15,13 +16,14 @@ from pathlib import Path
 import httpx
 import httpx2
 import pytest
-from edrs_core.testing import engine_settings, running_service
+from edrs_core.testing import engine_settings, running_service, wait_until
 from edrs_gateway.app import definition as gateway_definition
 from edrs_gateway.context import GatewayContext
 from edrs_integration.app import definition as integration_definition
 from edrs_memory.app import definition as memory_definition
 from edrs_persona.app import definition as persona_definition
 from edrs_reasoning.app import definition as reasoning_definition
+from edrs_task.app import definition as task_definition
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
@@ -32,9 +34,15 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 MCP_SERVER = Path(__file__).resolve().parents[2] / "integration/tests/mcp_orders_server.py"
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 @pytest.fixture(scope="module")
 async def fleet(
-    postgres_engine, redis_engine, nats_engine, openbao_engine
+    postgres_engine, redis_engine, nats_engine, openbao_engine, temporal_engine
 ) -> AsyncIterator[ConversationFleet]:
     def engines(service: str, redis_db: int = SERVICES_REDIS_DB) -> dict[str, str]:
         return engine_settings(
@@ -69,6 +77,9 @@ async def fleet(
                 **engines("integration"),
             )
         )
+        # Held tool calls become the task service's approvals; persona and task are each other's
+        # peers, so the task service's port is chosen first.
+        task_port = _free_port()
         persona = await stack.enter_async_context(
             running_service(
                 persona_definition,
@@ -76,8 +87,18 @@ async def fleet(
                     "memory": memory.grpc_address,
                     "reasoning": reasoning.grpc_address,
                     "integration": integration.grpc_address,
+                    "task": f"127.0.0.1:{task_port}",
                 },
                 **engines("persona"),
+            )
+        )
+        task = await stack.enter_async_context(
+            running_service(
+                task_definition,
+                grpc_port=task_port,
+                peers={"persona": persona.grpc_address},
+                temporal_address=temporal_engine.url(),
+                **engines("task"),
             )
         )
         gateway = await stack.enter_async_context(
@@ -88,6 +109,7 @@ async def fleet(
                     "memory": memory.grpc_address,
                     "reasoning": reasoning.grpc_address,
                     "integration": integration.grpc_address,
+                    "task": task.grpc_address,
                 },
                 key_encryption_secret=KEY_SECRET,
                 **engines("gateway", GATEWAY_REDIS_DB),
@@ -298,6 +320,70 @@ async def test_a_personas_tool_calls_stream_as_sse_events(client, tenant_a, ledg
     assert dict(events)["completed"]["toolCalls"][0]["tool"] == lookup
 
 
+async def test_a_held_call_approved_over_http_runs_once_and_the_conversation_tells_it(
+    client, tenant_a, tenant_b, ledger
+) -> None:
+    server = await add_server(client, tenant_a["admin"], ledger)
+    note = f"{server['name']}__add_note"
+    created = await client.post(
+        "/api/v1/personas",
+        json={
+            "name": "Otto",
+            "role": "order desk assistant",
+            "tools": [note],
+            # The small model must call the write tool; the default policy holds it.
+            "toolPolicy": {"choice": "required", "maxRounds": 1},
+        },
+        headers=tenant_a["member"],
+    )
+    assert created.status_code == 201, created.text
+    messages = f"/api/v1/personas/{created.json()['id']}/conversations/c-held/messages"
+    reply = await client.post(
+        messages,
+        json={"text": "Add the note 'call back' to order B-9.", "options": {"maxTokens": 24}},
+        headers={**tenant_a["member"], "Accept": "text/event-stream"},
+    )
+    assert reply.status_code == 200, reply.text
+    call = dict(sse(reply.text))["tool_call"]
+    assert (call["tool"], call["status"], call["impact"]) == (note, "held", "write")
+    line = f"add_note {call['arguments']['order_id']} {call['arguments']['note']}"
+    assert line not in ledger.read_text()
+    approval = f"/api/v1/approvals/{call['approvalId']}"
+    shown = await client.get(approval, headers=tenant_a["admin"])
+    assert shown.status_code == 200, shown.text
+    assert shown.json()["details"]["arguments"] == call["arguments"]
+
+    # Another tenant's admin cannot decide it; the member who asked may not either.
+    other = await client.post(
+        f"{approval}/decision", json={"approve": True}, headers=tenant_b["admin"]
+    )
+    assert other.status_code == 404, other.text
+    member = await client.post(
+        f"{approval}/decision", json={"approve": True}, headers=tenant_a["member"]
+    )
+    assert member.status_code == 403, member.text
+    decided = await client.post(
+        f"{approval}/decision",
+        json={"approve": True, "comment": "fine"},
+        headers=tenant_a["admin"],
+    )
+    assert decided.status_code == 200, decided.text
+
+    async def told() -> list[dict]:
+        listed = await client.get(messages, headers=tenant_a["member"])
+        assert listed.status_code == 200, listed.text
+        return [m for m in listed.json()["messages"] if m["role"] == "tool"]
+
+    async def outcome() -> bool:
+        return bool(await told())
+
+    await wait_until(outcome, 120, "the approved call's outcome in the conversation")
+    [message] = await told()
+    assert "was approved by" in message["text"] and "and ran" in message["text"]
+    assert "noted" in message["text"]
+    assert ledger.read_text().count(line) == 1
+
+
 @contextlib.asynccontextmanager
 async def mcp_client(fleet, key: str) -> AsyncIterator[Client]:
     async with (
@@ -333,11 +419,16 @@ async def test_edrs_serves_mcp_to_agents_holding_an_api_key(fleet, client, tenan
         assert not asked.is_error, asked.content
         answer = asked.structured_content
         assert answer is not None and answer["reply"] and answer["trace_id"]
-        # The services this gateway cannot reach answer a clear error, not a failure.
+        # A service this gateway cannot reach answers a clear error, not a failure.
         search = await mcp.call_tool("search_knowledge", {"query": "refunds"})
         assert search.is_error and "knowledge service" in search.content[0].text  # type: ignore[union-attr]
+        # This fleet has a task service (for held tool calls' approvals): the task is created.
         task = await mcp.call_tool("create_task", {"title": "Call back"})
-        assert task.is_error and "task service" in task.content[0].text  # type: ignore[union-attr]
+        assert not task.is_error, task.content
+        assert task.structured_content is not None
+        assert (
+            task.structured_content["title"] == "Call back" and task.structured_content["task_id"]
+        )
 
     viewer_key = await api_key(client, tenant_a["admin"], "viewer")
     async with mcp_client(fleet, viewer_key) as mcp:
