@@ -344,3 +344,27 @@ async def test_a_decision_nobody_made_or_from_another_tenant_runs_nothing(
     await decide(fleet, call.approval_id, approve=True)
     await told(fleet, request)
     assert ledger.read_text().count(line) == 1
+
+
+async def test_only_the_arguments_the_approval_shows_can_run(
+    fleet, scripted, note_tool, ledger
+) -> None:
+    """The held call's record changed after the approval was asked (as if tampered with): the
+    approval shows other arguments, so nothing runs and the conversation says why."""
+    call, request = await hold_a_note(fleet, scripted, note_tool)
+    rt = fleet["persona"].runner.runtime
+    assert rt is not None
+    await rt.db.execute(
+        """UPDATE held_tool_calls SET arguments = $3::jsonb
+           WHERE client_id = $1 AND approval_id = $2""",
+        TENANT_ID,
+        uuid.UUID(call.approval_id),
+        json.dumps({"order_id": "B-9", "note": "tampered"}),
+    )
+    await decide(fleet, call.approval_id, approve=True)
+    [outcome] = await told(fleet, request)
+    assert "was approved, but did not run: the approval shows other arguments" in outcome.text
+    assert await held_status(fleet, TENANT_ID, call.approval_id) == "failed"
+    text = ledger.read_text()
+    assert "add_note B-9 tampered" not in text
+    assert f"add_note B-9 {json.loads(call.arguments)['note']}" not in text
