@@ -11,6 +11,8 @@ import json
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -167,7 +169,14 @@ async def test_refusals_are_problem_documents(client, tenant_a) -> None:
 async def test_budgets_are_set_by_admins_and_read_with_usage(client, tenant_a) -> None:
     admin, member = tenant_a["admin"], tenant_a["member"]
     ada = await _persona(client, admin, "Ada", [])
-    body = {"scope": "persona", "scopeId": ada, "maxTokens": 1000, "onExceed": "approval"}
+    body = {
+        "scope": "persona",
+        "scopeId": ada,
+        "maxTokens": 1000,
+        "onExceed": "approval",
+        "period": "week",
+        "timeZone": "Asia/Tokyo",
+    }
     assert (await client.put("/api/v1/budgets", json=body, headers=member)).status_code == 403
     made = await client.put("/api/v1/budgets", json=body, headers=admin)
     assert made.status_code == 200, made.text
@@ -179,6 +188,25 @@ async def test_budgets_are_set_by_admins_and_read_with_usage(client, tenant_a) -
         "approval",
     )
     assert budget["used"] == {"tokens": 0, "toolCalls": 0, "costMicros": 0}
+    assert budget["granted"] == {"tokens": 0, "toolCalls": 0, "costMicros": 0}
+    assert (budget["period"], budget["timeZone"], budget["approvalId"]) == (
+        "week",
+        "Asia/Tokyo",
+        None,
+    )
+    # A week from Monday midnight in Tokyo (15:00 UTC on Sunday).
+    start = datetime.fromisoformat(budget["periodStart"])
+    end = datetime.fromisoformat(budget["periodEnd"])
+    assert end - start == timedelta(days=7)
+    assert start.astimezone(ZoneInfo("Asia/Tokyo")).strftime("%a %H:%M") == "Mon 00:00"
+    periods = await client.get(f"/api/v1/budgets/{budget['id']}/periods", headers=member)
+    assert periods.status_code == 200, periods.text
+    assert periods.json() == {"periods": [], "nextPageToken": ""}  # none charged yet
+    unknown_zone = await client.put(
+        "/api/v1/budgets", json=body | {"timeZone": "Mars/Olympus"}, headers=admin
+    )
+    assert unknown_zone.status_code == 422
+    assert "'Mars/Olympus' is not an IANA time zone" in unknown_zone.json()["detail"]
     listed = await client.get("/api/v1/budgets", headers=member)
     assert budget["id"] in {b["id"] for b in listed.json()["budgets"]}
     bad = await client.put(
@@ -208,6 +236,7 @@ async def test_tenant_b_sees_none_of_tenant_a_on_any_route(client, tenant_a, ten
         ("GET", f"/api/v1/tasks/{task['id']}/timeline"),
         ("POST", f"/api/v1/tasks/{task['id']}/decompose"),
         ("DELETE", f"/api/v1/budgets/{budget['id']}"),
+        ("GET", f"/api/v1/budgets/{budget['id']}/periods"),
     ):
         reply = await client.request(method, path, headers=b)
         assert reply.status_code == 404, (method, path, reply.text)
@@ -233,6 +262,7 @@ async def test_the_routes_are_in_the_openapi_document(client) -> None:
         "/api/v1/tasks/{taskId}/decompose",
         "/api/v1/budgets",
         "/api/v1/budgets/{budgetId}",
+        "/api/v1/budgets/{budgetId}/periods",
         "/api/v1/usage",
     ):
         assert path in paths, path

@@ -5,6 +5,7 @@ once."""
 
 from __future__ import annotations
 
+import re
 import socket
 import uuid
 from collections.abc import AsyncIterator
@@ -16,7 +17,7 @@ from edrs_memory.app import definition as memory_definition
 from edrs_persona.app import definition
 from edrs_proto.persona.v1 import persona_pb2, persona_pb2_grpc
 from edrs_proto.reasoning.v1 import reasoning_pb2, reasoning_pb2_grpc
-from edrs_proto.task.v1 import task_pb2, task_pb2_grpc
+from edrs_proto.task.v1 import task_pb2, task_pb2_grpc, workflow_pb2, workflow_pb2_grpc
 from edrs_reasoning.app import definition as reasoning_definition
 from edrs_task.app import definition as task_definition
 
@@ -157,6 +158,61 @@ async def test_a_budget_too_small_for_the_turn_refuses_it(fleet) -> None:
         reasoning_pb2.ListTracesRequest(), metadata=md
     )
     assert list(traces.traces) == []  # the model was never called
+
+
+async def test_a_turn_over_an_approval_budget_names_the_approval_and_runs_once_approved(
+    fleet,
+) -> None:
+    _, md = _tenant()
+    ada = await _persona(fleet, md)
+    budgets = task_pb2_grpc.BudgetServiceStub(fleet["task"].channel)
+    approvals = workflow_pb2_grpc.ApprovalServiceStub(fleet["task"].channel)
+
+    async def cap(tokens: int, on_exceed: task_pb2.OnExceed.ValueType) -> None:
+        await budgets.SetBudget(
+            task_pb2.SetBudgetRequest(
+                scope=task_pb2.BUDGET_SCOPE_PERSONA,
+                scope_id=ada.id,
+                max_tokens=tokens,
+                on_exceed=on_exceed,
+                period=task_pb2.BUDGET_PERIOD_DAY,
+            ),
+            metadata=md,
+        )
+
+    # What one turn asks for, read from a refusal.
+    await cap(1, task_pb2.ON_EXCEED_REFUSE)
+    with pytest.raises(grpc.aio.AioRpcError) as sized:
+        await _converse(fleet, md, ada.id, "Hello!")
+    needs = int(re.search(r"the call needs (\d+)", sized.value.details() or "")[1])
+    # Too small for a second turn (whose history is longer), but two caps hold it.
+    await cap(needs, task_pb2.ON_EXCEED_APPROVAL)
+    with pytest.raises(grpc.aio.AioRpcError) as waiting:
+        await _converse(fleet, md, ada.id, "Hello!")
+    assert waiting.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    found = re.search(r"waits for approval ([0-9a-f-]{36})", waiting.value.details() or "")
+    assert found, waiting.value.details()
+    approval_id = found[1]
+    asked = await approvals.GetApproval(
+        workflow_pb2.GetApprovalRequest(id=approval_id), metadata=md
+    )
+    assert asked.status == workflow_pb2.APPROVAL_STATUS_PENDING
+    assert asked.details["scope_id"] == ada.id
+
+    await approvals.DecideApproval(
+        workflow_pb2.DecideApprovalRequest(id=approval_id, approve=True),
+        metadata=testing.tenant_metadata(testing.tenant_of(md), role="admin"),
+    )
+    events = await _converse(fleet, md, ada.id, "Hello!")
+    done = events[-1].completed
+    assert done.completion_tokens > 0
+    [after] = [
+        b
+        for b in (await budgets.ListBudgets(task_pb2.ListBudgetsRequest(), metadata=md)).budgets
+        if b.scope_id == ada.id
+    ]
+    assert after.granted_tokens == needs
+    assert after.used_tokens == done.prompt_tokens + done.completion_tokens
 
 
 async def test_a_finished_task_is_told_in_the_next_conversation_once(fleet) -> None:

@@ -1,7 +1,7 @@
 """The budget seam of a turn as logic (the task service's answers given by a recording stand-in;
 test_task_turns.py runs it against the real task service): each call is reserved under its own
 key before it runs and settled after with what it used, released when it failed, and a budget
-asking for approval refuses the call."""
+asking for approval refuses the call naming the approval."""
 
 from __future__ import annotations
 
@@ -23,7 +23,9 @@ class Recorded:
 
     async def Reserve(self, request):  # noqa: N802
         self.calls.append(("reserve", request))
-        return task_pb2.Reservation(key=request.key, status=self.status, reason="over")
+        return task_pb2.Reservation(
+            key=request.key, status=self.status, reason="over", budget_id="b1", approval_id="a1"
+        )
 
     async def Settle(self, request):  # noqa: N802
         self.calls.append(("settle", request))
@@ -65,11 +67,14 @@ async def test_a_failed_tool_call_releases_its_hold() -> None:
     assert (settle.tool_calls, settle.prompt_tokens, settle.completion_tokens) == (0, 0, 0)
 
 
-async def test_a_budget_wanting_approval_refuses_the_call_before_it_runs() -> None:
+async def test_a_budget_wanting_approval_refuses_the_call_naming_the_approval() -> None:
     stub = Recorded(task_pb2.RESERVATION_STATUS_NEEDS_APPROVAL)
     budgets = TurnBudgets(stub)  # type: ignore[arg-type]
     ran = False
-    with pytest.raises(ResourceExhausted, match="needs a budget approval first: over"):
+    with pytest.raises(
+        ResourceExhausted,
+        match="over budget b1 and waits for approval a1; ask again once it is approved: over",
+    ):
         async with budgets.spend(budgets.key(MESSAGE), PERSONA, tokens=10):
             ran = True
     assert not ran

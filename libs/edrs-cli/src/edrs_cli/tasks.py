@@ -292,11 +292,14 @@ def list_budgets(
             params["pageToken"] = page["nextPageToken"]
 
     def table(budgets: list[dict[str, Any]]) -> Table:
-        out = _table("id", "scope", "tokens used/max", "tool calls used/max", "cost µ$ used/max")
+        out = _table(
+            "id", "scope", "period", "tokens used/max", "tool calls used/max", "cost µ$ used/max"
+        )
         for b in budgets:
             out.add_row(
                 b["id"],
                 f"{b['scope']} {b['scopeId']}".strip(),
+                b["period"] if b["period"] == "none" else f"{b['period']} to {b['periodEnd']}",
                 f"{b['used']['tokens']}/{b['maxTokens'] or '∞'}",
                 f"{b['used']['toolCalls']}/{b['maxToolCalls'] or '∞'}",
                 f"{b['used']['costMicros']}/{b['maxCostMicros'] or '∞'}",
@@ -316,6 +319,13 @@ def set_budget(
     approval: Annotated[
         bool, typer.Option("--approval", help="Over the budget: ask for approval, not refuse.")
     ] = False,
+    period: Annotated[
+        str,
+        typer.Option("--period", help="Start afresh every day, week or month; none: a total."),
+    ] = "none",
+    time_zone: Annotated[
+        str, typer.Option("--time-zone", help="IANA zone of the period's midnight.")
+    ] = "UTC",
     as_json: Json = False,
     url: Url = None,
     token: Token = None,
@@ -330,6 +340,8 @@ def set_budget(
         "maxToolCalls": max_tool_calls,
         "maxCostMicros": max_cost_micros,
         "onExceed": "approval" if approval else "refuse",
+        "period": period,
+        "timeZone": time_zone,
     }
     with _api(url, token, api_key, state_dir) as api:
         budget = _check(api.put("/api/v1/budgets", json=body))

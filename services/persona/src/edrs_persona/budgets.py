@@ -61,8 +61,11 @@ class TurnBudgets:
     async def reserve(
         self, key: str, persona_id: UUID, *, model: str = "", tokens: int = 0, tool_calls: int = 0
     ) -> None:
-        """ResourceExhausted (the task service's words) when a budget refuses; a budget that
-        wants approval refuses too: a conversation cannot wait for a human."""
+        """ResourceExhausted (the task service's words) when a budget refuses. A budget that
+        sends overruns for approval has asked an approver (one approval per budget and period,
+        however many calls find it over); the turn does not wait for the human: it is refused
+        naming that approval, and once the approval is granted the next turn runs within the
+        grant (docs/tasks.md, "Over a budget")."""
         if self.budgets is None:
             return
         held = await self.budgets.Reserve(
@@ -76,7 +79,9 @@ class TurnBudgets:
         )
         if held.status == task_pb2.RESERVATION_STATUS_NEEDS_APPROVAL:
             raise ResourceExhausted(
-                f"the call needs a budget approval first: {held.reason}", peer="task"
+                f"the call is over budget {held.budget_id} and waits for approval "
+                f"{held.approval_id}; ask again once it is approved: {held.reason}",
+                peer="task",
             )
 
     async def settle(self, key: str, spent: Spent) -> None:

@@ -12,6 +12,7 @@ from edrs_proto.persona.v1 import persona_pb2_grpc
 from edrs_proto.reasoning.v1 import reasoning_pb2_grpc
 from edrs_proto.task.v1 import task_pb2, task_pb2_grpc, workflow_pb2, workflow_pb2_grpc
 
+from edrs_task.budget_server import TemporalApprovalWaits
 from edrs_task.budgets import PriceTable
 from edrs_task.config import TaskSettings
 from edrs_task.decomposition import Decomposer
@@ -57,7 +58,6 @@ async def build(rt: Runtime[TaskSettings], tools: ToolCaller | None = None) -> l
     prices = PriceTable(
         settings.model_prices, settings.default_model_price, settings.tool_call_micros
     )
-    budgets = BudgetServicer(PostgresBudgetStore(rt.db, events, prices))
     temporal = await connect_temporal(settings, deadline_seconds=settings.startup_timeout_seconds)
     rt.add_check("temporal", lambda: check_temporal(temporal))
     if tools is None:
@@ -65,6 +65,10 @@ async def build(rt: Runtime[TaskSettings], tools: ToolCaller | None = None) -> l
             rt.peers.stub(tools_pb2_grpc.ToolServiceStub), "integration" in settings.peers
         )
     workflows = WorkflowStore(rt.db, events)
+    budgets = BudgetServicer(
+        PostgresBudgetStore(rt.db, events, prices, workflows),
+        TemporalApprovalWaits(temporal, settings.temporal_task_queue),
+    )
     executors = StepExecutors(
         rt.peers.stub(reasoning_pb2_grpc.ReasoningServiceStub),
         rt.peers.stub(knowledge_pb2_grpc.KnowledgeServiceStub),

@@ -1,8 +1,12 @@
-"""The budget gRPC servicer: budgets, reservations before a call and settlement after, usage."""
+"""The budget gRPC servicer: budgets and their periods, reservations before a call and settlement
+after, usage."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from datetime import UTC, date, datetime, timedelta
+from typing import Protocol
 
 from edrs_core import InvalidArgument, ServicerContext, validation
 from edrs_core.context import require_client_id
@@ -10,8 +14,11 @@ from edrs_core.ids import parse_id
 from edrs_core.protobuf import timestamp
 from edrs_proto.common.v1 import common_pb2
 from edrs_proto.task.v1 import task_pb2, task_pb2_grpc
+from temporalio.client import Client
+from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from edrs_task.budgets import Amount
+from edrs_task.budgets import PERIODS, Amount, time_zone_is_known
+from edrs_task.durable.messages import APPROVAL_WAIT, ApprovalAsk
 from edrs_task.store.budgets import (
     NEEDS_APPROVAL,
     PERSONA,
@@ -21,9 +28,13 @@ from edrs_task.store.budgets import (
     TENANT,
     Budget,
     Call,
+    PeriodUsage,
     PostgresBudgetStore,
     Reservation,
 )
+from edrs_task.store.workflows import Approval
+
+log = logging.getLogger("edrs.task.budgets")
 
 KEY_MAX, SCOPE_ID_MAX, MODEL_MAX = 200, 200, 200
 USAGE_MAX_DAYS = 366
@@ -39,6 +50,15 @@ _ON_EXCEED = {
     task_pb2.ON_EXCEED_REFUSE: "refuse",
     task_pb2.ON_EXCEED_APPROVAL: "approval",
 }
+_PERIODS = {
+    task_pb2.BUDGET_PERIOD_UNSPECIFIED: "none",
+    task_pb2.BUDGET_PERIOD_NONE: "none",
+    task_pb2.BUDGET_PERIOD_DAY: "day",
+    task_pb2.BUDGET_PERIOD_WEEK: "week",
+    task_pb2.BUDGET_PERIOD_MONTH: "month",
+}
+_PERIOD_NUMBERS = {name: number for number, name in _PERIODS.items() if number}
+assert set(_PERIOD_NUMBERS) == set(PERIODS)
 _RESERVATION_STATUS = {
     RESERVED: task_pb2.RESERVATION_STATUS_RESERVED,
     SETTLED: task_pb2.RESERVATION_STATUS_SETTLED,
@@ -65,6 +85,33 @@ def budget_to_proto(b: Budget) -> task_pb2.Budget:
         reserved_cost_micros=b.reserved.cost_micros,
         create_time=timestamp(b.created_at),
         update_time=timestamp(b.updated_at),
+        period=_PERIOD_NUMBERS[b.period],
+        time_zone=b.time_zone,
+        period_start_time=timestamp(b.current.starts_at) if b.current.starts_at else None,
+        period_end_time=timestamp(b.current.ends_at) if b.current.ends_at else None,
+        granted_tokens=b.current.granted.tokens,
+        granted_tool_calls=b.current.granted.tool_calls,
+        granted_cost_micros=b.current.granted.cost_micros,
+        approval_id=str(b.current.approval_id) if b.current.approval_id else "",
+    )
+
+
+def period_to_proto(p: PeriodUsage) -> task_pb2.BudgetPeriodUsage:
+    return task_pb2.BudgetPeriodUsage(
+        period=_PERIOD_NUMBERS[p.period],
+        start_time=timestamp(p.starts_at) if p.starts_at else None,
+        end_time=timestamp(p.ends_at) if p.ends_at else None,
+        used_tokens=p.used.tokens,
+        used_tool_calls=p.used.tool_calls,
+        used_cost_micros=p.used.cost_micros,
+        reserved_tokens=p.reserved.tokens,
+        reserved_tool_calls=p.reserved.tool_calls,
+        reserved_cost_micros=p.reserved.cost_micros,
+        granted_tokens=p.granted.tokens,
+        granted_tool_calls=p.granted.tool_calls,
+        granted_cost_micros=p.granted.cost_micros,
+        approval_id=str(p.approval_id) if p.approval_id else "",
+        approval_rounds=p.approval_rounds,
     )
 
 
@@ -77,6 +124,7 @@ def reservation_to_proto(r: Reservation) -> task_pb2.Reservation:
         cost_micros=r.amount.cost_micros,
         budget_id=r.budget_id,
         reason=r.reason,
+        approval_id=r.approval_id,
     )
 
 
@@ -101,9 +149,41 @@ def _optional_uuid_text(value: str, field: str) -> str:
     return str(parse_id(value.strip(), field)) if value.strip() else ""
 
 
+class ApprovalWaits(Protocol):
+    async def start(self, ask: ApprovalAsk) -> None:
+        """Start the durable wait of an approval (its expiry); a repeated start is no error."""
+
+
+class TemporalApprovalWaits:
+    def __init__(self, temporal: Client, task_queue: str) -> None:
+        self.temporal = temporal
+        self.task_queue = task_queue
+
+    async def start(self, ask: ApprovalAsk) -> None:
+        with contextlib.suppress(WorkflowAlreadyStartedError):
+            await self.temporal.start_workflow(
+                APPROVAL_WAIT, ask, id=f"approval-{ask.approval_id}", task_queue=self.task_queue
+            )
+
+
+def _ask(client_id: str, approval: Approval) -> ApprovalAsk:
+    return ApprovalAsk(
+        client_id=client_id,
+        approval_id=str(approval.id),
+        idempotency_key=approval.idempotency_key,
+        role=approval.role,
+        title=approval.title,
+        details=approval.details,
+        on_expiry=approval.on_expiry,
+        expires_at=approval.expires_at.isoformat(),
+        requested_by=approval.requested_by,
+    )
+
+
 class BudgetServicer(task_pb2_grpc.BudgetServiceServicer):
-    def __init__(self, store: PostgresBudgetStore) -> None:
+    def __init__(self, store: PostgresBudgetStore, waits: ApprovalWaits) -> None:
         self.store = store
+        self.waits = waits
 
     async def SetBudget(  # noqa: N802 (gRPC method name)
         self, request: task_pb2.SetBudgetRequest, context: ServicerContext
@@ -132,7 +212,32 @@ class BudgetServicer(task_pb2_grpc.BudgetServiceServicer):
         on_exceed = validation.enum_value(
             request.on_exceed, "on_exceed", _ON_EXCEED, task_pb2.OnExceed
         )
-        return budget_to_proto(await self.store.set(client_id, scope, scope_id, caps, on_exceed))
+        period = validation.enum_value(request.period, "period", _PERIODS, task_pb2.BudgetPeriod)
+        time_zone = (
+            validation.text(request.time_zone, "time_zone", max_length=100, required=False) or "UTC"
+        )
+        if not time_zone_is_known(time_zone):
+            raise InvalidArgument(
+                f"time_zone: {time_zone!r} is not an IANA time zone", field="time_zone"
+            )
+        return budget_to_proto(
+            await self.store.set(client_id, scope, scope_id, caps, on_exceed, period, time_zone)
+        )
+
+    async def ListBudgetPeriods(  # noqa: N802
+        self, request: task_pb2.ListBudgetPeriodsRequest, context: ServicerContext
+    ) -> task_pb2.ListBudgetPeriodsResponse:
+        client_id = require_client_id()
+        periods, token = await self.store.list_periods(
+            client_id,
+            parse_id(request.budget_id, "budget_id"),
+            request.page.page_token,
+            request.page.page_size,
+        )
+        return task_pb2.ListBudgetPeriodsResponse(
+            periods=[period_to_proto(p) for p in periods],
+            page=common_pb2.PageInfo(next_page_token=token),
+        )
 
     async def ListBudgets(  # noqa: N802
         self, request: task_pb2.ListBudgetsRequest, context: ServicerContext
@@ -167,7 +272,20 @@ class BudgetServicer(task_pb2_grpc.BudgetServiceServicer):
             tokens=_count(request.tokens, "tokens"),
             tool_calls=_count(request.tool_calls, "tool_calls"),
         )
-        return reservation_to_proto(await self.store.reserve(client_id, call))
+        reservation = await self.store.reserve(client_id, call)
+        if reservation.asked is not None:
+            # The approval is committed; its wait (which expires it) starts now. Should the
+            # engine be unreachable, the approval is still decided as usual, and the next
+            # charge that finds it pending past its expiry expires it.
+            try:
+                await self.waits.start(_ask(client_id, reservation.asked))
+            except Exception as exc:  # any engine failure: logged, not the call's
+                log.warning(
+                    "could not start the wait of budget approval %s: %s",
+                    reservation.asked.id,
+                    exc,
+                )
+        return reservation_to_proto(reservation)
 
     async def Settle(  # noqa: N802
         self, request: task_pb2.SettleRequest, context: ServicerContext

@@ -1,9 +1,12 @@
-"""Budgets: pricing of a call, and the check of a reservation against a budget's caps."""
+"""Budgets: pricing of a call, the check of a reservation against a budget's caps, and the period
+a charge falls in."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from edrs_task.config import ModelPrice
 
@@ -48,6 +51,32 @@ class Amount:
     def get(self, resource: str) -> int:
         return int(getattr(self, resource))
 
+    def __add__(self, other: Amount) -> Amount:
+        return Amount(
+            self.tokens + other.tokens,
+            self.tool_calls + other.tool_calls,
+            self.cost_micros + other.cost_micros,
+        )
+
+
+def allowance(caps: Amount, granted: Amount) -> Amount:
+    """A period's caps with what approvals granted on top (an uncapped resource stays uncapped)."""
+    return Amount(**{r: caps.get(r) + granted.get(r) if caps.get(r) else 0 for r in RESOURCES})
+
+
+def grant(caps: Amount, granted: Amount, used: Amount, reserved: Amount, wanted: Amount) -> Amount:
+    """What an approved overrun adds to its period: one more cap of every capped resource, or
+    more where the call that asked needs more than that to fit."""
+    limit = allowance(caps, granted)
+    extra: dict[str, int] = {}
+    for r in RESOURCES:
+        if not caps.get(r):
+            extra[r] = 0
+            continue
+        short = wanted.get(r) - (limit.get(r) - used.get(r) - reserved.get(r))
+        extra[r] = max(caps.get(r), short)
+    return Amount(**extra)
+
 
 @dataclass(frozen=True)
 class Overrun:
@@ -68,3 +97,54 @@ def overrun(caps: Amount, used: Amount, reserved: Amount, wanted: Amount) -> Ove
         if wanted.get(resource) > available:
             return Overrun(resource, wanted.get(resource), available)
     return None
+
+
+PERIODS = ("none", "day", "week", "month")
+# The period key of a budget that never resets: one row holds its whole history.
+NO_PERIOD_START = date(1970, 1, 1)
+
+
+@dataclass(frozen=True)
+class Period:
+    """The budget period an instant falls in: its key (`kind`, `start`: the local calendar day it
+    starts on) and its bounds (`ends_at` None for a budget that never resets)."""
+
+    kind: str
+    start: date
+    starts_at: datetime | None
+    ends_at: datetime | None
+
+
+def current_period(kind: str, time_zone: str, now: datetime) -> Period:
+    """The period of `now` for a budget that resets every `kind` (day; week from Monday; month
+    from the 1st) at midnight in `time_zone`. Computed from the clock at each charge, so a reset
+    needs no job that could be missed while the service was down."""
+    if kind == "none":
+        return Period("none", NO_PERIOD_START, None, None)
+    zone = ZoneInfo(time_zone)
+    today = now.astimezone(zone).date()
+    if kind == "day":
+        start, end = today, today + timedelta(days=1)
+    elif kind == "week":
+        start = today - timedelta(days=today.weekday())
+        end = start + timedelta(days=7)
+    elif kind == "month":
+        start = today.replace(day=1)
+        end = (start + timedelta(days=32)).replace(day=1)
+    else:
+        raise ValueError(f"unknown budget period {kind!r}")
+    return Period(kind, start, _midnight(start, zone), _midnight(end, zone))
+
+
+def _midnight(day: date, zone: ZoneInfo) -> datetime:
+    # Local midnight as an instant; where a DST change skips midnight, zoneinfo maps the missing
+    # wall time forward by the gap (PEP 495), the first instant of that local day.
+    return datetime.combine(day, time(0), tzinfo=zone).astimezone(UTC)
+
+
+def time_zone_is_known(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True

@@ -4,6 +4,8 @@ schedules. Every query names the tenant; run changes are announced on NOTIFY_CHA
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -79,6 +81,7 @@ class Approval:
     step_id: str
     requested_by: str
     created_at: datetime
+    idempotency_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,7 @@ _RUN = (
 _STEP = "step_id, type, status, attempts, output, error, approval_id, updated_at"
 _APPROVAL = (
     "id, role, title, details, status, on_expiry, expires_at, decided_by, comment, decided_at, "
-    "workflow_id, run_id, step_id, requested_by, created_at"
+    "workflow_id, run_id, step_id, requested_by, created_at, idempotency_key"
 )
 _SCHEDULE = "id, workflow_name, workflow_version, cron, time_zone, input, note, created_at"
 
@@ -172,6 +175,7 @@ def _approval(r: Any) -> Approval:
         step_id=r["step_id"],
         requested_by=r["requested_by"],
         created_at=r["created_at"],
+        idempotency_key=r["idempotency_key"],
     )
 
 
@@ -192,6 +196,15 @@ class WorkflowStore:
     def __init__(self, db: asyncpg.Pool, events: ServiceEvents) -> None:
         self.db = db
         self.events = events
+
+    @asynccontextmanager
+    async def _transaction(self, conn: Any) -> AsyncIterator[Any]:
+        """`conn` as it is (its caller's transaction), or a new transaction of the pool's."""
+        if conn is not None:
+            yield conn
+            return
+        async with self.db.acquire() as own, own.transaction():
+            yield own
 
     # -- definitions ------------------------------------------------------------------------
 
@@ -491,10 +504,12 @@ class WorkflowStore:
         requested_by: str,
         run_id: UUID | None = None,
         step_id: str = "",
+        conn: Any = None,
     ) -> tuple[Approval, bool]:
         """The approval, announced as task.approval_requested; (existing, False) for a key seen
-        before. A run's step and the run move to waiting_for_approval with it."""
-        async with self.db.acquire() as conn, conn.transaction():
+        before. A run's step and the run move to waiting_for_approval with it. In `conn`'s
+        transaction when given (a budget's overrun asks in the reservation's)."""
+        async with self._transaction(conn) as conn:
             row = await conn.fetchrow(
                 f"""INSERT INTO approvals (id, client_id, idempotency_key, role, title, details,
                     on_expiry, expires_at, workflow_id, requested_by, run_id, step_id)
@@ -607,10 +622,12 @@ class WorkflowStore:
             await self._decided(conn, approval)
         return approval, True
 
-    async def expire_approval(self, client_id: str, approval_id: UUID) -> Approval:
+    async def expire_approval(
+        self, client_id: str, approval_id: UUID, conn: Any = None
+    ) -> Approval:
         """On expiry: a pending approval takes its on_expiry outcome (expired, or the default
         decision by "expiry"); one decided meanwhile is returned as decided."""
-        async with self.db.acquire() as conn, conn.transaction():
+        async with self._transaction(conn) as conn:
             row = await conn.fetchrow(
                 f"""UPDATE approvals SET
                     status = CASE on_expiry WHEN 'approve' THEN 'approved'

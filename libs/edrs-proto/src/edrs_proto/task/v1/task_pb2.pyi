@@ -101,7 +101,9 @@ class _OnExceedEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OnExceed.Val
     ON_EXCEED_REFUSE: _OnExceed.ValueType  # 1
     """Refused (RESOURCE_EXHAUSTED). The default."""
     ON_EXCEED_APPROVAL: _OnExceed.ValueType  # 2
-    """Answered NEEDS_APPROVAL: a human decides."""
+    """Answered NEEDS_APPROVAL: an approval is asked for (one per budget, period and round); once
+    approved, the period's caps grow by the grant it states.
+    """
 
 class OnExceed(_OnExceed, metaclass=_OnExceedEnumTypeWrapper):
     """OnExceed is what happens to a reservation that would exceed the budget."""
@@ -110,8 +112,38 @@ ON_EXCEED_UNSPECIFIED: OnExceed.ValueType  # 0
 ON_EXCEED_REFUSE: OnExceed.ValueType  # 1
 """Refused (RESOURCE_EXHAUSTED). The default."""
 ON_EXCEED_APPROVAL: OnExceed.ValueType  # 2
-"""Answered NEEDS_APPROVAL: a human decides."""
+"""Answered NEEDS_APPROVAL: an approval is asked for (one per budget, period and round); once
+approved, the period's caps grow by the grant it states.
+"""
 Global___OnExceed: _TypeAlias = OnExceed  # noqa: Y015
+
+class _BudgetPeriod:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _BudgetPeriodEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BudgetPeriod.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    BUDGET_PERIOD_UNSPECIFIED: _BudgetPeriod.ValueType  # 0
+    """Never: the budget is a total (the default)."""
+    BUDGET_PERIOD_NONE: _BudgetPeriod.ValueType  # 1
+    BUDGET_PERIOD_DAY: _BudgetPeriod.ValueType  # 2
+    BUDGET_PERIOD_WEEK: _BudgetPeriod.ValueType  # 3
+    """From Monday."""
+    BUDGET_PERIOD_MONTH: _BudgetPeriod.ValueType  # 4
+    """From the 1st."""
+
+class BudgetPeriod(_BudgetPeriod, metaclass=_BudgetPeriodEnumTypeWrapper):
+    """BudgetPeriod is how often a budget starts afresh, at midnight in its time zone."""
+
+BUDGET_PERIOD_UNSPECIFIED: BudgetPeriod.ValueType  # 0
+"""Never: the budget is a total (the default)."""
+BUDGET_PERIOD_NONE: BudgetPeriod.ValueType  # 1
+BUDGET_PERIOD_DAY: BudgetPeriod.ValueType  # 2
+BUDGET_PERIOD_WEEK: BudgetPeriod.ValueType  # 3
+"""From Monday."""
+BUDGET_PERIOD_MONTH: BudgetPeriod.ValueType  # 4
+"""From the 1st."""
+Global___BudgetPeriod: _TypeAlias = BudgetPeriod  # noqa: Y015
 
 class _ReservationStatus:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -125,7 +157,7 @@ class _ReservationStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Res
     RESERVATION_STATUS_SETTLED: _ReservationStatus.ValueType  # 2
     """Settled with the call's real usage."""
     RESERVATION_STATUS_NEEDS_APPROVAL: _ReservationStatus.ValueType  # 3
-    """A budget asks for a human's approval first; nothing is held."""
+    """A budget waits for a human's approval (approval_id); nothing is held."""
 
 class ReservationStatus(_ReservationStatus, metaclass=_ReservationStatusEnumTypeWrapper):
     """ReservationStatus is where a reservation stands."""
@@ -136,7 +168,7 @@ RESERVATION_STATUS_RESERVED: ReservationStatus.ValueType  # 1
 RESERVATION_STATUS_SETTLED: ReservationStatus.ValueType  # 2
 """Settled with the call's real usage."""
 RESERVATION_STATUS_NEEDS_APPROVAL: ReservationStatus.ValueType  # 3
-"""A budget asks for a human's approval first; nothing is held."""
+"""A budget waits for a human's approval (approval_id); nothing is held."""
 Global___ReservationStatus: _TypeAlias = ReservationStatus  # noqa: Y015
 
 @_typing.final
@@ -632,6 +664,14 @@ class Budget(_message.Message):
     RESERVED_COST_MICROS_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    PERIOD_START_TIME_FIELD_NUMBER: _builtins.int
+    PERIOD_END_TIME_FIELD_NUMBER: _builtins.int
+    GRANTED_TOKENS_FIELD_NUMBER: _builtins.int
+    GRANTED_TOOL_CALLS_FIELD_NUMBER: _builtins.int
+    GRANTED_COST_MICROS_FIELD_NUMBER: _builtins.int
+    APPROVAL_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     scope: Global___BudgetScope.ValueType
     scope_id: _builtins.str
@@ -642,17 +682,32 @@ class Budget(_message.Message):
     """Money in millionths of a US dollar."""
     on_exceed: Global___OnExceed.ValueType
     used_tokens: _builtins.int
-    """Settled so far."""
+    """Settled so far in the current period."""
     used_tool_calls: _builtins.int
     used_cost_micros: _builtins.int
     reserved_tokens: _builtins.int
-    """Reserved by calls not yet settled."""
+    """Reserved in the current period by calls not yet settled."""
     reserved_tool_calls: _builtins.int
     reserved_cost_micros: _builtins.int
+    period: Global___BudgetPeriod.ValueType
+    time_zone: _builtins.str
+    """IANA time zone whose midnight starts a period."""
+    granted_tokens: _builtins.int
+    """Added to the caps in the current period by approved overruns."""
+    granted_tool_calls: _builtins.int
+    granted_cost_micros: _builtins.int
+    approval_id: _builtins.str
+    """The latest approval asked for an overrun of the current period; empty when none."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def period_start_time(self) -> _timestamp_pb2.Timestamp:
+        """The current period's bounds; unset for a budget that never resets."""
+
+    @_builtins.property
+    def period_end_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -671,14 +726,135 @@ class Budget(_message.Message):
         reserved_cost_micros: _builtins.int = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        period: Global___BudgetPeriod.ValueType = ...,
+        time_zone: _builtins.str = ...,
+        period_start_time: _timestamp_pb2.Timestamp | None = ...,
+        period_end_time: _timestamp_pb2.Timestamp | None = ...,
+        granted_tokens: _builtins.int = ...,
+        granted_tool_calls: _builtins.int = ...,
+        granted_cost_micros: _builtins.int = ...,
+        approval_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "period_end_time", b"period_end_time", "period_start_time", b"period_start_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "id", b"id", "max_cost_micros", b"max_cost_micros", "max_tokens", b"max_tokens", "max_tool_calls", b"max_tool_calls", "on_exceed", b"on_exceed", "reserved_cost_micros", b"reserved_cost_micros", "reserved_tokens", b"reserved_tokens", "reserved_tool_calls", b"reserved_tool_calls", "scope", b"scope", "scope_id", b"scope_id", "update_time", b"update_time", "used_cost_micros", b"used_cost_micros", "used_tokens", b"used_tokens", "used_tool_calls", b"used_tool_calls"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval_id", b"approval_id", "create_time", b"create_time", "granted_cost_micros", b"granted_cost_micros", "granted_tokens", b"granted_tokens", "granted_tool_calls", b"granted_tool_calls", "id", b"id", "max_cost_micros", b"max_cost_micros", "max_tokens", b"max_tokens", "max_tool_calls", b"max_tool_calls", "on_exceed", b"on_exceed", "period", b"period", "period_end_time", b"period_end_time", "period_start_time", b"period_start_time", "reserved_cost_micros", b"reserved_cost_micros", "reserved_tokens", b"reserved_tokens", "reserved_tool_calls", b"reserved_tool_calls", "scope", b"scope", "scope_id", b"scope_id", "time_zone", b"time_zone", "update_time", b"update_time", "used_cost_micros", b"used_cost_micros", "used_tokens", b"used_tokens", "used_tool_calls", b"used_tool_calls"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Budget: _TypeAlias = Budget  # noqa: Y015
+
+@_typing.final
+class BudgetPeriodUsage(_message.Message):
+    """BudgetPeriodUsage is what one budget used, held and was granted in one period."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERIOD_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    USED_TOKENS_FIELD_NUMBER: _builtins.int
+    USED_TOOL_CALLS_FIELD_NUMBER: _builtins.int
+    USED_COST_MICROS_FIELD_NUMBER: _builtins.int
+    RESERVED_TOKENS_FIELD_NUMBER: _builtins.int
+    RESERVED_TOOL_CALLS_FIELD_NUMBER: _builtins.int
+    RESERVED_COST_MICROS_FIELD_NUMBER: _builtins.int
+    GRANTED_TOKENS_FIELD_NUMBER: _builtins.int
+    GRANTED_TOOL_CALLS_FIELD_NUMBER: _builtins.int
+    GRANTED_COST_MICROS_FIELD_NUMBER: _builtins.int
+    APPROVAL_ID_FIELD_NUMBER: _builtins.int
+    APPROVAL_ROUNDS_FIELD_NUMBER: _builtins.int
+    period: Global___BudgetPeriod.ValueType
+    used_tokens: _builtins.int
+    used_tool_calls: _builtins.int
+    used_cost_micros: _builtins.int
+    reserved_tokens: _builtins.int
+    reserved_tool_calls: _builtins.int
+    reserved_cost_micros: _builtins.int
+    granted_tokens: _builtins.int
+    granted_tool_calls: _builtins.int
+    granted_cost_micros: _builtins.int
+    approval_id: _builtins.str
+    """The latest approval asked for an overrun of this period; empty when none."""
+    approval_rounds: _builtins.int
+    """How many approvals were asked for in this period."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Unset for a budget that never resets."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        period: Global___BudgetPeriod.ValueType = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        used_tokens: _builtins.int = ...,
+        used_tool_calls: _builtins.int = ...,
+        used_cost_micros: _builtins.int = ...,
+        reserved_tokens: _builtins.int = ...,
+        reserved_tool_calls: _builtins.int = ...,
+        reserved_cost_micros: _builtins.int = ...,
+        granted_tokens: _builtins.int = ...,
+        granted_tool_calls: _builtins.int = ...,
+        granted_cost_micros: _builtins.int = ...,
+        approval_id: _builtins.str = ...,
+        approval_rounds: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval_id", b"approval_id", "approval_rounds", b"approval_rounds", "end_time", b"end_time", "granted_cost_micros", b"granted_cost_micros", "granted_tokens", b"granted_tokens", "granted_tool_calls", b"granted_tool_calls", "period", b"period", "reserved_cost_micros", b"reserved_cost_micros", "reserved_tokens", b"reserved_tokens", "reserved_tool_calls", b"reserved_tool_calls", "start_time", b"start_time", "used_cost_micros", b"used_cost_micros", "used_tokens", b"used_tokens", "used_tool_calls", b"used_tool_calls"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BudgetPeriodUsage: _TypeAlias = BudgetPeriodUsage  # noqa: Y015
+
+@_typing.final
+class ListBudgetPeriodsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BUDGET_ID_FIELD_NUMBER: _builtins.int
+    PAGE_FIELD_NUMBER: _builtins.int
+    budget_id: _builtins.str
+    @_builtins.property
+    def page(self) -> _common_pb2.PageRequest: ...
+    def __init__(
+        self,
+        *,
+        budget_id: _builtins.str = ...,
+        page: _common_pb2.PageRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["page", b"page"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget_id", b"budget_id", "page", b"page"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListBudgetPeriodsRequest: _TypeAlias = ListBudgetPeriodsRequest  # noqa: Y015
+
+@_typing.final
+class ListBudgetPeriodsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERIODS_FIELD_NUMBER: _builtins.int
+    PAGE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def periods(self) -> _containers.RepeatedCompositeFieldContainer[Global___BudgetPeriodUsage]: ...
+    @_builtins.property
+    def page(self) -> _common_pb2.PageInfo: ...
+    def __init__(
+        self,
+        *,
+        periods: _abc.Iterable[Global___BudgetPeriodUsage] | None = ...,
+        page: _common_pb2.PageInfo | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["page", b"page"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page", b"page", "periods", b"periods"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListBudgetPeriodsResponse: _TypeAlias = ListBudgetPeriodsResponse  # noqa: Y015
 
 @_typing.final
 class SetBudgetRequest(_message.Message):
@@ -690,12 +866,17 @@ class SetBudgetRequest(_message.Message):
     MAX_TOOL_CALLS_FIELD_NUMBER: _builtins.int
     MAX_COST_MICROS_FIELD_NUMBER: _builtins.int
     ON_EXCEED_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
     scope: Global___BudgetScope.ValueType
     scope_id: _builtins.str
     max_tokens: _builtins.int
     max_tool_calls: _builtins.int
     max_cost_micros: _builtins.int
     on_exceed: Global___OnExceed.ValueType
+    period: Global___BudgetPeriod.ValueType
+    time_zone: _builtins.str
+    """IANA time zone of the period's midnight (e.g. "Europe/Paris"); empty: UTC."""
     def __init__(
         self,
         *,
@@ -705,10 +886,12 @@ class SetBudgetRequest(_message.Message):
         max_tool_calls: _builtins.int = ...,
         max_cost_micros: _builtins.int = ...,
         on_exceed: Global___OnExceed.ValueType = ...,
+        period: Global___BudgetPeriod.ValueType = ...,
+        time_zone: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_cost_micros", b"max_cost_micros", "max_tokens", b"max_tokens", "max_tool_calls", b"max_tool_calls", "on_exceed", b"on_exceed", "scope", b"scope", "scope_id", b"scope_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_cost_micros", b"max_cost_micros", "max_tokens", b"max_tokens", "max_tool_calls", b"max_tool_calls", "on_exceed", b"on_exceed", "period", b"period", "scope", b"scope", "scope_id", b"scope_id", "time_zone", b"time_zone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -843,6 +1026,7 @@ class Reservation(_message.Message):
     COST_MICROS_FIELD_NUMBER: _builtins.int
     BUDGET_ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    APPROVAL_ID_FIELD_NUMBER: _builtins.int
     key: _builtins.str
     status: Global___ReservationStatus.ValueType
     tokens: _builtins.int
@@ -851,7 +1035,9 @@ class Reservation(_message.Message):
     budget_id: _builtins.str
     """The budget that asked for approval (NEEDS_APPROVAL)."""
     reason: _builtins.str
-    """Why approval is needed."""
+    """Why approval is needed: the budget, what is left, what the call needs, the approval."""
+    approval_id: _builtins.str
+    """The approval the call waits for (NEEDS_APPROVAL): decided with ApprovalService."""
     def __init__(
         self,
         *,
@@ -862,10 +1048,11 @@ class Reservation(_message.Message):
         cost_micros: _builtins.int = ...,
         budget_id: _builtins.str = ...,
         reason: _builtins.str = ...,
+        approval_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget_id", b"budget_id", "cost_micros", b"cost_micros", "key", b"key", "reason", b"reason", "status", b"status", "tokens", b"tokens", "tool_calls", b"tool_calls"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval_id", b"approval_id", "budget_id", b"budget_id", "cost_micros", b"cost_micros", "key", b"key", "reason", b"reason", "status", b"status", "tokens", b"tokens", "tool_calls", b"tool_calls"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -396,6 +396,11 @@ class BudgetServiceStub:
                 request_serializer=edrs_dot_task_dot_v1_dot_task__pb2.DeleteBudgetRequest.SerializeToString,
                 response_deserializer=edrs_dot_task_dot_v1_dot_task__pb2.DeleteBudgetResponse.FromString,
                 _registered_method=True)
+        self.ListBudgetPeriods = channel.unary_unary(
+                '/edrs.task.v1.BudgetService/ListBudgetPeriods',
+                request_serializer=edrs_dot_task_dot_v1_dot_task__pb2.ListBudgetPeriodsRequest.SerializeToString,
+                response_deserializer=edrs_dot_task_dot_v1_dot_task__pb2.ListBudgetPeriodsResponse.FromString,
+                _registered_method=True)
         self.Reserve = channel.unary_unary(
                 '/edrs.task.v1.BudgetService/Reserve',
                 request_serializer=edrs_dot_task_dot_v1_dot_task__pb2.ReserveRequest.SerializeToString,
@@ -419,7 +424,7 @@ class BudgetServiceServicer:
 
     def SetBudget(self, request, context):
         """Creates or replaces the budget of one scope (tenant, persona or run); what was used so far
-        is kept.
+        is kept (per period: a changed period starts counting in its own periods).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -433,17 +438,28 @@ class BudgetServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteBudget(self, request, context):
-        """Deletes a budget; NOT_FOUND when there is none.
+        """Deletes a budget (with its periods' history); NOT_FOUND when there is none.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListBudgetPeriods(self, request, context):
+        """The periods of one budget that saw a charge, newest first, with what each used, held and
+        was granted; NOT_FOUND when there is no such budget.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Reserve(self, request, context):
-        """Reserves an estimate from every budget that applies (the tenant's, the persona's, the run's)
-        before a call. Idempotent by `key`: a retry returns the first answer and reserves nothing
-        more. RESOURCE_EXHAUSTED names the budget a reservation would exceed (its `on_exceed` is
-        refuse); a budget whose `on_exceed` is approval answers NEEDS_APPROVAL and reserves nothing.
+        """Reserves an estimate from the current period of every budget that applies (the tenant's,
+        the persona's, the run's) before a call. Idempotent by `key`: a retry of a held or settled
+        key returns the first answer and reserves nothing more; a refused key asked again is judged
+        afresh (and announced once). RESOURCE_EXHAUSTED names the budget a reservation would exceed
+        (its `on_exceed` is refuse, or its period's approval was rejected); a budget whose
+        `on_exceed` is approval answers NEEDS_APPROVAL with the approval asked for, and reserves
+        nothing (docs/tasks.md, "Over a budget").
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -481,6 +497,11 @@ def add_BudgetServiceServicer_to_server(servicer, server):
                     servicer.DeleteBudget,
                     request_deserializer=edrs_dot_task_dot_v1_dot_task__pb2.DeleteBudgetRequest.FromString,
                     response_serializer=edrs_dot_task_dot_v1_dot_task__pb2.DeleteBudgetResponse.SerializeToString,
+            ),
+            'ListBudgetPeriods': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBudgetPeriods,
+                    request_deserializer=edrs_dot_task_dot_v1_dot_task__pb2.ListBudgetPeriodsRequest.FromString,
+                    response_serializer=edrs_dot_task_dot_v1_dot_task__pb2.ListBudgetPeriodsResponse.SerializeToString,
             ),
             'Reserve': grpc.unary_unary_rpc_method_handler(
                     servicer.Reserve,
@@ -580,6 +601,33 @@ class BudgetService:
             '/edrs.task.v1.BudgetService/DeleteBudget',
             edrs_dot_task_dot_v1_dot_task__pb2.DeleteBudgetRequest.SerializeToString,
             edrs_dot_task_dot_v1_dot_task__pb2.DeleteBudgetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBudgetPeriods(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.task.v1.BudgetService/ListBudgetPeriods',
+            edrs_dot_task_dot_v1_dot_task__pb2.ListBudgetPeriodsRequest.SerializeToString,
+            edrs_dot_task_dot_v1_dot_task__pb2.ListBudgetPeriodsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -168,17 +168,24 @@ class BudgetServiceStub:
     def __new__(cls, channel: _aio.Channel) -> BudgetServiceAsyncStub: ...
     SetBudget: _grpc.UnaryUnaryMultiCallable[_task_pb2.SetBudgetRequest, _task_pb2.Budget]
     """Creates or replaces the budget of one scope (tenant, persona or run); what was used so far
-    is kept.
+    is kept (per period: a changed period starts counting in its own periods).
     """
     ListBudgets: _grpc.UnaryUnaryMultiCallable[_task_pb2.ListBudgetsRequest, _task_pb2.ListBudgetsResponse]
     """Lists the tenant's budgets with cursor pagination."""
     DeleteBudget: _grpc.UnaryUnaryMultiCallable[_task_pb2.DeleteBudgetRequest, _task_pb2.DeleteBudgetResponse]
-    """Deletes a budget; NOT_FOUND when there is none."""
+    """Deletes a budget (with its periods' history); NOT_FOUND when there is none."""
+    ListBudgetPeriods: _grpc.UnaryUnaryMultiCallable[_task_pb2.ListBudgetPeriodsRequest, _task_pb2.ListBudgetPeriodsResponse]
+    """The periods of one budget that saw a charge, newest first, with what each used, held and
+    was granted; NOT_FOUND when there is no such budget.
+    """
     Reserve: _grpc.UnaryUnaryMultiCallable[_task_pb2.ReserveRequest, _task_pb2.Reservation]
-    """Reserves an estimate from every budget that applies (the tenant's, the persona's, the run's)
-    before a call. Idempotent by `key`: a retry returns the first answer and reserves nothing
-    more. RESOURCE_EXHAUSTED names the budget a reservation would exceed (its `on_exceed` is
-    refuse); a budget whose `on_exceed` is approval answers NEEDS_APPROVAL and reserves nothing.
+    """Reserves an estimate from the current period of every budget that applies (the tenant's,
+    the persona's, the run's) before a call. Idempotent by `key`: a retry of a held or settled
+    key returns the first answer and reserves nothing more; a refused key asked again is judged
+    afresh (and announced once). RESOURCE_EXHAUSTED names the budget a reservation would exceed
+    (its `on_exceed` is refuse, or its period's approval was rejected); a budget whose
+    `on_exceed` is approval answers NEEDS_APPROVAL with the approval asked for, and reserves
+    nothing (docs/tasks.md, "Over a budget").
     """
     Settle: _grpc.UnaryUnaryMultiCallable[_task_pb2.SettleRequest, _task_pb2.Reservation]
     """Settles a reservation with what the call really used (0s release it), and records the usage.
@@ -194,17 +201,24 @@ class BudgetServiceAsyncStub(BudgetServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     SetBudget: _aio.UnaryUnaryMultiCallable[_task_pb2.SetBudgetRequest, _task_pb2.Budget]  # type: ignore[assignment]
     """Creates or replaces the budget of one scope (tenant, persona or run); what was used so far
-    is kept.
+    is kept (per period: a changed period starts counting in its own periods).
     """
     ListBudgets: _aio.UnaryUnaryMultiCallable[_task_pb2.ListBudgetsRequest, _task_pb2.ListBudgetsResponse]  # type: ignore[assignment]
     """Lists the tenant's budgets with cursor pagination."""
     DeleteBudget: _aio.UnaryUnaryMultiCallable[_task_pb2.DeleteBudgetRequest, _task_pb2.DeleteBudgetResponse]  # type: ignore[assignment]
-    """Deletes a budget; NOT_FOUND when there is none."""
+    """Deletes a budget (with its periods' history); NOT_FOUND when there is none."""
+    ListBudgetPeriods: _aio.UnaryUnaryMultiCallable[_task_pb2.ListBudgetPeriodsRequest, _task_pb2.ListBudgetPeriodsResponse]  # type: ignore[assignment]
+    """The periods of one budget that saw a charge, newest first, with what each used, held and
+    was granted; NOT_FOUND when there is no such budget.
+    """
     Reserve: _aio.UnaryUnaryMultiCallable[_task_pb2.ReserveRequest, _task_pb2.Reservation]  # type: ignore[assignment]
-    """Reserves an estimate from every budget that applies (the tenant's, the persona's, the run's)
-    before a call. Idempotent by `key`: a retry returns the first answer and reserves nothing
-    more. RESOURCE_EXHAUSTED names the budget a reservation would exceed (its `on_exceed` is
-    refuse); a budget whose `on_exceed` is approval answers NEEDS_APPROVAL and reserves nothing.
+    """Reserves an estimate from the current period of every budget that applies (the tenant's,
+    the persona's, the run's) before a call. Idempotent by `key`: a retry of a held or settled
+    key returns the first answer and reserves nothing more; a refused key asked again is judged
+    afresh (and announced once). RESOURCE_EXHAUSTED names the budget a reservation would exceed
+    (its `on_exceed` is refuse, or its period's approval was rejected); a budget whose
+    `on_exceed` is approval answers NEEDS_APPROVAL with the approval asked for, and reserves
+    nothing (docs/tasks.md, "Over a budget").
     """
     Settle: _aio.UnaryUnaryMultiCallable[_task_pb2.SettleRequest, _task_pb2.Reservation]  # type: ignore[assignment]
     """Settles a reservation with what the call really used (0s release it), and records the usage.
@@ -223,7 +237,7 @@ class BudgetServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_task_pb2.Budget, _abc.Awaitable[_task_pb2.Budget]]:
         """Creates or replaces the budget of one scope (tenant, persona or run); what was used so far
-        is kept.
+        is kept (per period: a changed period starts counting in its own periods).
         """
 
     @_abc_1.abstractmethod
@@ -240,7 +254,17 @@ class BudgetServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _task_pb2.DeleteBudgetRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_task_pb2.DeleteBudgetResponse, _abc.Awaitable[_task_pb2.DeleteBudgetResponse]]:
-        """Deletes a budget; NOT_FOUND when there is none."""
+        """Deletes a budget (with its periods' history); NOT_FOUND when there is none."""
+
+    @_abc_1.abstractmethod
+    def ListBudgetPeriods(
+        self,
+        request: _task_pb2.ListBudgetPeriodsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_task_pb2.ListBudgetPeriodsResponse, _abc.Awaitable[_task_pb2.ListBudgetPeriodsResponse]]:
+        """The periods of one budget that saw a charge, newest first, with what each used, held and
+        was granted; NOT_FOUND when there is no such budget.
+        """
 
     @_abc_1.abstractmethod
     def Reserve(
@@ -248,10 +272,13 @@ class BudgetServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _task_pb2.ReserveRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_task_pb2.Reservation, _abc.Awaitable[_task_pb2.Reservation]]:
-        """Reserves an estimate from every budget that applies (the tenant's, the persona's, the run's)
-        before a call. Idempotent by `key`: a retry returns the first answer and reserves nothing
-        more. RESOURCE_EXHAUSTED names the budget a reservation would exceed (its `on_exceed` is
-        refuse); a budget whose `on_exceed` is approval answers NEEDS_APPROVAL and reserves nothing.
+        """Reserves an estimate from the current period of every budget that applies (the tenant's,
+        the persona's, the run's) before a call. Idempotent by `key`: a retry of a held or settled
+        key returns the first answer and reserves nothing more; a refused key asked again is judged
+        afresh (and announced once). RESOURCE_EXHAUSTED names the budget a reservation would exceed
+        (its `on_exceed` is refuse, or its period's approval was rejected); a budget whose
+        `on_exceed` is approval answers NEEDS_APPROVAL with the approval asked for, and reserves
+        nothing (docs/tasks.md, "Over a budget").
         """
 
     @_abc_1.abstractmethod

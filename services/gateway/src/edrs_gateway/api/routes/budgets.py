@@ -1,5 +1,6 @@
-"""`/api/v1/budgets` and `/api/v1/usage`: what the tenant may spend and what it spent, by day
-(docs/tasks.md, "Budgets and usage"), served by the task service."""
+"""`/api/v1/budgets` and `/api/v1/usage`: what the tenant may spend (per period, with approved
+overruns) and what it spent, by period and by day (docs/tasks.md, "Budgets and usage"), served by
+the task service."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ read_usage = require(Permission.USAGE_READ)
 
 Scope = Literal["tenant", "persona", "run"]
 OnExceed = Literal["refuse", "approval"]
+BudgetPeriod = Literal["none", "day", "week", "month"]
 _SCOPE: dict[Scope, task_pb2.BudgetScope.ValueType] = {
     "tenant": task_pb2.BUDGET_SCOPE_TENANT,
     "persona": task_pb2.BUDGET_SCOPE_PERSONA,
@@ -44,6 +46,13 @@ _ON_EXCEED: dict[OnExceed, task_pb2.OnExceed.ValueType] = {
     "approval": task_pb2.ON_EXCEED_APPROVAL,
 }
 _ON_EXCEED_NAME = {number: name for name, number in _ON_EXCEED.items()}
+_PERIOD: dict[BudgetPeriod, task_pb2.BudgetPeriod.ValueType] = {
+    "none": task_pb2.BUDGET_PERIOD_NONE,
+    "day": task_pb2.BUDGET_PERIOD_DAY,
+    "week": task_pb2.BUDGET_PERIOD_WEEK,
+    "month": task_pb2.BUDGET_PERIOD_MONTH,
+}
+_PERIOD_NAME = {number: name for name, number in _PERIOD.items()}
 
 
 class SetBudget(ApiModel):
@@ -62,7 +71,20 @@ class SetBudget(ApiModel):
         default=0, ge=0, description="Millionths of a US dollar; 0: no cap"
     )
     on_exceed: OnExceed = Field(
-        default="refuse", description="A call that would exceed: refused, or sent for approval"
+        default="refuse",
+        description="A call that would exceed: refused, or refused while an approval is asked "
+        "(one per budget and period); once approved, the period's caps grow by its grant",
+    )
+    period: BudgetPeriod = Field(
+        default="none",
+        description="How often the budget starts afresh, at midnight in `timeZone`: never, "
+        "every day, every week (from Monday) or every month (from the 1st)",
+    )
+    time_zone: str = Field(
+        default="UTC",
+        max_length=100,
+        pattern=SINGLE_LINE,
+        description="IANA time zone of the period's midnight, e.g. `Europe/Paris`",
     )
 
     @model_validator(mode="after")
@@ -88,8 +110,22 @@ class BudgetOut(ApiModel):
     max_tool_calls: int
     max_cost_micros: int
     on_exceed: OnExceed
-    used: Amounts = Field(description="Settled so far")
-    reserved: Amounts = Field(description="Held by calls not yet settled")
+    period: BudgetPeriod
+    time_zone: str
+    period_start: datetime | None = Field(
+        description="When the current period began; null for a budget that never resets"
+    )
+    period_end: datetime | None = Field(
+        description="When the current period ends (the next reset); null when it never resets"
+    )
+    used: Amounts = Field(description="Settled so far in the current period")
+    reserved: Amounts = Field(description="Held in the current period by calls not yet settled")
+    granted: Amounts = Field(
+        description="Added to the caps in the current period by approved overruns"
+    )
+    approval_id: UUID | None = Field(
+        description="The latest approval asked for an overrun of the current period"
+    )
     created_at: datetime
     updated_at: datetime
 
@@ -103,6 +139,10 @@ class BudgetOut(ApiModel):
             max_tool_calls=b.max_tool_calls,
             max_cost_micros=b.max_cost_micros,
             on_exceed=_ON_EXCEED_NAME.get(b.on_exceed, "refuse"),
+            period=_PERIOD_NAME.get(b.period, "none"),
+            time_zone=b.time_zone,
+            period_start=_time(b.period_start_time) if b.HasField("period_start_time") else None,
+            period_end=_time(b.period_end_time) if b.HasField("period_end_time") else None,
             used=Amounts(
                 tokens=b.used_tokens,
                 tool_calls=b.used_tool_calls,
@@ -113,9 +153,55 @@ class BudgetOut(ApiModel):
                 tool_calls=b.reserved_tool_calls,
                 cost_micros=b.reserved_cost_micros,
             ),
+            granted=Amounts(
+                tokens=b.granted_tokens,
+                tool_calls=b.granted_tool_calls,
+                cost_micros=b.granted_cost_micros,
+            ),
+            approval_id=UUID(b.approval_id) if b.approval_id else None,
             created_at=_time(b.create_time),
             updated_at=_time(b.update_time),
         )
+
+
+class BudgetPeriodOut(ApiModel):
+    period: BudgetPeriod
+    start: datetime | None = Field(description="Null for a budget that never resets")
+    end: datetime | None = Field(description="Null for a budget that never resets")
+    used: Amounts
+    reserved: Amounts
+    granted: Amounts = Field(description="Added to the caps by approved overruns")
+    approval_id: UUID | None = Field(
+        description="The latest approval asked for an overrun of this period"
+    )
+    approval_rounds: int = Field(description="How many approvals were asked in this period")
+
+    @classmethod
+    def of(cls, p: task_pb2.BudgetPeriodUsage) -> BudgetPeriodOut:
+        return cls(
+            period=_PERIOD_NAME.get(p.period, "none"),
+            start=_time(p.start_time) if p.HasField("start_time") else None,
+            end=_time(p.end_time) if p.HasField("end_time") else None,
+            used=Amounts(
+                tokens=p.used_tokens, tool_calls=p.used_tool_calls, cost_micros=p.used_cost_micros
+            ),
+            reserved=Amounts(
+                tokens=p.reserved_tokens,
+                tool_calls=p.reserved_tool_calls,
+                cost_micros=p.reserved_cost_micros,
+            ),
+            granted=Amounts(
+                tokens=p.granted_tokens,
+                tool_calls=p.granted_tool_calls,
+                cost_micros=p.granted_cost_micros,
+            ),
+            approval_id=UUID(p.approval_id) if p.approval_id else None,
+            approval_rounds=p.approval_rounds,
+        )
+
+
+class BudgetPeriodPage(PageOf):
+    periods: list[BudgetPeriodOut] = Field(description="Newest first")
 
 
 class BudgetPage(PageOf):
@@ -189,9 +275,35 @@ async def set_budget(
             max_tool_calls=body.max_tool_calls,
             max_cost_micros=body.max_cost_micros,
             on_exceed=_ON_EXCEED[body.on_exceed],
+            period=_PERIOD[body.period],
+            time_zone=body.time_zone,
         )
     )
     return BudgetOut.of(budget)
+
+
+@router.get(
+    "/budgets/{budgetId}/periods",
+    response_model=BudgetPeriodPage,
+    summary="A budget's periods",
+    description="What one budget used, held and was granted in each period that saw a charge, "
+    "newest first (one period for a budget that never resets).",
+    responses={**_ERRORS, **problem_responses(404)},
+)
+async def list_budget_periods(
+    budget_id: Annotated[UUID, Path(alias="budgetId")],
+    ctx: Ctx,
+    page: Annotated[PageRequest, Depends(page_request)],
+    caller: Annotated[Principal, Depends(read_budgets)],
+) -> BudgetPeriodPage:
+    request = task_pb2.ListBudgetPeriodsRequest(budget_id=str(budget_id))
+    request.page.page_size = page.page_size
+    request.page.page_token = page.page_token
+    reply = await budget_stub(ctx).ListBudgetPeriods(request)
+    return BudgetPeriodPage(
+        periods=[BudgetPeriodOut.of(p) for p in reply.periods],
+        next_page_token=reply.page.next_page_token,
+    )
 
 
 @router.delete(
