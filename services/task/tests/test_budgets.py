@@ -613,3 +613,16 @@ async def test_the_upgrade_keeps_what_budgets_used_and_hold(postgres_engine) -> 
         assert after is not None and (after.used.tokens, after.reserved.tokens) == (340, 0)
     finally:
         await pool.close()
+
+
+async def test_no_approval_is_asked_for_a_call_another_budget_refuses(timed) -> None:
+    tenant, persona = _tenant(), str(uuid.uuid4())
+    await timed.set(tenant, "tenant", "", Amount(tokens=50), "refuse")
+    asking = await timed.set(tenant, "persona", persona, Amount(tokens=10), "approval")
+    with (
+        request_context(tenant, None),
+        pytest.raises(ResourceExhausted, match=r"the tenant budget .* has 50 tokens left"),
+    ):
+        await timed.reserve(tenant, Call(key="both", persona_id=persona, tokens=60))
+    after = await timed.get(tenant, asking.id)
+    assert after is not None and after.current.approval_id is None

@@ -441,8 +441,9 @@ class PostgresBudgetStore:
         )
         now = self.clock()
         budgets = [_budget(r, await self._period_row(conn, client_id, r, now)) for r in rows]
-        for i, budget in enumerate(budgets):
-            refusal, budgets[i] = await self._check(conn, client_id, budget, wanted, now)
+        # Budgets that refuse first: no human is asked about a call another budget refuses.
+        for i in sorted(range(len(budgets)), key=lambda i: budgets[i].on_exceed == "approval"):
+            refusal, budgets[i] = await self._check(conn, client_id, budgets[i], wanted, now)
             if refusal is not None:
                 return await self._refuse(conn, client_id, call, refusal, announce=announce)
         hold_ids = [b.current.id for b in budgets]
