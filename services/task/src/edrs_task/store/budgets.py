@@ -519,7 +519,7 @@ class PostgresBudgetStore:
             return _Refusal(budget, REFUSED, f"{left}; {needs}", over), budget
         approval = None
         if p.approval_id is not None:
-            approval = await self.approvals.get_approval(client_id, p.approval_id)
+            approval = await self.approvals.get_approval(client_id, p.approval_id, conn=conn)
         if approval is not None and approval.status == "pending" and approval.expires_at <= now:
             # Its wait may not have run (the workflow engine was down): expired all the same.
             approval = await self.approvals.expire_approval(client_id, approval.id, conn=conn)

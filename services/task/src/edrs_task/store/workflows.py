@@ -566,8 +566,12 @@ class WorkflowStore:
             )
         return approval, True
 
-    async def get_approval(self, client_id: str, approval_id: UUID) -> Approval | None:
-        row = await self.db.fetchrow(
+    async def get_approval(
+        self, client_id: str, approval_id: UUID, conn: Any = None
+    ) -> Approval | None:
+        """The approval; read in `conn` when given (a caller holding a transaction must not wait
+        for a second connection of the pool)."""
+        row = await (conn or self.db).fetchrow(
             f"SELECT {_APPROVAL} FROM approvals WHERE client_id = $1 AND id = $2",
             client_id,
             approval_id,
