@@ -34,6 +34,7 @@ from edrs_task.store.budgets import (
 from edrs_task.store.workflows import WorkflowStore
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from temporalio.client import Client
 
 pytestmark = pytest.mark.integration
 
@@ -205,7 +206,7 @@ def budgets(task) -> task_pb2_grpc.BudgetServiceStub:
 
 
 async def test_an_approval_budget_asks_an_admin_once_and_the_approval_lets_calls_run(
-    budgets, task
+    budgets, task, temporal_engine
 ) -> None:
     persona = str(uuid.uuid4())
     approvals = workflow_pb2_grpc.ApprovalServiceStub(task.channel)
@@ -264,11 +265,16 @@ async def test_an_approval_budget_asks_an_admin_once_and_the_approval_lets_calls
         workflow_pb2.DecideApprovalRequest(id=approval_id, approve=True, comment="go"),
         metadata=testing.tenant_metadata(TENANT_A_ID, role="admin"),
     )
-    # The wait started with the request heard the decision (its workflow ran).
     decided = await approvals.GetApproval(
         workflow_pb2.GetApprovalRequest(id=approval_id), metadata=TENANT_A
     )
     assert decided.status == workflow_pb2.APPROVAL_STATUS_APPROVED
+    # The durable wait started with the request (it would have expired it) heard the decision.
+    temporal = await Client.connect(temporal_engine.url())
+    waited = await asyncio.wait_for(
+        temporal.get_workflow_handle(f"approval-{approval_id}").result(), 60
+    )
+    assert (waited["approval_id"], waited["status"]) == (approval_id, "approved")
     ok = await budgets.Reserve(
         task_pb2.ReserveRequest(key=f"big-{RUN}-0", persona_id=persona, tokens=101),
         metadata=TENANT_A,
