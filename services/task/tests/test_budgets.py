@@ -632,3 +632,20 @@ async def test_no_approval_is_asked_for_a_call_another_budget_refuses(timed) -> 
         await timed.reserve(tenant, Call(key="both", persona_id=persona, tokens=60))
     after = await timed.get(tenant, asking.id)
     assert after is not None and after.current.approval_id is None
+
+
+async def test_a_new_time_zone_moves_the_current_periods_bounds_and_keeps_its_counts(
+    timed,
+) -> None:
+    tenant = _tenant()
+    await timed.set(tenant, "tenant", "", Amount(tokens=100), "refuse", "day", "UTC")
+    with request_context(tenant, None):
+        await timed.reserve(tenant, Call(key="z1", tokens=70))
+        # 20:00 UTC on 9 March is noon the same day in Los Angeles: the same local day.
+        moved = await timed.set(
+            tenant, "tenant", "", Amount(tokens=100), "refuse", "day", "America/Los_Angeles"
+        )
+        assert moved.reserved == Amount(tokens=70)
+        assert moved.current.ends_at == datetime(2030, 3, 10, 8, tzinfo=UTC)
+        with pytest.raises(ResourceExhausted, match=r"resets at 2030-03-10T08:00:00\+00:00"):
+            await timed.reserve(tenant, Call(key="z2", tokens=40))

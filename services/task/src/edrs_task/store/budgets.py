@@ -272,7 +272,13 @@ class PostgresBudgetStore:
         )
         by_budget = {f["budget_id"]: _period_usage(f) for f in found}
         return [
-            _budget(r, by_budget.get(r["id"]) or _empty(p))
+            _budget(
+                r,
+                # Bounds as of the budget's time zone now (a row keeps its own until charged).
+                replace(by_budget[r["id"]], starts_at=p.starts_at, ends_at=p.ends_at)
+                if r["id"] in by_budget
+                else _empty(p),
+            )
             for r, p in zip(rows, periods, strict=True)
         ]
 
@@ -484,6 +490,19 @@ class PostgresBudgetStore:
             period.kind,
             period.start,
         )
+        if row is not None and (row["starts_at"], row["ends_at"]) != (
+            period.starts_at,
+            period.ends_at,
+        ):
+            # The budget's time zone changed within a period starting on the same local day:
+            # the period keeps its counters and takes the new bounds.
+            row = await conn.fetchrow(
+                f"""UPDATE budget_periods SET starts_at = $2, ends_at = $3, updated_at = now()
+                WHERE id = $1 RETURNING {_PERIOD_COLUMNS}""",
+                row["id"],
+                period.starts_at,
+                period.ends_at,
+            )
         if row is None:
             row = await conn.fetchrow(
                 f"""INSERT INTO budget_periods (id, client_id, budget_id, period, period_start,
