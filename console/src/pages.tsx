@@ -1,5 +1,5 @@
 // Every page of the console, in one list: the router and the navigation both read it, so a new
-// page (knowledge, work...) is one entry here and one component.
+// page is one entry here and one component.
 import { lazy, type ReactElement } from "react";
 import { AdminApiKeysPage } from "./pages/AdminApiKeys";
 import { AdminAuditPage } from "./pages/AdminAudit";
@@ -11,6 +11,8 @@ import { RelationshipPage } from "./pages/Relationship";
 
 // Chart.js is loaded with the Work page only, not with the chat a user opens first.
 const WorkPage = lazy(() => import("./pages/Work").then((m) => ({ default: m.WorkPage })));
+// The knowledge page (uploads, search, the entity graph) is loaded when it is opened.
+const KnowledgePage = lazy(() => import("./pages/Knowledge").then((m) => ({ default: m.KnowledgePage })));
 
 export interface PageDef {
   /** Route path under /console (react-router syntax). */
@@ -26,6 +28,7 @@ export const pages: PageDef[] = [
   { path: "chat/:personaId?/:conversationId?", link: "chat", label: "Chat", element: <ChatPage />, section: "work" },
   { path: "relationship/:personaId?", link: "relationship", label: "What they know", element: <RelationshipPage />, section: "work" },
   { path: "personas", link: "personas", label: "Personas", element: <PersonasPage />, section: "work" },
+  { path: "knowledge/:collection?", link: "knowledge", label: "Knowledge", element: <KnowledgePage />, section: "work" },
   { path: "work", link: "work", label: "Work", element: <WorkPage />, section: "work" },
   { path: "events", link: "events", label: "Events", element: <EventsPage />, section: "work" },
   { path: "admin/users", link: "admin/users", label: "Users", element: <AdminUsersPage />, section: "admin" },

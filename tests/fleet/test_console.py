@@ -1,7 +1,8 @@
 """The web console in a real browser (Debian's chromium, driven by Playwright) against the fleet
 `make run` starts: sign in, create a persona, watch a reply stream, reload mid-reply and get it
 completed once, see a stated preference on the relationship page, see an event in the live
-tail, and the admin pages. On every page axe-core must find no serious or critical
+tail, upload documents and find one by search with its score parts, approve and reject waiting
+workflow steps and see the runs go on, and the admin pages. On every page axe-core must find no serious or critical
 accessibility violation, and the page must run under its Content-Security-Policy without a
 violation. A screenshot of each page is saved under `console-artifacts*/` in pytest's base
 temporary directory (or $EDRS_CONSOLE_ARTIFACTS), printed at the end of the module.
@@ -31,6 +32,10 @@ ROOT = Path(__file__).resolve().parents[2]
 AXE = ROOT / "console" / "node_modules" / "axe-core" / "axe.min.js"
 # Replies are generated on CPU by the fleet's real model: generous, but a deadline.
 REPLY_TIMEOUT_MS = 240_000
+# A document is parsed and embedded on CPU by the fleet's real embedding model.
+INGEST_TIMEOUT_MS = 240_000
+# Runs move on Temporal's development server; approvals are re-read every 5 s by the page.
+RUN_TIMEOUT_MS = 120_000
 PASSWORD = secrets.token_urlsafe(16)
 EMAIL = "console-admin@tenant.example"
 
@@ -305,6 +310,184 @@ async def test_work_tasks_with_their_timeline_budgets_and_usage(session: Session
     await expect(page.get_by_test_id("timeline").locator("li").first).to_be_visible()
     await expect(page.get_by_role("heading", name="Usage by day")).to_be_visible()
     await check_page(session, "work")
+
+
+LIGHTHOUSE = """# Lighthouse keeping
+
+## Lamp care
+
+The brass lamp of the Skerryvore lighthouse is polished every Tuesday with walnut oil and a
+chamois cloth, never with vinegar.
+
+## Fog signals
+
+In fog the keeper sounds the horn twice a minute until the fog lifts.
+"""
+# The first bytes of a PNG image: uploaded fine, then refused by the parser (unsupported_format).
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + bytes(64)
+
+
+async def test_knowledge_upload_search_and_delete(session: Session) -> None:
+    page = session.page
+    await page.get_by_role("link", name="Knowledge").click()
+    await expect(page.get_by_role("heading", name="Knowledge", exact=True)).to_be_visible()
+    await page.get_by_label("Collection name").fill("lighthouses")
+    await page.get_by_label("Collection description").fill("Keeping lights")
+    await page.get_by_role("button", name="Create collection").click()
+    await expect(page.get_by_role("heading", name="Collection lighthouses")).to_be_visible()
+
+    # Three files in one go, through the keyboard-accessible file input: a Markdown handbook, an
+    # image (uploaded, then failed by the parser) and one the API refuses outright (its name, the
+    # document's externalId, is over the 500 characters allowed).
+    long_name = "n" * 510 + ".md"
+    await page.get_by_label(re.compile(r"^Files to upload")).set_input_files(
+        [
+            {"name": "lighthouse-handbook.md", "mimeType": "text/markdown",
+             "buffer": LIGHTHOUSE.encode()},
+            {"name": "diagram.png", "mimeType": "image/png", "buffer": PNG},
+            {"name": long_name, "mimeType": "text/markdown", "buffer": b"# Too long a name"},
+        ]
+    )  # fmt: skip
+    uploads = page.get_by_test_id("upload")
+    await expect(uploads).to_have_count(3)
+    await expect(page.get_by_test_id("upload-summary")).to_have_text(
+        "2 uploaded, 1 failed, 0 on their way.", timeout=60_000
+    )
+    refused = uploads.filter(has_text=long_name)
+    await expect(refused).to_have_attribute("data-state", "failed")
+    # The API's problem detail, as the gateway wrote it, under the file.
+    await expect(refused).to_contain_text(re.compile(r"failed: .*externalId"))
+    handbook_upload = uploads.filter(has_text="lighthouse-handbook.md")
+    await expect(handbook_upload).to_contain_text("uploaded: created")
+    await expect(handbook_upload.get_by_role("progressbar")).to_have_js_property("value", 100)
+
+    # Documents refresh by themselves until each is indexed or failed.
+    rows = page.get_by_test_id("document-row")
+    handbook = rows.filter(has_text="lighthouse-handbook.md")
+    image = rows.filter(has_text="diagram.png")
+    await expect(handbook).to_have_attribute("data-state", "indexed", timeout=INGEST_TIMEOUT_MS)
+    await expect(image).to_have_attribute("data-state", "failed", timeout=INGEST_TIMEOUT_MS)
+    await expect(image.get_by_test_id("document-state")).to_contain_text(
+        "failed (unsupported_format)"
+    )
+    await expect(page.get_by_test_id("documents-refresh")).to_have_text(
+        "Every document is indexed or failed."
+    )
+
+    # Search it: the passage, its citation and the parts of its score.
+    await page.get_by_label("Search query").fill("How is the brass lamp polished?")
+    await page.get_by_role("checkbox", name="lighthouses").check()
+    await page.get_by_label("Mode").select_option("hybrid")
+    await page.get_by_label("Passages (k)").fill("3")
+    await page.get_by_role("button", name="Search", exact=True).click()
+    passage = page.get_by_test_id("passage").filter(has_text="walnut oil").first
+    await expect(passage).to_be_visible(timeout=60_000)
+    await expect(passage.get_by_test_id("citation")).to_contain_text("Lamp care")
+    parts = passage.get_by_test_id("score-parts")
+    for name in ("score", "vector", "keyword", "graph"):
+        await expect(parts.locator("dt", has_text=re.compile(f"^{name}$"))).to_have_count(1)
+    # Hybrid: found by both rankings, each with its rank.
+    await expect(parts).to_contain_text(re.compile(r"vector\s*-?[0-9.]+ \(#\d+\)"))
+    await expect(parts).to_contain_text(re.compile(r"keyword\s*[0-9.]+ \(#\d+\)"))
+    api = await session.api()
+    async with api:
+        found = (
+            await api.post(
+                "/api/v1/knowledge/search",
+                json={"query": "How is the brass lamp polished?", "collections": ["lighthouses"],
+                      "k": 3, "mode": "hybrid"},
+            )
+        ).json()["passages"]  # fmt: skip
+    top = found[0]
+    assert "walnut oil" in top["text"], found
+    await expect(page.get_by_test_id("passage").first).to_contain_text(top["text"].split("\n")[0])
+
+    # The graph routes answer (extraction is not built: no entity yet).
+    await page.get_by_label("Entity name").fill("Skerryvore")
+    await page.get_by_role("button", name="Find entities").click()
+    await expect(page.get_by_text("No entity found for “Skerryvore”.")).to_be_visible()
+    await check_page(session, "knowledge")
+
+    # Delete the failed document: asked once more, then gone.
+    await image.get_by_role("button", name="Delete diagram.png").click()
+    await image.get_by_role("button", name="Yes, delete diagram.png").click()
+    await expect(image).to_have_count(0)
+    await expect(rows).to_have_count(1)
+    async with await session.api() as api:
+        listed = (await api.get("/api/v1/knowledge/documents?collection=lighthouses")).json()
+    assert [d["externalId"] for d in listed["documents"]] == ["lighthouse-handbook.md"], listed
+
+
+async def start_waiting_run(api: httpx.AsyncClient, workflow: str, title: str) -> str:
+    """Register `workflow` (an approval step for admins, then a one-second wait) and start it."""
+    made = await api.post(
+        "/api/v1/workflows",
+        json={
+            "name": workflow,
+            "description": "console approvals",
+            "spec": {
+                "steps": [
+                    {"id": "ok", "type": "approval", "with": {"role": "admin", "title": title}},
+                    {"id": "after", "type": "wait", "dependsOn": ["ok"], "with": {"seconds": 1}},
+                ]
+            },
+        },
+    )
+    assert made.status_code == 201, made.text
+    run = await api.post("/api/v1/runs", json={"workflowName": workflow})
+    assert run.status_code == 201, run.text
+    return str(run.json()["id"])
+
+
+async def test_approvals_on_the_work_page(session: Session) -> None:
+    page = session.page
+    async with await session.api() as api:
+        approved_run = await start_waiting_run(api, "console-publish", "Publish the summary?")
+        rejected_run = await start_waiting_run(api, "console-delete", "Delete the archive?")
+    await page.get_by_role("link", name="Work").click()
+    await expect(page.get_by_role("heading", name="Approvals waiting for me")).to_be_visible()
+    publish = page.get_by_test_id("approval").filter(has_text="Publish the summary?")
+    delete = page.get_by_test_id("approval").filter(has_text="Delete the archive?")
+    # The page re-reads what waits every 5 s: both appear once their runs reach the step.
+    await expect(publish).to_be_visible(timeout=RUN_TIMEOUT_MS)
+    await expect(delete).to_be_visible(timeout=RUN_TIMEOUT_MS)
+    await expect(publish).to_contain_text(approved_run)
+    await check_page(session, "work-approvals")
+
+    await publish.get_by_label("Reason (optional)").fill("Checked in the console")
+    await publish.get_by_role("button", name="Approve").click()
+    await expect(page.get_by_test_id("approval-notice")).to_have_text(
+        "Approved: Publish the summary?"
+    )
+    await expect(publish).to_have_count(0)
+    # The run goes on past the approval: its wait step runs, and it succeeds.
+    run_row = page.get_by_test_id("run-row").filter(has_text="console-publish")
+    await expect(run_row).to_have_attribute("data-status", "succeeded", timeout=RUN_TIMEOUT_MS)
+    await expect(page.get_by_test_id("run-steps")).to_contain_text("after (wait): succeeded")
+
+    await delete.get_by_label("Reason (optional)").fill("Still needed")
+    await delete.get_by_role("button", name="Reject").click()
+    await expect(page.get_by_test_id("approval-notice")).to_have_text(
+        "Rejected: Delete the archive?"
+    )
+    await expect(delete).to_have_count(0)
+    rejected_row = page.get_by_test_id("run-row").filter(has_text="console-delete")
+    await expect(rejected_row).to_have_attribute("data-status", "failed", timeout=RUN_TIMEOUT_MS)
+
+    async with await session.api() as api:
+        runs = {
+            r: (await api.get(f"/api/v1/runs/{r}")).json() for r in (approved_run, rejected_run)
+        }
+        decided = {
+            a["runId"]: a
+            for a in (await api.get("/api/v1/approvals?pageSize=100")).json()["approvals"]
+        }
+    assert runs[approved_run]["status"] == "succeeded", runs[approved_run]
+    assert runs[rejected_run]["status"] == "failed", runs[rejected_run]
+    assert decided[approved_run]["status"] == "approved"
+    assert decided[approved_run]["comment"] == "Checked in the console"
+    assert decided[rejected_run]["status"] == "rejected"
+    assert decided[rejected_run]["comment"] == "Still needed"
 
 
 async def test_the_admin_pages(session: Session) -> None:

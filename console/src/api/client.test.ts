@@ -68,4 +68,73 @@ describe("ApiClient", () => {
     expect(await api.json("GET", "/api/v1/tenant")).toEqual({ auth: "Bearer fresh" });
     expect(grants).toEqual(["refreshToken"]);
   });
+
+  it("uploads a form with the bearer token, reports its progress, and retries once after a 401", async () => {
+    const sent: { url: string; auth: string | undefined }[] = [];
+    const progress: [number, number][] = [];
+    // A stand-in for XMLHttpRequest: the first answer is 401 (an expired token), then 202.
+    const answers = [
+      { status: 401, body: { status: 401, code: "unauthenticated" } },
+      { status: 202, body: { outcome: "created", document: { id: "d1" } } },
+    ];
+    class FakeXhr {
+      status = 0;
+      statusText = "";
+      responseText = "";
+      headers: Record<string, string> = {};
+      url = "";
+      upload: { onprogress: ((e: ProgressEvent) => void) | null } = { onprogress: null };
+      onload: (() => void) | null = null;
+      onerror: (() => void) | null = null;
+      onabort: (() => void) | null = null;
+      open(_method: string, url: string) {
+        this.url = url;
+      }
+      setRequestHeader(name: string, value: string) {
+        this.headers[name] = value;
+      }
+      send() {
+        sent.push({ url: this.url, auth: this.headers.Authorization });
+        const answer = answers.shift()!;
+        this.upload.onprogress?.({ lengthComputable: true, loaded: 5, total: 10 } as ProgressEvent);
+        this.upload.onprogress?.({ lengthComputable: true, loaded: 10, total: 10 } as ProgressEvent);
+        this.status = answer.status;
+        this.responseText = JSON.stringify(answer.body);
+        this.onload?.();
+      }
+      abort() {}
+    }
+    const fetcher = async () => json(200, { accessToken: "fresh", refreshToken: "r2", expiresIn: 3600 });
+    const store = memoryStore({ accessToken: "old", refreshToken: "r1", expiresAt: Date.now() + 3_600_000 });
+    const api = new ApiClient(store, "", fetcher as typeof fetch, () => Date.now(), () => new FakeXhr() as unknown as XMLHttpRequest);
+    const out = await api.upload<{ outcome: string }>("/api/v1/knowledge/collections/k/files", new FormData(), (l, t) => progress.push([l, t]));
+    expect(out.outcome).toBe("created");
+    expect(sent).toEqual([
+      { url: "/api/v1/knowledge/collections/k/files", auth: "Bearer old" },
+      { url: "/api/v1/knowledge/collections/k/files", auth: "Bearer fresh" },
+    ]);
+    expect(progress).toContainEqual([10, 10]);
+  });
+
+  it("throws the problem an upload is refused with", async () => {
+    class RefusingXhr {
+      status = 0;
+      statusText = "Payload Too Large";
+      responseText = "";
+      upload = { onprogress: null };
+      onload: (() => void) | null = null;
+      open() {}
+      setRequestHeader() {}
+      send() {
+        this.status = 413;
+        this.responseText = JSON.stringify({ status: 413, code: "payload_too_large", detail: "over 104857600 bytes" });
+        this.onload?.();
+      }
+    }
+    const store = memoryStore({ accessToken: "a", refreshToken: null, expiresAt: Date.now() + 3_600_000 });
+    const api = new ApiClient(store, "", (async () => json(500, {})) as typeof fetch, () => Date.now(), () => new RefusingXhr() as unknown as XMLHttpRequest);
+    const refused = api.upload("/x", new FormData(), () => undefined);
+    await expect(refused).rejects.toMatchObject({ message: "over 104857600 bytes", problem: { code: "payload_too_large" } });
+    expect(api.signedIn).toBe(true);
+  });
 });

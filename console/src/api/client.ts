@@ -66,6 +66,7 @@ export class ApiClient {
     private readonly base = "",
     private readonly fetcher: typeof fetch = (...args) => fetch(...args),
     private readonly now: () => number = () => Date.now(),
+    private readonly newRequest: () => XMLHttpRequest = () => new XMLHttpRequest(),
   ) {
     this.tokens = store.load();
     this.schedule();
@@ -141,6 +142,67 @@ export class ApiClient {
     if (!response.ok) throw new ApiError(await problemOf(response));
     if (response.status === 204) return undefined as T;
     return (await response.json()) as T;
+  }
+
+  /**
+   * POST a form (a file upload) with the bearer token, reporting the bytes sent as they go: fetch
+   * cannot report upload progress, XMLHttpRequest can. A 401 refreshes once and sends again; the
+   * answer's JSON is returned, a problem+json answer throws ApiError.
+   */
+  async upload<T>(
+    path: string,
+    form: FormData,
+    onProgress: (loaded: number, total: number) => void,
+    signal?: AbortSignal,
+  ): Promise<T> {
+    if (this.tokens && this.tokens.expiresAt - this.now() < REFRESH_MARGIN_MS) await this.refresh();
+    let answer = await this.send(path, form, onProgress, signal);
+    if (answer.status === 401 && this.tokens?.refreshToken && (await this.refresh())) {
+      answer = await this.send(path, form, onProgress, signal);
+    }
+    if (answer.status === 401) this.setTokens(null);
+    if (answer.status < 200 || answer.status >= 300) throw new ApiError(answer.problem());
+    return answer.body as T;
+  }
+
+  private send(
+    path: string,
+    form: FormData,
+    onProgress: (loaded: number, total: number) => void,
+    signal?: AbortSignal,
+  ): Promise<{ status: number; body: unknown; problem: () => Problem }> {
+    return new Promise((resolve, reject) => {
+      const xhr = this.newRequest();
+      xhr.open("POST", `${this.base}${path}`);
+      if (this.tokens) xhr.setRequestHeader("Authorization", `Bearer ${this.tokens.accessToken}`);
+      xhr.setRequestHeader("Accept", "application/json");
+      xhr.upload.onprogress = (e: ProgressEvent) => {
+        if (e.lengthComputable) onProgress(e.loaded, e.total);
+      };
+      xhr.onload = () => {
+        let body: unknown = null;
+        try {
+          body = xhr.responseText ? JSON.parse(xhr.responseText) : null;
+        } catch {
+          body = null;
+        }
+        const problem = (): Problem =>
+          body && typeof body === "object" && "status" in body
+            ? (body as Problem)
+            : { status: xhr.status, title: xhr.statusText || `HTTP ${xhr.status}` };
+        resolve({ status: xhr.status, body, problem });
+      };
+      xhr.onerror = () => reject(new Error("the upload could not reach the gateway"));
+      xhr.onabort = () => reject(new Error("the upload was cancelled"));
+      if (signal) {
+        if (signal.aborted) {
+          reject(new Error("the upload was cancelled"));
+          return;
+        }
+        signal.addEventListener("abort", () => xhr.abort(), { once: true });
+      }
+      xhr.send(form);
+    });
   }
 
   private authorised(init: RequestInit): RequestInit {
