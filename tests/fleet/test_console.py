@@ -463,7 +463,9 @@ async def test_approvals_on_the_work_page(session: Session) -> None:
     # The run goes on past the approval: its wait step runs, and it succeeds.
     run_row = page.get_by_test_id("run-row").filter(has_text="console-publish")
     await expect(run_row).to_have_attribute("data-status", "succeeded", timeout=RUN_TIMEOUT_MS)
-    await expect(page.get_by_test_id("run-steps")).to_contain_text("after (wait): succeeded")
+    await expect(page.get_by_test_id("run-steps")).to_contain_text(
+        "after (wait): succeeded", timeout=RUN_TIMEOUT_MS
+    )
 
     await delete.get_by_label("Reason (optional)").fill("Still needed")
     await delete.get_by_role("button", name="Reject").click()

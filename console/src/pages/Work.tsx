@@ -438,7 +438,6 @@ function ApprovalsAndRuns() {
             <tr>
               <th scope="col">Workflow</th>
               <th scope="col">Status</th>
-              <th scope="col">Steps done</th>
               <th scope="col">Started</th>
               <th scope="col">Updated</th>
             </tr>
@@ -448,7 +447,6 @@ function ApprovalsAndRuns() {
               <tr key={r.id} aria-selected={r.id === openRun} data-testid="run-row" data-status={r.status}>
                 <td><button type="button" className="link" onClick={() => setOpenRun(r.id)}>{r.workflowName} v{r.workflowVersion}</button></td>
                 <td data-testid="run-status">{r.status}{r.error && <span className="error">: {r.error}</span>}</td>
-                <td>{r.steps.filter((s) => s.status === "succeeded").length} / {r.steps.length}</td>
                 <td><When at={r.createdAt} /></td>
                 <td><When at={r.updatedAt} /></td>
               </tr>
@@ -456,19 +454,30 @@ function ApprovalsAndRuns() {
           </tbody>
         </table>
         {runs.data && runList.length === 0 && <p className="muted">No workflow runs yet.</p>}
-        {openRun && <RunSteps run={runList.find((r) => r.id === openRun) ?? null} />}
+        {openRun && <RunSteps key={openRun} runId={openRun} />}
       </section>
     </>
   );
 }
 
-function RunSteps({ run }: { run: Run | null }) {
-  if (!run) return null;
+/** A run with its steps (the list of runs does not carry them), re-read while it can change. */
+function RunSteps({ runId }: { runId: string }) {
+  const run = useGet<Run>(`/api/v1/runs/${runId}`);
+  const live = run.data !== null && !FINAL.has(run.data.status);
+  const { reload } = run;
+  useEffect(() => {
+    if (!live) return;
+    const timer = setInterval(reload, RUNS_REFRESH_MS);
+    return () => clearInterval(timer);
+  }, [live, reload]);
+  if (run.error) return <p role="alert" className="error">{run.error}</p>;
+  const r = run.data;
+  if (!r) return <p role="status">Loading…</p>;
   return (
     <div className="card wide" data-testid="run-steps">
-      <h3>Steps of {run.workflowName} (attempt {run.attempt})</h3>
+      <h3>Steps of {r.workflowName} v{r.workflowVersion} (attempt {r.attempt}): {r.status}</h3>
       <ol className="timeline">
-        {run.steps.map((s) => (
+        {r.steps.map((s) => (
           <li key={s.id}>
             <strong>{s.id}</strong> ({s.type}): <span data-testid="step-status">{s.status}</span>
             {s.attempts > 1 && `, ${s.attempts} attempts`}
