@@ -37,7 +37,11 @@ export function useGet<T>(path: string | null): Loaded<T> {
 
 export function messageOf(error: unknown): string {
   if (error instanceof ApiError) {
-    const fields = (error.problem.errors ?? []).map((e) => `${e.pointer ?? ""} ${e.detail ?? ""}`.trim());
+    // A field's error the detail already says (the gateway names the first one there) is not
+    // repeated.
+    const fields = (error.problem.errors ?? [])
+      .map((e) => `${e.pointer ?? ""} ${e.detail ?? ""}`.trim())
+      .filter((f) => f && !error.message.includes(f.replace(/^(\S+) /, "$1: ")) && !error.message.includes(f));
     return [error.message, ...fields].join("; ");
   }
   return error instanceof Error ? error.message : String(error);

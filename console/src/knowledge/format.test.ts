@@ -51,6 +51,11 @@ describe("citationText", () => {
     );
     expect(citationText("FAQ", c)).toBe("FAQ");
     expect(citationText("  ", { ...c, headingPath: ["VPN"] })).toBe("Untitled, VPN");
+    // A document titled by its first heading: the title is not said twice.
+    expect(citationText("Lighthouse keeping", { ...c, headingPath: ["Lighthouse keeping", "Lamp care"] })).toBe(
+      "Lighthouse keeping, Lamp care",
+    );
+    expect(citationText("Lighthouse keeping", { ...c, headingPath: ["Lighthouse keeping"] })).toBe("Lighthouse keeping");
   });
 });
 

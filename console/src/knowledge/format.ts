@@ -33,11 +33,15 @@ export function scoreParts(passage: Passage): ScorePart[] {
   return [part("vector", s.vector, s.vectorRank), part("keyword", s.keyword, s.keywordRank), part("graph", s.graph, s.graphRank)];
 }
 
-/** Where a passage comes from: "Title, page 3, Policies › Travel" (parts left out when absent). */
+/** Where a passage comes from: "Title, page 3, Policies › Travel" (parts left out when absent;
+ * a heading path that starts with the title, as a Markdown file's first heading often is, does
+ * not repeat it). */
 export function citationText(title: string, citation: Citation): string {
-  const parts = [title.trim() || "Untitled"];
+  const name = title.trim();
+  const parts = [name || "Untitled"];
   if (citation.page) parts.push(`page ${citation.page}`);
-  if (citation.headingPath.length) parts.push(citation.headingPath.join(" › "));
+  const headings = citation.headingPath[0]?.trim() === name ? citation.headingPath.slice(1) : citation.headingPath;
+  if (headings.length) parts.push(headings.join(" › "));
   return parts.join(", ");
 }
 

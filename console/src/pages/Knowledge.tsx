@@ -289,7 +289,9 @@ function Uploader({ collection, onUploaded }: { collection: Collection; onUpload
           <ul className="uploads" aria-label="Uploads">
             {items.map((item) => (
               <li key={item.key} data-testid="upload" data-state={item.state}>
-                <span className="upload-name">{item.name}</span> <span className="muted">({formatBytes(item.size)})</span>
+                <span className="upload-name">
+                  {item.name} <span className="muted">({formatBytes(item.size)})</span>
+                </span>
                 <progress max={100} value={percentSent(item)} aria-label={`${item.name} sent`} />
                 <span className={item.state === "failed" ? "error" : undefined}>{uploadStatus(item)}</span>
               </li>
