@@ -357,6 +357,20 @@ async def test_knowledge_upload_search_and_delete(session: Session) -> None:
     await expect(refused).to_have_attribute("data-state", "failed")
     # The API's problem detail, as the gateway wrote it, under the file.
     await expect(refused).to_contain_text(re.compile(r"failed: .*externalId"))
+    # And one more dropped on the page, as a file dragged from the desktop would be.
+    dropped = await page.evaluate_handle(
+        """() => {
+             const files = new DataTransfer();
+             files.items.add(new File(["# Keeper's log\\n\\nThe relief boat comes on Fridays."],
+                                      "keepers-log.md", {type: "text/markdown"}));
+             return files;
+           }"""
+    )
+    await page.get_by_test_id("dropzone").dispatch_event("drop", {"dataTransfer": dropped})
+    await expect(uploads).to_have_count(4)
+    await expect(uploads.filter(has_text="keepers-log.md")).to_contain_text(
+        "uploaded: created", timeout=60_000
+    )
     handbook_upload = uploads.filter(has_text="lighthouse-handbook.md")
     await expect(handbook_upload).to_contain_text("uploaded: created")
     await expect(handbook_upload.get_by_role("progressbar")).to_have_js_property("value", 100)
@@ -367,6 +381,9 @@ async def test_knowledge_upload_search_and_delete(session: Session) -> None:
     image = rows.filter(has_text="diagram.png")
     await expect(handbook).to_have_attribute("data-state", "indexed", timeout=INGEST_TIMEOUT_MS)
     await expect(image).to_have_attribute("data-state", "failed", timeout=INGEST_TIMEOUT_MS)
+    await expect(rows.filter(has_text="keepers-log.md")).to_have_attribute(
+        "data-state", "indexed", timeout=INGEST_TIMEOUT_MS
+    )
     await expect(image.get_by_test_id("document-state")).to_contain_text(
         "failed (unsupported_format)"
     )
@@ -412,10 +429,11 @@ async def test_knowledge_upload_search_and_delete(session: Session) -> None:
     await image.get_by_role("button", name="Delete diagram.png").click()
     await image.get_by_role("button", name="Yes, delete diagram.png").click()
     await expect(image).to_have_count(0)
-    await expect(rows).to_have_count(1)
+    await expect(rows).to_have_count(2)
     async with await session.api() as api:
         listed = (await api.get("/api/v1/knowledge/documents?collection=lighthouses")).json()
-    assert [d["externalId"] for d in listed["documents"]] == ["lighthouse-handbook.md"], listed
+    kept = sorted(d["externalId"] for d in listed["documents"])
+    assert kept == ["keepers-log.md", "lighthouse-handbook.md"], listed
 
 
 async def start_waiting_run(api: httpx.AsyncClient, workflow: str, title: str) -> str:
