@@ -1,6 +1,6 @@
-import { fireEvent, render, screen, waitFor } from "@testing-library/react";
+import { cleanup, fireEvent, render, screen, waitFor } from "@testing-library/react";
 import axe from "axe-core";
-import { describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it } from "vitest";
 import { ApiClient } from "../api/client";
 import { ApiProvider } from "../api/context";
 import { EntityGraph } from "./EntityGraph";
@@ -11,6 +11,8 @@ const entity = (id: string, name: string) => ({ id, name, type: "organization", 
 const citation = { page: 2, headingPath: ["News"], startOffset: 0, endOffset: 39, contentHash: "h", documentVersion: 1, chunkIndex: 0 };
 
 describe("EntityGraph", () => {
+  afterEach(cleanup);
+
   it("finds an entity and draws and lists its neighbourhood, from the graph routes", async () => {
     const asked: string[] = [];
     const fetcher = async (url: RequestInfo | URL) => {
