@@ -480,8 +480,11 @@ async def test_call_without_tenant_is_refused(stub) -> None:
     )
 
 
-async def test_the_graph_reads_are_tenant_scoped_and_empty_without_extraction(stub) -> None:
-    listed = await stub.ListEntities(pb.ListEntitiesRequest(query="acme"), metadata=TENANT_A)
+async def test_the_graph_reads_name_what_they_cannot_find(stub) -> None:
+    # test_knowledge_graph.py covers what extraction writes; here, what is not there.
+    listed = await stub.ListEntities(
+        pb.ListEntitiesRequest(query="no entity is named like this"), metadata=TENANT_A
+    )
     assert list(listed.entities) == []
     missing = str(uuid.uuid4())
     await testing.expect_rpc_error(

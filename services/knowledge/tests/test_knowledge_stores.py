@@ -121,38 +121,33 @@ async def test_deleting_a_document_removes_it_from_every_store(service, kit) -> 
     stub, ingestion, db = service.stub, service.ingestion, service.db
     tenant = testing.tenant_of(TENANT_A)
     collection = await kit.new_collection(stub)
-    made = await kit.ingest(stub, collection, text=policy(1), external_id="doomed")
+    # Its rules name two companies: extraction reads two entities from that passage (their two
+    # mentions) and one relation (its source), the graph provenance deletion must remove.
+    made = await kit.ingest(
+        stub,
+        collection,
+        text=policy(1, rule="Acme Corp acquired Globex; devices go back to Globex."),
+        external_id="doomed",
+    )
     kept = await kit.ingest(stub, collection, text=policy(2), external_id="kept")
     document = await kit.wait_indexed(stub, made.document.id)
     await kit.wait_indexed(stub, kept.document.id)
     document_id = uuid.UUID(document.id)
-    # Graph provenance read from its passages (the graph's extraction is not built: rows by hand):
-    # two entities, one relation, both from its first passage.
-    chunk_id = await db.fetchval(
-        "SELECT id FROM chunks WHERE document_id = $1 ORDER BY chunk_index LIMIT 1", document_id
+    # Two entities (Acme, Globex), their two mentions in one passage, one relation, its source.
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM entity_mentions m JOIN chunks c ON c.id = m.chunk_id "
+            "WHERE c.document_id = $1",
+            document_id,
+        )
+        == 2
     )
-    acme, team = uuid.uuid4(), uuid.uuid4()
-    await db.executemany(
-        "INSERT INTO entities (id, client_id, name, normalized_name) VALUES ($1, $2, $3, $4)",
-        [(acme, tenant, "Acme", f"acme-{acme}"), (team, tenant, "Team 1", f"team-{team}")],
+    [relation] = await db.fetch(
+        "SELECT r.id FROM relations r JOIN relation_sources s ON s.relation_id = r.id "
+        "JOIN chunks c ON c.id = s.chunk_id WHERE c.document_id = $1 AND r.predicate = 'acquired'",
+        document_id,
     )
-    await db.executemany(
-        "INSERT INTO entity_mentions (client_id, entity_id, chunk_id, collection_id) "
-        "VALUES ($1, $2, $3, $4)",
-        [(tenant, e, chunk_id, uuid.UUID(document.collection_id)) for e in (acme, team)],
-    )
-    relation = uuid.uuid4()
-    await db.execute(
-        "INSERT INTO relations (id, client_id, subject_id, predicate, object_id) "
-        "VALUES ($1, $2, $3, 'employs', $4)",
-        relation,
-        tenant,
-        acme,
-        team,
-    )
-    await db.execute(
-        "INSERT INTO relation_sources (relation_id, chunk_id) VALUES ($1, $2)", relation, chunk_id
-    )
+    relation = relation["id"]
 
     async def counts() -> tuple[int, int, int, int]:
         return (

@@ -45,6 +45,7 @@ async def build(rt: Runtime[KnowledgeSettings]) -> list[GrpcService]:
         Chunker(max_tokens=settings.chunk_max_tokens, overlap=settings.chunk_overlap_tokens),
         concurrency=settings.ingest_concurrency,
         max_bytes=settings.max_document_bytes,
+        extract_graph=settings.graph_extraction,
     )
     await ingestion.sync_keyword_index()
     rt.spawn(ingestion.run(), "knowledge-ingestion")
@@ -55,6 +56,7 @@ async def build(rt: Runtime[KnowledgeSettings]) -> list[GrpcService]:
         keywords,
         rrf_k=settings.rrf_k,
         candidates=settings.search_candidates,
+        graph=settings.graph_expansion,
     )
     servicer = KnowledgeServicer(
         store, ingestion, searcher, max_document_bytes=settings.max_document_bytes

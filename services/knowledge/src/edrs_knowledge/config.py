@@ -71,6 +71,15 @@ class KnowledgeSettings(ServiceSettings):
         description="Passages each ranking (vector, keyword) contributes to hybrid fusion",
     )
 
+    graph_extraction: bool = Field(
+        default=True,
+        description="Extract entities and relations from passages at ingestion (rules)",
+    )
+    graph_expansion: bool = Field(
+        default=True,
+        description="Rank the neighbourhood of the query's entities into hybrid search",
+    )
+
     @model_validator(mode="after")
     def _overlap_fits(self) -> "KnowledgeSettings":
         if self.chunk_overlap_tokens > self.chunk_max_tokens // 2:

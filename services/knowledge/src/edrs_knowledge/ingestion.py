@@ -18,6 +18,7 @@ from edrs_vectors import VectorIndex, VectorIndexError, VectorRecord
 
 from edrs_knowledge.chunking import Chunk, Chunker
 from edrs_knowledge.embeddings import BatchEmbedder
+from edrs_knowledge.graph import Extraction, extract
 from edrs_knowledge.keyword import KeywordEntry, KeywordIndex
 from edrs_knowledge.parsing import DocumentError, ParsedDocument, parse_document
 from edrs_knowledge.store import StoredChunk, Work
@@ -81,6 +82,7 @@ class Ingestion:
         *,
         concurrency: int,
         max_bytes: int,
+        extract_graph: bool = True,
     ) -> None:
         self.store = store
         self.embedder = embedder
@@ -89,6 +91,7 @@ class Ingestion:
         self.chunker = chunker
         self.concurrency = concurrency
         self.max_bytes = max_bytes
+        self.extract_graph = extract_graph
         self._wake = asyncio.Event()
 
     def notify(self) -> None:
@@ -146,19 +149,22 @@ class Ingestion:
                     f"the document could not be indexed ({type(exc).__name__})",
                 )
 
-    def _parse(self, work: Work) -> tuple[ParsedDocument, list[Chunk]]:
+    def _parse(self, work: Work) -> tuple[ParsedDocument, list[Chunk], Extraction | None]:
         parsed = parse_document(
             work.data,
             filename=work.filename or None,
             content_type=work.content_type or None,
             max_bytes=self.max_bytes,
         )
-        return parsed, self.chunker.chunk(parsed)
+        chunks = self.chunker.chunk(parsed)
+        # The graph stage reads the passages as chunked (rules: no model, no I/O).
+        graph = extract([(c.text, c.heading_path) for c in chunks]) if self.extract_graph else None
+        return parsed, chunks, graph
 
     async def process(self, work: Work) -> None:
         try:
-            # PDFium, python-docx and the tokenizer hold the CPU: off the event loop.
-            parsed, chunks = await asyncio.to_thread(self._parse, work)
+            # PDFium, python-docx, the tokenizer and extraction hold the CPU: off the event loop.
+            parsed, chunks, graph = await asyncio.to_thread(self._parse, work)
         except DocumentError as exc:
             await self.store.fail(work, exc.code, str(exc))
             return
@@ -232,6 +238,7 @@ class Ingestion:
             stale=steps.stale,
             embedded=len(steps.to_embed),
             content_type=parsed.content_type,
+            graph=graph,
         )
         if not stored:
             # Deleted while it was being ingested: take back what was written for it.
@@ -240,11 +247,13 @@ class Ingestion:
             return
         await self.vectors.delete(work.client_id, steps.stale)
         log.info(
-            "document %s version %d indexed: %d passages, %d embedded",
+            "document %s version %d indexed: %d passages, %d embedded, %d entities, %d relations",
             work.document_id,
             work.version,
             len(steps.chunks),
             len(steps.to_embed),
+            len(graph.entities) if graph else 0,
+            graph.relation_count if graph else 0,
         )
 
     async def forget_document(

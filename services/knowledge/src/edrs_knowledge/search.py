@@ -1,5 +1,6 @@
 """Passage search: a vector ranking (the query's embedding against the passages'), a keyword
-ranking (BM25), and their reciprocal rank fusion for hybrid search. Each ranking runs inside the
+ranking (BM25), a graph ranking (the neighbourhood of the entities the query names), and their
+reciprocal rank fusion for hybrid search. Each ranking runs inside the
 tenant and its collections in the index's own query (docs/knowledge.md, "Ranking")."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from uuid import UUID
 from edrs_vectors import VectorIndex
 
 from edrs_knowledge.embeddings import BatchEmbedder
+from edrs_knowledge.graph import query_keys
 from edrs_knowledge.keyword import KeywordIndex
 from edrs_knowledge.store import PassageRow
 from edrs_knowledge.store.postgres import PostgresKnowledgeStore
@@ -63,6 +65,7 @@ class Searcher:
         *,
         rrf_k: int,
         candidates: int,
+        graph: bool = True,
     ) -> None:
         self.store = store
         self.embedder = embedder
@@ -70,6 +73,7 @@ class Searcher:
         self.keywords = keywords
         self.rrf_k = rrf_k
         self.candidates = candidates
+        self.graph = graph
 
     async def _vector(
         self,
@@ -100,6 +104,16 @@ class Searcher:
         hits = await self.keywords.search(tenant, collections, query, k, documents)
         return [(h.chunk_id, h.score) for h in hits]
 
+    async def _graph(
+        self,
+        tenant: str,
+        collections: Sequence[UUID],
+        query: str,
+        k: int,
+        documents: Sequence[UUID] | None,
+    ) -> list[tuple[UUID, float]]:
+        return await self.store.graph_passages(tenant, query_keys(query), collections, documents, k)
+
     async def search(
         self,
         tenant: str,
@@ -120,7 +134,14 @@ class Searcher:
         depth = max(k, self.candidates) if mode is Mode.HYBRID else k
         vector_hits: list[tuple[UUID, float]] = []
         keyword_hits: list[tuple[UUID, float]] = []
-        if mode is Mode.HYBRID:
+        graph_hits: list[tuple[UUID, float]] = []
+        if mode is Mode.HYBRID and self.graph:
+            vector_hits, keyword_hits, graph_hits = await asyncio.gather(
+                self._vector(tenant, collections, query, depth, documents),
+                self._keyword(tenant, collections, query, depth, documents),
+                self._graph(tenant, collections, query, depth, documents),
+            )
+        elif mode is Mode.HYBRID:
             vector_hits, keyword_hits = await asyncio.gather(
                 self._vector(tenant, collections, query, depth, documents),
                 self._keyword(tenant, collections, query, depth, documents),
@@ -136,9 +157,18 @@ class Searcher:
         for rank, (chunk_id, score) in enumerate(keyword_hits, start=1):
             p = parts.setdefault(chunk_id, Parts())
             p.keyword, p.keyword_rank = score, rank
+        for rank, (chunk_id, _) in enumerate(graph_hits, start=1):
+            # The graph part is what the graph ranking adds to the fused score.
+            p = parts.setdefault(chunk_id, Parts())
+            p.graph, p.graph_rank = 1.0 / (self.rrf_k + rank), rank
         if mode is Mode.HYBRID:
             ranked = reciprocal_rank_fusion(
-                [[c for c, _ in vector_hits], [c for c, _ in keyword_hits]], self.rrf_k
+                [
+                    [c for c, _ in vector_hits],
+                    [c for c, _ in keyword_hits],
+                    [c for c, _ in graph_hits],
+                ],
+                self.rrf_k,
             )
         else:
             ranked = vector_hits or keyword_hits

@@ -8,6 +8,7 @@ import binascii
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from typing import Any
 from uuid import UUID
 
@@ -17,6 +18,7 @@ from edrs_core.events import ServiceEvents
 from edrs_core.ids import new_id
 from edrs_core.pagination import keyset_page, page_size
 
+from edrs_knowledge.graph import FUNCTIONAL, ExtractedEntity, ExtractedRelation, Extraction
 from edrs_knowledge.store import (
     PENDING_STATES,
     Collection,
@@ -117,6 +119,13 @@ def _passage(row: Any) -> PassageRow:
         source=row["source"],
         metadata=json.loads(row["metadata"]),
     )
+
+
+MAX_ENTITY_ALIASES = 50
+
+
+def _midnight(day: date | None) -> datetime | None:
+    return None if day is None else datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
 def _number_token(value: int) -> str:
@@ -249,6 +258,7 @@ class PostgresKnowledgeStore:
         """Delete the collection and everything in it, with a knowledge.document_deleted event
         per document, in one transaction; returns the counts and the removed documents' ids."""
         async with self.db.acquire() as conn, conn.transaction():
+            await self._lock_graph(conn, client_id)
             documents = await conn.fetch(
                 "SELECT id, external_id FROM documents "
                 "WHERE client_id = $1 AND collection_id = $2 FOR UPDATE",
@@ -484,6 +494,7 @@ class PostgresKnowledgeStore:
         """Delete the document and everything derived from it, with its knowledge.document_deleted
         event, in one transaction; returns the counts and its collection."""
         async with self.db.acquire() as conn, conn.transaction():
+            await self._lock_graph(conn, client_id)
             row = await conn.fetchrow(
                 "SELECT collection_id, external_id FROM documents "
                 "WHERE client_id = $1 AND id = $2 FOR UPDATE",
@@ -554,6 +565,14 @@ class PostgresKnowledgeStore:
     async def _drop_orphans(self, conn: Any, client_id: str) -> tuple[int, int]:
         """Relations left without a source passage and entities left without a mention or a
         relation are removed: nothing in the documents supports them any more."""
+        # What a relation about to go had superseded stands again: nothing contradicts it now.
+        await conn.execute(
+            """UPDATE relations SET superseded_by = NULL, valid_to = NULL, supersede_reason = ''
+               WHERE client_id = $1 AND superseded_by IN (
+                 SELECT r.id FROM relations r WHERE r.client_id = $1
+                   AND NOT EXISTS (SELECT 1 FROM relation_sources s WHERE s.relation_id = r.id))""",
+            client_id,
+        )
         relations = await conn.fetch(
             """DELETE FROM relations r WHERE r.client_id = $1
                  AND NOT EXISTS (SELECT 1 FROM relation_sources s WHERE s.relation_id = r.id)
@@ -694,11 +713,14 @@ class PostgresKnowledgeStore:
         stale: Sequence[UUID],
         embedded: int,
         content_type: str,
+        graph: Extraction | None = None,
     ) -> bool:
-        """Make `chunks` the document's passages (dropping `stale` ones), mark the version
+        """Make `chunks` the document's passages (dropping `stale` ones), write what the graph
+        extraction read from them (`graph.passages` in the order of `chunks`), mark the version
         INDEXED and announce it, in one transaction. False when the document was deleted
         meanwhile (nothing is written)."""
         async with self.db.acquire() as conn, conn.transaction():
+            await self._lock_graph(conn, work.client_id)
             alive = await conn.fetchval(
                 "SELECT current_version FROM documents WHERE client_id = $1 AND id = $2 FOR UPDATE",
                 work.client_id,
@@ -738,6 +760,9 @@ class PostgresKnowledgeStore:
                     for c in chunks
                 ],
             )
+            if graph is not None:
+                await self._write_graph(conn, work, chunks, graph, title)
+            await self._drop_orphans(conn, work.client_id)
             await conn.execute(
                 """UPDATE document_versions
                    SET state = 'indexed', input = NULL, chunks_embedded = $4,
@@ -941,6 +966,315 @@ class PostgresKnowledgeStore:
             )
             for r in rows[:limit]
         ], token
+
+    # The graph (write side: extraction's results, docs/knowledge.md "The knowledge graph")
+
+    @staticmethod
+    async def _lock_graph(conn: Any, client_id: str) -> None:
+        """One writer of a tenant's graph at a time (entity resolution reads, then writes), taken
+        first in every transaction that changes it, so two never wait on each other."""
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"graph\x1f{client_id}"
+        )
+
+    async def _write_graph(
+        self, conn: Any, work: Work, chunks: Sequence[NewChunk], graph: Extraction, title: str
+    ) -> None:
+        """Replace the provenance of the document's passages with what extraction read from
+        them: entities found (or created, or merged) by normalised name and alias, a mention per
+        passage naming one, and each relation once per tenant with every passage stating it. A
+        new relation that contradicts one of a functional predicate (FUNCTIONAL) supersedes it."""
+        client_id = work.client_id
+        await self._lock_graph(conn, client_id)
+        ids = [c.id for c in chunks]
+        await conn.execute(
+            "DELETE FROM entity_mentions WHERE client_id = $1 AND chunk_id = ANY($2::uuid[])",
+            client_id,
+            ids,
+        )
+        await conn.execute(
+            """DELETE FROM relation_sources s USING chunks c
+               WHERE c.id = s.chunk_id AND c.client_id = $1 AND s.chunk_id = ANY($2::uuid[])""",
+            client_id,
+            ids,
+        )
+        resolved: dict[str, UUID] = {}
+        names: dict[UUID, str] = {}
+        for key in sorted(graph.entities):
+            entity = graph.entities[key]
+            resolved[key] = await self._resolve_entity(conn, client_id, entity)
+            names[resolved[key]] = entity.name
+        await conn.executemany(
+            """INSERT INTO entity_mentions (client_id, entity_id, chunk_id, collection_id)
+               VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING""",
+            [
+                (client_id, resolved[key], chunk.id, work.collection_id)
+                for chunk, passage in zip(chunks, graph.passages, strict=True)
+                for key in sorted(passage.mentions)
+            ],
+        )
+        for chunk, passage in zip(chunks, graph.passages, strict=True):
+            for r in passage.relations:
+                subject, obj = resolved[r.subject], resolved[r.object]
+                if subject == obj:
+                    continue
+                relation, created = await self._upsert_relation(conn, client_id, subject, obj, r)
+                await conn.execute(
+                    "INSERT INTO relation_sources (relation_id, chunk_id) VALUES ($1, $2) "
+                    "ON CONFLICT DO NOTHING",
+                    relation,
+                    chunk.id,
+                )
+                if created and r.predicate in FUNCTIONAL:
+                    await self._supersede(
+                        conn,
+                        work,
+                        title,
+                        relation,
+                        r,
+                        subject,
+                        obj,
+                        f"{names.get(subject, '?')} {r.predicate} {names.get(obj, '?')}",
+                    )
+
+    async def _resolve_entity(self, conn: Any, client_id: str, entity: ExtractedEntity) -> UUID:
+        """The tenant's entity for these names: the one whose normalised name or alias is one of
+        them (several: merged into the oldest), else a new one. Its aliases gain the new forms."""
+        keys = sorted(entity.keys | {entity.key})
+        rows = await conn.fetch(
+            """SELECT id, name, normalized_name, type, aliases, normalized_aliases FROM entities
+               WHERE client_id = $1
+                 AND (normalized_name = ANY($2::text[]) OR normalized_aliases && $2::text[])
+               ORDER BY created_at, id""",
+            client_id,
+            keys,
+        )
+        if not rows:
+            entity_id = new_id()
+            await conn.execute(
+                """INSERT INTO entities
+                       (id, client_id, name, normalized_name, type, aliases, normalized_aliases)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+                entity_id,
+                client_id,
+                entity.name,
+                entity.key,
+                entity.type,
+                entity.aliases,
+                [k for k in keys if k != entity.key],
+            )
+            return UUID(str(entity_id))
+        keep, others = rows[0], rows[1:]
+        forms = [*keep["aliases"], entity.name, *entity.aliases]
+        normalized = set(keep["normalized_aliases"]) | set(keys)
+        kind = keep["type"] or entity.type
+        for other in others:
+            forms += [other["name"], *other["aliases"]]
+            normalized |= {other["normalized_name"], *other["normalized_aliases"]}
+            kind = kind or other["type"]
+            await self._merge_entity(conn, client_id, keep["id"], other["id"])
+        aliases: dict[str, str] = {}
+        for form in forms:
+            if form.casefold() != keep["name"].casefold():
+                aliases.setdefault(form.casefold(), form)
+        normalized.discard(keep["normalized_name"])
+        await conn.execute(
+            """UPDATE entities SET aliases = $3, normalized_aliases = $4, type = $5
+               WHERE client_id = $1 AND id = $2""",
+            client_id,
+            keep["id"],
+            sorted(aliases.values(), key=lambda f: (f.casefold(), f))[:MAX_ENTITY_ALIASES],
+            sorted(normalized),
+            kind,
+        )
+        return UUID(str(keep["id"]))
+
+    async def _merge_entity(self, conn: Any, client_id: str, keep: UUID, other: UUID) -> None:
+        """`other` turned out to be `keep` under another name (a declared alias): its mentions
+        and relations move to `keep`, and it goes."""
+        await conn.execute(
+            """INSERT INTO entity_mentions (client_id, entity_id, chunk_id, collection_id)
+               SELECT client_id, $2, chunk_id, collection_id FROM entity_mentions
+               WHERE client_id = $1 AND entity_id = $3 ON CONFLICT DO NOTHING""",
+            client_id,
+            keep,
+            other,
+        )
+        moving = await conn.fetch(
+            """SELECT id, subject_id, predicate, object_id, valid_from, valid_to, superseded_by,
+                      supersede_reason
+               FROM relations WHERE client_id = $1 AND (subject_id = $2 OR object_id = $2)""",
+            client_id,
+            other,
+        )
+        for r in moving:
+            subject = keep if r["subject_id"] == other else r["subject_id"]
+            obj = keep if r["object_id"] == other else r["object_id"]
+            if subject != obj:
+                target = await conn.fetchval(
+                    """INSERT INTO relations (id, client_id, subject_id, predicate, object_id,
+                           valid_from, valid_to, superseded_by, supersede_reason)
+                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                       ON CONFLICT (client_id, subject_id, predicate, object_id) DO UPDATE
+                       SET valid_from = coalesce(relations.valid_from, EXCLUDED.valid_from)
+                       RETURNING id""",
+                    new_id(),
+                    client_id,
+                    subject,
+                    r["predicate"],
+                    obj,
+                    r["valid_from"],
+                    r["valid_to"],
+                    r["superseded_by"],
+                    r["supersede_reason"],
+                )
+                await conn.execute(
+                    """INSERT INTO relation_sources (relation_id, chunk_id)
+                       SELECT $1, chunk_id FROM relation_sources WHERE relation_id = $2
+                       ON CONFLICT DO NOTHING""",
+                    target,
+                    r["id"],
+                )
+                await conn.execute(
+                    "UPDATE relations SET superseded_by = $2 WHERE client_id = $1 "
+                    "AND superseded_by = $3",
+                    client_id,
+                    target,
+                    r["id"],
+                )
+            await conn.execute(
+                "DELETE FROM relations WHERE client_id = $1 AND id = $2", client_id, r["id"]
+            )
+        await conn.execute(
+            "DELETE FROM entities WHERE client_id = $1 AND id = $2", client_id, other
+        )
+
+    async def _upsert_relation(
+        self, conn: Any, client_id: str, subject: UUID, obj: UUID, r: ExtractedRelation
+    ) -> tuple[UUID, bool]:
+        """The relation's id, and whether it is new. A date read for it fills an unknown
+        `valid_from`."""
+        row = await conn.fetchrow(
+            """INSERT INTO relations (id, client_id, subject_id, predicate, object_id, valid_from)
+               VALUES ($1, $2, $3, $4, $5, $6)
+               ON CONFLICT (client_id, subject_id, predicate, object_id) DO UPDATE
+               SET valid_from = coalesce(relations.valid_from, EXCLUDED.valid_from)
+               RETURNING id, (xmax = 0) AS created""",
+            new_id(),
+            client_id,
+            subject,
+            r.predicate,
+            obj,
+            _midnight(r.valid_from),
+        )
+        return UUID(str(row["id"])), bool(row["created"])
+
+    async def _supersede(
+        self,
+        conn: Any,
+        work: Work,
+        title: str,
+        relation: UUID,
+        r: ExtractedRelation,
+        subject: UUID,
+        obj: UUID,
+        statement: str,
+    ) -> None:
+        """A new relation of a functional predicate contradicts the current ones that give its
+        subject (or its object, FUNCTIONAL says which) another partner: the one that holds later
+        supersedes the other — the new one, unless the other's `valid_from` is later — and the
+        reason names the document that said so."""
+        side = FUNCTIONAL[r.predicate]
+        same, other = (
+            ("subject_id", "object_id") if side == "subject" else ("object_id", "subject_id")
+        )
+        contradicted = await conn.fetch(
+            f"""SELECT id, valid_from FROM relations
+                WHERE client_id = $1 AND predicate = $2 AND {same} = $3 AND {other} <> $4
+                  AND superseded_by IS NULL AND id <> $5""",
+            work.client_id,
+            r.predicate,
+            subject if side == "subject" else obj,
+            obj if side == "subject" else subject,
+            relation,
+        )
+        since = _midnight(r.valid_from)
+        reason = f"{title!r} (document {work.document_id}, version {work.version}) says {statement}"
+        for old in contradicted:
+            if old["valid_from"] is not None and since is not None and old["valid_from"] > since:
+                # The document states an older fact: it is the one superseded.
+                await conn.execute(
+                    """UPDATE relations SET superseded_by = $3, valid_to = $4,
+                           supersede_reason = $5
+                       WHERE client_id = $1 AND id = $2""",
+                    work.client_id,
+                    relation,
+                    old["id"],
+                    old["valid_from"],
+                    "a later relation holds from " + old["valid_from"].date().isoformat(),
+                )
+                continue
+            await conn.execute(
+                """UPDATE relations SET superseded_by = $3, valid_to = coalesce($4, now()),
+                       supersede_reason = $5
+                   WHERE client_id = $1 AND id = $2""",
+                work.client_id,
+                old["id"],
+                relation,
+                since,
+                reason,
+            )
+
+    async def graph_passages(
+        self,
+        client_id: str,
+        keys: Sequence[str],
+        collection_ids: Sequence[UUID],
+        document_ids: Sequence[UUID] | None,
+        limit: int,
+    ) -> list[tuple[UUID, float]]:
+        """Graph expansion: the entities whose normalised name or alias is one of `keys` (the
+        query's), and the passages of their neighbourhood in these collections, best first —
+        a passage scores 1 for each current relation of those entities it states and 0.5 for
+        each entity at the other end of one that it mentions; equal scores by passage id."""
+        if not keys:
+            return []
+        rows = await self.db.fetch(
+            """WITH seeds AS (
+                 SELECT id FROM entities
+                 WHERE client_id = $1
+                   AND (normalized_name = ANY($2::text[]) OR normalized_aliases && $2::text[])),
+               edges AS (
+                 SELECT r.id,
+                        CASE WHEN r.subject_id IN (SELECT id FROM seeds) THEN r.object_id
+                             ELSE r.subject_id END AS other
+                 FROM relations r
+                 WHERE r.client_id = $1 AND r.superseded_by IS NULL
+                   AND (r.subject_id IN (SELECT id FROM seeds)
+                        OR r.object_id IN (SELECT id FROM seeds))),
+               hits AS (
+                 SELECT s.chunk_id, 1.0::float8 AS weight
+                 FROM relation_sources s JOIN edges e ON e.id = s.relation_id
+                 UNION ALL
+                 SELECT m.chunk_id, 0.5::float8
+                 FROM entity_mentions m
+                 WHERE m.client_id = $1 AND m.collection_id = ANY($3::uuid[])
+                   AND m.entity_id IN (SELECT other FROM edges
+                                       WHERE other NOT IN (SELECT id FROM seeds)))
+               SELECT h.chunk_id, sum(h.weight) AS score
+               FROM hits h JOIN chunks c ON c.id = h.chunk_id
+               WHERE c.client_id = $1 AND c.collection_id = ANY($3::uuid[])
+                 AND ($4::uuid[] IS NULL OR c.document_id = ANY($4::uuid[]))
+               GROUP BY h.chunk_id
+               ORDER BY score DESC, h.chunk_id::text
+               LIMIT $5""",
+            client_id,
+            list(keys),
+            list(collection_ids),
+            None if document_ids is None else list(document_ids),
+            limit,
+        )
+        return [(r["chunk_id"], float(r["score"])) for r in rows]
 
     # The graph (read side)
 

@@ -1345,8 +1345,9 @@ class ScoreParts(_message.Message):
     keyword: _builtins.float
     """BM25 score of the passage for the query (unbounded, >= 0)."""
     graph: _builtins.float
-    """Graph expansion's contribution (hybrid only): reciprocal-rank weight of the passage as a
-    source of relations of entities named in the query.
+    """Graph expansion's contribution (hybrid only): 1 / (K + graph_rank), the graph ranking's term
+    of the fused score. The graph ranking holds the passages that state relations of the
+    entities the query names, or mention the entities at their other ends (docs/knowledge.md).
     """
     vector_rank: _builtins.int
     """1-based rank in the vector, keyword and graph lists."""

@@ -671,7 +671,10 @@ class SearchIn(ApiModel):
 class ScoresOut(ApiModel):
     vector: float = Field(description="Cosine similarity of query and passage, -1..1")
     keyword: float = Field(description="BM25 score (0: not found by keywords)")
-    graph: float = Field(description="Graph expansion's contribution (hybrid only)")
+    graph: float = Field(
+        description="Graph expansion's contribution (hybrid only): 1/(60 + graphRank), for a "
+        "passage in the neighbourhood of an entity the query names; 0 otherwise"
+    )
     vector_rank: int | None = Field(description="1-based rank by vector; null: not found so")
     keyword_rank: int | None
     graph_rank: int | None
