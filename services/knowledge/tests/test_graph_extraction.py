@@ -151,3 +151,58 @@ def test_query_keys_cover_every_run_of_words() -> None:
     assert "company" in keys  # a concept's name
     assert "the" not in keys and "who" not in keys
     assert len(query_keys("word " * 2_000)) <= 500
+
+
+@pytest.mark.parametrize(
+    ("sentence", "relation"),
+    [
+        ("Acme has bought Globex.", ("acme", "acquired", "globex")),
+        ("Globex was purchased by Acme.", ("acme", "acquired", "globex")),
+        ("Jane Doe works for Acme.", ("jane doe", "works_at", "acme")),
+        ("Jane Doe is employed by Acme.", ("jane doe", "works_at", "acme")),
+        ("Jane Doe recently joined Acme.", ("jane doe", "works_at", "acme")),
+        ("Acme is based in Lisbon.", ("acme", "located_in", "lisbon")),
+        ("Jane Doe founded Acme.", ("jane doe", "founded", "acme")),
+        ("Acme was co-founded by Jane Doe.", ("jane doe", "founded", "acme")),
+        ("Acme owns Globex.", ("acme", "owns", "globex")),
+        ("Globex is owned by Acme.", ("acme", "owns", "globex")),
+        ("Globex is a subsidiary of Acme.", ("globex", "subsidiary_of", "acme")),
+        ("Acme partnered with Globex.", ("acme", "partner_of", "globex")),
+        ("Acme merged with Globex.", ("acme", "merged_with", "globex")),
+        ("Acme invested in Globex.", ("acme", "invested_in", "globex")),
+        ("Acme supplies Globex.", ("acme", "supplies", "globex")),
+        ("Jane Doe reports to John Roe.", ("jane doe", "reports_to", "john roe")),
+        ("Jane Doe heads Acme.", ("jane doe", "leads", "acme")),
+        ("Acme is led by Jane Doe.", ("jane doe", "leads", "acme")),
+        ("Acme competes with Globex.", ("acme", "competes_with", "globex")),
+        ("Jane Doe, CTO of Acme, spoke.", ("jane doe", "cto_of", "acme")),
+        ("Jane Doe became chief executive of Acme.", ("jane doe", "ceo_of", "acme")),
+        ("Jane Doe is the co-founder of Acme.", ("jane doe", "founder_of", "acme")),
+        ("Jane Doe was named President of Acme.", ("jane doe", "president_of", "acme")),
+        ("Jane Doe is the chairwoman of Acme.", ("jane doe", "chair_of", "acme")),
+        ("Acme is an insurance company.", ("acme", "is_a", "insurance company")),
+    ],
+)
+def test_each_relation_pattern(sentence: str, relation: tuple[str, str, str]) -> None:
+    [read] = extract([(sentence, ())]).passages[0].relations
+    assert (read.subject, read.predicate, read.object) == relation
+
+
+@pytest.mark.parametrize(
+    "sentence",
+    [
+        "Acme sued Globex.",  # not a listed verb phrase
+        "Acme, unlike its rival, acquired Globex.",  # other words between the names
+        "Acme acquired it. Globex was sold.",  # a fact over two sentences
+        "acme acquired globex.",  # names in lower case
+    ],
+)
+def test_what_the_rules_do_not_read(sentence: str) -> None:
+    assert extract([(sentence, ())]).relation_count == 0
+
+
+def test_dates_give_valid_from() -> None:
+    [on] = extract([("Acme acquired Globex on 3 May 2025.", ())]).passages[0].relations
+    assert on.valid_from == date(2025, 5, 3)
+    [since] = extract([("Jane Doe works at Acme since 2019.", ())]).passages[0].relations
+    assert since.valid_from == date(2019, 1, 1)

@@ -338,3 +338,55 @@ async def test_the_graph_is_tenant_scoped(service, kit) -> None:  # type: ignore
     )
     assert {p.document_id for p in found.passages} == {theirs["own"].id}
     assert found.passages[0].parts.graph_rank == 1
+
+
+async def test_an_alias_declared_later_merges_two_entities(service, kit) -> None:  # type: ignore[no-untyped-def]
+    stub, tenant = service.stub, new_tenant()
+    collection = await kit.new_collection(stub, tenant)
+    docs = await ingest_all(
+        stub,
+        kit,
+        tenant,
+        collection,
+        {
+            "short": "Jane Doe works at IBM.",
+            "long": "Initech acquired International Business Machines in 2020.",
+        },
+    )
+    listed = await stub.ListEntities(pb.ListEntitiesRequest(), metadata=tenant)
+    assert sorted(e.name for e in listed.entities) == [
+        "IBM",
+        "Initech",
+        "International Business Machines",
+        "Jane Doe",
+    ]
+    # A third document says the two names are one company.
+    docs |= await ingest_all(
+        stub,
+        kit,
+        tenant,
+        collection,
+        {"both": "International Business Machines (IBM) is headquartered in Armonk."},
+    )
+    listed = await stub.ListEntities(pb.ListEntitiesRequest(), metadata=tenant)
+    assert sorted(e.name for e in listed.entities) == ["Armonk", "IBM", "Initech", "Jane Doe"]
+    # The older entity stays, named as before, with the other name as an alias, and everything
+    # the two had: three passages, the relations of both and the new one.
+    ibm = await entity(stub, tenant, "International Business Machines")
+    assert (ibm.name, list(ibm.aliases), ibm.mention_count) == (
+        "IBM",
+        ["International Business Machines"],
+        3,
+    )
+    around = await neighbourhood(stub, tenant, ibm.id)
+    names = {e.id: e.name for e in around.neighbours}
+    assert sorted(
+        (names[r.subject_id] if r.object_id == ibm.id else "IBM", r.predicate,
+         names[r.object_id] if r.subject_id == ibm.id else "IBM",
+         [s.document_id for s in r.sources])
+        for r in around.relations
+    ) == [
+        ("IBM", "located_in", "Armonk", [docs["both"].id]),
+        ("Initech", "acquired", "IBM", [docs["long"].id]),
+        ("Jane Doe", "works_at", "IBM", [docs["short"].id]),
+    ]  # fmt: skip
