@@ -122,6 +122,8 @@ def _passage(row: Any) -> PassageRow:
 
 
 MAX_ENTITY_ALIASES = 50
+# The relations of one query entity that graph expansion follows at most (the most recent).
+GRAPH_EDGES = 200
 
 
 def _midnight(day: date | None) -> datetime | None:
@@ -1236,31 +1238,45 @@ class PostgresKnowledgeStore:
         """Graph expansion: the entities whose normalised name or alias is one of `keys` (the
         query's), and the passages of their neighbourhood in these collections, best first —
         a passage scores 1 for each current relation of those entities it states and 0.5 for
-        each entity at the other end of one that it mentions; equal scores by passage id."""
+        each entity at the other end of one that it mentions; equal scores by passage id. An
+        entity contributes its `GRAPH_EDGES` most recent relations at most (a hub such as the
+        tenant's own company name would otherwise pull in most of the graph)."""
         if not keys:
             return []
+        seeds = await self.db.fetch(
+            """SELECT id FROM entities
+               WHERE client_id = $1
+                 AND (normalized_name = ANY($2::text[]) OR normalized_aliases && $2::text[])""",
+            client_id,
+            list(keys),
+        )
+        if not seeds:
+            return []
         rows = await self.db.fetch(
-            """WITH seeds AS (
-                 SELECT id FROM entities
-                 WHERE client_id = $1
-                   AND (normalized_name = ANY($2::text[]) OR normalized_aliases && $2::text[])),
+            """WITH seeds AS (SELECT unnest($2::uuid[]) AS id),
                edges AS (
-                 SELECT r.id,
-                        CASE WHEN r.subject_id IN (SELECT id FROM seeds) THEN r.object_id
-                             ELSE r.subject_id END AS other
-                 FROM relations r
-                 WHERE r.client_id = $1 AND r.superseded_by IS NULL
-                   AND (r.subject_id IN (SELECT id FROM seeds)
-                        OR r.object_id IN (SELECT id FROM seeds))),
+                 SELECT e.id, e.other FROM seeds, LATERAL (
+                   SELECT r.id, r.object_id AS other, r.created_at
+                   FROM relations r
+                   WHERE r.client_id = $1 AND r.subject_id = seeds.id
+                     AND r.superseded_by IS NULL
+                   UNION ALL
+                   SELECT r.id, r.subject_id, r.created_at
+                   FROM relations r
+                   WHERE r.client_id = $1 AND r.object_id = seeds.id
+                     AND r.superseded_by IS NULL
+                   ORDER BY created_at DESC, id
+                   LIMIT $6) e),
                hits AS (
                  SELECT s.chunk_id, 1.0::float8 AS weight
-                 FROM relation_sources s JOIN edges e ON e.id = s.relation_id
+                 FROM relation_sources s JOIN (SELECT DISTINCT id FROM edges) e
+                   ON e.id = s.relation_id
                  UNION ALL
                  SELECT m.chunk_id, 0.5::float8
-                 FROM entity_mentions m
-                 WHERE m.client_id = $1 AND m.collection_id = ANY($3::uuid[])
-                   AND m.entity_id IN (SELECT other FROM edges
-                                       WHERE other NOT IN (SELECT id FROM seeds)))
+                 FROM (SELECT DISTINCT other FROM edges
+                       WHERE other <> ALL($2::uuid[])) n
+                 JOIN entity_mentions m ON m.entity_id = n.other
+                 WHERE m.client_id = $1 AND m.collection_id = ANY($3::uuid[]))
                SELECT h.chunk_id, sum(h.weight) AS score
                FROM hits h JOIN chunks c ON c.id = h.chunk_id
                WHERE c.client_id = $1 AND c.collection_id = ANY($3::uuid[])
@@ -1269,10 +1285,11 @@ class PostgresKnowledgeStore:
                ORDER BY score DESC, h.chunk_id::text
                LIMIT $5""",
             client_id,
-            list(keys),
+            [r["id"] for r in seeds],
             list(collection_ids),
             None if document_ids is None else list(document_ids),
             limit,
+            GRAPH_EDGES,
         )
         return [(r["chunk_id"], float(r["score"])) for r in rows]
 
