@@ -126,6 +126,16 @@ MAX_ENTITY_ALIASES = 50
 GRAPH_EDGES = 200
 
 
+def _aliases(name: str, forms: Iterable[str]) -> list[str]:
+    """An entity's aliases: one per spelling that differs from its name by more than case (the
+    first seen), sorted, at most MAX_ENTITY_ALIASES."""
+    by_case: dict[str, str] = {}
+    for form in forms:
+        if form.casefold() != name.casefold():
+            by_case.setdefault(form.casefold(), form)
+    return sorted(by_case.values(), key=lambda f: (f.casefold(), f))[:MAX_ENTITY_ALIASES]
+
+
 def _midnight(day: date | None) -> datetime | None:
     return None if day is None else datetime(day.year, day.month, day.day, tzinfo=UTC)
 
@@ -268,6 +278,7 @@ class PostgresKnowledgeStore:
                 collection_id,
             )
             counted = await self._count_derived(conn, client_id, [d["id"] for d in documents])
+            graph = await self._graph_of(conn, client_id, [d["id"] for d in documents])
             for d in documents:
                 await self._document_deleted(
                     conn, client_id, d["id"], d["external_id"], collection_id
@@ -286,7 +297,7 @@ class PostgresKnowledgeStore:
                 client_id,
                 collection_id,
             )
-            await self._drop_orphans(conn, client_id)
+            await self._drop_orphans(conn, client_id, *graph)
         return counted, [d["id"] for d in documents]
 
     # Documents: ingestion requests
@@ -506,6 +517,7 @@ class PostgresKnowledgeStore:
             if row is None:
                 raise NotFound(f"document {document_id} not found")
             counted = await self._count_derived(conn, client_id, [document_id])
+            graph = await self._graph_of(conn, client_id, [document_id])
             await self._document_deleted(
                 conn, client_id, document_id, row["external_id"], row["collection_id"]
             )
@@ -521,7 +533,7 @@ class PostgresKnowledgeStore:
             await conn.execute(
                 "DELETE FROM documents WHERE client_id = $1 AND id = $2", client_id, document_id
             )
-            orphans = await self._drop_orphans(conn, client_id)
+            orphans = await self._drop_orphans(conn, client_id, *graph)
         return (
             Deleted(
                 documents=1,
@@ -564,32 +576,66 @@ class PostgresKnowledgeStore:
             chunk_ids=tuple(r["id"] for r in chunk_ids),
         )
 
-    async def _drop_orphans(self, conn: Any, client_id: str) -> tuple[int, int]:
-        """Relations left without a source passage and entities left without a mention or a
-        relation are removed: nothing in the documents supports them any more."""
+    async def _graph_of(
+        self, conn: Any, client_id: str, document_ids: Sequence[UUID]
+    ) -> tuple[list[UUID], list[UUID]]:
+        """The relations the documents' passages are a source of and the entities they mention
+        or those relations link: what may be left without provenance when the passages go."""
+        row = await conn.fetchrow(
+            """WITH r AS (
+                 SELECT DISTINCT s.relation_id AS id FROM relation_sources s
+                 JOIN chunks c ON c.id = s.chunk_id
+                 WHERE c.client_id = $1 AND c.document_id = ANY($2::uuid[]))
+               SELECT
+                 (SELECT coalesce(array_agg(id), '{}') FROM r) AS relations,
+                 (SELECT coalesce(array_agg(DISTINCT e), '{}') FROM (
+                    SELECT m.entity_id AS e FROM entity_mentions m
+                    JOIN chunks c ON c.id = m.chunk_id
+                    WHERE c.client_id = $1 AND c.document_id = ANY($2::uuid[])
+                    UNION SELECT x.subject_id FROM relations x JOIN r ON r.id = x.id
+                    UNION SELECT x.object_id FROM relations x JOIN r ON r.id = x.id) t)
+                   AS entities""",
+            client_id,
+            list(document_ids),
+        )
+        return list(row["relations"]), list(row["entities"])
+
+    async def _drop_orphans(
+        self, conn: Any, client_id: str, relations: Sequence[UUID], entities: Sequence[UUID]
+    ) -> tuple[int, int]:
+        """Of these relations and entities (`_graph_of`, taken before passages went), those
+        left without a source passage, and entities left without a mention or a relation, are
+        removed: nothing in the documents supports them any more."""
         # What a relation about to go had superseded stands again: nothing contradicts it now.
+        gone = await conn.fetch(
+            """SELECT r.id FROM relations r
+               WHERE r.client_id = $1 AND r.id = ANY($2::uuid[])
+                 AND NOT EXISTS (SELECT 1 FROM relation_sources s WHERE s.relation_id = r.id)""",
+            client_id,
+            list(relations),
+        )
+        gone_ids = [r["id"] for r in gone]
         await conn.execute(
             """UPDATE relations SET superseded_by = NULL, valid_to = NULL, supersede_reason = ''
-               WHERE client_id = $1 AND superseded_by IN (
-                 SELECT r.id FROM relations r WHERE r.client_id = $1
-                   AND NOT EXISTS (SELECT 1 FROM relation_sources s WHERE s.relation_id = r.id))""",
+               WHERE client_id = $1 AND superseded_by = ANY($2::uuid[])""",
             client_id,
+            gone_ids,
         )
-        relations = await conn.fetch(
-            """DELETE FROM relations r WHERE r.client_id = $1
-                 AND NOT EXISTS (SELECT 1 FROM relation_sources s WHERE s.relation_id = r.id)
-               RETURNING id""",
+        await conn.execute(
+            "DELETE FROM relations WHERE client_id = $1 AND id = ANY($2::uuid[])",
             client_id,
+            gone_ids,
         )
-        entities = await conn.fetch(
-            """DELETE FROM entities e WHERE e.client_id = $1
+        dropped = await conn.fetch(
+            """DELETE FROM entities e WHERE e.client_id = $1 AND e.id = ANY($2::uuid[])
                  AND NOT EXISTS (SELECT 1 FROM entity_mentions m WHERE m.entity_id = e.id)
-                 AND NOT EXISTS (SELECT 1 FROM relations r
-                                 WHERE r.subject_id = e.id OR r.object_id = e.id)
+                 AND NOT EXISTS (SELECT 1 FROM relations r WHERE r.client_id = $1
+                                 AND (r.subject_id = e.id OR r.object_id = e.id))
                RETURNING id""",
             client_id,
+            list(entities),
         )
-        return len(relations), len(entities)
+        return len(gone_ids), len(dropped)
 
     async def _document_deleted(
         self,
@@ -730,6 +776,7 @@ class PostgresKnowledgeStore:
             )
             if alive is None:
                 return False
+            relations, entities = await self._graph_of(conn, work.client_id, [work.document_id])
             await conn.execute(
                 "DELETE FROM chunks WHERE client_id = $1 AND id = ANY($2::uuid[])",
                 work.client_id,
@@ -764,7 +811,7 @@ class PostgresKnowledgeStore:
             )
             if graph is not None:
                 await self._write_graph(conn, work, chunks, graph, title)
-            await self._drop_orphans(conn, work.client_id)
+            await self._drop_orphans(conn, work.client_id, relations, entities)
             await conn.execute(
                 """UPDATE document_versions
                    SET state = 'indexed', input = NULL, chunks_embedded = $4,
@@ -1000,12 +1047,8 @@ class PostgresKnowledgeStore:
             client_id,
             ids,
         )
-        resolved: dict[str, UUID] = {}
-        names: dict[UUID, str] = {}
-        for key in sorted(graph.entities):
-            entity = graph.entities[key]
-            resolved[key] = await self._resolve_entity(conn, client_id, entity)
-            names[resolved[key]] = entity.name
+        resolved = await self._resolve_entities(conn, client_id, graph)
+        names = {resolved[key]: entity.name for key, entity in graph.entities.items()}
         await conn.executemany(
             """INSERT INTO entity_mentions (client_id, entity_id, chunk_id, collection_id)
                VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING""",
@@ -1015,29 +1058,144 @@ class PostgresKnowledgeStore:
                 for key in sorted(passage.mentions)
             ],
         )
+        # Each (subject, predicate, object) once, with the earliest date read for it.
+        facts: dict[tuple[UUID, str, UUID], ExtractedRelation] = {}
+        sources: list[tuple[tuple[UUID, str, UUID], UUID]] = []
         for chunk, passage in zip(chunks, graph.passages, strict=True):
             for r in passage.relations:
-                subject, obj = resolved[r.subject], resolved[r.object]
-                if subject == obj:
+                fact = (resolved[r.subject], r.predicate, resolved[r.object])
+                if fact[0] == fact[2]:
                     continue
-                relation, created = await self._upsert_relation(conn, client_id, subject, obj, r)
-                await conn.execute(
-                    "INSERT INTO relation_sources (relation_id, chunk_id) VALUES ($1, $2) "
-                    "ON CONFLICT DO NOTHING",
+                known = facts.get(fact)
+                if known is None or (
+                    r.valid_from is not None
+                    and (known.valid_from is None or r.valid_from < known.valid_from)
+                ):
+                    facts[fact] = r
+                sources.append((fact, chunk.id))
+        if not facts:
+            return
+        ordered = list(facts)
+        rows = await conn.fetch(
+            """INSERT INTO relations (id, client_id, subject_id, predicate, object_id, valid_from)
+               SELECT t.id, $1, t.subject_id, t.predicate, t.object_id, t.valid_from
+               FROM unnest($2::uuid[], $3::uuid[], $4::text[], $5::uuid[], $6::timestamptz[])
+                 AS t(id, subject_id, predicate, object_id, valid_from)
+               ON CONFLICT (client_id, subject_id, predicate, object_id) DO UPDATE
+               SET valid_from = coalesce(relations.valid_from, EXCLUDED.valid_from)
+               RETURNING id, subject_id, predicate, object_id, (xmax = 0) AS created""",
+            client_id,
+            [new_id() for _ in ordered],
+            [f[0] for f in ordered],
+            [f[1] for f in ordered],
+            [f[2] for f in ordered],
+            [_midnight(facts[f].valid_from) for f in ordered],
+        )
+        stored = {
+            (UUID(str(r["subject_id"])), r["predicate"], UUID(str(r["object_id"]))): (
+                UUID(str(r["id"])),
+                bool(r["created"]),
+            )
+            for r in rows
+        }
+        await conn.executemany(
+            "INSERT INTO relation_sources (relation_id, chunk_id) VALUES ($1, $2) "
+            "ON CONFLICT DO NOTHING",
+            [(stored[fact][0], chunk_id) for fact, chunk_id in sources],
+        )
+        for fact in ordered:
+            relation, created = stored[fact]
+            if created and fact[1] in FUNCTIONAL:
+                subject, predicate, obj = fact
+                await self._supersede(
+                    conn,
+                    work,
+                    title,
                     relation,
-                    chunk.id,
+                    facts[fact],
+                    subject,
+                    obj,
+                    f"{names.get(subject, '?')} {predicate} {names.get(obj, '?')}",
                 )
-                if created and r.predicate in FUNCTIONAL:
-                    await self._supersede(
-                        conn,
-                        work,
-                        title,
-                        relation,
-                        r,
-                        subject,
-                        obj,
-                        f"{names.get(subject, '?')} {r.predicate} {names.get(obj, '?')}",
-                    )
+
+    async def _resolve_entities(
+        self, conn: Any, client_id: str, graph: Extraction
+    ) -> dict[str, UUID]:
+        """The tenant's entity of each extracted one (by its key), created or updated. Looked up
+        in one query; new entities are inserted and known ones updated in batches, and only an
+        extraction that names two known entities as one (a merge), or two that one known entity
+        answers, is resolved on its own (`_resolve_entity`)."""
+        entities = [graph.entities[key] for key in sorted(graph.entities)]
+        if not entities:
+            return {}
+        rows = await conn.fetch(
+            """SELECT id, name, normalized_name, type, aliases, normalized_aliases FROM entities
+               WHERE client_id = $1
+                 AND (normalized_name = ANY($2::text[]) OR normalized_aliases && $2::text[])""",
+            client_id,
+            sorted({k for e in entities for k in e.keys | {e.key}}),
+        )
+        owner: dict[str, list[Any]] = {}
+        for row in rows:
+            for key in (row["normalized_name"], *row["normalized_aliases"]):
+                owner.setdefault(key, []).append(row)
+        matches: dict[str, dict[UUID, Any]] = {}
+        claims: dict[UUID, int] = {}
+        for e in entities:
+            found = {r["id"]: r for k in sorted(e.keys | {e.key}) for r in owner.get(k, [])}
+            matches[e.key] = found
+            for row_id in found:
+                claims[row_id] = claims.get(row_id, 0) + 1
+        resolved: dict[str, UUID] = {}
+        new: list[tuple[UUID, ExtractedEntity]] = []
+        updates: list[tuple[Any, ...]] = []
+        one_by_one: list[ExtractedEntity] = []
+        for e in entities:
+            found = matches[e.key]
+            if not found:
+                new.append((UUID(str(new_id())), e))
+            elif len(found) > 1 or any(claims[row_id] > 1 for row_id in found):
+                one_by_one.append(e)
+            else:
+                [row] = found.values()
+                resolved[e.key] = UUID(str(row["id"]))
+                aliases = _aliases(row["name"], [*row["aliases"], e.name, *e.aliases])
+                normalized = sorted(
+                    (set(row["normalized_aliases"]) | e.keys | {e.key}) - {row["normalized_name"]}
+                )
+                kind = row["type"] or e.type
+                if (aliases, normalized, kind) != (
+                    list(row["aliases"]),
+                    list(row["normalized_aliases"]),
+                    row["type"],
+                ):
+                    updates.append((client_id, row["id"], aliases, normalized, kind))
+        await conn.executemany(
+            """INSERT INTO entities
+                   (id, client_id, name, normalized_name, type, aliases, normalized_aliases)
+               VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+            [
+                (
+                    entity_id,
+                    client_id,
+                    e.name,
+                    e.key,
+                    e.type,
+                    e.aliases,
+                    sorted((e.keys | {e.key}) - {e.key}),
+                )
+                for entity_id, e in new
+            ],
+        )
+        resolved.update({e.key: entity_id for entity_id, e in new})
+        await conn.executemany(
+            """UPDATE entities SET aliases = $3, normalized_aliases = $4, type = $5
+               WHERE client_id = $1 AND id = $2""",
+            updates,
+        )
+        for e in one_by_one:
+            resolved[e.key] = await self._resolve_entity(conn, client_id, e)
+        return resolved
 
     async def _resolve_entity(self, conn: Any, client_id: str, entity: ExtractedEntity) -> UUID:
         """The tenant's entity for these names: the one whose normalised name or alias is one of
@@ -1075,17 +1233,13 @@ class PostgresKnowledgeStore:
             normalized |= {other["normalized_name"], *other["normalized_aliases"]}
             kind = kind or other["type"]
             await self._merge_entity(conn, client_id, keep["id"], other["id"])
-        aliases: dict[str, str] = {}
-        for form in forms:
-            if form.casefold() != keep["name"].casefold():
-                aliases.setdefault(form.casefold(), form)
         normalized.discard(keep["normalized_name"])
         await conn.execute(
             """UPDATE entities SET aliases = $3, normalized_aliases = $4, type = $5
                WHERE client_id = $1 AND id = $2""",
             client_id,
             keep["id"],
-            sorted(aliases.values(), key=lambda f: (f.casefold(), f))[:MAX_ENTITY_ALIASES],
+            _aliases(keep["name"], forms),
             sorted(normalized),
             kind,
         )
@@ -1150,26 +1304,6 @@ class PostgresKnowledgeStore:
         await conn.execute(
             "DELETE FROM entities WHERE client_id = $1 AND id = $2", client_id, other
         )
-
-    async def _upsert_relation(
-        self, conn: Any, client_id: str, subject: UUID, obj: UUID, r: ExtractedRelation
-    ) -> tuple[UUID, bool]:
-        """The relation's id, and whether it is new. A date read for it fills an unknown
-        `valid_from`."""
-        row = await conn.fetchrow(
-            """INSERT INTO relations (id, client_id, subject_id, predicate, object_id, valid_from)
-               VALUES ($1, $2, $3, $4, $5, $6)
-               ON CONFLICT (client_id, subject_id, predicate, object_id) DO UPDATE
-               SET valid_from = coalesce(relations.valid_from, EXCLUDED.valid_from)
-               RETURNING id, (xmax = 0) AS created""",
-            new_id(),
-            client_id,
-            subject,
-            r.predicate,
-            obj,
-            _midnight(r.valid_from),
-        )
-        return UUID(str(row["id"])), bool(row["created"])
 
     async def _supersede(
         self,
