@@ -31,6 +31,7 @@ from edrs_integration.store.postgres_tools import PostgresToolStore
 from edrs_integration.tools.builtin import BuiltinTools
 from edrs_integration.tools.mcp import McpConnections
 from edrs_integration.tools.registry import ToolLimits, ToolRegistry
+from edrs_integration.tools.retention import run_sweeper
 from edrs_integration.tools_server import ToolServicer
 from edrs_integration.webhooks.dispatcher import WebhookDispatcher
 from edrs_integration.webhooks.inbound import InboundWebhooks
@@ -65,8 +66,18 @@ async def build(rt: Runtime[IntegrationSettings]) -> list[GrpcService]:
     )
     # Stdio servers' processes stop with the service.
     rt.on_close(connections.close)
+    tool_store = PostgresToolStore(rt.db, events)
+    # Keyed tool calls expire (docs/integration.md, "Idempotency key").
+    rt.spawn(
+        run_sweeper(
+            tool_store,
+            settings.tool_call_key_retention_hours,
+            settings.tool_call_key_sweep_interval_seconds,
+        ),
+        "integration-keyed-call-sweeper",
+    )
     registry = ToolRegistry(
-        PostgresToolStore(rt.db),
+        tool_store,
         store,
         connections,
         BuiltinTools(

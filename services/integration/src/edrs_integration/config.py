@@ -8,6 +8,11 @@ from edrs_core.settings import comma_or_json_list
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
+# A retry of a keyed call must find its outcome: an hour at least; ten years at most.
+MIN_KEY_RETENTION_HOURS = 1
+MAX_KEY_RETENTION_HOURS = 87_600
+MAX_SWEEP_INTERVAL_SECONDS = 86_400.0
+
 
 class IntegrationSettings(OutboundServiceSettings, SecretStoreServiceSettings):
     model_config = SettingsConfigDict(env_prefix="EDRS_INTEGRATION_")
@@ -50,6 +55,17 @@ class IntegrationSettings(OutboundServiceSettings, SecretStoreServiceSettings):
         default=20_000, ge=100, description="A tool's result is cut to this many characters"
     )
 
+    # Keyed tool calls' retention (docs/integration.md, "Idempotency key").
+    tool_call_key_retention_hours: int = Field(
+        default=168,
+        description="A keyed tool call's outcome is kept this many hours after it finished (a "
+        "repeat of its key within that time replays it; later, the tool runs again)",
+    )
+    tool_call_key_sweep_interval_seconds: float = Field(
+        default=300.0,
+        description="How often expired keyed tool calls are deleted (in batches)",
+    )
+
     # Webhooks out (docs/integration.md, "Webhooks out").
     webhook_concurrency: int = Field(
         default=32, ge=1, le=1000, description="Deliveries sent at once by one replica"
@@ -75,4 +91,25 @@ class IntegrationSettings(OutboundServiceSettings, SecretStoreServiceSettings):
         for command in value:
             if not command.startswith("/"):
                 raise ValueError(f"{command!r} must be an absolute path")
+        return value
+
+    @field_validator("tool_call_key_retention_hours")
+    @classmethod
+    def _retention(cls, value: int) -> int:
+        if not MIN_KEY_RETENTION_HOURS <= value <= MAX_KEY_RETENTION_HOURS:
+            raise ValueError(
+                f"must be a whole number of hours from {MIN_KEY_RETENTION_HOURS} to "
+                f"{MAX_KEY_RETENTION_HOURS} (ten years), got {value}: keyed tool calls are kept "
+                "this long after they finish, so a retried key replays its first outcome"
+            )
+        return value
+
+    @field_validator("tool_call_key_sweep_interval_seconds")
+    @classmethod
+    def _sweep_interval(cls, value: float) -> float:
+        if not 0 < value <= MAX_SWEEP_INTERVAL_SECONDS:
+            raise ValueError(
+                f"must be more than 0 and at most {MAX_SWEEP_INTERVAL_SECONDS:g} seconds (a "
+                f"day), got {value:g}"
+            )
         return value

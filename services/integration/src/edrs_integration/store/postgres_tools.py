@@ -8,10 +8,19 @@ from uuid import UUID
 
 import asyncpg
 from edrs_core import AlreadyExists
+from edrs_core.events import ServiceEvents
 from edrs_core.ids import new_id
 from edrs_core.pagination import keyset_page
 
-from edrs_integration.store.tools import KeyedCall, McpServerRecord, NewMcpServer, StoredTool
+from edrs_integration.store.tools import (
+    KeyedCall,
+    McpServerRecord,
+    NewMcpServer,
+    StoredTool,
+    ToolCalled,
+)
+
+TOOL_CALLED = "integration.tool_called"
 
 _COLUMNS = (
     "id, name, transport, command, args, url, call_timeout_seconds, last_error, created_at, "
@@ -92,8 +101,14 @@ async def _insert_tools(
 
 
 class PostgresToolStore:
-    def __init__(self, db: asyncpg.Pool) -> None:
+    def __init__(self, db: asyncpg.Pool, events: ServiceEvents) -> None:
         self.db = db
+        self.events = events
+
+    async def _called(self, conn: Any, client_id: str, called: ToolCalled) -> None:
+        await self.events.add(
+            conn, TOOL_CALLED, called.payload(), aggregate_id=called.name, client_id=client_id
+        )
 
     async def _with_tools(self, client_id: str, rows: list[Any]) -> list[McpServerRecord]:
         if not rows:
@@ -285,32 +300,65 @@ class PostgresToolStore:
         is_error: bool,
         impact: str,
         duration_ms: float,
+        called: ToolCalled,
     ) -> None:
         # PostgreSQL text and jsonb hold no NUL: the replayed answer has U+FFFD in its place.
         content = content.replace("\x00", "\ufffd")
         stored = json.dumps(structured) if structured is not None else None
         if stored is not None and "\\u0000" in stored:
             stored = stored.replace("\\u0000", "\\ufffd")
-        await self.db.execute(
-            """UPDATE keyed_tool_calls SET state = 'done', content = $3, structured = $4::jsonb,
-                   is_error = $5, impact = $6, duration_ms = $7, finished_at = now()
-               WHERE client_id = $1 AND idempotency_key = $2 AND state = 'running'""",
-            client_id,
-            key,
-            content,
-            stored,
-            is_error,
-            impact,
-            duration_ms,
-        )
+        async with self.db.acquire() as conn, conn.transaction():
+            await conn.execute(
+                """UPDATE keyed_tool_calls SET state = 'done', content = $3,
+                       structured = $4::jsonb, is_error = $5, impact = $6, duration_ms = $7,
+                       finished_at = now()
+                   WHERE client_id = $1 AND idempotency_key = $2 AND state = 'running'""",
+                client_id,
+                key,
+                content,
+                stored,
+                is_error,
+                impact,
+                duration_ms,
+            )
+            await self._called(conn, client_id, called)
 
-    async def fail_call(self, client_id: str, key: str, code: str, message: str) -> None:
-        await self.db.execute(
-            """UPDATE keyed_tool_calls SET state = 'failed', error_code = $3, error_message = $4,
-                   finished_at = now()
-               WHERE client_id = $1 AND idempotency_key = $2 AND state = 'running'""",
-            client_id,
-            key,
-            code,
-            message,
+    async def fail_call(
+        self, client_id: str, key: str, code: str, message: str, called: ToolCalled
+    ) -> None:
+        async with self.db.acquire() as conn, conn.transaction():
+            await conn.execute(
+                """UPDATE keyed_tool_calls SET state = 'failed', error_code = $3,
+                       error_message = $4, finished_at = now()
+                   WHERE client_id = $1 AND idempotency_key = $2 AND state = 'running'""",
+                client_id,
+                key,
+                code,
+                message,
+            )
+            await self._called(conn, client_id, called)
+
+    async def record_call(self, client_id: str, called: ToolCalled) -> None:
+        async with self.db.acquire() as conn, conn.transaction():
+            await self._called(conn, client_id, called)
+
+    async def sweep_calls(self, retention_hours: float, batch: int) -> int:
+        # One short transaction per batch; SKIP LOCKED leaves rows a call is updating right now
+        # (a running call's row is never a candidate anyway). Across tenants on purpose: this is
+        # the operator's retention, the same for every tenant.
+        deleted = await self.db.fetch(
+            """DELETE FROM keyed_tool_calls AS k
+               USING (SELECT client_id, idempotency_key FROM keyed_tool_calls
+                      WHERE (state IN ('done', 'failed')
+                             AND finished_at < now() - make_interval(secs => $1))
+                         OR (state = 'running'
+                             AND stale_at < now() - make_interval(secs => $1))
+                      LIMIT $2
+                      FOR UPDATE SKIP LOCKED) AS expired
+               WHERE k.client_id = expired.client_id
+                 AND k.idempotency_key = expired.idempotency_key
+               RETURNING k.client_id""",
+            retention_hours * 3600.0,
+            batch,
         )
+        return len(deleted)

@@ -54,6 +54,47 @@ class KeyedCall:
     error_message: str = ""
 
 
+# Outcomes of a call that ran, as `integration.tool_called` says them (docs/events.md).
+OUTCOMES = ("completed", "failed", "timed_out")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolCalled:
+    """What `integration.tool_called` tells of a call that ran: never its arguments nor its
+    result, which may hold secrets or personal data (docs/integration.md, "Tool call events")."""
+
+    name: str
+    source: str  # builtin | connector | mcp
+    impact: str
+    outcome: str  # one of OUTCOMES
+    duration_ms: float
+    server_id: str = ""  # the MCP server's id, for an MCP tool
+    connector_id: str = ""  # the connector's id, for a connector's tool
+    is_error: bool = False  # completed, and the tool reported a failure
+    error_code: str = ""  # failed or timed_out: the gRPC status name
+    idempotency_key: str = ""
+    caller: str = ""  # the verified caller's subject, when the call had one
+
+    def payload(self) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "name": self.name,
+            "source": self.source,
+            "impact": self.impact,
+            "outcome": self.outcome,
+            "duration_ms": max(0.0, round(self.duration_ms, 3)),
+            "is_error": self.is_error,
+        }
+        optional = {
+            "server_id": self.server_id,
+            "connector_id": self.connector_id,
+            "error_code": self.error_code,
+            "idempotency_key": self.idempotency_key,
+            "caller": self.caller,
+        }
+        payload.update({k: v for k, v in optional.items() if v})
+        return payload
+
+
 class KeyedCallStore(Protocol):
     async def get_call(self, client_id: str, key: str) -> KeyedCall | None: ...
 
@@ -73,9 +114,26 @@ class KeyedCallStore(Protocol):
         is_error: bool,
         impact: str,
         duration_ms: float,
-    ) -> None: ...
+        called: ToolCalled,
+    ) -> None:
+        """Records the first call's answer and writes `called` to the outbox, in one transaction."""
+        ...
 
-    async def fail_call(self, client_id: str, key: str, code: str, message: str) -> None: ...
+    async def fail_call(
+        self, client_id: str, key: str, code: str, message: str, called: ToolCalled
+    ) -> None:
+        """Records the first call's error and writes `called` to the outbox, in one transaction."""
+        ...
+
+    async def record_call(self, client_id: str, called: ToolCalled) -> None:
+        """Writes `called` of a call made without a key to the outbox."""
+        ...
+
+    async def sweep_calls(self, retention_hours: float, batch: int) -> int:
+        """Deletes, across tenants, at most `batch` keyed calls finished more than
+        `retention_hours` ago (or lost claims that long past their stale time); never one
+        still running. Returns how many were deleted."""
+        ...
 
 
 class ToolStore(KeyedCallStore, Protocol):

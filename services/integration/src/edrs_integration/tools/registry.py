@@ -21,6 +21,7 @@ from edrs_core import (
     ServiceError,
     validation,
 )
+from edrs_core.context import identity_var
 from edrs_core.outbound import OutboundPolicy
 
 from edrs_integration.connectors import http_url
@@ -30,6 +31,7 @@ from edrs_integration.store.tools import (
     McpServerRecord,
     NewMcpServer,
     StoredTool,
+    ToolCalled,
     ToolStore,
 )
 from edrs_integration.tools.builtin import (
@@ -114,6 +116,37 @@ def _replay(call: KeyedCall, name: str, digest: str) -> CallResult:
         ToolAnswer(content=call.content, structured=call.structured, is_error=call.is_error),
         call.duration_ms,
         replayed=True,
+    )
+
+
+def _called(
+    spec: ToolSpec,
+    key: str,
+    duration_ms: float,
+    *,
+    answer: ToolAnswer | None = None,
+    error: ServiceError | None = None,
+) -> ToolCalled:
+    """`integration.tool_called` of a call that ran: who, which tool, how it ended, how long —
+    never the arguments nor the result."""
+    identity = identity_var.get()
+    if error is not None:
+        timed_out = error.code == grpc.StatusCode.DEADLINE_EXCEEDED
+        outcome, code = ("timed_out" if timed_out else "failed"), error.code.name
+    else:
+        outcome, code = "completed", ""
+    return ToolCalled(
+        name=spec.name,
+        source=spec.source,
+        impact=spec.impact,
+        outcome=outcome,
+        duration_ms=duration_ms,
+        server_id=spec.mcp_server_id,
+        connector_id=spec.connector_id,
+        is_error=answer.is_error if answer is not None else False,
+        error_code=code,
+        idempotency_key=key,
+        caller=identity.subject if identity is not None else "",
     )
 
 
@@ -349,12 +382,21 @@ class ToolRegistry:
             )
             if first is not None:  # a concurrent call claimed the key first
                 return _replay(first, name, digest)
+        # From here the tool runs: whatever the outcome, one `integration.tool_called` is written
+        # with the call's record (a keyed call's row; a call without a key has only the event).
         started = time.perf_counter()
         try:
             answer = await self._dispatch(client_id, spec, arguments, seconds)
         except ServiceError as exc:
+            called = _called(
+                spec, idempotency_key, (time.perf_counter() - started) * 1e3, error=exc
+            )
             if idempotency_key:
-                await self.store.fail_call(client_id, idempotency_key, exc.code.name, exc.message)
+                await self.store.fail_call(
+                    client_id, idempotency_key, exc.code.name, exc.message, called
+                )
+            else:
+                await self.store.record_call(client_id, called)
             raise
         duration_ms = (time.perf_counter() - started) * 1e3
         if len(answer.content) > self.limits.result_max_chars:
@@ -364,6 +406,7 @@ class ToolRegistry:
                 structured=None,
                 is_error=answer.is_error,
             )
+        called = _called(spec, idempotency_key, duration_ms, answer=answer)
         if idempotency_key:
             await self.store.finish_call(
                 client_id,
@@ -373,7 +416,10 @@ class ToolRegistry:
                 is_error=answer.is_error,
                 impact=spec.impact,
                 duration_ms=duration_ms,
+                called=called,
             )
+        else:
+            await self.store.record_call(client_id, called)
         return CallResult(spec.impact, answer, duration_ms)
 
     async def _dispatch(
