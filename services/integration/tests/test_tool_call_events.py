@@ -20,6 +20,7 @@ from typing import Any
 import grpc
 import pytest
 from edrs_core import testing
+from edrs_events import connect_bus
 from edrs_integration.app import definition
 from edrs_integration.store.postgres_tools import TOOL_CALLED, PostgresToolStore
 from edrs_integration.tools.retention import run_sweeper, sweep_keyed_calls
@@ -332,3 +333,40 @@ async def test_a_repeat_of_an_expired_key_runs_the_tool_again(integration, stub,
     events = await testing.published_events(integration, TOOL_CALLED, note)
     assert [e["payload"]["idempotency_key"] for e in events] == [key, key]
     assert events[0]["event_id"] != events[1]["event_id"]
+
+
+async def test_on_the_bus_a_keyed_call_is_one_event_and_a_failed_call_says_failed(
+    integration, stub, ledger, nats_engine
+) -> None:
+    server = await add_server(stub, ledger)
+    note, crash = server["add_note"], server["crash"]
+    key = f"bus:{uuid.uuid4()}"
+    arguments = {"order_id": "B-1", "note": f"bus {RUN}"}
+    for _ in range(3):  # one run, two replays
+        await call(stub, note, arguments, idempotency_key=key)
+    # A tool whose server dies during the call: it ran, and failed.
+    with pytest.raises(grpc.aio.AioRpcError) as failed:
+        await call(stub, crash, {})
+    # The relay publishes in outbox order: once the crash's event is on the bus, every event of
+    # the calls before it is there too.
+    seen: list[Any] = []
+    bus = await connect_bus(nats_engine.url())
+    try:
+
+        async def read() -> None:
+            async for event in bus.tail(TOOL_CALLED, client_id=TENANT, from_start=True):
+                if event.payload["name"] in (note, crash):
+                    seen.append(event)
+                if event.payload["name"] == crash:
+                    return
+
+        await asyncio.wait_for(read(), timeout=60)
+    finally:
+        await bus.close()
+    [keyed] = [e for e in seen if e.payload["name"] == note]
+    assert keyed.payload["idempotency_key"] == key and keyed.payload["outcome"] == "completed"
+    assert keyed.client_id == TENANT
+    [crashed] = [e for e in seen if e.payload["name"] == crash]
+    assert crashed.payload["outcome"] == "failed"
+    assert crashed.payload["error_code"] == failed.value.code().name
+    assert f"bus {RUN}" not in json.dumps([e.payload for e in seen])
