@@ -483,7 +483,9 @@ class CallToolRequest(_message.Message):
     with the same key, tool and arguments answers the first call's result (or its error) without
     running the tool again; with another tool or other arguments it is FAILED_PRECONDITION.
     While the first call runs, a repeat is ABORTED (retry later); a first call whose outcome was
-    lost (the service stopped during it) is FAILED_PRECONDITION and never run again.
+    lost (the service stopped during it) is FAILED_PRECONDITION and never run again. Keyed calls
+    are kept EDRS_INTEGRATION_TOOL_CALL_KEY_RETENTION_HOURS (default 168) after they finish; a
+    repeat after that runs the tool again.
     """
     def __init__(
         self,
