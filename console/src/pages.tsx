@@ -4,6 +4,7 @@ import { lazy, type ReactElement } from "react";
 import { AdminApiKeysPage } from "./pages/AdminApiKeys";
 import { AdminAuditPage } from "./pages/AdminAudit";
 import { AdminUsersPage } from "./pages/AdminUsers";
+import { AdminWebhooksPage } from "./pages/AdminWebhooks";
 import { ChatPage } from "./pages/Chat";
 import { EventsPage } from "./pages/Events";
 import { PersonasPage } from "./pages/Personas";
@@ -33,5 +34,6 @@ export const pages: PageDef[] = [
   { path: "events", link: "events", label: "Events", element: <EventsPage />, section: "work" },
   { path: "admin/users", link: "admin/users", label: "Users", element: <AdminUsersPage />, section: "admin" },
   { path: "admin/api-keys", link: "admin/api-keys", label: "API keys", element: <AdminApiKeysPage />, section: "admin" },
+  { path: "admin/webhooks", link: "admin/webhooks", label: "Webhooks", element: <AdminWebhooksPage />, section: "admin" },
   { path: "admin/audit", link: "admin/audit", label: "Audit log", element: <AdminAuditPage />, section: "admin" },
 ];

@@ -8,6 +8,8 @@ export interface Persona {
   skills: string[];
   tone: string;
   instructions: string;
+  /** Ids of the knowledge collections every turn searches. */
+  knowledgeCollections: string[];
   status: "active" | "archived";
   createdAt: string;
   updatedAt: string;

@@ -2,6 +2,8 @@ import { FormEvent, useState } from "react";
 import { useApi } from "../api/context";
 import { messageOf, useGet, usePersonas } from "../api/hooks";
 import type { Coworker, Persona } from "../api/types";
+import type { Collection } from "../knowledge/types";
+import { attach, attachable, attachedOf, detach, labelOf } from "../personas/collections";
 
 interface Draft {
   name: string;
@@ -26,6 +28,8 @@ function bodyOf(d: Draft) {
 export function PersonasPage() {
   const api = useApi();
   const personas = usePersonas(true);
+  const collections = useGet<{ collections: Collection[] }>("/api/v1/knowledge/collections?pageSize=200");
+  const allCollections = collections.data?.collections ?? [];
   const [editing, setEditing] = useState<Persona | null>(null);
   const [error, setError] = useState<string | null>(null);
 
@@ -50,6 +54,7 @@ export function PersonasPage() {
             <th scope="col">Name</th>
             <th scope="col">Role</th>
             <th scope="col">Skills</th>
+            <th scope="col">Knowledge</th>
             <th scope="col">Status</th>
             <th scope="col"><span className="visually-hidden">Actions</span></th>
           </tr>
@@ -60,6 +65,7 @@ export function PersonasPage() {
               <td>{p.name}</td>
               <td>{p.role}</td>
               <td>{p.skills.join(", ")}</td>
+              <td data-testid="persona-collections">{attachedOf(p.knowledgeCollections ?? [], allCollections).map(labelOf).join(", ")}</td>
               <td>{p.status}</td>
               <td className="actions">
                 <button type="button" onClick={() => setEditing(p)} aria-label={`Edit ${p.name}`}>Edit</button>
@@ -74,6 +80,12 @@ export function PersonasPage() {
       {editing ? (
         <>
           <PersonaForm key={editing.id} persona={editing} onDone={() => { setEditing(null); personas.reload(); }} />
+          <KnowledgeCollections
+            persona={editing}
+            collections={allCollections}
+            collectionsError={collections.error}
+            onChange={(changed) => { setEditing(changed); personas.reload(); }}
+          />
           <Coworkers persona={editing} all={personas.data?.personas ?? []} />
         </>
       ) : (
@@ -176,6 +188,94 @@ function Coworkers({ persona, all }: { persona: Persona; all: Persona[] }) {
         <button type="submit">Set co-worker</button>
       </form>
       {error && <p role="alert" className="error">{error}</p>}
+    </section>
+  );
+}
+
+/** Attach and detach the knowledge collections the persona answers from (PATCH replaces the
+ * whole list, so each change sends the list as it should become). */
+export function KnowledgeCollections({
+  persona,
+  collections,
+  collectionsError,
+  onChange,
+}: {
+  persona: Persona;
+  collections: Collection[];
+  collectionsError: string | null;
+  onChange: (changed: Persona) => void;
+}) {
+  const api = useApi();
+  const ids = persona.knowledgeCollections ?? [];
+  const [chosen, setChosen] = useState("");
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<string | null>(null);
+  const [notice, setNotice] = useState("");
+  const attached = attachedOf(ids, collections);
+  const offered = attachable(ids, collections);
+
+  async function save(next: string[], said: string) {
+    setError(null);
+    setNotice("");
+    setBusy(true);
+    try {
+      const changed = await api.json<Persona>("PATCH", `/api/v1/personas/${persona.id}`, { knowledgeCollections: next });
+      setNotice(said);
+      setChosen("");
+      onChange(changed);
+    } catch (e) {
+      setError(messageOf(e));
+    } finally {
+      setBusy(false);
+    }
+  }
+
+  function submit(event: FormEvent) {
+    event.preventDefault();
+    const change = attach(ids, chosen);
+    if (!change.ok) {
+      setError(change.error);
+      return;
+    }
+    const name = collections.find((c) => c.id === chosen)?.name ?? chosen;
+    void save(change.ids, `${name} attached to ${persona.name}.`);
+  }
+
+  return (
+    <section className="card" aria-labelledby="persona-knowledge">
+      <h2 id="persona-knowledge">Knowledge of {persona.name}</h2>
+      <p className="muted">Every message to {persona.name} searches these collections; the reply cites what it used.</p>
+      {attached.length === 0 ? (
+        <p className="muted" data-testid="no-collections">No collection attached.</p>
+      ) : (
+        <ul aria-label={`Collections attached to ${persona.name}`} data-testid="attached-collections">
+          {attached.map((a) => (
+            <li key={a.id}>
+              {labelOf(a)}{" "}
+              <button
+                type="button"
+                disabled={busy}
+                onClick={() => void save(detach(ids, a.id), `${labelOf(a)} detached from ${persona.name}.`)}
+                aria-label={`Detach ${labelOf(a)}`}
+              >
+                Detach
+              </button>
+            </li>
+          ))}
+        </ul>
+      )}
+      <form className="inline" onSubmit={submit}>
+        <label htmlFor="pk-collection">Collection</label>
+        <select id="pk-collection" value={chosen} onChange={(e) => setChosen(e.target.value)} required>
+          <option value="" disabled>{offered.length ? "Choose" : "No other collection"}</option>
+          {offered.map((c) => (
+            <option key={c.id} value={c.id}>{c.name}</option>
+          ))}
+        </select>
+        <button type="submit" disabled={busy || offered.length === 0}>Attach collection</button>
+      </form>
+      {(collectionsError || error) && <p role="alert" className="error">{error || collectionsError}</p>}
+      <p role="status" className="notice">{notice}</p>
     </section>
   );
 }

@@ -1,0 +1,45 @@
+import { describe, expect, it } from "vitest";
+import { answerOf, deliveriesLive, lastAttempt, parseEventTypes, type Attempt, type Delivery } from "./webhooks";
+
+const at = "2025-01-01T12:00:00Z";
+const attempt = (number: number, statusCode: number, error = ""): Attempt => ({ number, attemptedAt: at, statusCode, error, latencyMs: 12 });
+const delivery = (state: Delivery["state"], attempts: Attempt[]): Delivery => ({
+  id: "msg_0123", eventId: "e1", eventType: "task.task_created", state, attempts, nextAttemptAt: null, createdAt: at,
+});
+
+describe("parseEventTypes", () => {
+  it("splits on commas, spaces and new lines and keeps each type once", () => {
+    expect(parseEventTypes(" task.task_created, task.*\nknowledge.*  task.* ")).toEqual({
+      ok: true,
+      types: ["task.task_created", "task.*", "knowledge.*"],
+    });
+    expect(parseEventTypes("*")).toEqual({ ok: true, types: ["*"] });
+  });
+
+  it("refuses nothing given, a type the API would refuse, and too many", () => {
+    expect(parseEventTypes(" ,, ")).toMatchObject({ ok: false, error: expect.stringContaining("at least one") });
+    expect(parseEventTypes("task.*, Task Created")).toEqual({ ok: false, error: "event type Task may hold only a-z, 0-9, _, ., * and >" });
+    expect(parseEventTypes("a".repeat(201))).toMatchObject({ ok: false, error: expect.stringContaining("longer than 200") });
+    const many = Array.from({ length: 51 }, (_, i) => `t${i}.*`).join(",");
+    expect(parseEventTypes(many)).toEqual({ ok: false, error: "at most 50 event types, not 51" });
+  });
+});
+
+describe("deliveries", () => {
+  it("finds the last attempt by its number, whatever the order", () => {
+    expect(lastAttempt(delivery("pending", []))).toBeNull();
+    expect(lastAttempt(delivery("dead", [attempt(2, 500), attempt(3, 0, "timed out"), attempt(1, 503)]))?.number).toBe(3);
+  });
+
+  it("says what the receiver answered, or why nothing came", () => {
+    expect(answerOf(attempt(1, 204))).toBe("HTTP 204");
+    expect(answerOf(attempt(1, 500, "server error"))).toBe("HTTP 500: server error");
+    expect(answerOf(attempt(1, 0, "connection refused"))).toBe("no answer: connection refused");
+    expect(answerOf(attempt(1, 0))).toBe("no answer");
+  });
+
+  it("is live while a delivery waits for an attempt", () => {
+    expect(deliveriesLive([delivery("succeeded", [attempt(1, 200)]), delivery("dead", [])])).toBe(false);
+    expect(deliveriesLive([delivery("succeeded", []), delivery("pending", [])])).toBe(true);
+  });
+});

@@ -1,0 +1,230 @@
+import { FormEvent, useEffect, useState } from "react";
+import { useApi } from "../api/context";
+import { messageOf, useGet } from "../api/hooks";
+import {
+  answerOf,
+  deliveriesLive,
+  lastAttempt,
+  parseEventTypes,
+  type Delivery,
+  type DeliveryState,
+  type Webhook,
+  type WebhookWithSecret,
+} from "../admin/webhooks";
+import { When } from "../components/Dates";
+
+// An open delivery log is read again this often while a delivery waits for an attempt, and
+// less often otherwise (new events queue new deliveries at any time).
+const DELIVERIES_LIVE_REFRESH_MS = 5000;
+const DELIVERIES_IDLE_REFRESH_MS = 15000;
+const STATES: DeliveryState[] = ["pending", "succeeded", "dead"];
+
+export function AdminWebhooksPage() {
+  const api = useApi();
+  const webhooks = useGet<{ webhooks: Webhook[] }>("/api/v1/webhooks?pageSize=200");
+  const [url, setUrl] = useState("");
+  const [types, setTypes] = useState("");
+  const [description, setDescription] = useState("");
+  // The secret of the webhook just created: kept in this component's state only, never stored.
+  const [created, setCreated] = useState<WebhookWithSecret | null>(null);
+  const [open, setOpen] = useState<Webhook | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  const [notice, setNotice] = useState("");
+
+  async function create(event: FormEvent) {
+    event.preventDefault();
+    setError(null);
+    setNotice("");
+    const parsed = parseEventTypes(types);
+    if (!parsed.ok) {
+      setError(parsed.error);
+      return;
+    }
+    try {
+      const made = await api.json<WebhookWithSecret>("POST", "/api/v1/webhooks", {
+        url: url.trim(),
+        eventTypes: parsed.types,
+        description: description.trim(),
+      });
+      setCreated(made);
+      setUrl("");
+      setTypes("");
+      setDescription("");
+      webhooks.reload();
+    } catch (e) {
+      setError(messageOf(e));
+    }
+  }
+
+  async function remove(w: Webhook) {
+    if (!window.confirm(`Delete the webhook to ${w.url}? Its delivery log and secret go with it.`)) return;
+    setError(null);
+    try {
+      await api.json("DELETE", `/api/v1/webhooks/${w.id}`);
+      if (open?.id === w.id) setOpen(null);
+      if (created?.webhook.id === w.id) setCreated(null);
+      setNotice(`Webhook to ${w.url} deleted.`);
+      webhooks.reload();
+    } catch (e) {
+      setError(messageOf(e));
+    }
+  }
+
+  const list = webhooks.data?.webhooks ?? [];
+  return (
+    <div>
+      <h1>Webhooks</h1>
+      {(webhooks.error || error) && <p role="alert" className="error">{error || webhooks.error}</p>}
+      <p role="status" className="notice">{notice}</p>
+      {created && (
+        <div className="card secret" role="alert" aria-labelledby="secret-once">
+          <h2 id="secret-once">Signing secret of {created.webhook.url}: shown this once</h2>
+          <p>Store it with the receiver now: it verifies the <code>webhook-signature</code> header, and the console cannot show it again.</p>
+          <label htmlFor="new-secret">Signing secret</label>
+          <input id="new-secret" readOnly value={created.secret} onFocus={(e) => e.currentTarget.select()} data-testid="new-webhook-secret" />
+          <button type="button" onClick={() => void navigator.clipboard?.writeText(created.secret)}>Copy</button>
+          <button type="button" onClick={() => setCreated(null)}>I stored it</button>
+        </div>
+      )}
+      <table>
+        <caption className="visually-hidden">Webhooks of the tenant</caption>
+        <thead>
+          <tr>
+            <th scope="col">URL</th>
+            <th scope="col">Event types</th>
+            <th scope="col">Description</th>
+            <th scope="col">Enabled</th>
+            <th scope="col">Created</th>
+            <th scope="col"><span className="visually-hidden">Actions</span></th>
+          </tr>
+        </thead>
+        <tbody>
+          {list.map((w) => (
+            <tr key={w.id} data-testid="webhook-row">
+              <td><code>{w.url}</code></td>
+              <td>{w.eventTypes.join(", ")}</td>
+              <td>{w.description || <span className="muted">—</span>}</td>
+              <td>{w.enabled ? "yes" : "no"}</td>
+              <td><When at={w.createdAt} /></td>
+              <td className="actions">
+                <button type="button" onClick={() => setOpen(w)} aria-label={`Delivery log of ${w.url}`} aria-pressed={open?.id === w.id}>
+                  Deliveries
+                </button>
+                <button type="button" className="danger" onClick={() => void remove(w)} aria-label={`Delete webhook ${w.url}`}>Delete</button>
+              </td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      {webhooks.data && list.length === 0 && <p className="muted">No webhooks yet: subscribe a URL below.</p>}
+      {open && <DeliveryLog key={open.id} webhook={open} />}
+      <form className="card" onSubmit={create} aria-label="Create a webhook">
+        <h2>Create a webhook</h2>
+        <label htmlFor="w-url">Receiver URL</label>
+        <input id="w-url" type="url" value={url} onChange={(e) => setUrl(e.target.value)} required placeholder="https://hooks.example.com/edrs" />
+        <label htmlFor="w-types">Event types</label>
+        <input id="w-types" value={types} onChange={(e) => setTypes(e.target.value)} required aria-describedby="w-types-help" />
+        <p id="w-types-help" className="muted">
+          Separated by commas or spaces: an exact type (<code>task.task_created</code>), a domain (<code>task.*</code>) or <code>*</code> for all.
+        </p>
+        <label htmlFor="w-description">Description</label>
+        <input id="w-description" value={description} onChange={(e) => setDescription(e.target.value)} />
+        <button type="submit">Create webhook</button>
+      </form>
+    </div>
+  );
+}
+
+function DeliveryLog({ webhook }: { webhook: Webhook }) {
+  const api = useApi();
+  const [state, setState] = useState<DeliveryState | "">("");
+  const path = `/api/v1/webhooks/${webhook.id}/deliveries?pageSize=50${state ? `&state=${state}` : ""}`;
+  const deliveries = useGet<{ deliveries: Delivery[] }>(path);
+  const [error, setError] = useState<string | null>(null);
+  const [notice, setNotice] = useState("");
+  const list = deliveries.data?.deliveries ?? [];
+  const live = deliveriesLive(list);
+  const { reload } = deliveries;
+
+  useEffect(() => {
+    const timer = setInterval(reload, live ? DELIVERIES_LIVE_REFRESH_MS : DELIVERIES_IDLE_REFRESH_MS);
+    return () => clearInterval(timer);
+  }, [live, reload]);
+
+  async function replay(d: Delivery) {
+    setError(null);
+    setNotice("");
+    try {
+      await api.json("POST", `/api/v1/webhooks/${webhook.id}/deliveries/${d.id}/replay`);
+      setNotice(`${d.id} queued again.`);
+      reload();
+    } catch (e) {
+      setError(messageOf(e));
+    }
+  }
+
+  return (
+    <section className="card wide" aria-labelledby="deliveries-title">
+      <h2 id="deliveries-title">Delivery log of {webhook.url}</h2>
+      <div className="inline">
+        <label htmlFor="d-state">State</label>
+        <select id="d-state" value={state} onChange={(e) => setState(e.target.value as DeliveryState | "")}>
+          <option value="">all</option>
+          {STATES.map((s) => <option key={s} value={s}>{s === "dead" ? "dead (dead letters)" : s}</option>)}
+        </select>
+        <button type="button" onClick={reload}>Refresh</button>
+      </div>
+      {(deliveries.error || error) && <p role="alert" className="error">{error || deliveries.error}</p>}
+      <p role="status" className="notice">{notice}</p>
+      {deliveries.data && list.length === 0 && <p className="muted" data-testid="no-deliveries">No deliveries{state ? ` in state ${state}` : ""} yet.</p>}
+      {list.length > 0 && (
+        <table>
+          <caption className="visually-hidden">Deliveries, newest first</caption>
+          <thead>
+            <tr>
+              <th scope="col">Event</th>
+              <th scope="col">State</th>
+              <th scope="col">Attempts</th>
+              <th scope="col">Last answer</th>
+              <th scope="col">Next attempt</th>
+              <th scope="col">Queued</th>
+              <th scope="col"><span className="visually-hidden">Actions</span></th>
+            </tr>
+          </thead>
+          <tbody>
+            {list.map((d) => {
+              const last = lastAttempt(d);
+              return (
+                <tr key={d.id} data-testid="delivery-row">
+                  <td>{d.eventType}<br /><code className="muted">{d.id}</code></td>
+                  <td data-testid="delivery-state">{d.state}</td>
+                  <td>
+                    {d.attempts.length === 0 ? (
+                      <span className="muted">none yet</span>
+                    ) : (
+                      <ol className="attempts">
+                        {[...d.attempts].sort((a, b) => a.number - b.number).map((a) => (
+                          <li key={a.number}>
+                            <When at={a.attemptedAt} />: {answerOf(a)} ({a.latencyMs} ms)
+                          </li>
+                        ))}
+                      </ol>
+                    )}
+                  </td>
+                  <td data-testid="delivery-answer">{last ? answerOf(last) : <span className="muted">—</span>}</td>
+                  <td><When at={d.nextAttemptAt} /></td>
+                  <td><When at={d.createdAt} /></td>
+                  <td>
+                    {d.state === "dead" && (
+                      <button type="button" onClick={() => void replay(d)} aria-label={`Replay delivery ${d.id}`}>Replay</button>
+                    )}
+                  </td>
+                </tr>
+              );
+            })}
+          </tbody>
+        </table>
+      )}
+    </section>
+  );
+}
