@@ -3,6 +3,7 @@ import { useApi } from "../api/context";
 import { messageOf, useGet, usePersonas } from "../api/hooks";
 import { When } from "../components/Dates";
 import { ApprovalsAndRuns } from "../components/Approvals";
+import { Schedules } from "../components/Schedules";
 import { UsageChart, type DaySeries } from "../components/UsageChart";
 
 interface Task {
@@ -150,6 +151,7 @@ export function WorkPage() {
         <input id="t-priority" type="number" min={1} max={5} value={priority} onChange={(e) => setPriority(Number(e.target.value))} />
         <button type="submit">Create task</button>
       </form>
+      <Schedules />
       <BudgetsAndUsage names={names} />
     </div>
   );
