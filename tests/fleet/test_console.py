@@ -2,8 +2,9 @@
 `make run` starts: sign in, create a persona, watch a reply stream, reload mid-reply and get it
 completed once, see a stated preference on the relationship page, see an event in the live
 tail, upload documents and find one by search with its score parts, approve and reject waiting
-workflow steps and see the runs go on, and the admin pages. On every page axe-core must find no serious or critical
-accessibility violation, and the page must run under its Content-Security-Policy without a
+workflow steps and see the runs go on, attach a knowledge collection to a persona, and the admin
+pages (a webhook's signing secret shown once, its delivery log). On every page axe-core must find
+no serious or critical accessibility violation, and the page must run under its Content-Security-Policy without a
 violation. A screenshot of each page is saved under `console-artifacts*/` in pytest's base
 temporary directory (or $EDRS_CONSOLE_ARTIFACTS), printed at the end of the module.
 """
@@ -272,6 +273,48 @@ async def test_a_stated_preference_shows_on_the_relationship_page(session: Sessi
     await check_page(session, "relationship")
 
 
+async def test_persona_knowledge_collections(session: Session) -> None:
+    page = session.page
+    api = await session.api()
+    async with api:
+        made = await api.post(
+            "/api/v1/knowledge/collections",
+            json={"name": "ada-handbook", "description": "What Ada answers from"},
+        )
+        assert made.status_code == 201, made.text
+        collection_id = made.json()["id"]
+    await page.get_by_role("link", name="Personas").click()
+    await page.get_by_role("button", name="Edit Ada").click()
+    knowledge = page.get_by_role("region", name="Knowledge of Ada")
+    await expect(knowledge.get_by_test_id("no-collections")).to_be_visible()
+    await knowledge.get_by_label("Collection", exact=True).select_option(label="ada-handbook")
+    await knowledge.get_by_role("button", name="Attach collection").click()
+    await expect(knowledge.get_by_role("status")).to_have_text("ada-handbook attached to Ada.")
+    attached = knowledge.get_by_role("list", name="Collections attached to Ada")
+    await expect(attached).to_contain_text("ada-handbook")
+    await check_page(session, "persona-knowledge")
+
+    # Stored, not only shown: after a reload the table and the persona's editor both name it.
+    await page.reload()
+    ada = page.get_by_role("row").filter(has=page.get_by_role("cell", name="Ada", exact=True))
+    await expect(ada.get_by_test_id("persona-collections")).to_have_text("ada-handbook")
+    await page.get_by_role("button", name="Edit Ada").click()
+    await expect(attached).to_contain_text("ada-handbook")
+    async with await session.api() as api:
+        persona = (await api.get(f"/api/v1/personas/{session.state['persona']}")).json()
+    assert persona["knowledgeCollections"] == [collection_id]
+
+    # Detached: gone from the persona, offered again by the picker.
+    await knowledge.get_by_role("button", name="Detach ada-handbook").click()
+    await expect(knowledge.get_by_test_id("no-collections")).to_be_visible()
+    await expect(
+        knowledge.get_by_label("Collection", exact=True).locator("option", has_text="ada-handbook")
+    ).to_have_count(1)
+    async with await session.api() as api:
+        persona = (await api.get(f"/api/v1/personas/{session.state['persona']}")).json()
+    assert persona["knowledgeCollections"] == []
+
+
 async def test_an_event_appears_in_the_tail(session: Session) -> None:
     page = session.page
     await page.get_by_role("link", name="Events").click()
@@ -510,6 +553,48 @@ async def test_approvals_on_the_work_page(session: Session) -> None:
     assert decided[rejected_run]["comment"] == "Still needed"
 
 
+async def test_schedules_on_the_work_page(session: Session) -> None:
+    page = session.page
+    async with await session.api() as api:
+        made = await api.post(
+            "/api/v1/workflows",
+            json={"name": "console-yearly", "description": "console schedules",
+                  "spec": {"steps": [{"id": "pause", "type": "wait", "with": {"seconds": 1}}]}},
+        )  # fmt: skip
+        assert made.status_code == 201, made.text
+    await page.get_by_role("link", name="Work").click()
+    await expect(page.get_by_role("heading", name="Schedules")).to_be_visible()
+    form = page.get_by_role("form", name="Schedule a workflow")
+    await form.get_by_label("Workflow").select_option("console-yearly")
+    # New Year's Day at midnight in Tokyo: listed with its next run times, and never reached
+    # while the test runs.
+    await form.get_by_label("Cron expression").fill("0 0 1 1 *")
+    await form.get_by_label("Time zone (IANA)").fill("Asia/Tokyo")
+    await form.get_by_label("Note").fill("console schedule")
+    await form.get_by_role("button", name="Create schedule").click()
+    await expect(page.get_by_test_id("schedule-notice")).to_have_text(
+        "console-yearly scheduled at 0 0 1 1 * (Asia/Tokyo)."
+    )
+    row = page.get_by_test_id("schedule-row").filter(has_text="console schedule")
+    await expect(row).to_have_count(1)
+    await expect(row.get_by_test_id("schedule-next").locator("time").first).to_be_visible()
+    await check_page(session, "work-schedules")
+    async with await session.api() as api:
+        listed = (await api.get("/api/v1/schedules")).json()["schedules"]
+    schedule = next(s for s in listed if s["note"] == "console schedule")
+    assert (schedule["workflowName"], schedule["cron"], schedule["timeZone"]) == (
+        "console-yearly", "0 0 1 1 *", "Asia/Tokyo",
+    )  # fmt: skip
+    assert schedule["nextRunTimes"], schedule
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    await row.get_by_role("button", name="Delete schedule of console-yearly at 0 0 1 1 *").click()
+    await expect(row).to_have_count(0)
+    async with await session.api() as api:
+        gone = await api.get(f"/api/v1/schedules/{schedule['id']}")
+    assert gone.status_code == 404, gone.text
+
+
 async def test_the_admin_pages(session: Session) -> None:
     page = session.page
     await page.get_by_role("link", name="Users").click()
@@ -532,6 +617,62 @@ async def test_the_admin_pages(session: Session) -> None:
     await page.get_by_role("link", name="Audit log").click()
     await expect(page.get_by_role("cell", name="api_key.created").first).to_be_visible()
     await check_page(session, "admin-audit")
+
+
+WEBHOOK_URL = "https://hooks.example.com/edrs-console"
+
+
+async def test_admin_webhooks_secret_once_and_delivery_log(session: Session) -> None:
+    page = session.page
+    await page.get_by_role("link", name="Webhooks").click()
+    await expect(page.get_by_role("heading", name="Webhooks", exact=True)).to_be_visible()
+    await page.get_by_label("Receiver URL").fill(WEBHOOK_URL)
+    await page.get_by_label("Event types").fill("persona.*")
+    await page.get_by_label("Description").fill("console test")
+    await page.get_by_role("button", name="Create webhook").click()
+    shown = page.get_by_test_id("new-webhook-secret")
+    await expect(shown).to_have_value(re.compile(r"^whsec_[A-Za-z0-9+/=]+$"))
+    secret = await shown.input_value()
+    row = page.get_by_test_id("webhook-row").filter(has_text=WEBHOOK_URL)
+    await expect(row).to_have_count(1)
+    await check_page(session, "admin-webhooks")
+    await page.get_by_role("button", name="I stored it").click()
+    await expect(shown).to_have_count(0)
+    assert secret not in await page.content()
+    await page.reload()
+    await expect(row).to_have_count(1)
+    assert secret not in await page.content()  # shown once only
+    async with await session.api() as api:
+        listed = (await api.get("/api/v1/webhooks")).json()["webhooks"]
+        assert secret not in str(listed)
+        webhook = next(w for w in listed if w["url"] == WEBHOOK_URL)
+        assert webhook["eventTypes"] == ["persona.*"]
+        # An event the subscription matches: one delivery, tried at once (the receiver is not
+        # reachable from the test machine, or answers what it answers: either is an attempt).
+        made = await api.post(
+            "/api/v1/personas", json={"name": "Hook", "role": "Delivery witness", "skills": []}
+        )
+        assert made.status_code == 201, made.text
+
+    await row.get_by_role("button", name=f"Delivery log of {WEBHOOK_URL}").click()
+    log = page.get_by_role("region", name=f"Delivery log of {WEBHOOK_URL}")
+    delivery = log.get_by_test_id("delivery-row").filter(has_text="persona.persona_created")
+    await expect(delivery).to_have_count(1, timeout=RUN_TIMEOUT_MS)
+    await expect(delivery.get_by_test_id("delivery-answer")).to_have_text(
+        re.compile(r"^(HTTP \d{3}|no answer)"), timeout=RUN_TIMEOUT_MS
+    )
+    await expect(delivery.get_by_test_id("delivery-state")).to_have_text(
+        re.compile(r"^(pending|succeeded|dead)$")
+    )
+    await check_page(session, "admin-webhook-deliveries")
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    await row.get_by_role("button", name=f"Delete webhook {WEBHOOK_URL}").click()
+    await expect(row).to_have_count(0)
+    await expect(log).to_have_count(0)
+    async with await session.api() as api:
+        gone = await api.get(f"/api/v1/webhooks/{webhook['id']}")
+    assert gone.status_code == 404, gone.text
 
 
 async def test_sign_out(session: Session) -> None:
