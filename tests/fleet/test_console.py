@@ -654,7 +654,7 @@ async def test_admin_webhooks_secret_once_and_delivery_log(session: Session) -> 
         )
         assert made.status_code == 201, made.text
 
-    await row.get_by_role("button", name=f"Delivery log of {WEBHOOK_URL}").click()
+    await row.get_by_role("button", name=f"Deliveries of {WEBHOOK_URL}").click()
     log = page.get_by_role("region", name=f"Delivery log of {WEBHOOK_URL}")
     delivery = log.get_by_test_id("delivery-row").filter(has_text="persona.persona_created")
     await expect(delivery).to_have_count(1, timeout=RUN_TIMEOUT_MS)

@@ -86,7 +86,7 @@ describe("AdminWebhooksPage", () => {
     fireEvent.change(screen.getByLabelText("Receiver URL"), { target: { value: "https://hooks.example.com/edrs" } });
     fireEvent.change(screen.getByLabelText("Event types"), { target: { value: "*" } });
     fireEvent.click(screen.getByRole("button", { name: "Create webhook" }));
-    fireEvent.click(await screen.findByRole("button", { name: "Delivery log of https://hooks.example.com/edrs" }));
+    fireEvent.click(await screen.findByRole("button", { name: "Deliveries of https://hooks.example.com/edrs" }));
     const row = await screen.findByTestId("delivery-row");
     expect(within(row).getByTestId("delivery-state").textContent).toBe("dead");
     expect(within(row).getByTestId("delivery-answer").textContent).toBe("no answer: connection refused");

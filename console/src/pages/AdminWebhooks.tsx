@@ -107,7 +107,7 @@ export function AdminWebhooksPage() {
               <td>{w.enabled ? "yes" : "no"}</td>
               <td><When at={w.createdAt} /></td>
               <td className="actions">
-                <button type="button" onClick={() => setOpen(w)} aria-label={`Delivery log of ${w.url}`} aria-pressed={open?.id === w.id}>
+                <button type="button" onClick={() => setOpen(w)} aria-label={`Deliveries of ${w.url}`} aria-pressed={open?.id === w.id}>
                   Deliveries
                 </button>
                 <button type="button" className="danger" onClick={() => void remove(w)} aria-label={`Delete webhook ${w.url}`}>Delete</button>

@@ -28,6 +28,7 @@ function bodyOf(d: Draft) {
 export function PersonasPage() {
   const api = useApi();
   const personas = usePersonas(true);
+  // Read again when a persona's editor opens: collections made since the page opened are offered.
   const collections = useGet<{ collections: Collection[] }>("/api/v1/knowledge/collections?pageSize=200");
   const allCollections = collections.data?.collections ?? [];
   const [editing, setEditing] = useState<Persona | null>(null);
@@ -68,7 +69,7 @@ export function PersonasPage() {
               <td data-testid="persona-collections">{attachedOf(p.knowledgeCollections ?? [], allCollections).map(labelOf).join(", ")}</td>
               <td>{p.status}</td>
               <td className="actions">
-                <button type="button" onClick={() => setEditing(p)} aria-label={`Edit ${p.name}`}>Edit</button>
+                <button type="button" onClick={() => { setEditing(p); collections.reload(); }} aria-label={`Edit ${p.name}`}>Edit</button>
                 {p.status === "active" && (
                   <button type="button" onClick={() => void archive(p)} aria-label={`Archive ${p.name}`}>Archive</button>
                 )}
