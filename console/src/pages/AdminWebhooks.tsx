@@ -178,7 +178,7 @@ function DeliveryLog({ webhook }: { webhook: Webhook }) {
       <p role="status" className="notice">{notice}</p>
       {deliveries.data && list.length === 0 && <p className="muted" data-testid="no-deliveries">No deliveries{state ? ` in state ${state}` : ""} yet.</p>}
       {list.length > 0 && (
-        <table>
+        <table className="deliveries">
           <caption className="visually-hidden">Deliveries, newest first</caption>
           <thead>
             <tr>
