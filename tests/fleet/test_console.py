@@ -564,6 +564,8 @@ async def test_schedules_on_the_work_page(session: Session) -> None:
         assert made.status_code == 201, made.text
     await page.get_by_role("link", name="Work").click()
     await expect(page.get_by_role("heading", name="Schedules")).to_be_visible()
+    # The page may have been open before the workflow was registered: read the lists again.
+    await page.get_by_role("button", name="Refresh schedules and workflows").click()
     form = page.get_by_role("form", name="Schedule a workflow")
     await form.get_by_label("Workflow").select_option("console-yearly")
     # New Year's Day at midnight in Tokyo: listed with its next run times, and never reached
@@ -575,7 +577,8 @@ async def test_schedules_on_the_work_page(session: Session) -> None:
     await expect(page.get_by_test_id("schedule-notice")).to_have_text(
         "console-yearly scheduled at 0 0 1 1 * (Asia/Tokyo)."
     )
-    row = page.get_by_test_id("schedule-row").filter(has_text="console schedule")
+    # By its workflow: pausing and resuming replace the schedule's note (Temporal's), as the API says.
+    row = page.get_by_test_id("schedule-row").filter(has_text="console-yearly")
     await expect(row).to_have_count(1)
     await expect(row.get_by_test_id("schedule-next").locator("time").first).to_be_visible()
     await check_page(session, "work-schedules")
@@ -586,6 +589,13 @@ async def test_schedules_on_the_work_page(session: Session) -> None:
         "console-yearly", "0 0 1 1 *", "Asia/Tokyo",
     )  # fmt: skip
     assert schedule["nextRunTimes"], schedule
+
+    # Paused: no next run times; resumed: they are back.
+    await row.get_by_role("button", name="Pause schedule of console-yearly at 0 0 1 1 *").click()
+    await expect(row.get_by_test_id("schedule-next")).to_have_text("paused")
+    await row.get_by_role("button", name="Resume schedule of console-yearly at 0 0 1 1 *").click()
+    await expect(row.get_by_test_id("schedule-next").locator("time").first).to_be_visible()
+    await expect(row).to_contain_text("resumed")
 
     page.once("dialog", lambda dialog: dialog.accept())
     await row.get_by_role("button", name="Delete schedule of console-yearly at 0 0 1 1 *").click()

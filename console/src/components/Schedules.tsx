@@ -62,6 +62,12 @@ export function Schedules() {
   return (
     <section aria-labelledby="schedules-title">
       <h2 id="schedules-title">Schedules</h2>
+      <div className="inline">
+        {/* Workflows registered since the page opened are offered after this. */}
+        <button type="button" onClick={() => { schedules.reload(); workflows.reload(); }} aria-label="Refresh schedules and workflows">
+          Refresh
+        </button>
+      </div>
       {(schedules.error || workflows.error || error) && (
         <p role="alert" className="error">{error || schedules.error || workflows.error}</p>
       )}
