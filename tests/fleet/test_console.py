@@ -462,10 +462,13 @@ async def test_knowledge_upload_search_and_delete(session: Session) -> None:
     assert "walnut oil" in top["text"], found
     await expect(page.get_by_test_id("passage").first).to_contain_text(top["text"].split("\n")[0])
 
-    # The graph routes answer (extraction is not built: no entity yet).
+    # The graph: extraction at ingestion named the lighthouse; its neighbourhood opens.
     await page.get_by_label("Entity name").fill("Skerryvore")
     await page.get_by_role("button", name="Find entities").click()
-    await expect(page.get_by_text("No entity found for “Skerryvore”.")).to_be_visible()
+    found = page.get_by_role("list", name="Entities").get_by_role("button", name="Skerryvore")
+    await expect(found.first).to_be_visible()
+    await found.first.click()
+    await expect(page.get_by_test_id("neighbourhood")).to_contain_text("Around Skerryvore")
     await check_page(session, "knowledge")
 
     # Delete the failed document: asked once more, then gone.
