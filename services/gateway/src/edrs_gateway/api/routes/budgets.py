@@ -5,7 +5,7 @@ the task service."""
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from edrs_proto.task.v1 import task_pb2, task_pb2_grpc
@@ -101,6 +101,15 @@ class Amounts(ApiModel):
     tool_calls: int
     cost_micros: int
 
+    @classmethod
+    def of(cls, message: Any, prefix: str) -> Amounts:
+        """The ``{prefix}_tokens``, ``_tool_calls`` and ``_cost_micros`` fields of a message."""
+        return cls(
+            tokens=getattr(message, f"{prefix}_tokens"),
+            tool_calls=getattr(message, f"{prefix}_tool_calls"),
+            cost_micros=getattr(message, f"{prefix}_cost_micros"),
+        )
+
 
 class BudgetOut(ApiModel):
     id: UUID
@@ -143,21 +152,9 @@ class BudgetOut(ApiModel):
             time_zone=b.time_zone,
             period_start=_time(b.period_start_time) if b.HasField("period_start_time") else None,
             period_end=_time(b.period_end_time) if b.HasField("period_end_time") else None,
-            used=Amounts(
-                tokens=b.used_tokens,
-                tool_calls=b.used_tool_calls,
-                cost_micros=b.used_cost_micros,
-            ),
-            reserved=Amounts(
-                tokens=b.reserved_tokens,
-                tool_calls=b.reserved_tool_calls,
-                cost_micros=b.reserved_cost_micros,
-            ),
-            granted=Amounts(
-                tokens=b.granted_tokens,
-                tool_calls=b.granted_tool_calls,
-                cost_micros=b.granted_cost_micros,
-            ),
+            used=Amounts.of(b, "used"),
+            reserved=Amounts.of(b, "reserved"),
+            granted=Amounts.of(b, "granted"),
             approval_id=UUID(b.approval_id) if b.approval_id else None,
             created_at=_time(b.create_time),
             updated_at=_time(b.update_time),
@@ -182,19 +179,9 @@ class BudgetPeriodOut(ApiModel):
             period=_PERIOD_NAME.get(p.period, "none"),
             start=_time(p.start_time) if p.HasField("start_time") else None,
             end=_time(p.end_time) if p.HasField("end_time") else None,
-            used=Amounts(
-                tokens=p.used_tokens, tool_calls=p.used_tool_calls, cost_micros=p.used_cost_micros
-            ),
-            reserved=Amounts(
-                tokens=p.reserved_tokens,
-                tool_calls=p.reserved_tool_calls,
-                cost_micros=p.reserved_cost_micros,
-            ),
-            granted=Amounts(
-                tokens=p.granted_tokens,
-                tool_calls=p.granted_tool_calls,
-                cost_micros=p.granted_cost_micros,
-            ),
+            used=Amounts.of(p, "used"),
+            reserved=Amounts.of(p, "reserved"),
+            granted=Amounts.of(p, "granted"),
             approval_id=UUID(p.approval_id) if p.approval_id else None,
             approval_rounds=p.approval_rounds,
         )
