@@ -8,6 +8,7 @@ The models load once for the module (one fleet); every test shares it."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -19,10 +20,9 @@ import av
 import httpx
 import numpy as np
 import pytest
-from edrs_core.testing import channel_with, tenant_metadata
 from edrs_core.wav import wav
 from edrs_gateway.auth.tokens import TokenService
-from edrs_proto.reasoning.v1 import reasoning_pb2, reasoning_pb2_grpc
+from edrs_reasoning.model_files import speech_voice_path
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -156,13 +156,18 @@ async def test_a_voice_turn_streams_text_and_audio_sentence_by_sentence(client, 
     assert trace.json()["messages"][-1] == {"role": "user", "content": transcript}
 
 
-async def spoken_past_the_gateway(fleet: Any, text: str) -> bytes:
-    """`text` spoken (WAV) by the fleet's reasoning service, called as a test tenant's user."""
-    rt = fleet.gateway.runner.runtime
-    async with channel_with(rt.settings.peers["reasoning"], tenant_metadata("voice-dlp")) as ch:
-        stub = reasoning_pb2_grpc.ReasoningServiceStub(ch)
-        request = reasoning_pb2.SynthesizeRequest(text=text, format=reasoning_pb2.AUDIO_FORMAT_WAV)
-        return b"".join([r.audio.data async for r in stub.Synthesize(request)])
+def spoken_without_variation(text: str) -> bytes:
+    """`text` spoken (WAV) by the fleet's Piper voice with its sampling noise off. Piper samples
+    noise for every utterance, so its recordings of one text differ; Whisper once heard this
+    test's number as "212-800-67-5309" (not a phone number) in CI. Without noise the recording,
+    and so its transcript, is the same on every run. Spoken here, not through the gateway's
+    /audio/speech, which would redact the number before speaking it."""
+    from piper import PiperVoice, SynthesisConfig
+
+    voice = PiperVoice.load(speech_voice_path(None))
+    quiet = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
+    chunks = list(voice.synthesize(text, syn_config=quiet))
+    return wav(b"".join(c.audio_int16_bytes for c in chunks), chunks[0].sample_rate)
 
 
 def samples_of(data: bytes) -> int:
@@ -310,9 +315,7 @@ async def test_the_messages_route_takes_a_recording_spoken_back_in_the_personas_
 async def test_a_spoken_phone_number_is_redacted_by_the_tenants_dlp_policy(
     conversation_fleet, client, member
 ) -> None:
-    # Spoken by the reasoning service directly: through the gateway's /audio/speech the number
-    # would be redacted before it is spoken.
-    audio = await spoken_past_the_gateway(conversation_fleet, "My phone number is 212 867 5309.")
+    audio = await asyncio.to_thread(spoken_without_variation, "My phone number is 212 867 5309.")
     persona_id = await new_persona(client, member)
     status, events, conversation = await talk(client, member, persona_id, audio, maxTokens="20")
     assert status == 200, conversation
