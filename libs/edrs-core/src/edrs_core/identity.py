@@ -5,7 +5,7 @@ Two kinds of signer, one key set. The gateway signs the identity of a user or AP
 operator tokens of `edrs admin`) with its token-signing keys; each service signs its own service
 tokens with its own Ed25519 key, whose public half the gateway publishes in the same fleet JWKS
 with an `edrs_service` member naming the service. A service key can only vouch for that service:
-its tokens must say `knd: service` and `sub`/`iss` = the service's name (docs/decisions/0006).
+its tokens must say `knd: service` and `sub`/`iss` = the service's name (docs/decisions/0012-fleet-identity.md).
 """
 
 from __future__ import annotations

@@ -84,7 +84,7 @@ class ServiceSettings(BaseSettings):
     readiness_cache_seconds: float = Field(default=2.0, ge=0)
     otlp_endpoint: str | None = Field(default=None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT")
 
-    # Trust inside the fleet (docs/decisions/0006-fleet-identity.md).
+    # Trust inside the fleet (docs/decisions/0012-fleet-identity.md).
     jwks_url: str | None = Field(
         default=None,
         description="The gateway's fleet JWKS (…/api/v1/.well-known/fleet-jwks.json): the keys "
