@@ -357,6 +357,37 @@ async def test_a_json_schema_constrains_the_local_models_answer_and_is_traced(st
         ({"strategy": 99}, "strategy must be one of"),
         ({"options": options(4, json_schema="{")}, "options.json_schema is not JSON"),
         ({"options": options(4, json_schema="[]")}, "options.json_schema must be a JSON Schema"),
+        # Bounds llama.cpp would spell out into gigabytes of grammar (it once took the service down).
+        (
+            {"options": options(4, json_schema=json.dumps({"type": "string", "maxLength": 10**9}))},
+            "bounds (minLength, maxLength, minItems, maxItems, minProperties, maxProperties, and "
+            "{m,n} in patterns) add up to 1000000000; the limit is 100000",
+        ),
+        (
+            {
+                "options": options(
+                    4,
+                    json_schema=json.dumps(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "a": {
+                                    "type": "array",
+                                    "items": {"type": "string"},
+                                    "maxItems": 70000,
+                                },
+                                "b": {"type": "string", "pattern": "^x{20000,40000}$"},
+                            },
+                        }
+                    ),
+                )
+            },
+            "add up to 130000; the limit is 100000",
+        ),
+        (
+            {"options": options(4, json_schema='{"a":' * 5000 + "1" + "}" * 5000)},
+            "nested too deeply",
+        ),
         (
             {
                 "options": options(4, json_schema="{}"),

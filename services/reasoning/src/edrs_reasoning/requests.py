@@ -28,6 +28,11 @@ MAX_SAMPLES = 16
 MAX_DRAFT_CHARS = 50_000
 MAX_LABELS = 16
 MAX_JSON_SCHEMA_CHARS = 50_000
+# llama.cpp spells a length or count bound out in its grammar (`maxLength: 10**9` is gigabytes of
+# grammar: the service ran out of memory), so a schema's bounds together are capped.
+MAX_JSON_SCHEMA_BOUNDS = 100_000
+_BOUND_KEYS = ("minLength", "maxLength", "minItems", "maxItems", "minProperties", "maxProperties")
+_PATTERN_BOUND = re.compile(r"\{(\d+)(?:,(\d*))?\}")
 MAX_LABEL_VALUE_CHARS = 200
 _LABEL_KEY = re.compile(r"[a-z0-9_]{1,64}")
 MAX_EMBED_TEXTS = 256
@@ -171,9 +176,39 @@ def json_schema(text: str, field: str = "options.json_schema") -> dict[str, Any]
         schema = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidArgument(f"{field} is not JSON: {exc}", field=field) from None
+    except RecursionError:
+        raise InvalidArgument(f"{field} is nested too deeply", field=field) from None
     if not isinstance(schema, dict):
         raise InvalidArgument(f"{field} must be a JSON Schema object", field=field)
+    total = _bounds(schema)
+    if total > MAX_JSON_SCHEMA_BOUNDS:
+        raise InvalidArgument(
+            f"{field}: its length and count bounds (minLength, maxLength, minItems, maxItems, "
+            f"minProperties, maxProperties, and {{m,n}} in patterns) add up to {total}; the "
+            f"limit is {MAX_JSON_SCHEMA_BOUNDS}",
+            field=field,
+        )
     return schema
+
+
+def _bounds(schema: dict[str, Any]) -> int:
+    """The sum of the length and count bounds anywhere in a schema (values that are not whole
+    numbers are left to the schema's consumers). Iterative: a schema may nest deeply."""
+    total = 0
+    stack: list[dict[str, Any] | list[Any]] = [schema]
+    while stack:
+        node = stack.pop()
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, value in items:
+            if key in _BOUND_KEYS and isinstance(value, int) and not isinstance(value, bool):
+                total += max(value, 0)
+            elif key == "pattern" and isinstance(value, str):
+                total += sum(
+                    int(low) + int(high or 0) for low, high in _PATTERN_BOUND.findall(value)
+                )
+            elif isinstance(value, dict | list):
+                stack.append(value)
+    return total
 
 
 def labels(values: Mapping[str, str], field: str = "labels") -> dict[str, str]:
