@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
-from edrs_task.durable.steps import StepRefused
+from edrs_task.durable.steps import ToolFailed
 
 HOLD_LIMIT_SECONDS = 120.0
 
@@ -26,6 +26,8 @@ class Ledger:
     held: set[str] = field(default_factory=set)
     # Calls with these labels are refused (422): the step fails without retries.
     refused: set[str] = field(default_factory=set)
+    # The first call with one of these labels fails (503) before any effect: the step is retried.
+    flaky: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def hold(self, label: str) -> None:
@@ -52,6 +54,10 @@ class Ledger:
             gate.wait(HOLD_LIMIT_SECONDS)
         if label in self.refused:
             return 422, {"error": f"{label} cannot be done"}
+        with self.lock:
+            if label in self.flaky:
+                self.flaky.discard(label)
+                return 503, {"error": f"{label} is unavailable for now"}
         with self.lock:
             if key not in {k for k, _, _ in self.effects}:
                 self.effects.append((key, tool, label))
@@ -114,7 +120,7 @@ class HttpLedgerTools:
                 self.url, json={"tool": tool, "arguments": arguments, "key": idempotency_key}
             )
         if reply.status_code == 422:
-            raise StepRefused(reply.json()["error"])
+            raise ToolFailed(reply.json()["error"])
         reply.raise_for_status()
         result: dict[str, Any] = reply.json()
         return result

@@ -17,6 +17,7 @@ from edrs_task.budgets import PriceTable
 from edrs_task.config import TaskSettings
 from edrs_task.decomposition import Decomposer
 from edrs_task.durable.activities import WorkflowActivities
+from edrs_task.durable.charges import StepBudgets
 from edrs_task.durable.steps import IntegrationTools, StepExecutors, ToolCaller
 from edrs_task.durable.worker import build_worker
 from edrs_task.notifications import Notifications
@@ -65,18 +66,18 @@ async def build(rt: Runtime[TaskSettings], tools: ToolCaller | None = None) -> l
             rt.peers.stub(tools_pb2_grpc.ToolServiceStub), "integration" in settings.peers
         )
     workflows = WorkflowStore(rt.db, events)
-    budgets = BudgetServicer(
-        PostgresBudgetStore(rt.db, events, prices, workflows),
-        TemporalApprovalWaits(temporal, settings.temporal_task_queue),
-    )
+    budget_store = PostgresBudgetStore(rt.db, events, prices, workflows)
+    waits = TemporalApprovalWaits(temporal, settings.temporal_task_queue)
+    budgets = BudgetServicer(budget_store, waits)
+    reasoning = rt.peers.stub(reasoning_pb2_grpc.ReasoningServiceStub)
     executors = StepExecutors(
-        rt.peers.stub(reasoning_pb2_grpc.ReasoningServiceStub),
-        rt.peers.stub(knowledge_pb2_grpc.KnowledgeServiceStub),
-        tools,
+        reasoning, rt.peers.stub(knowledge_pb2_grpc.KnowledgeServiceStub), tools
     )
-    worker = build_worker(
-        temporal, settings.temporal_task_queue, WorkflowActivities(workflows, executors)
+    # Workflow steps reserve from the same budgets store, in process (durable/charges.py).
+    activities = WorkflowActivities(
+        workflows, executors, StepBudgets(budget_store, waits, reasoning)
     )
+    worker = build_worker(temporal, settings.temporal_task_queue, activities)
     rt.spawn(worker.run(), "temporal-worker")
     notifications = Notifications(rt.db)
     rt.on_close(notifications.close)

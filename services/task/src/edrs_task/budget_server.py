@@ -180,6 +180,21 @@ def _ask(client_id: str, approval: Approval) -> ApprovalAsk:
     )
 
 
+async def start_approval_wait(
+    waits: ApprovalWaits, client_id: str, reservation: Reservation
+) -> None:
+    """Start the wait of the budget approval `reservation` asked for just now, if it did. The
+    approval is committed; its wait (which expires it) starts now. Should the engine be
+    unreachable, the approval is still decided as usual, and the next charge that finds it
+    pending past its expiry expires it."""
+    if reservation.asked is None:
+        return
+    try:
+        await waits.start(_ask(client_id, reservation.asked))
+    except Exception as exc:  # any engine failure: logged, not the call's
+        log.warning("could not start the wait of budget approval %s: %s", reservation.asked.id, exc)
+
+
 class BudgetServicer(task_pb2_grpc.BudgetServiceServicer):
     def __init__(self, store: PostgresBudgetStore, waits: ApprovalWaits) -> None:
         self.store = store
@@ -273,18 +288,7 @@ class BudgetServicer(task_pb2_grpc.BudgetServiceServicer):
             tool_calls=_count(request.tool_calls, "tool_calls"),
         )
         reservation = await self.store.reserve(client_id, call)
-        if reservation.asked is not None:
-            # The approval is committed; its wait (which expires it) starts now. Should the
-            # engine be unreachable, the approval is still decided as usual, and the next
-            # charge that finds it pending past its expiry expires it.
-            try:
-                await self.waits.start(_ask(client_id, reservation.asked))
-            except Exception as exc:  # any engine failure: logged, not the call's
-                log.warning(
-                    "could not start the wait of budget approval %s: %s",
-                    reservation.asked.id,
-                    exc,
-                )
+        await start_approval_wait(self.waits, client_id, reservation)
         return reservation_to_proto(reservation)
 
     async def Settle(  # noqa: N802

@@ -20,6 +20,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from edrs_task.definitions import validate_spec
+from edrs_task.durable.charges import StepBudgets, step_key
 from edrs_task.durable.messages import (
     ApprovalAsk,
     Decision,
@@ -30,7 +31,7 @@ from edrs_task.durable.messages import (
     StepReport,
     derived_id,
 )
-from edrs_task.durable.steps import StepExecutors, StepRefused
+from edrs_task.durable.steps import StepExecutors, StepRefused, ToolFailed
 from edrs_task.store.workflows import WorkflowStore
 
 # Errors a retry cannot fix: the run's step fails at once.
@@ -38,9 +39,12 @@ PERMANENT = (StepRefused, InvalidArgument, FailedPrecondition, NotFound, Permiss
 
 
 class WorkflowActivities:
-    def __init__(self, store: WorkflowStore, executors: StepExecutors) -> None:
+    def __init__(
+        self, store: WorkflowStore, executors: StepExecutors, budgets: StepBudgets
+    ) -> None:
         self.store = store
         self.executors = executors
+        self.budgets = budgets
 
     @activity.defn(name="edrs.prepare_run")
     async def prepare_run(self, run: RunInput) -> Prepared:
@@ -79,8 +83,11 @@ class WorkflowActivities:
             await self.store.set_step(call.client_id, run_id, call.step_id, "running", started=True)
         with request_context(call.client_id, None):
             try:
-                output = await _heartbeating(
-                    self.executors.run(call.type, call.params, key), info.heartbeat_timeout
+                output = await self._charged(
+                    call,
+                    key,
+                    step_key(info.workflow_id or "", info.activity_id),
+                    info.heartbeat_timeout,
                 )
             except PERMANENT as exc:
                 raise ApplicationError(_message(exc), non_retryable=True) from None
@@ -90,8 +97,34 @@ class WorkflowActivities:
             key, call.client_id, run_id, call.step_id, call.kind, output
         )
 
+    async def _charged(
+        self, call: StepCall, key: str, budget_key: str, heartbeat: Any
+    ) -> dict[str, Any]:
+        """The step run within the budgets that apply: reserved before, settled after (a tool
+        that answered with an error counts its call). A failed attempt keeps its hold for the
+        next attempt (same key); the workflow releases it when the step has failed for good
+        (report_step)."""
+        charge = await self.budgets.charge(call.type, call.params)
+        if charge is not None:
+            await self.budgets.reserve(call.client_id, budget_key, call.run_id, charge)
+        try:
+            output = await _heartbeating(self.executors.run(call.type, call.params, key), heartbeat)
+        except ToolFailed:
+            if charge is not None:
+                await self.budgets.settle(call.client_id, budget_key, call.type, {})
+            raise
+        if charge is not None:
+            await self.budgets.settle(call.client_id, budget_key, call.type, output)
+        return output
+
     @activity.defn(name="edrs.report_step")
     async def report_step(self, report: StepReport) -> None:
+        if report.status == "failed":
+            # The step (or its compensation) failed for good: what its attempts still hold is
+            # released. Same workflow, so the same keys as its activities'.
+            workflow_id = activity.info().workflow_id or ""
+            for activity_id in (f"step-{report.step_id}", f"compensate-{report.step_id}"):
+                await self.budgets.release(report.client_id, step_key(workflow_id, activity_id))
         await self.store.set_step(
             report.client_id,
             UUID(report.run_id),

@@ -11,9 +11,17 @@ from edrs_proto.integration.v1 import tools_pb2, tools_pb2_grpc
 from edrs_proto.knowledge.v1 import knowledge_pb2, knowledge_pb2_grpc
 from edrs_proto.reasoning.v1 import reasoning_pb2, reasoning_pb2_grpc
 
+# A model_call step's `maxTokens` when its definition gives none (definitions.ModelCallWith).
+MODEL_CALL_MAX_TOKENS = 256
+
 
 class StepRefused(Exception):
     """A step that can never succeed as written (retrying will not help): the run fails."""
+
+
+class ToolFailed(StepRefused):
+    """The tool was called and answered with an error: the step fails, and the call counts
+    against the budgets like any call that was made."""
 
 
 class ToolCaller(Protocol):
@@ -49,11 +57,20 @@ class IntegrationTools:
             tools_pb2.CallToolRequest(name=tool, arguments=json.dumps(arguments))
         )
         if reply.is_error:
-            raise StepRefused(f"tool {tool!r} reported an error: {reply.content[:500]}")
+            raise ToolFailed(f"tool {tool!r} reported an error: {reply.content[:500]}")
         result: dict[str, Any] = {"content": reply.content}
         if reply.structured:
             result["structured"] = json.loads(reply.structured)
         return result
+
+
+def model_call_messages(params: dict[str, Any]) -> list[reasoning_pb2.ChatMessage]:
+    """The messages a model_call step sends: its system text, if any, and its prompt."""
+    messages = []
+    if params.get("system"):
+        messages.append(reasoning_pb2.ChatMessage(role="system", content=str(params["system"])))
+    messages.append(reasoning_pb2.ChatMessage(role="user", content=str(params["prompt"])))
+    return messages
 
 
 class StepExecutors:
@@ -82,14 +99,12 @@ class StepExecutors:
         raise StepRefused(f"step type {step_type!r} is not an activity")
 
     async def _model_call(self, params: dict[str, Any]) -> dict[str, Any]:
-        messages = []
-        if params.get("system"):
-            messages.append(reasoning_pb2.ChatMessage(role="system", content=str(params["system"])))
-        messages.append(reasoning_pb2.ChatMessage(role="user", content=str(params["prompt"])))
         request = reasoning_pb2.ReasonRequest(
-            messages=messages,
+            messages=model_call_messages(params),
             strategy=reasoning_pb2.STRATEGY_DIRECT,
-            options=reasoning_pb2.GenerationOptions(max_tokens=int(params.get("maxTokens", 256))),
+            options=reasoning_pb2.GenerationOptions(
+                max_tokens=int(params.get("maxTokens", MODEL_CALL_MAX_TOKENS))
+            ),
         )
         async for reply in self.reasoning.Reason(request):
             if reply.HasField("result"):

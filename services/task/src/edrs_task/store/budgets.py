@@ -377,6 +377,18 @@ class PostgresBudgetStore:
 
     # -- reservations -----------------------------------------------------------------------
 
+    async def run_persona(self, client_id: str, run_id: str) -> str:
+        """The assignee of the task a workflow run executes ('' for none): the persona whose
+        budget the run's calls are charged to."""
+        persona = await self.db.fetchval(
+            """SELECT assignee_persona_id FROM tasks
+            WHERE client_id = $1 AND workflow_run_id = $2 AND assignee_persona_id IS NOT NULL
+            ORDER BY created_at, id LIMIT 1""",
+            client_id,
+            run_id,
+        )
+        return str(persona) if persona is not None else ""
+
     async def reserve(self, client_id: str, call: Call) -> Reservation:
         """Hold `call`'s estimate in the current period of every budget that applies, or none of
         them. A refusal is recorded under the key; the key asked again is judged afresh (the
