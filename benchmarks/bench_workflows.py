@@ -22,6 +22,9 @@ from edrs_core import testing
 from edrs_core.engines import EmbeddedNats, EmbeddedPostgres, EmbeddedTemporal
 from edrs_proto.task.v1 import workflow_pb2, workflow_pb2_grpc
 from edrs_task.app import builder, definition
+from edrs_task.budgets import PriceTable
+from edrs_task.config import ModelPrice
+from edrs_task.store.budgets import Call, PostgresBudgetStore
 from edrs_task.store.workflows import WorkflowStore
 from google.protobuf import struct_pb2
 
@@ -101,18 +104,30 @@ async def durable(tool: TimedTool, stub: Any, runs: int, steps: int, concurrency
     return {"steps_per_s": runs * steps / elapsed, "elapsed": elapsed, **percentiles(dispatch)}
 
 
-async def direct(tool: TimedTool, store: WorkflowStore, runs: int, steps: int) -> dict:
-    """What each step's activity does (look its key up in the effects ledger, call the tool,
-    record the effect), called directly one after another: the work without the engine."""
+async def direct(
+    tool: TimedTool, store: WorkflowStore, budgets: PostgresBudgetStore, runs: int, steps: int
+) -> dict:
+    """What each step's activity does (look its key up in the effects ledger, reserve one tool
+    call from the budgets, call the tool, settle, record the effect), called directly one after
+    another: the work without the engine."""
     tool.expected = 10**12
+    tenant = "bench-workflows"
     began = time.perf_counter()
     for n in range(runs):
         run_id = uuid.uuid4()
         for i in range(steps):
             key = f"direct-{run_id}/step-s{i}"
             if await store.effect(key) is None:
+                charge = f"workflow-step:{key}"
+                persona = await budgets.run_persona(tenant, str(run_id))
+                await budgets.reserve(
+                    tenant, Call(key=charge, persona_id=persona, run_id=str(run_id), tool_calls=1)
+                )
                 out = await tool.call("bench", {"run": f"d{n}"}, key)
-                await store.record_effect(key, "bench-workflows", run_id, f"s{i}", "step", out)
+                await budgets.settle(
+                    tenant, charge, prompt_tokens=0, completion_tokens=0, tool_calls=1
+                )
+                await store.record_effect(key, tenant, run_id, f"s{i}", "step", out)
     elapsed = time.perf_counter() - began
     return {"steps_per_s": runs * steps / elapsed}
 
@@ -143,10 +158,17 @@ async def main(runs: int, steps: int, concurrency: int) -> None:
                 assert svc.runner.runtime is not None
                 # The ledger's reads and writes only: no events are written.
                 store = WorkflowStore(svc.runner.runtime.db, events=None)  # type: ignore[arg-type]
-                baseline = await direct(TimedTool(), store, runs, steps)
+                # No budget is set: reservations are admitted and no event is written.
+                budgets = PostgresBudgetStore(
+                    svc.runner.runtime.db,
+                    events=None,  # type: ignore[arg-type]
+                    prices=PriceTable({}, ModelPrice()),
+                    approvals=store,
+                )
+                baseline = await direct(TimedTool(), store, budgets, runs, steps)
     print(f"{runs} runs of {steps} tool_call steps, {concurrency} starts in flight")
     print(
-        f"  durable (Temporal + effects ledger): {measured['steps_per_s']:8.1f} steps/s "
+        f"  durable (Temporal + effects ledger + budgets): {measured['steps_per_s']:8.1f} steps/s "
         f"({measured['elapsed']:.1f} s); start to first step p50 {measured['p50']:.1f} ms, "
         f"p95 {measured['p95']:.1f} ms, p99 {measured['p99']:.1f} ms"
     )
