@@ -28,6 +28,8 @@ class Ledger:
     refused: set[str] = field(default_factory=set)
     # The first call with one of these labels fails (503) before any effect: the step is retried.
     flaky: set[str] = field(default_factory=set)
+    # Calls with these labels always fail (503) before any effect: retried until out of attempts.
+    down: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def hold(self, label: str) -> None:
@@ -55,7 +57,7 @@ class Ledger:
         if label in self.refused:
             return 422, {"error": f"{label} cannot be done"}
         with self.lock:
-            if label in self.flaky:
+            if label in self.flaky or label in self.down:
                 self.flaky.discard(label)
                 return 503, {"error": f"{label} is unavailable for now"}
         with self.lock:

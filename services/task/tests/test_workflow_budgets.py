@@ -232,6 +232,22 @@ async def test_a_retried_tool_step_holds_once_and_settles_one_tool_call(api, led
     assert [r.tool_calls for r in await api.usage(md)] == [1]
 
 
+async def test_a_step_that_fails_for_good_releases_its_hold(api, ledger_server) -> None:
+    _, md = tenant("released")
+    name = f"released-{RUN}"
+    budget = await api.set_budget(md, scope=task_pb2.BUDGET_SCOPE_TENANT, max_tool_calls=10)
+    ledger_server.ledger.down.add(f"{name}-a")
+    step = tool("a", f"{name}-a") | {"retry": {"maxAttempts": 3, "initialIntervalSeconds": 0.2}}
+    await api.define(name, [step], md)
+    done = await api.finished((await api.start(name, md)).id, md)
+    assert done.status == workflow_pb2.RUN_STATUS_FAILED
+    assert step_of(done, "a").attempts == 3
+    # Three attempts held one tool call between them; the step's failure released it.
+    after = await api.budget(budget.id, md)
+    assert (after.used_tool_calls, after.reserved_tool_calls) == (0, 0)
+    assert await api.usage(md) == []
+
+
 async def test_a_step_over_a_refuse_budget_fails_naming_it_and_nothing_passes_the_cap(
     api, ledger_server
 ) -> None:
