@@ -171,7 +171,7 @@ async def reasoning(postgres_engine, redis_engine, nats_engine):  # type: ignore
 @pytest.fixture(scope="package")
 def start_knowledge(postgres_engine, redis_engine, nats_engine, reasoning, tmp_path_factory):  # type: ignore[no-untyped-def]
     """Starts a knowledge service on the vector engine named (a context manager); each start gets
-    its own database and keyword-index folder."""
+    its own database and keyword-index folder. `overrides` are settings (`peers` too)."""
     import contextlib
 
     from edrs_core import testing
@@ -188,16 +188,16 @@ def start_knowledge(postgres_engine, redis_engine, nats_engine, reasoning, tmp_p
         settings = testing.engine_settings(
             postgres_engine, redis_engine, nats_engine, database=database, redis_db=3
         )
-        async with testing.running_service(
-            definition,
-            start_timeout=120,
-            peers={"reasoning": reasoning.grpc_address},
-            rpc_timeout_seconds=120.0,
-            vector_engine=engine,
-            vector_url=vector_url,
-            keyword_index_dir=str(folder / "keywords"),
-            **{**settings, **overrides},
-        ) as svc:
+        values = {
+            "peers": {"reasoning": reasoning.grpc_address},
+            "rpc_timeout_seconds": 120.0,
+            "vector_engine": engine,
+            "vector_url": vector_url,
+            "keyword_index_dir": str(folder / "keywords"),
+            **settings,
+            **overrides,
+        }
+        async with testing.running_service(definition, start_timeout=120, **values) as svc:
             yield svc
 
     return start

@@ -12,6 +12,7 @@ from edrs_vectors import IndexSpec, Metric, open_vector_index
 from edrs_knowledge.chunking import Chunker
 from edrs_knowledge.config import KnowledgeSettings
 from edrs_knowledge.embeddings import BatchEmbedder
+from edrs_knowledge.graph_model import ModelExtractor
 from edrs_knowledge.ingestion import Ingestion
 from edrs_knowledge.keyword import KeywordIndex
 from edrs_knowledge.search import Searcher
@@ -31,8 +32,9 @@ async def build(rt: Runtime[KnowledgeSettings]) -> list[GrpcService]:
     rt.on_close(vectors.close)
     keywords = KeywordIndex.open(settings.keyword_index_path)
     rt.on_close(keywords.close)
+    reasoning = rt.peers.stub(reasoning_pb2_grpc.ReasoningServiceStub)
     embedder = BatchEmbedder(
-        rt.peers.stub(reasoning_pb2_grpc.ReasoningServiceStub),
+        reasoning,
         dimensions=settings.embedding_dimensions,
         batch_size=settings.embed_batch_size,
         timeout=settings.embed_timeout_seconds,
@@ -46,6 +48,15 @@ async def build(rt: Runtime[KnowledgeSettings]) -> list[GrpcService]:
         concurrency=settings.ingest_concurrency,
         max_bytes=settings.max_document_bytes,
         extract_graph=settings.graph_extraction,
+        graph_model=ModelExtractor(
+            reasoning,
+            concurrency=settings.graph_model_concurrency,
+            max_passages=settings.graph_model_max_passages,
+            max_tokens=settings.graph_model_max_tokens,
+            timeout=settings.graph_model_timeout_seconds,
+        )
+        if settings.graph_extraction and settings.graph_extractor == "model"
+        else None,
     )
     await ingestion.sync_keyword_index()
     rt.spawn(ingestion.run(), "knowledge-ingestion")

@@ -73,7 +73,33 @@ class KnowledgeSettings(ServiceSettings):
 
     graph_extraction: bool = Field(
         default=True,
-        description="Extract entities and relations from passages at ingestion (rules)",
+        description="Extract entities and relations from passages at ingestion",
+    )
+    graph_extractor: Literal["rules", "model"] = Field(
+        default="rules",
+        description=(
+            "Who reads the graph: rules only, or model: the rules plus the reasoning service's "
+            "chat model reading each passage under a JSON Schema (worth it with a capable model "
+            "behind reasoning, not the embedded small one; docs/knowledge.md)"
+        ),
+    )
+    graph_model_concurrency: int = Field(
+        default=2, ge=1, le=64, description="Passages the model reads at once, across the service"
+    )
+    graph_model_max_passages: int = Field(
+        default=200,
+        ge=1,
+        le=100_000,
+        description="Passages of one document the model reads (the first); the rest: rules only",
+    )
+    graph_model_max_tokens: int = Field(
+        default=512,
+        ge=64,
+        le=32_768,
+        description="Token budget of the model's answer for one passage (capped by reasoning's)",
+    )
+    graph_model_timeout_seconds: float = Field(
+        default=120.0, gt=0, description="Deadline of the model's reading of one passage"
     )
     graph_expansion: bool = Field(
         default=True,
@@ -86,6 +112,15 @@ class KnowledgeSettings(ServiceSettings):
             raise ValueError(
                 f"{self.env_name('chunk_overlap_tokens')} ({self.chunk_overlap_tokens}) must be "
                 f"at most half of {self.env_name('chunk_max_tokens')} ({self.chunk_max_tokens})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _model_reads_with_the_rules(self) -> "KnowledgeSettings":
+        if self.graph_extractor == "model" and not self.graph_extraction:
+            raise ValueError(
+                f"{self.env_name('graph_extractor')}=model adds the model to the rules' "
+                f"extraction, which {self.env_name('graph_extraction')}=false turns off"
             )
         return self
 

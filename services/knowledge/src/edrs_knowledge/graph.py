@@ -562,6 +562,27 @@ _PREDICATE_TYPES: dict[str, tuple[str, str]] = {
 }
 
 
+# Every predicate the rules state, and so every one the model extractor may name
+# (edrs_knowledge.graph_model): the verb patterns, the roles and `is_a`.
+PREDICATES: tuple[str, ...] = tuple(
+    sorted({p for _, p, _ in _PATTERNS} | {f"{role}_of" for role in _ROLES.values()} | {"is_a"})
+)
+ENTITY_TYPES: tuple[str, ...] = (ORGANIZATION, PERSON, PLACE, PRODUCT, CONCEPT)
+MONTHS: tuple[str, ...] = tuple(_MONTHS)
+
+
+def predicate_types(predicate: str) -> tuple[str, str]:
+    """The types a predicate gives its subject and object when nothing else says ("" unknown)."""
+    if predicate == "is_a":
+        return "", CONCEPT
+    return _PREDICATE_TYPES.get(predicate, ("", ""))
+
+
+def is_common_word(key: str) -> bool:
+    """A normalised name that is a sentence word ("the", "it", "our"), never an entity."""
+    return key in _SENTENCE_WORDS
+
+
 def _date(sentence: str) -> date | None:
     match = _DATE.search(sentence)
     if match is None:

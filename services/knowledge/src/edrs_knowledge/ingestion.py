@@ -19,6 +19,7 @@ from edrs_vectors import VectorIndex, VectorIndexError, VectorRecord
 from edrs_knowledge.chunking import Chunk, Chunker
 from edrs_knowledge.embeddings import BatchEmbedder
 from edrs_knowledge.graph import Extraction, extract
+from edrs_knowledge.graph_model import ModelExtractor
 from edrs_knowledge.keyword import KeywordEntry, KeywordIndex
 from edrs_knowledge.parsing import DocumentError, ParsedDocument, parse_document
 from edrs_knowledge.store import StoredChunk, Work
@@ -83,6 +84,7 @@ class Ingestion:
         concurrency: int,
         max_bytes: int,
         extract_graph: bool = True,
+        graph_model: ModelExtractor | None = None,
     ) -> None:
         self.store = store
         self.embedder = embedder
@@ -92,6 +94,8 @@ class Ingestion:
         self.concurrency = concurrency
         self.max_bytes = max_bytes
         self.extract_graph = extract_graph
+        # The chat model's reading of the passages, added to the rules' (None: rules only).
+        self.graph_model = graph_model
         self._wake = asyncio.Event()
 
     def notify(self) -> None:
@@ -181,6 +185,40 @@ class Ingestion:
         )
         existing = await self.store.document_chunks(work.client_id, work.document_id)
         steps = plan(chunks, existing)
+        # The model reads the passages (I/O to reasoning) while they are embedded; its reading
+        # joins the rules' before the indexing write, and never fails the document.
+        reading = (
+            asyncio.create_task(
+                self.graph_model.extend(
+                    work.client_id,
+                    work.document_id,
+                    [(c.id, c.text) for c in steps.chunks],
+                    graph,
+                ),
+                name=f"knowledge-graph-model-{work.document_id}",
+            )
+            if graph is not None and self.graph_model is not None and steps.chunks
+            else None
+        )
+        try:
+            await self._index(work, title, parsed, steps, graph, reading)
+        finally:
+            if reading is not None and not reading.done():
+                reading.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reading
+
+    async def _index(
+        self,
+        work: Work,
+        title: str,
+        parsed: ParsedDocument,
+        steps: Plan,
+        graph: Extraction | None,
+        reading: asyncio.Task[Extraction] | None,
+    ) -> None:
+        """Embed the new passages, write the vector and keyword indexes, then the passages and
+        the graph (the model's `reading` when there is one) in the indexing transaction."""
         try:
             vectors = await self.embedder.embed([text for _, text in steps.to_embed])
         except ServiceError as exc:
@@ -231,6 +269,8 @@ class Ingestion:
                 for c in steps.chunks
             ],
         )
+        if reading is not None:
+            graph = await reading
         stored = await self.store.indexed(
             work,
             title=title,
