@@ -271,3 +271,16 @@ async def test_an_unreachable_reasoning_service_leaves_the_rules_reading() -> No
     # Two passages sent (the cap), both failed; the third never sent.
     totals = extractor.totals
     assert (totals.sent, totals.read, totals.failed, totals.skipped) == (2, 0, 2, 1)
+
+
+def test_the_model_extractor_without_extraction_is_refused_naming_both_settings() -> None:
+    from edrs_core.settings import SettingsError, load_settings
+    from edrs_knowledge.config import KnowledgeSettings
+
+    base = {"EDRS_ENVIRONMENT": "test", "database_url": "postgresql://localhost/knowledge"}
+    assert load_settings(KnowledgeSettings, **base).graph_extractor == "rules"
+    with pytest.raises(SettingsError) as refused:
+        load_settings(KnowledgeSettings, **base, graph_extractor="model", graph_extraction=False)
+    message = str(refused.value)
+    assert "EDRS_KNOWLEDGE_GRAPH_EXTRACTOR" in message
+    assert "EDRS_KNOWLEDGE_GRAPH_EXTRACTION" in message

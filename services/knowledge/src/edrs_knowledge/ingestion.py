@@ -203,10 +203,10 @@ class Ingestion:
         try:
             await self._index(work, title, parsed, steps, graph, reading)
         finally:
+            # The document failed (or this worker stops) before the reading was used. Not
+            # awaited: that would swallow a cancellation of this worker arriving meanwhile.
             if reading is not None and not reading.done():
                 reading.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await reading
 
     async def _index(
         self,
