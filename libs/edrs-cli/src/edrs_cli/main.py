@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from edrs_events import cli as events_cli
 
-from edrs_cli import admin, chat, dev, integrations, knowledge, tasks, tools, workflows
+from edrs_cli import admin, chat, dev, integrations, knowledge, tasks, tools, transfer, workflows
 from edrs_cli.supervisor import Fleet
 
 app = typer.Typer(
@@ -28,6 +28,8 @@ app.add_typer(knowledge.app, name="knowledge")
 app.add_typer(integrations.connectors, name="connectors")
 app.add_typer(integrations.webhooks, name="webhooks")
 app.command("chat")(chat.chat)
+app.command("export")(transfer.export)
+app.command("import")(transfer.import_file)
 
 
 @app.callback()

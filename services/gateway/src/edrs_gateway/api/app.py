@@ -23,6 +23,7 @@ from edrs_gateway.api.routes import (
     conversations,
     coworkers,
     events,
+    import_export,
     jwks,
     knowledge,
     knowledge_graph,
@@ -76,6 +77,9 @@ AUDIO_PATHS = (TRANSCRIPTION_PATH, f"{API_PREFIX}/audio/speech")
 # Knowledge uploads and bulk imports: up to 100 MB (knowledge_max_upload_bytes) and as long as
 # they take to send (knowledge_timeout_seconds bounds the call behind them).
 KNOWLEDGE_UPLOADS = re.compile(rf"{API_PREFIX}/knowledge/collections/[^/]+/(?:files|imports)")
+# A tenant's export streams as long as the tenant is large; an import takes a file as large as a
+# knowledge import and applies it record by record (each call bounded by its own deadline).
+EXPORT_PATH, IMPORT_PATH = f"{API_PREFIX}/export", f"{API_PREFIX}/import"
 # Credentials are expected in these bodies, and their responses are secrets not to be stored.
 AUTH_PATHS = (f"{API_PREFIX}/auth/",)
 # DLP guards text on its way to other services. Account data (a user's email is their login)
@@ -141,6 +145,7 @@ def create_api(ctx: GatewayContext, event_bus: EventBus) -> FastAPI:
     app.include_router(knowledge.router, prefix=API_PREFIX)
     app.include_router(knowledge_imports.router, prefix=API_PREFIX)
     app.include_router(knowledge_graph.router, prefix=API_PREFIX)
+    app.include_router(import_export.router, prefix=API_PREFIX)
     _document_edge_responses(app)
     return app
 
@@ -185,6 +190,7 @@ def _document_edge_responses(app: FastAPI) -> None:
                 if (
                     path not in STREAM_PATHS
                     and path not in AUDIO_PATHS
+                    and path not in (EXPORT_PATH, IMPORT_PATH)
                     and not KNOWLEDGE_UPLOADS.fullmatch(path.replace("{", "").replace("}", ""))
                 ):
                     extra.append(504)
@@ -260,13 +266,16 @@ def _add_edge(app: FastAPI, ctx: GatewayContext) -> None:
         TimeoutMiddleware,
         timeout_seconds=settings.request_timeout_seconds,
         # An MCP call may run a persona's turn, bounded by the turn's own deadline.
-        exempt_paths=(*STREAM_PATHS, *AUDIO_PATHS, MCP_PATH),
+        exempt_paths=(*STREAM_PATHS, *AUDIO_PATHS, MCP_PATH, EXPORT_PATH, IMPORT_PATH),
         exempt_patterns=(KNOWLEDGE_UPLOADS,),
     )
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=settings.max_body_bytes,
-        path_limits={TRANSCRIPTION_PATH: settings.audio_max_upload_bytes},
+        path_limits={
+            TRANSCRIPTION_PATH: settings.audio_max_upload_bytes,
+            IMPORT_PATH: settings.knowledge_max_upload_bytes,
+        },
         pattern_limits=[(KNOWLEDGE_UPLOADS, settings.knowledge_max_upload_bytes)],
     )
     if (cors := cors_middleware(settings)) is not None:

@@ -44,6 +44,9 @@ class Permission(StrEnum):
     CONNECTORS_WRITE = "connectors:write"
     WEBHOOKS_READ = "webhooks:read"
     WEBHOOKS_WRITE = "webhooks:write"
+    # A whole tenant's personas, knowledge, workflows and tasks out (export) and in (import).
+    TENANT_EXPORT = "tenant:export"
+    TENANT_IMPORT = "tenant:import"
 
 
 _READ = {

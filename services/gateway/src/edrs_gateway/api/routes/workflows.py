@@ -106,7 +106,7 @@ def _time(ts: Timestamp) -> datetime:
     return ts.ToDatetime(tzinfo=UTC)
 
 
-def _stubs(ctx: GatewayContext) -> workflow_pb2_grpc.WorkflowServiceAsyncStub:
+def workflow_stub(ctx: GatewayContext) -> workflow_pb2_grpc.WorkflowServiceAsyncStub:
     return ctx.runtime.peers.stub(workflow_pb2_grpc.WorkflowServiceStub)
 
 
@@ -170,7 +170,7 @@ async def list_workflows(
 ) -> WorkflowPage:
     request = workflow_pb2.ListWorkflowDefinitionsRequest()
     request.page.page_size, request.page.page_token = page.page_size, page.page_token
-    reply = await _stubs(ctx).ListWorkflowDefinitions(request)
+    reply = await workflow_stub(ctx).ListWorkflowDefinitions(request)
     return WorkflowPage(
         workflows=[WorkflowOut.of(d) for d in reply.definitions],
         next_page_token=reply.page.next_page_token,
@@ -190,7 +190,7 @@ async def list_workflows(
 async def create_workflow(
     body: CreateWorkflow, ctx: Ctx, caller: Annotated[Principal, Depends(write)]
 ) -> WorkflowOut:
-    created = await _stubs(ctx).CreateWorkflowDefinition(
+    created = await workflow_stub(ctx).CreateWorkflowDefinition(
         workflow_pb2.CreateWorkflowDefinitionRequest(
             name=body.name, description=body.description, spec=_struct(body.spec)
         )
@@ -211,7 +211,7 @@ async def get_workflow(
     version: Annotated[int, Query(ge=0, le=MAX_VERSION, description="0: the latest")] = 0,
 ) -> WorkflowOut:
     wanted = f"{name}@{version}" if version else name
-    found = await _stubs(ctx).GetWorkflowDefinition(
+    found = await workflow_stub(ctx).GetWorkflowDefinition(
         workflow_pb2.GetWorkflowDefinitionRequest(id=wanted)
     )
     return WorkflowOut.of(found)
@@ -300,7 +300,7 @@ async def list_runs(
         status=numbers[status] if status else 0,  # type: ignore[arg-type]
     )
     request.page.page_size, request.page.page_token = page.page_size, page.page_token
-    reply = await _stubs(ctx).ListRuns(request)
+    reply = await workflow_stub(ctx).ListRuns(request)
     return RunPage(
         runs=[RunOut.of(r) for r in reply.runs], next_page_token=reply.page.next_page_token
     )
@@ -334,7 +334,7 @@ async def start_run(
     # Read here rather than declared: the gateway's idempotency middleware owns the header (and
     # answers a malformed or reused key before any route); the task service keeps it for good.
     idempotency_key = request.headers.get("Idempotency-Key", "")
-    started = await _stubs(ctx).StartRun(
+    started = await workflow_stub(ctx).StartRun(
         workflow_pb2.StartRunRequest(
             workflow_name=body.workflow_name,
             workflow_version=body.workflow_version,
@@ -354,7 +354,7 @@ async def start_run(
     responses={**_ERRORS, **problem_responses(404)},
 )
 async def get_run(run_id: RunId, ctx: Ctx, caller: Annotated[Principal, Depends(read)]) -> RunOut:
-    return RunOut.of(await _stubs(ctx).GetRun(workflow_pb2.GetRunRequest(id=str(run_id))))
+    return RunOut.of(await workflow_stub(ctx).GetRun(workflow_pb2.GetRunRequest(id=str(run_id))))
 
 
 @runs.post(
@@ -368,7 +368,9 @@ async def get_run(run_id: RunId, ctx: Ctx, caller: Annotated[Principal, Depends(
 async def cancel_run(
     run_id: RunId, ctx: Ctx, caller: Annotated[Principal, Depends(write)]
 ) -> RunOut:
-    return RunOut.of(await _stubs(ctx).CancelRun(workflow_pb2.CancelRunRequest(id=str(run_id))))
+    return RunOut.of(
+        await workflow_stub(ctx).CancelRun(workflow_pb2.CancelRunRequest(id=str(run_id)))
+    )
 
 
 @runs.post(
@@ -380,7 +382,9 @@ async def cancel_run(
 async def retry_run(
     run_id: RunId, ctx: Ctx, caller: Annotated[Principal, Depends(write)]
 ) -> RunOut:
-    return RunOut.of(await _stubs(ctx).RetryRun(workflow_pb2.RetryRunRequest(id=str(run_id))))
+    return RunOut.of(
+        await workflow_stub(ctx).RetryRun(workflow_pb2.RetryRunRequest(id=str(run_id)))
+    )
 
 
 @runs.get(
@@ -399,7 +403,7 @@ async def retry_run(
 async def watch_run(
     run_id: RunId, ctx: Ctx, caller: Annotated[Principal, Depends(read)]
 ) -> EventSourceResponse:
-    stub = _stubs(ctx)
+    stub = workflow_stub(ctx)
     # Found first, so an unknown run is a 404 rather than an event stream with an error.
     await stub.GetRun(workflow_pb2.GetRunRequest(id=str(run_id)))
     stream = stub.WatchRun(workflow_pb2.WatchRunRequest(id=str(run_id)), timeout=WATCH_SECONDS)

@@ -1,0 +1,563 @@
+"""`/api/v1/export` and `/api/v1/import` through the real gateway in front of the real persona,
+knowledge (with the reasoning service's embeddings) and task services on the embedded Temporal
+server: tenant A exported and imported into tenant B reproduces A's personas (co-workers and
+collections remapped), documents, workflow versions and tasks; a second import duplicates nothing;
+bad lines are refused with their numbers and nothing imported; a record that fails alone is
+reported with its line; only admins may export or import; a tenant's export holds only its own."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import io
+import json
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from edrs_core.testing import engine_settings, running_service, wait_until
+from edrs_gateway.app import definition as gateway_definition
+from edrs_gateway.context import GatewayContext
+from edrs_knowledge.app import definition as knowledge_definition
+from edrs_persona.app import definition as persona_definition
+from edrs_reasoning.app import definition as reasoning_definition
+from edrs_task.app import definition as task_definition
+
+from .conftest import GATEWAY_REDIS_DB, KEY_SECRET, SERVICES_REDIS_DB, ConversationFleet
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+API = "/api/v1"
+NDJSON = {"Content-Type": "application/x-ndjson"}
+# Ingestion embeds with the real sentence model on two shared cores.
+INDEXED_WITHIN = 180.0
+
+
+@pytest.fixture(scope="module")
+async def fleet(
+    postgres_engine, redis_engine, nats_engine, temporal_engine
+) -> AsyncIterator[ConversationFleet]:
+    def engines(service: str, redis_db: int) -> dict[str, str]:
+        return engine_settings(
+            postgres_engine,
+            redis_engine,
+            nats_engine,
+            database=f"test_gateway_transfer_{service}",
+            redis_db=redis_db,
+        )
+
+    async with contextlib.AsyncExitStack() as stack:
+        reasoning = await stack.enter_async_context(
+            # The models load at start-up.
+            running_service(
+                reasoning_definition, start_timeout=180.0, **engines("reasoning", SERVICES_REDIS_DB)
+            )
+        )
+        knowledge = await stack.enter_async_context(
+            running_service(
+                knowledge_definition,
+                peers={"reasoning": reasoning.grpc_address},
+                **engines("knowledge", SERVICES_REDIS_DB),
+            )
+        )
+        persona = await stack.enter_async_context(
+            running_service(
+                persona_definition,
+                peers={"knowledge": knowledge.grpc_address, "reasoning": reasoning.grpc_address},
+                **engines("persona", SERVICES_REDIS_DB),
+            )
+        )
+        task = await stack.enter_async_context(
+            running_service(
+                task_definition,
+                peers={"persona": persona.grpc_address},
+                temporal_address=temporal_engine.url(),
+                # Its own queue: no other task service of the session takes its workflows.
+                temporal_task_queue=f"gateway-transfer-{uuid.uuid4().hex[:8]}",
+                **engines("task", SERVICES_REDIS_DB),
+            )
+        )
+        gateway = await stack.enter_async_context(
+            running_service(
+                gateway_definition,
+                peers={
+                    "persona": persona.grpc_address,
+                    "knowledge": knowledge.grpc_address,
+                    "task": task.grpc_address,
+                    "reasoning": reasoning.grpc_address,
+                },
+                key_encryption_secret=KEY_SECRET,
+                **engines("gateway", GATEWAY_REDIS_DB),
+            )
+        )
+        rt = gateway.runner.runtime
+        assert rt is not None
+        yield ConversationFleet(
+            gateway,
+            GatewayContext.build(rt.settings, rt),
+            redis_engine.url(SERVICES_REDIS_DB),
+            knowledge,
+        )
+
+
+@pytest.fixture
+async def client(fleet) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=fleet.url, timeout=300) as c:
+        yield c
+
+
+async def admin_of_new_tenant(fleet: ConversationFleet) -> dict[str, str]:
+    return await fleet.login(await fleet.new_tenant(), "admin")
+
+
+async def ok(reply: httpx.Response, status: int = 200) -> dict[str, Any]:
+    assert reply.status_code == status, reply.text
+    return dict(reply.json())
+
+
+async def settled(client: httpx.AsyncClient, headers: dict[str, str], document_id: str) -> None:
+    async def done() -> bool:
+        reply = await client.get(f"{API}/knowledge/documents/{document_id}", headers=headers)
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["state"] != "failed", reply.text
+        return bool(reply.json()["state"] == "indexed")
+
+    await wait_until(done, INDEXED_WITHIN, f"document {document_id} to be indexed")
+
+
+async def export_of(
+    client: httpx.AsyncClient, headers: dict[str, str], **params: str
+) -> list[dict]:
+    reply = await client.get(f"{API}/export", params=params, headers=headers)
+    assert reply.status_code == 200, reply.text
+    assert reply.headers["content-type"].startswith("application/x-ndjson")
+    return [json.loads(line) for line in reply.text.splitlines() if line.strip()]
+
+
+def as_ndjson(records: list[dict]) -> bytes:
+    return b"".join(json.dumps(r).encode() + b"\n" for r in records)
+
+
+async def all_of(client: httpx.AsyncClient, headers: dict[str, str], path: str, key: str, **params):
+    found: list[dict] = []
+    token = ""
+    while True:
+        reply = await client.get(
+            f"{API}{path}", params={**params, "pageToken": token}, headers=headers
+        )
+        page = await ok(reply)
+        found += page[key]
+        token = page["nextPageToken"]
+        if not token:
+            return found
+
+
+async def text_of(client: httpx.AsyncClient, headers: dict[str, str], document_id: str) -> str:
+    reply = await client.get(f"{API}/knowledge/documents/{document_id}/text", headers=headers)
+    return str((await ok(reply))["text"])
+
+
+SPEC_V1 = {"steps": [{"id": "settle", "type": "wait", "with": {"seconds": 0.2}}]}
+SPEC_V2 = {
+    "steps": [
+        {"id": "settle", "type": "wait", "with": {"seconds": 0.5}},
+        {"id": "again", "type": "wait", "dependsOn": ["settle"], "with": {"seconds": 1}},
+    ]
+}
+
+
+async def fill_tenant_a(client: httpx.AsyncClient, admin: dict[str, str]) -> dict[str, Any]:
+    """A collection with two documents, two personas who are co-workers (one answering from the
+    collection), a workflow with two versions and a task assigned to a persona."""
+    collection = await ok(
+        await client.post(
+            f"{API}/knowledge/collections",
+            json={"name": "handbook", "description": "Company policies"},
+            headers=admin,
+        ),
+        201,
+    )
+    vpn = await ok(
+        await client.post(
+            f"{API}/knowledge/collections/handbook/documents",
+            json={
+                "externalId": "faq/vpn",
+                "title": "VPN access",
+                "text": "# VPN\n\nConnect with the Acme VPN client; the server is vpn.acme.example.",
+                "source": "https://intranet.example/vpn",
+                "metadata": {"team": "it", "level": "basic"},
+            },
+            headers=admin,
+        ),
+        202,
+    )
+    leave = await ok(
+        await client.post(
+            f"{API}/knowledge/collections/handbook/documents",
+            json={"title": "Leave policy", "text": "Everyone has 25 days of paid leave a year."},
+            headers=admin,
+        ),
+        202,
+    )
+    for document in (vpn, leave):
+        await settled(client, admin, document["document"]["id"])
+    ada = await ok(
+        await client.post(
+            f"{API}/personas",
+            json={
+                "name": "Ada",
+                "role": "research analyst",
+                "skills": ["research", "sql"],
+                "responsibilities": ["weekly market summary"],
+                "tone": "warm, concise",
+                "instructions": "Cite a source for every figure.\nNever guess.",
+                "voice": {"name": "", "speed": 1.2},
+                "knowledgeCollections": ["handbook"],
+            },
+            headers=admin,
+        ),
+        201,
+    )
+    bob = await ok(
+        await client.post(f"{API}/personas", json={"name": "Bob", "role": "editor"}, headers=admin),
+        201,
+    )
+    await ok(
+        await client.put(
+            f"{API}/personas/{ada['id']}/coworkers/{bob['id']}",
+            json={"relation": "reviews my analyses", "handover": "Send the draft with sources."},
+            headers=admin,
+        )
+    )
+    for spec in (SPEC_V1, SPEC_V2):
+        await ok(
+            await client.post(
+                f"{API}/workflows",
+                json={"name": "publish", "description": "Settle, then publish", "spec": spec},
+                headers=admin,
+            ),
+            201,
+        )
+    task = await ok(
+        await client.post(
+            f"{API}/tasks",
+            json={
+                "title": "Summarise the market",
+                "description": "Weekly, with sources.",
+                "assigneePersonaId": ada["id"],
+                "priority": 2,
+                "dueAt": "2030-01-31T17:00:00Z",
+            },
+            headers=admin,
+        ),
+        201,
+    )
+    return {"collection": collection, "ada": ada, "bob": bob, "task": task}
+
+
+def ids_in(value: Any) -> set[str]:
+    """Every UUID-looking string anywhere in `value`."""
+    found: set[str] = set()
+    if isinstance(value, dict):
+        for v in value.values():
+            found |= ids_in(v)
+    elif isinstance(value, list):
+        for v in value:
+            found |= ids_in(v)
+    elif isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            found.add(str(uuid.UUID(value)))
+    return found
+
+
+async def test_an_export_of_a_imported_into_b_reproduces_a_and_imports_once(fleet, client) -> None:
+    a, b = await admin_of_new_tenant(fleet), await admin_of_new_tenant(fleet)
+    made = await fill_tenant_a(client, a)
+
+    exported = await export_of(client, a)
+    assert exported[0]["kind"] == "header"
+    assert exported[0]["data"]["format"] == "edrs-export"
+    assert exported[0]["data"]["version"] == 1
+    assert exported[-1] == {"kind": "footer", "data": {"records": len(exported) - 2, "skipped": []}}
+    kinds = [r["kind"] for r in exported[1:-1]]
+    assert sorted(kinds) == sorted(
+        ["collection", "document", "document", "persona", "persona", "workflow", "workflow", "task"]
+    )
+
+    reply = await client.post(f"{API}/import", content=as_ndjson(exported), headers={**b, **NDJSON})
+    result = await ok(reply)
+    assert result["failed"] == [], result
+    assert result["imported"] == 8 and result["unchanged"] == 0
+    assert [r["line"] for r in result["records"]] == list(range(2, len(exported)))
+
+    # Knowledge: the collection, the documents with their text, titles, sources and metadata.
+    b_collection = await ok(await client.get(f"{API}/knowledge/collections/handbook", headers=b))
+    assert b_collection["description"] == "Company policies"
+    assert b_collection["id"] != made["collection"]["id"]
+    a_docs = await all_of(client, a, "/knowledge/documents", "documents", collection="handbook")
+    b_docs = await all_of(client, b, "/knowledge/documents", "documents", collection="handbook")
+    for document in b_docs:
+        await settled(client, b, document["id"])
+    assert len(b_docs) == 2
+
+    def shape(d: dict) -> tuple:
+        return (d["title"], d["externalId"], d["source"], d["metadata"], d["format"])
+
+    assert sorted(map(shape, b_docs)) == sorted(map(shape, a_docs))
+    a_texts = {d["title"]: await text_of(client, a, d["id"]) for d in a_docs}
+    b_texts = {d["title"]: await text_of(client, b, d["id"]) for d in b_docs}
+    assert b_texts == a_texts
+    assert "vpn.acme.example" in b_texts["VPN access"]
+
+    # Personas: every field, the collection remapped to B's, the co-workers to B's personas.
+    fields = ("role", "skills", "responsibilities", "tone", "instructions", "voice", "tools",
+              "toolPolicy", "status")  # fmt: skip
+    a_personas = {p["name"]: p for p in await all_of(client, a, "/personas", "personas")}
+    b_personas = {p["name"]: p for p in await all_of(client, b, "/personas", "personas")}
+    assert sorted(b_personas) == ["Ada", "Bob"]
+    for name, persona in a_personas.items():
+        assert {f: b_personas[name][f] for f in fields} == {f: persona[f] for f in fields}
+    assert b_personas["Ada"]["knowledgeCollections"] == [b_collection["id"]]
+    coworkers = await ok(
+        await client.get(f"{API}/personas/{b_personas['Ada']['id']}/coworkers", headers=b)
+    )
+    assert [
+        (c["coworkerId"], c["coworkerName"], c["relation"], c["handover"])
+        for c in coworkers["coworkers"]
+    ] == [(b_personas["Bob"]["id"], "Bob", "reviews my analyses", "Send the draft with sources.")]
+
+    # Workflows: both versions, in order, with their definitions.
+    for version in (1, 2):
+        params = {"version": version}
+        was = await ok(await client.get(f"{API}/workflows/publish", params=params, headers=a))
+        got = await ok(await client.get(f"{API}/workflows/publish", params=params, headers=b))
+        # The task service stores a definition with its defaults filled in.
+        assert got["spec"] == was["spec"]
+        assert [s["with"] for s in got["spec"]["steps"]] == [
+            s["with"] for s in (SPEC_V1, SPEC_V2)[version - 1]["steps"]
+        ]
+        assert got["description"] == "Settle, then publish"
+    latest = await ok(await client.get(f"{API}/workflows/publish", headers=b))
+    assert latest["version"] == 2
+
+    # Tasks: assigned to B's Ada.
+    b_tasks = await all_of(client, b, "/tasks", "tasks")
+    assert [
+        (t["title"], t["description"], t["priority"], t["dueAt"], t["assigneePersonaId"])
+        for t in b_tasks
+    ] == [
+        (
+            "Summarise the market",
+            "Weekly, with sources.",
+            2,
+            "2030-01-31T17:00:00Z",
+            b_personas["Ada"]["id"],
+        )
+    ]
+
+    # The same file again changes nothing and duplicates nothing.
+    again = await ok(
+        await client.post(f"{API}/import", content=as_ndjson(exported), headers={**b, **NDJSON})
+    )
+    assert again["failed"] == [], again
+    assert (again["imported"], again["unchanged"]) == (0, 8)
+    assert {r["outcome"] for r in again["records"]} == {"unchanged"}
+    assert len(await all_of(client, b, "/personas", "personas")) == 2
+    assert len(await all_of(client, b, "/knowledge/documents", "documents")) == 2
+    assert len(await all_of(client, b, "/tasks", "tasks")) == 1
+    assert (await ok(await client.get(f"{API}/workflows/publish", headers=b)))["version"] == 2
+
+    # B's export holds B's records only: none of A's ids, its own personas.
+    b_export = await export_of(client, b)
+    a_ids = ids_in(exported[1:-1]) - {exported[0]["data"]["tenantId"]}
+    assert not ids_in(b_export) & a_ids
+    assert {r["data"]["id"] for r in b_export if r["kind"] == "persona"} == {
+        p["id"] for p in b_personas.values()
+    }
+    assert made["task"]["id"] not in json.dumps(b_export)
+
+
+async def test_kinds_select_what_is_exported_and_csv_gives_one_table(fleet, client) -> None:
+    admin = await admin_of_new_tenant(fleet)
+    persona = await ok(
+        await client.post(f"{API}/personas", json={"name": "Cy", "role": "planner"}, headers=admin),
+        201,
+    )
+    await ok(
+        await client.post(
+            f"{API}/tasks",
+            json={"title": 'Plan, the "offsite"', "assigneePersonaId": persona["id"]},
+            headers=admin,
+        ),
+        201,
+    )
+    only_tasks = await export_of(client, admin, kinds="tasks")
+    assert [r["kind"] for r in only_tasks] == ["header", "task", "footer"]
+    assert only_tasks[1]["data"]["assigneePersonaName"] == "Cy"
+
+    reply = await client.get(
+        f"{API}/export", params={"kinds": "tasks", "format": "csv"}, headers=admin
+    )
+    assert reply.status_code == 200, reply.text
+    assert reply.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(reply.text)))
+    assert [(r["title"], r["assigneePersonaName"], r["status"]) for r in rows] == [
+        ('Plan, the "offsite"', "Cy", "queued")
+    ]
+
+    for params, pointer in (
+        ({"kinds": "documents", "format": "csv"}, "/kinds"),
+        ({"kinds": "spaceships"}, "/kinds"),
+    ):
+        bad = await client.get(f"{API}/export", params=params, headers=admin)
+        assert bad.status_code == 422, bad.text
+        assert bad.json()["errors"][0]["pointer"] == pointer
+
+
+async def test_bad_lines_are_refused_with_their_numbers_and_nothing_is_imported(
+    fleet, client
+) -> None:
+    admin = await admin_of_new_tenant(fleet)
+    body = b"\n".join(
+        [
+            b'{"kind": "header", "data": {"format": "edrs-export", "version": 1}}',
+            b'{"kind": "collection", "data": {"name": "fine"}}',
+            b'{"kind": "persona", "data": {"name": "Fine", "role": "ok"}}',
+            b"{not json",
+            b'{"kind": "spaceship", "data": {}}',
+            b"",
+            b'{"kind": "persona", "data": {"name": "No role"}}',
+            b'{"kind": "document", "data": {"collectionName": "fine", "title": "t"}}',
+            b'{"kind": "collection", "data": {"name": "fine"}}',
+        ]
+    )
+    reply = await client.post(f"{API}/import", content=body, headers={**admin, **NDJSON})
+    assert reply.status_code == 422, reply.text
+    problem = reply.json()
+    assert problem["code"] == "validation_failed"
+    assert [(e["line"], e["kind"], e["code"], e["pointer"]) for e in problem["errors"]] == [
+        (4, None, "invalid_json", ""),
+        (5, "spaceship", "unknown_kind", "/kind"),
+        (7, "persona", "invalid_record", "/data/role"),
+        (8, "document", "invalid_record", "/data/text"),
+        (9, "collection", "duplicate_record", "/data"),
+    ]
+    assert all(e["detail"].startswith(f"line {e['line']}: ") for e in problem["errors"])
+    # Nothing of the good lines was imported.
+    assert await all_of(client, admin, "/personas", "personas") == []
+    missing = await client.get(f"{API}/knowledge/collections/fine", headers=admin)
+    assert missing.status_code == 404
+
+    headless = await client.post(
+        f"{API}/import",
+        content=b'{"kind": "collection", "data": {"name": "fine"}}\n',
+        headers={**admin, **NDJSON},
+    )
+    assert headless.status_code == 422
+    assert headless.json()["errors"][0]["detail"] == "line 1: a header must come first"
+    broken = as_ndjson(
+        [
+            {"kind": "header", "data": {"format": "edrs-export", "version": 1}},
+            {"kind": "error", "data": {"code": "upstream_unavailable", "detail": "..."}},
+        ]
+    )
+    refused = await client.post(f"{API}/import", content=broken, headers={**admin, **NDJSON})
+    assert refused.status_code == 422
+    assert refused.json()["errors"][0]["code"] == "incomplete_export"
+    wrong_type = await client.post(f"{API}/import", content=broken, headers=admin)
+    assert wrong_type.status_code == 415
+
+
+async def test_a_record_that_fails_is_reported_on_its_line_and_the_others_are_imported(
+    fleet, client
+) -> None:
+    admin = await admin_of_new_tenant(fleet)
+    body = as_ndjson(
+        [
+            {"kind": "header", "data": {"format": "edrs-export", "version": 1}},
+            {"kind": "persona", "data": {"name": "Dee", "role": "writer"}},
+            {"kind": "task", "data": {"title": "Orphan", "assigneePersonaName": "Nobody"}},
+            {"kind": "task", "data": {"title": "Draft", "assigneePersonaName": "Dee"}},
+            {
+                "kind": "persona",
+                "data": {"name": "Eve", "role": "r", "knowledgeCollectionNames": ["absent"]},
+            },
+        ]
+    )
+    result = await ok(await client.post(f"{API}/import", content=body, headers={**admin, **NDJSON}))
+    assert [(f["line"], f["kind"]) for f in result["failed"]] == [(3, "task"), (5, "persona")]
+    assert "Nobody" in result["failed"][0]["detail"]
+    assert result["failed"][1]["code"] in ("not_found", "validation_failed", "failed_precondition")
+    assert [(r["line"], r["outcome"]) for r in result["records"]] == [
+        (2, "created"),
+        (3, "failed"),
+        (4, "created"),
+        (5, "failed"),
+    ]
+    personas = await all_of(client, admin, "/personas", "personas")
+    assert [p["name"] for p in personas] == ["Dee"]
+    tasks = await all_of(client, admin, "/tasks", "tasks")
+    assert [(t["title"], t["assigneePersonaId"]) for t in tasks] == [("Draft", personas[0]["id"])]
+
+
+async def test_only_admins_export_and_import(fleet, client) -> None:
+    tenant = await fleet.new_tenant()
+    body = as_ndjson([{"kind": "header", "data": {"format": "edrs-export", "version": 1}}])
+    for role in ("member", "viewer", "integrator"):
+        headers = await fleet.login(tenant, role)
+        assert (await client.get(f"{API}/export", headers=headers)).status_code == 403
+        imported = await client.post(f"{API}/import", content=body, headers={**headers, **NDJSON})
+        assert imported.status_code == 403
+    assert (await client.get(f"{API}/export")).status_code == 401
+    assert (await client.post(f"{API}/import", content=body, headers=NDJSON)).status_code == 401
+
+
+async def edrs(fleet, headers: dict[str, str], *args: str, state_dir) -> tuple[int, str, str]:
+    """`edrs <args>` in its own process, as a user runs it, against the test gateway."""
+    token = headers["Authorization"].removeprefix("Bearer ")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "edrs_cli", *args, "--url", fleet.url, "--token", token,
+        "--state-dir", str(state_dir),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_edrs_export_and_import_commands(fleet, client, tmp_path) -> None:
+    a, b = await admin_of_new_tenant(fleet), await admin_of_new_tenant(fleet)
+    await ok(
+        await client.post(f"{API}/personas", json={"name": "Flo", "role": "ops"}, headers=a), 201
+    )
+    await ok(
+        await client.post(f"{API}/workflows", json={"name": "nightly", "spec": SPEC_V1}, headers=a),
+        201,
+    )
+    exported = tmp_path / "a.ndjson"
+    code, _, err = await edrs(
+        fleet, a, "export", "--kinds", "personas,workflows", "-o", str(exported),
+        state_dir=tmp_path,
+    )  # fmt: skip
+    assert code == 0, err
+    assert "exported 2 records" in err
+    code, out, err = await edrs(fleet, b, "import", str(exported), state_dir=tmp_path)
+    assert code == 0, err
+    assert "imported 2, unchanged 0, failed 0" in out
+    assert [p["name"] for p in await all_of(client, b, "/personas", "personas")] == ["Flo"]
+    nightly = await ok(await client.get(f"{API}/workflows/nightly", headers=b))
+    assert nightly["spec"]["steps"][0]["with"] == SPEC_V1["steps"][0]["with"]
+
+    bad = tmp_path / "bad.ndjson"
+    bad.write_text('{"kind": "header", "data": {"format": "edrs-export", "version": 1}}\n{oops\n')
+    code, _, err = await edrs(fleet, b, "import", str(bad), state_dir=tmp_path)
+    assert code == 2
+    assert "line 2: is not JSON" in err
+    code, _, err = await edrs(
+        fleet, await fleet.login(await fleet.new_tenant(), "member"), "export", state_dir=tmp_path
+    )
+    assert code == 1 and "error:" in err
