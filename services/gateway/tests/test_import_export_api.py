@@ -475,7 +475,12 @@ async def test_bad_lines_are_refused_with_their_numbers_and_nothing_is_imported(
 async def test_a_record_that_fails_is_reported_on_its_line_and_the_others_are_imported(
     fleet, client
 ) -> None:
-    admin = await admin_of_new_tenant(fleet)
+    admin, other = await admin_of_new_tenant(fleet), await admin_of_new_tenant(fleet)
+    # Another tenant's persona, named by its id only: never reached from this tenant.
+    foreign = await ok(
+        await client.post(f"{API}/personas", json={"name": "Zed", "role": "x"}, headers=other),
+        201,
+    )
     body = as_ndjson(
         [
             {"kind": "header", "data": {"format": "edrs-export", "version": 1}},
@@ -486,10 +491,16 @@ async def test_a_record_that_fails_is_reported_on_its_line_and_the_others_are_im
                 "kind": "persona",
                 "data": {"name": "Eve", "role": "r", "knowledgeCollectionNames": ["absent"]},
             },
+            {"kind": "task", "data": {"title": "Steal", "assigneePersonaId": foreign["id"]}},
         ]
     )
     result = await ok(await client.post(f"{API}/import", content=body, headers={**admin, **NDJSON}))
-    assert [(f["line"], f["kind"]) for f in result["failed"]] == [(3, "task"), (5, "persona")]
+    assert [(f["line"], f["kind"]) for f in result["failed"]] == [
+        (3, "task"),
+        (5, "persona"),
+        (6, "task"),
+    ]
+    assert result["failed"][2]["code"] == "not_found"
     assert "Nobody" in result["failed"][0]["detail"]
     assert result["failed"][1]["code"] in ("not_found", "validation_failed", "failed_precondition")
     assert [(r["line"], r["outcome"]) for r in result["records"]] == [
@@ -497,11 +508,13 @@ async def test_a_record_that_fails_is_reported_on_its_line_and_the_others_are_im
         (3, "failed"),
         (4, "created"),
         (5, "failed"),
+        (6, "failed"),
     ]
     personas = await all_of(client, admin, "/personas", "personas")
     assert [p["name"] for p in personas] == ["Dee"]
     tasks = await all_of(client, admin, "/tasks", "tasks")
     assert [(t["title"], t["assigneePersonaId"]) for t in tasks] == [("Draft", personas[0]["id"])]
+    assert await all_of(client, other, "/tasks", "tasks") == []
 
 
 async def test_only_admins_export_and_import(fleet, client) -> None:

@@ -45,6 +45,8 @@ from edrs_gateway.api.routes.personas import (
     CollectionRef,
     CreatePersona,
     PersonaOut,
+    PersonaVoice,
+    ToolPolicy,
     persona_stub,
 )
 from edrs_gateway.api.routes.tasks import CreateTask, TaskOut, task_stub
@@ -784,7 +786,9 @@ class _Importer:
         target = {
             "role": record.role, "responsibilities": record.responsibilities,
             "skills": record.skills, "tone": record.tone, "instructions": record.instructions,
-            "voice": record.voice, "tools": record.tools, "tool_policy": record.tool_policy,
+            # Through the proto, as the stored values went: a speed of 1.2 is a float32 there.
+            "voice": PersonaVoice(name=fields.voice.name, speed=fields.voice.speed or 1.0),
+            "tools": record.tools, "tool_policy": ToolPolicy.of(fields.tool_policy),
             "knowledge_collections": list(fields.knowledge_collections),
         }  # fmt: skip
         changed = [path for path in current if current[path] != target[path]]
