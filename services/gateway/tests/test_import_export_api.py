@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from edrs_core.engines.ports import free_port
 from edrs_core.testing import engine_settings, running_service, wait_until
 from edrs_gateway.app import definition as gateway_definition
 from edrs_gateway.context import GatewayContext
@@ -574,3 +575,65 @@ async def test_edrs_export_and_import_commands(fleet, client, tmp_path) -> None:
         fleet, await fleet.login(await fleet.new_tenant(), "member"), "export", state_dir=tmp_path
     )
     assert code == 1 and "error:" in err
+
+
+async def test_an_export_that_breaks_off_says_so_and_is_refused_by_import(fleet, client) -> None:
+    """A second gateway on the same stores whose task service is unreachable: the personas are
+    exported, then the stream ends with an `error` line instead of the footer."""
+    admin = await admin_of_new_tenant(fleet)
+    await ok(
+        await client.post(f"{API}/personas", json={"name": "Gus", "role": "ops"}, headers=admin),
+        201,
+    )
+    rt = fleet.gateway.runner.runtime
+    assert rt is not None
+    current = rt.settings
+    async with running_service(
+        gateway_definition,
+        database_url=current.database_url,
+        redis_url=current.redis_url,
+        bus_url=current.bus_url,
+        # Nothing listens there.
+        peers={**current.peers, "task": f"127.0.0.1:{free_port()}"},
+        key_encryption_secret=KEY_SECRET,
+    ) as broken:
+        reply = await client.get(
+            f"{broken.http_url}{API}/export", params={"kinds": "personas,tasks"}, headers=admin
+        )
+    assert reply.status_code == 200
+    lines = [json.loads(line) for line in reply.text.splitlines()]
+    assert [r["kind"] for r in lines] == ["header", "persona", "error"]
+    assert lines[-1]["data"]["code"] in ("upstream_unavailable", "upstream_timeout")
+
+    refused = await client.post(f"{API}/import", content=reply.content, headers={**admin, **NDJSON})
+    assert refused.status_code == 422, refused.text
+    assert [(e["line"], e["code"]) for e in refused.json()["errors"]] == [(3, "incomplete_export")]
+
+
+async def test_a_document_without_text_is_listed_as_skipped_in_the_footer(fleet, client) -> None:
+    admin = await admin_of_new_tenant(fleet)
+    await ok(
+        await client.post(f"{API}/knowledge/collections", json={"name": "scans"}, headers=admin),
+        201,
+    )
+    upload = await ok(
+        await client.post(
+            f"{API}/knowledge/collections/scans/files",
+            files={"file": ("broken.pdf", b"%PDF-1.7\nnot really a pdf", "application/pdf")},
+            headers=admin,
+        ),
+        202,
+    )
+    document_id = upload["document"]["id"]
+
+    async def failed() -> bool:
+        reply = await client.get(f"{API}/knowledge/documents/{document_id}", headers=admin)
+        return bool(reply.json()["state"] == "failed")
+
+    await wait_until(failed, INDEXED_WITHIN, "the broken PDF to fail")
+    lines = await export_of(client, admin, kinds="documents")
+    assert [r["kind"] for r in lines] == ["header", "collection", "footer"]
+    assert lines[-1]["data"]["records"] == 1
+    assert [(s["kind"], s["id"]) for s in lines[-1]["data"]["skipped"]] == [
+        ("document", document_id)
+    ]
