@@ -453,6 +453,31 @@ async def test_bad_lines_are_refused_with_their_numbers_and_nothing_is_imported(
     missing = await client.get(f"{API}/knowledge/collections/fine", headers=admin)
     assert missing.status_code == 404
 
+    # Lenient: the same file imports its good lines and lists the bad ones as failed.
+    lenient = await ok(
+        await client.post(
+            f"{API}/import", params={"mode": "lenient"}, content=body, headers={**admin, **NDJSON}
+        )
+    )
+    assert [(f["line"], f["kind"], f["code"]) for f in lenient["failed"]] == [
+        (4, "", "invalid_json"),
+        (5, "spaceship", "unknown_kind"),
+        (7, "persona", "invalid_record"),
+        (8, "document", "invalid_record"),
+        (9, "collection", "duplicate_record"),
+    ]
+    assert [(r["line"], r["outcome"]) for r in lenient["records"]] == [
+        (2, "created"),
+        (3, "created"),
+        (4, "failed"),
+        (5, "failed"),
+        (7, "failed"),
+        (8, "failed"),
+        (9, "failed"),
+    ]
+    assert [p["name"] for p in await all_of(client, admin, "/personas", "personas")] == ["Fine"]
+    await ok(await client.get(f"{API}/knowledge/collections/fine", headers=admin))
+
     headless = await client.post(
         f"{API}/import",
         content=b'{"kind": "collection", "data": {"name": "fine"}}\n',
@@ -466,9 +491,20 @@ async def test_bad_lines_are_refused_with_their_numbers_and_nothing_is_imported(
             {"kind": "error", "data": {"code": "upstream_unavailable", "detail": "..."}},
         ]
     )
-    refused = await client.post(f"{API}/import", content=broken, headers={**admin, **NDJSON})
-    assert refused.status_code == 422
-    assert refused.json()["errors"][0]["code"] == "incomplete_export"
+    for mode in ("strict", "lenient"):
+        refused = await client.post(
+            f"{API}/import", params={"mode": mode}, content=broken, headers={**admin, **NDJSON}
+        )
+        assert refused.status_code == 422
+        assert refused.json()["errors"][0]["code"] == "incomplete_export"
+    lenient_headless = await client.post(
+        f"{API}/import",
+        params={"mode": "lenient"},
+        content=b'{"kind": "collection", "data": {"name": "other"}}\n',
+        headers={**admin, **NDJSON},
+    )
+    assert lenient_headless.status_code == 422
+    assert lenient_headless.json()["errors"][0]["code"] == "missing_header"
     wrong_type = await client.post(f"{API}/import", content=broken, headers=admin)
     assert wrong_type.status_code == 415
 
@@ -571,6 +607,10 @@ async def test_edrs_export_and_import_commands(fleet, client, tmp_path) -> None:
     code, _, err = await edrs(fleet, b, "import", str(bad), state_dir=tmp_path)
     assert code == 2
     assert "line 2: is not JSON" in err
+    code, out, err = await edrs(fleet, b, "import", "--lenient", str(bad), state_dir=tmp_path)
+    assert code == 1
+    assert "imported 0, unchanged 0, failed 1" in out
+    assert "line 2 (): invalid_json" in err
     code, _, err = await edrs(
         fleet, await fleet.login(await fleet.new_tenant(), "member"), "export", state_dir=tmp_path
     )

@@ -78,6 +78,10 @@ def export(
 
 def import_file(
     file: Annotated[Path, typer.Argument(help="An export (NDJSON); '-' reads standard input.")],
+    lenient: Annotated[
+        bool,
+        typer.Option("--lenient", help="Import the good lines and list the bad ones as failed."),
+    ] = False,
     as_json: Json = False,
     url: Url = None,
     token: Token = None,
@@ -89,7 +93,12 @@ def import_file(
     body = sys.stdin.buffer.read() if str(file) == "-" else _read(file)
     with api(url, token, api_key, state_dir) as client:
         client.timeout = TIMEOUT
-        reply = client.post("/api/v1/import", content=body, headers={"Content-Type": NDJSON})
+        reply = client.post(
+            "/api/v1/import",
+            params={"mode": "lenient" if lenient else "strict"},
+            content=body,
+            headers={"Content-Type": NDJSON},
+        )
         if reply.status_code == 422:
             problem: dict[str, Any] = reply.json()
             for error in problem.get("errors") or []:

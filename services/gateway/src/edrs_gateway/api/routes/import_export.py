@@ -150,6 +150,8 @@ RECORDS: dict[str, type[ApiModel]] = {
 }
 # Framing lines an import accepts and skips (the footer), or refuses (an export that broke off).
 FOOTER, BROKEN = "footer", "error"
+# Problems that refuse a file even in `lenient` mode: what it is, or whether it is whole, is unknown.
+FATAL_CODES = ("incomplete_export", "missing_header")
 
 
 # -- export ---------------------------------------------------------------------------------------
@@ -574,8 +576,11 @@ def _validate(parsed: list[tuple[int, Any]], errors: list[dict[str, Any]]) -> li
             )
             continue
         if (kind == "header") != (index == 0):
-            detail = "must be the first line" if kind == "header" else "a header must come first"
-            errors.append(_error(number, kind, "invalid_record", "/kind", detail))
+            if kind == "header":
+                errors.append(_error(number, kind, "invalid_record", "/kind", "must be line 1"))
+            else:
+                detail = "a header must come first"
+                errors.append(_error(number, kind, "missing_header", "/kind", detail))
             continue
         if not isinstance(data, dict):
             errors.append(_error(number, kind, "invalid_record", "/data", "must be an object"))
@@ -916,7 +921,7 @@ _IMPORT_DESCRIPTION = (
     "checked first: JSON, a known `kind`, a header on line 1, each record's fields as the "
     "resource's own route checks them, no key twice. Any bad line: 422 `validation_failed` whose "
     "`errors` name each bad line (`line`, `kind`, `code`, `pointer`, `detail`), and nothing is "
-    "imported. Then the records are applied in dependency order (collections, documents, "
+    "imported (`mode=lenient`: bad lines are listed in `failed` and the good ones imported). Then the records are applied in dependency order (collections, documents, "
     "personas and their co-workers, workflows, tasks), references remapped to this tenant's "
     "ids; a record the tenant already holds (by its natural key) is `unchanged` or `updated`, "
     "never duplicated. A record that fails (a duplicate, a missing reference) fails alone and is "
@@ -949,7 +954,17 @@ _IMPORT_DESCRIPTION = (
     },
 )
 async def import_records(
-    request: Request, ctx: Ctx, caller: Annotated[Principal, Depends(import_tenant)]
+    request: Request,
+    ctx: Ctx,
+    caller: Annotated[Principal, Depends(import_tenant)],
+    mode: Annotated[
+        Literal["strict", "lenient"],
+        Query(
+            description="`strict`: any bad line refuses the whole file (422, nothing imported). "
+            "`lenient`: bad lines are listed in `failed` with their line and the good ones are "
+            "imported; a file without a valid header, or one that broke off, is still refused"
+        ),
+    ] = "strict",
 ) -> ImportOut:
     media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media != NDJSON:
@@ -968,8 +983,9 @@ async def import_records(
         )
     parsed = await _guard(request, caller, parsed)
     lines = _validate(parsed, errors)
-    if errors:
-        errors.sort(key=lambda e: e["line"])
+    errors.sort(key=lambda e: e["line"])
+    fatal = any(e["code"] in FATAL_CODES or e["kind"] == "header" for e in errors)
+    if errors and (mode == "strict" or fatal):
         shown = errors[:ERRORS_MAX]
         more = (
             f" (the first {ERRORS_MAX} of {len(errors)} shown)" if len(errors) > ERRORS_MAX else ""
@@ -982,6 +998,14 @@ async def import_records(
             errors=shown,
         )
     importer = _Importer(ctx)
+    for error in errors:  # lenient: each bad line is a failure of its own, the others go on
+        kind, detail = error["kind"] or "", error["detail"]
+        importer.results.append(
+            LineResult(line=error["line"], kind=kind, outcome="failed", detail=detail)
+        )
+        importer.failures.append(
+            LineFailure(line=error["line"], kind=kind, code=error["code"], detail=detail)
+        )
     await importer.apply([line for line in lines if line.kind != "header"])
     results = importer.results
     outcome: Literal["success", "failure"] = "failure" if importer.failures else "success"
