@@ -372,6 +372,17 @@ async def test_an_export_of_a_imported_into_b_reproduces_a_and_imports_once(flee
     assert len(await all_of(client, b, "/tasks", "tasks")) == 1
     assert (await ok(await client.get(f"{API}/workflows/publish", headers=b)))["version"] == 2
 
+    # A's export imported back into A (whose Markdown input differs from the stored text it
+    # exported) changes nothing either: no new version, no copy.
+    into_a = await ok(
+        await client.post(f"{API}/import", content=as_ndjson(exported), headers={**a, **NDJSON})
+    )
+    assert (into_a["imported"], into_a["unchanged"], into_a["failed"]) == (0, 8, []), into_a
+    a_docs_after = await all_of(client, a, "/knowledge/documents", "documents")
+    assert sorted((d["id"], d["version"]) for d in a_docs_after) == sorted(
+        (d["id"], d["version"]) for d in a_docs
+    )
+
     # B's export holds B's records only: none of A's ids, its own personas.
     b_export = await export_of(client, b)
     a_ids = ids_in(exported[1:-1]) - {exported[0]["data"]["tenantId"]}

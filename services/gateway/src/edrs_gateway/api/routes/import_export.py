@@ -704,17 +704,10 @@ class _Importer:
 
     async def document(self, line: _Line) -> None:
         record: DocumentRecord = line.record
-        if not record.external_id:
-            # No key of the client's: the same title and text in the collection is the same one.
-            if record.collection_name not in self._documents:
-                self._documents[record.collection_name] = await _documents(
-                    self.ctx, record.collection_name
-                )
-            digest = _sha256(record.text)
-            for existing in self._documents[record.collection_name]:
-                if existing.content_hash == digest and existing.title == record.title:
-                    self.done(line, "unchanged", existing.id)
-                    return
+        same = await self._same_document(record)
+        if same is not None:
+            self.done(line, "unchanged", same)
+            return
         reply = await _knowledge_stub(self.ctx).IngestDocument(
             knowledge_pb2.IngestDocumentRequest(
                 collection=record.collection_name,
@@ -726,7 +719,41 @@ class _Importer:
                 metadata=record.metadata,
             )
         )
+        if reply.document.id:
+            self._documents.setdefault(record.collection_name, []).append(reply.document)
         self.done(line, _INGESTED.get(reply.outcome, "created"), reply.document.id)
+
+    async def _same_document(self, record: DocumentRecord) -> str | None:
+        """The id of a document of the collection that already is this record: by externalId,
+        else by title and text. Its stored text is compared, not only its input's hash, because
+        an export carries the stored text: a Markdown document imported back into the tenant it
+        came from would otherwise become a new version (or a copy) without its markup."""
+        if record.collection_name not in self._documents:
+            try:
+                found = await _documents(self.ctx, record.collection_name)
+            except ServiceError as exc:
+                if exc.code != grpc.StatusCode.NOT_FOUND:
+                    raise
+                return None  # the ingestion says why, on this line
+            self._documents[record.collection_name] = found
+        digest = _sha256(record.text)
+        for existing in self._documents[record.collection_name]:
+            if record.external_id:
+                if existing.external_id != record.external_id:
+                    continue
+                if (existing.title, existing.source, dict(existing.metadata)) != (
+                    record.title, record.source, record.metadata,
+                ):  # fmt: skip
+                    return None  # changed: a new version
+            elif existing.title != record.title:
+                continue
+            if existing.content_hash == digest:
+                return existing.id
+            if await _document_text(self.ctx, existing.id) == record.text:
+                return existing.id
+            if record.external_id:
+                return None
+        return None
 
     async def personas_here(self) -> list[persona_pb2.Persona]:
         if self._personas is None:
