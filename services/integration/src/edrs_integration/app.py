@@ -11,6 +11,7 @@ from edrs_core.consumers import ConsumedEvent
 from edrs_core.events import start_service_events
 from edrs_core.outbound import OutboundClient, OutboundLimits, OutboundPolicy
 from edrs_core.secretstore import VaultSecretStore
+from edrs_events import ConsumerOptions
 from edrs_proto.integration.v1 import (
     integration_pb2,
     integration_pb2_grpc,
@@ -40,6 +41,11 @@ from edrs_integration.webhooks_server import WebhookServicer
 
 # The durable consumer that turns every event of the fleet into webhook deliveries.
 WEBHOOK_CONSUMER = "integration-webhooks"
+# Events it queues at once. Each is its own short transaction (inbox row, deliveries, NOTIFY);
+# one at a time, they capped deliveries at the rate of those round trips (benchmarks/
+# bench_integration.py). Order is not kept, nor promised: Standard Webhooks receivers order by
+# the payload's timestamp, and the dispatcher sends concurrently and retries anyway.
+WEBHOOK_QUEUE_CONCURRENCY = 16
 
 
 async def build(rt: Runtime[IntegrationSettings]) -> list[GrpcService]:
@@ -159,5 +165,12 @@ definition = ServiceDefinition(
     build=build,
     migrations=files("edrs_integration") / "migrations",
     local_ports=LocalPorts(grpc=50058, http=8114, metrics=8115),
-    consumers=[Consumer(WEBHOOK_CONSUMER, ["*"], queue_webhooks)],
+    consumers=[
+        Consumer(
+            WEBHOOK_CONSUMER,
+            ["*"],
+            queue_webhooks,
+            ConsumerOptions(concurrency=WEBHOOK_QUEUE_CONCURRENCY),
+        )
+    ],
 )
