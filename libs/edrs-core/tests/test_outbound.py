@@ -619,6 +619,57 @@ async def test_the_connect_limit_bounds_a_resolver_that_never_answers() -> None:
         assert (err.value.phase, err.value.limit) == ("connect", 0.3)
 
 
+# --- connections are pooled -------------------------------------------------------------------
+
+
+async def test_a_connection_is_reused_after_answers_with_and_without_a_body() -> None:
+    """A 204 (bodiless by its framing) hands its connection back to the pool as a 200 does: a
+    webhook receiver that answers 204 is not dialled anew for every delivery."""
+    accepted = 0
+
+    async def keep_alive(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal accepted
+        accepted += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                await reader.readexactly(length)
+                if head.split(b" ")[1] == b"/empty":
+                    writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+                else:
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the client closed its pooled connection
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(keep_alive, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with OutboundClient(OutboundPolicy(allow=["127.0.0.1"])) as c:
+            answers = [
+                await c.post(f"http://127.0.0.1:{port}/{path}", content=b"{}")
+                for path in ("empty", "empty", "body", "empty", "body")
+            ]
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert [(a.status, a.body) for a in answers] == [
+        (204, b""),
+        (204, b""),
+        (200, b"ok"),
+        (204, b""),
+        (200, b"ok"),
+    ]
+    assert accepted == 1
+
+
 # --- failures are typed -----------------------------------------------------------------------
 
 

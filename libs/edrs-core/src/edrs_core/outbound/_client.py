@@ -222,6 +222,12 @@ class OutboundClient:
                         body, truncated = await _read_body(
                             response, limits.max_response_bytes, truncate
                         )
+                    else:
+                        # Framed as bodiless, it yields nothing; reading it to its end puts the
+                        # connection back in the pool (closed unread, it was dropped, and every
+                        # 204 of a webhook receiver cost a new connection).
+                        async for _ in response.aiter_raw():
+                            pass
                     return OutboundResponse(
                         status=response.status_code,
                         headers=response.headers,
