@@ -16,8 +16,10 @@ streamable HTTP (_mcp_echo_server.py) as processes; prints figures and asserts n
    the model aside) beside the `mcp` SDK's client calling the same tool of the same kind of
    server directly, over stdio and over streamable HTTP, one call after another.
 
-With two or more cores, the integration service (and the stdio MCP servers it starts) runs on
-core 0, the receiver, the HTTP MCP server and this driver on core 1; the engines are not pinned.
+With two or more cores, the senders run on core 0 (the integration service, the stdio MCP servers
+started by it or by this driver, and this driver, which sends the baseline's POSTs and makes the
+calls), the receivers on core 1 (the webhook receiver, the HTTP MCP server); the engines are not
+pinned.
 """
 
 from __future__ import annotations
@@ -455,7 +457,7 @@ def report(
 ) -> None:
     burst, paced, base = hooks["burst"], hooks["paced"], hooks["baseline"]
     where = (
-        "service on core 0, receiver/driver on core 1"
+        "service and driver on core 0, receiver and HTTP MCP server on core 1"
         if PINNING["on"] and cores > 1
         else "not pinned"
     )
@@ -531,7 +533,7 @@ async def main(args: argparse.Namespace) -> None:
         pg = stack.enter_context(EmbeddedPostgres(root / "pg", settings=POSTGRES_SETTINGS))
         nats_server = stack.enter_context(EmbeddedNats(root / "nats"))
         bao = stack.enter_context(EmbeddedOpenBao(root / "bao"))
-        pin(0, 1)  # the driver (after the engines, which stay unpinned)
+        pin(0, 0)  # the driver (after the engines, which stay unpinned)
         receiver_port, mcp_port = free_port(), free_port()
         processes = {
             "receiver": start_process([RECEIVER, str(receiver_port)], root / "receiver.log", 1),
