@@ -24,12 +24,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any, TypeVar
 
 import grpc
 import pydoc_eval
@@ -41,6 +43,7 @@ from edrs_proto.knowledge.v1 import knowledge_pb2 as pb
 from edrs_proto.knowledge.v1 import knowledge_pb2_grpc
 from retrieval_metrics import ndcg_at, recall_at
 
+T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / ".edrs" / "bench-cache"
 SET_FILE = REPO / "benchmarks" / "data" / "pydoc_eval.json"
@@ -51,6 +54,9 @@ MODES = {
     "vector": pb.SEARCH_MODE_VECTOR,
     "hybrid": pb.SEARCH_MODE_HYBRID,
 }
+# Hybrid once more on a service started with EDRS_KNOWLEDGE_GRAPH_EXPANSION=false: what the graph
+# ranking adds or takes away.
+NO_GRAPH = "hybrid-g"
 
 
 def eval_set(
@@ -123,56 +129,121 @@ async def ingest(knowledge: Service, corpus: list[pydoc_eval.Section]) -> None:
                 print(f"  failed: {item.external_id}: {item.failure.code}: {item.failure.message}")
 
 
-async def evaluate(
-    knowledge: Service, queries: list[pydoc_eval.Query]
-) -> dict[str, dict[str, list[float]]]:
-    """mode → metric → one value per query (in `queries` order)."""
-    results: dict[str, dict[str, list[float]]] = {
-        mode: {"ndcg": [], "recall": []} for mode in MODES
-    }
+Hit = tuple[str, str, float]  # passage id, its document's external id (a section), score
+Rankings = dict[str, list[list[Hit]]]  # mode → one ranking per query, in `queries` order
+
+
+async def search_all(
+    knowledge: Service, queries: list[pydoc_eval.Query], modes: dict[str, int]
+) -> Rankings:
+    """Every query through `Search` in each of `modes`, k=100."""
+    rankings: Rankings = {mode: [] for mode in modes}
     async with grpc.aio.insecure_channel(knowledge.grpc_address) as channel:
         stub = knowledge_pb2_grpc.KnowledgeServiceStub(channel)
         for query in queries:
-            for mode, value in MODES.items():
+            for mode, value in modes.items():
                 reply = await stub.Search(
                     pb.SearchRequest(query=query.text, collections=[COLLECTION], k=100, mode=value),
                     metadata=TENANT,
                     timeout=120,
                 )
-                ranking = [p.external_id for p in reply.passages]
-                results[mode]["ndcg"].append(ndcg_at(ranking, query.relevant, 10))
-                results[mode]["recall"].append(recall_at(ranking, query.relevant, 100))
+                rankings[mode].append(
+                    [(p.chunk_id, p.external_id, p.score) for p in reply.passages]
+                )
+    return rankings
+
+
+def offline_fusions(rankings: Rankings) -> Rankings:
+    """Fusions of the keyword and vector rankings the service returned, computed here and not
+    by the service: what another fusion function would give on the same candidates (100 each).
+
+    - `rrf`: reciprocal rank fusion, K = 60, as the service fuses (a check: it should match the
+      hybrid run without graph expansion);
+    - `convex`: 0.5 * the min-max-normalised BM25 score + 0.5 * the min-max-normalised cosine
+      similarity, each over its own 100 candidates, 0 where a ranking lacks the passage (the
+      convex combination of Bruch, Gai and Ingber, 2023, untuned: equal weights)."""
+    fused: Rankings = {"rrf": [], "convex": []}
+    for keyword, vector in zip(rankings["keyword"], rankings["vector"], strict=True):
+        section = {c: e for c, e, _ in keyword + vector}
+        rrf: dict[str, float] = {}
+        convex: dict[str, float] = {}
+        for hits in (keyword, vector):
+            for rank, (chunk, _, _) in enumerate(hits, start=1):
+                rrf[chunk] = rrf.get(chunk, 0.0) + 1 / (60 + rank)
+            if hits:
+                low, high = min(h[2] for h in hits), max(h[2] for h in hits)
+                for chunk, _, score in hits:
+                    norm = (score - low) / (high - low) if high > low else 1.0
+                    convex[chunk] = convex.get(chunk, 0.0) + 0.5 * norm
+        for name, scores in (("rrf", rrf), ("convex", convex)):
+            best = sorted(scores.items(), key=lambda s: (-s[1], s[0]))[:100]
+            fused[name].append([(c, section[c], score) for c, score in best])
+    return fused
+
+
+def evaluate(
+    queries: list[pydoc_eval.Query], rankings: Rankings
+) -> dict[str, dict[str, list[float]]]:
+    """mode → metric → one value per query (in `queries` order)."""
+    results: dict[str, dict[str, list[float]]] = {}
+    for mode, per_query in rankings.items():
+        ndcg, recall = [], []
+        for query, hits in zip(queries, per_query, strict=True):
+            ranking = [section for _, section, _ in hits]
+            ndcg.append(ndcg_at(ranking, query.relevant, 10))
+            recall.append(recall_at(ranking, query.relevant, 100))
+        results[mode] = {"ndcg": ndcg, "recall": recall}
     return results
 
 
-def report(queries: list[pydoc_eval.Query], results: dict[str, dict[str, list[float]]]) -> None:
+def report(
+    queries: list[pydoc_eval.Query],
+    results: dict[str, dict[str, list[float]]],
+    only: list[str] | None = None,
+) -> None:
     groups = {"all": list(range(len(queries)))}
     for kind in sorted({q.kind for q in queries}):
         groups[kind] = [i for i, q in enumerate(queries) if q.kind == kind]
     for group, members in groups.items():
+        if only is not None and group not in only:
+            continue
         print(f"{group} queries ({len(members)}):")
         print(f"  {'mode':<8} {'nDCG@10':>8} {'recall@100':>11}")
         means: dict[str, dict[str, float]] = {}
-        for mode in MODES:
+        for mode in results:
             means[mode] = {
                 metric: statistics.fmean(values[i] for i in members)
                 for metric, values in results[mode].items()
             }
             print(f"  {mode:<8} {means[mode]['ndcg']:8.3f} {means[mode]['recall']:11.3f}")
-        for other in ("keyword", "vector"):
-            ratios = "  ".join(
-                f"{label} {means['hybrid'][metric] / means[other][metric]:.2f}"
-                if means[other][metric]
-                else f"{label} n/a"
-                for metric, label in (("ndcg", "nDCG@10"), ("recall", "recall@100"))
-            )
-            hybrid, base = results["hybrid"]["ndcg"], results[other]["ndcg"]
-            wins = sum(hybrid[i] > base[i] for i in members)
-            losses = sum(hybrid[i] < base[i] for i in members)
-            print(
-                f"  hybrid/{other:<7} {ratios}   nDCG@10 per query: hybrid better on {wins}, "
-                f"worse on {losses}, equal on {len(members) - wins - losses}"
-            )
+        for fused in [m for m in ("hybrid", NO_GRAPH, "rrf", "convex") if m in results]:
+            for other in ("keyword", "vector"):
+                ratios = "  ".join(
+                    f"{label} {means[fused][metric] / means[other][metric]:.2f}"
+                    if means[other][metric]
+                    else f"{label} n/a"
+                    for metric, label in (("ndcg", "nDCG@10"), ("recall", "recall@100"))
+                )
+                hybrid, base = results[fused]["ndcg"], results[other]["ndcg"]
+                wins = sum(hybrid[i] > base[i] for i in members)
+                losses = sum(hybrid[i] < base[i] for i in members)
+                print(
+                    f"  {fused + '/' + other:<16} {ratios}   nDCG@10 per query: better on "
+                    f"{wins}, worse on {losses}, equal on {len(members) - wins - losses}"
+                )
+
+
+def run(svc: Service, root: Path, work: Coroutine[Any, Any, T]) -> T:
+    """`asyncio.run(work)`; when the service died under it, the end of its log says why."""
+    try:
+        return asyncio.run(work)
+    except grpc.aio.AioRpcError:
+        if svc.process.poll() is None:
+            raise
+        log = (root / f"{svc.name}.log").read_text(errors="replace")[-6000:]
+        raise SystemExit(
+            f"{svc.name} exited with {svc.process.returncode} during the run:\n{log}"
+        ) from None
 
 
 def main() -> None:
@@ -195,7 +266,9 @@ def main() -> None:
         f"corpus: {len(corpus):,} sections of {pages} library pages of {pydoc_eval.PACKAGE} "
         f"({chars:,} characters of text); {len(queries)} queries "
         + ", ".join(f"{sum(q.kind == k for q in queries)} {k}" for k in ("concept", "api"))
-        + f", {statistics.fmean(len(q.relevant) for q in queries):.2f} relevant sections each"
+        + f"; relevant sections per query {min(len(q.relevant) for q in queries)} to "
+        + f"{max(len(q.relevant) for q in queries)}; every content word of the query in a "
+        + f"relevant section: {pydoc_eval.lexical_share(queries, corpus):.0%} of the queries"
     )
     if args.write_set:
         SET_FILE.parent.mkdir(parents=True, exist_ok=True)
@@ -209,6 +282,8 @@ def main() -> None:
             f"{SET_FILE.relative_to(REPO)}"
         )
 
+    # A service that crashes in native code leaves the Python stacks of its threads in its log.
+    os.environ.setdefault("PYTHONFAULTHANDLER", "1")
     with ExitStack() as stack:
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-quality-")))
         postgres = stack.enter_context(
@@ -229,29 +304,35 @@ def main() -> None:
                 start_within=300,
             )
         )
-        knowledge = stack.enter_context(
-            service(
-                "knowledge",
-                {
-                    **common,
-                    "DATABASE_URL": postgres.url("bench_knowledge_quality"),
-                    "PEERS": json.dumps({"reasoning": reasoning.grpc_address}),
-                    "RPC_TIMEOUT_SECONDS": "120",
-                    "KEYWORD_INDEX_DIR": str(root / "keywords"),
-                },
-                root,
-                start_within=300,
-            )
-        )
-        asyncio.run(ingest(knowledge, corpus))
-        started = time.perf_counter()
-        results = asyncio.run(evaluate(knowledge, queries))
+        settings = {
+            **common,
+            "DATABASE_URL": postgres.url("bench_knowledge_quality"),
+            "PEERS": json.dumps({"reasoning": reasoning.grpc_address}),
+            "RPC_TIMEOUT_SECONDS": "120",
+            "KEYWORD_INDEX_DIR": str(root / "keywords"),
+        }
+        with service("knowledge", settings, root, start_within=300) as knowledge:
+            run(knowledge, root, ingest(knowledge, corpus))
+            started = time.perf_counter()
+            rankings = run(knowledge, root, search_all(knowledge, queries, MODES))
+        # The same database and keyword folder: the second start rebuilds nothing.
+        no_graph = {**settings, "GRAPH_EXPANSION": "false"}
+        with service("knowledge", no_graph, root, start_within=300) as knowledge:
+            hybrid = {NO_GRAPH: pb.SEARCH_MODE_HYBRID}
+            rankings |= run(knowledge, root, search_all(knowledge, queries, hybrid))
         print(
-            f"searched {len(queries)} queries in {len(MODES)} modes, k=100, in "
-            f"{time.perf_counter() - started:.0f} s; relevance binary (a section), a section "
-            "gains at its first passage"
+            f"searched {len(queries)} queries in {len(MODES) + 1} modes, k=100, in "
+            f"{time.perf_counter() - started:.0f} s (restart included); relevance binary (a "
+            f"section), a section gains at its first passage; {NO_GRAPH}: hybrid without graph "
+            "expansion (EDRS_KNOWLEDGE_GRAPH_EXPANSION=false)"
         )
-        report(queries, results)
+        report(queries, evaluate(queries, rankings))
+        print(
+            "offline fusions of the keyword and vector rankings above (computed here, not by "
+            "the service; see offline_fusions):"
+        )
+        offline = {m: rankings[m] for m in ("keyword", "vector")} | offline_fusions(rankings)
+        report(queries, evaluate(queries, offline), ["all"])
 
 
 if __name__ == "__main__":

@@ -57,6 +57,7 @@ class Section:
     heading_path: list[str]
     html: str  # the document sent to the knowledge service
     text_length: int  # characters of its own text
+    text: str = ""  # its own text, whitespace collapsed (for `lexical_share`)
 
 
 @dataclass
@@ -118,7 +119,7 @@ def page_sections(page: str, source: bytes) -> tuple[list[Section], dict[str, st
             own.remove(heading)
         for link in own.xpath(".//a[@class='headerlink']"):
             link.drop_tree()
-        text_length = len(_clean(own.text_content()))
+        own_text = _clean(own.text_content())
         headings = "".join(
             f"<h{min(i + 1, 6)}>{html_text.escape(title)}</h{min(i + 1, 6)}>"
             for i, title in enumerate(path)
@@ -128,7 +129,7 @@ def page_sections(page: str, source: bytes) -> tuple[list[Section], dict[str, st
             f"<!doctype html><html><head><title>{html_text.escape(page_title)}</title></head>"
             f"<body><main><article>{headings}{body}</article></main></body></html>"
         )
-        sections.append(Section(key, page_title, path, document, text_length))
+        sections.append(Section(key, page_title, path, document, len(own_text), own_text))
     return sections, anchors
 
 
@@ -272,3 +273,13 @@ def select_queries(
         pool = sorted((q for q in merged.values() if q.kind == kind), key=lambda q: q.text)
         chosen += rng.sample(pool, min(count, len(pool)))
     return chosen
+
+
+def lexical_share(queries: list[Query], corpus: list[Section]) -> float:
+    """The share of queries whose content words all occur in a relevant section (its headings
+    or its own text): how far the set favours exact word matching."""
+    words = {
+        s.key: _content_words(" ".join([s.page_title, *s.heading_path, s.text])) for s in corpus
+    }
+    matched = sum(any(_content_words(q.text) <= words[key] for key in q.relevant) for q in queries)
+    return matched / len(queries) if queries else 0.0

@@ -9,9 +9,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 from pydoc_eval import (
     IndexEntry,
+    Query,
     entry_kind,
     entry_query,
     index_entries,
+    lexical_share,
     page_sections,
     select_queries,
 )
@@ -102,3 +104,12 @@ def test_index_entries_become_queries_by_the_documented_rules(tmp_path: Path) ->
 def test_an_entry_outside_the_corpus_is_not_a_query() -> None:
     entry = IndexEntry("eggs frying", "", ["library/eggs.html#index-3"])
     assert select_queries([entry], {}, [], {"concept": 5, "api": 5}) == []
+
+
+def test_lexical_share_counts_queries_whose_words_are_all_in_a_relevant_section() -> None:
+    sections, _ = page_sections("library/spam.html", PAGE)
+    opening = {"library/spam.html#opening-tins"}
+    found = Query("rusty key lid", "concept", opening)  # every word in the section's text
+    heading = Query("opening spam tins", "concept", opening)  # in its headings
+    missing = Query("rusty spoon", "concept", opening)  # "spoon" is nowhere
+    assert lexical_share([found, heading, missing, missing], sections) == 0.5
