@@ -75,6 +75,7 @@ def set_as_json(
 ) -> dict[str, object]:
     return {
         "package": pydoc_eval.PACKAGE,
+        "version": pydoc_eval.package_version(CACHE),
         "seed": pydoc_eval.SEED,
         "budget_chars": budget,
         "pages": sorted({s.key.partition("#")[0] for s in corpus}),

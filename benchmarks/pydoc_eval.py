@@ -75,12 +75,23 @@ def fetch_docs(cache: Path) -> Path:
     if (root / "genindex-all.html").exists():
         return root
     cache.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["apt-get", "download", PACKAGE], cwd=cache, check=True, capture_output=True)
+    download = subprocess.run(
+        ["apt-get", "download", PACKAGE], cwd=cache, capture_output=True, text=True
+    )
     debs = sorted(cache.glob(f"{PACKAGE}_*.deb"))
-    if not debs:
-        raise SystemExit(f"apt-get download {PACKAGE} left no .deb in {cache}")
+    if download.returncode != 0 or not debs:
+        raise SystemExit(
+            f"apt-get download {PACKAGE} failed (its package lists may need `apt-get update`):\n"
+            f"{download.stderr.strip()}"
+        )
     subprocess.run(["dpkg-deb", "-x", str(debs[-1]), str(cache / PACKAGE)], check=True)
     return root
+
+
+def package_version(cache: Path) -> str:
+    """The version of the package in `cache` ("3.11.2-6+deb12u9"), from the .deb's name."""
+    debs = sorted(cache.glob(f"{PACKAGE}_*.deb"))
+    return debs[-1].name.split("_")[1] if debs else "unknown"
 
 
 def _clean(text: str) -> str:
