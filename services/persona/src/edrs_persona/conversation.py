@@ -27,6 +27,7 @@ from edrs_core import (
 )
 from edrs_core.context import require_client_id
 from edrs_core.ids import parse_id
+from edrs_core.model_info import ModelInfoCache
 from edrs_proto.memory.v1 import memory_pb2, memory_pb2_grpc
 from edrs_proto.persona.v1 import persona_pb2
 from edrs_proto.reasoning.v1 import reasoning_pb2, reasoning_pb2_grpc
@@ -114,23 +115,6 @@ def _ms(start: float, end: float | None = None) -> float:
     return ((time.perf_counter() if end is None else end) - start) * 1e3
 
 
-class _ModelInfoCache:
-    """reasoning.GetModelInfo, asked again only after `ttl` seconds."""
-
-    def __init__(self, reasoning: reasoning_pb2_grpc.ReasoningServiceAsyncStub, ttl: float) -> None:
-        self.reasoning = reasoning
-        self.ttl = ttl
-        self._value: reasoning_pb2.ModelInfo | None = None
-        self._at = 0.0
-
-    async def get(self) -> reasoning_pb2.ModelInfo:
-        now = time.monotonic()
-        if self._value is None or now - self._at > self.ttl:
-            self._value = await self.reasoning.GetModelInfo(reasoning_pb2.GetModelInfoRequest())
-            self._at = now
-        return self._value
-
-
 Emit = Callable[[persona_pb2.ConverseEvent | BaseException | None], None]
 
 
@@ -154,7 +138,7 @@ class Conversations:
         self.gate = gate
         self.settings = settings
         self.tool_use = tool_use
-        self.model_info = _ModelInfoCache(reasoning, settings.model_info_cache_seconds)
+        self.model_info = ModelInfoCache(reasoning, settings.model_info_cache_seconds)
         self._turns: set[asyncio.Task[None]] = set()
 
     async def converse(self, request: persona_pb2.ConverseRequest) -> AsyncIterator[Any]:

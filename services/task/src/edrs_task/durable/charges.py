@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from edrs_core import FailedPrecondition, NotFound, ResourceExhausted
+from edrs_core.model_info import ModelInfoCache
 from edrs_proto.reasoning.v1 import reasoning_pb2, reasoning_pb2_grpc
 
 from edrs_task.budget_server import ApprovalWaits, start_approval_wait
@@ -57,23 +57,6 @@ class Charge:
     tool_calls: int = 0
 
 
-class _ModelInfo:
-    """reasoning.GetModelInfo, asked again only after `ttl` seconds."""
-
-    def __init__(self, reasoning: reasoning_pb2_grpc.ReasoningServiceAsyncStub, ttl: float) -> None:
-        self.reasoning = reasoning
-        self.ttl = ttl
-        self._value: reasoning_pb2.ModelInfo | None = None
-        self._at = 0.0
-
-    async def get(self) -> reasoning_pb2.ModelInfo:
-        now = time.monotonic()
-        if self._value is None or now - self._at > self.ttl:
-            self._value = await self.reasoning.GetModelInfo(reasoning_pb2.GetModelInfoRequest())
-            self._at = now
-        return self._value
-
-
 class StepBudgets:
     def __init__(
         self,
@@ -83,7 +66,7 @@ class StepBudgets:
     ) -> None:
         self.store = store
         self.waits = waits
-        self.model_info = _ModelInfo(reasoning, MODEL_INFO_SECONDS)
+        self.model_info = ModelInfoCache(reasoning, MODEL_INFO_SECONDS)
 
     async def charge(self, step_type: str, params: dict[str, Any]) -> Charge | None:
         """What the step may use at most; None for a step that is neither a model nor a tool
