@@ -80,3 +80,57 @@ export function answerOf(a: Attempt): string {
 export function deliveriesLive(deliveries: Delivery[]): boolean {
   return deliveries.some((d) => d.state === "pending");
 }
+
+/** A webhook as its edit form holds it: the event types as typed. */
+export interface WebhookDraft {
+  url: string;
+  eventTypes: string;
+  description: string;
+  enabled: boolean;
+}
+
+export function draftOf(w: Webhook): WebhookDraft {
+  return { url: w.url, eventTypes: w.eventTypes.join(", "), description: w.description, enabled: w.enabled };
+}
+
+/** The body of `PATCH /webhooks/{id}`: only the fields that change. */
+export interface WebhookChanges {
+  url?: string;
+  eventTypes?: string[];
+  description?: string;
+  enabled?: boolean;
+}
+
+export type Edited = { ok: true; changes: WebhookChanges } | { ok: false; error: string };
+
+const DESCRIPTION_MAX_LENGTH = 500;
+const URL_MAX_LENGTH = 2000;
+
+/** What an edit changes, checked as the API checks it; an edit that changes nothing is refused
+ * here (the API refuses an empty update too). The same event types in another order or repeated
+ * are no change. */
+export function webhookChanges(w: Webhook, draft: WebhookDraft): Edited {
+  const changes: WebhookChanges = {};
+  const url = draft.url.trim();
+  if (!url) return { ok: false, error: "give the receiver's URL" };
+  if (url.length > URL_MAX_LENGTH) return { ok: false, error: `the URL is longer than ${URL_MAX_LENGTH} characters` };
+  if (url !== w.url) changes.url = url;
+  const parsed = parseEventTypes(draft.eventTypes);
+  if (!parsed.ok) return parsed;
+  const same = parsed.types.length === w.eventTypes.length && parsed.types.every((t) => w.eventTypes.includes(t));
+  if (!same) changes.eventTypes = parsed.types;
+  const description = draft.description.trim();
+  if (description.length > DESCRIPTION_MAX_LENGTH) {
+    return { ok: false, error: `the description is longer than ${DESCRIPTION_MAX_LENGTH} characters` };
+  }
+  if (/[\x00-\x1f\x7f-\x9f]/.test(description)) return { ok: false, error: "the description is one line, with no control characters" };
+  if (description !== w.description) changes.description = description;
+  if (draft.enabled !== w.enabled) changes.enabled = draft.enabled;
+  if (Object.keys(changes).length === 0) return { ok: false, error: "nothing changed: edit a field first" };
+  return { ok: true, changes };
+}
+
+/** Whether the previous secret of a rotated webhook still verifies at `now`. */
+export function previousSecretLive(w: Webhook, now: number = Date.now()): boolean {
+  return w.previousSecretExpiresAt !== null && Date.parse(w.previousSecretExpiresAt) > now;
+}

@@ -1,6 +1,7 @@
 import { useEffect, useState } from "react";
 import { useApi } from "../api/context";
-import { messageOf, useGet } from "../api/hooks";
+import { messageOf, useGet, usePaged } from "../api/hooks";
+import { LoadMore } from "./LoadMore";
 import { When } from "./Dates";
 
 export interface Approval {
@@ -48,13 +49,15 @@ const FINAL = new Set(["succeeded", "failed", "cancelled"]);
 // Approvals waiting for me, and runs that can still change, are read again this often.
 const APPROVALS_REFRESH_MS = 5000;
 const RUNS_REFRESH_MS = 3000;
+// Runs read at a time, newest first ("Load more" reads older ones).
+const RUNS_PAGE = 20;
 
 /** Approvals waiting for the signed-in user (their role's; an admin's: all), decided here, and the
  * workflow runs they hold, live while a run can still change. */
 export function ApprovalsAndRuns() {
   const api = useApi();
   const approvals = useGet<{ approvals: Approval[] }>("/api/v1/approvals?forMe=true&status=pending&pageSize=100");
-  const runs = useGet<{ runs: Run[] }>("/api/v1/runs?pageSize=20");
+  const runs = usePaged<Run>(`/api/v1/runs?pageSize=${RUNS_PAGE}`, "runs");
   const [comments, setComments] = useState<Record<string, string>>({});
   const [deciding, setDeciding] = useState<string | null>(null);
   const [error, setError] = useState<string | null>(null);
@@ -62,7 +65,7 @@ export function ApprovalsAndRuns() {
   const [openRun, setOpenRun] = useState<string | null>(null);
   const { reload: reloadApprovals } = approvals;
   const { reload: reloadRuns } = runs;
-  const runList = runs.data?.runs ?? [];
+  const runList = runs.items;
   const runsLive = runList.some((r) => !FINAL.has(r.status));
 
   useEffect(() => {
@@ -159,7 +162,8 @@ export function ApprovalsAndRuns() {
             ))}
           </tbody>
         </table>
-        {runs.data && runList.length === 0 && <p className="muted">No workflow runs yet.</p>}
+        <LoadMore list={runs} what="runs" />
+        {runs.loaded && !runs.error && runList.length === 0 && <p className="muted">No workflow runs yet.</p>}
         {openRun && <RunSteps key={openRun} runId={openRun} />}
       </section>
     </>

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { MAX_UPLOAD_BYTES, percentSent, toStart, uploadStatus, uploadsReducer, type UploadItem } from "./uploads";
+import { MAX_UPLOAD_BYTES, cancellable, finished, percentSent, toStart, uploadStatus, uploadsReducer, type UploadItem } from "./uploads";
 
 const add = (items: UploadItem[], ...files: [string, number][]) =>
   uploadsReducer(items, { type: "add", files: files.map(([key, size]) => ({ key, name: `${key}.md`, size })) });
@@ -65,5 +65,40 @@ describe("uploads", () => {
     items = uploadsReducer(items, { type: "failed", key: "b", error: "x" });
     items = uploadsReducer(items, { type: "start", key: "c" });
     expect(uploadsReducer(items, { type: "clear" }).map((i) => i.key)).toEqual(["c"]);
+  });
+
+  it("cancels a file on its way or waiting; the next waiting one takes its place", () => {
+    let items = add([], ["a", 100], ["b", 100], ["c", 100], ["d", 100]);
+    items = uploadsReducer(items, { type: "start", key: "a" });
+    items = uploadsReducer(items, { type: "start", key: "b" });
+    items = uploadsReducer(items, { type: "progress", key: "a", loaded: 40, total: 100 });
+    expect(items.map(cancellable)).toEqual([true, true, true, true]);
+    items = uploadsReducer(items, { type: "cancel", key: "a" });
+    expect(items[0]).toMatchObject({ state: "cancelled", error: null });
+    expect(uploadStatus(items[0])).toBe("cancelled");
+    expect(finished(items[0])).toBe(true);
+    // Its aborted request rejects afterwards: it stays cancelled, not failed.
+    items = uploadsReducer(items, { type: "failed", key: "a", error: "the upload was cancelled" });
+    expect(items[0].state).toBe("cancelled");
+    // A waiting file cancelled is never started.
+    items = uploadsReducer(items, { type: "cancel", key: "c" });
+    expect(toStart(items, 2)).toEqual(["d"]);
+    items = uploadsReducer(items, { type: "start", key: "d" });
+    expect(items.map((i) => i.state)).toEqual(["cancelled", "uploading", "cancelled", "uploading"]);
+    expect(uploadsReducer(items, { type: "clear" }).map((i) => i.key)).toEqual(["b", "d"]);
+  });
+
+  it("offers no cancel once every byte is sent, nor for a finished file", () => {
+    let items = add([], ["a", 10], ["b", 10], ["c", 10]);
+    items = uploadsReducer(items, { type: "start", key: "a" });
+    items = uploadsReducer(items, { type: "progress", key: "a", loaded: 10, total: 10 });
+    expect(items[0].state).toBe("processing");
+    items = uploadsReducer(items, { type: "start", key: "b" });
+    items = uploadsReducer(items, { type: "done", key: "b", outcome: "created", documentId: "d" });
+    items = uploadsReducer(items, { type: "start", key: "c" });
+    items = uploadsReducer(items, { type: "failed", key: "c", error: "x" });
+    expect(items.map(cancellable)).toEqual([false, false, false]);
+    const kept = uploadsReducer(items, { type: "cancel", key: "a" });
+    expect(kept.map((i) => i.state)).toEqual(["processing", "uploaded", "failed"]);
   });
 });

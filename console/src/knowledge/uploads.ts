@@ -7,7 +7,7 @@ export const MAX_UPLOAD_BYTES = 100 * 1024 * 1024;
 /** Files sent at once; the rest wait their turn. */
 export const UPLOAD_CONCURRENCY = 2;
 
-export type UploadState = "waiting" | "uploading" | "processing" | "uploaded" | "failed";
+export type UploadState = "waiting" | "uploading" | "processing" | "uploaded" | "failed" | "cancelled";
 
 export interface UploadItem {
   key: string;
@@ -29,6 +29,7 @@ export type UploadAction =
   | { type: "progress"; key: string; loaded: number; total: number }
   | { type: "done"; key: string; outcome: string; documentId: string }
   | { type: "failed"; key: string; error: string }
+  | { type: "cancel"; key: string }
   | { type: "clear" };
 
 function update(items: UploadItem[], key: string, change: (item: UploadItem) => UploadItem): UploadItem[] {
@@ -79,11 +80,27 @@ export function uploadsReducer(items: UploadItem[], action: UploadAction): Uploa
         error: null,
       }));
     case "failed":
-      return update(items, action.key, (i) => ({ ...i, state: "failed", error: action.error }));
+      // A cancelled upload rejects as it is aborted: it stays cancelled, not failed.
+      return update(items, action.key, (i) => (i.state === "cancelled" ? i : { ...i, state: "failed", error: action.error }));
+    case "cancel":
+      return update(items, action.key, (i) => (cancellable(i) ? { ...i, state: "cancelled", error: null } : i));
     case "clear":
       // Finished ones go; those still on their way stay.
-      return items.filter((i) => i.state !== "uploaded" && i.state !== "failed");
+      return items.filter((i) => !FINISHED.has(i.state));
   }
+}
+
+const FINISHED = new Set<UploadState>(["uploaded", "failed", "cancelled"]);
+
+/** Whether the user may still cancel a file: while it waits its turn or its bytes are on their
+ * way. Once every byte is sent the gateway is storing it, and cancelling would not undo that. */
+export function cancellable(item: UploadItem): boolean {
+  return item.state === "waiting" || item.state === "uploading";
+}
+
+/** Whether a file's upload is over, one way or another. */
+export function finished(item: UploadItem): boolean {
+  return FINISHED.has(item.state);
 }
 
 /** The files to start now: waiting ones, oldest first, up to the concurrency left. */
@@ -113,5 +130,7 @@ export function uploadStatus(item: UploadItem): string {
       return item.outcome === "unchanged" ? "uploaded: unchanged, nothing to do" : `uploaded: ${item.outcome ?? "stored"}`;
     case "failed":
       return `failed: ${item.error ?? "unknown error"}`;
+    case "cancelled":
+      return "cancelled";
   }
 }

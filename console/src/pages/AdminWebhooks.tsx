@@ -1,14 +1,18 @@
-import { FormEvent, useEffect, useState } from "react";
+import { ChangeEvent, FormEvent, useEffect, useState } from "react";
 import { useApi } from "../api/context";
 import { messageOf, useGet } from "../api/hooks";
 import {
   answerOf,
   deliveriesLive,
+  draftOf,
   lastAttempt,
   parseEventTypes,
+  previousSecretLive,
+  webhookChanges,
   type Delivery,
   type DeliveryState,
   type Webhook,
+  type WebhookDraft,
   type WebhookWithSecret,
 } from "../admin/webhooks";
 import { When } from "../components/Dates";
@@ -18,6 +22,10 @@ import { When } from "../components/Dates";
 const DELIVERIES_LIVE_REFRESH_MS = 5000;
 const DELIVERIES_IDLE_REFRESH_MS = 15000;
 const STATES: DeliveryState[] = ["pending", "succeeded", "dead"];
+// How long a rotated-out secret keeps verifying (the API's default; at most 7 days).
+const ROTATION_OVERLAP_HOURS = 24;
+
+type ShownSecret = WebhookWithSecret & { rotated: boolean };
 
 export function AdminWebhooksPage() {
   const api = useApi();
@@ -25,9 +33,11 @@ export function AdminWebhooksPage() {
   const [url, setUrl] = useState("");
   const [types, setTypes] = useState("");
   const [description, setDescription] = useState("");
-  // The secret of the webhook just created: kept in this component's state only, never stored.
-  const [created, setCreated] = useState<WebhookWithSecret | null>(null);
+  // A signing secret just made (a new webhook's, or a rotation's): kept in this component's
+  // state only, never stored, gone with "I stored it".
+  const [shown, setShown] = useState<ShownSecret | null>(null);
   const [open, setOpen] = useState<Webhook | null>(null);
+  const [editing, setEditing] = useState<Webhook | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [notice, setNotice] = useState("");
 
@@ -46,10 +56,31 @@ export function AdminWebhooksPage() {
         eventTypes: parsed.types,
         description: description.trim(),
       });
-      setCreated(made);
+      setShown({ ...made, rotated: false });
       setUrl("");
       setTypes("");
       setDescription("");
+      webhooks.reload();
+    } catch (e) {
+      setError(messageOf(e));
+    }
+  }
+
+  async function rotate(w: Webhook) {
+    if (
+      !window.confirm(
+        `Rotate the signing secret of ${w.url}? A new secret signs from now on; the current one keeps verifying for ${ROTATION_OVERLAP_HOURS} hours, while the receiver switches.`,
+      )
+    ) {
+      return;
+    }
+    setError(null);
+    setNotice("");
+    try {
+      const rotated = await api.json<WebhookWithSecret>("POST", `/api/v1/webhooks/${w.id}/rotate-secret`, {
+        previousSecretTtlSeconds: ROTATION_OVERLAP_HOURS * 3600,
+      });
+      setShown({ ...rotated, rotated: true });
       webhooks.reload();
     } catch (e) {
       setError(messageOf(e));
@@ -62,7 +93,8 @@ export function AdminWebhooksPage() {
     try {
       await api.json("DELETE", `/api/v1/webhooks/${w.id}`);
       if (open?.id === w.id) setOpen(null);
-      if (created?.webhook.id === w.id) setCreated(null);
+      if (editing?.id === w.id) setEditing(null);
+      if (shown?.webhook.id === w.id) setShown(null);
       setNotice(`Webhook to ${w.url} deleted.`);
       webhooks.reload();
     } catch (e) {
@@ -70,20 +102,35 @@ export function AdminWebhooksPage() {
     }
   }
 
+  function saved(w: Webhook) {
+    setEditing(null);
+    setNotice(`Webhook to ${w.url} updated.`);
+    if (open?.id === w.id) setOpen(w);
+    webhooks.reload();
+  }
+
   const list = webhooks.data?.webhooks ?? [];
   return (
     <div>
       <h1>Webhooks</h1>
       {(webhooks.error || error) && <p role="alert" className="error">{error || webhooks.error}</p>}
-      <p role="status" className="notice">{notice}</p>
-      {created && (
+      <p role="status" className="notice" data-testid="webhook-notice">{notice}</p>
+      {shown && (
         <div className="card secret" role="alert" aria-labelledby="secret-once">
-          <h2 id="secret-once">Signing secret of {created.webhook.url}: shown this once</h2>
+          <h2 id="secret-once">
+            {shown.rotated ? "New signing secret" : "Signing secret"} of {shown.webhook.url}: shown this once
+          </h2>
           <p>Store it with the receiver now: it verifies the <code>webhook-signature</code> header, and the console cannot show it again.</p>
-          <label htmlFor="new-secret">Signing secret</label>
-          <input id="new-secret" readOnly value={created.secret} onFocus={(e) => e.currentTarget.select()} data-testid="new-webhook-secret" />
-          <button type="button" onClick={() => void navigator.clipboard?.writeText(created.secret)}>Copy</button>
-          <button type="button" onClick={() => setCreated(null)}>I stored it</button>
+          {shown.rotated && shown.webhook.previousSecretExpiresAt && (
+            <p data-testid="previous-secret-until">
+              The previous secret still verifies until <When at={shown.webhook.previousSecretExpiresAt} />: deliveries carry
+              a signature by each until then.
+            </p>
+          )}
+          <label htmlFor="new-secret">{shown.rotated ? "New signing secret" : "Signing secret"}</label>
+          <input id="new-secret" readOnly value={shown.secret} onFocus={(e) => e.currentTarget.select()} data-testid="new-webhook-secret" />
+          <button type="button" onClick={() => void navigator.clipboard?.writeText(shown.secret)}>Copy</button>
+          <button type="button" onClick={() => setShown(null)}>I stored it</button>
         </div>
       )}
       <table>
@@ -101,14 +148,27 @@ export function AdminWebhooksPage() {
         <tbody>
           {list.map((w) => (
             <tr key={w.id} data-testid="webhook-row">
-              <td><code>{w.url}</code></td>
-              <td>{w.eventTypes.join(", ")}</td>
-              <td>{w.description || <span className="muted">—</span>}</td>
-              <td>{w.enabled ? "yes" : "no"}</td>
+              <td>
+                <code>{w.url}</code>
+                {previousSecretLive(w) && (
+                  <div className="muted" data-testid="previous-secret">
+                    previous secret verifies until <When at={w.previousSecretExpiresAt} />
+                  </div>
+                )}
+              </td>
+              <td data-testid="webhook-event-types">{w.eventTypes.join(", ")}</td>
+              <td data-testid="webhook-description">{w.description || <span className="muted">—</span>}</td>
+              <td data-testid="webhook-enabled">{w.enabled ? "yes" : "no"}</td>
               <td><When at={w.createdAt} /></td>
               <td className="actions">
                 <button type="button" onClick={() => setOpen(w)} aria-label={`Deliveries of ${w.url}`} aria-pressed={open?.id === w.id}>
                   Deliveries
+                </button>
+                <button type="button" onClick={() => setEditing(w)} aria-label={`Edit webhook ${w.url}`} aria-pressed={editing?.id === w.id}>
+                  Edit
+                </button>
+                <button type="button" onClick={() => void rotate(w)} aria-label={`Rotate the signing secret of ${w.url}`}>
+                  Rotate secret
                 </button>
                 <button type="button" className="danger" onClick={() => void remove(w)} aria-label={`Delete webhook ${w.url}`}>Delete</button>
               </td>
@@ -117,6 +177,7 @@ export function AdminWebhooksPage() {
         </tbody>
       </table>
       {webhooks.data && list.length === 0 && <p className="muted">No webhooks yet: subscribe a URL below.</p>}
+      {editing && <EditWebhook key={editing.id} webhook={editing} onSaved={saved} onClose={() => setEditing(null)} />}
       {open && <DeliveryLog key={open.id} webhook={open} />}
       <form className="card" onSubmit={create} aria-label="Create a webhook">
         <h2>Create a webhook</h2>
@@ -132,6 +193,55 @@ export function AdminWebhooksPage() {
         <button type="submit">Create webhook</button>
       </form>
     </div>
+  );
+}
+
+/** A webhook's URL, event types, description and enabled state, changed with
+ * `PATCH /webhooks/{id}` (only what changed is sent); its secret is rotated, never edited. */
+function EditWebhook({ webhook, onSaved, onClose }: { webhook: Webhook; onSaved: (w: Webhook) => void; onClose: () => void }) {
+  const api = useApi();
+  const [draft, setDraft] = useState<WebhookDraft>(() => draftOf(webhook));
+  const [error, setError] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+
+  async function save(event: FormEvent) {
+    event.preventDefault();
+    setError(null);
+    const edited = webhookChanges(webhook, draft);
+    if (!edited.ok) {
+      setError(edited.error);
+      return;
+    }
+    setBusy(true);
+    try {
+      onSaved(await api.json<Webhook>("PATCH", `/api/v1/webhooks/${webhook.id}`, edited.changes));
+    } catch (e) {
+      setError(messageOf(e));
+    } finally {
+      setBusy(false);
+    }
+  }
+
+  const change = (field: keyof WebhookDraft) => (e: ChangeEvent<HTMLInputElement>) =>
+    setDraft((d) => ({ ...d, [field]: field === "enabled" ? e.target.checked : e.target.value }));
+  return (
+    <form className="card" onSubmit={save} aria-label={`Edit webhook ${webhook.url}`}>
+      <h2>Edit the webhook to {webhook.url}</h2>
+      {error && <p role="alert" className="error">{error}</p>}
+      <label htmlFor="e-url">Receiver URL</label>
+      <input id="e-url" type="url" value={draft.url} onChange={change("url")} required />
+      <label htmlFor="e-types">Event types</label>
+      <input id="e-types" value={draft.eventTypes} onChange={change("eventTypes")} required aria-describedby="w-types-help" />
+      <label htmlFor="e-description">Description</label>
+      <input id="e-description" value={draft.description} onChange={change("description")} />
+      <label className="check">
+        <input type="checkbox" checked={draft.enabled} onChange={change("enabled")} /> Enabled (a disabled webhook is sent nothing)
+      </label>
+      <div className="actions">
+        <button type="submit" disabled={busy}>Save changes</button>
+        <button type="button" onClick={onClose}>Close</button>
+      </div>
+    </form>
   );
 }
 

@@ -1,15 +1,18 @@
 import { DragEvent, FormEvent, useEffect, useReducer, useRef, useState } from "react";
 import { useNavigate, useParams } from "react-router-dom";
 import { useApi } from "../api/context";
-import { messageOf, useGet } from "../api/hooks";
+import { messageOf, useGet, usePaged } from "../api/hooks";
 import { When } from "../components/Dates";
 import { EntityGraph } from "../components/EntityGraph";
+import { LoadMore } from "../components/LoadMore";
 import { anyUnsettled, citationText, formatBytes, formatScore, scoreParts, stateText } from "../knowledge/format";
 import type { Collection, IngestOut, KnowledgeDocument, Passage, SearchMode, SearchOut } from "../knowledge/types";
-import { percentSent, toStart, uploadStatus, uploadsReducer } from "../knowledge/uploads";
+import { cancellable, percentSent, toStart, uploadStatus, uploadsReducer } from "../knowledge/uploads";
 
 // Documents on their way (queued, parsing, embedding) are read again this often.
 const DOCUMENTS_REFRESH_MS = 2000;
+// Documents read at a time ("Load more" reads the next ones).
+const DOCUMENTS_PAGE = 100;
 const NAME = /^[a-z0-9_-]{1,63}$/;
 
 export function KnowledgePage() {
@@ -98,13 +101,14 @@ export function KnowledgePage() {
 
 function CollectionView({ collection, onChange }: { collection: Collection; onChange: () => void }) {
   const api = useApi();
-  const documents = useGet<{ documents: KnowledgeDocument[] }>(
-    `/api/v1/knowledge/documents?collection=${collection.id}&pageSize=200`,
+  const documents = usePaged<KnowledgeDocument>(
+    `/api/v1/knowledge/documents?collection=${collection.id}&pageSize=${DOCUMENTS_PAGE}`,
+    "documents",
   );
   const [confirming, setConfirming] = useState<string | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [notice, setNotice] = useState("");
-  const list = documents.data?.documents ?? [];
+  const list = documents.items;
   const moving = anyUnsettled(list);
   const { reload } = documents;
 
@@ -195,7 +199,8 @@ function CollectionView({ collection, onChange }: { collection: Collection; onCh
           })}
         </tbody>
       </table>
-      {documents.data && list.length === 0 && <p className="muted">No documents yet: upload some above.</p>}
+      <LoadMore list={documents} what="documents" />
+      {documents.loaded && !documents.error && list.length === 0 && <p className="muted">No documents yet: upload some above.</p>}
     </section>
   );
 }
@@ -205,6 +210,8 @@ function Uploader({ collection, onUploaded }: { collection: Collection; onUpload
   const [items, dispatch] = useReducer(uploadsReducer, []);
   const files = useRef(new Map<string, File>());
   const started = useRef(new Set<string>());
+  // The abort of each file on its way: Cancel aborts its request.
+  const aborts = useRef(new Map<string, AbortController>());
   const serial = useRef(0);
   const [over, setOver] = useState(false);
 
@@ -231,20 +238,41 @@ function Uploader({ collection, onUploaded }: { collection: Collection; onUpload
       // The file's name is its externalId: uploading it again updates that document (or
       // leaves it unchanged) instead of adding a copy.
       form.append("externalId", file.name);
+      const abort = new AbortController();
+      aborts.current.set(key, abort);
       api
         .upload<IngestOut>(
           `/api/v1/knowledge/collections/${encodeURIComponent(collection.id)}/files`,
           form,
           (loaded, total) => dispatch({ type: "progress", key, loaded, total }),
+          abort.signal,
         )
         .then((out) => {
           dispatch({ type: "done", key, outcome: out.outcome, documentId: out.document.id });
           onUploaded();
         })
+        // A cancelled file's rejection keeps it cancelled (the reducer ignores it).
         .catch((e: unknown) => dispatch({ type: "failed", key, error: messageOf(e) }))
-        .finally(() => files.current.delete(key));
+        .finally(() => {
+          files.current.delete(key);
+          aborts.current.delete(key);
+        });
     }
   }, [items, api, collection.id, onUploaded]);
+
+  // Leaving the collection cancels what is still on its way.
+  useEffect(() => {
+    const pending = aborts.current;
+    return () => pending.forEach((abort) => abort.abort());
+  }, []);
+
+  function cancel(key: string) {
+    // Marked first, so the aborted request's rejection finds it cancelled; a file still
+    // waiting is never started.
+    dispatch({ type: "cancel", key });
+    aborts.current.get(key)?.abort();
+    files.current.delete(key);
+  }
 
   function drop(event: DragEvent) {
     event.preventDefault();
@@ -254,7 +282,8 @@ function Uploader({ collection, onUploaded }: { collection: Collection; onUpload
 
   const done = items.filter((i) => i.state === "uploaded").length;
   const failed = items.filter((i) => i.state === "failed").length;
-  const going = items.length - done - failed;
+  const cancelled = items.filter((i) => i.state === "cancelled").length;
+  const going = items.length - done - failed - cancelled;
   return (
     <div>
       <h3>Upload documents</h3>
@@ -284,7 +313,7 @@ function Uploader({ collection, onUploaded }: { collection: Collection; onUpload
       {items.length > 0 && (
         <>
           <p role="status" data-testid="upload-summary">
-            {done} uploaded, {failed} failed, {going} on their way.
+            {done} uploaded, {failed} failed, {cancelled > 0 && `${cancelled} cancelled, `}{going} on their way.
           </p>
           <ul className="uploads" aria-label="Uploads">
             {items.map((item) => (
@@ -293,11 +322,14 @@ function Uploader({ collection, onUploaded }: { collection: Collection; onUpload
                   {item.name} <span className="muted">({formatBytes(item.size)})</span>
                 </span>
                 <progress max={100} value={percentSent(item)} aria-label={`${item.name} sent`} />
-                <span className={item.state === "failed" ? "error" : undefined}>{uploadStatus(item)}</span>
+                <span className={item.state === "failed" ? "upload-status error" : "upload-status"} data-testid="upload-status">{uploadStatus(item)}</span>
+                {cancellable(item) && (
+                  <button type="button" onClick={() => cancel(item.key)} aria-label={`Cancel ${item.name}`}>Cancel</button>
+                )}
               </li>
             ))}
           </ul>
-          <button type="button" onClick={() => dispatch({ type: "clear" })} disabled={done + failed === 0}>
+          <button type="button" onClick={() => dispatch({ type: "clear" })} disabled={done + failed + cancelled === 0}>
             Clear finished uploads
           </button>
         </>

@@ -1,6 +1,7 @@
 import { FormEvent, useEffect, useMemo, useState } from "react";
 import { useApi } from "../api/context";
-import { messageOf, useGet, usePersonas } from "../api/hooks";
+import { messageOf, useGet, usePaged, usePersonas } from "../api/hooks";
+import { LoadMore } from "../components/LoadMore";
 import { When } from "../components/Dates";
 import { ApprovalsAndRuns } from "../components/Approvals";
 import { Schedules } from "../components/Schedules";
@@ -59,13 +60,15 @@ const STATUSES = ["", "queued", "running", "waiting_for_approval", "succeeded", 
 const FINAL = new Set(["succeeded", "failed", "cancelled"]);
 // A running task's timeline is read again this often while it is open.
 const TIMELINE_REFRESH_MS = 3000;
+// Tasks read at a time ("Load more" reads the next ones).
+const TASKS_PAGE = 50;
 
 
 export function WorkPage() {
   const api = useApi();
   const personas = usePersonas();
   const [status, setStatus] = useState("");
-  const tasks = useGet<{ tasks: Task[] }>(`/api/v1/tasks?pageSize=100${status ? `&status=${status}` : ""}`);
+  const tasks = usePaged<Task>(`/api/v1/tasks?pageSize=${TASKS_PAGE}${status ? `&status=${status}` : ""}`, "tasks");
   const [selected, setSelected] = useState<string | null>(null);
   const [title, setTitle] = useState("");
   const [description, setDescription] = useState("");
@@ -119,7 +122,7 @@ export function WorkPage() {
             </tr>
           </thead>
           <tbody>
-            {(tasks.data?.tasks ?? []).map((t) => (
+            {tasks.items.map((t) => (
               <tr key={t.id} aria-selected={t.id === selected} data-testid="task-row">
                 <td><button type="button" className="link" onClick={() => setSelected(t.id)}>{t.title}</button></td>
                 <td>{t.status}</td>
@@ -131,6 +134,8 @@ export function WorkPage() {
             ))}
           </tbody>
         </table>
+        <LoadMore list={tasks} what="tasks" />
+        {tasks.loaded && !tasks.error && tasks.items.length === 0 && <p className="muted">No tasks{status ? ` in status ${status}` : ""}.</p>}
       </section>
       {selected && <TaskDetail key={selected} taskId={selected} onChange={tasks.reload} />}
       <ApprovalsAndRuns />
