@@ -143,9 +143,9 @@ describe("AdminWebhooksPage", () => {
     };
     try {
       // Declined: nothing sent.
-      fireEvent.click(screen.getByRole("button", { name: "Rotate the signing secret of https://hooks.example.com/edrs" }));
+      fireEvent.click(screen.getByRole("button", { name: "Rotate secret of https://hooks.example.com/edrs" }));
       expect(sent.some((s) => s.path.endsWith("/rotate-secret"))).toBe(false);
-      fireEvent.click(screen.getByRole("button", { name: "Rotate the signing secret of https://hooks.example.com/edrs" }));
+      fireEvent.click(screen.getByRole("button", { name: "Rotate secret of https://hooks.example.com/edrs" }));
       const shown = await screen.findByTestId("new-webhook-secret");
       expect((shown as HTMLInputElement).value).toBe(ROTATED);
     } finally {

@@ -167,7 +167,7 @@ export function AdminWebhooksPage() {
                 <button type="button" onClick={() => setEditing(w)} aria-label={`Edit webhook ${w.url}`} aria-pressed={editing?.id === w.id}>
                   Edit
                 </button>
-                <button type="button" onClick={() => void rotate(w)} aria-label={`Rotate the signing secret of ${w.url}`}>
+                <button type="button" onClick={() => void rotate(w)} aria-label={`Rotate secret of ${w.url}`}>
                   Rotate secret
                 </button>
                 <button type="button" className="danger" onClick={() => void remove(w)} aria-label={`Delete webhook ${w.url}`}>Delete</button>
