@@ -173,6 +173,9 @@ describe("AdminWebhooksPage", () => {
     fireEvent.click(screen.getByRole("button", { name: "Create webhook" }));
     await screen.findByTestId("webhook-row");
     fireEvent.click(screen.getByRole("button", { name: "I stored it" }));
+    // With its delivery log open beside the form.
+    fireEvent.click(screen.getByRole("button", { name: "Deliveries of https://hooks.example.com/edrs" }));
+    await screen.findByTestId("delivery-row");
     fireEvent.click(screen.getByRole("button", { name: "Edit webhook https://hooks.example.com/edrs" }));
     const form = screen.getByRole("form", { name: "Edit webhook https://hooks.example.com/edrs" });
 

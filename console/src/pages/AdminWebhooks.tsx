@@ -177,8 +177,9 @@ export function AdminWebhooksPage() {
         </tbody>
       </table>
       {webhooks.data && list.length === 0 && <p className="muted">No webhooks yet: subscribe a URL below.</p>}
-      {editing && <EditWebhook key={editing.id} webhook={editing} onSaved={saved} onClose={() => setEditing(null)} />}
-      {open && <DeliveryLog key={open.id} webhook={open} />}
+      {/* Keys apart: siblings with one key (the webhook's id) would be mixed up by React. */}
+      {editing && <EditWebhook key={`edit-${editing.id}`} webhook={editing} onSaved={saved} onClose={() => setEditing(null)} />}
+      {open && <DeliveryLog key={`log-${open.id}`} webhook={open} />}
       <form className="card" onSubmit={create} aria-label="Create a webhook">
         <h2>Create a webhook</h2>
         <label htmlFor="w-url">Receiver URL</label>
