@@ -1,9 +1,10 @@
 """The web console in a real browser (Debian's chromium, driven by Playwright) against the fleet
 `make run` starts: sign in, create a persona, watch a reply stream, reload mid-reply and get it
 completed once, see a stated preference on the relationship page, see an event in the live
-tail, upload documents and find one by search with its score parts, approve and reject waiting
+tail, upload documents and find one by search with its score parts, cancel an upload on its
+way, approve and reject waiting
 workflow steps and see the runs go on, attach a knowledge collection to a persona, and the admin
-pages (a webhook's signing secret shown once, its delivery log). On every page axe-core must find
+pages (a webhook's signing secret shown once, its delivery log, edited, its secret rotated). On every page axe-core must find
 no serious or critical accessibility violation, and the page must run under its Content-Security-Policy without a
 violation. A screenshot of each page is saved under `console-artifacts*/` in pytest's base
 temporary directory (or $EDRS_CONSOLE_ARTIFACTS), printed at the end of the module.
@@ -11,6 +12,8 @@ temporary directory (or $EDRS_CONSOLE_ARTIFACTS), printed at the end of the modu
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import os
 import re
@@ -19,13 +22,15 @@ import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from edrs_core.testing import CHROMIUM, CHROMIUM_ARGS
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, Route, async_playwright, expect
+from playwright.async_api import Error as PlaywrightError
 
 pytestmark = [pytest.mark.fleet, pytest.mark.slow]
 
@@ -482,6 +487,65 @@ async def test_knowledge_upload_search_and_delete(session: Session) -> None:
     assert kept == ["keepers-log.md", "lighthouse-handbook.md"], listed
 
 
+async def test_an_upload_cancelled_mid_way(session: Session) -> None:
+    """Two files: one held on its way (the browser sent it; the network holds it, as a slow link
+    would), cancelled there; the other goes on and is stored, the cancelled one is not."""
+    page = session.page
+    await expect(page.get_by_role("heading", name="Collection lighthouses")).to_be_visible()
+    await page.get_by_role("button", name="Clear finished uploads").click()
+    uploads = page.get_by_test_id("upload")
+    await expect(uploads).to_have_count(0)
+    held = asyncio.Event()
+    release = asyncio.Event()
+
+    async def hold_one(route: Route) -> None:
+        if b'filename="held-back.md"' not in (route.request.post_data_buffer or b""):
+            await route.continue_()
+            return
+        held.set()
+        await release.wait()
+        # Never let through to the gateway. The page's abort has usually ended the route
+        # already (Playwright then says it is handled): nothing is left to stop.
+        with contextlib.suppress(PlaywrightError):
+            await route.abort()
+
+    await page.route("**/api/v1/knowledge/collections/*/files", hold_one)
+    try:
+        await page.get_by_label(re.compile(r"^Files to upload")).set_input_files(
+            [
+                {"name": "held-back.md", "mimeType": "text/markdown",
+                 "buffer": b"# Held back\n\n" + b"The lamp is lit at dusk. " * 4000},
+                {"name": "tides.md", "mimeType": "text/markdown",
+                 "buffer": b"# Tides\n\nThe relief boat sails at high water."},
+            ]
+        )  # fmt: skip
+        await asyncio.wait_for(held.wait(), timeout=60)
+        cancelled = uploads.filter(has_text="held-back.md")
+        await expect(cancelled).to_have_attribute("data-state", "uploading")
+        cancel = cancelled.get_by_role("button", name="Cancel held-back.md")
+        await expect(cancel).to_be_visible()
+        await check_page(session, "knowledge-upload-cancel")
+        await cancel.click()
+        await expect(cancelled).to_have_attribute("data-state", "cancelled")
+        await expect(cancelled.get_by_test_id("upload-status")).to_have_text("cancelled")
+        await expect(cancel).to_have_count(0)
+        await expect(uploads.filter(has_text="tides.md")).to_contain_text(
+            "uploaded: created", timeout=60_000
+        )
+        await expect(page.get_by_test_id("upload-summary")).to_have_text(
+            "1 uploaded, 0 failed, 1 cancelled, 0 on their way."
+        )
+    finally:
+        release.set()
+        await page.unroute("**/api/v1/knowledge/collections/*/files")
+    rows = page.get_by_test_id("document-row")
+    await expect(rows.filter(has_text="tides.md")).to_have_count(1)
+    async with await session.api() as api:
+        listed = (await api.get("/api/v1/knowledge/documents?collection=lighthouses")).json()
+    kept = sorted(d["externalId"] for d in listed["documents"])
+    assert kept == ["keepers-log.md", "lighthouse-handbook.md", "tides.md"], listed
+
+
 async def start_waiting_run(api: httpx.AsyncClient, workflow: str, title: str) -> str:
     """Register `workflow` (an approval step for admins, then a one-second wait) and start it."""
     made = await api.post(
@@ -678,6 +742,51 @@ async def test_admin_webhooks_secret_once_and_delivery_log(session: Session) -> 
         re.compile(r"^(pending|succeeded|dead)$")
     )
     await check_page(session, "admin-webhook-deliveries")
+
+    # Edited: the description changed and the webhook disabled, as the API then says.
+    await row.get_by_role("button", name=f"Edit webhook {WEBHOOK_URL}").click()
+    edit = page.get_by_role("form", name=f"Edit webhook {WEBHOOK_URL}")
+    await edit.get_by_label("Description").fill("console test, edited")
+    await edit.get_by_role("checkbox", name=re.compile("Enabled")).uncheck()
+    await check_page(session, "admin-webhook-edit")
+    await edit.get_by_role("button", name="Save changes").click()
+    notice = page.get_by_test_id("webhook-notice")
+    saved = page.get_by_text(f"Webhook to {WEBHOOK_URL} updated.", exact=True)
+    await expect(saved.or_(edit.get_by_role("alert"))).to_be_visible(timeout=RUN_TIMEOUT_MS)
+    # Saved (the form closes), not refused (the form would show the API's problem).
+    assert await notice.inner_text() == f"Webhook to {WEBHOOK_URL} updated.", (
+        await edit.inner_text()
+    )
+    await expect(edit).to_have_count(0)
+    await expect(row.get_by_test_id("webhook-description")).to_have_text("console test, edited")
+    await expect(row.get_by_test_id("webhook-enabled")).to_have_text("no")
+
+    # The secret rotated: a new one, shown once, and the time the old one verifies until.
+    page.once("dialog", lambda dialog: dialog.accept())
+    await row.get_by_role("button", name=f"Rotate secret of {WEBHOOK_URL}").click()
+    await expect(shown).to_have_value(re.compile(r"^whsec_[A-Za-z0-9+/=]+$"))
+    rotated = await shown.input_value()
+    assert rotated != secret
+    await expect(
+        page.get_by_role("heading", name=re.compile("^New signing secret of"))
+    ).to_be_visible()
+    await expect(page.get_by_test_id("previous-secret-until").locator("time")).to_be_visible()
+    await expect(row.get_by_test_id("previous-secret")).to_contain_text(
+        "previous secret verifies until"
+    )
+    await check_page(session, "admin-webhook-rotated")
+    await page.get_by_role("button", name="I stored it").click()
+    await expect(shown).to_have_count(0)
+    assert rotated not in await page.content()
+    await page.reload()
+    await expect(row.get_by_test_id("previous-secret")).to_be_visible()
+    assert rotated not in await page.content()  # shown once only
+    async with await session.api() as api:
+        now = (await api.get(f"/api/v1/webhooks/{webhook['id']}")).json()
+    assert rotated not in str(now) and secret not in str(now)
+    assert now["description"] == "console test, edited" and now["enabled"] is False, now
+    until = datetime.fromisoformat(now["previousSecretExpiresAt"])
+    assert timedelta(hours=23) < until - datetime.now(UTC) <= timedelta(hours=24), now
 
     page.once("dialog", lambda dialog: dialog.accept())
     await row.get_by_role("button", name=f"Delete webhook {WEBHOOK_URL}").click()
