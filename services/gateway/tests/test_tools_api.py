@@ -6,6 +6,7 @@ validation as problem+json, and tenant B seeing none of tenant A's servers or to
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import socket
 import sys
@@ -32,6 +33,7 @@ from .conftest import GATEWAY_REDIS_DB, KEY_SECRET, SERVICES_REDIS_DB, Conversat
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 MCP_SERVER = Path(__file__).resolve().parents[2] / "integration/tests/mcp_orders_server.py"
+GUARDED_SERVER = Path(__file__).resolve().parents[2] / "integration/tests/mcp_guarded_server.py"
 
 
 def _free_port() -> int:
@@ -243,6 +245,56 @@ async def test_bad_servers_are_refused_naming_the_field(client, tenant_a) -> Non
     for body, status, words in cases:
         reply = await client.post("/api/v1/mcp-servers", json=body, headers=admin)
         assert reply.status_code == status, (body, reply.text)
+        assert words in reply.text, (body, reply.text)
+
+
+async def test_a_servers_credentials_are_taken_used_and_answered_as_names_only(
+    client, tenant_a
+) -> None:
+    admin = tenant_a["admin"]
+    token = f"key-{uuid.uuid4().hex}"
+    reply = await client.post(
+        "/api/v1/mcp-servers",
+        json={
+            "name": f"guarded-{uuid.uuid4().hex[:6]}",
+            "transport": "stdio",
+            "command": sys.executable,
+            "args": [str(GUARDED_SERVER), "stdio", hashlib.sha256(token.encode()).hexdigest()],
+            "env": {"API_TOKEN": token},
+        },
+        headers=admin,
+    )
+    assert reply.status_code == 201, reply.text
+    assert token not in reply.text
+    server = reply.json()
+    assert server["env"] == {"API_TOKEN": "********"} and server["headers"] == {}
+    fetched = await client.get(f"/api/v1/mcp-servers/{server['id']}", headers=admin)
+    assert fetched.json()["env"] == {"API_TOKEN": "********"}
+    assert token not in fetched.text
+    tool = next(t["name"] for t in server["tools"] if t["remoteName"] == "api_token")
+    called = await client.post(f"/api/v1/tools/{tool}/calls", json={}, headers=admin)
+    assert called.status_code == 200, called.text
+    assert called.json()["content"] == "API_TOKEN matches"
+
+
+async def test_bad_credentials_are_refused_naming_the_header_or_variable(client, tenant_a) -> None:
+    admin = tenant_a["admin"]
+    stdio = {"transport": "stdio", "command": sys.executable, "args": [str(GUARDED_SERVER)]}
+    http = {"transport": "http", "url": "https://tools.example.com/mcp"}
+    cases = [
+        ({**http, "headers": {"Host": "evil.example"}}, "Host is set by the HTTP client"),
+        ({**http, "headers": {"Bad Name": "x"}}, "RFC 7230 token"),
+        ({**http, "headers": {"Connection": "close"}}, "Connection is a hop-by-hop header"),
+        ({**stdio, "env": {"PATH": "/tmp"}}, "PATH is part of the minimal environment"),
+        ({**stdio, "env": {"LD_PRELOAD": "/tmp/x.so"}}, "LD_PRELOAD changes what a program"),
+        ({**stdio, "headers": {"Authorization": "Bearer x"}}, "not a url or headers"),
+        ({**http, "env": {"API_TOKEN": "x"}}, "not a command or env"),
+    ]
+    for body, words in cases:
+        reply = await client.post(
+            "/api/v1/mcp-servers", json={"name": "creds", **body}, headers=admin
+        )
+        assert reply.status_code == 422, (body, reply.text)
         assert words in reply.text, (body, reply.text)
 
 

@@ -72,7 +72,7 @@ async def build(rt: Runtime[IntegrationSettings]) -> list[GrpcService]:
     )
     # Stdio servers' processes stop with the service.
     rt.on_close(connections.close)
-    tool_store = PostgresToolStore(rt.db, events)
+    tool_store = PostgresToolStore(rt.db, events, secrets)
     # Keyed tool calls expire (docs/integration.md, "Idempotency key").
     rt.spawn(
         run_sweeper(

@@ -12,6 +12,7 @@ from edrs_core.protobuf import timestamp
 from edrs_proto.common.v1 import common_pb2
 from edrs_proto.integration.v1 import tools_pb2, tools_pb2_grpc
 
+from edrs_integration.server import REDACTED
 from edrs_integration.store.tools import McpServerRecord
 from edrs_integration.tools.registry import ToolRegistry
 from edrs_integration.tools.schemas import TOOL_NAME, ToolSpec
@@ -76,6 +77,9 @@ def server_to_proto(s: McpServerRecord) -> tools_pb2.McpServer:
         create_time=timestamp(s.created_at),
         refresh_time=timestamp(s.refreshed_at),
         last_error=s.last_error,
+        # Names only: the values stay in the secret store.
+        headers=dict.fromkeys(s.header_names, REDACTED),
+        env=dict.fromkeys(s.env_names, REDACTED),
     )
 
 
@@ -106,6 +110,8 @@ class ToolServicer(tools_pb2_grpc.ToolServiceServicer):
             args=list(request.args),
             url=request.url,
             call_timeout_seconds=request.call_timeout_seconds,
+            headers=dict(request.headers),
+            env=dict(request.env),
         )
         return server_to_proto(await self.registry.add_server(client_id, new))
 

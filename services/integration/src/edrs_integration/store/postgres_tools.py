@@ -7,13 +7,16 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
-from edrs_core import AlreadyExists
+from edrs_core import AlreadyExists, FailedPrecondition
 from edrs_core.events import ServiceEvents
 from edrs_core.ids import new_id
 from edrs_core.pagination import keyset_page
+from edrs_core.secretstore import SecretNotFound, SecretStore
 
 from edrs_integration.store.tools import (
+    NO_CREDENTIALS,
     KeyedCall,
+    McpCredentials,
     McpServerRecord,
     NewMcpServer,
     StoredTool,
@@ -24,7 +27,7 @@ TOOL_CALLED = "integration.tool_called"
 
 _COLUMNS = (
     "id, name, transport, command, args, url, call_timeout_seconds, last_error, created_at, "
-    "refreshed_at"
+    "refreshed_at, header_names, env_names, secret_version"
 )
 _CALL_COLUMNS = (
     "name, arguments_sha256, state, stale_at < now() AS stale, content, structured, is_error, "
@@ -73,7 +76,15 @@ def _server(row: Any, tools: list[StoredTool]) -> McpServerRecord:
         created_at=row["created_at"],
         refreshed_at=row["refreshed_at"],
         tools=tools,
+        header_names=tuple(row["header_names"]),
+        env_names=tuple(row["env_names"]),
+        secret_version=row["secret_version"],
     )
+
+
+def mcp_server_secret_path(client_id: str, server_id: UUID) -> tuple[str, ...]:
+    """Where an MCP server's credentials live in the secret store."""
+    return ("tenants", client_id, "mcp-servers", str(server_id))
 
 
 async def _insert_tools(
@@ -101,9 +112,10 @@ async def _insert_tools(
 
 
 class PostgresToolStore:
-    def __init__(self, db: asyncpg.Pool, events: ServiceEvents) -> None:
+    def __init__(self, db: asyncpg.Pool, events: ServiceEvents, secrets: SecretStore) -> None:
         self.db = db
         self.events = events
+        self.secrets = secrets
 
     async def _called(self, conn: Any, client_id: str, called: ToolCalled) -> None:
         await self.events.add(
@@ -128,14 +140,19 @@ class PostgresToolStore:
     async def create_server(
         self, client_id: str, server: NewMcpServer, tools: list[StoredTool]
     ) -> McpServerRecord:
+        server_id = new_id()
+        path = mcp_server_secret_path(client_id, server_id)
+        credentials = server.credentials
+        version = await self.secrets.put(path, credentials.as_secret()) if credentials else None
         try:
             async with self.db.acquire() as conn, conn.transaction():
                 row = await conn.fetchrow(
                     f"""INSERT INTO mcp_servers (id, client_id, name, transport, command, args, url,
-                                                 call_timeout_seconds)
-                        VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8)
+                                                 call_timeout_seconds, header_names, env_names,
+                                                 secret_version)
+                        VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11)
                         RETURNING {_COLUMNS}""",
-                    new_id(),
+                    server_id,
                     client_id,
                     server.name,
                     server.transport,
@@ -143,14 +160,36 @@ class PostgresToolStore:
                     json.dumps(list(server.args)),
                     server.url,
                     server.call_timeout_seconds,
+                    sorted(credentials.headers),
+                    sorted(credentials.env),
+                    version,
                 )
                 assert row is not None  # INSERT ... RETURNING yields the row
                 await _insert_tools(conn, client_id, row["id"], tools)
-        except asyncpg.UniqueViolationError:
-            raise AlreadyExists(
-                f"an MCP server named {server.name!r} already exists", field="name"
-            ) from None
+        except BaseException as exc:
+            # No row refers to them: do not leave the values behind.
+            if version is not None:
+                await self.secrets.delete(path)
+            if isinstance(exc, asyncpg.UniqueViolationError):
+                raise AlreadyExists(
+                    f"an MCP server named {server.name!r} already exists", field="name"
+                ) from None
+            raise
         return _server(row, list(tools))
+
+    async def credentials(self, client_id: str, server: McpServerRecord) -> McpCredentials:
+        if server.secret_version is None:
+            return NO_CREDENTIALS
+        try:
+            values = await self.secrets.get(
+                mcp_server_secret_path(client_id, server.id), server.secret_version
+            )
+        except SecretNotFound:
+            raise FailedPrecondition(
+                f"the credentials of MCP server {server.name} are missing from the secret store "
+                f"(version {server.secret_version}); delete the server and add it again"
+            ) from None
+        return McpCredentials.of_secret(values)
 
     async def get_server(self, client_id: str, server_id: UUID) -> McpServerRecord | None:
         row = await self.db.fetchrow(
@@ -242,7 +281,11 @@ class PostgresToolStore:
                 client_id,
                 server_id,
             )
-        return int(tools) if deleted is not None else None
+        if deleted is None:
+            return None
+        # Every version of its credentials goes with it (absent is fine).
+        await self.secrets.delete(mcp_server_secret_path(client_id, server_id))
+        return int(tools)
 
     async def set_impact(self, client_id: str, name: str, impact: str) -> bool:
         done = await self.db.fetchval(

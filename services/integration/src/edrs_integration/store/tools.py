@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -18,6 +20,43 @@ class StoredTool:
     impact_overridden: bool = False
 
 
+_HEADER = "header:"
+_ENV = "env:"
+
+
+@dataclass(frozen=True, eq=False)
+class McpCredentials:
+    """An MCP server's credentials: headers of an HTTP server's requests, variables of a stdio
+    server's environment. The values live in the secret store; this object never shows them
+    (its repr names the keys only)."""
+
+    headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    def __repr__(self) -> str:
+        return f"McpCredentials(headers={sorted(self.headers)}, env={sorted(self.env)})"
+
+    def __bool__(self) -> bool:
+        return bool(self.headers or self.env)
+
+    def as_secret(self) -> dict[str, str]:
+        """The values as one secret-store entry."""
+        return {
+            **{_HEADER + k: v for k, v in self.headers.items()},
+            **{_ENV + k: v for k, v in self.env.items()},
+        }
+
+    @classmethod
+    def of_secret(cls, values: Mapping[str, str]) -> McpCredentials:
+        return cls(
+            headers={k[len(_HEADER) :]: v for k, v in values.items() if k.startswith(_HEADER)},
+            env={k[len(_ENV) :]: v for k, v in values.items() if k.startswith(_ENV)},
+        )
+
+
+NO_CREDENTIALS = McpCredentials()
+
+
 @dataclass(frozen=True, kw_only=True)
 class NewMcpServer:
     name: str
@@ -26,6 +65,10 @@ class NewMcpServer:
     args: tuple[str, ...] = ()
     url: str = ""
     call_timeout_seconds: float
+    # The names of its credentials (their values only in `credentials`, of a server being added).
+    header_names: tuple[str, ...] = ()
+    env_names: tuple[str, ...] = ()
+    credentials: McpCredentials = field(default=NO_CREDENTIALS, repr=False, compare=False)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,6 +78,8 @@ class McpServerRecord(NewMcpServer):
     refreshed_at: datetime
     last_error: str = ""
     tools: list[StoredTool] = field(default_factory=list)
+    # The secret store's version of its credentials; None when it has none.
+    secret_version: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -140,10 +185,15 @@ class ToolStore(KeyedCallStore, Protocol):
     async def create_server(
         self, client_id: str, server: NewMcpServer, tools: list[StoredTool]
     ) -> McpServerRecord:
-        """Raises AlreadyExists when the tenant has a server of that name."""
+        """Raises AlreadyExists when the tenant has a server of that name. Its `credentials` go
+        to the secret store; the row keeps their names and the store's version."""
         ...
 
     async def get_server(self, client_id: str, server_id: UUID) -> McpServerRecord | None: ...
+
+    async def credentials(self, client_id: str, server: McpServerRecord) -> McpCredentials:
+        """The server's credentials, read from the secret store (none when it has none)."""
+        ...
 
     async def list_servers(
         self, client_id: str, page_token: str, page_size: int
@@ -160,7 +210,8 @@ class ToolStore(KeyedCallStore, Protocol):
     async def record_error(self, client_id: str, server_id: UUID, error: str) -> None: ...
 
     async def delete_server(self, client_id: str, server_id: UUID) -> int | None:
-        """The number of tools deleted with it; None when there was no such server."""
+        """The number of tools deleted with it; None when there was no such server. Its
+        credentials are destroyed in the secret store."""
         ...
 
     async def set_impact(self, client_id: str, name: str, impact: str) -> bool:

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +26,8 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp_types import CallToolResult, TextContent
 from mcp_types import Tool as McpTool
+
+from edrs_integration.store.tools import NO_CREDENTIALS, McpCredentials
 
 log = logging.getLogger("edrs.integration.mcp")
 
@@ -41,6 +43,18 @@ class McpEndpoint:
     command: str = ""
     args: tuple[str, ...] = ()
     url: str = ""
+    # Which credentials it gets, and their version in the secret store: a rotation makes another
+    # endpoint, hence a new session. The values are read by the connection when it opens one.
+    header_names: tuple[str, ...] = ()
+    env_names: tuple[str, ...] = ()
+    secret_version: int | None = None
+
+
+CredentialsSource = Callable[[], Awaitable[McpCredentials]]
+
+
+async def _no_credentials() -> McpCredentials:
+    return NO_CREDENTIALS
 
 
 @dataclass(frozen=True)
@@ -98,9 +112,12 @@ class McpConnection:
         connect_timeout: float,
         health_interval: float,
         max_backoff: float = 30.0,
+        credentials: CredentialsSource = _no_credentials,
     ) -> None:
         self.key = key
         self.endpoint = endpoint
+        # Read each time a session opens (the supervisor's restarts included), never kept.
+        self._credentials = credentials
         self._policy = policy
         self._connect_timeout = connect_timeout
         self._health_interval = health_interval
@@ -120,12 +137,14 @@ class McpConnection:
     @contextlib.asynccontextmanager
     async def _open(self) -> AsyncIterator[Client]:
         ep = self.endpoint
+        credentials = await self._credentials()
         if ep.transport == "stdio":
-            # Only the SDK's minimal environment (PATH, HOME, ...): the service's own settings,
-            # credentials keys included, never reach a tool server's process.
-            params = StdioServerParameters(
-                command=ep.command, args=list(ep.args), env=get_default_environment()
-            )
+            # Only the SDK's minimal environment (PATH, HOME, ...) and the server's own
+            # credentials: the service's settings, credentials keys included, never reach a tool
+            # server's process. Credential names never override the minimal environment
+            # (registry.check_env refuses them), and the minimal environment wins regardless.
+            env = {**credentials.env, **get_default_environment()}
+            params = StdioServerParameters(command=ep.command, args=list(ep.args), env=env)
             async with Client(params, cache=None, mode="legacy") as client:
                 yield client
             return
@@ -134,6 +153,9 @@ class McpConnection:
                 transport=Httpx2OutboundTransport(self._policy),
                 timeout=httpx2.Timeout(self._connect_timeout, read=300.0),
                 trust_env=False,
+                # On every request of the session; the SDK follows a redirect only on the
+                # endpoint's own origin, so they never reach another host.
+                headers=dict(credentials.headers),
             ) as http,
             Client(
                 streamable_http_client(ep.url, http_client=http), cache=None, mode="legacy"
@@ -285,7 +307,9 @@ class McpConnections:
         self._connections: dict[str, McpConnection] = {}
         self._closing: set[asyncio.Task[None]] = set()
 
-    def detached(self, label: str, endpoint: McpEndpoint) -> McpConnection:
+    def detached(
+        self, label: str, endpoint: McpEndpoint, credentials: CredentialsSource = _no_credentials
+    ) -> McpConnection:
         """A connection kept by nobody yet (a server being added): `adopt` it, or close it."""
         made = McpConnection(
             label,
@@ -293,6 +317,7 @@ class McpConnections:
             self.policy,
             connect_timeout=self.connect_timeout,
             health_interval=self.health_interval,
+            credentials=credentials,
         )
         made.start()
         return made
@@ -305,11 +330,17 @@ class McpConnections:
             closing.add_done_callback(self._closing.discard)
         self._connections[server_id] = connection
 
-    def get(self, server_id: str, label: str, endpoint: McpEndpoint) -> McpConnection:
+    def get(
+        self,
+        server_id: str,
+        label: str,
+        endpoint: McpEndpoint,
+        credentials: CredentialsSource = _no_credentials,
+    ) -> McpConnection:
         found = self._connections.get(server_id)
         if found is not None and found.endpoint == endpoint:
             return found
-        made = self.detached(label, endpoint)
+        made = self.detached(label, endpoint, credentials)
         self.adopt(server_id, made)
         return made
 

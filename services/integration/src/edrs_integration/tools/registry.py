@@ -28,6 +28,7 @@ from edrs_integration.connectors import http_url
 from edrs_integration.store import Connector, ConnectorStore
 from edrs_integration.store.tools import (
     KeyedCall,
+    McpCredentials,
     McpServerRecord,
     NewMcpServer,
     StoredTool,
@@ -42,6 +43,7 @@ from edrs_integration.tools.builtin import (
     connector_request,
 )
 from edrs_integration.tools.mcp import McpConnection, McpConnections, McpEndpoint, ToolAnswer
+from edrs_integration.tools.mcp_credentials import check_env, check_headers
 from edrs_integration.tools.schemas import (
     SEPARATOR,
     SERVER_NAME,
@@ -152,7 +154,13 @@ def _called(
 
 def endpoint_of(server: NewMcpServer) -> McpEndpoint:
     return McpEndpoint(
-        transport=server.transport, command=server.command, args=server.args, url=server.url
+        transport=server.transport,
+        command=server.command,
+        args=server.args,
+        url=server.url,
+        header_names=server.header_names,
+        env_names=server.env_names,
+        secret_version=server.secret_version if isinstance(server, McpServerRecord) else None,
     )
 
 
@@ -191,6 +199,8 @@ class ToolRegistry:
         args: list[str],
         url: str,
         call_timeout_seconds: float,
+        headers: dict[str, str] | None = None,
+        env: dict[str, str] | None = None,
     ) -> NewMcpServer:
         if not SERVER_NAME.match(name) or SEPARATOR in name:
             raise InvalidArgument(
@@ -221,17 +231,37 @@ class ToolRegistry:
                         f"args[{i}] must be at most {MAX_ARG_CHARS} characters without NUL",
                         field=f"args[{i}]",
                     )
+            if headers:
+                raise InvalidArgument(
+                    "headers are for HTTP servers; a stdio server gets credentials in env",
+                    field="headers",
+                )
+            checked_env = check_env(env or {})
             return NewMcpServer(
                 name=name,
                 transport="stdio",
                 command=command,
                 args=tuple(args),
                 call_timeout_seconds=timeout,
+                env_names=tuple(sorted(checked_env)),
+                credentials=McpCredentials(env=checked_env),
             )
         if command or args:
             raise InvalidArgument("command and args are for stdio servers; an HTTP one has a url")
+        if env:
+            raise InvalidArgument(
+                "env is for stdio servers; an HTTP server gets credentials in headers", field="env"
+            )
+        checked_headers = check_headers(headers or {})
         http_url(url, "url", self.outbound)
-        return NewMcpServer(name=name, transport="http", url=url, call_timeout_seconds=timeout)
+        return NewMcpServer(
+            name=name,
+            transport="http",
+            url=url,
+            call_timeout_seconds=timeout,
+            header_names=tuple(sorted(checked_headers)),
+            credentials=McpCredentials(headers=checked_headers),
+        )
 
     async def _list_remote(self, server_name: str, connection: McpConnection) -> list[StoredTool]:
         listed = await connection.list_tools()
@@ -256,13 +286,20 @@ class ToolRegistry:
 
     async def add_server(self, client_id: str, new: NewMcpServer) -> McpServerRecord:
         """Connect, list the tools, store; nothing is stored when the server cannot be used."""
-        connection = self.connections.detached(new.name, endpoint_of(new))
+        credentials = new.credentials
+
+        async def given() -> McpCredentials:
+            return credentials
+
+        connection = self.connections.detached(new.name, endpoint_of(new), given)
         try:
             tools = await self._list_remote(new.name, connection)
             record = await self.store.create_server(client_id, new, tools)
         except BaseException:
             await connection.close()
             raise
+        # The session holds the credentials just stored: it is the stored version's session.
+        connection.endpoint = endpoint_of(record)
         self.connections.adopt(str(record.id), connection)
         return record
 
@@ -272,13 +309,17 @@ class ToolRegistry:
             raise NotFound(f"MCP server {server_id} not found")
         return server
 
-    def _connection(self, server: McpServerRecord) -> McpConnection:
-        return self.connections.get(str(server.id), server.name, endpoint_of(server))
+    def _connection(self, client_id: str, server: McpServerRecord) -> McpConnection:
+        async def stored() -> McpCredentials:
+            # Read from the secret store each time the session opens, restarts included.
+            return await self.store.credentials(client_id, server)
+
+        return self.connections.get(str(server.id), server.name, endpoint_of(server), stored)
 
     async def refresh_server(self, client_id: str, server_id: UUID) -> McpServerRecord:
         server = await self.get_server(client_id, server_id)
         try:
-            tools = await self._list_remote(server.name, self._connection(server))
+            tools = await self._list_remote(server.name, self._connection(client_id, server))
         except FailedPrecondition as exc:
             await self.store.record_error(client_id, server_id, exc.message)
             raise
@@ -430,7 +471,9 @@ class ToolRegistry:
             server = await self.get_server(client_id, UUID(spec.mcp_server_id))
             limit = server.call_timeout_seconds
             bounded = min(seconds, limit) if seconds > 0 else limit
-            return await self._connection(server).call(spec.remote_name, arguments, bounded)
+            return await self._connection(client_id, server).call(
+                spec.remote_name, arguments, bounded
+            )
         bounded = min(seconds, limit) if seconds > 0 else limit
         if spec.source == "connector" or spec.name == "http_request":
             assert self.connector_requests is not None  # else the spec is unavailable

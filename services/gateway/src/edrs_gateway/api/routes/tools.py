@@ -127,13 +127,29 @@ class CreateMcpServer(ApiModel):
     call_timeout_seconds: float = Field(
         default=0, ge=0, le=600, description="Longest call of one of its tools; 0: the default"
     )
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=20,
+        description="http: credentials sent as headers on every request (name: value, e.g. "
+        '`{"Authorization": "Bearer ..."}`). Names are RFC 7230 tokens; hop-by-hop headers, '
+        "`Host`, `Content-Length` and the headers MCP sets are refused. Values go to the secret "
+        'store and are answered as `"********"`.',
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=50,
+        description="stdio: credentials set in the process's environment (name: value). Names "
+        "are `[A-Z_][A-Z0-9_]*`, never one of the minimal environment (`PATH`, `HOME`, ...) nor "
+        "one that changes what a program loads (`LD_*`, ...). Values go to the secret store and "
+        'are answered as `"********"`.',
+    )
 
     @model_validator(mode="after")
     def _fits_the_transport(self) -> CreateMcpServer:
-        if self.transport == "stdio" and (self.url or not self.command):
-            raise ValueError("a stdio server has a command (and args), not a url")
-        if self.transport == "http" and (self.command or self.args or not self.url):
-            raise ValueError("an http server has a url, not a command")
+        if self.transport == "stdio" and (self.url or not self.command or self.headers):
+            raise ValueError("a stdio server has a command (and args, env), not a url or headers")
+        if self.transport == "http" and (self.command or self.args or not self.url or self.env):
+            raise ValueError("an http server has a url (and headers), not a command or env")
         return self
 
 
@@ -149,6 +165,12 @@ class McpServerOut(ApiModel):
     created_at: datetime
     refreshed_at: datetime
     last_error: str = Field(description="The last failure to reach it; empty when it worked")
+    headers: dict[str, str] = Field(
+        description='http: the names of its credential headers; every value is `"********"`'
+    )
+    env: dict[str, str] = Field(
+        description='stdio: the names of its credential variables; every value is `"********"`'
+    )
 
     @classmethod
     def of(cls, s: tools_pb2.McpServer) -> McpServerOut:
@@ -164,6 +186,8 @@ class McpServerOut(ApiModel):
             created_at=_time(s.create_time),
             refreshed_at=_time(s.refresh_time),
             last_error=s.last_error,
+            headers=dict(s.headers),
+            env=dict(s.env),
         )
 
 
@@ -299,6 +323,8 @@ async def create_mcp_server(
             args=body.args,
             url=body.url,
             call_timeout_seconds=body.call_timeout_seconds,
+            headers=body.headers,
+            env=body.env,
         ),
         timeout=60,
     )
