@@ -276,6 +276,22 @@ async def test_a_servers_credentials_are_taken_used_and_answered_as_names_only(
     assert called.status_code == 200, called.text
     assert called.json()["content"] == "API_TOKEN matches"
 
+    # Rotation: the complete new set; "********" keeps a stored value, a name left out goes.
+    credentials = f"/api/v1/mcp-servers/{server['id']}/credentials"
+    rotated = await client.put(
+        credentials, json={"env": {"API_TOKEN": "next", "REGION": "eu"}}, headers=admin
+    )
+    assert rotated.status_code == 200, rotated.text
+    assert rotated.json()["env"] == {"API_TOKEN": "********", "REGION": "********"}
+    differs = await client.post(f"/api/v1/tools/{tool}/calls", json={}, headers=admin)
+    assert differs.json()["content"] == "API_TOKEN differs"
+    kept = await client.put(credentials, json={"env": {"API_TOKEN": "********"}}, headers=admin)
+    assert kept.json()["env"] == {"API_TOKEN": "********"}
+    bad = await client.put(credentials, json={"env": {"PATH": "/tmp"}}, headers=admin)
+    assert bad.status_code == 422 and "PATH is part of the minimal environment" in bad.text
+    member = await client.put(credentials, json={"env": {}}, headers=tenant_a["member"])
+    assert member.status_code == 403
+
 
 async def test_bad_credentials_are_refused_naming_the_header_or_variable(client, tenant_a) -> None:
     admin = tenant_a["admin"]

@@ -2,8 +2,9 @@
 credentials:
 
 - `python mcp_guarded_server.py http PORT`: streamable HTTP on 127.0.0.1 that answers 401 to any
-  request without `Authorization: Bearer <token>`, the token being its own `GUARD_TOKEN`
-  environment variable (so the test hands it over without putting it on a command line);
+  request without `Authorization: Bearer <token>`, the tokens it accepts being its own
+  `GUARD_TOKEN` environment variable, comma-separated (so the test hands them over without putting
+  them on a command line);
 - `python mcp_guarded_server.py stdio SHA256`: over stdio; its `api_token` tool says whether its
   `API_TOKEN` environment variable has the SHA-256 digest SHA256, never the value itself."""
 
@@ -50,14 +51,14 @@ def environment_names() -> list[str]:
 class BearerOnly:
     """ASGI middleware: 401 for any HTTP request without the right bearer token."""
 
-    def __init__(self, app: Any, token: str) -> None:
+    def __init__(self, app: Any, tokens: list[str]) -> None:
         self.app = app
-        self.expected = f"Bearer {token}".encode()
+        self.expected = {f"Bearer {token}".encode() for token in tokens}
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
             given = dict(scope["headers"]).get(b"authorization")
-            if given != self.expected:
+            if given not in self.expected:
                 await send(
                     {
                         "type": "http.response.start",
@@ -72,7 +73,7 @@ class BearerOnly:
 
 async def serve_http(port: int) -> None:
     app = server.streamable_http_app()
-    guarded = BearerOnly(app, os.environ["GUARD_TOKEN"])
+    guarded = BearerOnly(app, os.environ["GUARD_TOKEN"].split(","))
     config = uvicorn.Config(guarded, host="127.0.0.1", port=port, log_level="warning")
     await uvicorn.Server(config).serve()
 

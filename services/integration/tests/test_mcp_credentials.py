@@ -40,6 +40,7 @@ STDIO = tools_pb2.MCP_TRANSPORT_STDIO
 HTTP = tools_pb2.MCP_TRANSPORT_HTTP
 # The credentials of this run: each must show nowhere but in the secret store.
 BEARER = f"tok-{secrets.token_hex(16)}"
+BEARER_NEXT = f"tok-{secrets.token_hex(16)}"  # the guarded server accepts both
 API_TOKEN = f"key-{secrets.token_hex(16)}"
 MASK = "********"
 
@@ -55,7 +56,8 @@ def guarded_url() -> Iterator[str]:
     """The guarded MCP server over streamable HTTP on 127.0.0.1, in its own process."""
     port = _free_port()
     process = subprocess.Popen(
-        [sys.executable, SERVER, "http", str(port)], env={**os.environ, "GUARD_TOKEN": BEARER}
+        [sys.executable, SERVER, "http", str(port)],
+        env={**os.environ, "GUARD_TOKEN": f"{BEARER},{BEARER_NEXT}"},
     )
     try:
 
@@ -110,14 +112,25 @@ def vault(openbao_engine) -> hvac.Client:
     return hvac.Client(url=openbao_engine.url(), token=openbao_engine.root_token)
 
 
-def stored_secret(vault: hvac.Client, metadata: Any, server_id: str) -> dict[str, str]:
-    """The server's credentials as the secret store holds them (InvalidPath when absent)."""
+def stored_secret(
+    vault: hvac.Client, metadata: Any, server_id: str, *, version: bool = False
+) -> Any:
+    """The server's credentials as the secret store holds them (InvalidPath when absent), with
+    their version number when `version`."""
     read = vault.secrets.kv.v2.read_secret_version(
         path=f"{PREFIX}/tenants/{testing.tenant_of(metadata)}/mcp-servers/{server_id}",
         mount_point="secret",
         raise_on_deleted_version=True,
     )
-    return dict(read["data"]["data"])
+    values = dict(read["data"]["data"])
+    return (values, read["data"]["metadata"]["version"]) if version else values
+
+
+def rotate(stub, server_id: str, metadata=TENANT_A, **credentials: dict[str, str]):
+    return stub.UpdateMcpServerCredentials(
+        tools_pb2.UpdateMcpServerCredentialsRequest(id=server_id, **credentials),
+        metadata=metadata,
+    )
 
 
 def _name() -> str:
@@ -379,3 +392,97 @@ async def test_credentials_of_the_other_transport_are_refused(stub, guarded_url)
         grpc.StatusCode.INVALID_ARGUMENT,
         "headers are for HTTP servers; a stdio server gets credentials in env",
     )
+
+
+async def test_rotation_replaces_the_set_once_it_works_and_keeps_masked_values(
+    integration, stub, guarded_url, vault, caplog
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    server = await add_http(stub, guarded_url, {"Authorization": f"Bearer {BEARER}"})
+    tool = next(t.name for t in server.tools if t.remote_name == "secret_report")
+    await stub.UpdateTool(
+        tools_pb2.UpdateToolRequest(name=tool, impact=tools_pb2.TOOL_IMPACT_WRITE),
+        metadata=TENANT_A,
+    )
+
+    # A set the server refuses changes nothing: same version, same session, calls still work.
+    await testing.expect_rpc_error(
+        rotate(stub, server.id, headers={"Authorization": "Bearer revoked"}),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "cannot be reached",
+    )
+    assert stored_secret(vault, TENANT_A, server.id, version=True) == (
+        {"header:Authorization": f"Bearer {BEARER}"},
+        1,
+    )
+    assert (await call(stub, tool, {"quarter": "Q1"})).content == "Figures for Q1: 42 orders."
+
+    # The next token: a new version in the store, the tools refreshed (the operator's impact
+    # kept), the answer naming the header only.
+    rotated = await rotate(
+        stub, server.id, headers={"Authorization": f"Bearer {BEARER_NEXT}", "X-Team": "ops"}
+    )
+    assert dict(rotated.headers) == {"Authorization": MASK, "X-Team": MASK}
+    assert BEARER_NEXT not in str(rotated)
+    assert {t.name: t.impact for t in rotated.tools}[tool] == tools_pb2.TOOL_IMPACT_WRITE
+    assert stored_secret(vault, TENANT_A, server.id, version=True) == (
+        {"header:Authorization": f"Bearer {BEARER_NEXT}", "header:X-Team": "ops"},
+        2,
+    )
+    assert (await call(stub, tool, {"quarter": "Q2"})).content == "Figures for Q2: 42 orders."
+    await drop_session(integration, server.id)
+    assert (await call(stub, tool, {"quarter": "Q3"})).content == "Figures for Q3: 42 orders."
+
+    # "********" keeps the stored value; a name left out is removed.
+    kept = await rotate(stub, server.id, headers={"Authorization": MASK})
+    assert dict(kept.headers) == {"Authorization": MASK}
+    assert stored_secret(vault, TENANT_A, server.id) == {
+        "header:Authorization": f"Bearer {BEARER_NEXT}"
+    }
+    assert (await call(stub, tool, {"quarter": "Q4"})).content == "Figures for Q4: 42 orders."
+    await testing.expect_rpc_error(
+        rotate(stub, server.id, headers={"X-Other": MASK}),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "headers['X-Other']: '********' keeps a stored value, and the server has none",
+    )
+    await testing.expect_rpc_error(
+        rotate(stub, server.id, headers={"Host": "x.example"}),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "Host is set by the HTTP client",
+    )
+    await testing.expect_rpc_error(
+        rotate(stub, server.id, env={"API_TOKEN": "x"}),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "env is for stdio servers",
+    )
+    # Another tenant cannot rotate them.
+    await testing.expect_rpc_error(
+        rotate(stub, server.id, metadata=TENANT_B, headers={"Authorization": "Bearer x"}),
+        grpc.StatusCode.NOT_FOUND,
+    )
+    assert stored_secret(vault, TENANT_A, server.id) == {
+        "header:Authorization": f"Bearer {BEARER_NEXT}"
+    }
+    await assert_nowhere_but_the_store(integration, BEARER_NEXT, caplog)
+
+
+async def test_a_stdio_servers_variables_are_rotated_and_can_be_removed(
+    integration, stub, vault
+) -> None:
+    server = await add_stdio(stub, {"API_TOKEN": "an-old-token"})
+    tool = next(t.name for t in server.tools if t.remote_name == "api_token")
+    assert (await call(stub, tool, {})).content == "API_TOKEN differs"
+    before = integration.servicer("ToolService").registry.connections.peek(server.id)
+
+    rotated = await rotate(stub, server.id, env={"API_TOKEN": API_TOKEN})
+    assert dict(rotated.env) == {"API_TOKEN": MASK}
+    # A new process with the new value: the old session was replaced.
+    assert integration.servicer("ToolService").registry.connections.peek(server.id) is not (before)
+    assert (await call(stub, tool, {})).content == "API_TOKEN matches"
+
+    # No credentials at all: every version is destroyed and the process runs without it.
+    emptied = await rotate(stub, server.id)
+    assert dict(emptied.env) == {}
+    with pytest.raises(hvac.exceptions.InvalidPath):
+        stored_secret(vault, TENANT_A, server.id)
+    assert (await call(stub, tool, {})).content == "API_TOKEN is not set"

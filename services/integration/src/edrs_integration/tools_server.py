@@ -12,9 +12,8 @@ from edrs_core.protobuf import timestamp
 from edrs_proto.common.v1 import common_pb2
 from edrs_proto.integration.v1 import tools_pb2, tools_pb2_grpc
 
-from edrs_integration.server import REDACTED
 from edrs_integration.store.tools import McpServerRecord
-from edrs_integration.tools.registry import ToolRegistry
+from edrs_integration.tools.registry import REDACTED, ToolRegistry
 from edrs_integration.tools.schemas import TOOL_NAME, ToolSpec
 
 IMPACT_TO_PROTO = {
@@ -114,6 +113,15 @@ class ToolServicer(tools_pb2_grpc.ToolServiceServicer):
             env=dict(request.env),
         )
         return server_to_proto(await self.registry.add_server(client_id, new))
+
+    async def UpdateMcpServerCredentials(  # noqa: N802
+        self, request: tools_pb2.UpdateMcpServerCredentialsRequest, context: ServicerContext
+    ) -> tools_pb2.McpServer:
+        client_id = require_client_id()
+        server = await self.registry.rotate_credentials(
+            client_id, parse_id(request.id), dict(request.headers), dict(request.env)
+        )
+        return server_to_proto(server)
 
     async def GetMcpServer(  # noqa: N802
         self, request: tools_pb2.GetMcpServerRequest, context: ServicerContext

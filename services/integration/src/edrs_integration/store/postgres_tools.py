@@ -261,6 +261,26 @@ class PostgresToolStore:
             await _insert_tools(conn, client_id, server_id, kept)
         return _server(row, kept)
 
+    async def replace_credentials(
+        self, client_id: str, server_id: UUID, credentials: McpCredentials
+    ) -> McpServerRecord | None:
+        path = mcp_server_secret_path(client_id, server_id)
+        version = await self.secrets.put(path, credentials.as_secret()) if credentials else None
+        row = await self.db.fetchrow(
+            f"""UPDATE mcp_servers SET header_names = $3, env_names = $4, secret_version = $5
+                WHERE client_id = $1 AND id = $2 RETURNING {_COLUMNS}""",
+            client_id,
+            server_id,
+            sorted(credentials.headers),
+            sorted(credentials.env),
+            version,
+        )
+        if row is None or version is None:
+            # No server (deleted meanwhile), or no credentials any more: nothing refers to them.
+            await self.secrets.delete(path)
+        found = await self._with_tools(client_id, [row] if row else [])
+        return found[0] if found else None
+
     async def record_error(self, client_id: str, server_id: UUID, error: str) -> None:
         await self.db.execute(
             "UPDATE mcp_servers SET last_error = $3 WHERE client_id = $1 AND id = $2",

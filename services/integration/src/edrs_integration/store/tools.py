@@ -207,6 +207,13 @@ class ToolStore(KeyedCallStore, Protocol):
         """The server's tools become `tools`, keeping overridden impacts of tools that remain."""
         ...
 
+    async def replace_credentials(
+        self, client_id: str, server_id: UUID, credentials: McpCredentials
+    ) -> McpServerRecord | None:
+        """The server's credentials become `credentials` (a new version in the secret store; none
+        at all destroys every version); None when there is no such server."""
+        ...
+
     async def record_error(self, client_id: str, server_id: UUID, error: str) -> None: ...
 
     async def delete_server(self, client_id: str, server_id: UUID) -> int | None:

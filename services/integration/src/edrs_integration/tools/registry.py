@@ -8,7 +8,8 @@ import json
 import logging
 import re
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 from uuid import UUID
 
@@ -56,6 +57,9 @@ from edrs_integration.tools.schemas import (
 )
 
 log = logging.getLogger("edrs.integration.tools")
+
+# How answers show a credential's value; sent back, it keeps the stored value.
+REDACTED = "********"
 
 MAX_ARGS = 50
 MAX_ARG_CHARS = 1_000
@@ -164,6 +168,22 @@ def endpoint_of(server: NewMcpServer) -> McpEndpoint:
     )
 
 
+def _kept(given: dict[str, str], stored: Mapping[str, str], field: str) -> dict[str, str]:
+    """`given` with each `REDACTED` value replaced by the stored value of that name."""
+    kept = dict(given)
+    for name, value in given.items():
+        if value != REDACTED:
+            continue
+        if name not in stored:
+            raise InvalidArgument(
+                f"{field}[{name[:100]!r}]: {REDACTED!r} keeps a stored value, and the server has "
+                "none of that name",
+                field=field,
+            )
+        kept[name] = stored[name]
+    return kept
+
+
 def connector_tool_name(connector: Connector) -> str:
     slug = _CONNECTOR_SLUG.sub("_", connector.name.lower()).strip("_") or "connector"
     return f"connector{SEPARATOR}{slug}"[:64]
@@ -231,37 +251,46 @@ class ToolRegistry:
                         f"args[{i}] must be at most {MAX_ARG_CHARS} characters without NUL",
                         field=f"args[{i}]",
                     )
-            if headers:
-                raise InvalidArgument(
-                    "headers are for HTTP servers; a stdio server gets credentials in env",
-                    field="headers",
-                )
-            checked_env = check_env(env or {})
+            credentials = self.check_credentials("stdio", headers or {}, env or {})
             return NewMcpServer(
                 name=name,
                 transport="stdio",
                 command=command,
                 args=tuple(args),
                 call_timeout_seconds=timeout,
-                env_names=tuple(sorted(checked_env)),
-                credentials=McpCredentials(env=checked_env),
+                env_names=tuple(sorted(credentials.env)),
+                credentials=credentials,
             )
         if command or args:
             raise InvalidArgument("command and args are for stdio servers; an HTTP one has a url")
-        if env:
-            raise InvalidArgument(
-                "env is for stdio servers; an HTTP server gets credentials in headers", field="env"
-            )
-        checked_headers = check_headers(headers or {})
+        credentials = self.check_credentials("http", headers or {}, env or {})
         http_url(url, "url", self.outbound)
         return NewMcpServer(
             name=name,
             transport="http",
             url=url,
             call_timeout_seconds=timeout,
-            header_names=tuple(sorted(checked_headers)),
-            credentials=McpCredentials(headers=checked_headers),
+            header_names=tuple(sorted(credentials.headers)),
+            credentials=credentials,
         )
+
+    @staticmethod
+    def check_credentials(
+        transport: str, headers: dict[str, str], env: dict[str, str]
+    ) -> McpCredentials:
+        """A server's credentials, checked against its transport's rules."""
+        if transport == "stdio":
+            if headers:
+                raise InvalidArgument(
+                    "headers are for HTTP servers; a stdio server gets credentials in env",
+                    field="headers",
+                )
+            return McpCredentials(env=check_env(env))
+        if env:
+            raise InvalidArgument(
+                "env is for stdio servers; an HTTP server gets credentials in headers", field="env"
+            )
+        return McpCredentials(headers=check_headers(headers))
 
     async def _list_remote(self, server_name: str, connection: McpConnection) -> list[StoredTool]:
         listed = await connection.list_tools()
@@ -302,6 +331,44 @@ class ToolRegistry:
         connection.endpoint = endpoint_of(record)
         self.connections.adopt(str(record.id), connection)
         return record
+
+    async def rotate_credentials(
+        self, client_id: str, server_id: UUID, headers: dict[str, str], env: dict[str, str]
+    ) -> McpServerRecord:
+        """Replace the server's credentials with a complete new set, once a session opened with
+        them has listed the tools; `REDACTED` keeps the stored value of that name."""
+        server = await self.get_server(client_id, server_id)
+        if REDACTED in headers.values() or REDACTED in env.values():
+            stored = await self.store.credentials(client_id, server)
+            headers = _kept(headers, stored.headers, "headers")
+            env = _kept(env, stored.env, "env")
+        credentials = self.check_credentials(server.transport, headers, env)
+        trial = replace(
+            server,
+            header_names=tuple(sorted(credentials.headers)),
+            env_names=tuple(sorted(credentials.env)),
+            secret_version=None,
+        )
+
+        async def given() -> McpCredentials:
+            return credentials
+
+        connection = self.connections.detached(server.name, endpoint_of(trial), given)
+        try:
+            tools = await self._list_remote(server.name, connection)
+            updated = await self.store.replace_credentials(client_id, server_id, credentials)
+            if updated is None:
+                raise NotFound(f"MCP server {server_id} not found")
+            refreshed = await self.store.replace_tools(client_id, server_id, tools)
+            if refreshed is None:
+                raise NotFound(f"MCP server {server_id} not found")
+        except BaseException:
+            await connection.close()
+            raise
+        # The old session (and process) ends; this one holds the stored version's credentials.
+        connection.endpoint = endpoint_of(refreshed)
+        self.connections.adopt(str(server_id), connection)
+        return refreshed
 
     async def get_server(self, client_id: str, server_id: UUID) -> McpServerRecord:
         server = await self.store.get_server(client_id, server_id)

@@ -26,7 +26,7 @@ from edrs_proto.common.v1 import common_pb2 as edrs_dot_common_dot_v1_dot_common
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x65\x64rs/integration/v1/tools.proto\x12\x13\x65\x64rs.integration.v1\x1a\x1b\x65\x64rs/common/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x92\x02\n\x04Tool\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x14\n\x0cinput_schema\x18\x03 \x01(\t\x12/\n\x06impact\x18\x04 \x01(\x0e\x32\x1f.edrs.integration.v1.ToolImpact\x12/\n\x06source\x18\x05 \x01(\x0e\x32\x1f.edrs.integration.v1.ToolSource\x12\x15\n\rmcp_server_id\x18\x06 \x01(\t\x12\x13\n\x0bremote_name\x18\x07 \x01(\t\x12\x14\n\x0c\x63onnector_id\x18\x08 \x01(\t\x12\x11\n\tavailable\x18\t \x01(\x08\x12\x1a\n\x12unavailable_reason\x18\n \x01(\t\"\x96\x04\n\tMcpServer\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x34\n\ttransport\x18\x03 \x01(\x0e\x32!.edrs.integration.v1.McpTransport\x12\x0f\n\x07\x63ommand\x18\x04 \x01(\t\x12\x0c\n\x04\x61rgs\x18\x05 \x03(\t\x12\x0b\n\x03url\x18\x06 \x01(\t\x12\x1c\n\x14\x63\x61ll_timeout_seconds\x18\x07 \x01(\x01\x12(\n\x05tools\x18\x08 \x03(\x0b\x32\x19.edrs.integration.v1.Tool\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0crefresh_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlast_error\x18\x0b \x01(\t\x12<\n\x07headers\x18\x0c \x03(\x0b\x32+.edrs.integration.v1.McpServer.HeadersEntry\x12\x34\n\x03\x65nv\x18\r \x03(\x0b\x32\'.edrs.integration.v1.McpServer.EnvEntry\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x90\x03\n\x16\x43reateMcpServerRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x34\n\ttransport\x18\x02 \x01(\x0e\x32!.edrs.integration.v1.McpTransport\x12\x0f\n\x07\x63ommand\x18\x03 \x01(\t\x12\x0c\n\x04\x61rgs\x18\x04 \x03(\t\x12\x0b\n\x03url\x18\x05 \x01(\t\x12\x1c\n\x14\x63\x61ll_timeout_seconds\x18\x06 \x01(\x01\x12I\n\x07headers\x18\x07 \x03(\x0b\x32\x38.edrs.integration.v1.CreateMcpServerRequest.HeadersEntry\x12\x41\n\x03\x65nv\x18\x08 \x03(\x0b\x32\x34.edrs.integration.v1.CreateMcpServerRequest.EnvEntry\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"!\n\x13GetMcpServerRequest\x12\n\n\x02id\x18\x01 \x01(\t\"B\n\x15ListMcpServersRequest\x12)\n\x04page\x18\x01 \x01(\x0b\x32\x1b.edrs.common.v1.PageRequest\"u\n\x16ListMcpServersResponse\x12\x33\n\x0bmcp_servers\x18\x01 \x03(\x0b\x32\x1e.edrs.integration.v1.McpServer\x12&\n\x04page\x18\x02 \x01(\x0b\x32\x18.edrs.common.v1.PageInfo\"%\n\x17RefreshMcpServerRequest\x12\n\n\x02id\x18\x01 \x01(\t\"$\n\x16\x44\x65leteMcpServerRequest\x12\n\n\x02id\x18\x01 \x01(\t\"0\n\x17\x44\x65leteMcpServerResponse\x12\x15\n\rtools_deleted\x18\x01 \x01(\x05\"!\n\x10ListToolsRequest\x12\r\n\x05names\x18\x01 \x03(\t\"=\n\x11ListToolsResponse\x12(\n\x05tools\x18\x01 \x03(\x0b\x32\x19.edrs.integration.v1.Tool\"\x1c\n\x0eGetToolRequest\x12\n\n\x02id\x18\x01 \x01(\t\"R\n\x11UpdateToolRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12/\n\x06impact\x18\x02 \x01(\x0e\x32\x1f.edrs.integration.v1.ToolImpact\"d\n\x0f\x43\x61llToolRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\targuments\x18\x02 \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\x03 \x01(\x01\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\"\x9d\x01\n\x10\x43\x61llToolResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x12\n\nstructured\x18\x03 \x01(\t\x12\x10\n\x08is_error\x18\x04 \x01(\x08\x12/\n\x06impact\x18\x05 \x01(\x0e\x32\x1f.edrs.integration.v1.ToolImpact\x12\x13\n\x0b\x64uration_ms\x18\x06 \x01(\x01*s\n\nToolImpact\x12\x1b\n\x17TOOL_IMPACT_UNSPECIFIED\x10\x00\x12\x14\n\x10TOOL_IMPACT_READ\x10\x01\x12\x15\n\x11TOOL_IMPACT_WRITE\x10\x02\x12\x1b\n\x17TOOL_IMPACT_DESTRUCTIVE\x10\x03*r\n\nToolSource\x12\x1b\n\x17TOOL_SOURCE_UNSPECIFIED\x10\x00\x12\x17\n\x13TOOL_SOURCE_BUILTIN\x10\x01\x12\x19\n\x15TOOL_SOURCE_CONNECTOR\x10\x02\x12\x13\n\x0fTOOL_SOURCE_MCP\x10\x03*^\n\x0cMcpTransport\x12\x1d\n\x19MCP_TRANSPORT_UNSPECIFIED\x10\x00\x12\x17\n\x13MCP_TRANSPORT_STDIO\x10\x01\x12\x16\n\x12MCP_TRANSPORT_HTTP\x10\x02\x32\xe7\x06\n\x0bToolService\x12^\n\x0f\x43reateMcpServer\x12+.edrs.integration.v1.CreateMcpServerRequest\x1a\x1e.edrs.integration.v1.McpServer\x12]\n\x0cGetMcpServer\x12(.edrs.integration.v1.GetMcpServerRequest\x1a\x1e.edrs.integration.v1.McpServer\"\x03\x90\x02\x01\x12n\n\x0eListMcpServers\x12*.edrs.integration.v1.ListMcpServersRequest\x1a+.edrs.integration.v1.ListMcpServersResponse\"\x03\x90\x02\x01\x12`\n\x10RefreshMcpServer\x12,.edrs.integration.v1.RefreshMcpServerRequest\x1a\x1e.edrs.integration.v1.McpServer\x12l\n\x0f\x44\x65leteMcpServer\x12+.edrs.integration.v1.DeleteMcpServerRequest\x1a,.edrs.integration.v1.DeleteMcpServerResponse\x12_\n\tListTools\x12%.edrs.integration.v1.ListToolsRequest\x1a&.edrs.integration.v1.ListToolsResponse\"\x03\x90\x02\x01\x12N\n\x07GetTool\x12#.edrs.integration.v1.GetToolRequest\x1a\x19.edrs.integration.v1.Tool\"\x03\x90\x02\x01\x12O\n\nUpdateTool\x12&.edrs.integration.v1.UpdateToolRequest\x1a\x19.edrs.integration.v1.Tool\x12W\n\x08\x43\x61llTool\x12$.edrs.integration.v1.CallToolRequest\x1a%.edrs.integration.v1.CallToolResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x65\x64rs/integration/v1/tools.proto\x12\x13\x65\x64rs.integration.v1\x1a\x1b\x65\x64rs/common/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x92\x02\n\x04Tool\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x14\n\x0cinput_schema\x18\x03 \x01(\t\x12/\n\x06impact\x18\x04 \x01(\x0e\x32\x1f.edrs.integration.v1.ToolImpact\x12/\n\x06source\x18\x05 \x01(\x0e\x32\x1f.edrs.integration.v1.ToolSource\x12\x15\n\rmcp_server_id\x18\x06 \x01(\t\x12\x13\n\x0bremote_name\x18\x07 \x01(\t\x12\x14\n\x0c\x63onnector_id\x18\x08 \x01(\t\x12\x11\n\tavailable\x18\t \x01(\x08\x12\x1a\n\x12unavailable_reason\x18\n \x01(\t\"\x96\x04\n\tMcpServer\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x34\n\ttransport\x18\x03 \x01(\x0e\x32!.edrs.integration.v1.McpTransport\x12\x0f\n\x07\x63ommand\x18\x04 \x01(\t\x12\x0c\n\x04\x61rgs\x18\x05 \x03(\t\x12\x0b\n\x03url\x18\x06 \x01(\t\x12\x1c\n\x14\x63\x61ll_timeout_seconds\x18\x07 \x01(\x01\x12(\n\x05tools\x18\x08 \x03(\x0b\x32\x19.edrs.integration.v1.Tool\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0crefresh_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlast_error\x18\x0b \x01(\t\x12<\n\x07headers\x18\x0c \x03(\x0b\x32+.edrs.integration.v1.McpServer.HeadersEntry\x12\x34\n\x03\x65nv\x18\r \x03(\x0b\x32\'.edrs.integration.v1.McpServer.EnvEntry\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x90\x03\n\x16\x43reateMcpServerRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x34\n\ttransport\x18\x02 \x01(\x0e\x32!.edrs.integration.v1.McpTransport\x12\x0f\n\x07\x63ommand\x18\x03 \x01(\t\x12\x0c\n\x04\x61rgs\x18\x04 \x03(\t\x12\x0b\n\x03url\x18\x05 \x01(\t\x12\x1c\n\x14\x63\x61ll_timeout_seconds\x18\x06 \x01(\x01\x12I\n\x07headers\x18\x07 \x03(\x0b\x32\x38.edrs.integration.v1.CreateMcpServerRequest.HeadersEntry\x12\x41\n\x03\x65nv\x18\x08 \x03(\x0b\x32\x34.edrs.integration.v1.CreateMcpServerRequest.EnvEntry\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xaf\x02\n!UpdateMcpServerCredentialsRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12T\n\x07headers\x18\x02 \x03(\x0b\x32\x43.edrs.integration.v1.UpdateMcpServerCredentialsRequest.HeadersEntry\x12L\n\x03\x65nv\x18\x03 \x03(\x0b\x32?.edrs.integration.v1.UpdateMcpServerCredentialsRequest.EnvEntry\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"!\n\x13GetMcpServerRequest\x12\n\n\x02id\x18\x01 \x01(\t\"B\n\x15ListMcpServersRequest\x12)\n\x04page\x18\x01 \x01(\x0b\x32\x1b.edrs.common.v1.PageRequest\"u\n\x16ListMcpServersResponse\x12\x33\n\x0bmcp_servers\x18\x01 \x03(\x0b\x32\x1e.edrs.integration.v1.McpServer\x12&\n\x04page\x18\x02 \x01(\x0b\x32\x18.edrs.common.v1.PageInfo\"%\n\x17RefreshMcpServerRequest\x12\n\n\x02id\x18\x01 \x01(\t\"$\n\x16\x44\x65leteMcpServerRequest\x12\n\n\x02id\x18\x01 \x01(\t\"0\n\x17\x44\x65leteMcpServerResponse\x12\x15\n\rtools_deleted\x18\x01 \x01(\x05\"!\n\x10ListToolsRequest\x12\r\n\x05names\x18\x01 \x03(\t\"=\n\x11ListToolsResponse\x12(\n\x05tools\x18\x01 \x03(\x0b\x32\x19.edrs.integration.v1.Tool\"\x1c\n\x0eGetToolRequest\x12\n\n\x02id\x18\x01 \x01(\t\"R\n\x11UpdateToolRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12/\n\x06impact\x18\x02 \x01(\x0e\x32\x1f.edrs.integration.v1.ToolImpact\"d\n\x0f\x43\x61llToolRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\targuments\x18\x02 \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\x03 \x01(\x01\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\"\x9d\x01\n\x10\x43\x61llToolResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x12\n\nstructured\x18\x03 \x01(\t\x12\x10\n\x08is_error\x18\x04 \x01(\x08\x12/\n\x06impact\x18\x05 \x01(\x0e\x32\x1f.edrs.integration.v1.ToolImpact\x12\x13\n\x0b\x64uration_ms\x18\x06 \x01(\x01*s\n\nToolImpact\x12\x1b\n\x17TOOL_IMPACT_UNSPECIFIED\x10\x00\x12\x14\n\x10TOOL_IMPACT_READ\x10\x01\x12\x15\n\x11TOOL_IMPACT_WRITE\x10\x02\x12\x1b\n\x17TOOL_IMPACT_DESTRUCTIVE\x10\x03*r\n\nToolSource\x12\x1b\n\x17TOOL_SOURCE_UNSPECIFIED\x10\x00\x12\x17\n\x13TOOL_SOURCE_BUILTIN\x10\x01\x12\x19\n\x15TOOL_SOURCE_CONNECTOR\x10\x02\x12\x13\n\x0fTOOL_SOURCE_MCP\x10\x03*^\n\x0cMcpTransport\x12\x1d\n\x19MCP_TRANSPORT_UNSPECIFIED\x10\x00\x12\x17\n\x13MCP_TRANSPORT_STDIO\x10\x01\x12\x16\n\x12MCP_TRANSPORT_HTTP\x10\x02\x32\xdd\x07\n\x0bToolService\x12^\n\x0f\x43reateMcpServer\x12+.edrs.integration.v1.CreateMcpServerRequest\x1a\x1e.edrs.integration.v1.McpServer\x12]\n\x0cGetMcpServer\x12(.edrs.integration.v1.GetMcpServerRequest\x1a\x1e.edrs.integration.v1.McpServer\"\x03\x90\x02\x01\x12n\n\x0eListMcpServers\x12*.edrs.integration.v1.ListMcpServersRequest\x1a+.edrs.integration.v1.ListMcpServersResponse\"\x03\x90\x02\x01\x12`\n\x10RefreshMcpServer\x12,.edrs.integration.v1.RefreshMcpServerRequest\x1a\x1e.edrs.integration.v1.McpServer\x12t\n\x1aUpdateMcpServerCredentials\x12\x36.edrs.integration.v1.UpdateMcpServerCredentialsRequest\x1a\x1e.edrs.integration.v1.McpServer\x12l\n\x0f\x44\x65leteMcpServer\x12+.edrs.integration.v1.DeleteMcpServerRequest\x1a,.edrs.integration.v1.DeleteMcpServerResponse\x12_\n\tListTools\x12%.edrs.integration.v1.ListToolsRequest\x1a&.edrs.integration.v1.ListToolsResponse\"\x03\x90\x02\x01\x12N\n\x07GetTool\x12#.edrs.integration.v1.GetToolRequest\x1a\x19.edrs.integration.v1.Tool\"\x03\x90\x02\x01\x12O\n\nUpdateTool\x12&.edrs.integration.v1.UpdateToolRequest\x1a\x19.edrs.integration.v1.Tool\x12W\n\x08\x43\x61llTool\x12$.edrs.integration.v1.CallToolRequest\x1a%.edrs.integration.v1.CallToolResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,6 +41,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATEMCPSERVERREQUEST_HEADERSENTRY']._serialized_options = b'8\001'
   _globals['_CREATEMCPSERVERREQUEST_ENVENTRY']._loaded_options = None
   _globals['_CREATEMCPSERVERREQUEST_ENVENTRY']._serialized_options = b'8\001'
+  _globals['_UPDATEMCPSERVERCREDENTIALSREQUEST_HEADERSENTRY']._loaded_options = None
+  _globals['_UPDATEMCPSERVERCREDENTIALSREQUEST_HEADERSENTRY']._serialized_options = b'8\001'
+  _globals['_UPDATEMCPSERVERCREDENTIALSREQUEST_ENVENTRY']._loaded_options = None
+  _globals['_UPDATEMCPSERVERCREDENTIALSREQUEST_ENVENTRY']._serialized_options = b'8\001'
   _globals['_TOOLSERVICE'].methods_by_name['GetMcpServer']._loaded_options = None
   _globals['_TOOLSERVICE'].methods_by_name['GetMcpServer']._serialized_options = b'\220\002\001'
   _globals['_TOOLSERVICE'].methods_by_name['ListMcpServers']._loaded_options = None
@@ -49,12 +53,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TOOLSERVICE'].methods_by_name['ListTools']._serialized_options = b'\220\002\001'
   _globals['_TOOLSERVICE'].methods_by_name['GetTool']._loaded_options = None
   _globals['_TOOLSERVICE'].methods_by_name['GetTool']._serialized_options = b'\220\002\001'
-  _globals['_TOOLIMPACT']._serialized_start=2158
-  _globals['_TOOLIMPACT']._serialized_end=2273
-  _globals['_TOOLSOURCE']._serialized_start=2275
-  _globals['_TOOLSOURCE']._serialized_end=2389
-  _globals['_MCPTRANSPORT']._serialized_start=2391
-  _globals['_MCPTRANSPORT']._serialized_end=2485
+  _globals['_TOOLIMPACT']._serialized_start=2464
+  _globals['_TOOLIMPACT']._serialized_end=2579
+  _globals['_TOOLSOURCE']._serialized_start=2581
+  _globals['_TOOLSOURCE']._serialized_end=2695
+  _globals['_MCPTRANSPORT']._serialized_start=2697
+  _globals['_MCPTRANSPORT']._serialized_end=2791
   _globals['_TOOL']._serialized_start=119
   _globals['_TOOL']._serialized_end=393
   _globals['_MCPSERVER']._serialized_start=396
@@ -69,30 +73,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATEMCPSERVERREQUEST_HEADERSENTRY']._serialized_end=886
   _globals['_CREATEMCPSERVERREQUEST_ENVENTRY']._serialized_start=888
   _globals['_CREATEMCPSERVERREQUEST_ENVENTRY']._serialized_end=930
-  _globals['_GETMCPSERVERREQUEST']._serialized_start=1335
-  _globals['_GETMCPSERVERREQUEST']._serialized_end=1368
-  _globals['_LISTMCPSERVERSREQUEST']._serialized_start=1370
-  _globals['_LISTMCPSERVERSREQUEST']._serialized_end=1436
-  _globals['_LISTMCPSERVERSRESPONSE']._serialized_start=1438
-  _globals['_LISTMCPSERVERSRESPONSE']._serialized_end=1555
-  _globals['_REFRESHMCPSERVERREQUEST']._serialized_start=1557
-  _globals['_REFRESHMCPSERVERREQUEST']._serialized_end=1594
-  _globals['_DELETEMCPSERVERREQUEST']._serialized_start=1596
-  _globals['_DELETEMCPSERVERREQUEST']._serialized_end=1632
-  _globals['_DELETEMCPSERVERRESPONSE']._serialized_start=1634
-  _globals['_DELETEMCPSERVERRESPONSE']._serialized_end=1682
-  _globals['_LISTTOOLSREQUEST']._serialized_start=1684
-  _globals['_LISTTOOLSREQUEST']._serialized_end=1717
-  _globals['_LISTTOOLSRESPONSE']._serialized_start=1719
-  _globals['_LISTTOOLSRESPONSE']._serialized_end=1780
-  _globals['_GETTOOLREQUEST']._serialized_start=1782
-  _globals['_GETTOOLREQUEST']._serialized_end=1810
-  _globals['_UPDATETOOLREQUEST']._serialized_start=1812
-  _globals['_UPDATETOOLREQUEST']._serialized_end=1894
-  _globals['_CALLTOOLREQUEST']._serialized_start=1896
-  _globals['_CALLTOOLREQUEST']._serialized_end=1996
-  _globals['_CALLTOOLRESPONSE']._serialized_start=1999
-  _globals['_CALLTOOLRESPONSE']._serialized_end=2156
-  _globals['_TOOLSERVICE']._serialized_start=2488
-  _globals['_TOOLSERVICE']._serialized_end=3359
+  _globals['_UPDATEMCPSERVERCREDENTIALSREQUEST']._serialized_start=1336
+  _globals['_UPDATEMCPSERVERCREDENTIALSREQUEST']._serialized_end=1639
+  _globals['_UPDATEMCPSERVERCREDENTIALSREQUEST_HEADERSENTRY']._serialized_start=840
+  _globals['_UPDATEMCPSERVERCREDENTIALSREQUEST_HEADERSENTRY']._serialized_end=886
+  _globals['_UPDATEMCPSERVERCREDENTIALSREQUEST_ENVENTRY']._serialized_start=888
+  _globals['_UPDATEMCPSERVERCREDENTIALSREQUEST_ENVENTRY']._serialized_end=930
+  _globals['_GETMCPSERVERREQUEST']._serialized_start=1641
+  _globals['_GETMCPSERVERREQUEST']._serialized_end=1674
+  _globals['_LISTMCPSERVERSREQUEST']._serialized_start=1676
+  _globals['_LISTMCPSERVERSREQUEST']._serialized_end=1742
+  _globals['_LISTMCPSERVERSRESPONSE']._serialized_start=1744
+  _globals['_LISTMCPSERVERSRESPONSE']._serialized_end=1861
+  _globals['_REFRESHMCPSERVERREQUEST']._serialized_start=1863
+  _globals['_REFRESHMCPSERVERREQUEST']._serialized_end=1900
+  _globals['_DELETEMCPSERVERREQUEST']._serialized_start=1902
+  _globals['_DELETEMCPSERVERREQUEST']._serialized_end=1938
+  _globals['_DELETEMCPSERVERRESPONSE']._serialized_start=1940
+  _globals['_DELETEMCPSERVERRESPONSE']._serialized_end=1988
+  _globals['_LISTTOOLSREQUEST']._serialized_start=1990
+  _globals['_LISTTOOLSREQUEST']._serialized_end=2023
+  _globals['_LISTTOOLSRESPONSE']._serialized_start=2025
+  _globals['_LISTTOOLSRESPONSE']._serialized_end=2086
+  _globals['_GETTOOLREQUEST']._serialized_start=2088
+  _globals['_GETTOOLREQUEST']._serialized_end=2116
+  _globals['_UPDATETOOLREQUEST']._serialized_start=2118
+  _globals['_UPDATETOOLREQUEST']._serialized_end=2200
+  _globals['_CALLTOOLREQUEST']._serialized_start=2202
+  _globals['_CALLTOOLREQUEST']._serialized_end=2302
+  _globals['_CALLTOOLRESPONSE']._serialized_start=2305
+  _globals['_CALLTOOLRESPONSE']._serialized_end=2462
+  _globals['_TOOLSERVICE']._serialized_start=2794
+  _globals['_TOOLSERVICE']._serialized_end=3783
 # @@protoc_insertion_point(module_scope)

@@ -55,6 +55,11 @@ class ToolServiceStub:
                 request_serializer=edrs_dot_integration_dot_v1_dot_tools__pb2.RefreshMcpServerRequest.SerializeToString,
                 response_deserializer=edrs_dot_integration_dot_v1_dot_tools__pb2.McpServer.FromString,
                 _registered_method=True)
+        self.UpdateMcpServerCredentials = channel.unary_unary(
+                '/edrs.integration.v1.ToolService/UpdateMcpServerCredentials',
+                request_serializer=edrs_dot_integration_dot_v1_dot_tools__pb2.UpdateMcpServerCredentialsRequest.SerializeToString,
+                response_deserializer=edrs_dot_integration_dot_v1_dot_tools__pb2.McpServer.FromString,
+                _registered_method=True)
         self.DeleteMcpServer = channel.unary_unary(
                 '/edrs.integration.v1.ToolService/DeleteMcpServer',
                 request_serializer=edrs_dot_integration_dot_v1_dot_tools__pb2.DeleteMcpServerRequest.SerializeToString,
@@ -114,6 +119,17 @@ class ToolServiceServicer:
         """Lists the server's tools again and replaces the stored ones (impact overrides are kept for
         tools that remain). FAILED_PRECONDITION when the server cannot be reached; the stored tools
         stay as they were.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateMcpServerCredentials(self, request, context):
+        """Replaces an MCP server's credentials (rotation): `headers` (HTTP) or `env` (stdio) is the
+        complete new set; the value "********" keeps the stored value of that name, a name left out is
+        removed. Connects with the new set and lists the tools first: FAILED_PRECONDITION when that
+        fails (nothing changes then); on success the tools are refreshed and the session uses the new
+        set. NOT_FOUND when it does not exist in the tenant.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -179,6 +195,11 @@ def add_ToolServiceServicer_to_server(servicer, server):
             'RefreshMcpServer': grpc.unary_unary_rpc_method_handler(
                     servicer.RefreshMcpServer,
                     request_deserializer=edrs_dot_integration_dot_v1_dot_tools__pb2.RefreshMcpServerRequest.FromString,
+                    response_serializer=edrs_dot_integration_dot_v1_dot_tools__pb2.McpServer.SerializeToString,
+            ),
+            'UpdateMcpServerCredentials': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateMcpServerCredentials,
+                    request_deserializer=edrs_dot_integration_dot_v1_dot_tools__pb2.UpdateMcpServerCredentialsRequest.FromString,
                     response_serializer=edrs_dot_integration_dot_v1_dot_tools__pb2.McpServer.SerializeToString,
             ),
             'DeleteMcpServer': grpc.unary_unary_rpc_method_handler(
@@ -315,6 +336,33 @@ class ToolService:
             target,
             '/edrs.integration.v1.ToolService/RefreshMcpServer',
             edrs_dot_integration_dot_v1_dot_tools__pb2.RefreshMcpServerRequest.SerializeToString,
+            edrs_dot_integration_dot_v1_dot_tools__pb2.McpServer.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateMcpServerCredentials(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.integration.v1.ToolService/UpdateMcpServerCredentials',
+            edrs_dot_integration_dot_v1_dot_tools__pb2.UpdateMcpServerCredentialsRequest.SerializeToString,
             edrs_dot_integration_dot_v1_dot_tools__pb2.McpServer.FromString,
             options,
             channel_credentials,

@@ -51,6 +51,13 @@ class ToolServiceStub:
     tools that remain). FAILED_PRECONDITION when the server cannot be reached; the stored tools
     stay as they were.
     """
+    UpdateMcpServerCredentials: _grpc.UnaryUnaryMultiCallable[_tools_pb2.UpdateMcpServerCredentialsRequest, _tools_pb2.McpServer]
+    """Replaces an MCP server's credentials (rotation): `headers` (HTTP) or `env` (stdio) is the
+    complete new set; the value "********" keeps the stored value of that name, a name left out is
+    removed. Connects with the new set and lists the tools first: FAILED_PRECONDITION when that
+    fails (nothing changes then); on success the tools are refreshed and the session uses the new
+    set. NOT_FOUND when it does not exist in the tenant.
+    """
     DeleteMcpServer: _grpc.UnaryUnaryMultiCallable[_tools_pb2.DeleteMcpServerRequest, _tools_pb2.DeleteMcpServerResponse]
     """Removes an MCP server and its tools, and stops its process (stdio)."""
     ListTools: _grpc.UnaryUnaryMultiCallable[_tools_pb2.ListToolsRequest, _tools_pb2.ListToolsResponse]
@@ -87,6 +94,13 @@ class ToolServiceAsyncStub(ToolServiceStub):
     """Lists the server's tools again and replaces the stored ones (impact overrides are kept for
     tools that remain). FAILED_PRECONDITION when the server cannot be reached; the stored tools
     stay as they were.
+    """
+    UpdateMcpServerCredentials: _aio.UnaryUnaryMultiCallable[_tools_pb2.UpdateMcpServerCredentialsRequest, _tools_pb2.McpServer]  # type: ignore[assignment]
+    """Replaces an MCP server's credentials (rotation): `headers` (HTTP) or `env` (stdio) is the
+    complete new set; the value "********" keeps the stored value of that name, a name left out is
+    removed. Connects with the new set and lists the tools first: FAILED_PRECONDITION when that
+    fails (nothing changes then); on success the tools are refreshed and the session uses the new
+    set. NOT_FOUND when it does not exist in the tenant.
     """
     DeleteMcpServer: _aio.UnaryUnaryMultiCallable[_tools_pb2.DeleteMcpServerRequest, _tools_pb2.DeleteMcpServerResponse]  # type: ignore[assignment]
     """Removes an MCP server and its tools, and stops its process (stdio)."""
@@ -145,6 +159,19 @@ class ToolServiceServicer(metaclass=_abc_1.ABCMeta):
         """Lists the server's tools again and replaces the stored ones (impact overrides are kept for
         tools that remain). FAILED_PRECONDITION when the server cannot be reached; the stored tools
         stay as they were.
+        """
+
+    @_abc_1.abstractmethod
+    def UpdateMcpServerCredentials(
+        self,
+        request: _tools_pb2.UpdateMcpServerCredentialsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tools_pb2.McpServer, _abc.Awaitable[_tools_pb2.McpServer]]:
+        """Replaces an MCP server's credentials (rotation): `headers` (HTTP) or `env` (stdio) is the
+        complete new set; the value "********" keeps the stored value of that name, a name left out is
+        removed. Connects with the new set and lists the tools first: FAILED_PRECONDITION when that
+        fails (nothing changes then); on success the tools are refreshed and the session uses the new
+        set. NOT_FOUND when it does not exist in the tenant.
         """
 
     @_abc_1.abstractmethod

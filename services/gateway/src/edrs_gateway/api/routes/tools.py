@@ -153,6 +153,21 @@ class CreateMcpServer(ApiModel):
         return self
 
 
+class McpServerCredentials(ApiModel):
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=20,
+        description="http: the complete new set of credential headers (the rules of adding); "
+        '`"********"` keeps the stored value of that name; a name left out is removed',
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=50,
+        description="stdio: the complete new set of credential variables (the rules of adding); "
+        '`"********"` keeps the stored value of that name; a name left out is removed',
+    )
+
+
 class McpServerOut(ApiModel):
     id: UUID
     name: str
@@ -359,6 +374,32 @@ async def refresh_mcp_server(
         tools_pb2.RefreshMcpServerRequest(id=str(server_id)), timeout=60
     )
     return McpServerOut.of(refreshed)
+
+
+@router.put(
+    "/mcp-servers/{serverId}/credentials",
+    response_model=McpServerOut,
+    summary="Replace an MCP server's credentials",
+    description="Rotation: the body is the complete new set (`headers` for an http server, "
+    '`env` for a stdio one; `"********"` keeps a stored value). Connects with it and lists the '
+    "tools first: 409 when that fails, and nothing changes then; on success its tools are "
+    "refreshed and its session uses the new set. The values go to the secret store; the answer "
+    "shows names only.",
+    responses={**_ERRORS, **problem_responses(404, 409)},
+)
+async def replace_mcp_server_credentials(
+    server_id: ServerId,
+    body: McpServerCredentials,
+    ctx: Ctx,
+    caller: Annotated[Principal, Depends(write_tools)],
+) -> McpServerOut:
+    updated = await tool_stub(ctx).UpdateMcpServerCredentials(
+        tools_pb2.UpdateMcpServerCredentialsRequest(
+            id=str(server_id), headers=body.headers, env=body.env
+        ),
+        timeout=60,
+    )
+    return McpServerOut.of(updated)
 
 
 @router.delete(
