@@ -553,3 +553,57 @@ async def test_edrs_tools_lists_and_calls_through_the_gateway(fleet, client, ten
         runner.invoke, cli, ["tools", "call", lookup, '{"order_id": 3}', *common]
     )
     assert bad.exit_code == 2 and "order_id" in bad.output
+
+    # Credentials from the command line: stored, named, never printed.
+    secret = f"cli-{uuid.uuid4().hex}"
+    digest = hashlib.sha256(secret.encode()).hexdigest()
+    name = f"guarded-{uuid.uuid4().hex[:6]}"
+    added = await asyncio.to_thread(
+        runner.invoke,
+        cli,
+        [
+            "tools",
+            "add-server",
+            name,
+            "--command",
+            sys.executable,
+            "--arg",
+            str(GUARDED_SERVER),
+            "--arg",
+            "stdio",
+            "--arg",
+            digest,
+            "--env",
+            f"API_TOKEN={secret}",
+            "--json",
+            *common,
+        ],
+    )
+    assert added.exit_code == 0, added.output
+    assert secret not in added.output
+    made = json.loads(added.output)
+    assert made["env"] == {"API_TOKEN": "********"}
+    rotated = await asyncio.to_thread(
+        runner.invoke,
+        cli,
+        [
+            "tools",
+            "rotate-credentials",
+            made["id"],
+            "--env",
+            "API_TOKEN=other",
+            "--env",
+            "REGION=eu",
+            *common,
+        ],
+    )
+    assert rotated.exit_code == 0, rotated.output
+    assert rotated.output.strip() == f"credentials of {name}: API_TOKEN, REGION"
+    checked = await asyncio.to_thread(
+        runner.invoke, cli, ["tools", "call", f"{name}__api_token", "{}", *common]
+    )
+    assert checked.output.strip() == "API_TOKEN differs"
+    malformed = await asyncio.to_thread(
+        runner.invoke, cli, ["tools", "rotate-credentials", made["id"], "--env", "NOPE", *common]
+    )
+    assert malformed.exit_code == 2 and "--env takes NAME=VALUE" in malformed.output

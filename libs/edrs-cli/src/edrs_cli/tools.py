@@ -23,6 +23,33 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 IMPACTS = ("read", "write", "destructive")
+Headers = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--header",
+        help="HTTP: a credential header NAME=VALUE sent on every request (repeatable); stored in "
+        "the secret store",
+    ),
+]
+Env = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--env",
+        help="stdio: a credential variable NAME=VALUE of the process (repeatable); stored in the "
+        "secret store",
+    ),
+]
+
+
+def _pairs(values: list[str] | None, option: str) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for item in values or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            # Never echo the item: its value is a credential.
+            fail(f"{option} takes NAME=VALUE (got one without '=' or without a name)", 2)
+        found[name] = value
+    return found
 
 
 def _tools_table(tools: list[dict[str, Any]]) -> Table:
@@ -158,6 +185,8 @@ def add_server(
     ] = None,
     arg: Annotated[list[str] | None, typer.Option("--arg", help="Its arguments, in order.")] = None,
     call_timeout: Annotated[float, typer.Option("--call-timeout", min=0, max=600)] = 0,
+    header: Headers = None,
+    env: Env = None,
     as_json: Json = False,
     url: Url = None,
     token: Token = None,
@@ -172,9 +201,36 @@ def add_server(
         body |= {"transport": "http", "url": server_url}
     else:
         body |= {"transport": "stdio", "command": command, "args": arg or []}
+    if header:
+        body["headers"] = _pairs(header, "--header")
+    if env:
+        body["env"] = _pairs(env, "--env")
     with api(url, token, api_key, state_dir) as client:
         server = check(client.post("/api/v1/mcp-servers", json=body), 201)
     show(server["tools"] if not as_json else server, as_json, _tools_table)
+
+
+@app.command("rotate-credentials")
+def rotate_credentials(
+    server_id: Annotated[str, typer.Argument(help="The server's id.")],
+    header: Headers = None,
+    env: Env = None,
+    as_json: Json = False,
+    url: Url = None,
+    token: Token = None,
+    api_key: ApiKey = None,
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+) -> None:
+    """Replace a server's credentials with the complete new set given (VALUE '********' keeps the
+    stored one; none at all removes them), once a session with them lists its tools."""
+    body = {"headers": _pairs(header, "--header"), "env": _pairs(env, "--env")}
+    with api(url, token, api_key, state_dir) as client:
+        server = check(client.put(f"/api/v1/mcp-servers/{server_id}/credentials", json=body))
+    if as_json:
+        show(server, True, _tools_table)
+        return
+    names = sorted(server["headers"]) or sorted(server["env"])
+    typer.echo(f"credentials of {server['name']}: {', '.join(names) or 'none'}")
 
 
 @app.command("refresh-server")
