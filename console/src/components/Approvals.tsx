@@ -56,7 +56,7 @@ const RUNS_PAGE = 20;
  * workflow runs they hold, live while a run can still change. */
 export function ApprovalsAndRuns() {
   const api = useApi();
-  const approvals = useGet<{ approvals: Approval[] }>("/api/v1/approvals?forMe=true&status=pending&pageSize=100");
+  const approvals = usePaged<Approval>("/api/v1/approvals?forMe=true&status=pending&pageSize=100", "approvals");
   const runs = usePaged<Run>(`/api/v1/runs?pageSize=${RUNS_PAGE}`, "runs");
   const [comments, setComments] = useState<Record<string, string>>({});
   const [deciding, setDeciding] = useState<string | null>(null);
@@ -103,14 +103,14 @@ export function ApprovalsAndRuns() {
     }
   }
 
-  const waiting = approvals.data?.approvals ?? [];
+  const waiting = approvals.items;
   return (
     <>
       <section aria-labelledby="approvals-title">
         <h2 id="approvals-title">Approvals waiting for me</h2>
         {(approvals.error || error) && <p role="alert" className="error">{error || approvals.error}</p>}
         <p role="status" className="notice" data-testid="approval-notice">{notice}</p>
-        {approvals.data && waiting.length === 0 && <p className="muted">Nothing waits for your decision.</p>}
+        {approvals.loaded && !approvals.error && waiting.length === 0 && <p className="muted">Nothing waits for your decision.</p>}
         <ul className="approvals">
           {waiting.map((a) => (
             <li key={a.id} className="card wide" data-testid="approval">
@@ -137,6 +137,7 @@ export function ApprovalsAndRuns() {
             </li>
           ))}
         </ul>
+        <LoadMore list={approvals} what="approvals" />
       </section>
       <section aria-labelledby="runs-title">
         <h2 id="runs-title">Workflow runs</h2>

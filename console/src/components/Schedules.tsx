@@ -1,8 +1,9 @@
 import { FormEvent, useState } from "react";
 import { useApi } from "../api/context";
-import { messageOf, useGet } from "../api/hooks";
+import { messageOf, useGet, usePaged } from "../api/hooks";
 import { checkSchedule, type Schedule, type ScheduleDraft } from "../work/schedules";
 import { When } from "./Dates";
+import { LoadMore } from "./LoadMore";
 
 interface Workflow {
   id: string;
@@ -17,7 +18,7 @@ const empty: ScheduleDraft = { workflowName: "", workflowVersion: "", cron: "", 
  * paused, resumed, deleted. */
 export function Schedules() {
   const api = useApi();
-  const schedules = useGet<{ schedules: Schedule[] }>("/api/v1/schedules?pageSize=100");
+  const schedules = usePaged<Schedule>("/api/v1/schedules?pageSize=100", "schedules");
   const workflows = useGet<{ workflows: Workflow[] }>("/api/v1/workflows?pageSize=200");
   const [draft, setDraft] = useState<ScheduleDraft>(empty);
   const [error, setError] = useState<string | null>(null);
@@ -58,7 +59,7 @@ export function Schedules() {
     void run(() => api.json("DELETE", `/api/v1/schedules/${s.id}`), `Schedule of ${s.workflowName} at ${s.cron} deleted.`);
   }
 
-  const list = schedules.data?.schedules ?? [];
+  const list = schedules.items;
   return (
     <section aria-labelledby="schedules-title">
       <h2 id="schedules-title">Schedules</h2>
@@ -72,7 +73,7 @@ export function Schedules() {
         <p role="alert" className="error">{error || schedules.error || workflows.error}</p>
       )}
       <p role="status" className="notice" data-testid="schedule-notice">{notice}</p>
-      {schedules.data && list.length === 0 && <p className="muted">No schedules yet.</p>}
+      {schedules.loaded && !schedules.error && list.length === 0 && <p className="muted">No schedules yet.</p>}
       {list.length > 0 && (
         <table>
           <caption className="visually-hidden">Schedules of the tenant</caption>
@@ -113,6 +114,7 @@ export function Schedules() {
           </tbody>
         </table>
       )}
+      <LoadMore list={schedules} what="schedules" />
       <form className="card" onSubmit={create} aria-label="Schedule a workflow">
         <h3>Schedule a workflow</h3>
         <label htmlFor="s-workflow">Workflow</label>

@@ -1,14 +1,15 @@
 import { FormEvent, useState } from "react";
 import { useApi } from "../api/context";
-import { messageOf, useGet } from "../api/hooks";
+import { messageOf, usePaged } from "../api/hooks";
 import type { ApiKey } from "../api/types";
 import { When } from "../components/Dates";
+import { LoadMore } from "../components/LoadMore";
 
 const ROLES = ["integrator", "member", "viewer", "admin"];
 
 export function AdminApiKeysPage() {
   const api = useApi();
-  const keys = useGet<{ apiKeys: ApiKey[] }>("/api/v1/api-keys?pageSize=200");
+  const keys = usePaged<ApiKey>("/api/v1/api-keys?pageSize=200", "apiKeys");
   const [name, setName] = useState("");
   const [role, setRole] = useState("integrator");
   const [created, setCreated] = useState<ApiKey | null>(null);
@@ -65,7 +66,7 @@ export function AdminApiKeysPage() {
           </tr>
         </thead>
         <tbody>
-          {(keys.data?.apiKeys ?? []).map((k) => (
+          {keys.items.map((k) => (
             <tr key={k.id}>
               <td>{k.name}</td>
               <td><code>{k.prefix}</code></td>
@@ -80,6 +81,7 @@ export function AdminApiKeysPage() {
           ))}
         </tbody>
       </table>
+      <LoadMore list={keys} what="API keys" />
       <form className="card" onSubmit={create} aria-label="Create an API key">
         <h2>Create an API key</h2>
         <label htmlFor="k-name">Name</label>

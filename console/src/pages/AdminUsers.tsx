@@ -1,14 +1,15 @@
 import { FormEvent, useState } from "react";
 import { useApi } from "../api/context";
-import { messageOf, useGet } from "../api/hooks";
+import { messageOf, usePaged } from "../api/hooks";
 import type { User } from "../api/types";
 import { When } from "../components/Dates";
+import { LoadMore } from "../components/LoadMore";
 
 const ROLES = ["member", "admin", "integrator", "viewer"];
 
 export function AdminUsersPage() {
   const api = useApi();
-  const users = useGet<{ users: User[] }>("/api/v1/users?pageSize=200");
+  const users = usePaged<User>("/api/v1/users?pageSize=200", "users");
   const [email, setEmail] = useState("");
   const [displayName, setDisplayName] = useState("");
   const [password, setPassword] = useState("");
@@ -58,7 +59,7 @@ export function AdminUsersPage() {
           </tr>
         </thead>
         <tbody>
-          {(users.data?.users ?? []).map((u) => (
+          {users.items.map((u) => (
             <tr key={u.id}>
               <td>{u.email}</td>
               <td>{u.displayName}</td>
@@ -72,6 +73,7 @@ export function AdminUsersPage() {
           ))}
         </tbody>
       </table>
+      <LoadMore list={users} what="users" />
       <form className="card" onSubmit={create} aria-label="Create a user">
         <h2>Create a user</h2>
         <label htmlFor="u-email">Email</label>

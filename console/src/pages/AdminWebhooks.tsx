@@ -1,6 +1,6 @@
 import { ChangeEvent, FormEvent, useEffect, useState } from "react";
 import { useApi } from "../api/context";
-import { messageOf, useGet } from "../api/hooks";
+import { messageOf, usePaged } from "../api/hooks";
 import {
   answerOf,
   deliveriesLive,
@@ -16,6 +16,7 @@ import {
   type WebhookWithSecret,
 } from "../admin/webhooks";
 import { When } from "../components/Dates";
+import { LoadMore } from "../components/LoadMore";
 
 // An open delivery log is read again this often while a delivery waits for an attempt, and
 // less often otherwise (new events queue new deliveries at any time).
@@ -29,7 +30,7 @@ type ShownSecret = WebhookWithSecret & { rotated: boolean };
 
 export function AdminWebhooksPage() {
   const api = useApi();
-  const webhooks = useGet<{ webhooks: Webhook[] }>("/api/v1/webhooks?pageSize=200");
+  const webhooks = usePaged<Webhook>("/api/v1/webhooks?pageSize=200", "webhooks");
   const [url, setUrl] = useState("");
   const [types, setTypes] = useState("");
   const [description, setDescription] = useState("");
@@ -109,7 +110,7 @@ export function AdminWebhooksPage() {
     webhooks.reload();
   }
 
-  const list = webhooks.data?.webhooks ?? [];
+  const list = webhooks.items;
   return (
     <div>
       <h1>Webhooks</h1>
@@ -176,7 +177,8 @@ export function AdminWebhooksPage() {
           ))}
         </tbody>
       </table>
-      {webhooks.data && list.length === 0 && <p className="muted">No webhooks yet: subscribe a URL below.</p>}
+      <LoadMore list={webhooks} what="webhooks" />
+      {webhooks.loaded && !webhooks.error && list.length === 0 && <p className="muted">No webhooks yet: subscribe a URL below.</p>}
       {/* Keys apart: siblings with one key (the webhook's id) would be mixed up by React. */}
       {editing && <EditWebhook key={`edit-${editing.id}`} webhook={editing} onSaved={saved} onClose={() => setEditing(null)} />}
       {open && <DeliveryLog key={`log-${open.id}`} webhook={open} />}
@@ -250,10 +252,10 @@ function DeliveryLog({ webhook }: { webhook: Webhook }) {
   const api = useApi();
   const [state, setState] = useState<DeliveryState | "">("");
   const path = `/api/v1/webhooks/${webhook.id}/deliveries?pageSize=50${state ? `&state=${state}` : ""}`;
-  const deliveries = useGet<{ deliveries: Delivery[] }>(path);
+  const deliveries = usePaged<Delivery>(path, "deliveries");
   const [error, setError] = useState<string | null>(null);
   const [notice, setNotice] = useState("");
-  const list = deliveries.data?.deliveries ?? [];
+  const list = deliveries.items;
   const live = deliveriesLive(list);
   const { reload } = deliveries;
 
@@ -287,7 +289,7 @@ function DeliveryLog({ webhook }: { webhook: Webhook }) {
       </div>
       {(deliveries.error || error) && <p role="alert" className="error">{error || deliveries.error}</p>}
       <p role="status" className="notice">{notice}</p>
-      {deliveries.data && list.length === 0 && <p className="muted" data-testid="no-deliveries">No deliveries{state ? ` in state ${state}` : ""} yet.</p>}
+      {deliveries.loaded && !deliveries.error && list.length === 0 && <p className="muted" data-testid="no-deliveries">No deliveries{state ? ` in state ${state}` : ""} yet.</p>}
       {list.length > 0 && (
         <table className="deliveries">
           <caption className="visually-hidden">Deliveries, newest first</caption>
@@ -336,6 +338,7 @@ function DeliveryLog({ webhook }: { webhook: Webhook }) {
           </tbody>
         </table>
       )}
+      <LoadMore list={deliveries} what="deliveries" />
     </section>
   );
 }

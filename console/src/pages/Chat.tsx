@@ -2,9 +2,10 @@ import { useVirtualizer } from "@tanstack/react-virtual";
 import { FormEvent, KeyboardEvent, useCallback, useEffect, useLayoutEffect, useRef, useState } from "react";
 import { Link, useNavigate, useParams } from "react-router-dom";
 import { useApi } from "../api/context";
-import { messageOf, useGet, usePersonas } from "../api/hooks";
+import { messageOf, usePaged, usePersonas } from "../api/hooks";
 import type { Conversation, Message } from "../api/types";
 import { forgetPending, initialTurn, pendingOf, runTurn, type ToolCall, type TurnState } from "../chat/turn";
+import { LoadMore } from "../components/LoadMore";
 import { Markdown } from "../components/Markdown";
 import { PersonaPicker } from "../components/PersonaPicker";
 
@@ -43,8 +44,9 @@ export function ChatPage() {
   const { personaId, conversationId } = useParams();
   const navigate = useNavigate();
   const personas = usePersonas();
-  const conversations = useGet<{ conversations: Conversation[] }>(
+  const conversations = usePaged<Conversation>(
     personaId ? `/api/v1/personas/${personaId}/conversations?pageSize=50` : null,
+    "conversations",
   );
   const persona = personas.data?.personas.find((p) => p.id === personaId);
 
@@ -70,7 +72,7 @@ export function ChatPage() {
             </button>
             <h2>Conversations</h2>
             <ul className="conversations">
-              {(conversations.data?.conversations ?? []).map((c) => (
+              {conversations.items.map((c) => (
                 <li key={c.id}>
                   <Link to={`/chat/${personaId}/${c.id}`} aria-current={c.id === conversationId ? "page" : undefined}>
                     {c.id} <span className="muted">({c.messageCount})</span>
@@ -78,6 +80,8 @@ export function ChatPage() {
                 </li>
               ))}
             </ul>
+            {conversations.error && <p role="alert" className="error">{conversations.error}</p>}
+            <LoadMore list={conversations} what="conversations" />
           </>
         )}
       </section>

@@ -165,7 +165,7 @@ export function WorkPage() {
 function TaskDetail({ taskId, onChange }: { taskId: string; onChange: () => void }) {
   const api = useApi();
   const task = useGet<Task>(`/api/v1/tasks/${taskId}`);
-  const timeline = useGet<{ entries: TimelineEntry[] }>(`/api/v1/tasks/${taskId}/timeline?pageSize=200`);
+  const timeline = usePaged<TimelineEntry>(`/api/v1/tasks/${taskId}/timeline?pageSize=200`, "entries");
   const [error, setError] = useState<string | null>(null);
   const live = task.data && !FINAL.has(task.data.status);
   const { reload: reloadTask } = task;
@@ -210,7 +210,7 @@ function TaskDetail({ taskId, onChange }: { taskId: string; onChange: () => void
       {live && <button type="button" onClick={() => void cancel()}>Cancel task</button>}
       <h3>Timeline</h3>
       <ol className="timeline" data-testid="timeline">
-        {(timeline.data?.entries ?? []).map((e) => (
+        {timeline.items.map((e) => (
           <li key={e.id}>
             <When at={e.createdAt} /> — <strong>{e.kind}</strong>
             {e.toStatus && ` ${e.fromStatus ?? "∅"} → ${e.toStatus}`}
@@ -218,6 +218,7 @@ function TaskDetail({ taskId, onChange }: { taskId: string; onChange: () => void
           </li>
         ))}
       </ol>
+      <LoadMore list={timeline} what="timeline entries" />
     </section>
   );
 }
@@ -225,7 +226,7 @@ function TaskDetail({ taskId, onChange }: { taskId: string; onChange: () => void
 const COLOURS = ["#0b57d0", "#b3261e", "#1e6b34", "#8a4b00", "#5b2c83", "#00677d"];
 
 function BudgetsAndUsage({ names }: { names: Record<string, string> }) {
-  const budgets = useGet<{ budgets: Budget[] }>("/api/v1/budgets?pageSize=100");
+  const budgets = usePaged<Budget>("/api/v1/budgets?pageSize=100", "budgets");
   const usage = useGet<{ rows: UsageRow[] }>("/api/v1/usage");
   const rows = usage.data?.rows ?? [];
   const chart: DaySeries = useMemo(() => {
@@ -244,6 +245,12 @@ function BudgetsAndUsage({ names }: { names: Record<string, string> }) {
   return (
     <section aria-labelledby="budgets-title">
       <h2 id="budgets-title">Budgets</h2>
+      <div className="inline">
+        {/* Read again: budgets set and amounts used since the page opened (the pages opened stay). */}
+        <button type="button" onClick={() => { budgets.reload(); usage.reload(); }} aria-label="Refresh budgets and usage">
+          Refresh
+        </button>
+      </div>
       {budgets.error && <p role="alert" className="error">{budgets.error}</p>}
       <table>
         <caption className="visually-hidden">Budgets with what is used and reserved</caption>
@@ -257,7 +264,7 @@ function BudgetsAndUsage({ names }: { names: Record<string, string> }) {
           </tr>
         </thead>
         <tbody>
-          {(budgets.data?.budgets ?? []).map((b) => (
+          {budgets.items.map((b) => (
             <tr key={b.id}>
               <td>{b.scope} {b.scopeId && <code>{names[b.scopeId] ?? b.scopeId}</code>}</td>
               <td>{b.used.tokens} / {b.maxTokens || "∞"}</td>
@@ -268,6 +275,7 @@ function BudgetsAndUsage({ names }: { names: Record<string, string> }) {
           ))}
         </tbody>
       </table>
+      <LoadMore list={budgets} what="budgets" />
       <h2 id="usage-title">Usage by day</h2>
       {usage.error && <p role="alert" className="error">{usage.error}</p>}
       {rows.length > 0 ? (
