@@ -411,14 +411,17 @@ async def test_kinds_select_what_is_exported_and_csv_gives_one_table(fleet, clie
     assert [r["kind"] for r in only_tasks] == ["header", "task", "footer"]
     assert only_tasks[1]["data"]["assigneePersonaName"] == "Cy"
 
+    # A title a spreadsheet would run as a formula is written as text.
+    await ok(await client.post(f"{API}/tasks", json={"title": "=1+2"}, headers=admin), 201)
     reply = await client.get(
         f"{API}/export", params={"kinds": "tasks", "format": "csv"}, headers=admin
     )
     assert reply.status_code == 200, reply.text
     assert reply.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(reply.text)))
-    assert [(r["title"], r["assigneePersonaName"], r["status"]) for r in rows] == [
-        ('Plan, the "offsite"', "Cy", "queued")
+    assert sorted((r["title"], r["assigneePersonaName"], r["status"]) for r in rows) == [
+        ("'=1+2", "", "queued"),
+        ('Plan, the "offsite"', "Cy", "queued"),
     ]
 
     for params, pointer in (
@@ -434,7 +437,8 @@ async def test_bad_lines_are_refused_with_their_numbers_and_nothing_is_imported(
     fleet, client
 ) -> None:
     admin = await admin_of_new_tenant(fleet)
-    body = b"\n".join(
+    # As a Windows editor saves it: a byte order mark, CRLF line ends.
+    body = b"\xef\xbb\xbf" + b"\r\n".join(
         [
             b'{"kind": "header", "data": {"format": "edrs-export", "version": 1}}',
             b'{"kind": "collection", "data": {"name": "fine"}}',
@@ -445,6 +449,14 @@ async def test_bad_lines_are_refused_with_their_numbers_and_nothing_is_imported(
             b'{"kind": "persona", "data": {"name": "No role"}}',
             b'{"kind": "document", "data": {"collectionName": "fine", "title": "t"}}',
             b'{"kind": "collection", "data": {"name": "fine"}}',
+            b'{"kind": "collection", "data": ["fine"]}',
+            # A map's key is the file's own: named as written, not camelCased.
+            b'{"kind": "document", "data": {"collectionName": "fine", "text": "t", '
+            b'"metadata": {"my_key": 5}}}',
+            # Over int64: a 422 on its line, not a 500 building the task service's request.
+            b'{"kind": "task", "data": {"title": "t", "budget": {"maxTokens": 9223372036854775808}}}',
+            b'{"kind": "collection", "data": {"name": "caf\xe9"}}',
+            b'{"kind": "persona", "data": {"name": "Tools", "role": "r", "tools": "search"}}',
         ]
     )
     reply = await client.post(f"{API}/import", content=body, headers={**admin, **NDJSON})
@@ -457,8 +469,17 @@ async def test_bad_lines_are_refused_with_their_numbers_and_nothing_is_imported(
         (7, "persona", "invalid_record", "/data/role"),
         (8, "document", "invalid_record", "/data/text"),
         (9, "collection", "duplicate_record", "/data"),
+        (10, "collection", "invalid_record", "/data"),
+        (11, "document", "invalid_record", "/data/metadata/my_key"),
+        (12, "task", "invalid_record", "/data/budget/maxTokens"),
+        (13, None, "invalid_json", ""),
+        (14, "persona", "invalid_record", "/data/tools"),
     ]
     assert all(e["detail"].startswith(f"line {e['line']}: ") for e in problem["errors"])
+    details = {e["line"]: e["detail"] for e in problem["errors"]}
+    assert details[7] == "line 7: /data/role: Field required"
+    assert details[10] == "line 10: `data` must be an object, not list"
+    assert details[13] == "line 13: is not UTF-8 text (byte 0xe9 at byte 45)"
     # Nothing of the good lines was imported.
     assert await all_of(client, admin, "/personas", "personas") == []
     missing = await client.get(f"{API}/knowledge/collections/fine", headers=admin)
@@ -476,6 +497,11 @@ async def test_bad_lines_are_refused_with_their_numbers_and_nothing_is_imported(
         (7, "persona", "invalid_record"),
         (8, "document", "invalid_record"),
         (9, "collection", "duplicate_record"),
+        (10, "collection", "invalid_record"),
+        (11, "document", "invalid_record"),
+        (12, "task", "invalid_record"),
+        (13, "", "invalid_json"),
+        (14, "persona", "invalid_record"),
     ]
     assert [(r["line"], r["outcome"]) for r in lenient["records"]] == [
         (2, "created"),
@@ -485,6 +511,11 @@ async def test_bad_lines_are_refused_with_their_numbers_and_nothing_is_imported(
         (7, "failed"),
         (8, "failed"),
         (9, "failed"),
+        (10, "failed"),
+        (11, "failed"),
+        (12, "failed"),
+        (13, "failed"),
+        (14, "failed"),
     ]
     assert [p["name"] for p in await all_of(client, admin, "/personas", "personas")] == ["Fine"]
     await ok(await client.get(f"{API}/knowledge/collections/fine", headers=admin))
@@ -516,8 +547,64 @@ async def test_bad_lines_are_refused_with_their_numbers_and_nothing_is_imported(
     )
     assert lenient_headless.status_code == 422
     assert lenient_headless.json()["errors"][0]["code"] == "missing_header"
+    # Whatever stands where the header should, even lenient refuses the file, naming line 1.
+    future = b'{"kind": "header", "data": {"format": "edrs-export", "version": 2}}\n'
+    other = b'{"kind": "collection", "data": {"name": "other"}}\n'
+    for content, expected in (
+        (b"", [(1, "missing_header")]),
+        (b"\n  \r\n\n", [(1, "missing_header")]),
+        (b"[1, 2]\n" + other, [(1, "invalid_record"), (1, "missing_header")]),
+        (
+            b'{"kind": "spaceship", "data": {}}\n' + other,
+            [(1, "unknown_kind"), (1, "missing_header")],
+        ),
+        (b'{"kind": "footer", "data": {}}\n', [(1, "missing_header")]),
+        (future + other, [(1, "invalid_record")]),
+    ):
+        refused = await client.post(
+            f"{API}/import",
+            params={"mode": "lenient"},
+            content=content,
+            headers={**admin, **NDJSON},
+        )
+        assert refused.status_code == 422, (content, refused.text)
+        assert [(e["line"], e["code"]) for e in refused.json()["errors"]] == expected, content
+    assert "version 2 is not one this gateway reads" in refused.json()["detail"]
+    assert (
+        await client.get(f"{API}/knowledge/collections/other", headers=admin)
+    ).status_code == 404
+    # More lines than an import takes: refused before any is read.
+    too_many = await client.post(
+        f"{API}/import", content=b"{}\n" * 20_001, headers={**admin, **NDJSON}
+    )
+    assert too_many.status_code == 422
+    assert "20001 lines; the most per import is 20000" in too_many.json()["detail"]
     wrong_type = await client.post(f"{API}/import", content=broken, headers=admin)
     assert wrong_type.status_code == 415
+
+    # A tenant that blocks sensitive data: each hit named by its line.
+    strict = await fleet.new_tenant()
+    await fleet.ctx.runtime.db.execute(
+        "UPDATE tenants SET dlp_policy = 'block' WHERE id = $1", strict
+    )
+    card = as_ndjson(
+        [
+            {"kind": "header", "data": {"format": "edrs-export", "version": 1}},
+            {"kind": "collection", "data": {"name": "cards"}},
+            {
+                "kind": "document",
+                "data": {"collectionName": "cards", "text": "4111 1111 1111 1111"},
+            },
+        ]
+    )
+    blocked = await client.post(
+        f"{API}/import", content=card, headers={**await fleet.login(strict, "admin"), **NDJSON}
+    )
+    assert blocked.status_code == 422, blocked.text
+    assert blocked.json()["code"] == "sensitive_data_blocked"
+    [hit] = blocked.json()["errors"]
+    assert (hit["line"], hit["pointer"]) == (3, "/3/data/text")
+    assert hit["detail"].startswith("line 3: ") and hit["detail"].endswith(" at /3/data/text")
 
 
 async def test_a_record_that_fails_is_reported_on_its_line_and_the_others_are_imported(
@@ -651,6 +738,13 @@ async def test_an_export_that_breaks_off_says_so_and_is_refused_by_import(fleet,
         reply = await client.get(
             f"{broken.http_url}{API}/export", params={"kinds": "personas,tasks"}, headers=admin
         )
+        # CSV cannot say it broke off: read whole first, so the failure is the answer's status.
+        table = await client.get(
+            f"{broken.http_url}{API}/export", params={"kinds": "tasks", "format": "csv"},
+            headers=admin,
+        )  # fmt: skip
+    assert table.status_code in (502, 503, 504), table.text
+    assert table.json()["code"] in ("upstream_unavailable", "upstream_timeout")
     assert reply.status_code == 200
     lines = [json.loads(line) for line in reply.text.splitlines()]
     assert [r["kind"] for r in lines] == ["header", "persona", "error"]

@@ -57,6 +57,9 @@ def export(
                 for chunk in reply.iter_bytes():
                     sink.write(chunk)
                     tail = (tail + chunk)[-TAIL_BYTES:]
+            except httpx.HTTPError as exc:
+                # The connection broke mid-stream: what was written has no footer.
+                fail(f"the export broke off: {exc or type(exc).__name__}", 1)
             finally:
                 if output:
                     sink.close()
@@ -69,7 +72,9 @@ def export(
     except ValueError:
         final = {}
     if not isinstance(final, dict) or final.get("kind") != "footer":
-        fail(f"the export broke off: {final.get('data', {}).get('detail', 'no footer')}", 1)
+        data = final.get("data") if isinstance(final, dict) else None
+        detail = data.get("detail") if isinstance(data, dict) else None
+        fail(f"the export broke off: {detail or 'no footer'}", 1)
     data = final["data"]
     typer.echo(f"exported {data['records']} records", err=True)
     for skipped in data["skipped"]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,7 +31,6 @@ from fastapi.responses import StreamingResponse
 from google.protobuf import json_format, struct_pb2
 from google.protobuf.field_mask_pb2 import FieldMask
 from pydantic import ConfigDict, Field, ValidationError
-from pydantic.alias_generators import to_camel
 
 from edrs_gateway.api.common import AUTHENTICATED, client_ip, problem_responses, upstream_responses
 from edrs_gateway.api.knowledge import COLLECTION_NAME_PATTERN, DocumentOut
@@ -60,6 +60,7 @@ from edrs_gateway.edge.dlp import DlpGuard, blocked_problem
 from edrs_gateway.identity.audit import actor_of
 
 router = APIRouter(tags=["import and export"])
+log = logging.getLogger("edrs.gateway.import_export")
 
 export_tenant = require(Permission.TENANT_EXPORT)
 import_tenant = require(Permission.TENANT_IMPORT)
@@ -351,6 +352,12 @@ async def _ndjson(ctx: GatewayContext, kinds: list[Kind], tenant_id: str) -> Asy
         problem = problem_of(exc)
         yield _line(BROKEN, {"code": problem.code, "detail": problem.detail})
         return
+    except Exception:
+        # Not a cut connection (a file without its footer), but a line an import refuses.
+        log.exception("export of tenant %s broke off", tenant_id)
+        detail = "internal error while exporting; quote the request id when reporting it"
+        yield _line(BROKEN, {"code": "internal_error", "detail": detail})
+        return
     yield _line(FOOTER, {"records": footer.records, "skipped": footer.skipped})
 
 
@@ -366,22 +373,33 @@ _CSV_COLUMNS: dict[str, list[str]] = {
 }  # fmt: skip
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection): such a
+# text cell is written with a leading apostrophe, which spreadsheets show as text.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, list | dict):
         return orjson.dumps(value).decode()
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
     return str(value)
 
 
-async def _csv(ctx: GatewayContext, kind: Kind) -> AsyncIterator[bytes]:
+async def _csv_rows(ctx: GatewayContext, kind: Kind) -> list[dict[str, Any]]:
+    """Every row, read before the status line: a CSV has no way to say that it broke off, so a
+    service that fails is the problem answer (502, 503, 504), not a table cut short."""
+    return [data async for _, data in _export_records(ctx, [kind], _Footer())]
+
+
+async def _csv(kind: Kind, rows: list[dict[str, Any]]) -> AsyncIterator[bytes]:
     columns = _CSV_COLUMNS[kind]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(columns)
     yield buffer.getvalue().encode()
-    # Read whole before the first row: a CSV has no way to say that it broke off.
-    rows = [data async for _, data in _export_records(ctx, [kind], _Footer())]
     for data in rows:
         buffer.seek(0)
         buffer.truncate()
@@ -433,22 +451,23 @@ async def export(
     ] = "ndjson",
 ) -> StreamingResponse:
     wanted = _kinds_of(kinds)
+    if output_format == "csv" and (len(wanted) != 1 or wanted[0] not in CSV_KINDS):
+        raise ApiError(
+            422,
+            "validation_failed",
+            "CSV holds one tabular kind: kinds=personas or kinds=tasks (documents and "
+            "workflows nest text and definitions: export them as NDJSON)",
+            errors=[{"in": "query", "pointer": "/kinds", "detail": "one of personas, tasks"}],
+        )
+    rows = await _csv_rows(ctx, wanted[0]) if output_format == "csv" else []
     await ctx.audit.record(
         caller.tenant_id, "tenant.exported", "success", actor=actor_of(caller),
         details={"kinds": list(wanted), "format": output_format}, ip=client_ip(request),
     )  # fmt: skip
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     if output_format == "csv":
-        if len(wanted) != 1 or wanted[0] not in CSV_KINDS:
-            raise ApiError(
-                422,
-                "validation_failed",
-                "CSV holds one tabular kind: kinds=personas or kinds=tasks (documents and "
-                "workflows nest text and definitions: export them as NDJSON)",
-                errors=[{"in": "query", "pointer": "/kinds", "detail": "one of personas, tasks"}],
-            )
         return StreamingResponse(
-            _csv(ctx, wanted[0]),
+            _csv(wanted[0], rows),
             media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": f'attachment; filename="{wanted[0]}-{stamp}.csv"'},
         )
@@ -525,15 +544,40 @@ def _error(number: int, kind: str | None, code: str, pointer: str, detail: str) 
 
 
 def _loc_pointer(loc: Iterable[Any]) -> str:
-    return "/data/" + "/".join(to_camel(p) if isinstance(p, str) else str(p) for p in loc)
+    """A JSON pointer to the field pydantic names. Its locations already carry the wire (camelCase)
+    names; a key of a map (metadata) is the file's own, and is escaped, not renamed."""
+    parts = (str(p).replace("~", "~0").replace("/", "~1") for p in loc)
+    return "/data/" + "/".join(parts)
+
+
+_BOM = b"\xef\xbb\xbf"
 
 
 def _read_lines(body: bytes) -> tuple[list[tuple[int, Any]], list[dict[str, Any]]]:
-    """(line number, parsed JSON) of every non-blank line, and the lines that are not JSON."""
+    """(line number, parsed JSON) of every non-blank line, and the lines that are not JSON.
+    Lines end in LF or CRLF; a UTF-8 byte order mark before line 1 (as some editors save) is
+    skipped. More than RECORDS_MAX lines is a refusal before any is parsed."""
+    if body.startswith(_BOM):
+        body = body[len(_BOM) :]
+    raws = body.split(b"\n")
+    count = sum(1 for raw in raws if raw.strip())
+    if count > RECORDS_MAX:
+        raise ApiError(
+            422,
+            "validation_failed",
+            f"the file holds {count} lines; the most per import is {RECORDS_MAX}: export "
+            "and import fewer kinds at a time (kinds=)",
+        )
     parsed: list[tuple[int, Any]] = []
     errors: list[dict[str, Any]] = []
-    for number, raw in enumerate(body.split(b"\n"), start=1):
+    for number, raw in enumerate(raws, start=1):
         if not raw.strip():
+            continue
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            detail = f"is not UTF-8 text (byte 0x{raw[exc.start]:02x} at byte {exc.start + 1})"
+            errors.append(_error(number, None, "invalid_json", "", detail))
             continue
         try:
             parsed.append((number, orjson.loads(raw)))
@@ -542,10 +586,14 @@ def _read_lines(body: bytes) -> tuple[list[tuple[int, Any]], list[dict[str, Any]
     return parsed, errors
 
 
+_HEADER_EXAMPLE = '{"kind": "header", "data": {"format": "edrs-export", "version": 1}}'
+
+
 def _validate(parsed: list[tuple[int, Any]], errors: list[dict[str, Any]]) -> list[_Line]:
     lines: list[_Line] = []
     seen: dict[tuple[str, ...], int] = {}
     records = [(n, v) for n, v in parsed]
+    header_seen = False
     for index, (number, value) in enumerate(records):
         if not isinstance(value, dict) or not isinstance(value.get("kind"), str):
             errors.append(
@@ -583,16 +631,29 @@ def _validate(parsed: list[tuple[int, Any]], errors: list[dict[str, Any]]) -> li
                 errors.append(_error(number, kind, "missing_header", "/kind", detail))
             continue
         if not isinstance(data, dict):
-            errors.append(_error(number, kind, "invalid_record", "/data", "must be an object"))
+            got = "missing" if data is None and "data" not in value else type(data).__name__
+            detail = f"`data` must be an object, not {got}"
+            errors.append(_error(number, kind, "invalid_record", "/data", detail))
             continue
+        if kind == "header" and data.get("format") == FORMAT:
+            version = data.get("version")
+            if version != FORMAT_VERSION or isinstance(version, bool):
+                detail = (
+                    f"/data/version: {FORMAT} version {version!r} is not one this gateway reads "
+                    f"(it reads {FORMAT_VERSION}): export again from a gateway of this version"
+                )
+                errors.append(_error(number, kind, "invalid_record", "/data/version", detail))
+                continue
         try:
             record = model.model_validate(data)
         except ValidationError as exc:
             for e in exc.errors():
-                errors.append(
-                    _error(number, kind, "invalid_record", _loc_pointer(e["loc"]), e["msg"])
-                )
+                pointer = _loc_pointer(e["loc"])
+                detail = f"{pointer}: {e['msg']}"
+                errors.append(_error(number, kind, "invalid_record", pointer, detail))
             continue
+        if kind == "header":
+            header_seen = True
         key = _natural_key(kind, record)
         if key is not None:
             if key in seen:
@@ -603,8 +664,16 @@ def _validate(parsed: list[tuple[int, Any]], errors: list[dict[str, Any]]) -> li
                 continue
             seen[key] = number
         lines.append(_Line(number, kind, record))
-    if not records:
-        errors.append(_error(1, None, "invalid_record", "", "the file holds no record"))
+    if not header_seen and not any(
+        e["code"] == "missing_header" or e["kind"] == "header" for e in errors
+    ):
+        # Line 1 is no header (it is some other bad line, or there is none): what the file is, or
+        # where it came from, is unknown, so it is refused in both modes.
+        first = [records[0][0]] if records else [e["line"] for e in errors[:1]]
+        number = first[0] if first else 1
+        what = "its first line is not a header" if first else "the file holds no line"
+        detail = f"{what}: a file starts with {_HEADER_EXAMPLE}"
+        errors.append(_error(number, None, "missing_header", "", detail))
     return lines
 
 
@@ -1001,13 +1070,6 @@ async def import_records(
             f"send the export as {NDJSON}, not {media or 'no type'}",
         )
     parsed, errors = _read_lines(await request.body())
-    if len(parsed) > RECORDS_MAX:
-        raise ApiError(
-            422,
-            "validation_failed",
-            f"the file holds {len(parsed)} lines; the most per import is {RECORDS_MAX}: export "
-            "and import fewer kinds at a time (kinds=)",
-        )
     parsed = await _guard(request, caller, parsed)
     lines = _validate(parsed, errors)
     errors.sort(key=lambda e: e["line"])
@@ -1060,6 +1122,11 @@ async def _guard(
     verdict = await guard.inspect(caller, {str(n): v for n, v in parsed})
     if verdict.blocked:
         detail, errors = blocked_problem(verdict.hits)
+        for error in errors:
+            # As every error of this route: the line first, for people and `edrs import`.
+            number = int(error["pointer"].split("/")[1])
+            error["line"] = number
+            error["detail"] = f"line {number}: {error['detail']} at {error['pointer']}"
         raise ApiError(422, "sensitive_data_blocked", detail, errors=errors)
     clean: dict[str, Any] = verdict.clean
     return [(n, clean[str(n)]) for n, _ in parsed]

@@ -18,7 +18,14 @@ from edrs_gateway.api.common import (
     problem_responses,
     upstream_responses,
 )
-from edrs_gateway.api.models import MULTI_LINE, REQUIRED_LINE, ApiModel, PageOf, Rfc3339
+from edrs_gateway.api.models import (
+    INT64_MAX,
+    MULTI_LINE,
+    REQUIRED_LINE,
+    ApiModel,
+    PageOf,
+    Rfc3339,
+)
 from edrs_gateway.auth.dependencies import require
 from edrs_gateway.auth.permissions import Permission
 from edrs_gateway.auth.principal import Principal
@@ -48,9 +55,12 @@ _EXAMPLE_ID = "0190d6a0-0000-7000-8000-0000000000b1"
 class Budget(ApiModel):
     """Caps on what the task may spend; 0 means no cap of that kind."""
 
-    max_tokens: int = Field(default=0, ge=0)
-    max_tool_calls: int = Field(default=0, ge=0)
-    max_cost_micros: int = Field(default=0, ge=0, description="Millionths of a US dollar")
+    # int64 in the task service: a larger number is a 422, not a 500 building the request.
+    max_tokens: int = Field(default=0, ge=0, le=INT64_MAX)
+    max_tool_calls: int = Field(default=0, ge=0, le=INT64_MAX)
+    max_cost_micros: int = Field(
+        default=0, ge=0, le=INT64_MAX, description="Millionths of a US dollar"
+    )
 
 
 class CreateTask(ApiModel):
