@@ -457,6 +457,13 @@ async def test_bad_lines_are_refused_with_their_numbers_and_nothing_is_imported(
             b'{"kind": "task", "data": {"title": "t", "budget": {"maxTokens": 9223372036854775808}}}',
             b'{"kind": "collection", "data": {"name": "caf\xe9"}}',
             b'{"kind": "persona", "data": {"name": "Tools", "role": "r", "tools": "search"}}',
+            # Nested past what the checks behind the parse recurse through: a 422, not a 500.
+            b'{"kind": "workflow", "data": {"name": "w", "spec": {"a": '
+            + b"[" * 900
+            + b"]" * 900
+            + b"}}}",
+            # Past 9999-12-31 in UTC: a 422, not a 500 building the task's Timestamp.
+            b'{"kind": "task", "data": {"title": "t", "dueAt": "9999-12-31T23:00:00-05:00"}}',
         ]
     )
     reply = await client.post(f"{API}/import", content=body, headers={**admin, **NDJSON})
@@ -474,12 +481,15 @@ async def test_bad_lines_are_refused_with_their_numbers_and_nothing_is_imported(
         (12, "task", "invalid_record", "/data/budget/maxTokens"),
         (13, None, "invalid_json", ""),
         (14, "persona", "invalid_record", "/data/tools"),
+        (15, None, "invalid_record", ""),
+        (16, "task", "invalid_record", "/data/dueAt"),
     ]
     assert all(e["detail"].startswith(f"line {e['line']}: ") for e in problem["errors"])
     details = {e["line"]: e["detail"] for e in problem["errors"]}
     assert details[7] == "line 7: /data/role: Field required"
     assert details[10] == "line 10: `data` must be an object, not list"
     assert details[13] == "line 13: is not UTF-8 text (byte 0xe9 at byte 45)"
+    assert details[15] == "line 15: nests deeper than 32 levels"
     # Nothing of the good lines was imported.
     assert await all_of(client, admin, "/personas", "personas") == []
     missing = await client.get(f"{API}/knowledge/collections/fine", headers=admin)
@@ -502,6 +512,8 @@ async def test_bad_lines_are_refused_with_their_numbers_and_nothing_is_imported(
         (12, "task", "invalid_record"),
         (13, "", "invalid_json"),
         (14, "persona", "invalid_record"),
+        (15, "", "invalid_record"),
+        (16, "task", "invalid_record"),
     ]
     assert [(r["line"], r["outcome"]) for r in lenient["records"]] == [
         (2, "created"),
@@ -516,6 +528,8 @@ async def test_bad_lines_are_refused_with_their_numbers_and_nothing_is_imported(
         (12, "failed"),
         (13, "failed"),
         (14, "failed"),
+        (15, "failed"),
+        (16, "failed"),
     ]
     assert [p["name"] for p in await all_of(client, admin, "/personas", "personas")] == ["Fine"]
     await ok(await client.get(f"{API}/knowledge/collections/fine", headers=admin))

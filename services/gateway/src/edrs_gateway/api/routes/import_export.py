@@ -73,6 +73,9 @@ FORMAT_VERSION = 1
 RECORDS_MAX = 20_000
 # A refusal lists at most this many bad lines: enough to fix any systematic mistake.
 ERRORS_MAX = 1000
+# How deep a line's JSON may nest: a record is a few levels, a workflow spec some more; deeper
+# would exhaust the recursion of the checks (DLP, protobuf) behind the parse, a 500 not a 422.
+DEPTH_MAX = 32
 # Pages read from the services while exporting.
 PAGE_SIZE = 100
 
@@ -580,10 +583,28 @@ def _read_lines(body: bytes) -> tuple[list[tuple[int, Any]], list[dict[str, Any]
             errors.append(_error(number, None, "invalid_json", "", detail))
             continue
         try:
-            parsed.append((number, orjson.loads(raw)))
+            value = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             errors.append(_error(number, None, "invalid_json", "", f"is not JSON: {exc}"))
+            continue
+        if _too_deep(value):
+            detail = f"nests deeper than {DEPTH_MAX} levels"
+            errors.append(_error(number, None, "invalid_record", "", detail))
+            continue
+        parsed.append((number, value))
     return parsed, errors
+
+
+def _too_deep(value: Any) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > DEPTH_MAX:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 _HEADER_EXAMPLE = '{"kind": "header", "data": {"format": "edrs-export", "version": 1}}'

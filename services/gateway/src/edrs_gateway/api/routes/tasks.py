@@ -9,7 +9,7 @@ from uuid import UUID
 from edrs_proto.task.v1 import task_pb2, task_pb2_grpc
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from google.protobuf.timestamp_pb2 import Timestamp
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from edrs_gateway.api.common import (
     AUTHENTICATED,
@@ -70,6 +70,18 @@ class CreateTask(ApiModel):
     priority: int = Field(default=3, ge=1, le=5, description="1 (highest) to 5 (lowest)")
     due_at: Rfc3339 | None = Field(default=None, description="RFC 3339, with a time zone")
     budget: Budget | None = None
+
+    @field_validator("due_at")
+    @classmethod
+    def _due_in_range(cls, value: datetime | None) -> datetime | None:
+        # A time the task service's Timestamp holds: 0001-01-01 to 9999-12-31 in UTC (an offset
+        # can carry a date at either end past it, which was a 500 building the request).
+        if value is not None:
+            try:
+                value.astimezone(UTC)
+            except OverflowError:
+                raise ValueError("out of range: from 0001-01-01 to 9999-12-31 in UTC") from None
+        return value
 
 
 class CancelTask(ApiModel):
