@@ -665,6 +665,23 @@ async def test_a_record_that_fails_is_reported_on_its_line_and_the_others_are_im
     assert [(t["title"], t["assigneePersonaId"]) for t in tasks] == [("Draft", personas[0]["id"])]
     assert await all_of(client, other, "/tasks", "tasks") == []
 
+    # Two personas of one name (a tenant may hold them) are two personas, matched the second time
+    # to the same two (the oldest first), neither updated with the other's fields.
+    twins = as_ndjson(
+        [
+            {"kind": "header", "data": {"format": "edrs-export", "version": 1}},
+            {"kind": "persona", "data": {"name": "Twin", "role": "first"}},
+            {"kind": "persona", "data": {"name": "Twin", "role": "second"}},
+        ]
+    )
+    for outcome in ("created", "unchanged"):
+        twice = await ok(
+            await client.post(f"{API}/import", content=twins, headers={**admin, **NDJSON})
+        )
+        assert [(r["line"], r["outcome"]) for r in twice["records"]] == [(2, outcome), (3, outcome)]
+    roles = [p["role"] for p in await all_of(client, admin, "/personas", "personas")]
+    assert sorted(r for r in roles if r in ("first", "second")) == ["first", "second"]
+
 
 async def test_only_admins_export_and_import(fleet, client) -> None:
     tenant = await fleet.new_tenant()

@@ -740,6 +740,9 @@ class _Importer:
         self.failures: list[LineFailure] = []
         # The export's persona ids, mapped to this tenant's.
         self.persona_ids: dict[str, str] = {}
+        # Personas here that a persona line of the file already is: two lines of one name (a
+        # tenant may hold two personas of a name) are two personas, not one updated twice.
+        self._claimed: set[str] = set()
         self._personas: list[persona_pb2.Persona] | None = None
         self._documents: dict[str, list[knowledge_pb2.Document]] = {}
         self._tasks: list[task_pb2.Task] | None = None
@@ -850,8 +853,14 @@ class _Importer:
             self._personas = await _personas(self.ctx)
         return self._personas
 
-    async def persona_named(self, name: str) -> persona_pb2.Persona | None:
-        return next((p for p in await self.personas_here() if p.name == name), None)
+    async def persona_named(
+        self, name: str, skip: set[str] | frozenset[str] = frozenset()
+    ) -> persona_pb2.Persona | None:
+        """The oldest persona of that name here (archived ones included), but those in `skip`."""
+        named = [p for p in await self.personas_here() if p.name == name and p.id not in skip]
+        if not named:
+            return None
+        return min(named, key=lambda p: (p.create_time.seconds, p.create_time.nanos, p.id))
 
     async def persona(self, line: _Line) -> None:
         record: PersonaRecord = line.record
@@ -868,7 +877,7 @@ class _Importer:
             # Names resolve in this tenant; ids are only meaningful in the tenant they came from.
             knowledge_collections=record.knowledge_collection_names or record.knowledge_collections,
         )
-        existing = await self.persona_named(record.name)
+        existing = await self.persona_named(record.name, skip=self._claimed)
         if existing is None:
             persona = await persona_stub(self.ctx).CreatePersona(
                 persona_pb2.CreatePersonaRequest(
@@ -890,6 +899,7 @@ class _Importer:
             outcome = "created" if outcome == "created" else "updated"
         if record.id is not None:
             self.persona_ids[str(record.id)] = persona.id
+        self._claimed.add(persona.id)
         self.done(line, outcome, persona.id)
 
     async def _update_persona(
@@ -925,15 +935,14 @@ class _Importer:
     async def coworkers(self, lines: list[_Line]) -> None:
         """Co-workers once every persona of the file exists: ids of the export remapped, else the
         persona of that name here. A failure is reported on the persona's line."""
-        imported = {r.line for r in self.results if r.kind == "persona" and r.outcome != "failed"}
+        imported = {
+            r.line: r.id for r in self.results if r.kind == "persona" and r.outcome != "failed"
+        }
         for line in lines:
             if line.number not in imported:
                 continue
             record: PersonaRecord = line.record
-            own = self.persona_ids.get(str(record.id)) if record.id else None
-            if own is None:
-                found = await self.persona_named(record.name)
-                own = found.id if found else None
+            own: str | None = imported[line.number]
             for coworker in record.coworkers:
                 other = self.persona_ids.get(str(coworker.coworker_id))
                 if other is None:
