@@ -126,6 +126,33 @@ async def test_clean_bodies_pass_byte_for_byte(harness) -> None:
     assert h.audited == []
 
 
+async def test_a_body_nested_too_deeply_is_a_422_not_an_internal_error(harness) -> None:
+    client, h = harness
+    # 64 levels pass; 65, 900 (the stdlib parser's recursion) and 5,000 (beyond orjson's 1,024
+    # and Python's recursion limit) are refused, before the app or the scan sees them.
+    ok = b'{"a":' * 63 + b"[1]" + b"}" * 63
+    reply = await client.post(
+        "/api/v1/notes",
+        content=ok,
+        headers={"X-Test-Tenant": "t1", "Content-Type": "application/json"},
+    )
+    assert reply.status_code == 200, reply.text
+    for depth in (65, 900, 5_000):
+        deep = b"[" * depth + b"]" * depth
+        reply = await client.post(
+            "/api/v1/notes",
+            content=deep,
+            headers={"X-Test-Tenant": "t1", "Content-Type": "application/json"},
+        )
+        assert reply.status_code == 422, (depth, reply.text)
+        problem = reply.json()
+        assert problem["code"] == "validation_failed"
+        assert problem["detail"] == (
+            "the JSON body nests arrays and objects more than 64 levels deep"
+        )
+    assert h.received == [ok]
+
+
 async def test_exempt_paths_non_json_and_reads_are_not_scanned(harness) -> None:
     client, h = harness
     await client.post("/api/v1/auth/token", json={"password": "+1 415 555 2671"})

@@ -218,12 +218,45 @@ def _is_json(content_type: bytes | None) -> bool:
     return media == b"application/json" or media.endswith(b"+json")
 
 
+# Deeper JSON than any route takes: the scan (and the routes' validation) recurse per level, and
+# near Python's recursion limit that was an internal error rather than an answer.
+MAX_JSON_DEPTH = 64
+
+
+class TooDeep(ValueError):
+    pass
+
+
 def _parse(body: bytes) -> Any:
     try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        # orjson refuses integers beyond 64 bits that the stdlib accepts.
-        return json.loads(body)
+        try:
+            document = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            # orjson refuses integers beyond 64 bits (and nesting beyond 1,024) that the stdlib
+            # may accept.
+            document = json.loads(body)
+    except RecursionError:
+        raise TooDeep from None
+    if _deeper_than(document, MAX_JSON_DEPTH):
+        raise TooDeep
+    return document
+
+
+def _deeper_than(document: Any, limit: int) -> bool:
+    """Whether arrays and objects nest more than `limit` levels (iteratively: no recursion)."""
+    stack = [(document, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children: Any = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 class _TtlCache:
@@ -364,6 +397,14 @@ class DlpMiddleware:
 
         try:
             document = _parse(body)
+        except TooDeep:
+            await problem_response(
+                422,
+                "validation_failed",
+                f"the JSON body nests arrays and objects more than {MAX_JSON_DEPTH} levels deep",
+                instance=scope["path"],
+            )(scope, receive, send)
+            return
         except ValueError:
             document = None  # not JSON after all: the app's validation answers it
         if document is not None:
