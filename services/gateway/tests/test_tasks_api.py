@@ -158,6 +158,19 @@ async def test_refusals_are_problem_documents(client, tenant_a) -> None:
     assert {e["pointer"] for e in bad.json()["errors"]} == {"/title", "/priority"}
     forbidden = await client.post("/api/v1/tasks", json={"title": "t"}, headers=viewer)
     assert forbidden.status_code == 403
+    # A cap beyond 2**53 - 1 (a JSON number no client reads exactly; int64 behind) is a 422.
+    huge = await client.post(
+        "/api/v1/tasks",
+        json={"title": "t", "budget": {"maxCostMicros": 2**63 + 192}},
+        headers=member,
+    )
+    assert huge.status_code == 422, huge.text
+    assert [e["pointer"] for e in huge.json()["errors"]] == ["/budget/maxCostMicros"]
+    largest = await client.post(
+        "/api/v1/tasks", json={"title": "t", "budget": {"maxTokens": 2**53 - 1}}, headers=member
+    )
+    assert largest.status_code == 201, largest.text
+    assert largest.json()["budget"]["maxTokens"] == 2**53 - 1
     made = (await client.post("/api/v1/tasks", json={"title": "t"}, headers=member)).json()
     await client.post(f"/api/v1/tasks/{made['id']}/cancel", headers=member)
     # Cancelled is final: decomposing it is refused.
@@ -178,6 +191,9 @@ async def test_budgets_are_set_by_admins_and_read_with_usage(client, tenant_a) -
         "timeZone": "Asia/Tokyo",
     }
     assert (await client.put("/api/v1/budgets", json=body, headers=member)).status_code == 403
+    huge = await client.put("/api/v1/budgets", json={**body, "maxToolCalls": 2**53}, headers=admin)
+    assert huge.status_code == 422, huge.text
+    assert [e["pointer"] for e in huge.json()["errors"]] == ["/maxToolCalls"]
     made = await client.put("/api/v1/budgets", json=body, headers=admin)
     assert made.status_code == 200, made.text
     budget = made.json()

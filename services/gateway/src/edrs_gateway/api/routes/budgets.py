@@ -20,7 +20,7 @@ from edrs_gateway.api.common import (
     problem_responses,
     upstream_responses,
 )
-from edrs_gateway.api.models import SINGLE_LINE, ApiModel, IsoDate, PageOf
+from edrs_gateway.api.models import JSON_INT_MAX, SINGLE_LINE, ApiModel, IsoDate, PageOf
 from edrs_gateway.auth.dependencies import require
 from edrs_gateway.auth.permissions import Permission
 from edrs_gateway.auth.principal import Principal
@@ -65,10 +65,10 @@ class SetBudget(ApiModel):
         pattern=SINGLE_LINE,
         description="Empty for `tenant`; a persona id for `persona`; a run id for `run`",
     )
-    max_tokens: int = Field(default=0, ge=0, description="0: no cap")
-    max_tool_calls: int = Field(default=0, ge=0, description="0: no cap")
+    max_tokens: int = Field(default=0, ge=0, le=JSON_INT_MAX, description="0: no cap")
+    max_tool_calls: int = Field(default=0, ge=0, le=JSON_INT_MAX, description="0: no cap")
     max_cost_micros: int = Field(
-        default=0, ge=0, description="Millionths of a US dollar; 0: no cap"
+        default=0, ge=0, le=JSON_INT_MAX, description="Millionths of a US dollar; 0: no cap"
     )
     on_exceed: OnExceed = Field(
         default="refuse",

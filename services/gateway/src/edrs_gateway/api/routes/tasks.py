@@ -19,7 +19,7 @@ from edrs_gateway.api.common import (
     upstream_responses,
 )
 from edrs_gateway.api.models import (
-    INT64_MAX,
+    JSON_INT_MAX,
     MULTI_LINE,
     REQUIRED_LINE,
     ApiModel,
@@ -56,10 +56,10 @@ class Budget(ApiModel):
     """Caps on what the task may spend; 0 means no cap of that kind."""
 
     # int64 in the task service: a larger number is a 422, not a 500 building the request.
-    max_tokens: int = Field(default=0, ge=0, le=INT64_MAX)
-    max_tool_calls: int = Field(default=0, ge=0, le=INT64_MAX)
+    max_tokens: int = Field(default=0, ge=0, le=JSON_INT_MAX)
+    max_tool_calls: int = Field(default=0, ge=0, le=JSON_INT_MAX)
     max_cost_micros: int = Field(
-        default=0, ge=0, le=INT64_MAX, description="Millionths of a US dollar"
+        default=0, ge=0, le=JSON_INT_MAX, description="Millionths of a US dollar"
     )
 
 
