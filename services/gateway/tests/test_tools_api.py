@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -17,6 +16,7 @@ from pathlib import Path
 import httpx
 import httpx2
 import pytest
+from edrs_core.engines.ports import free_port
 from edrs_core.testing import engine_settings, running_service, wait_until
 from edrs_gateway.app import definition as gateway_definition
 from edrs_gateway.context import GatewayContext
@@ -34,12 +34,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 MCP_SERVER = Path(__file__).resolve().parents[2] / "integration/tests/mcp_orders_server.py"
 GUARDED_SERVER = Path(__file__).resolve().parents[2] / "integration/tests/mcp_guarded_server.py"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +75,7 @@ async def fleet(
         )
         # Held tool calls become the task service's approvals; persona and task are each other's
         # peers, so the task service's port is chosen first.
-        task_port = _free_port()
+        task_port = free_port()
         persona = await stack.enter_async_context(
             running_service(
                 persona_definition,

@@ -6,14 +6,11 @@ database, an event or a log line."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
 import os
 import secrets
-import socket
-import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -25,6 +22,7 @@ import hvac
 import hvac.exceptions
 import pytest
 from edrs_core import testing
+from edrs_core.engines.ports import free_port
 from edrs_integration.app import definition
 from edrs_proto.integration.v1 import tools_pb2, tools_pb2_grpc
 from mcp.client.stdio import DEFAULT_INHERITED_ENV_VARS
@@ -45,36 +43,14 @@ API_TOKEN = f"key-{secrets.token_hex(16)}"
 MASK = "********"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def guarded_url() -> Iterator[str]:
     """The guarded MCP server over streamable HTTP on 127.0.0.1, in its own process."""
-    port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, SERVER, "http", str(port)],
-        env={**os.environ, "GUARD_TOKEN": f"{BEARER},{BEARER_NEXT}"},
-    )
-    try:
-
-        async def listening() -> bool:
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
-            except OSError:
-                assert process.poll() is None, "the MCP server exited"
-                return False
-            writer.close()
-            return True
-
-        asyncio.run(testing.wait_until(listening, 30, "the HTTP MCP server to listen"))
+    port = free_port()
+    guard = {**os.environ, "GUARD_TOKEN": f"{BEARER},{BEARER_NEXT}"}
+    argv = [sys.executable, SERVER, "http", str(port)]
+    with testing.listening_process(argv, port, "the HTTP MCP server", env=guard):
         yield f"http://127.0.0.1:{port}/mcp"
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 @pytest.fixture(scope="module")

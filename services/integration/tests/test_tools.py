@@ -8,8 +8,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
-import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -18,6 +16,7 @@ from pathlib import Path
 import grpc
 import pytest
 from edrs_core import testing
+from edrs_core.engines.ports import free_port
 from edrs_integration.app import definition
 from edrs_proto.integration.v1 import tools_pb2, tools_pb2_grpc
 
@@ -31,12 +30,6 @@ STDIO = tools_pb2.MCP_TRANSPORT_STDIO
 HTTP = tools_pb2.MCP_TRANSPORT_HTTP
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def ledger(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("mcp") / "ledger.txt"
@@ -47,24 +40,10 @@ def ledger(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def http_server(ledger: Path) -> Iterator[str]:
     """The orders MCP server over streamable HTTP on 127.0.0.1, in its own process."""
-    port = _free_port()
-    process = subprocess.Popen([sys.executable, SERVER, "http", str(port), str(ledger)])
-    try:
-
-        async def listening() -> bool:
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
-            except OSError:
-                assert process.poll() is None, "the MCP server exited"
-                return False
-            writer.close()
-            return True
-
-        asyncio.run(testing.wait_until(listening, 30, "the HTTP MCP server to listen"))
+    port = free_port()
+    argv = [sys.executable, SERVER, "http", str(port), str(ledger)]
+    with testing.listening_process(argv, port, "the HTTP MCP server"):
         yield f"http://127.0.0.1:{port}/mcp"
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 @pytest.fixture(scope="module")
@@ -208,7 +187,7 @@ async def test_a_streamable_http_server_is_called_through_the_outbound_policy(
 
 async def test_an_unreachable_server_is_refused_and_nothing_is_stored(stub) -> None:
     name = _name()
-    url = f"http://127.0.0.1:{_free_port()}/mcp"
+    url = f"http://127.0.0.1:{free_port()}/mcp"
     await testing.expect_rpc_error(
         stub.CreateMcpServer(
             tools_pb2.CreateMcpServerRequest(name=name, transport=HTTP, url=url),

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -21,6 +20,7 @@ from typing import Any
 
 import pytest
 from edrs_core import testing
+from edrs_core.engines.ports import free_port
 from edrs_events import BaseEvent
 from edrs_integration.app import definition as integration_definition
 from edrs_memory.app import definition as memory_definition
@@ -52,12 +52,6 @@ OTHER_TENANT_ID = f"approved-other-{RUN}"
 REDIS_DB = 12
 MCP_SERVER = Path(__file__).resolve().parents[2] / "integration/tests/mcp_orders_server.py"
 OPTIONS = persona_pb2.ConverseOptions(max_tokens=48, temperature=0.0)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +100,7 @@ async def fleet(
         ) as integration,
     ):
         # Persona and task are each other's peers: the task service's port is chosen first.
-        task_port = _free_port()
+        task_port = free_port()
         async with (
             testing.running_service(
                 definition,

@@ -6,13 +6,13 @@ once."""
 from __future__ import annotations
 
 import re
-import socket
 import uuid
 from collections.abc import AsyncIterator
 
 import grpc
 import pytest
 from edrs_core import testing
+from edrs_core.engines.ports import free_port
 from edrs_memory.app import definition as memory_definition
 from edrs_persona.app import definition
 from edrs_proto.persona.v1 import persona_pb2, persona_pb2_grpc
@@ -27,12 +27,6 @@ REDIS_DB = 12
 RUN = uuid.uuid4().hex[:8]
 USER = "test-user"  # the subject of testing.tenant_metadata's token: the task's requester
 OPTIONS = persona_pb2.ConverseOptions(max_tokens=16, temperature=0.0)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +58,7 @@ async def fleet(engines, temporal_engine) -> AsyncIterator[dict[str, testing.Run
             **engines("test_task_turns_memory"),
         ) as memory,
     ):
-        task_port = _free_port()
+        task_port = free_port()
         peers = {
             "memory": memory.grpc_address,
             "reasoning": reasoning.grpc_address,

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -35,6 +36,31 @@ async def wait_until(
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {within}s waiting for {what}")
         await asyncio.sleep(interval)
+
+
+@contextlib.contextmanager
+def listening_process(
+    argv: Sequence[str], port: int, what: str, env: Mapping[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`argv` started as a process, once something accepts connections on 127.0.0.1:`port`;
+    terminated on exit. A process that exits before it listens fails the wait at once."""
+    process = subprocess.Popen(list(argv), env=dict(env) if env is not None else None)
+    try:
+
+        async def listening() -> bool:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                assert process.poll() is None, f"{what} exited"
+                return False
+            writer.close()
+            return True
+
+        asyncio.run(wait_until(listening, 30, f"{what} to listen"))
+        yield process
+    finally:
+        process.terminate()
+        process.wait(10)
 
 
 @dataclass
