@@ -237,12 +237,12 @@ def _parse(body: bytes) -> Any:
             document = json.loads(body)
     except RecursionError:
         raise TooDeep from None
-    if _deeper_than(document, MAX_JSON_DEPTH):
+    if deeper_than(document, MAX_JSON_DEPTH):
         raise TooDeep
     return document
 
 
-def _deeper_than(document: Any, limit: int) -> bool:
+def deeper_than(document: Any, limit: int) -> bool:
     """Whether arrays and objects nest more than `limit` levels (iteratively: no recursion)."""
     stack = [(document, 1)]
     while stack:

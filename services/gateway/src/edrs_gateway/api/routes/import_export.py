@@ -56,7 +56,7 @@ from edrs_gateway.auth.dependencies import require
 from edrs_gateway.auth.permissions import Permission
 from edrs_gateway.auth.principal import Principal
 from edrs_gateway.context import Ctx, GatewayContext
-from edrs_gateway.edge.dlp import DlpGuard, blocked_problem
+from edrs_gateway.edge.dlp import DlpGuard, blocked_problem, deeper_than
 from edrs_gateway.identity.audit import actor_of
 
 router = APIRouter(tags=["import and export"])
@@ -587,24 +587,12 @@ def _read_lines(body: bytes) -> tuple[list[tuple[int, Any]], list[dict[str, Any]
         except orjson.JSONDecodeError as exc:
             errors.append(_error(number, None, "invalid_json", "", f"is not JSON: {exc}"))
             continue
-        if _too_deep(value):
+        if deeper_than(value, DEPTH_MAX):
             detail = f"nests deeper than {DEPTH_MAX} levels"
             errors.append(_error(number, None, "invalid_record", "", detail))
             continue
         parsed.append((number, value))
     return parsed, errors
-
-
-def _too_deep(value: Any) -> bool:
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict | list):
-            if depth > DEPTH_MAX:
-                return True
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((child, depth + 1) for child in children)
-    return False
 
 
 _HEADER_EXAMPLE = '{"kind": "header", "data": {"format": "edrs-export", "version": 1}}'
