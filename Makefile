@@ -114,7 +114,14 @@ proto: $(STAMP)
 proto-check: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py --check
 
-bench: $(STAMP) $(CONSOLE_BUILD) $(CHROMIUM)
+# The HTTP benchmarks' load client (benchmarks/_wrk.py): C, one pinned thread, never the bottleneck.
+WRK := /usr/bin/wrk
+
+$(WRK):
+	$(SUDO) apt-get update
+	$(SUDO) apt-get install -y --no-install-recommends wrk
+
+bench: $(STAMP) $(CONSOLE_BUILD) $(CHROMIUM) $(WRK)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 # The reasoning image compiles llama.cpp: the first build takes a while.

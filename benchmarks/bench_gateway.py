@@ -22,7 +22,9 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+import _wrk as wrk
 import httpx
+import psutil
 from _harness import API, POSTGRES_SETTINGS, Service, dev_admin_headers, peak_rss, service
 from edrs_core.engines.nats import EmbeddedNats
 from edrs_core.engines.ports import free_port
@@ -87,84 +89,95 @@ def bare_server(body: bytes) -> Iterator[tuple[str, int]]:
         process.join(10)
 
 
-# --- load ------------------------------------------------------------------------------------
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
 
 
-def load_worker(url: str, headers: dict[str, str], count: int, concurrency: int, out: Any) -> None:
-    """Runs in its own process so the client never shares the server's CPU time slice or loop."""
-    out.send(asyncio.run(_drive(url, headers, count, concurrency)))
+# --- profile ---------------------------------------------------------------------------------
 
 
-async def _drive(url: str, headers: dict[str, str], count: int, concurrency: int) -> dict[str, Any]:
-    latencies: list[float] = []
-    statuses: Counter[int] = Counter()
-    first_errors: dict[int, str] = {}
-    remaining = count
+def profile_run(
+    out: Path,
+    url: str,
+    headers: dict[str, str],
+    pids: dict[str, int],
+    *,
+    seconds: float,
+    connections: int,
+    cpu: int | None,
+) -> None:
+    """py-spy (sampling, from outside the process) on each server during one more wrk run."""
+    import shutil
+    import subprocess
+    import sys
 
-    async def client_loop() -> None:
-        nonlocal remaining
-        # One client (one keep-alive connection) per simulated caller.
-        async with httpx.AsyncClient(headers=headers, timeout=30) as client:
-            while remaining > 0:
-                remaining -= 1
-                started = time.perf_counter()
-                reply = await client.get(url)
-                latencies.append(time.perf_counter() - started)
-                statuses[reply.status_code] += 1
-                if reply.status_code >= 400 and reply.status_code not in first_errors:
-                    first_errors[reply.status_code] = reply.text[:300]
-
-    started, cpu = time.perf_counter(), time.process_time()
-    await asyncio.gather(*(client_loop() for _ in range(concurrency)))
-    elapsed = time.perf_counter() - started
-    return {
-        "latencies": latencies,
-        "elapsed": elapsed,
-        "statuses": dict(statuses),
-        "first_errors": first_errors,
-        # Near 100% means the client, not the server, set the pace of this run.
-        "client_cpu": (time.process_time() - cpu) / elapsed,
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    out.mkdir(parents=True, exist_ok=True)
+    recorders = {
+        name: subprocess.Popen(
+            [
+                py_spy,
+                "record",
+                "--pid",
+                str(pid),
+                "--duration",
+                str(int(seconds)),
+                "--rate",
+                "250",
+                "--format",
+                "raw",
+                "--output",
+                str(out / f"{name}.folded"),
+                "--nonblocking",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
+        for name, pid in pids.items()
     }
+    result = wrk.run(url, seconds=seconds, connections=connections, headers=headers, cpu=cpu)
+    for recorder in recorders.values():
+        recorder.wait(60)
+    print(f"profiled run: {result.rps:.0f} req/s; collapsed stacks in {out}")
+    for name in pids:
+        folded = out / f"{name}.folded"
+        if folded.exists():
+            summary = summarise(folded)
+            (out / f"{name}.summary.txt").write_text(summary)
+            print(f"--- {name}: share of samples per function (inclusive), top 25")
+            print("\n".join(summary.splitlines()[:25]))
 
 
-def run_load(
-    url: str, headers: dict[str, str], count: int, concurrency: int, pids: list[int]
-) -> dict[str, Any]:
-    """Drive `url` from a separate process; sample the servers' RSS meanwhile."""
-    receiver, sender = multiprocessing.Pipe(duplex=False)
-    worker = multiprocessing.get_context("spawn").Process(
-        target=load_worker, args=(url, headers, count, concurrency, sender)
+def summarise(folded: Path) -> str:
+    """Inclusive share of samples per function (`function (file:line)` frames of py-spy)."""
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in folded.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        seen = set()
+        for frame in stack.split(";"):
+            name = (
+                frame.split(" (")[0]
+                + " ("
+                + frame.split(" (")[-1].split(":")[0].split("/")[-1]
+                + ")"
+                if " (" in frame
+                else frame
+            )
+            if name not in seen:
+                seen.add(name)
+                inclusive[name] += count
+    return (
+        "\n".join(f"{count / total:6.1%}  {name}" for name, count in inclusive.most_common(200))
+        if total
+        else "no samples"
     )
-    with peak_rss({str(pid): pid for pid in pids}) as peak:
-        worker.start()
-        result: dict[str, Any] = receiver.recv()
-        worker.join()
-    result["peak_rss_mib"] = {int(pid): mib for pid, mib in peak.items()}
-    return result
-
-
-def summary(result: dict[str, Any]) -> dict[str, float]:
-    latencies = sorted(result["latencies"])
-    cuts = statistics.quantiles(latencies, n=100, method="inclusive")
-    return {
-        "rps": len(latencies) / result["elapsed"],
-        "p50": cuts[49] * 1000,
-        "p95": cuts[94] * 1000,
-        "p99": cuts[98] * 1000,
-    }
-
-
-def report(name: str, result: dict[str, Any], rss_names: dict[int, str]) -> dict[str, float]:
-    s = summary(result)
-    rss = ", ".join(
-        f"{rss_names[pid]} {mib:.0f} MiB" for pid, mib in result["peak_rss_mib"].items()
-    )
-    print(
-        f"{name:<34} {s['rps']:>8.0f} req/s   p50 {s['p50']:6.1f} ms   p95 {s['p95']:6.1f} ms   "
-        f"p99 {s['p99']:6.1f} ms   statuses {result['statuses']} {result['first_errors'] or ''}   peak RSS: {rss}   "
-        f"load client CPU {result['client_cpu']:.0%} of a core"
-    )
-    return s
 
 
 # --- main ------------------------------------------------------------------------------------
@@ -172,10 +185,23 @@ def report(name: str, result: dict[str, Any], rss_names: dict[int, str]) -> dict
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=5000, help="requests per target")
-    parser.add_argument("--concurrency", type=int, default=32, help="concurrent clients")
-    parser.add_argument("--warmup", type=int, default=300, help="unmeasured requests first")
+    parser.add_argument("--seconds", type=float, default=10, help="length of one measured run")
+    parser.add_argument("--runs", type=int, default=3, help="measured runs per target (median)")
+    parser.add_argument("--connections", type=int, default=50, help="keep-alive connections")
+    parser.add_argument("--warmup", type=float, default=3, help="unmeasured seconds first")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="also profile the gateway and persona processes with py-spy during one extra run "
+        "and write collapsed stacks and a per-function summary here",
+    )
     args = parser.parse_args()
+
+    # Everything this script starts (engines, services, the bare endpoint) inherits this
+    # affinity: the servers share core 0, wrk runs alone on core 1.
+    server_cpus, client_cpu = ({0}, 1) if (os.cpu_count() or 1) > 1 else (None, None)
+    if server_cpus is not None and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, server_cpus)
 
     with ExitStack() as stack:
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-gateway-")))
@@ -210,9 +236,9 @@ def main() -> None:
                     "RATE_LIMIT_OVERRIDES": json.dumps(
                         {
                             "enterprise": {
-                                "perMinute": 6_000_000,
-                                "burst": 100_000,
-                                "concurrency": 1000,
+                                "perMinute": 60_000_000,
+                                "burst": 1_000_000,
+                                "concurrency": 10_000,
                             }
                         }
                     ),
@@ -227,30 +253,73 @@ def main() -> None:
         bare_url, bare_pid = stack.enter_context(bare_server(body))
         bare_url = f"{bare_url}{API}/personas/{created['id']}"
 
-        names = {gateway.process.pid: "gateway", persona.process.pid: "persona", bare_pid: "bare"}
-        print(
-            f"{args.requests} requests per target, {args.concurrency} concurrent clients, "
-            f"{os.cpu_count()} CPUs; load from a separate process"
-        )
-        run_load(gateway_url, headers, args.warmup, args.concurrency, [])
-        run_load(bare_url, {}, args.warmup, args.concurrency, [])
-        bare = report(
-            "bare uvicorn endpoint",
-            run_load(bare_url, {}, args.requests, args.concurrency, [bare_pid]),
-            names,
-        )
-        gw = report(
-            "gateway GET persona (auth, 1 gRPC)",
-            run_load(
+        targets = {
+            "bare FastAPI endpoint": (bare_url, {}, {bare_pid: "bare"}),
+            "gateway GET persona (auth, 1 gRPC)": (
                 gateway_url,
                 headers,
-                args.requests,
-                args.concurrency,
-                [gateway.process.pid, persona.process.pid],
+                {gateway.process.pid: "gateway", persona.process.pid: "persona"},
             ),
-            names,
+        }
+        print(
+            f"wrk: 1 thread on core {client_cpu}, {args.connections} connections, "
+            f"{args.runs} runs of {args.seconds:.0f} s per target (median shown), servers on "
+            f"core(s) {sorted(server_cpus) if server_cpus else 'any'}; {os.cpu_count()} CPUs"
         )
-        print(f"gateway / bare throughput ratio: {gw['rps'] / bare['rps']:.2f}")
+        for url, hdrs, _ in targets.values():
+            wrk.run(
+                url, seconds=args.warmup, connections=args.connections, headers=hdrs, cpu=client_cpu
+            )
+        results: dict[str, list[wrk.WrkResult]] = {name: [] for name in targets}
+        peaks: dict[str, dict[str, float]] = {name: {} for name in targets}
+        # Alternate the targets so a slow phase of the machine hits both alike.
+        # CPU time each server spent per request served: unlike throughput, it hardly moves
+        # when something else on the machine takes CPU, so it compares runs of different days.
+        cpu_ms: dict[str, dict[str, list[float]]] = {name: {} for name in targets}
+        for _ in range(args.runs):
+            for name, (url, hdrs, pids) in targets.items():
+                before = {pid: cpu_seconds(pid) for pid in pids}
+                with peak_rss({label: pid for pid, label in pids.items()}) as peak:
+                    result = wrk.run(
+                        url,
+                        seconds=args.seconds,
+                        connections=args.connections,
+                        headers=hdrs,
+                        cpu=client_cpu,
+                    )
+                results[name].append(result)
+                for pid, label in pids.items():
+                    spent = cpu_seconds(pid) - before[pid]
+                    cpu_ms[name].setdefault(label, []).append(
+                        spent * 1000 / max(1, result.requests)
+                    )
+                for label, mib in peak.items():
+                    peaks[name][label] = max(peaks[name].get(label, 0.0), mib)
+        medians = {name: wrk.median_run(runs) for name, runs in results.items()}
+        for name, m in medians.items():
+            rss = ", ".join(f"{label} {mib:.0f} MiB" for label, mib in peaks[name].items())
+            cpu = ", ".join(
+                f"{label} {statistics.median(values):.2f}" for label, values in cpu_ms[name].items()
+            )
+            spread = ", ".join(f"{r.rps:.0f}" for r in results[name])
+            print(
+                f"{name:<36} {m.rps:>8.0f} req/s   p50 {m.p50_ms:6.1f} ms   p95 {m.p95_ms:6.1f} ms"
+                f"   p99 {m.p99_ms:6.1f} ms   non-2xx {m.non_2xx}   socket errors "
+                f"{m.socket_errors}   runs [{spread}] req/s   CPU ms/request: {cpu}   "
+                f"peak RSS: {rss}"
+            )
+        gw, bare = medians["gateway GET persona (auth, 1 gRPC)"], medians["bare FastAPI endpoint"]
+        print(f"gateway / bare throughput ratio: {gw.rps / bare.rps:.2f}")
+        if args.profile is not None:
+            profile_run(
+                args.profile,
+                gateway_url,
+                headers,
+                {"gateway": gateway.process.pid, "persona": persona.process.pid},
+                seconds=args.seconds,
+                connections=args.connections,
+                cpu=client_cpu,
+            )
 
 
 if __name__ == "__main__":

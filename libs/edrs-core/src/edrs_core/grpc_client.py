@@ -34,6 +34,11 @@ _TRANSPORT_FAILURES = frozenset(
         grpc.StatusCode.RESOURCE_EXHAUSTED,
     }
 )
+
+# Per-request lookups of the tracer cost more than the span: one proxy, resolved once the
+# process installs its tracer provider.
+_TRACER = trace.get_tracer("edrs_core.grpc")
+
 _SAFE_TO_RETRY = (MethodOptions.NO_SIDE_EFFECTS, MethodOptions.IDEMPOTENT)
 
 
@@ -161,7 +166,7 @@ class _ClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
 
     def _span(self, details: grpc.aio.ClientCallDetails) -> Any:
         method = details.method.decode() if isinstance(details.method, bytes) else details.method
-        return trace.get_tracer("edrs_core.grpc").start_as_current_span(
+        return _TRACER.start_as_current_span(
             f"{self.caller}.call.{method.rsplit('/', 1)[-1]}",
             kind=trace.SpanKind.CLIENT,
             attributes={"rpc.system": "grpc", "rpc.method": method, "peer.service": self.peer},

@@ -34,6 +34,10 @@ from edrs_core.identity import (
 from edrs_core.tls import TlsFiles
 from edrs_core.tracing import extract_context
 
+# Per-request lookups of the tracer cost more than the span: one proxy, resolved once the
+# process installs its tracer provider.
+_TRACER = trace.get_tracer("edrs_core.grpc")
+
 log = logging.getLogger("edrs.grpc")
 
 # The context a handler gets. The generated servicers do not say its request and response types,
@@ -107,7 +111,7 @@ class _CallObserver:
         request_id = self.metadata.get(REQUEST_ID_KEY) or None
         remaining = context.time_remaining()
         deadline_var.set(None if remaining is None else time.monotonic() + remaining)
-        tracer = trace.get_tracer("edrs_core.grpc")
+        tracer = _TRACER
         with (
             request_context(None, request_id),
             tracer.start_as_current_span(

@@ -98,6 +98,11 @@ def health_routes(state: HealthState) -> list[BaseRoute]:
     ]
 
 
+# A proxy until the process installs its tracer provider, then that provider's tracer: looking
+# it up per request cost more than the span.
+_TRACER = trace.get_tracer("edrs_core.http")
+
+
 class ObservabilityMiddleware:
     """Per-route metrics, a server span continuing the caller's W3C trace, and request context."""
 
@@ -119,7 +124,7 @@ class ObservabilityMiddleware:
                 status = message["status"]
             await send(message)
 
-        tracer = trace.get_tracer("edrs_core.http")
+        tracer = _TRACER
         with (
             # The tenant is never taken from an HTTP header: over HTTP it comes only from a verified
             # credential (the gateway's authentication), so a client cannot choose it.

@@ -361,5 +361,16 @@ def run_service(definition: ServiceDefinition[SettingsT]) -> None:
     settings = load_settings_or_exit(definition.settings_cls)
     configure_logging(settings.service_name, settings.log_level)
     configure_tracing(settings.service_name, settings.otlp_endpoint)
-    code = asyncio.run(ServiceRunner(definition, settings).run())
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        code = runner.run(ServiceRunner(definition, settings).run())
     sys.exit(code)
+
+
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop where it is installed (Linux and macOS), else asyncio's own: the same
+    code, with less CPU per request, task and socket operation."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop

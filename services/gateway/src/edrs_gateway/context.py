@@ -154,7 +154,7 @@ class GatewayContext:
         return True
 
 
-def get_context(request: Request) -> GatewayContext:
+async def get_context(request: Request) -> GatewayContext:
     """FastAPI dependency: the context of the app serving this request."""
     ctx: GatewayContext = request.app.state.ctx
     return ctx

@@ -104,6 +104,10 @@ def create_api(ctx: GatewayContext, event_bus: EventBus) -> FastAPI:
         openapi_url="/api/openapi.json",
         docs_url="/api/docs",
         redoc_url="/api/redoc",
+        # The service's ObservabilityMiddleware (edrs_core.http) already opens the request's
+        # server span, counts it and logs it; FastAPI's own telemetry would do all of it a second
+        # time, plus a span per dependency and per serialisation (a fifth of a GET's CPU).
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.state.ctx = ctx
     app.state.event_bus = event_bus

@@ -78,7 +78,7 @@ class PageRequest:
     page_token: str
 
 
-def page_request(
+async def page_request(
     page_size: Annotated[
         int, Query(alias="pageSize", ge=1, le=200, description="Items per page (default 50)")
     ] = 50,

@@ -21,6 +21,9 @@ from edrs_gateway.auth.signing_keys import ALGORITHM, KeyRing
 _REQUIRED_CLAIMS = ["iss", "aud", "sub", "exp", "nbf", "iat", "jti", "tid", "tier", "role", "knd"]
 # Tolerated clock difference between the gateway replicas that sign and those that verify.
 _LEEWAY_SECONDS = 30
+# Tokens verified recently, by their exact text: a client sends the same token with every request,
+# and checking its Ed25519 signature and claims again each time was a tenth of a GET's CPU.
+VERIFIED_CACHE_SIZE = 4096
 
 
 def millisecond(moment: float) -> float:
@@ -53,6 +56,8 @@ class TokenService:
         self.issuer = issuer
         self.audience = audience
         self.ttl_seconds = ttl_seconds
+        # token text -> (what it verified to, its key id); oldest first, bounded.
+        self._verified: dict[str, tuple[VerifiedToken, str]] = {}
 
     async def issue(self, subject: Principal) -> IssuedToken:
         """An access token for `subject` (its `token_id` is ignored: every token gets a new jti)."""
@@ -77,7 +82,27 @@ class TokenService:
         return IssuedToken(token=token, jti=jti, expires_in=self.ttl_seconds)
 
     async def verify(self, token: str) -> VerifiedToken:
-        """The verified token, or InvalidToken saying what is wrong with it."""
+        """The verified token, or InvalidToken saying what is wrong with it.
+
+        A token verified before answers from memory while it has not expired and its signing key
+        is still known (a retired key refuses it at once); revocations are not cached here
+        (TokenRevocations checks them on every request)."""
+        cached = self._verified.get(token)
+        if cached is not None:
+            verified, kid = cached
+            if (
+                time.time() < verified.expires_at + _LEEWAY_SECONDS
+                and await self.keys.verifier(kid) is not None
+            ):
+                return verified
+            self._verified.pop(token, None)
+        verified, kid = await self._verify(token)
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            self._verified.pop(next(iter(self._verified)))
+        self._verified[token] = (verified, kid)
+        return verified
+
+    async def _verify(self, token: str) -> tuple[VerifiedToken, str]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -112,9 +137,10 @@ class TokenService:
             raise InvalidToken("the token's signature does not verify") from None
         except jwt.PyJWTError as exc:
             raise InvalidToken(f"the token is invalid: {exc}") from None
-        return VerifiedToken(
+        verified = VerifiedToken(
             principal=_principal(claims), issued_at=float(claims["iat"]), expires_at=claims["exp"]
         )
+        return verified, kid
 
 
 def _principal(claims: dict[str, Any]) -> Principal:

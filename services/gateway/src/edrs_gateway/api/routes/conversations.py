@@ -59,7 +59,7 @@ EVENT_STREAM = "text/event-stream"
 _EVENT_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 
 
-def get_turn_journal(request: Request) -> TurnJournal:
+async def get_turn_journal(request: Request) -> TurnJournal:
     """FastAPI dependency: the journal of streamed turns, set by create_api."""
     journal: TurnJournal = request.app.state.turn_journal
     return journal

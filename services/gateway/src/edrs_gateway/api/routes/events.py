@@ -65,7 +65,7 @@ def may_publish(role: Role, event_type: EventType) -> bool:
     return owners is None or event_type.owner in owners
 
 
-def get_event_bus(request: Request) -> EventBus:
+async def get_event_bus(request: Request) -> EventBus:
     """FastAPI dependency: the runtime's bus (`Runtime.bus`), set as `app.state.event_bus`."""
     bus: EventBus | None = getattr(request.app.state, "event_bus", None)
     if bus is None:
