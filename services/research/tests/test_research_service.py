@@ -51,7 +51,8 @@ async def test_register_returns_the_normalised_source_with_its_credibility(stub)
     assert uuid.UUID(created.id)
     assert created.url == f"https://{host}/missions"
     assert created.title == "Missions"
-    assert created.credibility == 0.9
+    # 0.5, +0.30 government tier, +0.05 https, -0.05 no author and -0.05 no date (not read yet)
+    assert created.credibility == 0.75
     assert created.create_time.seconds > 0
     listed = await stub.ListSources(research_pb2.ListSourcesRequest(), metadata=TENANT_A)
     assert created in listed.sources

@@ -14,7 +14,7 @@ from edrs_research.store.postgres import PostgresResearchStore
 async def build(rt: Runtime[ResearchSettings]) -> list[GrpcService]:
     settings = rt.settings
     store = PostgresResearchStore(rt.db, await start_service_events(rt))
-    servicer = ResearchServicer(store, settings.outbound_policy())
+    servicer = ResearchServicer(store, settings.outbound_policy(), settings.domain_tiers())
     return [
         GrpcService(
             research_pb2.DESCRIPTOR.services_by_name["ResearchService"].full_name,

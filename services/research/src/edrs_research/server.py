@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from edrs_core import AlreadyExists, InvalidArgument, ServicerContext, validation
 from edrs_core.context import require_client_id
 from edrs_core.outbound import OutboundPolicy
@@ -24,9 +26,15 @@ def to_proto(s: Source) -> research_pb2.Source:
 
 
 class ResearchServicer(research_pb2_grpc.ResearchServiceServicer):
-    def __init__(self, store: ResearchStore, outbound: OutboundPolicy) -> None:
+    def __init__(
+        self,
+        store: ResearchStore,
+        outbound: OutboundPolicy,
+        tiers: credibility.DomainTiers | None = None,
+    ) -> None:
         self.store = store
         self.outbound = outbound
+        self.tiers = tiers or credibility.DomainTiers.defaults()
 
     async def RegisterSource(  # noqa: N802 (gRPC method name)
         self, request: research_pb2.RegisterSourceRequest, context: ServicerContext
@@ -41,7 +49,14 @@ class ResearchServicer(research_pb2_grpc.ResearchServiceServicer):
         new = NewSource(
             url=source_url.url,
             title=title or source_url.url,
-            credibility=credibility.prior(source_url),
+            credibility=credibility.score(
+                credibility.Signals(
+                    domain=source_url.host,
+                    https=source_url.scheme == "https",
+                    now=datetime.now(UTC),
+                    tier=self.tiers.tier_of(source_url.host),
+                )
+            ).value,
         )
         created = await self.store.create(client_id, new)
         if created is None:
