@@ -27,6 +27,7 @@ import hashlib
 import logging
 import re
 import time
+import unicodedata
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -368,7 +369,7 @@ def _read_html(markup: str, url: str) -> _Read:
     if not language:
         language = (tree.get("lang") or "").split("-")[0].lower()[:2]
     return _Read(
-        text=_clean(text),
+        text=_clean(text, lines_are_paragraphs=True),
         title=" ".join(title.split()),
         author=" ".join(author.split()),
         published=published,
@@ -383,12 +384,20 @@ def _read_text(body: str) -> _Read:
     return _Read(text=text, title=first[:200])
 
 
-_BLANKS = re.compile(r"\n\s*\n+")
+# The knowledge service's plain-text normalisation (edrs_knowledge.parsing), applied here so the
+# text a page is scored and hashed by is the very text the knowledge service stores for it.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u00ad\ufffe\uffff]")
+_PARAGRAPH_BREAK = re.compile(r"\n[^\S\n]*\n")
 
 
-def _clean(text: str) -> str:
-    lines = [" ".join(line.split()) for line in text.replace("\r\n", "\n").split("\n")]
-    return _BLANKS.sub("\n\n", "\n".join(lines)).strip()
+def _clean(text: str, *, lines_are_paragraphs: bool = False) -> str:
+    """Paragraphs separated by one blank line, whitespace inside each collapsed to one space,
+    NFC, no control characters. Extracted HTML has one paragraph per line."""
+    text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n")
+    text = _CONTROL.sub("", text)
+    parts = text.split("\n") if lines_are_paragraphs else _PARAGRAPH_BREAK.split(text)
+    paragraphs = (" ".join(part.split()) for part in parts)
+    return "\n\n".join(p for p in paragraphs if p)
 
 
 def _as_datetime(value: str | None) -> datetime | None:
