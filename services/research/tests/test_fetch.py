@@ -121,6 +121,42 @@ async def test_a_redirect_is_followed_and_reported(miniweb: MiniWeb, fetcher_for
     assert page.final_url == miniweb.url(NEWS, "/moon")
 
 
+async def test_every_redirect_hop_passes_robots_the_blocked_tier_and_the_hop_limit(
+    miniweb: MiniWeb, fetcher_for, tmp_path
+) -> None:
+    tiers = tmp_path / "tiers.json"
+    tiers.write_text('{"blocked": {"domains": ["spam.miniweb.test"]}}')
+    miniweb.add(
+        Site(
+            NEWS,
+            pages={
+                "/to-private": Redirect(f"http://{WIKI}:{miniweb.port}/private/page"),
+                "/to-spam": Redirect(f"http://spam.miniweb.test:{miniweb.port}/"),
+                "/loop": Redirect("/loop"),
+            },
+        )
+    )
+    miniweb.add(
+        Site(
+            WIKI,
+            pages={"/private/page": Page(ARTICLE)},
+            robots="User-agent: *\nDisallow: /private/\n",
+        )
+    )
+    miniweb.add(Site("spam.miniweb.test", pages={"/": Page(ARTICLE)}))
+    fetcher = fetcher_for(miniweb, domain_tiers_file=tiers, outbound_max_redirects=3)
+    err = await refused(fetcher.fetch(miniweb.url(NEWS, "/to-private")), "robots")
+    assert f"host {WIKI}'s robots.txt disallows /private/page" in err.reason
+    err = await refused(fetcher.fetch(miniweb.url(NEWS, "/to-spam")), "blocked")
+    assert "redirect 1 location host spam.miniweb.test" in err.reason
+    err = await refused(fetcher.fetch(miniweb.url(NEWS, "/loop")), "status")
+    assert "redirected more than 3 times" in err.reason
+    assert len(miniweb.requests_to(NEWS, "/loop")) == 4
+    # The disallowed and blocked targets were never requested.
+    assert miniweb.requests_to(WIKI, "/private/page") == []
+    assert miniweb.requests_to("spam.miniweb.test") == []
+
+
 async def test_every_refusal_kind(miniweb: MiniWeb, fetcher_for) -> None:
     miniweb.add(
         Site(
