@@ -13,18 +13,16 @@ from edrs_research.knowledge_sink import KnowledgeSink
 from edrs_research.server import ResearchServicer
 from edrs_research.sources import Sources
 from edrs_research.store.postgres import PostgresResearchStore
-from edrs_research.web.fetch import Fetcher
+from edrs_research.web.kit import ResearchWeb
 
 
 async def build(rt: Runtime[ResearchSettings]) -> list[GrpcService]:
     settings = rt.settings
     store = PostgresResearchStore(rt.db, await start_service_events(rt))
-    client = settings.outbound_client(user_agent=settings.fetch_user_agent)
-    rt.on_close(client.aclose)
-    tiers = settings.domain_tiers()
-    fetcher = Fetcher(client, settings.fetch_limits(), tiers=tiers)
+    web = ResearchWeb.from_settings(settings)
+    rt.on_close(web.aclose)
     sink = KnowledgeSink(rt.peers.stub(knowledge_pb2_grpc.KnowledgeServiceStub))
-    sources = Sources(store, fetcher, sink, tiers)
+    sources = Sources(store, web.fetcher, sink, web.tiers)
     servicer = ResearchServicer(sources, settings.outbound_policy())
     return [
         GrpcService(
