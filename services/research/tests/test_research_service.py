@@ -542,3 +542,38 @@ async def test_the_job_path_records_a_fetched_page_once_per_url(stub, miniweb, r
     )
     assert await sources.store.domain_flags(client_id, NEWS) == (False, True)
     assert await sources.store.domain_flags("another-tenant", NEWS) == (False, False)
+
+
+async def test_a_text_too_large_for_one_message_is_streamed_to_knowledge(
+    documents, miniweb, research
+) -> None:
+    from edrs_research.knowledge_sink import KnowledgeSink
+
+    sources = research.servicer("ResearchService").sources
+    # A limit of 100 bytes sends this page the way a multi-megabyte one goes: UploadDocument.
+    sink = KnowledgeSink(sources.sink.knowledge, max_message_text=100)
+    client_id = f"tenant-{uuid.uuid4().hex}"
+    tenant = testing.tenant_metadata(client_id)
+    page = await sources.fetcher.fetch(page_url(miniweb, WIKI, article("Streamed page")))
+    assert len(page.text.encode()) > 100
+    document_id = await sink.ingest_page(page, client_id=client_id)
+    document = await documents.GetDocument(
+        knowledge_pb2.GetDocumentRequest(id=document_id), metadata=tenant
+    )
+    assert document.external_id == page.url
+    assert document.content_hash == page.content_hash  # the same UTF-8 bytes
+
+    async def indexed() -> bool:
+        got = await documents.GetDocument(
+            knowledge_pb2.GetDocumentRequest(id=document_id), metadata=tenant
+        )
+        assert got.state != knowledge_pb2.DOCUMENT_STATE_FAILED, got.failure
+        return bool(got.state == knowledge_pb2.DOCUMENT_STATE_INDEXED)
+
+    await testing.wait_until(indexed, 300, "the streamed page to be indexed")
+    stored = await documents.ReadDocumentText(
+        knowledge_pb2.ReadDocumentTextRequest(document_id=document_id), metadata=tenant
+    )
+    assert stored.text == page.text
+    # The same page through one message is the same document, unchanged.
+    assert await sources.sink.ingest_page(page, client_id=client_id) == document_id
