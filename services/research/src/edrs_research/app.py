@@ -23,7 +23,7 @@ async def build(rt: Runtime[ResearchSettings]) -> list[GrpcService]:
     rt.on_close(web.aclose)
     sink = KnowledgeSink(rt.peers.stub(knowledge_pb2_grpc.KnowledgeServiceStub))
     sources = Sources(store, web.fetcher, sink, web.tiers)
-    servicer = ResearchServicer(sources, settings.outbound_policy())
+    servicer = ResearchServicer(sources, settings.outbound_policy(), web)
     return [
         GrpcService(
             research_pb2.DESCRIPTOR.services_by_name["ResearchService"].full_name,

@@ -21,6 +21,7 @@ from edrs_proto.research.v1 import research_pb2, research_pb2_grpc
 from edrs_research import urls
 from edrs_research.sources import Sources
 from edrs_research.store import Source, SourceFilter
+from edrs_research.web.kit import ResearchWeb
 
 MAX_TITLE = 500
 MAX_DOMAIN = 253
@@ -197,4 +198,9 @@ class SourceRpcs(research_pb2_grpc.ResearchServiceServicer):
 
 
 class ResearchServicer(SourceRpcs):
-    """The research servicer (the lead composes it with the job RPCs)."""
+    """The research servicer (the lead composes it with the job RPCs). `web` is the service's
+    one ResearchWeb (outbound client, fetcher, search provider, domain tiers)."""
+
+    def __init__(self, sources: Sources, outbound: OutboundPolicy, web: ResearchWeb) -> None:
+        super().__init__(sources, outbound)
+        self.web = web
