@@ -68,8 +68,9 @@ def _both(pinned: bool, blocked: bool, field: str) -> None:
         raise InvalidArgument(f"{field} cannot be both pinned and blocked; choose one", field=field)
 
 
-class SourceRpcs(research_pb2_grpc.ResearchServiceServicer):
-    """RegisterSource, GetSource, ListSources, RefetchSource, UpdateSource, DeleteSource."""
+class SourceRpcs:
+    """RegisterSource, GetSource, ListSources, RefetchSource, UpdateSource, DeleteSource: a mixin
+    of the research servicer (not a servicer itself: edrs_research.server defines one)."""
 
     def __init__(self, sources: Sources, outbound: OutboundPolicy) -> None:
         self.sources = sources
@@ -197,7 +198,7 @@ class SourceRpcs(research_pb2_grpc.ResearchServiceServicer):
         return research_pb2.DeleteSourceResponse()
 
 
-class ResearchServicer(SourceRpcs):
+class ResearchServicer(SourceRpcs, research_pb2_grpc.ResearchServiceServicer):
     """The research servicer (the lead composes it with the job RPCs). `web` is the service's
     one ResearchWeb (outbound client, fetcher, search provider, domain tiers)."""
 
