@@ -23,26 +23,93 @@ _sym_db = _symbol_database.Default()
 
 
 from edrs_proto.common.v1 import common_pb2 as edrs_dot_common_dot_v1_dot_common__pb2
+from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x65\x64rs/research/v1/research.proto\x12\x10\x65\x64rs.research.v1\x1a\x1b\x65\x64rs/common/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"v\n\x06Source\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x13\n\x0b\x63redibility\x18\x04 \x01(\x01\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"3\n\x15RegisterSourceRequest\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\"?\n\x12ListSourcesRequest\x12)\n\x04page\x18\x01 \x01(\x0b\x32\x1b.edrs.common.v1.PageRequest\"h\n\x13ListSourcesResponse\x12)\n\x07sources\x18\x01 \x03(\x0b\x32\x18.edrs.research.v1.Source\x12&\n\x04page\x18\x02 \x01(\x0b\x32\x18.edrs.common.v1.PageInfo2\xc7\x01\n\x0fResearchService\x12S\n\x0eRegisterSource\x12\'.edrs.research.v1.RegisterSourceRequest\x1a\x18.edrs.research.v1.Source\x12_\n\x0bListSources\x12$.edrs.research.v1.ListSourcesRequest\x1a%.edrs.research.v1.ListSourcesResponse\"\x03\x90\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x65\x64rs/research/v1/research.proto\x12\x10\x65\x64rs.research.v1\x1a\x1b\x65\x64rs/common/v1/common.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"C\n\x11\x43redibilityReason\x12\x0e\n\x06signal\x18\x01 \x01(\t\x12\x0e\n\x06weight\x18\x02 \x01(\x01\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"\x95\x04\n\x06Source\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x13\n\x0b\x63redibility\x18\x04 \x01(\x01\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x64omain\x18\x06 \x01(\t\x12,\n\x05state\x18\x07 \x01(\x0e\x32\x1d.edrs.research.v1.SourceState\x12\x13\n\x0b\x66\x65tch_error\x18\x08 \x01(\t\x12\x34\n\x07reasons\x18\t \x03(\x0b\x32#.edrs.research.v1.CredibilityReason\x12\x0e\n\x06\x61uthor\x18\n \x01(\t\x12\x32\n\x0epublished_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08language\x18\x0c \x01(\t\x12.\n\nfetch_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x63ontent_hash\x18\x0e \x01(\t\x12\x11\n\ttruncated\x18\x0f \x01(\x08\x12\x0e\n\x06pinned\x18\x10 \x01(\x08\x12\x0f\n\x07\x62locked\x18\x11 \x01(\x08\x12\x13\n\x0b\x64ocument_id\x18\x12 \x01(\t\x12/\n\x0bupdate_time\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"T\n\x15RegisterSourceRequest\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0e\n\x06pinned\x18\x03 \x01(\x08\x12\x0f\n\x07\x62locked\x18\x04 \x01(\x08\"\x1e\n\x10GetSourceRequest\x12\n\n\x02id\x18\x01 \x01(\t\"z\n\x12ListSourcesRequest\x12)\n\x04page\x18\x01 \x01(\x0b\x32\x1b.edrs.common.v1.PageRequest\x12\x0e\n\x06\x64omain\x18\x02 \x01(\t\x12\x13\n\x0bpinned_only\x18\x03 \x01(\x08\x12\x14\n\x0c\x62locked_only\x18\x04 \x01(\x08\"h\n\x13ListSourcesResponse\x12)\n\x07sources\x18\x01 \x03(\x0b\x32\x18.edrs.research.v1.Source\x12&\n\x04page\x18\x02 \x01(\x0b\x32\x18.edrs.common.v1.PageInfo\"\"\n\x14RefetchSourceRequest\x12\n\n\x02id\x18\x01 \x01(\t\"p\n\x13UpdateSourceRequest\x12(\n\x06source\x18\x01 \x01(\x0b\x32\x18.edrs.research.v1.Source\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"!\n\x13\x44\x65leteSourceRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x16\n\x14\x44\x65leteSourceResponse\"\xb0\x01\n\rResearchScope\x12\x13\n\x0b\x63ollections\x18\x01 \x03(\t\x12\x0b\n\x03web\x18\x02 \x01(\x08\x12\x17\n\x0f\x61llowed_domains\x18\x03 \x03(\t\x12\x16\n\x0e\x64\x65nied_domains\x18\x04 \x03(\t\x12\x14\n\x0crecency_days\x18\x05 \x01(\x05\x12\r\n\x05\x64\x65pth\x18\x06 \x01(\x05\x12\x13\n\x0bmax_sources\x18\x07 \x01(\x05\x12\x12\n\nmax_tokens\x18\x08 \x01(\x03\"\xf0\x01\n\x0bJobProgress\x12\x15\n\rsub_questions\x18\x01 \x01(\x05\x12\x0f\n\x07queries\x18\x02 \x01(\x05\x12\x15\n\rsources_found\x18\x03 \x01(\x05\x12\x17\n\x0fsources_fetched\x18\x04 \x01(\x05\x12\x17\n\x0fsources_refused\x18\x05 \x01(\x05\x12\x19\n\x11sources_duplicate\x18\x06 \x01(\x05\x12\x16\n\x0esources_scored\x18\x07 \x01(\x05\x12\x0e\n\x06\x63laims\x18\x08 \x01(\x05\x12\x18\n\x10\x63laims_supported\x18\t \x01(\x05\x12\x13\n\x0btokens_used\x18\n \x01(\x03\"1\n\x08PlanStep\x12\x14\n\x0csub_question\x18\x01 \x01(\t\x12\x0f\n\x07queries\x18\x02 \x03(\t\"\xae\x03\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08question\x18\x02 \x01(\t\x12.\n\x05scope\x18\x03 \x01(\x0b\x32\x1f.edrs.research.v1.ResearchScope\x12)\n\x05state\x18\x04 \x01(\x0e\x32\x1a.edrs.research.v1.JobState\x12(\n\x04plan\x18\x05 \x03(\x0b\x32\x1a.edrs.research.v1.PlanStep\x12\x0f\n\x07planner\x18\x06 \x01(\t\x12/\n\x08progress\x18\x07 \x01(\x0b\x32\x1d.edrs.research.v1.JobProgress\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12\x12\n\npersona_id\x18\t \x01(\t\x12\x0f\n\x07task_id\x18\n \x01(\t\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"g\n\x0fStartJobRequest\x12\x10\n\x08question\x18\x01 \x01(\t\x12.\n\x05scope\x18\x02 \x01(\x0b\x32\x1f.edrs.research.v1.ResearchScope\x12\x12\n\npersona_id\x18\x03 \x01(\t\"\x1b\n\rGetJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"g\n\x0fListJobsRequest\x12)\n\x04page\x18\x01 \x01(\x0b\x32\x1b.edrs.common.v1.PageRequest\x12)\n\x05state\x18\x02 \x01(\x0e\x32\x1a.edrs.research.v1.JobState\"_\n\x10ListJobsResponse\x12#\n\x04jobs\x18\x01 \x03(\x0b\x32\x15.edrs.research.v1.Job\x12&\n\x04page\x18\x02 \x01(\x0b\x32\x18.edrs.common.v1.PageInfo\"\x1e\n\x10\x43\x61ncelJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x1d\n\x0fWatchJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x84\x01\n\tJobUpdate\x12\"\n\x03job\x18\x01 \x01(\x0b\x32\x15.edrs.research.v1.Job\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\x12\x0b\n\x03url\x18\x04 \x01(\t\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x83\x02\n\x0eReportCitation\x12\x0e\n\x06number\x18\x01 \x01(\x05\x12\x11\n\tsource_id\x18\x02 \x01(\t\x12\x0b\n\x03url\x18\x03 \x01(\t\x12\r\n\x05title\x18\x04 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x05 \x01(\t\x12\x10\n\x08\x63hunk_id\x18\x06 \x01(\t\x12\x18\n\x10\x64ocument_version\x18\x07 \x01(\x05\x12\r\n\x05start\x18\x08 \x01(\x03\x12\x0b\n\x03\x65nd\x18\t \x01(\x03\x12\x0f\n\x07passage\x18\n \x01(\t\x12\x14\n\x0c\x63ontent_hash\x18\x0b \x01(\t\x12.\n\nfetch_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"`\n\x0bReportClaim\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\tcitations\x18\x02 \x03(\x05\x12\x11\n\tsupported\x18\x03 \x01(\x08\x12\x0f\n\x07support\x18\x04 \x01(\x01\x12\x0c\n\x04note\x18\x05 \x01(\t\"]\n\rReportSection\x12\x0f\n\x07heading\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12-\n\x06\x63laims\x18\x03 \x03(\x0b\x32\x1d.edrs.research.v1.ReportClaim\"\xdd\x01\n\x0cReportSource\x12\x11\n\tsource_id\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x13\n\x0b\x63redibility\x18\x04 \x01(\x01\x12\x34\n\x07reasons\x18\x05 \x03(\x0b\x32#.edrs.research.v1.CredibilityReason\x12.\n\nfetch_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x63ontent_hash\x18\x07 \x01(\t\x12\r\n\x05\x63ited\x18\x08 \x01(\x08\"\x94\x02\n\x06Report\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08question\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x0f\n\x07summary\x18\x04 \x01(\t\x12\x31\n\x08sections\x18\x05 \x03(\x0b\x32\x1f.edrs.research.v1.ReportSection\x12\x33\n\tcitations\x18\x06 \x03(\x0b\x32 .edrs.research.v1.ReportCitation\x12/\n\x07sources\x18\x07 \x03(\x0b\x32\x1e.edrs.research.v1.ReportSource\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\"\n\x10GetReportRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"U\n\x13\x45xportReportRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12.\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x1e.edrs.research.v1.ReportFormat\"I\n\x0e\x45xportedReport\x12\x14\n\x0c\x63ontent_type\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\x0c*x\n\x0bSourceState\x12\x1c\n\x18SOURCE_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14SOURCE_STATE_PENDING\x10\x01\x12\x18\n\x14SOURCE_STATE_FETCHED\x10\x02\x12\x17\n\x13SOURCE_STATE_FAILED\x10\x03*\xfb\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x16\n\x12JOB_STATE_PLANNING\x10\x02\x12\x17\n\x13JOB_STATE_SEARCHING\x10\x03\x12\x16\n\x12JOB_STATE_FETCHING\x10\x04\x12\x15\n\x11JOB_STATE_SCORING\x10\x05\x12\x16\n\x12JOB_STATE_DRAFTING\x10\x06\x12\x17\n\x13JOB_STATE_COMPLETED\x10\x07\x12\x14\n\x10JOB_STATE_FAILED\x10\x08\x12\x17\n\x13JOB_STATE_CANCELLED\x10\t*x\n\x0cReportFormat\x12\x1d\n\x19REPORT_FORMAT_UNSPECIFIED\x10\x00\x12\x1a\n\x16REPORT_FORMAT_MARKDOWN\x10\x01\x12\x16\n\x12REPORT_FORMAT_HTML\x10\x02\x12\x15\n\x11REPORT_FORMAT_PDF\x10\x03\x32\xc3\x08\n\x0fResearchService\x12S\n\x0eRegisterSource\x12\'.edrs.research.v1.RegisterSourceRequest\x1a\x18.edrs.research.v1.Source\x12N\n\tGetSource\x12\".edrs.research.v1.GetSourceRequest\x1a\x18.edrs.research.v1.Source\"\x03\x90\x02\x01\x12_\n\x0bListSources\x12$.edrs.research.v1.ListSourcesRequest\x1a%.edrs.research.v1.ListSourcesResponse\"\x03\x90\x02\x01\x12Q\n\rRefetchSource\x12&.edrs.research.v1.RefetchSourceRequest\x1a\x18.edrs.research.v1.Source\x12O\n\x0cUpdateSource\x12%.edrs.research.v1.UpdateSourceRequest\x1a\x18.edrs.research.v1.Source\x12]\n\x0c\x44\x65leteSource\x12%.edrs.research.v1.DeleteSourceRequest\x1a&.edrs.research.v1.DeleteSourceResponse\x12\x44\n\x08StartJob\x12!.edrs.research.v1.StartJobRequest\x1a\x15.edrs.research.v1.Job\x12\x45\n\x06GetJob\x12\x1f.edrs.research.v1.GetJobRequest\x1a\x15.edrs.research.v1.Job\"\x03\x90\x02\x01\x12V\n\x08ListJobs\x12!.edrs.research.v1.ListJobsRequest\x1a\".edrs.research.v1.ListJobsResponse\"\x03\x90\x02\x01\x12\x46\n\tCancelJob\x12\".edrs.research.v1.CancelJobRequest\x1a\x15.edrs.research.v1.Job\x12L\n\x08WatchJob\x12!.edrs.research.v1.WatchJobRequest\x1a\x1b.edrs.research.v1.JobUpdate0\x01\x12N\n\tGetReport\x12\".edrs.research.v1.GetReportRequest\x1a\x18.edrs.research.v1.Report\"\x03\x90\x02\x01\x12\\\n\x0c\x45xportReport\x12%.edrs.research.v1.ExportReportRequest\x1a .edrs.research.v1.ExportedReport\"\x03\x90\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'edrs.research.v1.research_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_RESEARCHSERVICE'].methods_by_name['GetSource']._loaded_options = None
+  _globals['_RESEARCHSERVICE'].methods_by_name['GetSource']._serialized_options = b'\220\002\001'
   _globals['_RESEARCHSERVICE'].methods_by_name['ListSources']._loaded_options = None
   _globals['_RESEARCHSERVICE'].methods_by_name['ListSources']._serialized_options = b'\220\002\001'
-  _globals['_SOURCE']._serialized_start=115
-  _globals['_SOURCE']._serialized_end=233
-  _globals['_REGISTERSOURCEREQUEST']._serialized_start=235
-  _globals['_REGISTERSOURCEREQUEST']._serialized_end=286
-  _globals['_LISTSOURCESREQUEST']._serialized_start=288
-  _globals['_LISTSOURCESREQUEST']._serialized_end=351
-  _globals['_LISTSOURCESRESPONSE']._serialized_start=353
-  _globals['_LISTSOURCESRESPONSE']._serialized_end=457
-  _globals['_RESEARCHSERVICE']._serialized_start=460
-  _globals['_RESEARCHSERVICE']._serialized_end=659
+  _globals['_RESEARCHSERVICE'].methods_by_name['GetJob']._loaded_options = None
+  _globals['_RESEARCHSERVICE'].methods_by_name['GetJob']._serialized_options = b'\220\002\001'
+  _globals['_RESEARCHSERVICE'].methods_by_name['ListJobs']._loaded_options = None
+  _globals['_RESEARCHSERVICE'].methods_by_name['ListJobs']._serialized_options = b'\220\002\001'
+  _globals['_RESEARCHSERVICE'].methods_by_name['GetReport']._loaded_options = None
+  _globals['_RESEARCHSERVICE'].methods_by_name['GetReport']._serialized_options = b'\220\002\001'
+  _globals['_RESEARCHSERVICE'].methods_by_name['ExportReport']._loaded_options = None
+  _globals['_RESEARCHSERVICE'].methods_by_name['ExportReport']._serialized_options = b'\220\002\001'
+  _globals['_SOURCESTATE']._serialized_start=3907
+  _globals['_SOURCESTATE']._serialized_end=4027
+  _globals['_JOBSTATE']._serialized_start=4030
+  _globals['_JOBSTATE']._serialized_end=4281
+  _globals['_REPORTFORMAT']._serialized_start=4283
+  _globals['_REPORTFORMAT']._serialized_end=4403
+  _globals['_CREDIBILITYREASON']._serialized_start=149
+  _globals['_CREDIBILITYREASON']._serialized_end=216
+  _globals['_SOURCE']._serialized_start=219
+  _globals['_SOURCE']._serialized_end=752
+  _globals['_REGISTERSOURCEREQUEST']._serialized_start=754
+  _globals['_REGISTERSOURCEREQUEST']._serialized_end=838
+  _globals['_GETSOURCEREQUEST']._serialized_start=840
+  _globals['_GETSOURCEREQUEST']._serialized_end=870
+  _globals['_LISTSOURCESREQUEST']._serialized_start=872
+  _globals['_LISTSOURCESREQUEST']._serialized_end=994
+  _globals['_LISTSOURCESRESPONSE']._serialized_start=996
+  _globals['_LISTSOURCESRESPONSE']._serialized_end=1100
+  _globals['_REFETCHSOURCEREQUEST']._serialized_start=1102
+  _globals['_REFETCHSOURCEREQUEST']._serialized_end=1136
+  _globals['_UPDATESOURCEREQUEST']._serialized_start=1138
+  _globals['_UPDATESOURCEREQUEST']._serialized_end=1250
+  _globals['_DELETESOURCEREQUEST']._serialized_start=1252
+  _globals['_DELETESOURCEREQUEST']._serialized_end=1285
+  _globals['_DELETESOURCERESPONSE']._serialized_start=1287
+  _globals['_DELETESOURCERESPONSE']._serialized_end=1309
+  _globals['_RESEARCHSCOPE']._serialized_start=1312
+  _globals['_RESEARCHSCOPE']._serialized_end=1488
+  _globals['_JOBPROGRESS']._serialized_start=1491
+  _globals['_JOBPROGRESS']._serialized_end=1731
+  _globals['_PLANSTEP']._serialized_start=1733
+  _globals['_PLANSTEP']._serialized_end=1782
+  _globals['_JOB']._serialized_start=1785
+  _globals['_JOB']._serialized_end=2215
+  _globals['_STARTJOBREQUEST']._serialized_start=2217
+  _globals['_STARTJOBREQUEST']._serialized_end=2320
+  _globals['_GETJOBREQUEST']._serialized_start=2322
+  _globals['_GETJOBREQUEST']._serialized_end=2349
+  _globals['_LISTJOBSREQUEST']._serialized_start=2351
+  _globals['_LISTJOBSREQUEST']._serialized_end=2454
+  _globals['_LISTJOBSRESPONSE']._serialized_start=2456
+  _globals['_LISTJOBSRESPONSE']._serialized_end=2551
+  _globals['_CANCELJOBREQUEST']._serialized_start=2553
+  _globals['_CANCELJOBREQUEST']._serialized_end=2583
+  _globals['_WATCHJOBREQUEST']._serialized_start=2585
+  _globals['_WATCHJOBREQUEST']._serialized_end=2614
+  _globals['_JOBUPDATE']._serialized_start=2617
+  _globals['_JOBUPDATE']._serialized_end=2749
+  _globals['_REPORTCITATION']._serialized_start=2752
+  _globals['_REPORTCITATION']._serialized_end=3011
+  _globals['_REPORTCLAIM']._serialized_start=3013
+  _globals['_REPORTCLAIM']._serialized_end=3109
+  _globals['_REPORTSECTION']._serialized_start=3111
+  _globals['_REPORTSECTION']._serialized_end=3204
+  _globals['_REPORTSOURCE']._serialized_start=3207
+  _globals['_REPORTSOURCE']._serialized_end=3428
+  _globals['_REPORT']._serialized_start=3431
+  _globals['_REPORT']._serialized_end=3707
+  _globals['_GETREPORTREQUEST']._serialized_start=3709
+  _globals['_GETREPORTREQUEST']._serialized_end=3743
+  _globals['_EXPORTREPORTREQUEST']._serialized_start=3745
+  _globals['_EXPORTREPORTREQUEST']._serialized_end=3830
+  _globals['_EXPORTEDREPORT']._serialized_start=3832
+  _globals['_EXPORTEDREPORT']._serialized_end=3905
+  _globals['_RESEARCHSERVICE']._serialized_start=4406
+  _globals['_RESEARCHSERVICE']._serialized_end=5497
 # @@protoc_insertion_point(module_scope)

@@ -26,7 +26,11 @@ if _version_not_supported:
 
 
 class ResearchServiceStub:
-    """ResearchService manages the research sources of the calling tenant (`x-edrs-client-id`).
+    """ResearchService serves the calling tenant only (the tenant of the caller's identity token):
+    another tenant's sources, jobs and reports are NOT_FOUND.
+
+    Every outbound request (search provider, pages, robots.txt) goes through the fleet's SSRF-safe
+    client: a URL the outbound policy refuses is never fetched, and says why.
     """
 
     def __init__(self, channel):
@@ -40,26 +44,173 @@ class ResearchServiceStub:
                 request_serializer=edrs_dot_research_dot_v1_dot_research__pb2.RegisterSourceRequest.SerializeToString,
                 response_deserializer=edrs_dot_research_dot_v1_dot_research__pb2.Source.FromString,
                 _registered_method=True)
+        self.GetSource = channel.unary_unary(
+                '/edrs.research.v1.ResearchService/GetSource',
+                request_serializer=edrs_dot_research_dot_v1_dot_research__pb2.GetSourceRequest.SerializeToString,
+                response_deserializer=edrs_dot_research_dot_v1_dot_research__pb2.Source.FromString,
+                _registered_method=True)
         self.ListSources = channel.unary_unary(
                 '/edrs.research.v1.ResearchService/ListSources',
                 request_serializer=edrs_dot_research_dot_v1_dot_research__pb2.ListSourcesRequest.SerializeToString,
                 response_deserializer=edrs_dot_research_dot_v1_dot_research__pb2.ListSourcesResponse.FromString,
                 _registered_method=True)
+        self.RefetchSource = channel.unary_unary(
+                '/edrs.research.v1.ResearchService/RefetchSource',
+                request_serializer=edrs_dot_research_dot_v1_dot_research__pb2.RefetchSourceRequest.SerializeToString,
+                response_deserializer=edrs_dot_research_dot_v1_dot_research__pb2.Source.FromString,
+                _registered_method=True)
+        self.UpdateSource = channel.unary_unary(
+                '/edrs.research.v1.ResearchService/UpdateSource',
+                request_serializer=edrs_dot_research_dot_v1_dot_research__pb2.UpdateSourceRequest.SerializeToString,
+                response_deserializer=edrs_dot_research_dot_v1_dot_research__pb2.Source.FromString,
+                _registered_method=True)
+        self.DeleteSource = channel.unary_unary(
+                '/edrs.research.v1.ResearchService/DeleteSource',
+                request_serializer=edrs_dot_research_dot_v1_dot_research__pb2.DeleteSourceRequest.SerializeToString,
+                response_deserializer=edrs_dot_research_dot_v1_dot_research__pb2.DeleteSourceResponse.FromString,
+                _registered_method=True)
+        self.StartJob = channel.unary_unary(
+                '/edrs.research.v1.ResearchService/StartJob',
+                request_serializer=edrs_dot_research_dot_v1_dot_research__pb2.StartJobRequest.SerializeToString,
+                response_deserializer=edrs_dot_research_dot_v1_dot_research__pb2.Job.FromString,
+                _registered_method=True)
+        self.GetJob = channel.unary_unary(
+                '/edrs.research.v1.ResearchService/GetJob',
+                request_serializer=edrs_dot_research_dot_v1_dot_research__pb2.GetJobRequest.SerializeToString,
+                response_deserializer=edrs_dot_research_dot_v1_dot_research__pb2.Job.FromString,
+                _registered_method=True)
+        self.ListJobs = channel.unary_unary(
+                '/edrs.research.v1.ResearchService/ListJobs',
+                request_serializer=edrs_dot_research_dot_v1_dot_research__pb2.ListJobsRequest.SerializeToString,
+                response_deserializer=edrs_dot_research_dot_v1_dot_research__pb2.ListJobsResponse.FromString,
+                _registered_method=True)
+        self.CancelJob = channel.unary_unary(
+                '/edrs.research.v1.ResearchService/CancelJob',
+                request_serializer=edrs_dot_research_dot_v1_dot_research__pb2.CancelJobRequest.SerializeToString,
+                response_deserializer=edrs_dot_research_dot_v1_dot_research__pb2.Job.FromString,
+                _registered_method=True)
+        self.WatchJob = channel.unary_stream(
+                '/edrs.research.v1.ResearchService/WatchJob',
+                request_serializer=edrs_dot_research_dot_v1_dot_research__pb2.WatchJobRequest.SerializeToString,
+                response_deserializer=edrs_dot_research_dot_v1_dot_research__pb2.JobUpdate.FromString,
+                _registered_method=True)
+        self.GetReport = channel.unary_unary(
+                '/edrs.research.v1.ResearchService/GetReport',
+                request_serializer=edrs_dot_research_dot_v1_dot_research__pb2.GetReportRequest.SerializeToString,
+                response_deserializer=edrs_dot_research_dot_v1_dot_research__pb2.Report.FromString,
+                _registered_method=True)
+        self.ExportReport = channel.unary_unary(
+                '/edrs.research.v1.ResearchService/ExportReport',
+                request_serializer=edrs_dot_research_dot_v1_dot_research__pb2.ExportReportRequest.SerializeToString,
+                response_deserializer=edrs_dot_research_dot_v1_dot_research__pb2.ExportedReport.FromString,
+                _registered_method=True)
 
 
 class ResearchServiceServicer:
-    """ResearchService manages the research sources of the calling tenant (`x-edrs-client-id`).
+    """ResearchService serves the calling tenant only (the tenant of the caller's identity token):
+    another tenant's sources, jobs and reports are NOT_FOUND.
+
+    Every outbound request (search provider, pages, robots.txt) goes through the fleet's SSRF-safe
+    client: a URL the outbound policy refuses is never fetched, and says why.
     """
 
     def RegisterSource(self, request, context):
-        """Registers a source and scores its credibility.
+        """Registers a source by URL, fetches it (robots.txt and the size limit apply), extracts its
+        text and metadata, ingests the text into the tenant's research collection and scores its
+        credibility. The source is returned at once with its state (FETCHED, or FAILED with a
+        reason: a page that cannot be fetched is still registered). ALREADY_EXISTS when the URL
+        (normalised) is registered. Emits research.source_registered.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSource(self, request, context):
+        """Returns one source; NOT_FOUND when the tenant has none such.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListSources(self, request, context):
-        """Lists sources with cursor pagination.
+        """Lists sources, newest first, with cursor pagination and optional filters.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RefetchSource(self, request, context):
+        """Fetches a source again now (its text, metadata and score are replaced when it changed).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateSource(self, request, context):
+        """Changes a source's title, pin (trusted) or block; `update_mask` names the fields
+        ("title", "pinned", "blocked"). A source cannot be both pinned and blocked. Its credibility
+        is scored again. Blocked sources are never fetched or cited by research jobs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSource(self, request, context):
+        """Deletes a source and its text in the research collection. Reports that cited it keep their
+        copy of the cited passages.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartJob(self, request, context):
+        """Starts a research job and returns it at once (QUEUED). The job runs as a durable workflow
+        (Temporal): it survives a restart of the research service without fetching a page twice.
+        Emits research.job_started.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetJob(self, request, context):
+        """Returns one job with its plan and progress; NOT_FOUND when the tenant has none such.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListJobs(self, request, context):
+        """Lists jobs, newest first, with cursor pagination.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelJob(self, request, context):
+        """Cancels a job that has not ended (FAILED_PRECONDITION for one that has); returns it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchJob(self, request, context):
+        """Streams a job's progress: the job as it is now, then one message per step (plan made, query
+        run, source found, fetched, refused, scored, drafting, verifying), and the job once it ended
+        (last message).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetReport(self, request, context):
+        """Returns a completed job's report; FAILED_PRECONDITION while the job has not completed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportReport(self, request, context):
+        """Renders a completed job's report as Markdown, HTML or PDF.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -73,10 +224,65 @@ def add_ResearchServiceServicer_to_server(servicer, server):
                     request_deserializer=edrs_dot_research_dot_v1_dot_research__pb2.RegisterSourceRequest.FromString,
                     response_serializer=edrs_dot_research_dot_v1_dot_research__pb2.Source.SerializeToString,
             ),
+            'GetSource': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSource,
+                    request_deserializer=edrs_dot_research_dot_v1_dot_research__pb2.GetSourceRequest.FromString,
+                    response_serializer=edrs_dot_research_dot_v1_dot_research__pb2.Source.SerializeToString,
+            ),
             'ListSources': grpc.unary_unary_rpc_method_handler(
                     servicer.ListSources,
                     request_deserializer=edrs_dot_research_dot_v1_dot_research__pb2.ListSourcesRequest.FromString,
                     response_serializer=edrs_dot_research_dot_v1_dot_research__pb2.ListSourcesResponse.SerializeToString,
+            ),
+            'RefetchSource': grpc.unary_unary_rpc_method_handler(
+                    servicer.RefetchSource,
+                    request_deserializer=edrs_dot_research_dot_v1_dot_research__pb2.RefetchSourceRequest.FromString,
+                    response_serializer=edrs_dot_research_dot_v1_dot_research__pb2.Source.SerializeToString,
+            ),
+            'UpdateSource': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateSource,
+                    request_deserializer=edrs_dot_research_dot_v1_dot_research__pb2.UpdateSourceRequest.FromString,
+                    response_serializer=edrs_dot_research_dot_v1_dot_research__pb2.Source.SerializeToString,
+            ),
+            'DeleteSource': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSource,
+                    request_deserializer=edrs_dot_research_dot_v1_dot_research__pb2.DeleteSourceRequest.FromString,
+                    response_serializer=edrs_dot_research_dot_v1_dot_research__pb2.DeleteSourceResponse.SerializeToString,
+            ),
+            'StartJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartJob,
+                    request_deserializer=edrs_dot_research_dot_v1_dot_research__pb2.StartJobRequest.FromString,
+                    response_serializer=edrs_dot_research_dot_v1_dot_research__pb2.Job.SerializeToString,
+            ),
+            'GetJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJob,
+                    request_deserializer=edrs_dot_research_dot_v1_dot_research__pb2.GetJobRequest.FromString,
+                    response_serializer=edrs_dot_research_dot_v1_dot_research__pb2.Job.SerializeToString,
+            ),
+            'ListJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobs,
+                    request_deserializer=edrs_dot_research_dot_v1_dot_research__pb2.ListJobsRequest.FromString,
+                    response_serializer=edrs_dot_research_dot_v1_dot_research__pb2.ListJobsResponse.SerializeToString,
+            ),
+            'CancelJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelJob,
+                    request_deserializer=edrs_dot_research_dot_v1_dot_research__pb2.CancelJobRequest.FromString,
+                    response_serializer=edrs_dot_research_dot_v1_dot_research__pb2.Job.SerializeToString,
+            ),
+            'WatchJob': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchJob,
+                    request_deserializer=edrs_dot_research_dot_v1_dot_research__pb2.WatchJobRequest.FromString,
+                    response_serializer=edrs_dot_research_dot_v1_dot_research__pb2.JobUpdate.SerializeToString,
+            ),
+            'GetReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetReport,
+                    request_deserializer=edrs_dot_research_dot_v1_dot_research__pb2.GetReportRequest.FromString,
+                    response_serializer=edrs_dot_research_dot_v1_dot_research__pb2.Report.SerializeToString,
+            ),
+            'ExportReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportReport,
+                    request_deserializer=edrs_dot_research_dot_v1_dot_research__pb2.ExportReportRequest.FromString,
+                    response_serializer=edrs_dot_research_dot_v1_dot_research__pb2.ExportedReport.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -87,7 +293,11 @@ def add_ResearchServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class ResearchService:
-    """ResearchService manages the research sources of the calling tenant (`x-edrs-client-id`).
+    """ResearchService serves the calling tenant only (the tenant of the caller's identity token):
+    another tenant's sources, jobs and reports are NOT_FOUND.
+
+    Every outbound request (search provider, pages, robots.txt) goes through the fleet's SSRF-safe
+    client: a URL the outbound policy refuses is never fetched, and says why.
     """
 
     @staticmethod
@@ -118,6 +328,33 @@ class ResearchService:
             _registered_method=True)
 
     @staticmethod
+    def GetSource(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.research.v1.ResearchService/GetSource',
+            edrs_dot_research_dot_v1_dot_research__pb2.GetSourceRequest.SerializeToString,
+            edrs_dot_research_dot_v1_dot_research__pb2.Source.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def ListSources(request,
             target,
             options=(),
@@ -134,6 +371,276 @@ class ResearchService:
             '/edrs.research.v1.ResearchService/ListSources',
             edrs_dot_research_dot_v1_dot_research__pb2.ListSourcesRequest.SerializeToString,
             edrs_dot_research_dot_v1_dot_research__pb2.ListSourcesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RefetchSource(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.research.v1.ResearchService/RefetchSource',
+            edrs_dot_research_dot_v1_dot_research__pb2.RefetchSourceRequest.SerializeToString,
+            edrs_dot_research_dot_v1_dot_research__pb2.Source.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateSource(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.research.v1.ResearchService/UpdateSource',
+            edrs_dot_research_dot_v1_dot_research__pb2.UpdateSourceRequest.SerializeToString,
+            edrs_dot_research_dot_v1_dot_research__pb2.Source.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSource(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.research.v1.ResearchService/DeleteSource',
+            edrs_dot_research_dot_v1_dot_research__pb2.DeleteSourceRequest.SerializeToString,
+            edrs_dot_research_dot_v1_dot_research__pb2.DeleteSourceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.research.v1.ResearchService/StartJob',
+            edrs_dot_research_dot_v1_dot_research__pb2.StartJobRequest.SerializeToString,
+            edrs_dot_research_dot_v1_dot_research__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.research.v1.ResearchService/GetJob',
+            edrs_dot_research_dot_v1_dot_research__pb2.GetJobRequest.SerializeToString,
+            edrs_dot_research_dot_v1_dot_research__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.research.v1.ResearchService/ListJobs',
+            edrs_dot_research_dot_v1_dot_research__pb2.ListJobsRequest.SerializeToString,
+            edrs_dot_research_dot_v1_dot_research__pb2.ListJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.research.v1.ResearchService/CancelJob',
+            edrs_dot_research_dot_v1_dot_research__pb2.CancelJobRequest.SerializeToString,
+            edrs_dot_research_dot_v1_dot_research__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/edrs.research.v1.ResearchService/WatchJob',
+            edrs_dot_research_dot_v1_dot_research__pb2.WatchJobRequest.SerializeToString,
+            edrs_dot_research_dot_v1_dot_research__pb2.JobUpdate.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.research.v1.ResearchService/GetReport',
+            edrs_dot_research_dot_v1_dot_research__pb2.GetReportRequest.SerializeToString,
+            edrs_dot_research_dot_v1_dot_research__pb2.Report.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.research.v1.ResearchService/ExportReport',
+            edrs_dot_research_dot_v1_dot_research__pb2.ExportReportRequest.SerializeToString,
+            edrs_dot_research_dot_v1_dot_research__pb2.ExportedReport.FromString,
             options,
             channel_credentials,
             insecure,
