@@ -10,6 +10,7 @@ from edrs_proto.common.v1 import common_pb2
 from edrs_proto.research.v1 import research_pb2, research_pb2_grpc
 
 from edrs_research import credibility, urls
+from edrs_research.jobs_server import JobRpcs, JobRuntime
 from edrs_research.store import NewSource, ResearchStore, Source
 
 
@@ -23,10 +24,13 @@ def to_proto(s: Source) -> research_pb2.Source:
     )
 
 
-class ResearchServicer(research_pb2_grpc.ResearchServiceServicer):
-    def __init__(self, store: ResearchStore, outbound: OutboundPolicy) -> None:
+class ResearchServicer(JobRpcs, research_pb2_grpc.ResearchServiceServicer):
+    def __init__(
+        self, store: ResearchStore, outbound: OutboundPolicy, jobs: JobRuntime | None = None
+    ) -> None:
         self.store = store
         self.outbound = outbound
+        self.jobs = jobs
 
     async def RegisterSource(  # noqa: N802 (gRPC method name)
         self, request: research_pb2.RegisterSourceRequest, context: ServicerContext
