@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from edrs_core.outbound import OutboundPolicy
+from edrs_core.testing_http import INTERNAL_HOST_LITERALS
 from edrs_research.urls import MAX_URL_LENGTH, SourceUrl, UrlRefused
 from edrs_research.urls import normalise as normalise_under
 
@@ -87,34 +88,7 @@ def test_refuses_with_a_reason(raw: str, reason: str) -> None:
     assert reason in str(err.value)
 
 
-@pytest.mark.parametrize(
-    ("host", "kind"),
-    [
-        ("127.0.0.1", "loopback"),
-        ("127.1", "loopback"),  # inet_aton shorthand
-        ("2130706433", "loopback"),  # 127.0.0.1 as one number
-        ("0x7f.0.0.1", "loopback"),  # hexadecimal
-        ("0177.0.0.1", "loopback"),  # octal
-        ("10.1.2.3", "private"),
-        ("172.16.0.1", "private"),
-        ("192.168.1.1", "private"),
-        ("169.254.169.254", "link-local"),  # cloud metadata service
-        ("224.0.0.1", "multicast"),
-        ("240.0.0.1", "reserved"),
-        ("0.0.0.0", "unspecified"),
-        ("100.64.0.1", "not a public address"),  # carrier-grade NAT
-        ("[::1]", "loopback"),
-        ("[::]", "unspecified"),
-        ("[fe80::1]", "link-local"),
-        ("[fc00::1]", "private"),
-        ("[ff02::1]", "multicast"),
-        ("[::ffff:127.0.0.1]", "loopback"),  # IPv4-mapped
-        ("[::ffff:10.0.0.1]", "private"),
-        ("[::ffff:169.254.169.254]", "link-local"),
-        ("[2002:7f00:1::]", "loopback"),  # 6to4 around 127.0.0.1
-        ("[64:ff9b::a00:1]", "private"),  # NAT64 around 10.0.0.1
-    ],
-)
+@pytest.mark.parametrize(("host", "kind"), INTERNAL_HOST_LITERALS)
 def test_refuses_internal_ip_literals(host: str, kind: str) -> None:
     with pytest.raises(UrlRefused) as err:
         normalise(f"http://{host}/")

@@ -29,6 +29,53 @@ _REASONS = {
 }
 
 
+# The SSRF table: hosts a URL may name to reach this machine, a private network or a cloud
+# metadata service, each spelled as an attacker would, with the kind the policy calls it. Every
+# test of a surface that takes URLs (registering, fetching, search results) runs through it.
+INTERNAL_HOST_LITERALS: list[tuple[str, str]] = [
+    ("127.0.0.1", "loopback"),
+    ("127.1", "loopback"),  # inet_aton shorthand
+    ("2130706433", "loopback"),  # 127.0.0.1 as one number
+    ("0x7f.0.0.1", "loopback"),  # hexadecimal
+    ("0177.0.0.1", "loopback"),  # octal
+    ("10.1.2.3", "private"),
+    ("172.16.0.1", "private"),
+    ("192.168.1.1", "private"),
+    ("169.254.169.254", "link-local"),  # cloud metadata service
+    ("224.0.0.1", "multicast"),
+    ("240.0.0.1", "reserved"),
+    ("0.0.0.0", "unspecified"),
+    ("100.64.0.1", "not a public address"),  # carrier-grade NAT
+    ("[::1]", "loopback"),
+    ("[::]", "unspecified"),
+    ("[fe80::1]", "link-local"),
+    ("[fc00::1]", "private"),
+    ("[ff02::1]", "multicast"),
+    ("[::ffff:127.0.0.1]", "loopback"),  # IPv4-mapped
+    ("[::ffff:10.0.0.1]", "private"),
+    ("[::ffff:169.254.169.254]", "link-local"),
+    ("[2002:7f00:1::]", "loopback"),  # 6to4 around 127.0.0.1
+    ("[64:ff9b::a00:1]", "private"),  # NAT64 around 10.0.0.1
+]
+INTERNAL_HOST_NAMES: list[tuple[str, str]] = [
+    ("localhost", "points at this machine"),
+    ("api.localhost", "points at this machine"),
+    ("metadata.google.internal", "cloud metadata service"),
+    ("db.internal", "private networks only"),
+    ("printer.local", "private networks only"),
+    ("edrs-gateway", "single-label name"),
+]
+SSRF_URLS: list[tuple[str, str]] = [
+    *((f"http://{host}/", kind) for host, kind in INTERNAL_HOST_LITERALS),
+    ("http://169.254.169.254/latest/meta-data/iam/security-credentials/", "link-local"),
+    *((f"http://{host}/", kind) for host, kind in INTERNAL_HOST_NAMES),
+    ("file:///etc/passwd", "must use http or https"),
+    ("gopher://127.0.0.1:6379/_INFO", "must use http or https"),
+    ("http://user:pw@example.com/", "must not carry credentials"),
+]
+"""(url, words of the reason it is refused with) for every SSRF attack URL of the table."""
+
+
 @dataclass
 class RecordedRequest:
     method: str

@@ -60,7 +60,9 @@ async def build(rt: Runtime[IntegrationSettings]) -> list[GrpcService]:
         settings.env_name("credentials_key"),
     )
     clock = SystemClock()
-    client = OutboundClient(outbound, settings.outbound_limits())
+    client = OutboundClient(
+        outbound, settings.outbound_limits(), resolver=settings.outbound_resolver()
+    )
     rt.on_close(client.aclose)
     # Connectors' calls (REST with its auth, SMTP, tests): the tools use them through this
     # one object (the tool registry's ConnectorRequests port).
@@ -131,7 +133,7 @@ async def _start_dispatcher(
 ) -> None:
     settings = rt.settings
     limits = settings.outbound_limits()
-    client = OutboundClient(outbound, limits)
+    client = OutboundClient(outbound, limits, resolver=settings.outbound_resolver())
     rt.on_close(client.aclose)
     dispatcher = WebhookDispatcher(
         webhooks,

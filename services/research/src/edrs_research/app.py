@@ -1,5 +1,6 @@
-"""Wires the research service: its stores, its gRPC servicer, its migrations, and (with Temporal)
-the worker of its research jobs."""
+"""Wires the research service: its store, the web (outbound client, fetcher, search provider),
+the knowledge sink, its gRPC servicer, its migrations, and (with Temporal) the worker of its
+research jobs."""
 
 from importlib.resources import files
 
@@ -15,21 +16,32 @@ from edrs_research.config import ResearchSettings
 from edrs_research.jobs.activities import JobActivities
 from edrs_research.jobs.store import JobStore
 from edrs_research.jobs.temporal import check_temporal, connect_temporal
+from edrs_research.jobs.web import WebResearch
 from edrs_research.jobs.workflow import ResearchJob
 from edrs_research.jobs_server import JobRuntime
+from edrs_research.knowledge_sink import KnowledgeSink
 from edrs_research.server import ResearchServicer
+from edrs_research.sources import Sources
 from edrs_research.store.postgres import PostgresResearchStore
+from edrs_research.web.fetch import Fetcher
+from edrs_research.web.search import SearchProvider
 
 
 async def build(rt: Runtime[ResearchSettings]) -> list[GrpcService]:
     settings = rt.settings
     events = await start_service_events(rt)
     store = PostgresResearchStore(rt.db, events)
+    client = settings.outbound_client(user_agent=settings.fetch_user_agent)
+    rt.on_close(client.aclose)
+    tiers = settings.domain_tiers()
+    fetcher = Fetcher(client, settings.fetch_limits(), tiers=tiers)
+    sink = KnowledgeSink(rt.peers.stub(knowledge_pb2_grpc.KnowledgeServiceStub))
+    sources = Sources(store, fetcher, sink, tiers)
     jobs: JobRuntime | None = None
     if settings.temporal_address is not None:
-        jobs = await build_jobs(rt, JobStore(rt.db, events))
-    # The source RPCs (GetSource...) are research-web's: abstract on this branch until merged.
-    servicer = ResearchServicer(store, settings.outbound_policy(), jobs)  # type: ignore[abstract]
+        search = settings.search(client) if settings.search_provider != "none" else None
+        jobs = await build_jobs(rt, JobStore(rt.db, events), sources, search)
+    servicer = ResearchServicer(sources, settings.outbound_policy(), jobs)
     return [
         GrpcService(
             research_pb2.DESCRIPTOR.services_by_name["ResearchService"].full_name,
@@ -39,7 +51,12 @@ async def build(rt: Runtime[ResearchSettings]) -> list[GrpcService]:
     ]
 
 
-async def build_jobs(rt: Runtime[ResearchSettings], store: JobStore) -> JobRuntime:
+async def build_jobs(
+    rt: Runtime[ResearchSettings],
+    store: JobStore,
+    sources: Sources,
+    search: SearchProvider | None,
+) -> JobRuntime:
     """Temporal, the worker that runs the jobs in this process, and the peers they call:
     knowledge and reasoning required, task (budgets, persona tasks) optional."""
     settings = rt.settings
@@ -47,13 +64,27 @@ async def build_jobs(rt: Runtime[ResearchSettings], store: JobStore) -> JobRunti
     rt.add_check("temporal", lambda: check_temporal(temporal))
     has_task = "task" in settings.peers
     tasks = rt.peers.stub(task_pb2_grpc.TaskServiceStub) if has_task else None
+    knowledge = rt.peers.stub(knowledge_pb2_grpc.KnowledgeServiceStub, required=True)
+    web = None
+    if search is not None:
+        web = WebResearch(
+            store,
+            sources,
+            search,
+            knowledge,
+            settings.outbound_policy(),
+            results_per_query=settings.web_results_per_query,
+            passages_per_query=settings.passages_per_query,
+        )
     activities = JobActivities(
         store,
         settings,
-        rt.peers.stub(knowledge_pb2_grpc.KnowledgeServiceStub, required=True),
+        knowledge,
         rt.peers.stub(reasoning_pb2_grpc.ReasoningServiceStub, required=True),
         rt.peers.stub(task_pb2_grpc.BudgetServiceStub) if has_task else None,
         tasks,
+        sources,
+        web,
     )
     worker = Worker(
         temporal,
@@ -64,7 +95,12 @@ async def build_jobs(rt: Runtime[ResearchSettings], store: JobStore) -> JobRunti
     )
     rt.spawn(worker.run(), "temporal-worker")
     return JobRuntime(
-        store, temporal, settings.temporal_task_queue, settings.job_heartbeat_seconds, tasks
+        store,
+        temporal,
+        settings.temporal_task_queue,
+        settings.job_heartbeat_seconds,
+        tasks,
+        web=web is not None,
     )
 
 

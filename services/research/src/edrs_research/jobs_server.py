@@ -62,6 +62,8 @@ class JobRuntime:
     heartbeat_seconds: float
     # The task service (persona jobs' tasks); None without a `task` peer.
     tasks: task_pb2_grpc.TaskServiceAsyncStub | None
+    # A web search provider is configured (EDRS_RESEARCH_SEARCH_PROVIDER).
+    web: bool = False
 
 
 def job_to_proto(job: JobRow) -> research_pb2.Job:
@@ -166,6 +168,12 @@ class JobRpcs:
         if "\x00" in question:
             raise InvalidArgument("question must not contain NUL characters", field="question")
         scope = validate_scope(request.scope)
+        if scope.web and not rt.web:
+            raise FailedPrecondition(
+                "scope.web needs a web search provider: the research service has none "
+                "(EDRS_RESEARCH_SEARCH_PROVIDER)",
+                field="scope.web",
+            )
         persona_id = ""
         if request.persona_id:
             persona_id = str(parse_id(request.persona_id, "persona_id"))

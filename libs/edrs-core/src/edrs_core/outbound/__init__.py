@@ -31,6 +31,8 @@ from edrs_core.outbound._transport import (
     HOST_RULES_EXTENSION,
     OutboundTransport,
     Resolver,
+    parse_resolve_entries,
+    static_resolver,
     system_resolver,
 )
 from edrs_core.outbound._urls import DEFAULT_PORTS, OutboundUrl, parse_url
@@ -61,6 +63,8 @@ __all__ = [
     "Refusal",
     "Resolver",
     "classify",
+    "parse_resolve_entries",
     "parse_url",
+    "static_resolver",
     "system_resolver",
 ]

@@ -13,7 +13,7 @@ import asyncio
 import ipaddress
 import socket
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import httpcore
@@ -53,6 +53,54 @@ async def system_resolver(host: str, port: int) -> list[IpAddress]:
         if ip not in addresses:
             addresses.append(ip)
     return addresses
+
+
+def parse_resolve_entries(entries: Iterable[str]) -> dict[str, tuple[IpAddress, ...]]:
+    """`host=address` entries (like curl's --resolve) as a map from the canonical host name to its
+    addresses, in the order given; a host named twice gets both addresses. ValueError names the
+    entry that is not a host name, "=", and an IP address."""
+    mapping: dict[str, list[IpAddress]] = {}
+    for entry in entries:
+        name, sep, address = entry.strip().partition("=")
+        problem = (
+            f"{entry!r} is not host=address (a host name, '=', an IP address, "
+            "e.g. news.example.test=127.0.0.1)"
+        )
+        if not sep:
+            raise ValueError(problem)
+        try:
+            host, literal = normalise_host(name.strip())
+            ip = ipaddress.ip_address(address.strip().removeprefix("[").removesuffix("]"))
+        except (OutboundError, ValueError):
+            raise ValueError(problem) from None
+        if literal is not None:
+            raise ValueError(f"{entry!r} maps an IP address; only host names are resolved")
+        known = mapping.setdefault(host, [])
+        if ip not in known:
+            known.append(ip)
+    return {host: tuple(addresses) for host, addresses in mapping.items()}
+
+
+def static_resolver(
+    mapping: Mapping[str, Sequence[IpAddress]], fallback: Resolver | None = system_resolver
+) -> Resolver:
+    """A resolver answering the mapped names from `mapping` (canonical host -> addresses) and
+    every other name with `fallback` (None: any other name has no address).
+
+    The addresses it gives are checked by the policy like any resolved address: mapping a name to
+    loopback lets nothing through unless the operator's allow rules open loopback (or the name).
+    """
+    fixed = {host: tuple(addresses) for host, addresses in mapping.items()}
+
+    async def resolve(host: str, port: int) -> Sequence[IpAddress]:
+        addresses = fixed.get(host)
+        if addresses is not None:
+            return addresses
+        if fallback is None:
+            raise OutboundConnectionError(f"host {host} could not be resolved (not mapped)")
+        return await fallback(host, port)
+
+    return resolve
 
 
 class _PinnedBackend(httpcore.AsyncNetworkBackend):

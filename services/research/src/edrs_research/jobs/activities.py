@@ -13,6 +13,7 @@ import hashlib
 import logging
 import math
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -26,6 +27,7 @@ from edrs_core import (
 )
 from edrs_core.context import request_context
 from edrs_core.model_info import ModelInfoCache
+from edrs_core.protobuf import timestamp
 from edrs_proto.knowledge.v1 import knowledge_pb2, knowledge_pb2_grpc
 from edrs_proto.reasoning.v1 import reasoning_pb2, reasoning_pb2_grpc
 from edrs_proto.research.v1 import research_pb2
@@ -39,6 +41,8 @@ from edrs_research.jobs import store as states
 from edrs_research.jobs.messages import JobEnd, JobRef
 from edrs_research.jobs.store import JobRow, JobStore
 from edrs_research.jobs.synthesis import Passage
+from edrs_research.jobs.web import WebResearch
+from edrs_research.sources import Sources
 
 log = logging.getLogger("edrs.research.jobs")
 
@@ -89,7 +93,11 @@ class JobActivities:
         reasoning: reasoning_pb2_grpc.ReasoningServiceAsyncStub,
         budgets: task_pb2_grpc.BudgetServiceAsyncStub | None,
         tasks: task_pb2_grpc.TaskServiceAsyncStub | None,
+        sources: Sources | None = None,
+        web: WebResearch | None = None,
     ) -> None:
+        self.sources = sources
+        self.web = web
         self.store = store
         self.settings = settings
         self.knowledge = knowledge
@@ -288,16 +296,17 @@ class JobActivities:
             await self._fetch(ref)
 
     async def _fetch(self, ref: JobRef) -> None:
-        """Web pages are searched, fetched and scored here when the scope asks for the web
-        (research-web's SearchProvider and Fetcher). Not built yet: a web job fails with that
-        reason rather than pretending it searched the web."""
+        """The web path (jobs/web.py): web search, fetch, dedupe, register and ingest, then the
+        job's pages' passages from the research collection."""
         job = await self._job(ref)
         if job.ended or not job.scope.get("web"):
             return
-        raise ApplicationError(
-            "web research is not available in this build (scope.web must be false)",
-            non_retryable=True,
-        )
+        if self.web is None:
+            raise ApplicationError(
+                "web research needs a search provider (EDRS_RESEARCH_SEARCH_PROVIDER)",
+                non_retryable=True,
+            )
+        await self.web.run(job, activity.heartbeat)
 
     # -- draft, verify, report --------------------------------------------------------------
 
@@ -312,29 +321,33 @@ class JobActivities:
             return
         found: dict[str, list[Passage]] = {}
         passages: dict[str, Passage] = {}
-        for key, record in (await self.store.steps(job.id, "knowledge:")).items():
-            query = key.removeprefix("knowledge:")
-            found[query] = [Passage.from_dict(p) for p in record.result]
-            for p in found[query]:
-                passages.setdefault(p.key, p)
+        for prefix in ("knowledge:", "research:"):
+            for key, record in (await self.store.steps(job.id, prefix)).items():
+                query = key.removeprefix(prefix)
+                found.setdefault(query, []).extend(Passage.from_dict(p) for p in record.result)
+                for p in found[query]:
+                    passages.setdefault(p.key, p)
+        for query in found:
+            found[query].sort(key=lambda p: -p.score)
+        await self.store.update(ref.client_id, job.id, "state", "scoring", state="scoring")
+        sections = synthesis.draft(
+            job.question, job.plan, found, claims_per_section=self.settings.claims_per_section
+        )
+        sources = await self._score(job, sections, passages)
         documents = {p.document_id for p in passages.values()}
         await self.store.update(
             ref.client_id,
             job.id,
             "scored",
             f"scored {len(documents)} sources",
-            state="scoring",
             progress={"sources_scored": len(documents)},
         )
         await self.store.update(ref.client_id, job.id, "state", "drafting", state="drafting")
-        sections = synthesis.draft(
-            job.question, job.plan, found, claims_per_section=self.settings.claims_per_section
-        )
         synthesis.weigh(sections, passages, self.settings.min_credibility)
         for claim in (c for s in sections for c in s.claims):
             if claim.supported:
                 await self._verify(job, claim, passages[claim.passage])
-        report = build_report(job, sections, passages)
+        report = build_report(job, sections, passages, sources)
         claims = [c for s in report.sections for c in s.claims]
         supported = sum(c.supported for c in claims)
         for c in claims:
@@ -356,6 +369,61 @@ class JobActivities:
         if ended is not None:
             with request_context(ref.client_id, None):
                 await self._task_status(ended, task_pb2.TASK_STATUS_SUCCEEDED, report.summary)
+
+    async def _score(
+        self, job: JobRow, sections: list[synthesis.Section], passages: dict[str, Passage]
+    ) -> dict[str, research_pb2.ReportSource]:
+        """The job's web sources scored again with what the job knows across them: agreement
+        (claims of other domains stating the same facts, or contradicting them) and cited_by (the
+        job's other pages linking to it). Their passages take the new credibility."""
+        if self.sources is None:
+            return {}
+        records = [r for r in await self.store.pages(job.id) if r.outcome == "fetched"]
+        if not records:
+            return {}
+        domains = {p.source_id: p.url.split("/")[2] for p in passages.values() if p.source_id}
+        agree, disagree = synthesis.agreement(sections, passages, domains)
+        out: dict[str, research_pb2.ReportSource] = {}
+        for record in records:
+            if record.source_id is None:
+                continue
+            source = await self.sources.store.get(job.client_id, record.source_id)
+            if source is None:
+                continue
+            sid = str(source.id)
+            cited_by = sum(1 for r in records if r.url != record.url and record.url in r.links)
+            score = self.sources.score(
+                domain=source.domain,
+                https=source.https,
+                author=source.author,
+                published=source.published_at,
+                pinned=source.pinned,
+                blocked=source.blocked,
+                agreement=len(agree.get(sid, set())),
+                disagreement=len(disagree.get(sid, set())),
+                cited_by=cited_by,
+            )
+            await self.sources.store.rescore(job.client_id, source.id, score)
+            for p in passages.values():
+                if p.source_id == sid:
+                    p.credibility = score.value
+            entry = research_pb2.ReportSource(
+                source_id=sid,
+                url=source.url,
+                title=source.title,
+                credibility=score.value,
+                reasons=[
+                    research_pb2.CredibilityReason(
+                        signal=r.signal, weight=r.weight, detail=r.detail
+                    )
+                    for r in score.reasons
+                ],
+                content_hash=source.content_hash,
+            )
+            if source.fetched_at is not None:
+                entry.fetch_time.CopyFrom(timestamp(source.fetched_at))
+            out[sid] = entry
+        return out
 
     async def _verify(self, job: JobRow, claim: synthesis.Claim, passage: Passage) -> None:
         """The claim checked against its cited passage by reasoning's verify strategy; the
@@ -448,7 +516,10 @@ def _passage(p: knowledge_pb2.Passage) -> Passage:
 
 
 def build_report(
-    job: JobRow, sections: list[synthesis.Section], passages: dict[str, Passage]
+    job: JobRow,
+    sections: list[synthesis.Section],
+    passages: dict[str, Passage],
+    web_sources: dict[str, research_pb2.ReportSource],
 ) -> research_pb2.Report:
     numbers: dict[str, int] = {}
     report = research_pb2.Report(job_id=str(job.id), question=job.question, title=job.question)
@@ -472,6 +543,10 @@ def build_report(
                         content_hash=p.content_hash,
                     )
                 )
+                if p.fetch_time:
+                    report.citations[-1].fetch_time.FromDatetime(
+                        datetime.fromisoformat(p.fetch_time)
+                    )
     summary: list[str] = []
     for section in sections:
         out = research_pb2.ReportSection(heading=section.heading)
@@ -500,12 +575,17 @@ def build_report(
             summary.append(f"{best.text} [{best.citations[0]}]")
     report.summary = " ".join(summary) or "No source found supports an answer to this question."
     cited = set(numbers)
+    cited_sources = {passages[k].source_id or passages[k].document_id for k in cited}
     by_document: dict[str, research_pb2.ReportSource] = {}
+    for sid, entry in web_sources.items():
+        entry.cited = sid in cited_sources
+        by_document[sid] = entry
     for p in passages.values():
-        entry = by_document.get(p.document_id)
-        if entry is None:
-            entry = research_pb2.ReportSource(
-                source_id=p.source_id,
+        if p.source_id:
+            continue
+        known = by_document.get(p.document_id)
+        if known is None:
+            known = research_pb2.ReportSource(
                 url=p.url,
                 title=p.title,
                 credibility=p.credibility,
@@ -515,12 +595,9 @@ def build_report(
                         weight=p.credibility,
                         detail="a document of the tenant's own knowledge collections",
                     )
-                ]
-                if not p.source_id
-                else [],
-                content_hash="",
+                ],
             )
-            by_document[p.document_id] = entry
-        entry.cited = entry.cited or p.key in cited
+            by_document[p.document_id] = known
+        known.cited = known.cited or p.key in cited
     report.sources.extend(sorted(by_document.values(), key=lambda s: (-s.credibility, s.url)))
     return report

@@ -62,6 +62,17 @@ class UpdateRow:
     created_at: datetime
 
 
+@dataclass(frozen=True, kw_only=True)
+class PageRecord:
+    url: str
+    outcome: str
+    detail: str
+    source_id: UUID | None
+    document_id: str
+    links: tuple[str, ...]
+    fetches: int
+
+
 @dataclass
 class StepRecord:
     result: Any
@@ -333,24 +344,46 @@ class JobStore:
         return {r["step_key"]: StepRecord(_json(r["result"]), r["runs"]) for r in rows}
 
     async def record_page(
-        self, job_id: UUID, url: str, outcome: str, detail: str, source_id: UUID | None
+        self,
+        job_id: UUID,
+        url: str,
+        outcome: str,
+        detail: str,
+        source_id: UUID | None,
+        document_id: str,
+        links: tuple[str, ...] = (),
     ) -> None:
+        """Record what came of a page (fetched, refused, duplicate). Recording it again (the
+        page was really fetched twice) keeps the first record and counts the fetch."""
         await self.db.execute(
-            """INSERT INTO research_job_pages (job_id, url, outcome, detail, source_id)
-               VALUES ($1, $2, $3, $4, $5)
+            """INSERT INTO research_job_pages
+                   (job_id, url, outcome, detail, source_id, document_id, links)
+               VALUES ($1, $2, $3, $4, $5, $6, $7)
                ON CONFLICT (job_id, url) DO UPDATE SET fetches = research_job_pages.fetches + 1""",
             job_id,
             url,
             outcome,
             detail,
             source_id,
+            document_id,
+            list(links),
         )
 
-    async def page(self, job_id: UUID, url: str) -> tuple[str, str, UUID | None] | None:
-        row = await self.db.fetchrow(
-            "SELECT outcome, detail, source_id FROM research_job_pages "
-            "WHERE job_id = $1 AND url = $2",
+    async def pages(self, job_id: UUID) -> list[PageRecord]:
+        rows = await self.db.fetch(
+            "SELECT url, outcome, detail, source_id, document_id, links, fetches "
+            "FROM research_job_pages WHERE job_id = $1 ORDER BY created_at, url",
             job_id,
-            url,
         )
-        return None if row is None else (row["outcome"], row["detail"], row["source_id"])
+        return [
+            PageRecord(
+                url=r["url"],
+                outcome=r["outcome"],
+                detail=r["detail"],
+                source_id=r["source_id"],
+                document_id=r["document_id"],
+                links=tuple(r["links"]),
+                fetches=r["fetches"],
+            )
+            for r in rows
+        ]

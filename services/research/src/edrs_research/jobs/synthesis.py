@@ -174,3 +174,30 @@ def _weight(p: Passage, claim: Claim, claims: list[Claim]) -> float:
         if c is not claim and facts and facts <= _facts(c.text) and c.passage != claim.passage
     }
     return p.credibility * (1 + len(agreeing))
+
+
+def agreement(
+    sections: list[Section], passages: dict[str, Passage], domains: dict[str, str]
+) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """Per source id: the other domains whose claims agree with one of its claims (the same
+    thing, no contradicting fact, all its facts stated), and those that contradict one."""
+    claims = [c for s in sections for c in s.claims]
+    agree: dict[str, set[str]] = {}
+    disagree: dict[str, set[str]] = {}
+    for a in claims:
+        sa = passages[a.passage].source_id
+        if not sa:
+            continue
+        for b in claims:
+            sb = passages[b.passage].source_id
+            other = domains.get(sb, passages[b.passage].document_id)
+            if a is b or other == domains.get(sa):
+                continue
+            wa, wb = _plain_words(a.text), _plain_words(b.text)
+            if not wa or not wb or len(wa & wb) / min(len(wa), len(wb)) < CONTRADICTION_OVERLAP:
+                continue
+            if contradict(a.text, b.text):
+                disagree.setdefault(sa, set()).add(other)
+            elif _facts(a.text) and _facts(a.text) <= _facts(b.text):
+                agree.setdefault(sa, set()).add(other)
+    return agree, disagree

@@ -50,6 +50,9 @@ CREATE TABLE research_job_pages (
     outcome text NOT NULL,
     detail text NOT NULL DEFAULT '',
     source_id uuid,
+    document_id text NOT NULL DEFAULT '',
+    -- The page's outbound links (cited_by across the job's pages).
+    links text[] NOT NULL DEFAULT '{}',
     fetches integer NOT NULL DEFAULT 1,
     created_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (job_id, url)

@@ -1,0 +1,1 @@
+"""The web side of research: search providers, the page fetcher, near-duplicate detection."""
