@@ -39,6 +39,8 @@ FACTS = {
 }
 # Contradicts SCIENCE's fact: on a low-tier domain, with no author and no date.
 RUMOUR = "The Orion probe launched in March 2029 from the Kourou spaceport."
+# The launch page (and its copy) were published long ago; the others recently.
+LAUNCH_DATE = "2026-04-02"
 # On a blocked-tier domain: never fetched.
 FARM_CLAIM = "The Orion probe launched in 1999 from a secret base."
 
@@ -71,7 +73,7 @@ async def miniweb() -> AsyncIterator[MiniWeb]:
             SCIENCE,
             pages={
                 "/orion-launch": article(
-                    "Orion launch", FACTS[SCIENCE], author="Ada Lane", date="2031-04-02"
+                    "Orion launch", FACTS[SCIENCE], author="Ada Lane", date=LAUNCH_DATE
                 )
             },
         ),
@@ -80,7 +82,7 @@ async def miniweb() -> AsyncIterator[MiniWeb]:
             AGENCY,
             pages={
                 "/orion-engine": article(
-                    "Orion engine", FACTS[AGENCY], author="Chi Okafor", date="2031-06-01"
+                    "Orion engine", FACTS[AGENCY], author="Chi Okafor", date="2026-11-25"
                 )
             },
         ),
@@ -89,7 +91,7 @@ async def miniweb() -> AsyncIterator[MiniWeb]:
             MIRROR,
             pages={
                 "/copy": article(
-                    "Orion launch", FACTS[SCIENCE], author="Ada Lane", date="2031-04-02"
+                    "Orion launch", FACTS[SCIENCE], author="Ada Lane", date=LAUNCH_DATE
                 )
             },
         ),
@@ -104,7 +106,7 @@ async def miniweb() -> AsyncIterator[MiniWeb]:
             for host, path in ((SCIENCE, "/orion-launch"), (MIRROR, "/copy"))
         )
         NEWS_PAGES["/orion-destination"] = article(
-            "Orion destination", FACTS[NEWS], author="Ben Ito", date="2031-05-10", links=links
+            "Orion destination", FACTS[NEWS], author="Ben Ito", date="2026-11-20", links=links
         )
         yield web
 
@@ -320,3 +322,34 @@ async def test_a_web_answer_spread_over_three_pages_is_cited_and_the_rumour_is_n
     assert done.progress.sources_refused == len(ssrf_keys) + 1
     assert done.progress.sources_duplicate == 1
     assert done.progress.sources_fetched >= 4
+
+
+async def test_a_recency_window_refuses_older_pages_and_keeps_undated_ones(
+    research, miniweb, postgres_engine
+) -> None:
+    stub = research_pb2_grpc.ResearchServiceStub(research.channel)
+    job = await stub.StartJob(
+        pb.StartJobRequest(
+            question=QUESTION,
+            scope=pb.ResearchScope(web=True, recency_days=60, max_sources=20),
+        ),
+        metadata=TENANT,
+    )
+    done = await ended(stub, job.id)
+    assert done.state == pb.JOB_STATE_COMPLETED, done.error
+    conn = await asyncpg.connect(postgres_engine.url(DATABASE))
+    try:
+        rows = await conn.fetch(
+            "SELECT url, outcome, detail FROM research_job_pages WHERE job_id = $1",
+            uuid.UUID(job.id),
+        )
+    finally:
+        await conn.close()
+    outcomes = {r["url"]: (r["outcome"], r["detail"]) for r in rows}
+    launch = outcomes[miniweb.url(SCIENCE, "/orion-launch")]
+    assert launch[0] == "refused" and launch[1].startswith(f"recency: published {LAUNCH_DATE}")
+    assert outcomes[miniweb.url(NEWS, "/orion-destination")][0] == "fetched"
+    # Undated: kept (its missing date counts against its credibility instead).
+    assert outcomes[miniweb.url(RUMOURS, "/orion")][0] == "fetched"
+    report = await stub.GetReport(pb.GetReportRequest(job_id=job.id), metadata=TENANT)
+    assert all(SCIENCE not in s.url for s in report.sources)

@@ -9,14 +9,16 @@ Idempotent across retries and resumes (docs/research.md, "Durability"):
     the job (`fetches` counts the times it was, for tests and operators);
   * the near-duplicate memory is rebuilt from the recorded pages' stored text on a resume.
 Refused pages (the outbound policy's SSRF rules, robots.txt, the blocked tier, the tenant's blocks,
-the job's denied domains, HTTP errors...) are recorded with their reason and skipped: the job goes
-on without them."""
+the job's denied domains, published before the scope's recency window, HTTP errors...) are
+recorded with their reason and skipped: the job goes on without them. Undated pages are kept
+(their credibility counts the missing date)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -193,6 +195,17 @@ class WebResearch:
         except FetchRefused as exc:
             await self._refused(job, url, f"{exc.kind}: {exc.reason}", counts)
             return None
+        recency = int(job.scope.get("recencyDays") or 0)
+        if recency and page.published is not None:
+            oldest = datetime.now(UTC) - timedelta(days=recency)
+            if page.published < oldest:
+                await self._refused(
+                    job,
+                    url,
+                    f"recency: published {page.published.date()}, over {recency} days ago",
+                    counts,
+                )
+                return None
         duplicate_of = deduper.seen(page.text, key=url)
         if duplicate_of is not None:
             await self.store.record_page(
