@@ -121,6 +121,42 @@ async def test_a_redirect_is_followed_and_reported(miniweb: MiniWeb, fetcher_for
     assert page.final_url == miniweb.url(NEWS, "/moon")
 
 
+async def test_every_redirect_hop_passes_robots_the_blocked_tier_and_the_hop_limit(
+    miniweb: MiniWeb, fetcher_for, tmp_path
+) -> None:
+    tiers = tmp_path / "tiers.json"
+    tiers.write_text('{"blocked": {"domains": ["spam.miniweb.test"]}}')
+    miniweb.add(
+        Site(
+            NEWS,
+            pages={
+                "/to-private": Redirect(f"http://{WIKI}:{miniweb.port}/private/page"),
+                "/to-spam": Redirect(f"http://spam.miniweb.test:{miniweb.port}/"),
+                "/loop": Redirect("/loop"),
+            },
+        )
+    )
+    miniweb.add(
+        Site(
+            WIKI,
+            pages={"/private/page": Page(ARTICLE)},
+            robots="User-agent: *\nDisallow: /private/\n",
+        )
+    )
+    miniweb.add(Site("spam.miniweb.test", pages={"/": Page(ARTICLE)}))
+    fetcher = fetcher_for(miniweb, domain_tiers_file=tiers, outbound_max_redirects=3)
+    err = await refused(fetcher.fetch(miniweb.url(NEWS, "/to-private")), "robots")
+    assert f"host {WIKI}'s robots.txt disallows /private/page" in err.reason
+    err = await refused(fetcher.fetch(miniweb.url(NEWS, "/to-spam")), "blocked")
+    assert "redirect 1 location host spam.miniweb.test" in err.reason
+    err = await refused(fetcher.fetch(miniweb.url(NEWS, "/loop")), "status")
+    assert "redirected more than 3 times" in err.reason
+    assert len(miniweb.requests_to(NEWS, "/loop")) == 4
+    # The disallowed and blocked targets were never requested.
+    assert miniweb.requests_to(WIKI, "/private/page") == []
+    assert miniweb.requests_to("spam.miniweb.test") == []
+
+
 async def test_every_refusal_kind(miniweb: MiniWeb, fetcher_for) -> None:
     miniweb.add(
         Site(
@@ -289,3 +325,54 @@ async def test_the_ssrf_table_is_refused_by_policy(
     err = await refused(fetcher_for(miniweb).fetch(url), "policy")
     assert words in err.reason
     assert miniweb.requests == []
+
+
+async def test_robots_crawl_delay_spaces_requests_beyond_the_setting(
+    miniweb: MiniWeb, fetcher_for
+) -> None:
+    miniweb.add(
+        Site(
+            WIKI,
+            pages={f"/c{i}": Page(ARTICLE) for i in range(2)},
+            robots="User-agent: *\nCrawl-delay: 2\n",
+        )
+    )
+    fetcher = fetcher_for(miniweb, fetch_host_interval_seconds=0.0)
+    await asyncio.gather(*(fetcher.fetch(miniweb.url(WIKI, f"/c{i}")) for i in range(2)))
+    pages = sorted(
+        (r.at for r in miniweb.requests_to(WIKI) if r.path != "/robots.txt"),
+    )
+    assert len(pages) == 2
+    assert pages[1] - pages[0] >= 2 * 0.75
+
+
+async def test_ssrf_urls_planted_in_search_results_are_refused_and_the_rest_is_read(
+    miniweb: MiniWeb, fetcher_for, client_for, settings_for
+) -> None:
+    from edrs_research.web.search import SearxngSearch
+
+    miniweb.add(Site(NEWS, pages={"/moon": Page(ARTICLE)}))
+    for url, _ in SSRF_URLS:
+        miniweb.plant(url, "planted", when="moon")
+    miniweb.plant(f"http://127.0.0.1:{miniweb.port}/moon", "the mini-web by address", when="moon")
+    provider = SearxngSearch(client_for(settings_for(miniweb)), miniweb.search_url)
+    hits = await provider.search("moon orbit", limit=50)
+    fetcher = fetcher_for(miniweb)
+    read, refusals = [], []
+    for hit in hits:
+        try:
+            read.append(await fetcher.fetch(hit.url))
+        except FetchRefused as exc:
+            refusals.append(exc.kind)
+    assert [p.url for p in read] == [miniweb.url(NEWS, "/moon")]
+    # The provider drops results that are not http(s) (file://, gopher://); the fetcher refuses
+    # every other planted URL.
+    web_urls = [u for u, _ in SSRF_URLS if u.startswith(("http://", "https://"))]
+    assert len(hits) == len(web_urls) + 2
+    assert refusals == ["policy"] * (len(web_urls) + 1)
+    # Nothing but the search and the real page (and its robots.txt) reached the mini-web.
+    assert {(r.host, r.path) for r in miniweb.requests} == {
+        ("search.miniweb.test", "/search"),
+        (NEWS, "/robots.txt"),
+        (NEWS, "/moon"),
+    }

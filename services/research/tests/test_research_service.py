@@ -97,9 +97,11 @@ async def research(
         postgres_engine, redis_engine, nats_engine, database="test_research", redis_db=6
     )
     # The operator's exceptions, as EDRS_RESEARCH_OUTBOUND_ALLOW would set them: one intranet
-    # network, and the mini-web's names (which EDRS_RESEARCH_OUTBOUND_RESOLVE maps to loopback).
-    settings["outbound_allow"] = ("10.20.0.0/16", "*.miniweb.test")
-    settings["outbound_resolve"] = tuple(miniweb.resolve_entries())
+    # network, and the mini-web's names (which EDRS_RESEARCH_OUTBOUND_RESOLVE maps to loopback);
+    # web search on the mini-web's SearxNG endpoint.
+    web = miniweb.research_settings()
+    settings.update(web)
+    settings["outbound_allow"] = ("10.20.0.0/16", *web["outbound_allow"])
     settings["outbound_connect_timeout_seconds"] = 2.0
     settings["fetch_host_interval_seconds"] = 0.0
     settings["peers"] = {"knowledge": knowledge.grpc_address}
@@ -542,3 +544,51 @@ async def test_the_job_path_records_a_fetched_page_once_per_url(stub, miniweb, r
     )
     assert await sources.store.domain_flags(client_id, NEWS) == (False, True)
     assert await sources.store.domain_flags("another-tenant", NEWS) == (False, False)
+
+
+async def test_a_text_too_large_for_one_message_is_streamed_to_knowledge(
+    documents, miniweb, research
+) -> None:
+    from edrs_research.knowledge_sink import KnowledgeSink
+
+    sources = research.servicer("ResearchService").sources
+    # A limit of 100 bytes sends this page the way a multi-megabyte one goes: UploadDocument.
+    sink = KnowledgeSink(sources.sink.knowledge, max_message_text=100)
+    client_id = f"tenant-{uuid.uuid4().hex}"
+    tenant = testing.tenant_metadata(client_id)
+    page = await sources.fetcher.fetch(page_url(miniweb, WIKI, article("Streamed page")))
+    assert len(page.text.encode()) > 100
+    document_id = await sink.ingest_page(page, client_id=client_id)
+    document = await documents.GetDocument(
+        knowledge_pb2.GetDocumentRequest(id=document_id), metadata=tenant
+    )
+    assert document.external_id == page.url
+    assert document.content_hash == page.content_hash  # the same UTF-8 bytes
+
+    async def indexed() -> bool:
+        got = await documents.GetDocument(
+            knowledge_pb2.GetDocumentRequest(id=document_id), metadata=tenant
+        )
+        assert got.state != knowledge_pb2.DOCUMENT_STATE_FAILED, got.failure
+        return bool(got.state == knowledge_pb2.DOCUMENT_STATE_INDEXED)
+
+    await testing.wait_until(indexed, 300, "the streamed page to be indexed")
+    stored = await documents.ReadDocumentText(
+        knowledge_pb2.ReadDocumentTextRequest(document_id=document_id), metadata=tenant
+    )
+    assert stored.text == page.text
+    # The same page through one message is the same document, unchanged.
+    assert await sources.sink.ingest_page(page, client_id=client_id) == document_id
+
+
+async def test_the_service_searches_the_miniweb_it_was_configured_with(miniweb, research) -> None:
+    servicer = research.servicer("ResearchService")
+    url = page_url(miniweb, WIKI, article("Selenography zebra"))
+    # app.py built one ResearchWeb from the settings: its search provider is the mini-web's
+    # SearxNG endpoint, and the source RPCs fetch through the same client.
+    assert servicer.web.search.name == "searxng"
+    assert servicer.sources.fetcher is servicer.web.fetcher
+    hits = await servicer.web.search.search("selenography zebra", limit=5)
+    assert hits[0].url == url
+    page = await servicer.web.fetcher.fetch(hits[0].url)
+    assert "Selenography zebra" in page.text

@@ -252,3 +252,20 @@ def test_settings_choose_the_provider_and_refuse_a_missing_setting() -> None:
         ResearchSettings(**base, search_provider="brave")
     settings = ResearchSettings(**base, search_provider="tavily", search_api_key=SECRET)
     assert SECRET not in repr(settings)
+
+
+async def test_the_research_web_kit_shares_one_client(miniweb: MiniWeb, settings_for) -> None:
+    from edrs_research.web.kit import ResearchWeb
+
+    miniweb.add(Site("news.miniweb.test", pages={"/moon": Page("<p>the moon and its orbit</p>")}))
+    web = ResearchWeb.from_settings(
+        settings_for(miniweb, search_provider="searxng", search_url=miniweb.search_url)
+    )
+    try:
+        [hit] = await web.search.search("orbit", limit=5)
+        page = await web.fetcher.fetch(hit.url)
+        assert page.text == "the moon and its orbit"
+        assert web.fetcher.client is web.client
+        assert web.tiers.tier_of("www.nasa.gov") is not None
+    finally:
+        await web.aclose()

@@ -23,7 +23,7 @@ from edrs_research.knowledge_sink import KnowledgeSink
 from edrs_research.server import ResearchServicer
 from edrs_research.sources import Sources
 from edrs_research.store.postgres import PostgresResearchStore
-from edrs_research.web.fetch import Fetcher
+from edrs_research.web.kit import ResearchWeb
 from edrs_research.web.search import SearchProvider
 
 
@@ -31,17 +31,15 @@ async def build(rt: Runtime[ResearchSettings]) -> list[GrpcService]:
     settings = rt.settings
     events = await start_service_events(rt)
     store = PostgresResearchStore(rt.db, events)
-    client = settings.outbound_client(user_agent=settings.fetch_user_agent)
-    rt.on_close(client.aclose)
-    tiers = settings.domain_tiers()
-    fetcher = Fetcher(client, settings.fetch_limits(), tiers=tiers)
+    web = ResearchWeb.from_settings(settings)
+    rt.on_close(web.aclose)
     sink = KnowledgeSink(rt.peers.stub(knowledge_pb2_grpc.KnowledgeServiceStub))
-    sources = Sources(store, fetcher, sink, tiers)
+    sources = Sources(store, web.fetcher, sink, web.tiers)
     jobs: JobRuntime | None = None
     if settings.temporal_address is not None:
-        search = settings.search(client) if settings.search_provider != "none" else None
+        search = web.search if settings.search_provider != "none" else None
         jobs = await build_jobs(rt, JobStore(rt.db, events), sources, search)
-    servicer = ResearchServicer(sources, settings.outbound_policy(), jobs)
+    servicer = ResearchServicer(sources, settings.outbound_policy(), web, jobs)
     return [
         GrpcService(
             research_pb2.DESCRIPTOR.services_by_name["ResearchService"].full_name,

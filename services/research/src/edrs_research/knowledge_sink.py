@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 from edrs_core import AlreadyExists, NotFound
 from edrs_core.context import request_context
@@ -30,6 +30,9 @@ COLLECTION = "research"
 COLLECTION_DESCRIPTION = "Web pages read by research (one document per URL)"
 MAX_EXTERNAL_ID = 500
 MAX_SOURCE = 2_000
+MAX_MESSAGE_TEXT = 3 * 1024 * 1024
+"""Larger texts (UTF-8 bytes) are streamed with UploadDocument: a gRPC message holds 4 MiB."""
+UPLOAD_PIECE = 1024 * 1024
 
 
 def external_id(url: str) -> str:
@@ -70,8 +73,14 @@ def _tenant(client_id: str | None) -> Iterator[None]:
 class KnowledgeSink:
     """Ingests pages into a tenant's research collection (created on first use)."""
 
-    def __init__(self, knowledge: knowledge_pb2_grpc.KnowledgeServiceAsyncStub) -> None:
+    def __init__(
+        self,
+        knowledge: knowledge_pb2_grpc.KnowledgeServiceAsyncStub,
+        *,
+        max_message_text: int = MAX_MESSAGE_TEXT,
+    ) -> None:
         self.knowledge = knowledge
+        self.max_message_text = max_message_text
 
     async def ensure_collection(self, *, client_id: str | None = None) -> None:
         with _tenant(client_id), contextlib.suppress(AlreadyExists):
@@ -87,19 +96,38 @@ class KnowledgeSink:
             collection=COLLECTION,
             external_id=external_id(page.url),
             title=page.title[:500],
-            text=page.text,
             content_type="text/plain",
             source=page.final_url[:MAX_SOURCE],
             metadata=page_metadata(page),
         )
+        data = page.text.encode("utf-8")
         with _tenant(client_id):
             try:
-                response = await self.knowledge.IngestDocument(request)
+                response = await self._send(request, page.text, data)
             except NotFound:
                 # The tenant has no research collection yet (or it was deleted): make it.
                 await self.ensure_collection()
-                response = await self.knowledge.IngestDocument(request)
+                response = await self._send(request, page.text, data)
         return str(response.document.id)
+
+    async def _send(
+        self, request: knowledge_pb2.IngestDocumentRequest, text: str, data: bytes
+    ) -> knowledge_pb2.IngestDocumentResponse:
+        if len(data) <= self.max_message_text:
+            whole = knowledge_pb2.IngestDocumentRequest()
+            whole.CopyFrom(request)
+            whole.text = text
+            return await self.knowledge.IngestDocument(whole)
+        header = knowledge_pb2.IngestDocumentRequest()
+        header.CopyFrom(request)
+        header.filename = "page.txt"
+
+        async def pieces() -> AsyncIterator[knowledge_pb2.UploadDocumentRequest]:
+            yield knowledge_pb2.UploadDocumentRequest(document=header)
+            for start in range(0, len(data), UPLOAD_PIECE):
+                yield knowledge_pb2.UploadDocumentRequest(data=data[start : start + UPLOAD_PIECE])
+
+        return await self.knowledge.UploadDocument(pieces())
 
     async def delete_document(self, document_id: str, *, client_id: str | None = None) -> None:
         """Deletes a page's document; one already gone is fine."""

@@ -206,6 +206,19 @@ class MiniWeb:
         """`host=address` for every host it serves (the outbound resolve setting's entries)."""
         return [f"{host}={self.address}" for host in self.hosts]
 
+    def research_settings(self, *, search: bool = True) -> dict[str, Any]:
+        """The research service settings that reach this mini-web, as a deployment would: the
+        resolve setting maps its host names to loopback, the operator's allow rule opens those
+        names (not loopback itself), and the search provider is its SearxNG endpoint. Sites added
+        later are not in them."""
+        values: dict[str, Any] = {
+            "outbound_allow": tuple(self.hosts),
+            "outbound_resolve": tuple(self.resolve_entries()),
+        }
+        if search:
+            values.update(search_provider="searxng", search_url=self.search_url)
+        return values
+
     def requests_to(self, host: str, path: str | None = None) -> list[SeenRequest]:
         return [r for r in self.requests if r.host == host and (path is None or r.path == path)]
 

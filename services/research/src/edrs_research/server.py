@@ -22,6 +22,7 @@ from edrs_research import urls
 from edrs_research.jobs_server import JobRpcs, JobRuntime
 from edrs_research.sources import Sources
 from edrs_research.store import Source, SourceFilter
+from edrs_research.web.kit import ResearchWeb
 
 MAX_TITLE = 500
 MAX_DOMAIN = 253
@@ -68,8 +69,9 @@ def _both(pinned: bool, blocked: bool, field: str) -> None:
         raise InvalidArgument(f"{field} cannot be both pinned and blocked; choose one", field=field)
 
 
-class SourceRpcs(research_pb2_grpc.ResearchServiceServicer):
-    """RegisterSource, GetSource, ListSources, RefetchSource, UpdateSource, DeleteSource."""
+class SourceRpcs:
+    """RegisterSource, GetSource, ListSources, RefetchSource, UpdateSource, DeleteSource: a mixin
+    of the research servicer (not a servicer itself: edrs_research.server defines one)."""
 
     def __init__(self, sources: Sources, outbound: OutboundPolicy) -> None:
         self.sources = sources
@@ -197,11 +199,17 @@ class SourceRpcs(research_pb2_grpc.ResearchServiceServicer):
         return research_pb2.DeleteSourceResponse()
 
 
-class ResearchServicer(JobRpcs, SourceRpcs):
-    """The research servicer: the source RPCs and (with Temporal) the job RPCs."""
+class ResearchServicer(SourceRpcs, JobRpcs, research_pb2_grpc.ResearchServiceServicer):
+    """The research servicer: the source RPCs and (with Temporal) the job RPCs. `web` is the
+    service's one ResearchWeb (outbound client, fetcher, search provider, domain tiers)."""
 
     def __init__(
-        self, sources: Sources, outbound: OutboundPolicy, jobs: JobRuntime | None = None
+        self,
+        sources: Sources,
+        outbound: OutboundPolicy,
+        web: ResearchWeb,
+        jobs: JobRuntime | None = None,
     ) -> None:
         super().__init__(sources, outbound)
+        self.web = web
         self.jobs = jobs

@@ -56,6 +56,9 @@ class Deduper:
         mine = shingles(text)
         best: tuple[str, float] | None = None
         for key, theirs in self._seen:
+            small, large = sorted((len(mine), len(theirs)))
+            if large and small < self.threshold * large:
+                continue  # Jaccard is at most small/large: it cannot reach the threshold
             score = jaccard(mine, theirs)
             if score >= self.threshold and (best is None or score > best[1]):
                 best = (key, score)

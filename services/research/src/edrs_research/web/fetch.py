@@ -26,6 +26,7 @@ import dataclasses
 import hashlib
 import logging
 import re
+import threading
 import time
 import unicodedata
 from collections import OrderedDict
@@ -45,6 +46,7 @@ from edrs_core.outbound import (
     OutboundResponse,
     OutboundTimeout,
     OutboundTooManyRedirects,
+    OutboundUrl,
 )
 
 from edrs_research.credibility import DomainTiers
@@ -66,6 +68,7 @@ ROBOTS_AGENT = "EDRS-Research"
 """The product token robots.txt groups are matched against."""
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 TEXT_TYPES = ("text/plain", "text/markdown")
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 MAX_LINKS = 500
 MAX_TITLE = 500
 _ROBOTS_MAX_BYTES = 512 * 1024
@@ -173,21 +176,15 @@ class Fetcher:
             target = self.client.policy.check_url(url, host_rules)
         except OutboundError as exc:
             raise _refusal(exc) from None
-        if self.tiers is not None and self.tiers.is_blocked(target.host):
-            raise FetchRefused("blocked", f"host {target.host} is in the blocked domain tier")
-        await self._check_robots(target.url, host_rules)
-        response = await self._get(target.url, host_rules, self._page_limits, truncate=True)
+        response = await self._follow(target, host_rules)
         if not 200 <= response.status < 300:
             raise FetchRefused(
-                "status", f"host {target.host} answered with HTTP status {response.status}"
+                "status",
+                f"host {urlsplit(response.url).hostname} answered with HTTP status "
+                f"{response.status}",
             )
         final = urlsplit(response.url)
         final_host = final.hostname or target.host
-        if response.redirects and final.geturl() != target.url:
-            # A redirect to another page: its robots.txt and blocked tier count too.
-            if self.tiers is not None and self.tiers.is_blocked(final_host):
-                raise FetchRefused("blocked", f"host {final_host} is in the blocked domain tier")
-            await self._check_robots(response.url, host_rules)
         content_type = str(response.headers.get("content-type", "")).split(";")[0].strip().lower()
         if content_type in HTML_TYPES or (not content_type and _looks_like_html(response.body)):
             read = await asyncio.to_thread(_read_html, response.text(), response.url)
@@ -220,6 +217,37 @@ class Fetcher:
             status=response.status,
         )
 
+    async def _follow(self, target: OutboundUrl, host_rules: HostRules | None) -> OutboundResponse:
+        """The answer of `target`, following redirects here (not in the client) so that every
+        hop passes the blocked tier, its host's robots.txt and its host's rate limit."""
+        current = target
+        limit = self.client.limits.max_redirects
+        for hop in range(limit + 1):
+            if self.tiers is not None and self.tiers.is_blocked(current.host):
+                where = f"redirect {hop} location host" if hop else "host"
+                raise FetchRefused(
+                    "blocked", f"{where} {current.host} is in the blocked domain tier"
+                )
+            await self._check_robots(current.url, host_rules)
+            response = await self._get(
+                current.url, host_rules, self._page_limits, truncate=True, follow=False
+            )
+            location = response.headers.get("location")
+            if response.status not in REDIRECT_STATUSES or not location:
+                return response
+            try:
+                following = self.client.policy.check_url(urljoin(current.url, location), host_rules)
+            except OutboundError as exc:
+                raise _refusal(exc.at_redirect(hop + 1)) from None
+            if current.scheme == "https" and following.scheme == "http":
+                raise FetchRefused(
+                    "policy", f"redirect {hop + 1} location downgrades https to http"
+                )
+            current = following
+        raise FetchRefused(
+            "status", f"host {target.host} redirected more than {limit} times, the limit"
+        )
+
     # --- the host's rate limit -----------------------------------------------------------
 
     async def _wait_turn(self, host: str) -> None:
@@ -234,7 +262,13 @@ class Fetcher:
             await asyncio.sleep(delay)
 
     async def _get(
-        self, url: str, host_rules: HostRules | None, limits: OutboundLimits, *, truncate: bool
+        self,
+        url: str,
+        host_rules: HostRules | None,
+        limits: OutboundLimits,
+        *,
+        truncate: bool,
+        follow: bool = True,
     ) -> OutboundResponse:
         host = urlsplit(url).hostname or ""
         await self._wait_turn(host)
@@ -244,6 +278,7 @@ class Fetcher:
                 host_rules=host_rules,
                 truncate=truncate,
                 limits=limits,
+                follow_redirects=follow,
                 headers={
                     "User-Agent": self.limits.user_agent,
                     "Accept": "text/html,application/xhtml+xml,text/plain;q=0.9,*/*;q=0.1",
@@ -423,6 +458,10 @@ def _links(tree: Any, base: str) -> tuple[str, ...]:
     return tuple(found)
 
 
+_LANGID_LOADED = threading.Event()
+_LANGID_LOCK = threading.Lock()
+
+
 def detect_language(text: str) -> str:
     """ISO 639-1 code of `text`'s language, or "" when there are too few letters to tell."""
     sample = text[:5000]
@@ -430,6 +469,12 @@ def detect_language(text: str) -> str:
         return ""
     import py3langid
 
+    if not _LANGID_LOADED.is_set():
+        # The first call loads the model; concurrent first calls would each load it.
+        with _LANGID_LOCK:
+            lang, _score = py3langid.classify(sample)
+            _LANGID_LOADED.set()
+            return str(lang)
     lang, _score = py3langid.classify(sample)
     return str(lang)
 
