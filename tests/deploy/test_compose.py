@@ -148,6 +148,9 @@ CALLS_NOT_WAITED_FOR = {
     # The task service waits for persona (it assigns work to personas); a persona's turns are
     # refused UNAVAILABLE by their budget check until task is up.
     ("persona", "task"),
+    # Research jobs assign tasks to personas (research -> task -> persona); a persona's research
+    # request is answered UNAVAILABLE, in the reply, while research is down.
+    ("persona", "research"),
     # Integration's create_task tool calls task only when a call runs, and task's workflow steps
     # call integration's tools: task waits for integration, not the other way round.
     ("integration", "task"),

@@ -11,6 +11,7 @@ from edrs_proto.knowledge.v1 import knowledge_pb2_grpc
 from edrs_proto.memory.v1 import memory_pb2_grpc
 from edrs_proto.persona.v1 import persona_pb2, persona_pb2_grpc
 from edrs_proto.reasoning.v1 import reasoning_pb2_grpc
+from edrs_proto.research.v1 import research_pb2_grpc
 from edrs_proto.task.v1 import task_pb2_grpc, workflow_pb2_grpc
 
 from edrs_persona import approved_calls, erasure, task_notices
@@ -18,6 +19,7 @@ from edrs_persona.budgets import TurnBudgets
 from edrs_persona.config import PersonaSettings
 from edrs_persona.conversation import Conversations
 from edrs_persona.knowledge import KnowledgeSources
+from edrs_persona.research import ResearchRequests
 from edrs_persona.server import PersonaServicer, Voices
 from edrs_persona.store.postgres import PostgresPersonaStore
 from edrs_persona.tool_use import NoApprovalService, TaskApprovals, ToolUse
@@ -53,8 +55,14 @@ async def build(rt: Runtime[PersonaSettings]) -> list[GrpcService]:
         call_timeout=settings.tool_call_timeout_seconds,
         result_chars=settings.tool_result_prompt_chars,
     )
+    # "Research: ..." starts a research job when the fleet has a research service.
+    research = ResearchRequests(
+        rt.peers.stub(research_pb2_grpc.ResearchServiceStub)
+        if "research" in settings.peers
+        else None
+    )
     conversations = Conversations(
-        store, memory, reasoning, knowledge, gate, settings, budgets, tool_use
+        store, memory, reasoning, knowledge, gate, settings, budgets, tool_use, research
     )
 
     async def drain_turns() -> None:

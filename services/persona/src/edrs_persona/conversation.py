@@ -37,6 +37,7 @@ from edrs_persona.budgets import Spent, TurnBudgets
 from edrs_persona.citations import citations
 from edrs_persona.config import PersonaSettings
 from edrs_persona.knowledge import KnowledgeSources
+from edrs_persona.research import ResearchRequests
 from edrs_persona.store import ConversationKey, Persona, PersonaStore
 from edrs_persona.tool_use import ApprovalRequest, Tool, ToolRounds, ToolUse
 from edrs_persona.turns import Turn, TurnGate, conversation_key
@@ -129,7 +130,9 @@ class Conversations:
         settings: PersonaSettings,
         budgets: TurnBudgets | None = None,
         tool_use: ToolUse | None = None,
+        research: ResearchRequests | None = None,
     ) -> None:
+        self.research = research or ResearchRequests(None)
         self.store = store
         self.budgets = budgets or TurnBudgets(None)
         self.memory = memory
@@ -232,6 +235,8 @@ class Conversations:
         await turn.wait()
         queue_ms = _ms(queued_at)
         emit(persona_pb2.ConverseEvent(started=persona_pb2.TurnStarted()))
+        # An explicit "research: ..." starts a research job; the reply ends saying so.
+        research_note = await self.research.start(persona, req.text)
 
         t = time.perf_counter()
         # Two groups, because asyncio.gather is typed for at most six awaitables.
@@ -293,6 +298,11 @@ class Conversations:
             await asyncio.shield(self._record_failed_turn(key, req.text))
             raise
 
+        answer = result.answer
+        if research_note:
+            addition = ("\n\n" if answer else "") + research_note
+            emit(persona_pb2.ConverseEvent(delta=persona_pb2.ReplyDelta(text=addition)))
+            answer += addition
         t = time.perf_counter()
         recorded = await self.memory.RecordTurn(
             memory_pb2.RecordTurnRequest(
@@ -300,12 +310,12 @@ class Conversations:
                 user_id=key.user_id,
                 conversation_id=key.conversation_id,
                 user_text=req.text,
-                reply_text=result.answer,
+                reply_text=answer,
                 trace_id=result.trace_id,
             ),
             timeout=self.settings.memory_timeout_seconds,
         )
-        reply = await self.store.add_reply(key, result.answer, result.trace_id, _ms(started))
+        reply = await self.store.add_reply(key, answer, result.trace_id, _ms(started))
         if assembled.tasks:
             await self.store.mark_task_notices_told(
                 key.client_id, [notices[i].task_id for i in assembled.tasks]
@@ -322,7 +332,7 @@ class Conversations:
             persona_pb2.ConverseEvent(
                 completed=persona_pb2.TurnCompleted(
                     message_id=str(reply.id),
-                    reply=result.answer,
+                    reply=answer,
                     trace_id=result.trace_id,
                     recalled=assembled.memories,
                     facts=assembled.facts,

@@ -19,6 +19,7 @@ from edrs_proto.common.v1 import common_pb2
 from edrs_proto.research.v1 import research_pb2, research_pb2_grpc
 
 from edrs_research import urls
+from edrs_research.jobs_server import JobRpcs, JobRuntime
 from edrs_research.sources import Sources
 from edrs_research.store import Source, SourceFilter
 from edrs_research.web.kit import ResearchWeb
@@ -198,10 +199,17 @@ class SourceRpcs:
         return research_pb2.DeleteSourceResponse()
 
 
-class ResearchServicer(SourceRpcs, research_pb2_grpc.ResearchServiceServicer):
-    """The research servicer (the lead composes it with the job RPCs). `web` is the service's
-    one ResearchWeb (outbound client, fetcher, search provider, domain tiers)."""
+class ResearchServicer(SourceRpcs, JobRpcs, research_pb2_grpc.ResearchServiceServicer):
+    """The research servicer: the source RPCs and (with Temporal) the job RPCs. `web` is the
+    service's one ResearchWeb (outbound client, fetcher, search provider, domain tiers)."""
 
-    def __init__(self, sources: Sources, outbound: OutboundPolicy, web: ResearchWeb) -> None:
+    def __init__(
+        self,
+        sources: Sources,
+        outbound: OutboundPolicy,
+        web: ResearchWeb,
+        jobs: JobRuntime | None = None,
+    ) -> None:
         super().__init__(sources, outbound)
         self.web = web
+        self.jobs = jobs
