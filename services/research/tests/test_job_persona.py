@@ -95,7 +95,9 @@ async def fleet(
                 grpc_port=research_port,
                 temporal_address=temporal_engine.url(),
                 temporal_task_queue=f"test-research-persona-{RUN}",
-                planner="fallback",
+                # The plan is the model's: its tokens are reserved and settled with the task
+                # service's budgets.
+                planner="model",
                 rpc_timeout_seconds=300.0,
                 peers={
                     "knowledge": knowledge.grpc_address,
@@ -193,6 +195,15 @@ async def test_a_persona_job_is_a_task_of_the_persona_completed_with_the_summary
 
     # The persona service keeps the completion for the user's next turn with Ada.
     await _noticed(fleet, tenant, job.task_id, ada.id)
+    # The plan's model call was charged to Ada's usage, once, with its real token counts.
+    done = await research.GetJob(pb.GetJobRequest(id=job.id), metadata=md)
+    budgets = task_pb2_grpc.BudgetServiceStub(fleet["task"].channel)
+    usage = await budgets.QueryUsage(task_pb2.QueryUsageRequest(persona_id=ada.id), metadata=md)
+    assert done.progress.tokens_used > 0
+    assert sum(r.calls for r in usage.rows) == 1
+    assert (
+        sum(r.prompt_tokens + r.completion_tokens for r in usage.rows) == done.progress.tokens_used
+    )
 
     [completed] = await testing.published_events(
         fleet["research"], "research.report_completed", job.id
