@@ -277,7 +277,7 @@ async def test_watch_streams_the_stages_then_the_ended_job(stub, collection) -> 
         assert kind in kinds, kinds
     # In the order they happened.
     assert kinds.index("plan") < kinds.index("query") < kinds.index("scored") < kinds.index("claim")
-    assert all(u.time.seconds > 0 for u in updates)
+    assert all(u.event_time.seconds > 0 for u in updates)
 
 
 async def test_an_unsupported_job_report_flags_what_no_passage_supports(stub, kstub) -> None:

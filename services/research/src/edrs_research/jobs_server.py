@@ -267,7 +267,10 @@ class JobRpcs:
         rt = self._runtime()
         job = await self._get_job(rt, client_id, request.id, "id")
         yield research_pb2.JobUpdate(
-            job=job_to_proto(job), kind="state", detail=job.state, time=timestamp(job.updated_at)
+            job=job_to_proto(job),
+            kind="state",
+            detail=job.state,
+            event_time=timestamp(job.updated_at),
         )
         seq = 0
         while True:
@@ -282,7 +285,7 @@ class JobRpcs:
                         kind=u.kind,
                         detail=u.detail,
                         url=u.url,
-                        time=timestamp(u.created_at),
+                        event_time=timestamp(u.created_at),
                     )
                     if u.kind == "ended":
                         return
