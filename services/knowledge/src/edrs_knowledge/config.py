@@ -71,6 +71,25 @@ class KnowledgeSettings(ServiceSettings):
         description="Passages each ranking (vector, keyword) contributes to hybrid fusion",
     )
 
+    search_log_retention_days: int = Field(
+        default=90,
+        ge=0,
+        le=3_650,
+        description=(
+            "Days a recorded search (its query, collections, best scores, origin) is kept for "
+            "learning gaps; 0 records nothing"
+        ),
+    )
+    gap_similarity: float = Field(
+        default=0.5,
+        ge=-1.0,
+        le=1.0,
+        description=(
+            "Learning gaps' default threshold: a search whose best vector similarity is below it "
+            "(or that found nothing) answered poorly"
+        ),
+    )
+
     graph_extraction: bool = Field(
         default=True,
         description="Extract entities and relations from passages at ingestion",

@@ -45,6 +45,15 @@ class Result:
     parts: Parts = field(default_factory=Parts)
 
 
+@dataclass(frozen=True)
+class Found:
+    """A search's passages, and the best cosine similarity of its vector ranking (None when the
+    vector ranking did not run or found nothing): what learning gaps judge a search by."""
+
+    results: list[Result]
+    best_similarity: float | None
+
+
 def reciprocal_rank_fusion(rankings: Sequence[Sequence[UUID]], k: int) -> list[tuple[UUID, float]]:
     """score(p) = Σ over the rankings holding p of 1 / (k + rank of p), ranks from 1; best first,
     equal scores by id. `k` damps the weight of the top ranks (60 in Cormack et al., 2009)."""
@@ -124,13 +133,25 @@ class Searcher:
         filters: Mapping[str, Sequence[str]],
     ) -> list[Result]:
         """The `k` best passages of `tenant` in `collections` whose documents pass `filters`."""
+        return (await self.find(tenant, collections, query, k, mode, filters)).results
+
+    async def find(
+        self,
+        tenant: str,
+        collections: Sequence[UUID],
+        query: str,
+        k: int,
+        mode: Mode,
+        filters: Mapping[str, Sequence[str]],
+    ) -> Found:
+        """`search`, with the best similarity of the vector ranking."""
         if not collections:
-            return []
+            return Found([], None)
         documents: list[UUID] | None = None
         if filters:
             documents = await self.store.documents_matching(tenant, collections, filters)
             if not documents:
-                return []
+                return Found([], None)
         depth = max(k, self.candidates) if mode is Mode.HYBRID else k
         vector_hits: list[tuple[UUID, float]] = []
         keyword_hits: list[tuple[UUID, float]] = []
@@ -172,11 +193,15 @@ class Searcher:
             )
         else:
             ranked = vector_hits or keyword_hits
-        # Passages deleted since the index answered are skipped: the database is the truth.
-        rows = await self.store.passages(tenant, [c for c, _ in ranked[: k * 2]])
+        # Passages deleted since the index answered (or not yet written by an ingestion that has
+        # upserted their vectors) are skipped: the database is the truth. The vector ranking's
+        # first few are read too, for the best similarity of a passage that exists.
+        wanted = [c for c, _ in ranked[: k * 2]] + [c for c, _ in vector_hits[:5]]
+        rows = await self.store.passages(tenant, list(dict.fromkeys(wanted)))
         results = [
             Result(rows[chunk_id], score, parts[chunk_id])
             for chunk_id, score in ranked
             if chunk_id in rows
         ]
-        return results[:k]
+        best = next((score for chunk_id, score in vector_hits if chunk_id in rows), None)
+        return Found(results[:k], best)

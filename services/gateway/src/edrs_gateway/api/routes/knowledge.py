@@ -782,7 +782,11 @@ async def search(
     caller: Annotated[Principal, Depends(read_knowledge)],
 ) -> SearchOut:
     request = knowledge_pb2.SearchRequest(
-        query=body.query, collections=body.collections, k=body.k, mode=MODES[body.mode]
+        query=body.query,
+        collections=body.collections,
+        k=body.k,
+        mode=MODES[body.mode],
+        origin=knowledge_pb2.SEARCH_ORIGIN_API,
     )
     for key, values in body.filters.items():
         request.filters.add(key=key, values=[values] if isinstance(values, str) else values)
