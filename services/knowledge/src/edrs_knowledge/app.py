@@ -16,7 +16,7 @@ from edrs_knowledge.gaps import SearchLog
 from edrs_knowledge.graph_model import ModelExtractor
 from edrs_knowledge.ingestion import Ingestion
 from edrs_knowledge.keyword import KeywordIndex
-from edrs_knowledge.search import Searcher
+from edrs_knowledge.search import Fusion, Searcher
 from edrs_knowledge.server import KnowledgeServicer
 from edrs_knowledge.store.postgres import PostgresKnowledgeStore
 
@@ -69,6 +69,10 @@ async def build(rt: Runtime[KnowledgeSettings]) -> list[GrpcService]:
         rrf_k=settings.rrf_k,
         candidates=settings.search_candidates,
         graph=settings.graph_expansion,
+        fusion=Fusion(settings.fusion),
+        keyword_weight_matched=settings.keyword_weight_matched,
+        keyword_weight_unmatched=settings.keyword_weight_unmatched,
+        graph_weight=settings.graph_weight,
     )
     search_log = SearchLog(rt.db, retention_days=settings.search_log_retention_days)
     rt.on_close(search_log.flush)

@@ -71,6 +71,32 @@ class KnowledgeSettings(ServiceSettings):
         description="Passages each ranking (vector, keyword) contributes to hybrid fusion",
     )
 
+    fusion: Literal["adaptive", "rrf"] = Field(
+        default="adaptive",
+        description=(
+            "How hybrid search fuses its rankings: adaptive (a convex combination of normalised "
+            "scores whose keyword weight follows how much of the query the best keyword "
+            "passages hold) or rrf (reciprocal rank fusion); docs/knowledge.md, Ranking"
+        ),
+    )
+    keyword_weight_matched: float = Field(
+        default=0.9,
+        ge=0.0,
+        le=1.0,
+        description="Adaptive fusion: keyword's weight when a passage holds every query term",
+    )
+    keyword_weight_unmatched: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="Adaptive fusion: keyword's weight when no passage holds a query term",
+    )
+    graph_weight: float = Field(
+        default=0.25,
+        ge=0.0,
+        le=1.0,
+        description="Adaptive fusion: the weight of graph expansion's normalised score",
+    )
     search_log_retention_days: int = Field(
         default=90,
         ge=0,

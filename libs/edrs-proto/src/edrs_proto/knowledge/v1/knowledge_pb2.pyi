@@ -1377,9 +1377,11 @@ class ScoreParts(_message.Message):
     keyword: _builtins.float
     """BM25 score of the passage for the query (unbounded, >= 0)."""
     graph: _builtins.float
-    """Graph expansion's contribution (hybrid only): 1 / (K + graph_rank), the graph ranking's term
-    of the fused score. The graph ranking holds the passages that state relations of the
-    entities the query names, or mention the entities at their other ends (docs/knowledge.md).
+    """Graph expansion's contribution (hybrid only): the graph ranking's term of the fused score,
+    the graph weight (0.25) times the passage's graph score over the best graph score (with
+    EDRS_KNOWLEDGE_FUSION=rrf: 1 / (K + graph_rank)). The graph ranking holds the passages that
+    state relations of the entities the query names, or mention the entities at their other
+    ends (docs/knowledge.md, "Ranking").
     """
     vector_rank: _builtins.int
     """1-based rank in the vector, keyword and graph lists."""
@@ -1499,8 +1501,9 @@ class Passage(_message.Message):
     text: _builtins.str
     """The passage's text."""
     score: _builtins.float
-    """The ranking score, higher is better: in HYBRID the fused score (docs/knowledge.md), in VECTOR
-    parts.vector, in KEYWORD parts.keyword.
+    """The ranking score, higher is better: in HYBRID the fused score (docs/knowledge.md,
+    "Ranking": 0..1.25 with the default adaptive fusion, 1 for a passage first by keyword and by
+    vector), in VECTOR parts.vector, in KEYWORD parts.keyword.
     """
     @_builtins.property
     def parts(self) -> Global___ScoreParts: ...

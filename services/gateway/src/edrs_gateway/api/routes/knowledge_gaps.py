@@ -88,7 +88,7 @@ class GapPage(PageOf):
                             "firstAskedAt": "2025-01-02T09:30:00Z",
                             "lastAskedAt": "2025-01-09T16:05:00Z",
                             "bestSimilarity": 0.31,
-                            "bestScore": 0.0161,
+                            "bestScore": 0.412,
                             "askedFrom": ["api", "turn"],
                         }
                     ],
