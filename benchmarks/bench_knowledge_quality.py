@@ -16,6 +16,15 @@ passage counts for its document's section; nDCG@10 and recall@100 are in `retrie
 The queries and their relevant sections are written to `benchmarks/data/pydoc_eval.json` by
 `--write-set`; a run compares the set it builds with that file and says whether they agree.
 
+The queries are split in a tuning half and a test half (SPLIT_SEED, per kind). A second set,
+`benchmarks/data/pydoc_paraphrase.json`, holds hand-written questions on the same sections in
+other words than theirs (a set where vectors beat keywords). Every mode is reported on the test
+half, the tuning half and the paraphrase set; then fusions of the keyword and vector rankings
+(FUSION_GRID, computed here with the service's own fusion functions) are scored on the tuning
+half, and the best one that keeps the paraphrase set at least where reciprocal rank fusion has
+it is named and reported on the test half and the paraphrase set. `--save-rankings` and
+`--load-rankings` keep the services' rankings, to report again without searching.
+
 It prints figures and asserts nothing.
 """
 
@@ -25,6 +34,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import statistics
 import tempfile
 import time
@@ -39,6 +49,8 @@ from _harness import POSTGRES_SETTINGS, Service, service
 from edrs_core.engines.nats import EmbeddedNats
 from edrs_core.engines.postgres import EmbeddedPostgres
 from edrs_core.testing import tenant_metadata
+from edrs_knowledge.keyword import terms
+from edrs_knowledge.search import COVERAGE_PASSAGES, convex_fusion, keyword_weight, query_coverage
 from edrs_proto.knowledge.v1 import knowledge_pb2 as pb
 from edrs_proto.knowledge.v1 import knowledge_pb2_grpc
 from retrieval_metrics import ndcg_at, recall_at
@@ -47,6 +59,11 @@ T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / ".edrs" / "bench-cache"
 SET_FILE = REPO / "benchmarks" / "data" / "pydoc_eval.json"
+PARAPHRASE_FILE = REPO / "benchmarks" / "data" / "pydoc_paraphrase.json"
+# The evaluation set's queries are split in two halves with this seed (per kind: each kind's
+# queries shuffled, the first half of them tuning, the rest test). Fusion parameters are chosen
+# on the tuning half only; the test half and the paraphrase set are reported, never tuned on.
+SPLIT_SEED = 2026
 TENANT = tenant_metadata("bench-quality")
 COLLECTION = "pydoc"
 MODES = {
@@ -151,34 +168,114 @@ async def search_all(
                 rankings[mode].append(
                     [(p.chunk_id, p.external_id, p.score) for p in reply.passages]
                 )
+                for p in reply.passages[:20]:
+                    # What the keyword index holds of a passage: title, headings, text.
+                    TEXTS[p.chunk_id] = "\n".join([p.title, *p.citation.heading_path, p.text])
     return rankings
 
 
-def offline_fusions(rankings: Rankings) -> Rankings:
-    """Fusions of the keyword and vector rankings the service returned, computed here and not
-    by the service: what another fusion function would give on the same candidates (100 each).
+# Passage id → its title, headings and text, for the passages searches returned near the top.
+TEXTS: dict[str, str] = {}
 
-    - `rrf`: reciprocal rank fusion, K = 60, as the service fuses (a check: it should match the
-      hybrid run without graph expansion);
-    - `convex`: 0.5 * the min-max-normalised BM25 score + 0.5 * the min-max-normalised cosine
-      similarity, each over its own 100 candidates, 0 where a ranking lacks the passage (the
-      convex combination of Bruch, Gai and Ingber, 2023, untuned: equal weights)."""
-    fused: Rankings = {"rrf": [], "convex": []}
-    for keyword, vector in zip(rankings["keyword"], rankings["vector"], strict=True):
-        section = {c: e for c, e, _ in keyword + vector}
-        rrf: dict[str, float] = {}
-        convex: dict[str, float] = {}
-        for hits in (keyword, vector):
+
+def split(queries: list[pydoc_eval.Query]) -> tuple[list[int], list[int]]:
+    """Indices of the tuning half and of the test half: each kind's queries shuffled with
+    SPLIT_SEED, the first ceil(n/2) of each kind to tuning."""
+    tune: list[int] = []
+    rng = random.Random(SPLIT_SEED)
+    for kind in sorted({q.kind for q in queries}):
+        members = [i for i, q in enumerate(queries) if q.kind == kind]
+        rng.shuffle(members)
+        tune += members[: (len(members) + 1) // 2]
+    chosen = set(tune)
+    return sorted(tune), [i for i in range(len(queries)) if i not in chosen]
+
+
+def coverages(queries: list[pydoc_eval.Query], keyword: list[list[Hit]]) -> list[float]:
+    """For each query, the largest share of its terms that one of its first COVERAGE_PASSAGES
+    keyword passages holds: what the service's adaptive fusion weighs keyword search by (the
+    same functions, `edrs_knowledge.search.query_coverage` over `keyword.terms`)."""
+    return [
+        query_coverage(
+            terms(q.text), [terms(TEXTS[c]) for c, _, _ in hits[:COVERAGE_PASSAGES] if c in TEXTS]
+        )
+        for q, hits in zip(queries, keyword, strict=True)
+    ]
+
+
+def fuse(
+    keyword: list[Hit],
+    vector: list[Hit],
+    how: str,
+    matched: float,
+    unmatched: float,
+    k: int,
+    coverage: float,
+) -> list[Hit]:
+    """One fusion of a query's keyword and vector hits. `how` is `rrf` (`matched` on keyword's
+    1/(k + rank), 1 - matched on vector's) or `convex:<keyword norm>:<vector norm>`: the
+    service's `convex_fusion` with the keyword weight `keyword_weight(coverage, matched,
+    unmatched)` (static when the two are equal)."""
+    section = {c: e for c, e, _ in keyword + vector}
+    if how == "rrf":
+        scores: dict[str, float] = {}
+        for hits, w in ((keyword, matched), (vector, 1 - matched)):
             for rank, (chunk, _, _) in enumerate(hits, start=1):
-                rrf[chunk] = rrf.get(chunk, 0.0) + 1 / (60 + rank)
-            if hits:
-                low, high = min(h[2] for h in hits), max(h[2] for h in hits)
-                for chunk, _, score in hits:
-                    norm = (score - low) / (high - low) if high > low else 1.0
-                    convex[chunk] = convex.get(chunk, 0.0) + 0.5 * norm
-        for name, scores in (("rrf", rrf), ("convex", convex)):
-            best = sorted(scores.items(), key=lambda s: (-s[1], s[0]))[:100]
-            fused[name].append([(c, section[c], score) for c, score in best])
+                scores[chunk] = scores.get(chunk, 0.0) + w / (k + rank)
+        ranked = sorted(scores.items(), key=lambda s: (-s[1], s[0]))
+    else:
+        _, kw_norm, vec_norm = how.split(":")
+        ranked, _ = convex_fusion(
+            [(c, score) for c, _, score in keyword],
+            [(c, score) for c, _, score in vector],
+            [],
+            keyword_weight=keyword_weight(coverage, matched, unmatched),
+            graph_weight=0.0,
+            keyword_norm=kw_norm,
+            vector_norm=vec_norm,
+        )
+    return [(c, section[c], score) for c, score in ranked[:100]]
+
+
+# The knowledge service's hybrid fusion with its default settings, in FUSION_GRID's names.
+SERVICE_FUSION = "adaptive:max:minmax 0.90/0.00"
+# The fusions tried on the tuning half: (name, how, keyword weight when a passage holds every
+# term of the query, keyword weight when none holds any, k).
+FUSION_GRID: list[tuple[str, str, float, float, int]] = [
+    *[
+        (f"rrf k={k} w={w:.2f}", "rrf", w, w, k)
+        for k in (10, 30, 60)
+        for w in (0.5, 0.6, 0.7, 0.8, 0.9)
+    ],
+    *[
+        (f"{how} w={w:.2f}", how, w, w, 0)
+        for how in ("convex:max:minmax", "convex:minmax:minmax")
+        for w in [i / 20 for i in range(1, 20)]
+    ],
+    *[
+        (f"adaptive:{how[7:]} {hi:.2f}/{lo:.2f}", how, hi, lo, 0)
+        for how in ("convex:max:minmax", "convex:minmax:minmax")
+        for hi in [i / 20 for i in range(10, 20)]
+        for lo in [i / 10 for i in range(0, 6)]
+    ],
+]
+
+
+def offline_fusions(
+    queries: list[pydoc_eval.Query],
+    rankings: Rankings,
+    grid: list[tuple[str, str, float, float, int]],
+) -> Rankings:
+    """Fusions of the keyword and vector rankings the service returned (100 candidates each),
+    computed here and not by the service: what each fusion of `grid` gives on the same
+    candidates."""
+    fused: Rankings = {name: [] for name, *_ in grid}
+    covered = coverages(queries, rankings["keyword"])
+    for keyword, vector, coverage in zip(
+        rankings["keyword"], rankings["vector"], covered, strict=True
+    ):
+        for name, how, matched, unmatched, k in grid:
+            fused[name].append(fuse(keyword, vector, how, matched, unmatched, k, coverage))
     return fused
 
 
@@ -198,27 +295,34 @@ def evaluate(
 
 
 def report(
+    title: str,
     queries: list[pydoc_eval.Query],
     results: dict[str, dict[str, list[float]]],
-    only: list[str] | None = None,
+    members: list[int],
+    by_kind: bool = True,
 ) -> None:
-    groups = {"all": list(range(len(queries)))}
-    for kind in sorted({q.kind for q in queries}):
-        groups[kind] = [i for i, q in enumerate(queries) if q.kind == kind]
-    for group, members in groups.items():
-        if only is not None and group not in only:
-            continue
-        print(f"{group} queries ({len(members)}):")
-        print(f"  {'mode':<8} {'nDCG@10':>8} {'recall@100':>11}")
+    """Mean nDCG@10 and recall@100 of each mode over `members` (and each kind among them), with
+    each fused mode's ratio to keyword and vector and its per-query wins and losses."""
+    groups = {"all": members}
+    if by_kind:
+        for kind in sorted({queries[i].kind for i in members}):
+            groups[kind] = [i for i in members if queries[i].kind == kind]
+        if len(groups) == 2:
+            del groups[next(iter(set(groups) - {"all"}))]
+    for group, chosen in groups.items():
+        print(f"{title}, {group} queries ({len(chosen)}):")
+        print(f"  {'mode':<30} {'nDCG@10':>8} {'recall@100':>11}")
         means: dict[str, dict[str, float]] = {}
         for mode in results:
             means[mode] = {
-                metric: statistics.fmean(values[i] for i in members)
+                metric: statistics.fmean(values[i] for i in chosen)
                 for metric, values in results[mode].items()
             }
-            print(f"  {mode:<8} {means[mode]['ndcg']:8.3f} {means[mode]['recall']:11.3f}")
-        for fused in [m for m in ("hybrid", NO_GRAPH, "rrf", "convex") if m in results]:
+            print(f"  {mode:<30} {means[mode]['ndcg']:8.3f} {means[mode]['recall']:11.3f}")
+        for fused in [m for m in results if m not in ("keyword", "vector")]:
             for other in ("keyword", "vector"):
+                if other not in results:
+                    continue
                 ratios = "  ".join(
                     f"{label} {means[fused][metric] / means[other][metric]:.2f}"
                     if means[other][metric]
@@ -226,11 +330,11 @@ def report(
                     for metric, label in (("ndcg", "nDCG@10"), ("recall", "recall@100"))
                 )
                 hybrid, base = results[fused]["ndcg"], results[other]["ndcg"]
-                wins = sum(hybrid[i] > base[i] for i in members)
-                losses = sum(hybrid[i] < base[i] for i in members)
+                wins = sum(hybrid[i] > base[i] for i in chosen)
+                losses = sum(hybrid[i] < base[i] for i in chosen)
                 print(
-                    f"  {fused + '/' + other:<16} {ratios}   nDCG@10 per query: better on "
-                    f"{wins}, worse on {losses}, equal on {len(members) - wins - losses}"
+                    f"  {fused + ' / ' + other:<40} {ratios}   nDCG@10 per query: better on "
+                    f"{wins}, worse on {losses}, equal on {len(chosen) - wins - losses}"
                 )
 
 
@@ -257,9 +361,18 @@ def main() -> None:
     parser.add_argument(
         "--write-set", action="store_true", help=f"write the set to {SET_FILE.relative_to(REPO)}"
     )
+    parser.add_argument(
+        "--save-rankings", type=Path, help="write every ranking the services returned (JSON)"
+    )
+    parser.add_argument(
+        "--load-rankings",
+        type=Path,
+        help="report from rankings saved by --save-rankings instead of running the services",
+    )
     args = parser.parse_args()
 
     corpus, queries = eval_set(args.budget, args.concept, args.api)
+    paraphrases = pydoc_eval.load_paraphrases(PARAPHRASE_FILE, corpus)
     built = set_as_json(args.budget, corpus, queries)
     pages = len(built["pages"])  # type: ignore[arg-type]
     chars = sum(s.text_length for s in corpus)
@@ -269,7 +382,8 @@ def main() -> None:
         + ", ".join(f"{sum(q.kind == k for q in queries)} {k}" for k in ("concept", "api"))
         + f"; relevant sections per query {min(len(q.relevant) for q in queries)} to "
         + f"{max(len(q.relevant) for q in queries)}; every content word of the query in a "
-        + f"relevant section: {pydoc_eval.lexical_share(queries, corpus):.0%} of the queries"
+        + f"relevant section: {pydoc_eval.lexical_share(queries, corpus):.0%} of the queries "
+        + f"(mean share of a query's words in it {pydoc_eval.word_overlap(queries, corpus):.0%})"
     )
     if args.write_set:
         SET_FILE.parent.mkdir(parents=True, exist_ok=True)
@@ -282,7 +396,86 @@ def main() -> None:
             f"  the set {'equals' if same else 'DIFFERS FROM'} the shipped "
             f"{SET_FILE.relative_to(REPO)}"
         )
+    tuning, test = split(queries)
+    print(
+        f"split (seed {SPLIT_SEED}, per kind): tuning half {len(tuning)} queries ("
+        + ", ".join(f"{sum(queries[i].kind == k for i in tuning)} {k}" for k in ("concept", "api"))
+        + f"), test half {len(test)} ("
+        + ", ".join(f"{sum(queries[i].kind == k for i in test)} {k}" for k in ("concept", "api"))
+        + "); fusions are chosen on the tuning half only"
+    )
+    print(
+        f"paraphrase set: {len(paraphrases)} hand-written questions "
+        f"({PARAPHRASE_FILE.relative_to(REPO)}); every content word in the relevant section: "
+        f"{pydoc_eval.lexical_share(paraphrases, corpus):.0%} of them, mean share of a "
+        f"question's words in it {pydoc_eval.word_overlap(paraphrases, corpus):.0%}"
+    )
+    everything = queries + paraphrases
+    if args.load_rankings:
+        saved = json.loads(args.load_rankings.read_text())
+        rankings: Rankings = saved["rankings"]
+        TEXTS.update(saved["texts"])
+    else:
+        rankings = search_services(corpus, everything)
+    if args.save_rankings:
+        args.save_rankings.write_text(json.dumps({"rankings": rankings, "texts": TEXTS}))
+    at = len(queries)
+    evaluated = evaluate(everything, rankings)
+    report("test half", everything, evaluated, test)
+    report("tuning half", everything, evaluated, tuning, by_kind=False)
+    report("paraphrase set", everything, evaluated, list(range(at, len(everything))))
 
+    paraphrase = list(range(at, len(everything)))
+    grid = offline_fusions(everything, rankings, FUSION_GRID)
+    fused = evaluate(everything, grid)
+    guard = statistics.fmean(fused["rrf k=60 w=0.50"]["ndcg"][i] for i in paraphrase)
+    scored = sorted(
+        (
+            (
+                statistics.fmean(fused[name]["ndcg"][i] for i in tuning),
+                statistics.fmean(fused[name]["ndcg"][i] for i in paraphrase),
+                name,
+            )
+            for name in fused
+        ),
+        key=lambda s: (-s[0], s[2]),
+    )
+    covered = coverages(everything, rankings["keyword"])
+    print(
+        "offline fusions of the keyword and vector rankings above (computed here with the "
+        f"service's functions, not by the service), {len(FUSION_GRID)} tried; the query's "
+        f"coverage (COVERAGE_PASSAGES={COVERAGE_PASSAGES}): mean "
+        + ", ".join(
+            f"{label} {statistics.fmean(covered[i] for i in members):.2f} (all terms in one "
+            f"passage: {sum(covered[i] == 1.0 for i in members) / len(members):.0%})"
+            for label, members in (
+                ("tuning", tuning),
+                ("test", test),
+                ("paraphrase", paraphrase),
+            )
+        )
+    )
+    print(
+        "  chosen: the best nDCG@10 on the tuning half among the fusions that keep the "
+        f"paraphrase set at least where reciprocal rank fusion (k=60, equal weights) has it "
+        f"({guard:.3f}); the test half plays no part. Best on the tuning half:"
+    )
+    for value, para, name in scored[:12]:
+        kept = "kept" if para >= guard else "fails the paraphrase guard"
+        print(f"  {name:<34} tuning {value:.3f}  paraphrase {para:.3f}  {kept}")
+    chosen = next(name for _, para, name in scored if para >= guard)
+    print(f"  chosen: {chosen} (the service's default is {SERVICE_FUSION})")
+    picked = {m: rankings[m] for m in ("keyword", "vector")} | {
+        name: grid[name] for name in dict.fromkeys(["rrf k=60 w=0.50", chosen, SERVICE_FUSION])
+    }
+    off = evaluate(everything, picked)
+    report("offline, test half", everything, off, test)
+    report("offline, paraphrase set", everything, off, paraphrase)
+
+
+def search_services(corpus: list[pydoc_eval.Section], queries: list[pydoc_eval.Query]) -> Rankings:
+    """Ingests the corpus into a knowledge service (on a reasoning service, embedded PostgreSQL
+    and NATS) and runs every query in each mode, then hybrid again without graph expansion."""
     # A service that crashes in native code leaves the Python stacks of its threads in its log.
     os.environ.setdefault("PYTHONFAULTHANDLER", "1")
     with ExitStack() as stack:
@@ -311,6 +504,8 @@ def main() -> None:
             "PEERS": json.dumps({"reasoning": reasoning.grpc_address}),
             "RPC_TIMEOUT_SECONDS": "120",
             "KEYWORD_INDEX_DIR": str(root / "keywords"),
+            # The benchmark's searches are not questions to learn from.
+            "SEARCH_LOG_RETENTION_DAYS": "0",
         }
         with service("knowledge", settings, root, start_within=300) as knowledge:
             run(knowledge, root, ingest(knowledge, corpus))
@@ -327,13 +522,7 @@ def main() -> None:
             f"section), a section gains at its first passage; {NO_GRAPH}: hybrid without graph "
             "expansion (EDRS_KNOWLEDGE_GRAPH_EXPANSION=false)"
         )
-        report(queries, evaluate(queries, rankings))
-        print(
-            "offline fusions of the keyword and vector rankings above (computed here, not by "
-            "the service; see offline_fusions):"
-        )
-        offline = {m: rankings[m] for m in ("keyword", "vector")} | offline_fusions(rankings)
-        report(queries, evaluate(queries, offline), ["all"])
+    return rankings
 
 
 if __name__ == "__main__":

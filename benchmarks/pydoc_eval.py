@@ -294,3 +294,32 @@ def lexical_share(queries: list[Query], corpus: list[Section]) -> float:
     }
     matched = sum(any(_content_words(q.text) <= words[key] for key in q.relevant) for q in queries)
     return matched / len(queries) if queries else 0.0
+
+
+def word_overlap(queries: list[Query], corpus: list[Section]) -> float:
+    """The mean share of a query's content words that occur in its best-matching relevant
+    section (headings or own text): 1.0 when a section holds every word of every query."""
+    words = {
+        s.key: _content_words(" ".join([s.page_title, *s.heading_path, s.text])) for s in corpus
+    }
+    shares = []
+    for q in queries:
+        mine = _content_words(q.text)
+        if mine:
+            shares.append(max(len(mine & words[key]) / len(mine) for key in q.relevant))
+    return sum(shares) / len(shares) if shares else 0.0
+
+
+def load_paraphrases(path: Path, corpus: list[Section]) -> list[Query]:
+    """The hand-written paraphrase questions of `path` (`data/pydoc_paraphrase.json`), kind
+    "paraphrase"; every relevant section must be in the corpus."""
+    import json
+
+    keys = {s.key for s in corpus}
+    queries = []
+    for item in json.loads(path.read_text())["queries"]:
+        missing = set(item["relevant"]) - keys
+        if missing:
+            raise SystemExit(f"{path.name}: {item['query']!r} names sections outside the corpus")
+        queries.append(Query(item["query"], "paraphrase", set(item["relevant"])))
+    return queries

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 from pydoc_eval import (
@@ -14,8 +16,10 @@ from pydoc_eval import (
     entry_query,
     index_entries,
     lexical_share,
+    load_paraphrases,
     page_sections,
     select_queries,
+    word_overlap,
 )
 
 PAGE = b"""<!doctype html><html><head><title>spam \xe2\x80\x94 Tins of spam \xe2\x80\x94 Python 3.11.2
@@ -113,3 +117,31 @@ def test_lexical_share_counts_queries_whose_words_are_all_in_a_relevant_section(
     heading = Query("opening spam tins", "concept", opening)  # in its headings
     missing = Query("rusty spoon", "concept", opening)  # "spoon" is nowhere
     assert lexical_share([found, heading, missing, missing], sections) == 0.5
+
+
+def test_word_overlap_is_the_mean_share_of_a_query_s_words_in_its_section() -> None:
+    sections, _ = page_sections("library/spam.html", PAGE)
+    opening = {"library/spam.html#opening-tins"}
+    found = Query("rusty key lid", "concept", opening)  # 3 of 3
+    half = Query("rusty spoon", "concept", opening)  # 1 of 2
+    assert word_overlap([found, half], sections) == (1.0 + 0.5) / 2
+
+
+def test_paraphrases_load_with_their_sections_and_refuse_one_outside_the_corpus(
+    tmp_path: Path,
+) -> None:
+    sections, _ = page_sections("library/spam.html", PAGE)
+    path = tmp_path / "set.json"
+    path.write_text(
+        '{"queries": [{"query": "how do I get at canned food", '
+        '"relevant": ["library/spam.html#opening-tins"]}]}'
+    )
+    [query] = load_paraphrases(path, sections)
+    assert (query.text, query.kind, query.relevant) == (
+        "how do I get at canned food",
+        "paraphrase",
+        {"library/spam.html#opening-tins"},
+    )
+    path.write_text('{"queries": [{"query": "x", "relevant": ["library/eggs.html#nowhere"]}]}')
+    with pytest.raises(SystemExit, match="outside the corpus"):
+        load_paraphrases(path, sections)

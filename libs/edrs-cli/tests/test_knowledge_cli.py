@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 from edrs_cli.knowledge import KnowledgeError, files_of
-from edrs_core.testing import engine_settings, running_service
+from edrs_core.testing import engine_settings, running_service, wait_until
 from edrs_gateway.app import definition as gateway_definition
 from edrs_gateway.context import GatewayContext
 from edrs_gateway.store import NewTenant
@@ -231,6 +231,60 @@ async def test_ingest_explains_what_went_wrong(gateway: Gateway, tmp_path: Path)
     async with httpx.AsyncClient(base_url=gateway.url) as client:
         missing = await client.get(f"/api/v1/knowledge/collections/{name}", headers=gateway.headers)
     assert missing.status_code == 404
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+async def test_gaps_lists_the_questions_a_collection_answered_poorly(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    folder = tmp_path / "kitchen"
+    folder.mkdir()
+    (folder / "kitchen.txt").write_text("The kitchen closes at nine in the evening.\n")
+    name = f"gaps-{uuid.uuid4().hex[:8]}"
+    code, out, err = await edrs(gateway, "ingest", str(folder), "-c", name, state_dir=tmp_path)
+    assert code == 0, (out, err)
+    for query in ("How do I renew my passport?", "how do i renew my PASSPORT", "kitchen closes"):
+        code, _, err = await edrs(gateway, "search", query, "-c", name, state_dir=tmp_path)
+        assert code == 0, err
+
+    found: list[dict[str, object]] = []
+
+    async def listed() -> bool:
+        code, out, err = await edrs(gateway, "gaps", name, "--json", state_dir=tmp_path)
+        assert code == 0, err
+        found[:] = json.loads(out)
+        return bool(found) and found[0]["count"] == 2
+
+    # The knowledge service records each search after it answered.
+    await wait_until(listed, 120, "the searches to be recorded")
+    assert [g["normalizedQuery"] for g in found] == ["how do i renew my passport"]
+    assert found[0]["askedFrom"] == ["api"] and found[0]["query"] == "how do i renew my PASSPORT"
+    code, out, err = await edrs(gateway, "gaps", name, state_dir=tmp_path)
+    assert code == 0, err
+    assert "how do i renew my PASSPORT" in out and "api" in out
+    # Under a threshold of 1, the well-answered question is listed too; --limit cuts the list.
+    code, out, err = await edrs(
+        gateway, "gaps", name, "--max-similarity", "1", "--json", state_dir=tmp_path
+    )
+    assert code == 0, err
+    assert len(json.loads(out)) == 2
+    code, out, err = await edrs(
+        gateway,
+        "gaps",
+        name,
+        "--max-similarity",
+        "1",
+        "--limit",
+        "1",
+        "--json",
+        state_dir=tmp_path,
+    )
+    assert code == 0 and len(json.loads(out)) == 1, err
+    code, _, err = await edrs(gateway, "gaps", f"no-{name}", state_dir=tmp_path)
+    assert code == 1 and f"collection 'no-{name}' not found" in err, err
+    code, _, err = await edrs(gateway, "gaps", name, "--days", "0", state_dir=tmp_path)
+    assert code == 2, err
 
 
 def test_files_of_walks_folders_and_names_each_file_by_its_path_inside(tmp_path: Path) -> None:

@@ -851,6 +851,83 @@ async def test_attaching_checks_each_collection_and_detaching_stops_the_citation
         assert foreign.status_code == 422, foreign.text
 
 
+async def test_learning_gaps_list_the_poorly_answered_questions_of_api_and_turns(
+    conversation_fleet, client, tenant, member, vault
+) -> None:
+    """Searches through `/search` and a persona's turn are recorded by the knowledge service;
+    `/collections/{collection}/gaps` lists those answered poorly, grouped, with where they came
+    from, for writers of the caller's tenant only."""
+    name = vault["collection"]["name"]
+    poor = "How do I configure the VPN on Linux?"
+    for query in (poor, "how do I configure the vpn on LINUX"):
+        found = await client.post(
+            f"{K}/search", headers=member, json={"query": query, "collections": [name]}
+        )
+        assert found.status_code == 200, found.text
+        assert max(p["scores"]["vector"] for p in found.json()["passages"]) < 0.5
+    path, body = ask(vault["persona"]["id"], "vault-gaps")
+    turn = await client.post(path, headers=member, json=body)
+    assert turn.status_code == 200, turn.text
+
+    gaps_path = f"{K}/collections/{name}/gaps"
+    question = "what is the access code of the orion vault"
+    vpn_key = "how do i configure the vpn on linux"
+    listed: dict[str, Any] = {}
+
+    async def recorded() -> bool:
+        # Under a threshold of 1 every question is a gap, the persona's well-answered one too.
+        reply = await client.get(gaps_path, headers=member, params={"maxSimilarity": 1.0})
+        assert reply.status_code == 200, reply.text
+        listed.clear()
+        listed.update(reply.json())
+        counts = {g["normalizedQuery"]: g["count"] for g in listed["gaps"]}
+        return question in counts and counts.get(vpn_key) == 2
+
+    # The knowledge service writes its search log after answering.
+    await wait_until(recorded, 60, "the searches to be recorded")
+    by_query = {g["normalizedQuery"]: g for g in listed["gaps"]}
+    assert by_query[question]["askedFrom"] == ["turn"]
+    vpn = by_query[vpn_key]
+    assert (vpn["askedFrom"], vpn["noPassageCount"], vpn["query"]) == (
+        ["api"],
+        0,
+        "how do I configure the vpn on LINUX",
+    )
+    assert listed["maxSimilarity"] == 1.0 and listed["windowDays"] == 30
+
+    default = await client.get(gaps_path, headers=member)
+    assert default.status_code == 200, default.text
+    assert default.json()["maxSimilarity"] == 0.5
+    assert vpn_key in [g["normalizedQuery"] for g in default.json()["gaps"]]
+    assert all(g["bestSimilarity"] < 0.5 for g in default.json()["gaps"])
+    one = await client.get(gaps_path, headers=member, params={"maxSimilarity": 1.0, "pageSize": 1})
+    assert len(one.json()["gaps"]) == 1 and one.json()["nextPageToken"]
+    rest = await client.get(
+        gaps_path,
+        headers=member,
+        params={"maxSimilarity": 1.0, "pageSize": 200, "pageToken": one.json()["nextPageToken"]},
+    )
+    assert one.json()["gaps"] + rest.json()["gaps"] == listed["gaps"]
+
+    for params, pointer in (
+        ({"windowDays": 0}, "/windowDays"),
+        ({"windowDays": 366}, "/windowDays"),
+        ({"maxSimilarity": 1.5}, "/maxSimilarity"),
+        ({"maxSimilarity": -1.5}, "/maxSimilarity"),
+    ):
+        bad = await client.get(gaps_path, headers=member, params=params)
+        assert bad.status_code == 422 and bad.json()["errors"][0]["pointer"] == pointer, bad.text
+    missing = await client.get(f"{K}/collections/no-such-collection/gaps", headers=member)
+    assert missing.status_code == 404, missing.text
+    viewer = await conversation_fleet.login(tenant, "viewer")
+    assert (await client.get(gaps_path, headers=viewer)).status_code == 403
+    stranger = await conversation_fleet.login(await conversation_fleet.new_tenant(), "admin")
+    foreign = await client.get(
+        f"{K}/collections/{vault['collection']['id']}/gaps", headers=stranger
+    )
+    assert foreign.status_code == 404, foreign.text
+
+
 async def test_a_turn_answers_without_passages_when_knowledge_is_down(
     conversation_fleet, member, vault, caplog
 ) -> None:

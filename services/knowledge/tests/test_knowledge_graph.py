@@ -258,18 +258,13 @@ async def test_graph_expansion_ranks_a_passage_reachable_only_through_a_relation
     )
     with_graph = [p.document_id for p in found.passages]
     passage = found.passages[with_graph.index(answer)]
-    assert passage.parts.graph > 0 and passage.parts.graph_rank >= 1
-    # The graph part is the graph ranking's term of the fused score.
-    assert passage.parts.graph == pytest.approx(1 / (60 + passage.parts.graph_rank))
-    expected = sum(
-        1 / (60 + r)
-        for r in (passage.parts.vector_rank, passage.parts.keyword_rank, passage.parts.graph_rank)
-        if r
-    )
-    assert passage.score == pytest.approx(expected)
-    # The passage stating the relation ranks in the graph list too.
+    weight = service.searcher.graph_weight
+    assert 0 < passage.parts.graph <= weight and passage.parts.graph_rank >= 1
+    # The passage stating the relation ranks first in the graph list: its graph term is the
+    # whole graph weight (its graph score over the best graph score, times the weight).
     press = found.passages[with_graph.index(docs["press"].id)]
     assert press.parts.graph_rank == 1
+    assert press.parts.graph == pytest.approx(weight)
     # Passages outside the neighbourhood get nothing from the graph.
     for p in found.passages:
         if p.document_id not in (answer, docs["press"].id):
@@ -284,6 +279,10 @@ async def test_graph_expansion_ranks_a_passage_reachable_only_through_a_relation
         rrf_k=service.searcher.rrf_k,
         candidates=service.searcher.candidates,
         graph=False,
+        fusion=service.searcher.fusion,
+        keyword_weight_matched=service.searcher.keyword_weight_matched,
+        keyword_weight_unmatched=service.searcher.keyword_weight_unmatched,
+        graph_weight=service.searcher.graph_weight,
     )
     results = await plain.search(
         testing.tenant_of(tenant),
@@ -296,6 +295,10 @@ async def test_graph_expansion_ranks_a_passage_reachable_only_through_a_relation
     without_graph = [str(r.passage.chunk.document_id) for r in results]
     assert all(r.parts.graph == 0 for r in results)
     assert with_graph.index(answer) < without_graph.index(answer), (with_graph, without_graph)
+    # The graph part is the graph ranking's term of the fused score: the rest of the score is
+    # what the same search gives the passage without the graph ranking.
+    alone = next(r for r in results if str(r.passage.chunk.id) == passage.chunk_id)
+    assert passage.score == pytest.approx(alone.score + passage.parts.graph)
 
     # Vector and keyword modes never use the graph.
     for mode in (pb.SEARCH_MODE_VECTOR, pb.SEARCH_MODE_KEYWORD):

@@ -108,9 +108,10 @@ async def test_text_is_ingested_then_found_in_every_mode_with_score_parts(stub, 
         elif mode == pb.SEARCH_MODE_VECTOR:
             assert best.score == best.parts.vector > 0 and best.parts.keyword_rank == 0
         else:
-            # Both rankings put it first: 1/(60+1) twice.
+            # Both rankings put it first: each normalised score is 1, and the keyword weight
+            # and the vector weight add up to 1.
             assert (best.parts.vector_rank, best.parts.keyword_rank) == (1, 1)
-            assert best.score == pytest.approx(2 / 61)
+            assert best.score == pytest.approx(1.0)
             assert found.mode == pb.SEARCH_MODE_HYBRID
 
 

@@ -1,14 +1,21 @@
-"""Unit tests: reciprocal rank fusion, the re-embedding plan, and keyword query cleaning."""
+"""Unit tests: reciprocal rank fusion, adaptive convex fusion and its query coverage, the
+re-embedding plan, and keyword query cleaning."""
 
 from __future__ import annotations
 
 import uuid
 
+import pytest
 from edrs_knowledge.chunking import Chunker
 from edrs_knowledge.ingestion import plan
-from edrs_knowledge.keyword import query_words
+from edrs_knowledge.keyword import query_words, terms
 from edrs_knowledge.parsing import parse_document
-from edrs_knowledge.search import reciprocal_rank_fusion
+from edrs_knowledge.search import (
+    convex_fusion,
+    keyword_weight,
+    query_coverage,
+    reciprocal_rank_fusion,
+)
 from edrs_knowledge.store import StoredChunk
 
 A, B, C, D = (uuid.UUID(int=i) for i in range(1, 5))
@@ -99,3 +106,40 @@ def test_query_words_drop_the_query_language() -> None:
         "tenant acme and exact phrase x or y z"
     )
     assert query_words("?!") == ""
+
+
+def test_convex_fusion_normalises_each_ranking_and_weighs_keyword() -> None:
+    keyword = [(A, 12.0), (B, 6.0)]  # BM25 / the best: A 1.0, B 0.5
+    vector = [(C, 0.8), (B, 0.6), (A, 0.4)]  # min-max: C 1.0, B 0.5, A 0.0
+    fused, graph = convex_fusion(keyword, vector, [], keyword_weight=0.75, graph_weight=0.25)
+    scores = dict(fused)
+    assert scores[A] == pytest.approx(0.75)
+    assert scores[B] == pytest.approx(0.5)
+    assert scores[C] == pytest.approx(0.25)
+    assert [i for i, _ in fused] == [A, B, C] and graph == {}
+    # Keyword's weight moved to vector: the vector ranking's first wins.
+    assert convex_fusion(keyword, vector, [], keyword_weight=0.2, graph_weight=0.0)[0][0][0] == C
+
+
+def test_convex_fusion_adds_the_graph_term_and_breaks_ties_by_id() -> None:
+    fused, graph = convex_fusion(
+        [(B, 1.0)], [(A, 0.5)], [(D, 4.0), (A, 2.0)], keyword_weight=0.5, graph_weight=0.5
+    )
+    assert graph == {D: 0.5, A: 0.25}
+    assert dict(fused) == pytest.approx({A: 0.5 + 0.25, B: 0.5, D: 0.5})
+    assert [i for i, _ in fused] == [A, B, D]  # B and D equal: by id
+    # A passage first in both rankings scores 1 whatever the weight.
+    assert convex_fusion([(A, 3.0)], [(A, 0.2)], [], keyword_weight=0.3, graph_weight=0.0)[0] == [
+        (A, 1.0)
+    ]
+
+
+def test_the_keyword_weight_follows_the_query_coverage() -> None:
+    query = terms("How do I unpack the compressed archives?")
+    assert query == {"unpack", "compress", "archiv"}
+    held = [terms("Archives are unpacked here"), terms("compressing files")]
+    assert query_coverage(query, held) == 2 / 3
+    assert query_coverage(query, []) == 0.0 and query_coverage(set(), held) == 0.0
+    assert keyword_weight(1.0, 0.9, 0.3) == pytest.approx(0.9)
+    assert keyword_weight(0.0, 0.9, 0.3) == 0.3
+    assert keyword_weight(0.5, 0.9, 0.3) == pytest.approx(0.6)

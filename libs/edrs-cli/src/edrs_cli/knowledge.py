@@ -42,7 +42,7 @@ from edrs_cli.gateway_api import (
 )
 
 app = typer.Typer(
-    help="Knowledge collections: ingest files and folders, list, search, delete.",
+    help="Knowledge collections: ingest files and folders, list, search, learning gaps, delete.",
     no_args_is_help=True,
 )
 
@@ -519,6 +519,71 @@ def search(
         print(f"    {' '.join(p['text'].split())}")
     if not found["passages"]:
         print("no passage matches", file=sys.stderr)
+
+
+@app.command()
+def gaps(
+    collection: Annotated[str, typer.Argument(help="The collection (name or id).")],
+    days: Annotated[
+        int, typer.Option("--days", min=1, max=365, help="Searches of the last N days.")
+    ] = 30,
+    max_similarity: Annotated[
+        float | None,
+        typer.Option(
+            "--max-similarity",
+            min=-1.0,
+            max=1.0,
+            help="Poor: best vector similarity below this (default: the service's, 0.5).",
+        ),
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Show at most N questions.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    url: Url = None,
+    token: Token = None,
+    api_key: ApiKey = None,
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+) -> None:
+    """Learning gaps: the questions COLLECTION answered poorly in recent searches, worst first,
+    as topics to add to it."""
+    params: dict[str, Any] = {"windowDays": days}
+    if max_similarity is not None:
+        params["maxSimilarity"] = max_similarity
+    session = _run(url, token, api_key, state_dir)
+    found: list[dict[str, Any]] = []
+    try:
+        with session.client:
+            for gap in _pages(
+                session.client, f"{API}/collections/{collection}/gaps", "gaps", **params
+            ):
+                found.append(gap)
+                if len(found) >= limit:
+                    break
+    except KnowledgeError as exc:
+        raise _exit(str(exc), exc.code) from None
+    if as_json:
+        print(json.dumps(found, indent=2))
+        return
+    if not found:
+        print(f"no learning gap in {collection} over the last {days} days", file=sys.stderr)
+        return
+
+    def score(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    _table(
+        ["question", "asked", "no passage", "best similarity", "last asked", "from"],
+        [
+            [
+                g["query"],
+                str(g["count"]),
+                str(g["noPassageCount"]),
+                score(g["bestSimilarity"]),
+                g["lastAskedAt"],
+                ", ".join(g["askedFrom"]),
+            ]
+            for g in found
+        ],
+    )
 
 
 @app.command()

@@ -12,10 +12,11 @@ from edrs_vectors import IndexSpec, Metric, open_vector_index
 from edrs_knowledge.chunking import Chunker
 from edrs_knowledge.config import KnowledgeSettings
 from edrs_knowledge.embeddings import BatchEmbedder
+from edrs_knowledge.gaps import SearchLog
 from edrs_knowledge.graph_model import ModelExtractor
 from edrs_knowledge.ingestion import Ingestion
 from edrs_knowledge.keyword import KeywordIndex
-from edrs_knowledge.search import Searcher
+from edrs_knowledge.search import Fusion, Searcher
 from edrs_knowledge.server import KnowledgeServicer
 from edrs_knowledge.store.postgres import PostgresKnowledgeStore
 
@@ -68,9 +69,20 @@ async def build(rt: Runtime[KnowledgeSettings]) -> list[GrpcService]:
         rrf_k=settings.rrf_k,
         candidates=settings.search_candidates,
         graph=settings.graph_expansion,
+        fusion=Fusion(settings.fusion),
+        keyword_weight_matched=settings.keyword_weight_matched,
+        keyword_weight_unmatched=settings.keyword_weight_unmatched,
+        graph_weight=settings.graph_weight,
     )
+    search_log = SearchLog(rt.db, retention_days=settings.search_log_retention_days)
+    rt.on_close(search_log.flush)
     servicer = KnowledgeServicer(
-        store, ingestion, searcher, max_document_bytes=settings.max_document_bytes
+        store,
+        ingestion,
+        searcher,
+        max_document_bytes=settings.max_document_bytes,
+        search_log=search_log,
+        gap_similarity=settings.gap_similarity,
     )
     return [
         GrpcService(

@@ -71,6 +71,51 @@ class KnowledgeSettings(ServiceSettings):
         description="Passages each ranking (vector, keyword) contributes to hybrid fusion",
     )
 
+    fusion: Literal["adaptive", "rrf"] = Field(
+        default="adaptive",
+        description=(
+            "How hybrid search fuses its rankings: adaptive (a convex combination of normalised "
+            "scores whose keyword weight follows how much of the query the best keyword "
+            "passages hold) or rrf (reciprocal rank fusion); docs/knowledge.md, Ranking"
+        ),
+    )
+    keyword_weight_matched: float = Field(
+        default=0.9,
+        ge=0.0,
+        le=1.0,
+        description="Adaptive fusion: keyword's weight when a passage holds every query term",
+    )
+    keyword_weight_unmatched: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="Adaptive fusion: keyword's weight when no passage holds a query term",
+    )
+    graph_weight: float = Field(
+        default=0.25,
+        ge=0.0,
+        le=1.0,
+        description="Adaptive fusion: the weight of graph expansion's normalised score",
+    )
+    search_log_retention_days: int = Field(
+        default=90,
+        ge=0,
+        le=3_650,
+        description=(
+            "Days a recorded search (its query, collections, best scores, origin) is kept for "
+            "learning gaps; 0 records nothing"
+        ),
+    )
+    gap_similarity: float = Field(
+        default=0.5,
+        ge=-1.0,
+        le=1.0,
+        description=(
+            "Learning gaps' default threshold: a search whose best vector similarity is below it "
+            "(or that found nothing) answered poorly"
+        ),
+    )
+
     graph_extraction: bool = Field(
         default=True,
         description="Extract entities and relations from passages at ingestion",

@@ -52,6 +52,36 @@ def _schema() -> tantivy.Schema:
     return builder.build()
 
 
+# Words that say nothing about a query's subject, left out of its terms when hybrid search asks
+# how much of the query a passage holds (`terms`): Lucene's English stop words, and the words
+# of a question ("how do I ...").
+STOPWORDS = sorted(
+    {
+        *("a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "if", "in", "into"),
+        *("is", "it", "no", "not", "of", "on", "or", "such", "that", "the", "their", "then"),
+        *("there", "these", "they", "this", "to", "was", "will", "with"),
+        *("how", "what", "why", "when", "where", "which", "who", "whom", "whose"),
+        *("do", "does", "did", "can", "could", "should", "would", "may", "might", "must"),
+        *("i", "me", "my", "we", "our", "you", "your", "am", "has", "have", "had", "so"),
+    }
+)
+# The ranked fields' analyser (tantivy's `en_stem`: simple tokens, over-long ones dropped,
+# lower case, English stemming), with the stop words above removed.
+_TERMS = (
+    tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.simple())
+    .filter(tantivy.Filter.remove_long(40))
+    .filter(tantivy.Filter.lowercase())
+    .filter(tantivy.Filter.custom_stopword(STOPWORDS))
+    .filter(tantivy.Filter.stemmer("english"))
+    .build()
+)
+
+
+def terms(text: str) -> set[str]:
+    """The index terms of `text` (as the keyword index reads it), stop words left out."""
+    return set(_TERMS.analyze(text))
+
+
 def query_words(query: str) -> str:
     """The query as plain words for tantivy's parser (an OR of them, ranked by BM25)."""
     return " ".join(w.lower() if w in _OPERATORS else w for w in _WORD.findall(query))

@@ -10,12 +10,13 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from uuid import UUID
 
 from edrs_core import InvalidArgument, ServicerContext, validation
-from edrs_core.context import require_client_id
+from edrs_core.context import identity_var, require_client_id
 from edrs_core.ids import parse_id
 from edrs_core.protobuf import timestamp
 from edrs_proto.common.v1 import common_pb2
 from edrs_proto.knowledge.v1 import knowledge_pb2, knowledge_pb2_grpc
 
+from edrs_knowledge.gaps import Gap, SearchLog, SearchRecord
 from edrs_knowledge.ingestion import Ingestion
 from edrs_knowledge.search import Mode, Result, Searcher
 from edrs_knowledge.store import (
@@ -41,6 +42,8 @@ MAX_COLLECTIONS = 100
 # The largest piece ReadDocumentText returns, in characters.
 MAX_TEXT_READ = 1_000_000
 MAX_IMPORT_DOCUMENTS = 10_000
+DEFAULT_GAP_WINDOW_DAYS = 30
+MAX_GAP_WINDOW_DAYS = 365
 
 _COLLECTION_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
@@ -65,6 +68,17 @@ _MODES = {
     knowledge_pb2.SEARCH_MODE_HYBRID: Mode.HYBRID,
     knowledge_pb2.SEARCH_MODE_VECTOR: Mode.VECTOR,
     knowledge_pb2.SEARCH_MODE_KEYWORD: Mode.KEYWORD,
+}
+_ORIGINS = {
+    knowledge_pb2.SEARCH_ORIGIN_UNSPECIFIED: "api",
+    knowledge_pb2.SEARCH_ORIGIN_API: "api",
+    knowledge_pb2.SEARCH_ORIGIN_TURN: "turn",
+    knowledge_pb2.SEARCH_ORIGIN_RESEARCH: "research",
+}
+_ORIGIN_NUMBERS = {
+    "api": knowledge_pb2.SEARCH_ORIGIN_API,
+    "turn": knowledge_pb2.SEARCH_ORIGIN_TURN,
+    "research": knowledge_pb2.SEARCH_ORIGIN_RESEARCH,
 }
 _MODE_NUMBERS = {
     Mode.HYBRID: knowledge_pb2.SEARCH_MODE_HYBRID,
@@ -200,6 +214,32 @@ def passage_proto(r: Result) -> knowledge_pb2.Passage:
         citation=citation_proto(p),
         metadata=p.metadata,
     )
+
+
+def gap_proto(g: Gap) -> knowledge_pb2.LearningGap:
+    message = knowledge_pb2.LearningGap(
+        normalized_query=g.normalized_query,
+        query=g.query,
+        count=g.count,
+        no_passage_count=g.no_passage_count,
+        first_ask_time=timestamp(g.first_asked),
+        last_ask_time=timestamp(g.last_asked),
+        origins=[_ORIGIN_NUMBERS[o] for o in g.origins],
+    )
+    if g.best_similarity is not None:
+        message.best_similarity = g.best_similarity
+    if g.best_score is not None:
+        message.best_score = g.best_score
+    return message
+
+
+def caller_label() -> str:
+    """Who is calling, for the search log: a service's name for a service identity, otherwise
+    the identity's kind (user, api_key, ...), never a person's id."""
+    identity = identity_var.get()
+    if identity is None:
+        return ""
+    return identity.subject if identity.kind == "service" else identity.kind
 
 
 def entity_proto(e: Entity) -> knowledge_pb2.Entity:
@@ -384,11 +424,15 @@ class KnowledgeServicer(knowledge_pb2_grpc.KnowledgeServiceServicer):
         searcher: Searcher,
         *,
         max_document_bytes: int,
+        search_log: SearchLog,
+        gap_similarity: float = 0.5,
     ) -> None:
         self.store = store
         self.ingestion = ingestion
         self.searcher = searcher
         self.max_document_bytes = max_document_bytes
+        self.search_log = search_log
+        self.gap_similarity = gap_similarity
 
     async def _collection(self, client_id: str, ref: str, field: str) -> UUID:
         return await self.store.resolve_collection(
@@ -731,12 +775,66 @@ class KnowledgeServicer(knowledge_pb2_grpc.KnowledgeServiceServicer):
         k = request.k or DEFAULT_K
         mode = validation.enum_value(request.mode, "mode", _MODES, knowledge_pb2.SearchMode)
         filters = search_filters(request.filters)
+        origin = validation.enum_value(
+            request.origin, "origin", _ORIGINS, knowledge_pb2.SearchOrigin
+        )
         collections = await self._collections(client_id, request.collections, "collections")
         if collections is None:
             collections = await self.store.collection_ids(client_id)
-        results = await self.searcher.search(client_id, collections, query, k, mode, filters)
-        return knowledge_pb2.SearchResponse(
-            passages=[passage_proto(r) for r in results], mode=_MODE_NUMBERS[mode]
+        found = await self.searcher.find(client_id, collections, query, k, mode, filters)
+        response = knowledge_pb2.SearchResponse(
+            passages=[passage_proto(r) for r in found.results], mode=_MODE_NUMBERS[mode]
+        )
+        # Written in the background: the answer does not wait for the log.
+        self.search_log.record(
+            SearchRecord(
+                client_id=client_id,
+                collection_ids=collections,
+                query=query,
+                mode=mode.value,
+                k=k,
+                passages=len(found.results),
+                best_similarity=found.best_similarity,
+                best_score=found.results[0].score if found.results else None,
+                origin=origin,
+                caller=caller_label(),
+            )
+        )
+        return response
+
+    async def ListLearningGaps(  # noqa: N802
+        self, request: knowledge_pb2.ListLearningGapsRequest, context: ServicerContext
+    ) -> knowledge_pb2.ListLearningGapsResponse:
+        client_id = require_client_id()
+        collection_id = await self._collection(client_id, request.collection, "collection")
+        if not 0 <= request.window_days <= MAX_GAP_WINDOW_DAYS:
+            raise InvalidArgument(
+                f"window_days must be between 1 and {MAX_GAP_WINDOW_DAYS}, got "
+                f"{request.window_days}",
+                field="window_days",
+            )
+        window = request.window_days or DEFAULT_GAP_WINDOW_DAYS
+        threshold = self.gap_similarity
+        if request.HasField("max_similarity"):
+            threshold = request.max_similarity
+            if not -1.0 <= threshold <= 1.0:
+                raise InvalidArgument(
+                    f"max_similarity must be between -1 and 1 (a cosine), got {threshold}",
+                    field="max_similarity",
+                )
+        gaps, token = await self.search_log.gaps(
+            client_id,
+            collection_id,
+            window_days=window,
+            max_similarity=threshold,
+            page_token=request.page.page_token,
+            requested_size=request.page.page_size,
+        )
+        return knowledge_pb2.ListLearningGapsResponse(
+            gaps=[gap_proto(g) for g in gaps],
+            page=common_pb2.PageInfo(next_page_token=token),
+            max_similarity=threshold,
+            window_days=window,
         )
 
     # The graph

@@ -87,6 +87,7 @@ class KnowledgeSources:
             collections=[str(c) for c in persona.knowledge_collections],
             k=self.settings.knowledge_k,
             mode=knowledge_pb2.SEARCH_MODE_HYBRID,
+            origin=knowledge_pb2.SEARCH_ORIGIN_TURN,
         )
         try:
             found = await self.knowledge.Search(

@@ -26,6 +26,7 @@ from edrs_gateway.api.routes import (
     import_export,
     jwks,
     knowledge,
+    knowledge_gaps,
     knowledge_graph,
     knowledge_imports,
     memories,
@@ -148,6 +149,7 @@ def create_api(ctx: GatewayContext, event_bus: EventBus) -> FastAPI:
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(knowledge.router, prefix=API_PREFIX)
     app.include_router(knowledge_imports.router, prefix=API_PREFIX)
+    app.include_router(knowledge_gaps.router, prefix=API_PREFIX)
     app.include_router(knowledge_graph.router, prefix=API_PREFIX)
     app.include_router(import_export.router, prefix=API_PREFIX)
     _document_edge_responses(app)

@@ -154,6 +154,32 @@ SEARCH_MODE_KEYWORD: SearchMode.ValueType  # 3
 """BM25 over the passages' words."""
 Global___SearchMode: _TypeAlias = SearchMode  # noqa: Y015
 
+class _SearchOrigin:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SearchOriginEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SearchOrigin.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SEARCH_ORIGIN_UNSPECIFIED: _SearchOrigin.ValueType  # 0
+    SEARCH_ORIGIN_API: _SearchOrigin.ValueType  # 1
+    """A client of the API (the gateway's /knowledge/search, the CLI, a direct gRPC caller)."""
+    SEARCH_ORIGIN_TURN: _SearchOrigin.ValueType  # 2
+    """A persona answering a conversation turn."""
+    SEARCH_ORIGIN_RESEARCH: _SearchOrigin.ValueType  # 3
+    """A research job's plan."""
+
+class SearchOrigin(_SearchOrigin, metaclass=_SearchOriginEnumTypeWrapper):
+    """SearchOrigin is where a search came from."""
+
+SEARCH_ORIGIN_UNSPECIFIED: SearchOrigin.ValueType  # 0
+SEARCH_ORIGIN_API: SearchOrigin.ValueType  # 1
+"""A client of the API (the gateway's /knowledge/search, the CLI, a direct gRPC caller)."""
+SEARCH_ORIGIN_TURN: SearchOrigin.ValueType  # 2
+"""A persona answering a conversation turn."""
+SEARCH_ORIGIN_RESEARCH: SearchOrigin.ValueType  # 3
+"""A research job's plan."""
+Global___SearchOrigin: _TypeAlias = SearchOrigin  # noqa: Y015
+
 @_typing.final
 class Collection(_message.Message):
     """---------------------------------------------------------------------------------------------
@@ -1270,11 +1296,16 @@ class SearchRequest(_message.Message):
     K_FIELD_NUMBER: _builtins.int
     MODE_FIELD_NUMBER: _builtins.int
     FILTERS_FIELD_NUMBER: _builtins.int
+    ORIGIN_FIELD_NUMBER: _builtins.int
     query: _builtins.str
     """Free text, up to 2,000 characters; required."""
     k: _builtins.int
     """Passages to return: 1..100; 0 means 10."""
     mode: Global___SearchMode.ValueType
+    origin: Global___SearchOrigin.ValueType
+    """Who is asking, set by the calling service (a persona's turn, a research plan) and recorded
+    with the search for ListLearningGaps; UNSPECIFIED is recorded as API.
+    """
     @_builtins.property
     def collections(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Collections (ids or names) to search, up to 100; empty: every collection of the tenant."""
@@ -1291,10 +1322,11 @@ class SearchRequest(_message.Message):
         k: _builtins.int = ...,
         mode: Global___SearchMode.ValueType = ...,
         filters: _abc.Iterable[Global___MetadataFilter] | None = ...,
+        origin: Global___SearchOrigin.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["collections", b"collections", "filters", b"filters", "k", b"k", "mode", b"mode", "query", b"query"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["collections", b"collections", "filters", b"filters", "k", b"k", "mode", b"mode", "origin", b"origin", "query", b"query"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1345,9 +1377,11 @@ class ScoreParts(_message.Message):
     keyword: _builtins.float
     """BM25 score of the passage for the query (unbounded, >= 0)."""
     graph: _builtins.float
-    """Graph expansion's contribution (hybrid only): 1 / (K + graph_rank), the graph ranking's term
-    of the fused score. The graph ranking holds the passages that state relations of the
-    entities the query names, or mention the entities at their other ends (docs/knowledge.md).
+    """Graph expansion's contribution (hybrid only): the graph ranking's term of the fused score,
+    the graph weight (0.25) times the passage's graph score over the best graph score (with
+    EDRS_KNOWLEDGE_FUSION=rrf: 1 / (K + graph_rank)). The graph ranking holds the passages that
+    state relations of the entities the query names, or mention the entities at their other
+    ends (docs/knowledge.md, "Ranking").
     """
     vector_rank: _builtins.int
     """1-based rank in the vector, keyword and graph lists."""
@@ -1467,8 +1501,9 @@ class Passage(_message.Message):
     text: _builtins.str
     """The passage's text."""
     score: _builtins.float
-    """The ranking score, higher is better: in HYBRID the fused score (docs/knowledge.md), in VECTOR
-    parts.vector, in KEYWORD parts.keyword.
+    """The ranking score, higher is better: in HYBRID the fused score (docs/knowledge.md,
+    "Ranking": 0..1.25 with the default adaptive fusion, 1 for a passage first by keyword and by
+    vector), in VECTOR parts.vector, in KEYWORD parts.keyword.
     """
     @_builtins.property
     def parts(self) -> Global___ScoreParts: ...
@@ -1500,6 +1535,152 @@ class Passage(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Passage: _TypeAlias = Passage  # noqa: Y015
+
+@_typing.final
+class ListLearningGapsRequest(_message.Message):
+    """---------------------------------------------------------------------------------------------
+    Learning gaps
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COLLECTION_FIELD_NUMBER: _builtins.int
+    WINDOW_DAYS_FIELD_NUMBER: _builtins.int
+    MAX_SIMILARITY_FIELD_NUMBER: _builtins.int
+    PAGE_FIELD_NUMBER: _builtins.int
+    collection: _builtins.str
+    """The collection (id or name); required."""
+    window_days: _builtins.int
+    """The window: searches of the last `window_days` days, 1..365; 0 means 30. Searches older
+    than the service's retention (EDRS_KNOWLEDGE_SEARCH_LOG_RETENTION_DAYS) are gone.
+    """
+    max_similarity: _builtins.float
+    """A search answered poorly: no passage, or its best vector similarity below this, -1..1.
+    Unset: the service's EDRS_KNOWLEDGE_GAP_SIMILARITY (0.5).
+    """
+    @_builtins.property
+    def page(self) -> _common_pb2.PageRequest: ...
+    def __init__(
+        self,
+        *,
+        collection: _builtins.str = ...,
+        window_days: _builtins.int = ...,
+        max_similarity: _builtins.float | None = ...,
+        page: _common_pb2.PageRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_similarity", b"_max_similarity", "max_similarity", b"max_similarity", "page", b"page"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_similarity", b"_max_similarity", "collection", b"collection", "max_similarity", b"max_similarity", "page", b"page", "window_days", b"window_days"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__max_similarity: _TypeAlias = _typing.Literal["max_similarity"]  # noqa: Y015
+    _WhichOneofArgType__max_similarity: _TypeAlias = _typing.Literal["_max_similarity", b"_max_similarity"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_similarity) -> _WhichOneofReturnType__max_similarity | None: ...
+
+Global___ListLearningGapsRequest: _TypeAlias = ListLearningGapsRequest  # noqa: Y015
+
+@_typing.final
+class LearningGap(_message.Message):
+    """LearningGap is one question (its normalised form) the collection answered poorly every time it
+    was asked in the window.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NORMALIZED_QUERY_FIELD_NUMBER: _builtins.int
+    QUERY_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    NO_PASSAGE_COUNT_FIELD_NUMBER: _builtins.int
+    FIRST_ASK_TIME_FIELD_NUMBER: _builtins.int
+    LAST_ASK_TIME_FIELD_NUMBER: _builtins.int
+    BEST_SIMILARITY_FIELD_NUMBER: _builtins.int
+    BEST_SCORE_FIELD_NUMBER: _builtins.int
+    ORIGINS_FIELD_NUMBER: _builtins.int
+    normalized_query: _builtins.str
+    """Lower-case, punctuation dropped, runs of white space one space: the grouping key."""
+    query: _builtins.str
+    """The latest search's query as it was asked."""
+    count: _builtins.int
+    """Searches of the window with this normalised query."""
+    no_passage_count: _builtins.int
+    """Of them, those that found no passage at all."""
+    best_similarity: _builtins.float
+    """The best vector similarity any of them reached (cosine, -1..1); unset when none ran a
+    vector ranking that found a passage (keyword-only searches, no passage).
+    """
+    best_score: _builtins.float
+    """The best score of a passage any of them returned (the mode's score: fused in HYBRID);
+    unset when none returned a passage.
+    """
+    @_builtins.property
+    def first_ask_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def last_ask_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def origins(self) -> _containers.RepeatedScalarFieldContainer[Global___SearchOrigin.ValueType]:
+        """Where the searches came from, each once (API, TURN, RESEARCH), in that order."""
+
+    def __init__(
+        self,
+        *,
+        normalized_query: _builtins.str = ...,
+        query: _builtins.str = ...,
+        count: _builtins.int = ...,
+        no_passage_count: _builtins.int = ...,
+        first_ask_time: _timestamp_pb2.Timestamp | None = ...,
+        last_ask_time: _timestamp_pb2.Timestamp | None = ...,
+        best_similarity: _builtins.float | None = ...,
+        best_score: _builtins.float | None = ...,
+        origins: _abc.Iterable[Global___SearchOrigin.ValueType] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_best_score", b"_best_score", "_best_similarity", b"_best_similarity", "best_score", b"best_score", "best_similarity", b"best_similarity", "first_ask_time", b"first_ask_time", "last_ask_time", b"last_ask_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_best_score", b"_best_score", "_best_similarity", b"_best_similarity", "best_score", b"best_score", "best_similarity", b"best_similarity", "count", b"count", "first_ask_time", b"first_ask_time", "last_ask_time", b"last_ask_time", "no_passage_count", b"no_passage_count", "normalized_query", b"normalized_query", "origins", b"origins", "query", b"query"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__best_score: _TypeAlias = _typing.Literal["best_score"]  # noqa: Y015
+    _WhichOneofArgType__best_score: _TypeAlias = _typing.Literal["_best_score", b"_best_score"]  # noqa: Y015
+    _WhichOneofReturnType__best_similarity: _TypeAlias = _typing.Literal["best_similarity"]  # noqa: Y015
+    _WhichOneofArgType__best_similarity: _TypeAlias = _typing.Literal["_best_similarity", b"_best_similarity"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__best_score) -> _WhichOneofReturnType__best_score | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__best_similarity) -> _WhichOneofReturnType__best_similarity | None: ...
+
+Global___LearningGap: _TypeAlias = LearningGap  # noqa: Y015
+
+@_typing.final
+class ListLearningGapsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GAPS_FIELD_NUMBER: _builtins.int
+    PAGE_FIELD_NUMBER: _builtins.int
+    MAX_SIMILARITY_FIELD_NUMBER: _builtins.int
+    WINDOW_DAYS_FIELD_NUMBER: _builtins.int
+    max_similarity: _builtins.float
+    """The threshold and window that were applied."""
+    window_days: _builtins.int
+    @_builtins.property
+    def gaps(self) -> _containers.RepeatedCompositeFieldContainer[Global___LearningGap]:
+        """Worst first: lowest best similarity (none at all first), then most asked, then by
+        normalised query.
+        """
+
+    @_builtins.property
+    def page(self) -> _common_pb2.PageInfo: ...
+    def __init__(
+        self,
+        *,
+        gaps: _abc.Iterable[Global___LearningGap] | None = ...,
+        page: _common_pb2.PageInfo | None = ...,
+        max_similarity: _builtins.float = ...,
+        window_days: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["page", b"page"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gaps", b"gaps", "max_similarity", b"max_similarity", "page", b"page", "window_days", b"window_days"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListLearningGapsResponse: _TypeAlias = ListLearningGapsResponse  # noqa: Y015
 
 @_typing.final
 class Entity(_message.Message):

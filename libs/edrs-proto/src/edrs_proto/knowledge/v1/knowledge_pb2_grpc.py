@@ -126,6 +126,11 @@ class KnowledgeServiceStub:
                 request_serializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.SearchRequest.SerializeToString,
                 response_deserializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.SearchResponse.FromString,
                 _registered_method=True)
+        self.ListLearningGaps = channel.unary_unary(
+                '/edrs.knowledge.v1.KnowledgeService/ListLearningGaps',
+                request_serializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.ListLearningGapsRequest.SerializeToString,
+                response_deserializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.ListLearningGapsResponse.FromString,
+                _registered_method=True)
         self.ListEntities = channel.unary_unary(
                 '/edrs.knowledge.v1.KnowledgeService/ListEntities',
                 request_serializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.ListEntitiesRequest.SerializeToString,
@@ -284,6 +289,19 @@ class KnowledgeServiceServicer:
 
     def Search(self, request, context):
         """Returns the passages that best answer a query, best first, each with its citation.
+        Returns the passages that best answer a query, best first, each with its citation. Each
+        search is recorded (its query, collections, best scores, origin: docs/knowledge.md "Learning
+        gaps") for ListLearningGaps, kept for the service's retention setting; the recording changes
+        nothing a search returns.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListLearningGaps(self, request, context):
+        """The questions a collection answered poorly over a window: recorded searches of it whose best
+        vector similarity stayed below a threshold (or that found no passage), grouped by normalised
+        query, worst first, cursor-paginated. NOT_FOUND for a collection the tenant does not have.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -394,6 +412,11 @@ def add_KnowledgeServiceServicer_to_server(servicer, server):
                     servicer.Search,
                     request_deserializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.SearchRequest.FromString,
                     response_serializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.SearchResponse.SerializeToString,
+            ),
+            'ListLearningGaps': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLearningGaps,
+                    request_deserializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.ListLearningGapsRequest.FromString,
+                    response_serializer=edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.ListLearningGapsResponse.SerializeToString,
             ),
             'ListEntities': grpc.unary_unary_rpc_method_handler(
                     servicer.ListEntities,
@@ -855,6 +878,33 @@ class KnowledgeService:
             '/edrs.knowledge.v1.KnowledgeService/Search',
             edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.SearchRequest.SerializeToString,
             edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.SearchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListLearningGaps(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edrs.knowledge.v1.KnowledgeService/ListLearningGaps',
+            edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.ListLearningGapsRequest.SerializeToString,
+            edrs_dot_knowledge_dot_v1_dot_knowledge__pb2.ListLearningGapsResponse.FromString,
             options,
             channel_credentials,
             insecure,

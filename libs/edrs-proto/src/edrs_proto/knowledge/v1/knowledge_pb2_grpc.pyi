@@ -105,7 +105,17 @@ class KnowledgeServiceStub:
     index entries and graph provenance. Emits knowledge.document_deleted. Returns what was removed.
     """
     Search: _grpc.UnaryUnaryMultiCallable[_knowledge_pb2.SearchRequest, _knowledge_pb2.SearchResponse]
-    """Returns the passages that best answer a query, best first, each with its citation."""
+    """Returns the passages that best answer a query, best first, each with its citation.
+    Returns the passages that best answer a query, best first, each with its citation. Each
+    search is recorded (its query, collections, best scores, origin: docs/knowledge.md "Learning
+    gaps") for ListLearningGaps, kept for the service's retention setting; the recording changes
+    nothing a search returns.
+    """
+    ListLearningGaps: _grpc.UnaryUnaryMultiCallable[_knowledge_pb2.ListLearningGapsRequest, _knowledge_pb2.ListLearningGapsResponse]
+    """The questions a collection answered poorly over a window: recorded searches of it whose best
+    vector similarity stayed below a threshold (or that found no passage), grouped by normalised
+    query, worst first, cursor-paginated. NOT_FOUND for a collection the tenant does not have.
+    """
     ListEntities: _grpc.UnaryUnaryMultiCallable[_knowledge_pb2.ListEntitiesRequest, _knowledge_pb2.ListEntitiesResponse]
     """Lists knowledge-graph entities, oldest first, with cursor pagination."""
     GetEntity: _grpc.UnaryUnaryMultiCallable[_knowledge_pb2.GetEntityRequest, _knowledge_pb2.Entity]
@@ -190,7 +200,17 @@ class KnowledgeServiceAsyncStub(KnowledgeServiceStub):
     index entries and graph provenance. Emits knowledge.document_deleted. Returns what was removed.
     """
     Search: _aio.UnaryUnaryMultiCallable[_knowledge_pb2.SearchRequest, _knowledge_pb2.SearchResponse]  # type: ignore[assignment]
-    """Returns the passages that best answer a query, best first, each with its citation."""
+    """Returns the passages that best answer a query, best first, each with its citation.
+    Returns the passages that best answer a query, best first, each with its citation. Each
+    search is recorded (its query, collections, best scores, origin: docs/knowledge.md "Learning
+    gaps") for ListLearningGaps, kept for the service's retention setting; the recording changes
+    nothing a search returns.
+    """
+    ListLearningGaps: _aio.UnaryUnaryMultiCallable[_knowledge_pb2.ListLearningGapsRequest, _knowledge_pb2.ListLearningGapsResponse]  # type: ignore[assignment]
+    """The questions a collection answered poorly over a window: recorded searches of it whose best
+    vector similarity stayed below a threshold (or that found no passage), grouped by normalised
+    query, worst first, cursor-paginated. NOT_FOUND for a collection the tenant does not have.
+    """
     ListEntities: _aio.UnaryUnaryMultiCallable[_knowledge_pb2.ListEntitiesRequest, _knowledge_pb2.ListEntitiesResponse]  # type: ignore[assignment]
     """Lists knowledge-graph entities, oldest first, with cursor pagination."""
     GetEntity: _aio.UnaryUnaryMultiCallable[_knowledge_pb2.GetEntityRequest, _knowledge_pb2.Entity]  # type: ignore[assignment]
@@ -368,7 +388,23 @@ class KnowledgeServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _knowledge_pb2.SearchRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_knowledge_pb2.SearchResponse, _abc.Awaitable[_knowledge_pb2.SearchResponse]]:
-        """Returns the passages that best answer a query, best first, each with its citation."""
+        """Returns the passages that best answer a query, best first, each with its citation.
+        Returns the passages that best answer a query, best first, each with its citation. Each
+        search is recorded (its query, collections, best scores, origin: docs/knowledge.md "Learning
+        gaps") for ListLearningGaps, kept for the service's retention setting; the recording changes
+        nothing a search returns.
+        """
+
+    @_abc_1.abstractmethod
+    def ListLearningGaps(
+        self,
+        request: _knowledge_pb2.ListLearningGapsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_knowledge_pb2.ListLearningGapsResponse, _abc.Awaitable[_knowledge_pb2.ListLearningGapsResponse]]:
+        """The questions a collection answered poorly over a window: recorded searches of it whose best
+        vector similarity stayed below a threshold (or that found no passage), grouped by normalised
+        query, worst first, cursor-paginated. NOT_FOUND for a collection the tenant does not have.
+        """
 
     @_abc_1.abstractmethod
     def ListEntities(

@@ -648,8 +648,9 @@ class SearchIn(ApiModel):
     k: int = Field(default=10, ge=1, le=K_MAX, description="Passages to return")
     mode: Mode = Field(
         default="hybrid",
-        description="`hybrid` (reciprocal rank fusion of vector and keyword, plus graph "
-        "expansion), `vector` or `keyword`",
+        description="`hybrid` (vector and keyword scores fused, the keyword weight following "
+        "how much of the query the best keyword passages hold, plus graph expansion), `vector` "
+        "or `keyword`",
     )
     filters: dict[
         Annotated[str, Field(min_length=1, max_length=METADATA_KEY_MAX, pattern=SINGLE_LINE)],
@@ -672,7 +673,8 @@ class ScoresOut(ApiModel):
     vector: float = Field(description="Cosine similarity of query and passage, -1..1")
     keyword: float = Field(description="BM25 score (0: not found by keywords)")
     graph: float = Field(
-        description="Graph expansion's contribution (hybrid only): 1/(60 + graphRank), for a "
+        description="Graph expansion's contribution (hybrid only): up to 0.25, in proportion "
+        "to the passage's graph score, for a "
         "passage in the neighbourhood of an entity the query names; 0 otherwise"
     )
     vector_rank: int | None = Field(description="1-based rank by vector; null: not found so")
@@ -736,7 +738,7 @@ class SearchOut(ApiModel):
                             "source": "",
                             "text": "Connect with the Acme VPN client; the server is "
                             "vpn.acme.example.",
-                            "score": 0.0325,
+                            "score": 0.9412,
                             "scores": {
                                 "vector": 0.71,
                                 "keyword": 7.42,
@@ -782,7 +784,11 @@ async def search(
     caller: Annotated[Principal, Depends(read_knowledge)],
 ) -> SearchOut:
     request = knowledge_pb2.SearchRequest(
-        query=body.query, collections=body.collections, k=body.k, mode=MODES[body.mode]
+        query=body.query,
+        collections=body.collections,
+        k=body.k,
+        mode=MODES[body.mode],
+        origin=knowledge_pb2.SEARCH_ORIGIN_API,
     )
     for key, values in body.filters.items():
         request.filters.add(key=key, values=[values] if isinstance(values, str) else values)
