@@ -198,7 +198,7 @@ def start(stub, collection: str, *, question: str = QUESTION, metadata=TENANT_A,
 
 
 async def test_an_answer_spread_over_three_documents_is_cited_passage_by_passage(
-    stub, kstub, research, collection
+    stub, kstub, research, collection, postgres_engine
 ) -> None:
     job = await start(stub, collection, depth=2)
     assert job.state == pb.JOB_STATE_QUEUED and uuid.UUID(job.id)
@@ -209,6 +209,17 @@ async def test_an_answer_spread_over_three_documents_is_cited_passage_by_passage
     # The question itself is always searched, whichever planner wrote the plan.
     assert QUESTION in done.plan[0].queries
     assert done.progress.queries >= 1 and done.progress.sources_found >= 3
+
+    # The plan's searches reach the tenant's learning gaps as research's (knowledge's search log).
+    async def searched_as_research() -> bool:
+        conn = await asyncpg.connect(postgres_engine.url("test_research_knowledge"))
+        try:
+            rows = await conn.fetch("SELECT origin FROM search_log WHERE query = $1", QUESTION)
+        finally:
+            await conn.close()
+        return bool(rows) and {r["origin"] for r in rows} == {"research"}
+
+    await testing.wait_until(searched_as_research, 60, "the plan's searches in the search log")
 
     report = await stub.GetReport(pb.GetReportRequest(job_id=job.id), metadata=TENANT_A)
     assert report.job_id == job.id and report.question == QUESTION

@@ -260,6 +260,8 @@ class JobActivities:
                             query=query,
                             collections=collections,
                             k=self.settings.passages_per_query,
+                            # The tenant's learning gaps count what research plans found.
+                            origin=knowledge_pb2.SEARCH_ORIGIN_RESEARCH,
                         )
                     )
             except PERMANENT as exc:

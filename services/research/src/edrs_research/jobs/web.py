@@ -296,6 +296,7 @@ class WebResearch:
                             query=query,
                             collections=[COLLECTION],
                             k=self.passages_per_query,
+                            origin=knowledge_pb2.SEARCH_ORIGIN_RESEARCH,
                             filters=[
                                 knowledge_pb2.MetadataFilter(
                                     key="url", values=page_urls[i : i + URLS_PER_FILTER]
