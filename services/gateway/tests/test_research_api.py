@@ -186,7 +186,9 @@ async def indexed_collection(client: httpx.AsyncClient, headers: dict[str, str])
         assert "failed" not in states, states
         return all(s == "indexed" for s in states)
 
-    await wait_until(all_indexed, INDEXED_WITHIN, "the collection's documents to be indexed")
+    await wait_until(
+        all_indexed, INDEXED_WITHIN, "the collection's documents to be indexed", interval=0.5
+    )
     return name
 
 
@@ -221,6 +223,7 @@ def pdf_text(content: bytes) -> str:
         ),
         ({"question": "Why?", "scope": {"colections": ["typo"]}}, "/scope/colections"),
         ({"question": "Why?", "personaId": "not-a-uuid"}, "/personaId"),
+        ({"question": "Why?", "scope": {"web": 1}}, "/scope/web"),
     ],
 )
 async def test_a_bad_job_is_refused_naming_the_field(client, tenant_a, body, pointer) -> None:
@@ -235,10 +238,12 @@ async def test_a_bad_job_is_refused_naming_the_field(client, tenant_a, body, poi
     [
         ("POST", "/sources", {"url": "https://a.example.org/", "pinned": True, "blocked": True}),
         ("POST", "/sources", {"url": ""}),
+        ("POST", "/sources", {"url": "https://a.example.org/", "blocked": 0}),
         ("POST", "/sources", {"url": "https://a.example.org/" + "x" * 2048}),
         ("PATCH", f"/sources/{uuid.uuid4()}", {}),
         ("PATCH", f"/sources/{uuid.uuid4()}", {"pinned": True, "blocked": True}),
         ("PATCH", f"/sources/{uuid.uuid4()}", {"title": None}),
+        ("PATCH", f"/sources/{uuid.uuid4()}", {"pinned": "yes"}),
         ("PATCH", f"/sources/{uuid.uuid4()}", {"title": "x", "url": "https://b.example.org/"}),
     ],
 )
@@ -336,6 +341,9 @@ async def test_a_source_is_registered_read_listed_pinned_refetched_and_deleted(
     assert any(r["signal"] == "pinned" for r in pinned.json()["reasons"]), pinned.json()
     only_pinned = await client.get(f"{R}/sources", params={"pinned": "true"}, headers=member)
     assert source["id"] in {s["id"] for s in only_pinned.json()["sources"]}
+    refetched = await client.post(f"{R}/sources/{source['id']}/refetch", headers=member)
+    assert refetched.status_code == 200, refetched.text
+    assert refetched.json()["state"] == "failed" and refetched.json()["fetchError"]
     # Both pinned and blocked: refused by the service too (the body alone is fine).
     both = await client.patch(f"{R}/sources/{source['id']}", headers=member, json={"blocked": True})
     assert (both.status_code, both.json()["code"]) == (422, "validation_failed"), both.text
@@ -345,9 +353,9 @@ async def test_a_source_is_registered_read_listed_pinned_refetched_and_deleted(
     assert blocked.status_code == 200, blocked.text
     assert (blocked.json()["pinned"], blocked.json()["blocked"]) == (False, True)
 
-    refetched = await client.post(f"{R}/sources/{source['id']}/refetch", headers=member)
-    assert refetched.status_code == 200, refetched.text
-    assert refetched.json()["state"] == "failed" and refetched.json()["fetchError"]
+    # A blocked source is never fetched, not even on request.
+    refused = await client.post(f"{R}/sources/{source['id']}/refetch", headers=member)
+    assert (refused.status_code, refused.json()["code"]) == (409, "failed_precondition")
 
     # Another tenant sees none of it.
     other = tenant_b["member"]
@@ -487,7 +495,7 @@ async def test_a_cancelled_job_ends_cancelled_and_has_no_report(client, tenant_a
         got = await client.get(f"{R}/jobs/{job_id}", headers=member)
         return bool(got.json()["state"] in ("completed", "failed", "cancelled"))
 
-    await wait_until(ended, JOB_WITHIN, f"job {job_id} to end")
+    await wait_until(ended, JOB_WITHIN, f"job {job_id} to end", interval=0.5)
     got = (await client.get(f"{R}/jobs/{job_id}", headers=member)).json()
     assert got["state"] == "cancelled" and got["endedAt"], got
     events = await events_of(client, member, job_id)

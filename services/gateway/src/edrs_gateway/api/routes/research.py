@@ -14,7 +14,7 @@ from edrs_core.errors import ServiceError
 from edrs_proto.research.v1 import research_pb2, research_pb2_grpc
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from google.protobuf import field_mask_pb2
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, StrictBool, model_validator
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from edrs_gateway.api.common import (
@@ -156,8 +156,10 @@ class RegisterSource(ApiModel):
     title: str = Field(
         default="", max_length=TITLE_MAX, pattern=SINGLE_LINE, description="Empty: the page's"
     )
-    pinned: bool = Field(default=False, description="Trusted: raises its credibility")
-    blocked: bool = Field(default=False, description="Never fetched or cited by research jobs")
+    pinned: StrictBool = Field(default=False, description="Trusted: raises its credibility")
+    blocked: StrictBool = Field(
+        default=False, description="Never fetched or cited by research jobs"
+    )
 
     @model_validator(mode="after")
     def _pinned_or_blocked(self) -> RegisterSource:
@@ -171,8 +173,8 @@ class UpdateSource(ApiModel):
     )
 
     title: str | None = Field(default=None, min_length=1, max_length=TITLE_MAX, pattern=SINGLE_LINE)
-    pinned: bool | None = None
-    blocked: bool | None = None
+    pinned: StrictBool | None = None
+    blocked: StrictBool | None = None
 
     @model_validator(mode="after")
     def _something_valid(self) -> UpdateSource:
@@ -313,8 +315,9 @@ async def delete_source(
     "/sources/{sourceId}/refetch",
     response_model=SourceOut,
     summary="Fetch a source again",
-    description="Now: its text, metadata and score are replaced when the page changed.",
-    responses={**_ERRORS, **problem_responses(404)},
+    description="Now: its text, metadata and score are replaced when the page changed. 409 "
+    "`failed_precondition` for a blocked source, which is never fetched.",
+    responses={**_ERRORS, **problem_responses(404, 409)},
 )
 async def refetch_source(
     source_id: SourceId, ctx: Ctx, caller: Annotated[Principal, Depends(write)]
@@ -357,7 +360,7 @@ class Scope(ApiModel):
             description="Knowledge collections (ids or names) to search; empty: none",
         )
     )
-    web: bool = Field(default=False, description="Search the web (the configured provider)")
+    web: StrictBool = Field(default=False, description="Search the web (the configured provider)")
     allowed_domains: list[Domain] = Field(
         default_factory=list,
         max_length=DOMAINS_MAX,
@@ -528,11 +531,12 @@ class JobPage(PageOf):
     description="Returns the job at once (`queued`); it runs as a durable workflow that survives "
     "a restart of the research service. Follow it live at `…/events` (SSE) or poll `Location`; "
     "when it is `completed`, read `…/report` or download `…/export`. The question passes your "
-    "tenant's DLP policy first.",
+    "tenant's DLP policy first. 409 `failed_precondition` when jobs cannot run as asked (no "
+    "Temporal, a persona the task service does not know).",
     responses={
         201: {"headers": {"Location": {"description": "Path of the job", **_STRING}}},
         **_ERRORS,
-        **problem_responses(404),
+        **problem_responses(404, 409),
     },
 )
 async def start_job(
@@ -602,6 +606,23 @@ async def cancel_job(
     )
 
 
+# One server-sent event of a job's watch (OpenAPI 3.1: the media type's schema is one event's).
+_SSE_EVENT: dict[str, object] = {
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {
+        "event": {"type": "string", "enum": ["update", "ended", "error"]},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "description": "A JobEvent (`update`, `ended`) or a problem (`error`), as JSON",
+        },
+        "id": {"type": "string"},
+        "retry": {"type": "integer"},
+    },
+}
+
+
 class JobEventOut(ApiModel):
     kind: str = Field(
         description="`state`, `plan`, `query`, `source_found`, `fetched`, `refused`, "
@@ -633,7 +654,7 @@ class JobEventOut(ApiModel):
     "ended job) as the last event; an `error` event (problem+json) if the watch fails.",
     response_class=EventSourceResponse,
     responses={
-        200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}},
+        200: {"content": {"text/event-stream": {"schema": _SSE_EVENT}}},
         **_ERRORS,
         **problem_responses(404),
     },
