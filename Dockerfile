@@ -59,6 +59,12 @@ RUN printf '#!/opt/venv/bin/python\nimport os, runpy\nos.environ.setdefault("EDR
 FROM python:3.11.7-slim-bookworm
 ARG SERVICE
 RUN useradd --uid 1000 --user-group --no-create-home --shell /usr/sbin/nologin edrs
+# Research reports exported as PDF need a Unicode TrueType font (edrs_research/export.py).
+RUN if [ "${SERVICE}" = research ]; then \
+        apt-get update \
+        && apt-get install -y --no-install-recommends fonts-dejavu-core=2.37-6 \
+        && rm -rf /var/lib/apt/lists/*; \
+    fi
 COPY --from=build /opt/venv /opt/venv
 # HOME=/tmp: the only writable directory under a read-only root filesystem. HF_HUB_OFFLINE: the
 # models ship inside pip packages; nothing is downloaded at run time.

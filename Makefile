@@ -33,6 +33,9 @@ CONSOLE_BUILD := services/gateway/src/edrs_gateway/console_dist/index.html
 CONSOLE_SOURCES := $(shell find console/src -type f 2>/dev/null) console/index.html console/vite.config.ts console/tsconfig.json
 # The browser tests drive Debian's chromium; installed when absent (apt-get needs root or sudo).
 CHROMIUM := /usr/bin/chromium
+# Research reports exported as PDF draw text in DejaVu Sans (Debian's fonts-dejavu-core), so any
+# script it covers (Latin, Greek, Cyrillic...) prints; installed when absent, as chromium is.
+DEJAVU := /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: help install run test test-fast lint typecheck format proto proto-check bench images clean console console-test browser
@@ -85,7 +88,11 @@ $(CHROMIUM):
 
 browser: $(CHROMIUM)
 
-install: $(STAMP) $(CHECKOV_STAMP) $(CONSOLE_BUILD) $(CHROMIUM)
+$(DEJAVU):
+	$(SUDO) apt-get update
+	$(SUDO) apt-get install -y --no-install-recommends fonts-dejavu-core
+
+install: $(STAMP) $(CHECKOV_STAMP) $(CONSOLE_BUILD) $(CHROMIUM) $(DEJAVU)
 
 run: $(STAMP) $(CONSOLE_BUILD)
 	$(BIN)/edrs dev up

@@ -20,6 +20,7 @@ from edrs_knowledge.app import definition as knowledge_definition
 from edrs_memory.app import definition as memory_definition
 from edrs_persona.app import definition as persona_definition
 from edrs_reasoning.app import definition as reasoning_definition
+from edrs_research.app import definition as research_definition
 from edrs_task.app import definition as task_definition
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -91,6 +92,16 @@ async def gateway(
             **engines("task", 1),
         ) as task,
         running_service(
+            research_definition,
+            peers={
+                "knowledge": knowledge.grpc_address,
+                "reasoning": reasoning.grpc_address,
+                "task": task.grpc_address,
+            },
+            rpc_timeout_seconds=RPC_TIMEOUT,
+            **{**engines("research", 1), **research_jobs(temporal_engine.url())},
+        ) as research,
+        running_service(
             gateway_definition,
             **engines("gateway", 0),
             peers={
@@ -100,6 +111,7 @@ async def gateway(
                 "task": task.grpc_address,
                 "knowledge": knowledge.grpc_address,
                 "integration": integration.grpc_address,
+                "research": research.grpc_address,
             },
             rpc_timeout_seconds=RPC_TIMEOUT,
             # The development bootstrap gives a tenant and an admin to log in with.
@@ -110,6 +122,11 @@ async def gateway(
         ) as svc,
     ):
         yield svc
+
+
+def research_jobs(temporal_address: str) -> dict[str, str]:
+    """The research service's job settings: Temporal, on a queue of its own."""
+    return {"temporal_address": temporal_address, "temporal_task_queue": "schemathesis-research"}
 
 
 async def admin_token(gateway: RunningService, database_url: str) -> str:

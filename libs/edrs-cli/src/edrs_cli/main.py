@@ -8,7 +8,18 @@ from pathlib import Path
 import typer
 from edrs_events import cli as events_cli
 
-from edrs_cli import admin, chat, dev, integrations, knowledge, tasks, tools, transfer, workflows
+from edrs_cli import (
+    admin,
+    chat,
+    dev,
+    integrations,
+    knowledge,
+    research,
+    tasks,
+    tools,
+    transfer,
+    workflows,
+)
 from edrs_cli.supervisor import Fleet
 
 app = typer.Typer(
@@ -25,6 +36,7 @@ app.add_typer(tasks.app, name="tasks")
 app.add_typer(tools.app, name="tools")
 app.add_typer(workflows.app, name="workflows")
 app.add_typer(knowledge.app, name="knowledge")
+app.add_typer(research.app, name="research")
 app.add_typer(integrations.connectors, name="connectors")
 app.add_typer(integrations.webhooks, name="webhooks")
 app.command("chat")(chat.chat)

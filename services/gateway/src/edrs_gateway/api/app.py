@@ -32,6 +32,7 @@ from edrs_gateway.api.routes import (
     memories,
     personas,
     relationships,
+    research,
     tasks,
     tenant,
     tools,
@@ -151,6 +152,7 @@ def create_api(ctx: GatewayContext, event_bus: EventBus) -> FastAPI:
     app.include_router(knowledge_imports.router, prefix=API_PREFIX)
     app.include_router(knowledge_gaps.router, prefix=API_PREFIX)
     app.include_router(knowledge_graph.router, prefix=API_PREFIX)
+    app.include_router(research.router, prefix=API_PREFIX)
     app.include_router(import_export.router, prefix=API_PREFIX)
     _document_edge_responses(app)
     return app

@@ -39,6 +39,10 @@ class Permission(StrEnum):
     # Knowledge collections, documents, search and the graph; writing adds, imports and deletes.
     KNOWLEDGE_READ = "knowledge:read"
     KNOWLEDGE_WRITE = "knowledge:write"
+    # Research jobs, their reports, and sources; writing starts and cancels jobs, registers,
+    # pins, blocks, re-fetches and deletes sources.
+    RESEARCH_READ = "research:read"
+    RESEARCH_WRITE = "research:write"
     # Connectors hold credentials (never shown back); webhooks send the tenant's events out.
     CONNECTORS_READ = "connectors:read"
     CONNECTORS_WRITE = "connectors:write"
@@ -56,6 +60,7 @@ _READ = {
     Permission.TASKS_READ,
     Permission.TOOLS_READ,
     Permission.KNOWLEDGE_READ,
+    Permission.RESEARCH_READ,
 }
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
@@ -71,6 +76,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.BUDGETS_READ,
             Permission.USAGE_READ,
             Permission.KNOWLEDGE_WRITE,
+            Permission.RESEARCH_WRITE,
         }
     ),
     # Integrations feed documents in (connectors, imports), read connectors, manage webhooks.
