@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from edrs_core import testing
 from edrs_core.outbound import OutboundClient
 from edrs_research.config import ResearchSettings
 from edrs_research.miniweb import MiniWeb
@@ -66,3 +67,39 @@ def fetcher_for(client_for: Any) -> Any:
         return Fetcher(client_for(settings), settings.fetch_limits(), tiers=settings.domain_tiers())
 
     return build
+
+
+# The reasoning service (the local models) and the knowledge service (the research collection) the
+# research service calls: one of each per test module.
+@pytest.fixture(scope="module")
+async def reasoning(postgres_engine, redis_engine, nats_engine) -> AsyncIterator[Any]:
+    from edrs_reasoning.app import definition as reasoning_definition
+
+    settings = testing.engine_settings(
+        postgres_engine, redis_engine, nats_engine, database="test_research_reasoning", redis_db=12
+    )
+    async with testing.running_service(reasoning_definition, start_timeout=300, **settings) as svc:
+        yield svc
+
+
+@pytest.fixture(scope="module")
+async def knowledge(
+    postgres_engine, redis_engine, nats_engine, reasoning, tmp_path_factory
+) -> AsyncIterator[Any]:
+    from edrs_knowledge.app import definition as knowledge_definition
+
+    folder = tmp_path_factory.mktemp("research-knowledge")
+    settings = testing.engine_settings(
+        postgres_engine, redis_engine, nats_engine, database="test_research_knowledge", redis_db=13
+    )
+    async with testing.running_service(
+        knowledge_definition,
+        start_timeout=120,
+        peers={"reasoning": reasoning.grpc_address},
+        rpc_timeout_seconds=120.0,
+        vector_engine="pgvector",
+        vector_url="",
+        keyword_index_dir=str(folder / "keywords"),
+        **settings,
+    ) as svc:
+        yield svc

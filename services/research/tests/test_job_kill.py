@@ -28,7 +28,7 @@ from edrs_proto.research.v1 import research_pb2 as pb
 from edrs_proto.research.v1 import research_pb2_grpc
 from edrs_research.miniweb import MiniWeb, Page, Site, SlowPage
 
-from .test_job_web import article, knowledge, miniweb, reasoning  # noqa: F401 (fixtures)
+from .test_job_web import article, miniweb  # noqa: F401 (the mini-web fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -93,8 +93,8 @@ async def test_a_job_whose_worker_is_killed_mid_fetch_resumes_without_fetching_a
     redis_engine,
     nats_engine,
     temporal_engine,
-    knowledge,  # noqa: F811
-    reasoning,  # noqa: F811
+    knowledge,
+    reasoning,
     miniweb: MiniWeb,  # noqa: F811
 ) -> None:
     held_pages: dict[str, Any] = {

@@ -112,40 +112,6 @@ async def miniweb() -> AsyncIterator[MiniWeb]:
 
 
 @pytest.fixture(scope="module")
-async def reasoning(postgres_engine, redis_engine, nats_engine) -> AsyncIterator[Any]:
-    from edrs_reasoning.app import definition as reasoning_definition
-
-    settings = testing.engine_settings(
-        postgres_engine, redis_engine, nats_engine, database="test_research_reasoning", redis_db=12
-    )
-    async with testing.running_service(reasoning_definition, start_timeout=300, **settings) as svc:
-        yield svc
-
-
-@pytest.fixture(scope="module")
-async def knowledge(
-    postgres_engine, redis_engine, nats_engine, reasoning, tmp_path_factory
-) -> AsyncIterator[Any]:
-    from edrs_knowledge.app import definition as knowledge_definition
-
-    folder = tmp_path_factory.mktemp("research-web-knowledge")
-    settings = testing.engine_settings(
-        postgres_engine, redis_engine, nats_engine, database="test_research_knowledge", redis_db=13
-    )
-    async with testing.running_service(
-        knowledge_definition,
-        start_timeout=120,
-        peers={"reasoning": reasoning.grpc_address},
-        rpc_timeout_seconds=120.0,
-        vector_engine="pgvector",
-        vector_url="",
-        keyword_index_dir=str(folder / "keywords"),
-        **settings,
-    ) as svc:
-        yield svc
-
-
-@pytest.fixture(scope="module")
 async def research(
     postgres_engine,
     redis_engine,
