@@ -56,3 +56,18 @@ async def test_a_path_no_route_can_match_is_still_a_problem_document(gateway) ->
     assert reply.headers["content-type"] == "application/problem+json"
     body = reply.json()
     assert body["code"] == "not_found" and body["status"] == 404, body
+
+
+async def test_every_event_stream_route_documents_its_events(gateway) -> None:
+    """The SSE routes' OpenAPI: one event as the schema, the names of the events the route sends
+    plus `error`, and `data` described as JSON text."""
+    async with httpx.AsyncClient(base_url=gateway.http_url) as client:
+        spec = (await client.get("/api/openapi.json")).json()
+    for path, events in (
+        ("/api/v1/runs/{runId}/events", ["step", "finished", "error"]),
+        ("/api/v1/research/jobs/{jobId}/events", ["update", "ended", "error"]),
+    ):
+        content = spec["paths"][path]["get"]["responses"]["200"]["content"]
+        schema = content["text/event-stream"]["schema"]
+        assert schema["properties"]["event"]["enum"] == events, path
+        assert schema["properties"]["data"]["contentMediaType"] == "application/json", path

@@ -4,6 +4,7 @@ wrapper in the route."""
 
 from __future__ import annotations
 
+import json
 import logging
 
 import grpc
@@ -11,6 +12,7 @@ import httpx
 import pytest
 from edrs_core import errors
 from edrs_core.context import request_context
+from edrs_gateway.api.common import sse_error
 from edrs_gateway.api.problems import install_problem_handlers, problem_of
 from fastapi import FastAPI
 
@@ -147,3 +149,14 @@ async def test_the_problem_carries_the_request_id() -> None:
         reply = await get(app)
     assert reply.status_code == 409
     assert reply.json()["requestId"] == "req-7"
+
+
+def test_a_failed_watch_ends_its_event_stream_with_the_problem_a_response_would_carry() -> None:
+    """The SSE routes (a run's steps, a research job) end with an `error` event whose data is the
+    same RFC 9457 problem the error gives as a response: code, status, title, detail."""
+    event = sse_error(errors.NotFound("run 7 not found"))
+    assert event.event == "error"
+    body = json.loads(event.data)
+    assert body["status"] == 404 and body["code"] == "not_found"
+    assert body["detail"] == "run 7 not found"
+    assert body["type"] == "https://edrs.dev/problems/not-found" and body["title"]

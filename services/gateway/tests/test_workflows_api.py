@@ -218,6 +218,14 @@ async def test_a_schedule_is_created_paused_and_deleted_over_http(
         headers=member,
     )
     assert bad.status_code == 422, bad.text
+    # A boolean is a JSON boolean: 0 is not taken for false.
+    loose = await client.post(
+        f"{API}/schedules",
+        json={"workflowName": "nightly", "cron": "0 2 * * *", "paused": 0},
+        headers=member,
+    )
+    assert loose.status_code == 422, loose.text
+    assert loose.json()["errors"][0]["pointer"] == "/paused"
     hidden = await client.get(f"{API}/schedules/{schedule['id']}", headers=tenant_b["admin"])
     assert hidden.status_code == 404
     paused = await client.post(f"{API}/schedules/{schedule['id']}/pause", headers=member)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+from edrs_core.errors import ServiceError
 from fastapi import Query, Request
 from pydantic import BaseModel, ConfigDict, Field
+from sse_starlette import ServerSentEvent
 
-from edrs_gateway.api.problems import PROBLEM_JSON, ApiError
+from edrs_gateway.api.problems import PROBLEM_JSON, ApiError, problem_body, problem_of
 
 
 class Problem(BaseModel):
@@ -113,6 +116,28 @@ def not_found(kind: str, object_id: object) -> ApiError:
     return ApiError(404, "not_found", f"{kind} {object_id} not found")
 
 
+def sse_response(events: tuple[str, ...], data: str) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI `200` of a route answering `text/event-stream`: one event as the schema, its
+    `event` one of `events` plus `error`, its `data` JSON text (`data` says what it holds)."""
+    schema = {
+        "type": "object",
+        "required": ["event", "data"],
+        "properties": {
+            "event": {"type": "string", "enum": [*events, "error"]},
+            "data": {"type": "string", "contentMediaType": "application/json", "description": data},
+            "id": {"type": "string"},
+            "retry": {"type": "integer"},
+        },
+    }
+    return {200: {"content": {"text/event-stream": {"schema": schema}}}}
+
+
+def sse_error(error: ServiceError) -> ServerSentEvent:
+    """The `error` event ending a stream whose watch failed: its data the problem (RFC 9457) a
+    response would have carried."""
+    return ServerSentEvent(data=json.dumps(problem_body(problem_of(error))), event="error")
+
+
 __all__ = [
     "AUTHENTICATED",
     "PageRequest",
@@ -120,6 +145,8 @@ __all__ = [
     "not_found",
     "page_request",
     "problem_responses",
+    "sse_error",
+    "sse_response",
     "upstream_responses",
 ]
 

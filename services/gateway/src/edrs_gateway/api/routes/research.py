@@ -22,6 +22,8 @@ from edrs_gateway.api.common import (
     PageRequest,
     page_request,
     problem_responses,
+    sse_error,
+    sse_response,
     upstream_responses,
 )
 from edrs_gateway.api.knowledge import time_of, time_or_none
@@ -607,22 +609,6 @@ async def cancel_job(
 
 
 # One server-sent event of a job's watch (OpenAPI 3.1: the media type's schema is one event's).
-_SSE_EVENT: dict[str, object] = {
-    "type": "object",
-    "required": ["event", "data"],
-    "properties": {
-        "event": {"type": "string", "enum": ["update", "ended", "error"]},
-        "data": {
-            "type": "string",
-            "contentMediaType": "application/json",
-            "description": "A JobEvent (`update`, `ended`) or a problem (`error`), as JSON",
-        },
-        "id": {"type": "string"},
-        "retry": {"type": "integer"},
-    },
-}
-
-
 class JobEventOut(ApiModel):
     kind: str = Field(
         description="`state`, `plan`, `query`, `source_found`, `fetched`, `refused`, "
@@ -654,7 +640,9 @@ class JobEventOut(ApiModel):
     "ended job) as the last event; an `error` event (problem+json) if the watch fails.",
     response_class=EventSourceResponse,
     responses={
-        200: {"content": {"text/event-stream": {"schema": _SSE_EVENT}}},
+        **sse_response(
+            ("update", "ended"), "A JobEvent (`update`, `ended`) or a problem (`error`), as JSON"
+        ),
         **_ERRORS,
         **problem_responses(404),
     },
@@ -676,9 +664,7 @@ async def _watch(stream: AsyncIterable[research_pb2.JobUpdate]) -> AsyncIterator
             event = "ended" if update.kind == "ended" else "update"
             yield ServerSentEvent(data=json.dumps(body), event=event)
     except ServiceError as exc:
-        yield ServerSentEvent(
-            data=json.dumps({"title": "watch failed", "detail": exc.message}), event="error"
-        )
+        yield sse_error(exc)
 
 
 # -- reports ----------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from edrs_proto.task.v1 import workflow_pb2, workflow_pb2_grpc
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from google.protobuf import json_format, struct_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
-from pydantic import Field
+from pydantic import Field, StrictBool
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from edrs_gateway.api.common import (
@@ -23,6 +23,8 @@ from edrs_gateway.api.common import (
     PageRequest,
     page_request,
     problem_responses,
+    sse_error,
+    sse_response,
     upstream_responses,
 )
 from edrs_gateway.api.models import MULTI_LINE, REQUIRED_LINE, SINGLE_LINE, ApiModel, PageOf
@@ -395,7 +397,10 @@ async def retry_run(
     "watch fails.",
     response_class=EventSourceResponse,
     responses={
-        200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}},
+        **sse_response(
+            ("step", "finished"),
+            "A Step (`step`), the Run (`finished`) or a problem (`error`), as JSON",
+        ),
         **_ERRORS,
         **problem_responses(404),
     },
@@ -420,9 +425,7 @@ async def _watch(stream: AsyncIterable[workflow_pb2.RunUpdate]) -> AsyncIterator
                 body = RunOut.of(update.finished).model_dump(mode="json", by_alias=True)
                 yield ServerSentEvent(data=json.dumps(body), event="finished")
     except ServiceError as exc:
-        yield ServerSentEvent(
-            data=json.dumps({"title": "watch failed", "detail": exc.message}), event="error"
-        )
+        yield sse_error(exc)
 
 
 # -- approvals ------------------------------------------------------------------------------
@@ -595,7 +598,7 @@ class CreateSchedule(ApiModel):
     )
     time_zone: str = Field(default="UTC", max_length=64, examples=["Europe/Berlin"])
     input: dict[str, Any] = Field(default_factory=dict)
-    paused: bool = False
+    paused: StrictBool = False
     note: str = Field(default="", max_length=500, pattern=SINGLE_LINE)
 
 
