@@ -6,6 +6,7 @@ from importlib.resources import files
 
 from edrs_core import GrpcService, LocalPorts, Runtime, ServiceDefinition
 from edrs_core.events import start_service_events
+from edrs_core.temporal import check_temporal, connect_temporal
 from edrs_proto.knowledge.v1 import knowledge_pb2_grpc
 from edrs_proto.reasoning.v1 import reasoning_pb2_grpc
 from edrs_proto.research.v1 import research_pb2, research_pb2_grpc
@@ -15,7 +16,6 @@ from temporalio.worker import Worker
 from edrs_research.config import ResearchSettings
 from edrs_research.jobs.activities import JobActivities
 from edrs_research.jobs.store import JobStore
-from edrs_research.jobs.temporal import check_temporal, connect_temporal
 from edrs_research.jobs.web import WebResearch
 from edrs_research.jobs.workflow import ResearchJob
 from edrs_research.jobs_server import JobRuntime
@@ -58,7 +58,10 @@ async def build_jobs(
     """Temporal, the worker that runs the jobs in this process, and the peers they call:
     knowledge and reasoning required, task (budgets, persona tasks) optional."""
     settings = rt.settings
-    temporal = await connect_temporal(settings, deadline_seconds=settings.startup_timeout_seconds)
+    assert settings.temporal_address is not None
+    temporal = await connect_temporal(
+        settings, settings.temporal_address, deadline_seconds=settings.startup_timeout_seconds
+    )
     rt.add_check("temporal", lambda: check_temporal(temporal))
     has_task = "task" in settings.peers
     tasks = rt.peers.stub(task_pb2_grpc.TaskServiceStub) if has_task else None

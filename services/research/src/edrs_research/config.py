@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import ClassVar, Literal, Self
 
 from edrs_core.outbound import OutboundClient, OutboundServiceSettings
+from edrs_core.temporal import TemporalConnection
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
@@ -17,7 +18,7 @@ from edrs_research.web.fetch import DEFAULT_USER_AGENT, FetchLimits
 from edrs_research.web.search import SearchProvider, build_provider, static_key
 
 
-class ResearchSettings(OutboundServiceSettings):
+class ResearchSettings(TemporalConnection, OutboundServiceSettings):
     model_config = SettingsConfigDict(env_prefix="EDRS_RESEARCH_")
     service_name: ClassVar[str] = "research"
     uses_redis: ClassVar[bool] = False
@@ -70,14 +71,13 @@ class ResearchSettings(OutboundServiceSettings):
         description="The Temporal frontend, host:port, the one the task service uses; unset: "
         "research jobs are unavailable",
     )
-    temporal_namespace: str = Field(default="default", min_length=1)
     temporal_task_queue: str = Field(
         default="edrs-research",
         min_length=1,
         description="The task queue the research worker polls and its jobs start on",
     )
-    temporal_tls: bool = False
-    temporal_api_key: SecretStr | None = None
+    # Namespace, TLS (a CA, a client certificate for mutual TLS) and API key: the task service's
+    # settings, edrs_core.temporal.TemporalConnection.
     job_heartbeat_seconds: float = Field(
         default=30.0,
         gt=0,

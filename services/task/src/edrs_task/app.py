@@ -6,6 +6,7 @@ from importlib.resources import files
 
 from edrs_core import GrpcService, LocalPorts, Runtime, ServiceDefinition
 from edrs_core.events import start_service_events
+from edrs_core.temporal import check_temporal, connect_temporal
 from edrs_proto.integration.v1 import tools_pb2_grpc
 from edrs_proto.knowledge.v1 import knowledge_pb2_grpc
 from edrs_proto.persona.v1 import persona_pb2_grpc
@@ -27,7 +28,6 @@ from edrs_task.server import BudgetServicer, TaskServicer
 from edrs_task.store.budgets import PostgresBudgetStore
 from edrs_task.store.postgres import PostgresTaskStore
 from edrs_task.store.workflows import WorkflowStore
-from edrs_task.temporal import check_temporal, connect_temporal
 from edrs_task.workflow_server import ApprovalServicer, ScheduleServicer, WorkflowServicer
 
 
@@ -59,7 +59,9 @@ async def build(rt: Runtime[TaskSettings], tools: ToolCaller | None = None) -> l
     prices = PriceTable(
         settings.model_prices, settings.default_model_price, settings.tool_call_micros
     )
-    temporal = await connect_temporal(settings, deadline_seconds=settings.startup_timeout_seconds)
+    temporal = await connect_temporal(
+        settings, settings.temporal_address, deadline_seconds=settings.startup_timeout_seconds
+    )
     rt.add_check("temporal", lambda: check_temporal(temporal))
     if tools is None:
         tools = IntegrationTools(

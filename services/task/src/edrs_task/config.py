@@ -2,11 +2,11 @@
 reasoning service, for decomposition), `EDRS_TASK_TEMPORAL_ADDRESS` the Temporal frontend its
 workers poll."""
 
-from pathlib import Path
-from typing import ClassVar, Self
+from typing import ClassVar
 
 from edrs_core import ServiceSettings
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from edrs_core.temporal import TemporalConnection
+from pydantic import BaseModel, Field
 from pydantic_settings import SettingsConfigDict
 
 
@@ -17,7 +17,7 @@ class ModelPrice(BaseModel):
     completion_micros_per_1k: int = Field(default=0, ge=0)
 
 
-class TaskSettings(ServiceSettings):
+class TaskSettings(TemporalConnection, ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="EDRS_TASK_")
     service_name: ClassVar[str] = "task"
     uses_redis: ClassVar[bool] = False
@@ -45,14 +45,12 @@ class TaskSettings(ServiceSettings):
         min_length=1,
         description="The Temporal frontend, host:port (`edrs dev up` starts one and sets it)",
     )
-    temporal_namespace: str = Field(default="default", min_length=1)
     temporal_task_queue: str = Field(
         default="edrs-task",
         min_length=1,
         description="The task queue this service's workers poll and its workflows start on",
     )
-    # TLS to a production cluster: a CA for the server's certificate, and a client certificate
-    # when the cluster asks for mutual TLS. Temporal Cloud takes an API key instead.
+    # Namespace, TLS and API key: edrs_core.temporal.TemporalConnection.
     workflow_heartbeat_seconds: float = Field(
         default=10.0,
         gt=0,
@@ -60,18 +58,3 @@ class TaskSettings(ServiceSettings):
         description="Heartbeat timeout of step activities: how soon a step whose worker died "
         "is retried on another",
     )
-    temporal_tls: bool = False
-    temporal_tls_ca_path: Path | None = None
-    temporal_tls_cert_path: Path | None = None
-    temporal_tls_key_path: Path | None = None
-    temporal_tls_server_name: str | None = None
-    temporal_api_key: SecretStr | None = None
-
-    @model_validator(mode="after")
-    def _temporal_tls_pair(self) -> Self:
-        if (self.temporal_tls_cert_path is None) != (self.temporal_tls_key_path is None):
-            raise ValueError(
-                f"{self.env_name('temporal_tls_cert_path')} and "
-                f"{self.env_name('temporal_tls_key_path')} go together: set both or neither"
-            )
-        return self
