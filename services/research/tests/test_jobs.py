@@ -21,6 +21,7 @@ from edrs_proto.knowledge.v1 import knowledge_pb2_grpc
 from edrs_proto.research.v1 import research_pb2 as pb
 from edrs_proto.research.v1 import research_pb2_grpc
 from edrs_research.app import definition
+from edrs_research.jobs.store import UPDATES_CHANNEL
 
 pytestmark = pytest.mark.integration
 
@@ -255,6 +256,30 @@ async def test_watch_streams_the_stages_then_the_ended_job(stub, collection) -> 
     # In the order they happened.
     assert kinds.index("plan") < kinds.index("query") < kinds.index("scored") < kinds.index("claim")
     assert all(u.event_time.seconds > 0 for u in updates)
+
+
+async def test_every_update_is_announced_when_it_is_committed(
+    stub, collection, postgres_engine
+) -> None:
+    """WatchJob is woken, not polling: each update row of a job is announced on its channel
+    (keyed by the job id) by the transaction that writes it, so a watcher reads it at once."""
+    heard: list[str] = []
+    listener = await asyncpg.connect(postgres_engine.url(DATABASE))
+    try:
+        await listener.add_listener(UPDATES_CHANNEL, lambda _c, _p, _ch, key: heard.append(key))
+        job = await start(stub, collection)
+        await ended(stub, job.id)
+        rows = await listener.fetchval(
+            "SELECT count(*) FROM research_job_updates WHERE job_id = $1", uuid.UUID(job.id)
+        )
+
+        async def all_heard() -> bool:
+            return heard.count(job.id) == rows
+
+        await testing.wait_until(all_heard, 60, f"the {rows} notifications of job {job.id}")
+    finally:
+        await listener.close()
+    assert rows > 3
 
 
 async def test_an_unsupported_job_report_flags_what_no_passage_supports(stub, kstub) -> None:

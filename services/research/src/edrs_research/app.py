@@ -6,6 +6,7 @@ from importlib.resources import files
 
 from edrs_core import GrpcService, LocalPorts, Runtime, ServiceDefinition
 from edrs_core.events import start_service_events
+from edrs_core.notifications import Notifications
 from edrs_core.temporal import check_temporal, connect_temporal
 from edrs_proto.knowledge.v1 import knowledge_pb2_grpc
 from edrs_proto.reasoning.v1 import reasoning_pb2_grpc
@@ -95,12 +96,15 @@ async def build_jobs(
         max_concurrent_activities=20,
     )
     rt.spawn(worker.run(), "temporal-worker")
+    notifications = Notifications(rt.db)
+    rt.on_close(notifications.close)
     return JobRuntime(
         store,
         temporal,
         settings.temporal_task_queue,
         settings.job_heartbeat_seconds,
         tasks,
+        notifications,
         web=web is not None,
     )
 

@@ -4,7 +4,6 @@ when the service has no Temporal: every job RPC then answers FAILED_PRECONDITION
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import importlib
 import re
@@ -22,6 +21,7 @@ from edrs_core import (
 )
 from edrs_core.context import require_client_id
 from edrs_core.ids import new_id, parse_id
+from edrs_core.notifications import Notifications
 from edrs_core.protobuf import timestamp
 from edrs_proto.common.v1 import common_pb2
 from edrs_proto.research.v1 import research_pb2
@@ -33,7 +33,7 @@ from temporalio.service import RPCError
 
 from edrs_research.jobs import store as states
 from edrs_research.jobs.messages import RESEARCH_JOB, JobRef, workflow_id
-from edrs_research.jobs.store import JobRow, JobStore
+from edrs_research.jobs.store import UPDATES_CHANNEL, JobRow, JobStore
 
 STATES: dict[str, int] = {
     states.QUEUED: research_pb2.JOB_STATE_QUEUED,
@@ -51,7 +51,7 @@ MAX_COLLECTIONS, MAX_DOMAINS = 100, 100
 _HOST = re.compile(
     r"^(\*\.)?([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"
 )
-WATCH_POLL_SECONDS = 0.5
+WATCH_FALLBACK_SECONDS = 10.0
 
 
 @dataclass
@@ -62,6 +62,8 @@ class JobRuntime:
     heartbeat_seconds: float
     # The task service (persona jobs' tasks); None without a `task` peer.
     tasks: task_pb2_grpc.TaskServiceAsyncStub | None
+    # Wakes WatchJob when a job's update is committed (UPDATES_CHANNEL).
+    notifications: Notifications
     # A web search provider is configured (EDRS_RESEARCH_SEARCH_PROVIDER).
     web: bool = False
 
@@ -273,23 +275,26 @@ class JobRpcs:
             event_time=timestamp(job.updated_at),
         )
         seq = 0
-        while True:
-            updates = await rt.store.updates_after(job.id, seq)
-            if updates:
-                job = await rt.store.get(client_id, job.id) or job
-                current = job_to_proto(job)
-                for u in updates:
-                    seq = u.seq
-                    yield research_pb2.JobUpdate(
-                        job=current,
-                        kind=u.kind,
-                        detail=u.detail,
-                        url=u.url,
-                        event_time=timestamp(u.created_at),
-                    )
-                    if u.kind == "ended":
-                        return
-            await asyncio.sleep(WATCH_POLL_SECONDS)
+        async with rt.notifications.subscribe(UPDATES_CHANNEL, str(job.id)) as changed:
+            while True:
+                changed.clear()
+                updates = await rt.store.updates_after(client_id, job.id, seq)
+                if updates:
+                    job = await rt.store.get(client_id, job.id) or job
+                    current = job_to_proto(job)
+                    for u in updates:
+                        seq = u.seq
+                        yield research_pb2.JobUpdate(
+                            job=current,
+                            kind=u.kind,
+                            detail=u.detail,
+                            url=u.url,
+                            event_time=timestamp(u.created_at),
+                        )
+                        if u.kind == "ended":
+                            return
+                # Woken by the update's notification; a missed one costs at most this long.
+                await changed.wait_for(WATCH_FALLBACK_SECONDS)
 
     async def GetReport(  # noqa: N802
         self, request: research_pb2.GetReportRequest, context: ServicerContext

@@ -6,6 +6,7 @@ from importlib.resources import files
 
 from edrs_core import GrpcService, LocalPorts, Runtime, ServiceDefinition
 from edrs_core.events import start_service_events
+from edrs_core.notifications import Notifications
 from edrs_core.temporal import check_temporal, connect_temporal
 from edrs_proto.integration.v1 import tools_pb2_grpc
 from edrs_proto.knowledge.v1 import knowledge_pb2_grpc
@@ -21,7 +22,6 @@ from edrs_task.durable.activities import WorkflowActivities
 from edrs_task.durable.charges import StepBudgets
 from edrs_task.durable.steps import IntegrationTools, StepExecutors, ToolCaller
 from edrs_task.durable.worker import build_worker
-from edrs_task.notifications import Notifications
 from edrs_task.personas import PersonaDirectory
 from edrs_task.proposals import ModelProposalSource
 from edrs_task.server import BudgetServicer, TaskServicer

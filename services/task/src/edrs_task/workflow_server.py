@@ -25,6 +25,7 @@ from edrs_core import (
 )
 from edrs_core.context import identity_var, remaining_time, require_client_id
 from edrs_core.ids import new_id, parse_id
+from edrs_core.notifications import Notifications
 from edrs_core.protobuf import timestamp
 from edrs_proto.common.v1 import common_pb2
 from edrs_proto.task.v1 import workflow_pb2, workflow_pb2_grpc
@@ -52,7 +53,6 @@ from edrs_task.durable.messages import (
     derived_id,
 )
 from edrs_task.durable.steps import ToolCaller
-from edrs_task.notifications import Notifications
 from edrs_task.store.workflows import (
     APPROVAL_CHANNEL,
     NOTIFY_CHANNEL,

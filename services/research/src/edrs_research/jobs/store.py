@@ -13,6 +13,7 @@ from uuid import UUID
 import asyncpg
 from edrs_core.events import ServiceEvents
 from edrs_core.pagination import keyset_page
+from edrs_events.pg import Connection
 
 QUEUED, PLANNING, SEARCHING, FETCHING, SCORING, DRAFTING = (
     "queued",
@@ -102,6 +103,15 @@ def _job(row: Any) -> JobRow:
     )
 
 
+# WatchJob waits on this channel (edrs_core.notifications), keyed by the job id: every update row
+# is announced in the transaction that writes it.
+UPDATES_CHANNEL = "edrs_research_job_updates"
+
+
+async def _announce(conn: Connection, job_id: UUID) -> None:
+    await conn.execute("SELECT pg_notify($1, $2)", UPDATES_CHANNEL, str(job_id))
+
+
 class JobStore:
     def __init__(self, db: asyncpg.Pool, events: ServiceEvents) -> None:
         self.db = db
@@ -132,6 +142,7 @@ class JobStore:
                 job_id,
                 "queued",
             )
+            await _announce(conn, job_id)
             payload: dict[str, Any] = {
                 "job_id": str(job_id),
                 "question_length": len(question),
@@ -218,6 +229,7 @@ class JobStore:
                 detail,
                 url,
             )
+            await _announce(conn, job_id)
         return True
 
     async def set_task(self, client_id: str, job_id: UUID, task_id: str) -> None:
@@ -262,6 +274,7 @@ class JobStore:
                 job_id,
                 detail,
             )
+            await _announce(conn, job_id)
             ended = _job(row)
             if report is not None:
                 await conn.execute(
@@ -289,10 +302,12 @@ class JobStore:
                 )
         return ended
 
-    async def updates_after(self, job_id: UUID, seq: int) -> list[UpdateRow]:
+    async def updates_after(self, client_id: str, job_id: UUID, seq: int) -> list[UpdateRow]:
         rows = await self.db.fetch(
-            "SELECT seq, kind, detail, url, created_at FROM research_job_updates "
-            "WHERE job_id = $1 AND seq > $2 ORDER BY seq",
+            """SELECT u.seq, u.kind, u.detail, u.url, u.created_at FROM research_job_updates u
+               JOIN research_jobs j ON j.id = u.job_id AND j.client_id = $1
+               WHERE u.job_id = $2 AND u.seq > $3 ORDER BY u.seq""",
+            client_id,
             job_id,
             seq,
         )

@@ -1,5 +1,9 @@
-"""PostgreSQL LISTEN/NOTIFY for the streams that wait on a change (WatchRun, WaitApproval): one
-listening connection per process, each waiter woken by the notifications of its key."""
+"""PostgreSQL LISTEN/NOTIFY for the streams that wait on a change (task's WatchRun and WaitApproval,
+research's WatchJob): one listening connection per process, each waiter woken by the notifications
+of its key. The writer sends `SELECT pg_notify(channel, key)` in the transaction that made the
+change, so the notification arrives after its commit; a waiter reads, then waits for the next one
+(or its timeout, which bounds what a missed notification costs: the listening connection may have
+been replaced)."""
 
 from __future__ import annotations
 
