@@ -11,8 +11,9 @@ from uuid import uuid4
 import httpx
 import pytest
 from edrs_core.db import open_database
+from edrs_core.dlp import DlpPolicy, DlpScanner, Hit
 from edrs_gateway.auth.principal import Principal
-from edrs_gateway.edge.dlp import DlpMiddleware, DlpPolicy, DlpScanner, Hit
+from edrs_gateway.edge.dlp import DlpMiddleware
 from edrs_gateway.edge.policies import TenantPolicies
 from starlette.applications import Starlette
 from starlette.requests import Request

@@ -6,6 +6,7 @@ answering from it with citations (the real model)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import uuid
@@ -487,6 +488,79 @@ async def test_dlp_redacts_text_documents_text_files_and_ndjson_imports_and_bloc
         f"{K}/documents", params={"collection": blocked["id"]}, headers=admin
     )
     assert nothing.json()["documents"] == []
+
+
+async def test_files_the_gateway_cannot_read_pass_dlp_in_the_knowledge_service(
+    conversation_fleet, client, member
+) -> None:
+    """A PDF (uploaded, or imported as contentBase64) is text only the knowledge service reads:
+    the gateway sends the tenant's policy with it. Redact: the stored text and the document's
+    `redactions` say what went; block: the document fails `sensitive_data_blocked`. An upload's
+    form fields are scanned at the gateway, as a JSON body is."""
+    secret = "Payroll questions go to pay.desk@example.com, never elsewhere."
+    collection = await new_collection(client, member, unique("dlp-files"))
+    uploaded = await client.post(
+        f"{K}/collections/{collection['id']}/files",
+        headers=member,
+        files={"file": ("payroll.pdf", pdf_bytes([secret]), "application/pdf")},
+        data={"title": "From lead@example.com"},
+    )
+    assert uploaded.status_code == 202, uploaded.text
+    imported = await client.post(
+        f"{K}/collections/{collection['id']}/imports",
+        headers=member,
+        json=[
+            {
+                "externalId": "pdf-1",
+                "contentBase64": base64.b64encode(pdf_bytes([secret])).decode(),
+                "filename": "payroll.pdf",
+            }
+        ],
+    )
+    assert imported.status_code == 202, imported.text
+    await job_done(client, member, imported.json()["id"])
+    listed = await client.get(
+        f"{K}/documents",
+        params={"collection": collection["id"], "externalId": "pdf-1"},
+        headers=member,
+    )
+    assert listed.status_code == 200, listed.text
+    imported_id = listed.json()["documents"][0]["id"]
+    for document_id in (uploaded.json()["document"]["id"], imported_id):
+        document = await settled(client, member, document_id)
+        assert document["state"] == "indexed", document
+        assert document["redactions"] == {"email": 1}, document
+        text = (await client.get(f"{K}/documents/{document_id}/text", headers=member)).json()
+        assert "pay.desk@example.com" not in text["text"]
+        assert "[REDACTED:email]" in text["text"]
+    titled = await client.get(f"{K}/documents/{uploaded.json()['document']['id']}", headers=member)
+    assert titled.json()["title"] == "From [REDACTED:email]"
+
+    strict = await conversation_fleet.new_tenant()
+    await conversation_fleet.ctx.runtime.db.execute(
+        "UPDATE tenants SET dlp_policy = 'block' WHERE id = $1", strict
+    )
+    admin = await conversation_fleet.login(strict, "admin")
+    blocked = await new_collection(client, admin, unique("dlp-strict"))
+    sent = await client.post(
+        f"{K}/collections/{blocked['id']}/files",
+        headers=admin,
+        files={"file": ("payroll.pdf", pdf_bytes([secret]), "application/pdf")},
+    )
+    assert sent.status_code == 202, sent.text
+    failed = await settled(client, admin, sent.json()["document"]["id"])
+    assert failed["state"] == "failed" and failed["failure"]["code"] == "sensitive_data_blocked"
+    assert "email" in failed["failure"]["message"]
+    assert "pay.desk" not in failed["failure"]["message"]
+    refused = await client.post(
+        f"{K}/collections/{blocked['id']}/files",
+        headers=admin,
+        files={"file": ("notes.pdf", pdf_bytes(["nothing to hide"]), "application/pdf")},
+        data={"title": "From lead@example.com"},
+    )
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["code"] == "sensitive_data_blocked"
+    assert refused.json()["errors"][0]["pointer"] == "/title"
 
 
 async def test_an_idempotency_key_replays_the_first_answer(client, member) -> None:

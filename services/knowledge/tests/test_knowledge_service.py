@@ -226,6 +226,63 @@ async def test_an_unreadable_file_fails_alone_with_its_reason(stub, kit, documen
     assert again.outcome == pb.INGEST_OUTCOME_CREATED
 
 
+SENSITIVE_PAGE = [
+    ("h", "Payroll contacts"),
+    ("p", "Write to payroll.lead@example.com about the SSN 536-22-8726 on file."),
+]
+
+
+async def test_a_pdf_passes_the_tenants_dlp_policy_after_it_is_read(stub, kit, documents) -> None:
+    """The gateway cannot read a PDF, so it sends the tenant's policy with it: redact replaces
+    each finding in the stored text and passages (counted per kind on the version), block fails
+    the document naming the kinds and indexes nothing; without a policy the text is kept."""
+    collection = await kit.new_collection(stub)
+    data = documents.pdf([SENSITIVE_PAGE])
+    redacted = await kit.ingest(
+        stub, collection, content=data, filename="payroll.pdf", dlp_policy=pb.DLP_POLICY_REDACT
+    )
+    document = await kit.wait_indexed(stub, redacted.document.id)
+    assert dict(document.redactions) == {"email": 1, "us_ssn": 1}
+    text = await stub.ReadDocumentText(
+        pb.ReadDocumentTextRequest(document_id=document.id), metadata=TENANT_A
+    )
+    assert "payroll.lead@example.com" not in text.text and "536-22-8726" not in text.text
+    assert "Write to [REDACTED:email] about the SSN [REDACTED:us_ssn] on file." in text.text
+    found = await stub.Search(
+        pb.SearchRequest(
+            query="payroll.lead@example.com 536-22-8726",
+            collections=[collection],
+            mode=pb.SEARCH_MODE_KEYWORD,
+            k=10,
+        ),
+        metadata=TENANT_A,
+    )
+    for passage in found.passages:
+        assert "example.com" not in passage.text and "8726" not in passage.text
+        assert await kit.cut(stub, passage) == passage.text
+    versions = await stub.ListDocumentVersions(
+        pb.ListDocumentVersionsRequest(document_id=document.id), metadata=TENANT_A
+    )
+    assert dict(versions.versions[0].redactions) == {"email": 1, "us_ssn": 1}
+
+    blocked = await kit.ingest(
+        stub, collection, content=data, filename="again.pdf", dlp_policy=pb.DLP_POLICY_BLOCK
+    )
+    failed = await kit.wait_indexed(stub, blocked.document.id, state=pb.DOCUMENT_STATE_FAILED)
+    assert failed.failure.code == "sensitive_data_blocked"
+    assert "(email, us_ssn)" in failed.failure.message
+    assert "example.com" not in failed.failure.message
+    assert failed.chunk_count == 0
+
+    kept = await kit.ingest(stub, collection, content=data, filename="kept.pdf")
+    plain = await kit.wait_indexed(stub, kept.document.id)
+    assert dict(plain.redactions) == {}
+    read = await stub.ReadDocumentText(
+        pb.ReadDocumentTextRequest(document_id=plain.id), metadata=TENANT_A
+    )
+    assert "payroll.lead@example.com" in read.text
+
+
 async def test_invalid_ingest_names_the_field(stub, kit) -> None:
     collection = await kit.new_collection(stub)
     for request, message in [
@@ -244,6 +301,10 @@ async def test_invalid_ingest_names_the_field(stub, kit) -> None:
         (
             pb.IngestDocumentRequest(collection=collection, text="t", metadata={" ": "v"}),
             "metadata key is required",
+        ),
+        (
+            pb.IngestDocumentRequest(collection=collection, text="t", dlp_policy=7),  # type: ignore[arg-type]
+            "dlp_policy 7 is not a DLP policy",
         ),
     ]:
         await testing.expect_rpc_error(

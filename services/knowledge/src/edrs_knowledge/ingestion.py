@@ -22,6 +22,7 @@ from edrs_knowledge.graph import Extraction, extract
 from edrs_knowledge.graph_model import ModelExtractor
 from edrs_knowledge.keyword import KeywordEntry, KeywordIndex
 from edrs_knowledge.parsing import DocumentError, ParsedDocument, parse_document
+from edrs_knowledge.sensitive import apply_policy
 from edrs_knowledge.store import StoredChunk, Work
 from edrs_knowledge.store.postgres import NewChunk, PostgresKnowledgeStore
 
@@ -70,6 +71,18 @@ def plan(chunks: Sequence[Chunk], existing: Sequence[StoredChunk]) -> Plan:
         else:
             kept.add(reused)
     return Plan(made, to_embed, [old.id for old in existing if old.id not in kept])
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    """A version read and cut: the document as its DLP policy left it, the title it was given
+    (redacted alike), what was redacted per kind, its passages and the rules' graph."""
+
+    document: ParsedDocument
+    given_title: str
+    redactions: dict[str, int]
+    chunks: list[Chunk]
+    graph: Extraction | None
 
 
 class Ingestion:
@@ -153,28 +166,39 @@ class Ingestion:
                     f"the document could not be indexed ({type(exc).__name__})",
                 )
 
-    def _parse(self, work: Work) -> tuple[ParsedDocument, list[Chunk], Extraction | None]:
+    def _parse(self, work: Work) -> _Parsed:
         parsed = parse_document(
             work.data,
             filename=work.filename or None,
             content_type=work.content_type or None,
             max_bytes=self.max_bytes,
         )
+        # The tenant's DLP policy, before anything is cut, embedded or indexed (raises
+        # SensitiveDataBlocked for "block").
+        parsed, given_title, redactions = apply_policy(parsed, work.dlp_policy, work.title)
         chunks = self.chunker.chunk(parsed)
         # The graph stage reads the passages as chunked (rules: no model, no I/O).
         graph = extract([(c.text, c.heading_path) for c in chunks]) if self.extract_graph else None
-        return parsed, chunks, graph
+        return _Parsed(parsed, given_title, redactions, chunks, graph)
 
     async def process(self, work: Work) -> None:
         try:
             # PDFium, python-docx, the tokenizer and extraction hold the CPU: off the event loop.
-            parsed, chunks, graph = await asyncio.to_thread(self._parse, work)
+            done = await asyncio.to_thread(self._parse, work)
         except DocumentError as exc:
             await self.store.fail(work, exc.code, str(exc))
             return
-        title = (work.title or parsed.title or work.filename or work.external_id or "Untitled")[
-            :500
-        ]
+        parsed, chunks, graph = done.document, done.chunks, done.graph
+        if done.redactions:
+            log.info(
+                "document %s version %d: DLP redacted %s",
+                work.document_id,
+                work.version,
+                ", ".join(f"{n} {kind}" for kind, n in sorted(done.redactions.items())),
+            )
+        title = (
+            done.given_title or parsed.title or work.filename or work.external_id or "Untitled"
+        )[:500]
         await self.store.parsed(
             work,
             title=title,
@@ -182,6 +206,7 @@ class Ingestion:
             format=parsed.format.value,
             pages=parsed.pages or 0,
             chunk_count=len(chunks),
+            redactions=done.redactions,
         )
         existing = await self.store.document_chunks(work.client_id, work.document_id)
         steps = plan(chunks, existing)

@@ -21,7 +21,7 @@ from typing import Any
 DEFAULT_MAX_BYTES = 100 * 1024 * 1024
 # A DOCX is a ZIP: refuse one that would inflate to more than this many times its own size.
 _MAX_INFLATION = 100
-_BLOCK_SEPARATOR = "\n\n"
+BLOCK_SEPARATOR = "\n\n"
 
 
 class Format(StrEnum):
@@ -171,8 +171,8 @@ class _Builder:
 
     def _add(self, kind: BlockKind, text: str, page: int | None, level: int | None) -> None:
         if self._parts:
-            self._parts.append(_BLOCK_SEPARATOR)
-            self._length += len(_BLOCK_SEPARATOR)
+            self._parts.append(BLOCK_SEPARATOR)
+            self._length += len(BLOCK_SEPARATOR)
         start = self._length
         self._parts.append(text)
         self._length += len(text)

@@ -124,6 +124,7 @@ def document_proto(d: Document) -> knowledge_pb2.Document:
         content_hash=d.content_hash,
         create_time=timestamp(d.created_at),
         update_time=timestamp(d.updated_at),
+        redactions=d.redactions,
     )
 
 
@@ -144,6 +145,7 @@ def version_proto(v: Version) -> knowledge_pb2.DocumentVersion:
         chunks_embedded=v.chunks_embedded,
         chunks_reused=v.chunks_reused,
         create_time=timestamp(v.created_at),
+        redactions=v.redactions,
     )
 
 
@@ -345,7 +347,21 @@ def document_input(
             if upload.size > max_bytes
             else None
         ),
+        dlp_policy=_dlp_policy(request.dlp_policy, f"{prefix}dlp_policy"),
     )
+
+
+_DLP_POLICIES = {
+    knowledge_pb2.DLP_POLICY_UNSPECIFIED: "",
+    knowledge_pb2.DLP_POLICY_REDACT: "redact",
+    knowledge_pb2.DLP_POLICY_BLOCK: "block",
+}
+
+
+def _dlp_policy(value: int, field: str) -> str:
+    if value not in _DLP_POLICIES:
+        raise InvalidArgument(f"{field} {value} is not a DLP policy", field=field)
+    return _DLP_POLICIES[value]  # type: ignore[index]
 
 
 class Upload:

@@ -98,10 +98,15 @@ class CollectionOut(ApiModel):
         )
 
 
+# The tenant's DLP policy as the knowledge service takes it for a file the gateway cannot scan.
+DLP_POLICIES = {"redact": knowledge_pb2.DLP_POLICY_REDACT, "block": knowledge_pb2.DLP_POLICY_BLOCK}
+
+
 class FailureOut(ApiModel):
     code: str = Field(
         description="`format_mismatch`, `unsupported_format`, `encrypted`, `corrupt`, `empty`, "
-        "`too_large`, `embedding_failed` or `indexing_failed` (the last two: ingesting the same "
+        "`too_large`, `sensitive_data_blocked` (your tenant's DLP policy blocks what the file's "
+        "text holds), `embedding_failed` or `indexing_failed` (the last two: ingesting the same "
         "input again retries)"
     )
     message: str
@@ -131,6 +136,7 @@ _DOCUMENT_EXAMPLE: dict[str, JsonValue] = {
     "contentHash": "5d41402abc4b2a76b9719d911017c592ae9f1b6c3c0f3d1b7c4a2d33b5e8e6f1",
     "createdAt": "2025-01-01T12:00:00Z",
     "updatedAt": "2025-01-02T09:30:00Z",
+    "redactions": {},
 }
 
 
@@ -157,6 +163,11 @@ class DocumentOut(ApiModel):
     content_hash: str = Field(description="SHA-256 (hex) of the input bytes")
     created_at: datetime
     updated_at: datetime = Field(description="When its current version was ingested")
+    redactions: dict[str, int] = Field(
+        description="Sensitive data your tenant's DLP policy redacted from the text of a file the "
+        "gateway could not scan itself (PDF, DOCX, base64 content, text over 10 MB), counted "
+        "per kind (`email`: 2); empty when nothing was"
+    )
 
     @classmethod
     def of(cls, d: knowledge_pb2.Document) -> DocumentOut:
@@ -178,6 +189,7 @@ class DocumentOut(ApiModel):
             content_hash=d.content_hash,
             created_at=time_of(d.create_time),
             updated_at=time_of(d.update_time),
+            redactions=dict(d.redactions),
         )
 
 
@@ -199,6 +211,11 @@ class VersionOut(ApiModel):
         "did not change)"
     )
     created_at: datetime
+    redactions: dict[str, int] = Field(
+        description="Sensitive data your tenant's DLP policy redacted from the text of a file the "
+        "gateway could not scan itself (PDF, DOCX, base64 content, text over 10 MB), counted "
+        "per kind (`email`: 2); empty when nothing was"
+    )
 
     @classmethod
     def of(cls, v: knowledge_pb2.DocumentVersion) -> VersionOut:
@@ -217,6 +234,7 @@ class VersionOut(ApiModel):
             chunks_embedded=v.chunks_embedded,
             chunks_reused=v.chunks_reused,
             created_at=time_of(v.create_time),
+            redactions=dict(v.redactions),
         )
 
 

@@ -6,8 +6,7 @@ from typing import cast
 from uuid import UUID
 
 import asyncpg
-
-from edrs_gateway.edge.dlp import DlpPolicy
+from edrs_core.dlp import DlpPolicy
 
 DEFAULT_DLP_POLICY: DlpPolicy = "redact"
 

@@ -51,6 +51,9 @@ class DocumentInput:
     size: int  # bytes sent (`data` is empty when they were over the limit)
     digest: str  # sha256 of the bytes sent
     failure: tuple[str, str] | None = None  # (code, message): refused before any parsing
+    # The tenant's DLP policy for the text parsed from it ("" none, "redact", "block"): set for
+    # input the gateway could not scan.
+    dlp_policy: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,6 +76,7 @@ class Document:
     content_hash: str
     created_at: datetime
     updated_at: datetime
+    redactions: dict[str, int] = field(default_factory=dict)  # DLP redactions per kind
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,6 +97,7 @@ class Version:
     chunks_embedded: int
     chunks_reused: int
     created_at: datetime
+    redactions: dict[str, int] = field(default_factory=dict)  # DLP redactions per kind
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -111,6 +116,7 @@ class Work:
     is_text: bool
     filename: str
     content_type: str
+    dlp_policy: str = ""  # "" (none), "redact", "block": applied to the parsed text
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -39,12 +39,12 @@ from edrs_knowledge.store import (
 
 _DOCUMENT = """d.id, d.collection_id, d.external_id, d.title, d.source, d.metadata,
     d.created_at, d.updated_at, v.version, v.state, v.failure_code, v.failure_message, v.format,
-    v.size_bytes, v.page_count, v.chunk_count, v.text_length, v.content_hash"""
+    v.size_bytes, v.page_count, v.chunk_count, v.text_length, v.content_hash, v.redactions"""
 _DOCUMENT_FROM = """documents d JOIN document_versions v
     ON v.document_id = d.id AND v.version = d.current_version"""
 _VERSION = """document_id, version, title, metadata, state, failure_code, failure_message, format,
     size_bytes, page_count, chunk_count, text_length, content_hash, chunks_embedded,
-    chunks_reused, created_at"""
+    chunks_reused, created_at, redactions"""
 _CHUNK = """c.id, c.document_id, c.collection_id, c.version, c.chunk_index, c.text, c.start_offset,
     c.end_offset, c.token_count, c.heading_path, c.page, c.content_hash"""
 _PASSAGE = f"{_CHUNK}, d.external_id, d.title, d.source, d.metadata"
@@ -70,6 +70,7 @@ def _document(row: Any) -> Document:
         content_hash=row["content_hash"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        redactions=json.loads(row["redactions"]),
     )
 
 
@@ -91,6 +92,7 @@ def _version(row: Any) -> Version:
         chunks_embedded=row["chunks_embedded"],
         chunks_reused=row["chunks_reused"],
         created_at=row["created_at"],
+        redactions=json.loads(row["redactions"]),
     )
 
 
@@ -367,8 +369,8 @@ class PostgresKnowledgeStore:
             """INSERT INTO document_versions
                    (client_id, document_id, version, title, metadata, state, input, input_is_text,
                     filename, content_type, content_hash, size_bytes, failure_code,
-                    failure_message, finished_at)
-               VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10, $11, $12, $13, $14,
+                    failure_message, dlp_policy, finished_at)
+               VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
                        CASE WHEN $6 = 'failed' THEN now() END)""",
             client_id,
             document_id,
@@ -384,6 +386,7 @@ class PostgresKnowledgeStore:
             document.size,
             code,
             message,
+            document.dlp_policy,
         )
         row = await conn.fetchrow(
             f"SELECT {_DOCUMENT} FROM {_DOCUMENT_FROM} WHERE d.id = $1", document_id
@@ -675,8 +678,8 @@ class PostgresKnowledgeStore:
         async with self.db.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
                 """SELECT v.client_id, v.document_id, v.version, v.title, v.metadata, v.input,
-                          v.input_is_text, v.filename, v.content_type, d.collection_id, d.source,
-                          d.external_id
+                          v.input_is_text, v.filename, v.content_type, v.dlp_policy,
+                          d.collection_id, d.source, d.external_id
                    FROM document_versions v JOIN documents d ON d.id = v.document_id
                    WHERE v.state = 'queued'
                      AND NOT EXISTS (
@@ -708,6 +711,7 @@ class PostgresKnowledgeStore:
             is_text=row["input_is_text"],
             filename=row["filename"],
             content_type=row["content_type"],
+            dlp_policy=row["dlp_policy"],
         )
 
     async def fail(self, work: Work, code: str, message: str) -> None:
@@ -724,13 +728,21 @@ class PostgresKnowledgeStore:
         )
 
     async def parsed(
-        self, work: Work, *, title: str, text: str, format: str, pages: int, chunk_count: int
+        self,
+        work: Work,
+        *,
+        title: str,
+        text: str,
+        format: str,
+        pages: int,
+        chunk_count: int,
+        redactions: dict[str, int] | None = None,
     ) -> None:
-        """Keep the version's text and move it on to EMBEDDING."""
+        """Keep the version's text (and what DLP redacted from it) and move it on to EMBEDDING."""
         await self.db.execute(
             """UPDATE document_versions
                SET state = 'embedding', title = $4, text = $5, text_length = $6, format = $7,
-                   page_count = $8, chunk_count = $9
+                   page_count = $8, chunk_count = $9, redactions = $10::jsonb
                WHERE client_id = $1 AND document_id = $2 AND version = $3""",
             work.client_id,
             work.document_id,
@@ -741,6 +753,7 @@ class PostgresKnowledgeStore:
             format,
             pages,
             chunk_count,
+            json.dumps(redactions or {}),
         )
 
     async def document_chunks(self, client_id: str, document_id: UUID) -> list[StoredChunk]:

@@ -62,6 +62,41 @@ DOCUMENT_STATE_FAILED: DocumentState.ValueType  # 5
 """Could not be ingested; `failure` says why. Nothing of it is searchable."""
 Global___DocumentState: _TypeAlias = DocumentState  # noqa: Y015
 
+class _DlpPolicy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DlpPolicyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DlpPolicy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DLP_POLICY_UNSPECIFIED: _DlpPolicy.ValueType  # 0
+    """Nothing is scanned (the caller scanned what it sent)."""
+    DLP_POLICY_REDACT: _DlpPolicy.ValueType  # 1
+    """Each finding becomes "[REDACTED:<kind>]" in the stored text, title and passages; the
+    version's `redactions` counts them by kind.
+    """
+    DLP_POLICY_BLOCK: _DlpPolicy.ValueType  # 2
+    """A document holding any fails with "sensitive_data_blocked" naming the kinds; its input is
+    dropped, nothing of it is indexed.
+    """
+
+class DlpPolicy(_DlpPolicy, metaclass=_DlpPolicyEnumTypeWrapper):
+    """DlpPolicy is what the service does with sensitive data it finds in the text it reads from a
+    document: edrs_core.dlp's detectors (national ids, payment cards, API keys and secrets, email
+    addresses, phone numbers, credentials in connection strings), as the gateway's DLP.
+    """
+
+DLP_POLICY_UNSPECIFIED: DlpPolicy.ValueType  # 0
+"""Nothing is scanned (the caller scanned what it sent)."""
+DLP_POLICY_REDACT: DlpPolicy.ValueType  # 1
+"""Each finding becomes "[REDACTED:<kind>]" in the stored text, title and passages; the
+version's `redactions` counts them by kind.
+"""
+DLP_POLICY_BLOCK: DlpPolicy.ValueType  # 2
+"""A document holding any fails with "sensitive_data_blocked" naming the kinds; its input is
+dropped, nothing of it is indexed.
+"""
+Global___DlpPolicy: _TypeAlias = DlpPolicy  # noqa: Y015
+
 class _IngestOutcome:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -379,7 +414,8 @@ class DocumentFailure(_message.Message):
     code: _builtins.str
     """Stable code: "format_mismatch" (the file name or content type says one format, the bytes
     another), "unsupported_format", "encrypted", "corrupt", "empty" (no text), "too_large" (over
-    100 MB, or a ZIP bomb), "embedding_failed" (the reasoning service could not embed it) or
+    100 MB, or a ZIP bomb), "sensitive_data_blocked" (the tenant's DLP policy blocks what the
+    text holds), "embedding_failed" (the reasoning service could not embed it) or
     "indexing_failed" (the vector engine refused it). Ingesting the same input again retries.
     """
     message: _builtins.str
@@ -424,6 +460,26 @@ class Document(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class RedactionsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ID_FIELD_NUMBER: _builtins.int
     COLLECTION_ID_FIELD_NUMBER: _builtins.int
     EXTERNAL_ID_FIELD_NUMBER: _builtins.int
@@ -441,6 +497,7 @@ class Document(_message.Message):
     CONTENT_HASH_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    REDACTIONS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Document id (UUID)."""
     collection_id: _builtins.str
@@ -478,6 +535,12 @@ class Document(_message.Message):
 
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def redactions(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Sensitive data redacted from the current version's text by its DLP policy: a count per kind
+        ("email": 2); never the values. Empty when nothing was redacted.
+        """
+
     def __init__(
         self,
         *,
@@ -498,10 +561,11 @@ class Document(_message.Message):
         content_hash: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        redactions: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "failure", b"failure", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_count", b"chunk_count", "collection_id", b"collection_id", "content_hash", b"content_hash", "create_time", b"create_time", "external_id", b"external_id", "failure", b"failure", "format", b"format", "id", b"id", "metadata", b"metadata", "page_count", b"page_count", "size_bytes", b"size_bytes", "source", b"source", "state", b"state", "text_length", b"text_length", "title", b"title", "update_time", b"update_time", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_count", b"chunk_count", "collection_id", b"collection_id", "content_hash", b"content_hash", "create_time", b"create_time", "external_id", b"external_id", "failure", b"failure", "format", b"format", "id", b"id", "metadata", b"metadata", "page_count", b"page_count", "redactions", b"redactions", "size_bytes", b"size_bytes", "source", b"source", "state", b"state", "text_length", b"text_length", "title", b"title", "update_time", b"update_time", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -533,6 +597,26 @@ class DocumentVersion(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class RedactionsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     DOCUMENT_ID_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     TITLE_FIELD_NUMBER: _builtins.int
@@ -548,6 +632,7 @@ class DocumentVersion(_message.Message):
     CHUNKS_EMBEDDED_FIELD_NUMBER: _builtins.int
     CHUNKS_REUSED_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    REDACTIONS_FIELD_NUMBER: _builtins.int
     document_id: _builtins.str
     version: _builtins.int
     """1, 2, ..."""
@@ -572,6 +657,10 @@ class DocumentVersion(_message.Message):
     def failure(self) -> Global___DocumentFailure: ...
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def redactions(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Sensitive data redacted from this version's text by its DLP policy, per kind."""
+
     def __init__(
         self,
         *,
@@ -590,10 +679,11 @@ class DocumentVersion(_message.Message):
         chunks_embedded: _builtins.int = ...,
         chunks_reused: _builtins.int = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        redactions: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "failure", b"failure"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_count", b"chunk_count", "chunks_embedded", b"chunks_embedded", "chunks_reused", b"chunks_reused", "content_hash", b"content_hash", "create_time", b"create_time", "document_id", b"document_id", "failure", b"failure", "format", b"format", "metadata", b"metadata", "page_count", b"page_count", "size_bytes", b"size_bytes", "state", b"state", "text_length", b"text_length", "title", b"title", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_count", b"chunk_count", "chunks_embedded", b"chunks_embedded", "chunks_reused", b"chunks_reused", "content_hash", b"content_hash", "create_time", b"create_time", "document_id", b"document_id", "failure", b"failure", "format", b"format", "metadata", b"metadata", "page_count", b"page_count", "redactions", b"redactions", "size_bytes", b"size_bytes", "state", b"state", "text_length", b"text_length", "title", b"title", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -634,6 +724,7 @@ class IngestDocumentRequest(_message.Message):
     CONTENT_TYPE_FIELD_NUMBER: _builtins.int
     SOURCE_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
+    DLP_POLICY_FIELD_NUMBER: _builtins.int
     collection: _builtins.str
     """The collection (id or name); required."""
     external_id: _builtins.str
@@ -654,6 +745,11 @@ class IngestDocumentRequest(_message.Message):
     """The declared media type; optional. Must agree with the bytes as the extension must."""
     source: _builtins.str
     """Where it came from (URL, path), up to 2,000 characters; optional."""
+    dlp_policy: Global___DlpPolicy.ValueType
+    """What to do with sensitive data in the text read from the document (the tenant's DLP policy,
+    set by the gateway for a file it could not scan itself: PDF, DOCX, base64 content, text over
+    its scan limit).
+    """
     @_builtins.property
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Up to 50 keys of up to 100 characters, values up to 2,000 characters; keys are trimmed."""
@@ -670,10 +766,11 @@ class IngestDocumentRequest(_message.Message):
         content_type: _builtins.str = ...,
         source: _builtins.str = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        dlp_policy: Global___DlpPolicy.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "content", b"content", "text", b"text"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "collection", b"collection", "content", b"content", "content_type", b"content_type", "external_id", b"external_id", "filename", b"filename", "metadata", b"metadata", "source", b"source", "text", b"text", "title", b"title"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "collection", b"collection", "content", b"content", "content_type", b"content_type", "dlp_policy", b"dlp_policy", "external_id", b"external_id", "filename", b"filename", "metadata", b"metadata", "source", b"source", "text", b"text", "title", b"title"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["text", "content"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015

@@ -22,6 +22,7 @@ from edrs_gateway.api.common import (
 )
 from edrs_gateway.api.knowledge import (
     COLLECTION_NAME_PATTERN,
+    DLP_POLICIES,
     EXAMPLE_COLLECTION_ID,
     EXAMPLE_DOCUMENT_ID,
     EXTERNAL_ID_MAX,
@@ -357,6 +358,16 @@ async def _pieces(
         yield knowledge_pb2.UploadDocumentRequest(data=piece)
 
 
+async def _after_dlp(guard: DlpGuard, caller: Principal, fields: dict[str, Any]) -> dict[str, Any]:
+    """`fields` redacted by the tenant's DLP policy, or 422 `sensitive_data_blocked`."""
+    verdict = await guard.inspect(caller, fields)
+    if verdict.blocked:
+        detail, errors = blocked_problem(verdict.hits)
+        raise ApiError(422, "sensitive_data_blocked", detail, errors=errors)
+    clean: dict[str, Any] = verdict.clean
+    return clean
+
+
 async def _text_after_dlp(request: Request, caller: Principal, file: UploadFile) -> bytes:
     """A text file (Markdown, HTML, plain text: UTF-8 without NUL bytes, up to TEXT_DLP_MAX)
     read whole and passed through the tenant's DLP policy, as JSON text is: its redacted bytes,
@@ -371,12 +382,8 @@ async def _text_after_dlp(request: Request, caller: Principal, file: UploadFile)
     except UnicodeDecodeError:
         await file.seek(0)
         return b""
-    guard: DlpGuard = request.app.state.dlp
-    verdict = await guard.inspect(caller, {"file": text})
-    if verdict.blocked:
-        detail, errors = blocked_problem(verdict.hits)
-        raise ApiError(422, "sensitive_data_blocked", detail, errors=errors)
-    return str(verdict.clean["file"]).encode("utf-8") if verdict.hits else data
+    clean = await _after_dlp(request.app.state.dlp, caller, {"file": text})
+    return str(clean["file"]).encode("utf-8") if clean["file"] != text else data
 
 
 @router.post(
@@ -411,16 +418,32 @@ async def upload_file(
 ) -> IngestOut:
     filename = (file.filename or "")[-FILENAME_MAX:]
     content_type = (file.content_type or "").split(";", 1)[0].strip().lower()
+    guard: DlpGuard = request.app.state.dlp
+    # The form's text fields pass DLP as a JSON body's would (the middleware reads JSON only).
+    fields = await _after_dlp(
+        guard,
+        caller,
+        {
+            "externalId": external_id,
+            "title": title,
+            "source": source,
+            "metadata": _form_metadata(metadata),
+        },
+    )
     first = knowledge_pb2.IngestDocumentRequest(
         collection=collection,
-        external_id=external_id,
-        title=title,
+        external_id=fields["externalId"],
+        title=fields["title"],
         filename=filename,
         content_type="" if content_type in _UNDECLARED else content_type,
-        source=source,
-        metadata=_form_metadata(metadata),
+        source=fields["source"],
+        metadata=fields["metadata"],
     )
     head = await _text_after_dlp(request, caller, file)
+    if not head:
+        # A file the gateway cannot read (PDF, DOCX, text over the scan limit): the knowledge
+        # service applies the tenant's policy to the text it reads from it.
+        first.dlp_policy = DLP_POLICIES[await guard.policy(caller)]
     reply = await knowledge_stub(ctx).UploadDocument(
         _pieces(first, file, head), timeout=ctx.settings.knowledge_timeout_seconds
     )

@@ -27,6 +27,7 @@ from edrs_gateway.api.common import (
     upstream_responses,
 )
 from edrs_gateway.api.knowledge import (
+    DLP_POLICIES,
     FILENAME_MAX,
     OUTCOMES,
     STATES,
@@ -242,13 +243,16 @@ async def _guard_ndjson(request: Request, caller: Principal, raw: list[Any]) -> 
 
 
 async def _messages(
-    collection: str, documents: list[ImportDocument]
+    collection: str, documents: list[ImportDocument], dlp_policy: knowledge_pb2.DlpPolicy.ValueType
 ) -> AsyncIterator[knowledge_pb2.ImportDocumentsRequest]:
     yield knowledge_pb2.ImportDocumentsRequest(
         header=knowledge_pb2.ImportHeader(collection=collection)
     )
     for document in documents:
-        yield knowledge_pb2.ImportDocumentsRequest(document=document.request())
+        message = document.request()
+        if message.WhichOneof("body") == "content":
+            message.dlp_policy = dlp_policy
+        yield knowledge_pb2.ImportDocumentsRequest(document=message)
 
 
 _JOB_LOCATION = {
@@ -316,8 +320,12 @@ async def import_documents(
     if media == NDJSON:
         raw = await _guard_ndjson(request, caller, raw)
     documents = _parse_documents(raw)
+    # A file's bytes (contentBase64) are not text the gateway can scan: the knowledge service
+    # applies the tenant's DLP policy to the text it reads from them.
+    guard: DlpGuard = request.app.state.dlp
+    policy = DLP_POLICIES[await guard.policy(caller)]
     job = await knowledge_stub(ctx).ImportDocuments(
-        _messages(collection, documents), timeout=ctx.settings.knowledge_timeout_seconds
+        _messages(collection, documents, policy), timeout=ctx.settings.knowledge_timeout_seconds
     )
     response.headers["Location"] = f"/api/v1/knowledge/imports/{job.id}"
     return ImportJobOut.of(job)

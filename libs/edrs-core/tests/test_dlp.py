@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from edrs_gateway.edge.dlp import DlpScanner, Hit
+from edrs_core.dlp import DlpScanner, Hit
 
 scanner = DlpScanner()
 
