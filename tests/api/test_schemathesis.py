@@ -13,7 +13,7 @@ import asyncpg
 import httpx
 import pytest
 from edrs_core import testing
-from edrs_core.testing import RunningService, running_service
+from edrs_core.testing import HTTP_TIMEOUT, RunningService, running_service
 from edrs_gateway.app import definition as gateway_definition
 from edrs_integration.app import definition as integration_definition
 from edrs_knowledge.app import definition as knowledge_definition
@@ -135,7 +135,7 @@ async def admin_token(gateway: RunningService, database_url: str) -> str:
         tenant_id = await conn.fetchval("SELECT id FROM tenants WHERE name = 'Development'")
     finally:
         await conn.close()
-    async with httpx.AsyncClient(base_url=gateway.http_url) as client:
+    async with httpx.AsyncClient(timeout=HTTP_TIMEOUT, base_url=gateway.http_url) as client:
         reply = await client.post(
             "/api/v1/auth/token",
             json={

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from edrs_core import testing
 from edrs_core.engines.ports import free_port
-from edrs_core.testing import RunningService, running_service, wait_until
+from edrs_core.testing import HTTP_TIMEOUT, RunningService, running_service, wait_until
 from edrs_gateway.auth.passwords import Passwords
 from edrs_gateway.identity.users import UserStore
 from edrs_gateway.store import NewTenant
@@ -120,7 +120,7 @@ async def tenant_admin(gateways: Gateways, tier: str) -> tuple[str, str]:
         )
     finally:
         await pool.close()
-    async with httpx.AsyncClient(base_url=gateways.urls[0]) as client:
+    async with httpx.AsyncClient(timeout=HTTP_TIMEOUT, base_url=gateways.urls[0]) as client:
         reply = await client.post(
             "/api/v1/auth/token",
             json={
@@ -140,7 +140,10 @@ def bearer(token: str) -> dict[str, str]:
 
 async def test_a_burst_split_across_two_gateways_shares_one_bucket(gateways) -> None:
     _, token = await tenant_admin(gateways, "standard")  # burst 10, 60/min, 5 concurrent
-    clients = [httpx.AsyncClient(base_url=url, headers=bearer(token)) for url in gateways.urls]
+    clients = [
+        httpx.AsyncClient(timeout=HTTP_TIMEOUT, base_url=url, headers=bearer(token))
+        for url in gateways.urls
+    ]
     try:
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -170,7 +173,10 @@ async def test_a_burst_split_across_two_gateways_shares_one_bucket(gateways) -> 
 
 async def test_concurrent_burst_on_two_gateways_never_exceeds_the_bucket(gateways) -> None:
     _, token = await tenant_admin(gateways, "standard")
-    clients = [httpx.AsyncClient(base_url=url, headers=bearer(token)) for url in gateways.urls]
+    clients = [
+        httpx.AsyncClient(timeout=HTTP_TIMEOUT, base_url=url, headers=bearer(token))
+        for url in gateways.urls
+    ]
     try:
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -186,7 +192,9 @@ async def test_concurrent_burst_on_two_gateways_never_exceeds_the_bucket(gateway
 
 async def test_oversized_body_is_413(gateways) -> None:
     _, token = await tenant_admin(gateways, "enterprise")
-    async with httpx.AsyncClient(base_url=gateways.urls[1], headers=bearer(token)) as client:
+    async with httpx.AsyncClient(
+        timeout=HTTP_TIMEOUT, base_url=gateways.urls[1], headers=bearer(token)
+    ) as client:
         reply = await client.post(
             "/api/v1/personas", json={"name": "Big", "role": "r", "instructions": "x" * 70_000}
         )
@@ -197,7 +205,7 @@ async def test_oversized_body_is_413(gateways) -> None:
 async def test_a_tenant_header_from_the_client_is_ignored(gateways) -> None:
     tenant_a, token_a = await tenant_admin(gateways, "enterprise")
     tenant_b, token_b = await tenant_admin(gateways, "enterprise")
-    async with httpx.AsyncClient(base_url=gateways.urls[0]) as client:
+    async with httpx.AsyncClient(timeout=HTTP_TIMEOUT, base_url=gateways.urls[0]) as client:
         made = await client.post(
             "/api/v1/personas", json={"name": "B's", "role": "r"}, headers=bearer(token_b)
         )
@@ -215,7 +223,7 @@ async def test_a_tenant_header_from_the_client_is_ignored(gateways) -> None:
 
 
 async def test_security_headers_on_api_responses(gateways) -> None:
-    async with httpx.AsyncClient(base_url=gateways.urls[0]) as client:
+    async with httpx.AsyncClient(timeout=HTTP_TIMEOUT, base_url=gateways.urls[0]) as client:
         reply = await client.get("/api/v1/tenant")
     assert reply.status_code == 401
     assert reply.headers["Strict-Transport-Security"].startswith("max-age=")
@@ -229,7 +237,7 @@ async def test_idempotency_key_replays_instead_of_creating_twice(gateways) -> No
     _, token = await tenant_admin(gateways, "enterprise")
     key = {"Idempotency-Key": uuid.uuid4().hex}
     body = {"name": "Once", "role": "Planner"}
-    async with httpx.AsyncClient(headers=bearer(token)) as client:
+    async with httpx.AsyncClient(timeout=HTTP_TIMEOUT, headers=bearer(token)) as client:
         first = await client.post(f"{gateways.urls[0]}/api/v1/personas", json=body, headers=key)
         again = await client.post(f"{gateways.urls[1]}/api/v1/personas", json=body, headers=key)
         other = await client.post(
@@ -246,7 +254,9 @@ async def test_idempotency_key_replays_instead_of_creating_twice(gateways) -> No
 async def test_sensitive_text_is_redacted_before_the_persona_service_and_audited(gateways) -> None:
     _, token = await tenant_admin(gateways, "enterprise")
     secret = "4111 1111 1111 1111"
-    async with httpx.AsyncClient(base_url=gateways.urls[0], headers=bearer(token)) as client:
+    async with httpx.AsyncClient(
+        timeout=HTTP_TIMEOUT, base_url=gateways.urls[0], headers=bearer(token)
+    ) as client:
         made = await client.post(
             "/api/v1/personas",
             json={"name": "Clerk", "role": "r", "instructions": f"Pay with card {secret} today"},

@@ -70,7 +70,9 @@ class Session:
         assert login.status_code == 200, login.text
         token = login.json()["accessToken"]
         return httpx.AsyncClient(
-            base_url=self.gateway, headers={"Authorization": f"Bearer {token}"}, timeout=60
+            base_url=self.gateway,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=60,
         )
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-from edrs_core.testing import engine_settings, running_service
+from edrs_core.testing import HTTP_TIMEOUT, engine_settings, running_service
 from edrs_gateway.app import definition as gateway_definition
 from edrs_gateway.context import GatewayContext
 from edrs_gateway.store import NewTenant
@@ -76,7 +76,7 @@ async def gateway(postgres_engine, redis_engine, nats_engine) -> AsyncIterator[G
             password_hash=await ctx.passwords.hash(PASSWORD),
             role="member",
         )
-        async with httpx.AsyncClient(base_url=svc.http_url) as client:
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT, base_url=svc.http_url) as client:
             reply = await client.post(
                 "/api/v1/auth/token",
                 json={
@@ -132,7 +132,7 @@ async def test_chat_message_prints_the_streamed_reply(gateway: Gateway, tmp_path
     )
     assert code == 0, err
     assert out.strip(), "no reply printed"
-    async with httpx.AsyncClient(base_url=gateway.url) as client:
+    async with httpx.AsyncClient(timeout=HTTP_TIMEOUT, base_url=gateway.url) as client:
         personas = await client.get(
             "/api/v1/personas", headers={"Authorization": f"Bearer {gateway.token}"}
         )

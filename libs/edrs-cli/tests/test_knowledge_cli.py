@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 from edrs_cli.knowledge import KnowledgeError, files_of
-from edrs_core.testing import engine_settings, running_service, wait_until
+from edrs_core.testing import HTTP_TIMEOUT, engine_settings, running_service, wait_until
 from edrs_gateway.app import definition as gateway_definition
 from edrs_gateway.context import GatewayContext
 from edrs_gateway.store import NewTenant
@@ -76,7 +76,7 @@ async def gateway(postgres_engine, redis_engine, nats_engine) -> AsyncIterator[G
             password_hash=await ctx.passwords.hash(PASSWORD),
             role="member",
         )
-        async with httpx.AsyncClient(base_url=svc.http_url) as client:
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT, base_url=svc.http_url) as client:
             reply = await client.post(
                 "/api/v1/auth/token",
                 json={
@@ -201,7 +201,7 @@ async def test_ingest_a_folder_then_again_then_search_list_and_delete(
     )
     assert code == 0, err
     assert f"deleted collection {name}: 3 documents" in out
-    async with httpx.AsyncClient(base_url=gateway.url) as client:
+    async with httpx.AsyncClient(timeout=HTTP_TIMEOUT, base_url=gateway.url) as client:
         gone = await client.get(f"/api/v1/knowledge/collections/{name}", headers=gateway.headers)
     assert gone.status_code == 404
 
@@ -228,7 +228,7 @@ async def test_ingest_explains_what_went_wrong(gateway: Gateway, tmp_path: Path)
     code, _, err = await edrs(gateway, "delete", state_dir=tmp_path)
     assert code == 2 and "not both" in err, err
     # Nothing was created by the refused runs.
-    async with httpx.AsyncClient(base_url=gateway.url) as client:
+    async with httpx.AsyncClient(timeout=HTTP_TIMEOUT, base_url=gateway.url) as client:
         missing = await client.get(f"/api/v1/knowledge/collections/{name}", headers=gateway.headers)
     assert missing.status_code == 404
 

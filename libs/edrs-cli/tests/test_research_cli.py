@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pypdfium2
 import pytest
-from edrs_core.testing import engine_settings, running_service, wait_until
+from edrs_core.testing import HTTP_TIMEOUT, engine_settings, running_service, wait_until
 from edrs_gateway.app import definition as gateway_definition
 from edrs_gateway.context import GatewayContext
 from edrs_gateway.store import NewTenant
@@ -109,7 +109,7 @@ async def gateway(
             password_hash=await ctx.passwords.hash(PASSWORD),
             role="member",
         )
-        async with httpx.AsyncClient(base_url=svc.http_url) as client:
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT, base_url=svc.http_url) as client:
             reply = await client.post(
                 "/api/v1/auth/token",
                 json={

@@ -15,7 +15,7 @@ import pytest
 from edrs_core import Runtime, ServiceDefinition, ServiceSettings
 from edrs_core.consumers import ConsumedEvent, Consumer
 from edrs_core.context import client_id_var, request_id_var
-from edrs_core.testing import RunningService, running_service, wait_until
+from edrs_core.testing import HTTP_TIMEOUT, RunningService, running_service, wait_until
 from edrs_events import BaseEvent, ConsumerOptions, DeliverFrom
 from edrs_events.nats_bus import NatsBus
 from opentelemetry import trace
@@ -98,7 +98,7 @@ class Tally:
         return int(await rt.db.fetchval("SELECT count(*) FROM tally WHERE task_id = $1", task_id))
 
     async def metrics(self) -> str:
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:
             return (await client.get(f"{self.service.metrics_url}/metrics")).text
 
     async def metric(self, name: str) -> float:
@@ -179,7 +179,7 @@ async def test_the_handler_runs_in_the_events_tenant_request_and_trace(tally: Ta
 
 
 async def test_readiness_and_metrics_show_the_consumer(tally: Tally) -> None:
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:
         ready = await client.get(f"{tally.service.http_url}/health/readiness")
     assert ready.status_code == 200, ready.text
     assert ready.json()["checks"][f"consumer:{tally.consumer}"] == "ok"

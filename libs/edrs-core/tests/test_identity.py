@@ -349,8 +349,11 @@ async def test_a_service_with_certificates_serves_only_clients_with_one(
                 )
         # The HTTP port speaks TLS too (the JWKS fetch between services goes over it).
         import httpx
+        from edrs_core.testing import HTTP_TIMEOUT
 
-        async with httpx.AsyncClient(verify=certificates["client"].client_context()) as client:
+        async with httpx.AsyncClient(
+            timeout=HTTP_TIMEOUT, verify=certificates["client"].client_context()
+        ) as client:
             reply_http = await client.get(
                 f"https://127.0.0.1:{svc.runner.servers[1].port}/health/liveness"
             )

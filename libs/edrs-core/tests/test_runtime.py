@@ -16,7 +16,13 @@ import httpx
 import pytest
 from edrs_core.engines.ports import free_port
 from edrs_core.engines.postgres import EmbeddedPostgres
-from edrs_core.testing import running_service, tenant_metadata, test_issuer, wait_until
+from edrs_core.testing import (
+    HTTP_TIMEOUT,
+    running_service,
+    tenant_metadata,
+    test_issuer,
+    wait_until,
+)
 from edrs_proto.persona.v1 import persona_pb2, persona_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -111,7 +117,7 @@ async def test_health_endpoints_grpc_health_and_metrics(slow_service) -> None:
         await persona_pb2_grpc.PersonaServiceStub(channel).GetPersona(
             persona_pb2.GetPersonaRequest(id="0"), metadata=AS_USER
         )
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:
         text = (await client.get(f"http://127.0.0.1:{ports['metrics']}/metrics")).text
     assert (
         'edrs_grpc_server_requests_total{code="OK",method="/edrs.persona.v1.PersonaService/GetPersona",service="slow"}'
@@ -141,7 +147,7 @@ async def test_readiness_follows_postgres_down_and_back(
             assert await http_status(url) == 200
             await asyncio.to_thread(pg.stop)
             await wait_until(lambda: _is(url, 503), 15, "readiness to fail with PostgreSQL down")
-            async with httpx.AsyncClient() as client:
+            async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:
                 body = (await client.get(url)).json()
             assert body["checks"]["postgres"] != "ok"
             assert body["checks"]["redis"] == "ok"

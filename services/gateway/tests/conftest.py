@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 from edrs_core.clock import Clock
-from edrs_core.testing import RunningService, engine_settings, running_service
+from edrs_core.testing import HTTP_TIMEOUT, RunningService, engine_settings, running_service
 from edrs_gateway.api.app import create_api
 from edrs_gateway.app import definition as gateway_definition
 from edrs_gateway.context import GatewayContext
@@ -74,7 +74,7 @@ class ConversationFleet:
             password_hash=await self.ctx.passwords.hash(PASSWORD),
             role=role,  # type: ignore[arg-type]
         )
-        async with httpx.AsyncClient(base_url=self.url) as client:
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT, base_url=self.url) as client:
             reply = await unthrottled(
                 lambda: client.post(
                     "/api/v1/auth/token",

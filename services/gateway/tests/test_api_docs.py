@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from edrs_core.testing import RunningService, running_service
+from edrs_core.testing import HTTP_TIMEOUT, RunningService, running_service
 from edrs_gateway.app import definition
 
 pytestmark = pytest.mark.integration
@@ -26,7 +26,7 @@ async def gateway(postgres_engine, redis_engine, nats_engine) -> AsyncIterator[R
 
 
 async def test_openapi_docs_and_health_share_the_http_port(gateway) -> None:
-    async with httpx.AsyncClient(base_url=gateway.http_url) as client:
+    async with httpx.AsyncClient(timeout=HTTP_TIMEOUT, base_url=gateway.http_url) as client:
         spec = (await client.get("/api/openapi.json")).json()
         docs = await client.get("/api/docs")
         redoc = await client.get("/api/redoc")
@@ -39,7 +39,7 @@ async def test_openapi_docs_and_health_share_the_http_port(gateway) -> None:
 
 
 async def test_unknown_route_is_a_problem_document(gateway) -> None:
-    async with httpx.AsyncClient(base_url=gateway.http_url) as client:
+    async with httpx.AsyncClient(timeout=HTTP_TIMEOUT, base_url=gateway.http_url) as client:
         reply = await client.get("/api/v1/no-such-thing")
     assert reply.status_code == 404
     assert reply.headers["content-type"] == "application/problem+json"
@@ -48,7 +48,7 @@ async def test_unknown_route_is_a_problem_document(gateway) -> None:
 
 async def test_a_path_no_route_can_match_is_still_a_problem_document(gateway) -> None:
     # A newline in a path segment matches no route pattern at all, not even the API's mount.
-    async with httpx.AsyncClient(base_url=gateway.http_url) as client:
+    async with httpx.AsyncClient(timeout=HTTP_TIMEOUT, base_url=gateway.http_url) as client:
         reply = await client.get(
             "/api/v1/users/%3F%C2%AD%5C%F3%93%9C%B6%0A%F2%8F%A2%94%C2%8E%F0%B9%A8%8D"
         )
@@ -61,7 +61,7 @@ async def test_a_path_no_route_can_match_is_still_a_problem_document(gateway) ->
 async def test_every_event_stream_route_documents_its_events(gateway) -> None:
     """The SSE routes' OpenAPI: one event as the schema, the names of the events the route sends
     plus `error`, and `data` described as JSON text."""
-    async with httpx.AsyncClient(base_url=gateway.http_url) as client:
+    async with httpx.AsyncClient(timeout=HTTP_TIMEOUT, base_url=gateway.http_url) as client:
         spec = (await client.get("/api/openapi.json")).json()
     for path, events in (
         ("/api/v1/runs/{runId}/events", ["step", "finished", "error"]),

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from edrs_core.testing import HTTP_TIMEOUT
 from edrs_gateway.auth.tokens import TokenService
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -610,7 +611,7 @@ async def test_websocket_messages_count_against_the_tenants_rate_limit(
     member = await conversation_fleet.login(tenant, "member")
     persona_id = await new_persona(client, member)
     async with conversation_fleet.another_gateway(rate_limit_overrides=overrides) as limited:
-        async with httpx.AsyncClient(base_url=limited.http_url) as http:
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT, base_url=limited.http_url) as http:
             spent = [(await http.get("/api/v1/tenant", headers=member)).status_code for _ in "ab"]
             assert spent == [200, 200]
         url = limited.http_url.replace("http://", "ws://") + "/api/v1/ws"

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from edrs_core.testing import RunningService, engine_settings, running_service
+from edrs_core.testing import HTTP_TIMEOUT, RunningService, engine_settings, running_service
 from edrs_gateway.app import definition
 from edrs_gateway.auth.principal import Principal
 from edrs_gateway.config import GatewaySettings, RateLimitTier
@@ -82,7 +82,7 @@ def test_overrides_are_read_from_the_environment_as_json(monkeypatch) -> None:
 async def test_an_override_replaces_its_tier_and_leaves_the_others(gateway, ctx) -> None:
     _, professional = await bearer_of_new_tenant(ctx, "professional")
     _, enterprise = await bearer_of_new_tenant(ctx, "enterprise")
-    async with httpx.AsyncClient(base_url=gateway.http_url) as client:
+    async with httpx.AsyncClient(timeout=HTTP_TIMEOUT, base_url=gateway.http_url) as client:
         replies = [await client.get("/api/v1/tenant", headers=professional) for _ in range(5)]
         other = await client.get("/api/v1/tenant", headers=enterprise)
     assert [r.status_code for r in replies] == [200] * 4 + [429]

@@ -16,7 +16,7 @@ import httpx
 import nats
 import pytest
 import uuid6
-from edrs_core.testing import SseStream, engine_settings, running_service
+from edrs_core.testing import HTTP_TIMEOUT, SseStream, engine_settings, running_service
 from edrs_events import InMemoryBus, Priority, WireMessage
 from edrs_gateway.api.app import API_PREFIX
 from edrs_gateway.app import definition as gateway_definition
@@ -86,7 +86,7 @@ async def login(gateway: Gateway, tenant_id: uuid.UUID, role: str) -> dict[str, 
         password_hash=await gateway.ctx.passwords.hash(PASSWORD),
         role=role,
     )
-    async with httpx.AsyncClient(base_url=gateway.url) as client:
+    async with httpx.AsyncClient(timeout=HTTP_TIMEOUT, base_url=gateway.url) as client:
         reply = await client.post(
             f"{API_PREFIX}/auth/token",
             json={
@@ -198,7 +198,7 @@ def bare_envelope(tenant: str, delivery: str) -> bytes:
 
 
 async def malformed_count(gateway: Gateway) -> float:
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:
         text = (await client.get(f"{gateway.metrics_url}/metrics")).text
     for line in text.splitlines():
         if line.startswith('edrs_event_malformed_total{reader="tail",service="gateway"}'):

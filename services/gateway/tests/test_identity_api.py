@@ -22,7 +22,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from edrs_core.clock import ManualClock
-from edrs_core.testing import RunningService, engine_settings, running_service
+from edrs_core.testing import HTTP_TIMEOUT, RunningService, engine_settings, running_service
 from edrs_gateway.app import definition
 from edrs_gateway.auth.passwords import Passwords
 from edrs_gateway.auth.signing_keys import SigningKeyStore, signing_key_cipher
@@ -64,7 +64,7 @@ async def gateway(postgres_engine, redis_engine, nats_engine) -> AsyncIterator[R
 
 @pytest.fixture
 async def client(gateway: RunningService) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=gateway.http_url) as http:
+    async with httpx.AsyncClient(timeout=HTTP_TIMEOUT, base_url=gateway.http_url) as http:
         yield http
 
 

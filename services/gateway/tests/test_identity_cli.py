@@ -19,7 +19,7 @@ import httpx
 import jwt
 import pytest
 from edrs_cli.gateway_api import development_login, token_curl
-from edrs_core.testing import RunningService, engine_settings, running_service
+from edrs_core.testing import HTTP_TIMEOUT, RunningService, engine_settings, running_service
 from edrs_gateway.app import definition
 from edrs_gateway.config import GatewaySettings
 from edrs_gateway.identity.bootstrap import DEV_ADMIN_EMAIL
@@ -57,7 +57,7 @@ async def gateway(
 
 @pytest.fixture
 async def client(gateway: RunningService) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=gateway.http_url) as http:
+    async with httpx.AsyncClient(timeout=HTTP_TIMEOUT, base_url=gateway.http_url) as http:
         yield http
 
 
@@ -114,7 +114,7 @@ async def test_first_development_start_creates_a_tenant_and_an_admin_to_log_in_w
     monkeypatch.setenv("EDRS_GATEWAY_DEV_ADMIN_PASSWORD", DEV_PASSWORD)
 
     def login() -> dict | None:
-        with httpx.Client(base_url=gateway.http_url) as sync_client:
+        with httpx.Client(timeout=HTTP_TIMEOUT, base_url=gateway.http_url) as sync_client:
             return development_login(sync_client)
 
     grant = await asyncio.to_thread(login)

@@ -17,7 +17,7 @@ import httpx
 import httpx2
 import pytest
 from edrs_core.engines.ports import free_port
-from edrs_core.testing import engine_settings, running_service, wait_until
+from edrs_core.testing import HTTP_TIMEOUT, engine_settings, running_service, wait_until
 from edrs_gateway.app import definition as gateway_definition
 from edrs_gateway.context import GatewayContext
 from edrs_integration.app import definition as integration_definition
@@ -499,7 +499,7 @@ async def test_edrs_serves_mcp_to_agents_holding_an_api_key(fleet, client, tenan
 
 
 async def test_the_mcp_endpoint_needs_a_valid_api_key(fleet) -> None:
-    async with httpx.AsyncClient(base_url=fleet.url) as plain:
+    async with httpx.AsyncClient(timeout=HTTP_TIMEOUT, base_url=fleet.url) as plain:
         body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
         headers = {"Accept": "application/json, text/event-stream"}
         missing = await plain.post("/api/v1/mcp", json=body, headers=headers)

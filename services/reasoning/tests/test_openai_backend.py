@@ -17,6 +17,7 @@ import httpx
 import pytest
 from edrs_core import testing
 from edrs_core.http import HttpServer
+from edrs_core.testing import HTTP_TIMEOUT
 from edrs_proto.reasoning.v1 import reasoning_pb2, reasoning_pb2_grpc
 from edrs_reasoning import model_files
 from edrs_reasoning.app import definition
@@ -129,7 +130,7 @@ async def recorded(model_server: str) -> AsyncIterator[tuple[str, list[Exchange]
 async def stub(
     model_server: str, recorded, postgres_engine, redis_engine, nats_engine
 ) -> AsyncIterator[reasoning_pb2_grpc.ReasoningServiceStub]:
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:
 
         async def ready() -> bool:
             try:

@@ -15,6 +15,7 @@ import grpc
 import httpx
 import pytest
 from edrs_core import testing
+from edrs_core.testing import HTTP_TIMEOUT
 from edrs_proto.reasoning.v1 import reasoning_pb2, reasoning_pb2_grpc
 from edrs_reasoning.app import definition
 
@@ -55,7 +56,7 @@ def audio_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 async def stub(
     audio_server: str, postgres_engine, redis_engine, nats_engine
 ) -> AsyncIterator[reasoning_pb2_grpc.ReasoningServiceStub]:
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:
 
         async def ready() -> bool:
             try:

@@ -13,11 +13,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
+import httpx
 from edrs_proto.common.v1 import common_pb2
 
 from edrs_core._test_identity import TestIssuer, test_issuer
 from edrs_core.runtime import ServiceDefinition, ServiceRunner
 from edrs_core.settings import load_settings
+
+# HTTP clients of the servers a test starts. httpx's default (5 s) races the clock on a loaded
+# 2-core CI machine, where a password hash or a first request may take seconds: a test must fail
+# on what it checks, never on a client timeout (issue 18).
+HTTP_TIMEOUT = httpx.Timeout(120.0)
 
 if TYPE_CHECKING:
     import httpx
