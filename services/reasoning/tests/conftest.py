@@ -1,5 +1,6 @@
 """Reasoning tests' shared fixtures: one reasoning service with the real speech models for the
-whole session (the models load once), and the text normalisation word error rates are taken on."""
+whole session (the models load once), the torch embedding pipeline as the reference the onnx
+backends are held to, and the text normalisation word error rates are taken on."""
 
 from __future__ import annotations
 
@@ -8,7 +9,17 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 from edrs_core import testing
+from edrs_reasoning import model_files
 from edrs_reasoning.app import definition
+from edrs_reasoning.embeddings import TorchEncoder, load_torch_encoder
+
+
+@pytest.fixture(scope="session")
+def torch_encoder() -> TorchEncoder:
+    """The reference pipeline (sentence-transformers on torch) for the default embedding model,
+    which the onnx backends must reproduce."""
+    return load_torch_encoder(model_files.embedding_model_path(None), "cpu", "float32", threads=1)
+
 
 # The speech service's limits, small enough for tests to reach with short audio.
 VOICE_MAX_AUDIO_SECONDS = 20.0

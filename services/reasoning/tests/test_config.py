@@ -33,6 +33,22 @@ def test_defaults_are_the_documented_ones() -> None:
         4096,
     )
     assert (s.max_queued_transcriptions, s.max_queued_syntheses) == (8, 16)
+    assert (s.embedding_backend, s.resolved_embedding_backend) == ("auto", "onnx")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "backend"),
+    [
+        ({"device": "gpu"}, "torch"),
+        ({"precision": "float16"}, "torch"),
+        ({"embedding_backend": "torch"}, "torch"),
+        ({"embedding_backend": "onnx-int8"}, "onnx-int8"),
+        ({"embedding_backend": "torch", "device": "gpu"}, "torch"),
+    ],
+)
+def test_auto_embedding_backend_is_onnx_only_where_onnx_runs(overrides, backend) -> None:
+    s = load_settings(ReasoningSettings, **BASE, **overrides)
+    assert s.resolved_embedding_backend == backend
 
 
 def test_the_speech_servers_voices_are_a_comma_separated_list() -> None:
@@ -58,6 +74,15 @@ def test_the_speech_servers_voices_are_a_comma_separated_list() -> None:
         ({"tts_backend": "openai"}, "needs EDRS_REASONING_AUDIO_OPENAI_BASE_URL"),
         ({"tts_backend": "flite"}, "EDRS_REASONING_TTS_BACKEND"),
         ({"max_audio_seconds": 0}, "EDRS_REASONING_MAX_AUDIO_SECONDS"),
+        ({"embedding_backend": "tensorrt"}, "EDRS_REASONING_EMBEDDING_BACKEND"),
+        (
+            {"embedding_backend": "onnx", "device": "gpu"},
+            "EDRS_REASONING_EMBEDDING_BACKEND=onnx runs on CPU only",
+        ),
+        (
+            {"embedding_backend": "onnx-int8", "precision": "float16"},
+            "EDRS_REASONING_PRECISION=float16 applies to the torch embedding backend",
+        ),
     ],
 )
 def test_unworkable_settings_are_refused_by_name(overrides, message) -> None:

@@ -61,6 +61,8 @@ async def load_embedder(settings: ReasoningSettings) -> Embedder:
         batch_size=settings.embedding_batch_size,
         window_seconds=settings.embedding_batch_window_ms / 1e3,
         threads=settings.embedding_threads,
+        backend=settings.resolved_embedding_backend,
+        cache_dir=model_files.embedding_cache_dir(settings.embedding_cache_dir),
     )
 
 

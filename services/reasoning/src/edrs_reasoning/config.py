@@ -96,13 +96,29 @@ class ReasoningSettings(ServiceSettings):
             "arrive while an encode runs still share the next one"
         ),
     )
+    embedding_backend: Literal["auto", "torch", "onnx", "onnx-int8"] = Field(
+        default="auto",
+        description=(
+            "what runs the embedding model: torch (sentence-transformers), onnx (ONNX Runtime, "
+            "float32, the same vectors), onnx-int8 (weights quantised to int8: faster, vectors "
+            "differ slightly); auto is onnx on CPU at float32, torch otherwise"
+        ),
+    )
+    embedding_cache_dir: str | None = Field(
+        default=None,
+        description=(
+            "where the onnx backends keep the exported model; default: "
+            "$XDG_CACHE_HOME/edrs/reasoning or ~/.cache/edrs/reasoning"
+        ),
+    )
     embedding_threads: int = Field(
         default=1,
         ge=1,
         le=256,
         description=(
-            "torch threads for the embedding model: one answers a short text fastest on a small "
-            "host (waking a pool costs more than it saves); raise it for large batches"
+            "threads of the embedding model (torch or ONNX Runtime): one answers a short text "
+            "fastest on a small host (waking a pool costs more than it saves); raise it for "
+            "large batches"
         ),
     )
 
@@ -173,6 +189,14 @@ class ReasoningSettings(ServiceSettings):
         default=4096, ge=1, le=100_000, description="the longest text Synthesize accepts"
     )
 
+    @property
+    def resolved_embedding_backend(self) -> Literal["torch", "onnx", "onnx-int8"]:
+        """auto: ONNX Runtime at float32 on CPU (same vectors, faster: docs/reasoning.md); torch
+        on a GPU or at float16, which only torch runs here."""
+        if self.embedding_backend != "auto":
+            return self.embedding_backend
+        return "torch" if self.device == "gpu" or self.precision == "float16" else "onnx"
+
     @field_validator("tts_openai_voices", mode="before")
     @classmethod
     def _split_voices(cls, value: Any) -> Any:
@@ -194,6 +218,16 @@ class ReasoningSettings(ServiceSettings):
             raise ValueError(
                 f"backend=openai needs {self.env_name('openai_base_url')} and "
                 f"{self.env_name('openai_model')}"
+            )
+        if self.embedding_backend.startswith("onnx") and self.device == "gpu":
+            raise ValueError(
+                f"{self.env_name('embedding_backend')}={self.embedding_backend} runs on CPU only; "
+                f"with {self.env_name('device')}=gpu use torch (or auto)"
+            )
+        if self.embedding_backend.startswith("onnx") and self.precision == "float16":
+            raise ValueError(
+                f"{self.env_name('precision')}=float16 applies to the torch embedding backend, "
+                f"not {self.env_name('embedding_backend')}={self.embedding_backend}"
             )
         if "openai" in (self.stt_backend, self.tts_backend) and not self.audio_openai_base_url:
             raise ValueError(

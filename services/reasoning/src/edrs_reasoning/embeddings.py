@@ -5,16 +5,50 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Protocol
 
+import numpy as np
 from edrs_core import SettingsError
 
+from edrs_reasoning import onnx_embeddings
+
 log = logging.getLogger("edrs.reasoning.embeddings")
+
+EmbeddingBackend = Literal["torch", "onnx", "onnx-int8"]
+
+
+class TextEncoder(Protocol):
+    """One encode call: L2-normalised float32 rows, one per text, in order."""
+
+    dimension: int
+
+    def encode(self, texts: list[str], batch_size: int) -> np.ndarray: ...
+
+
+class TorchEncoder:
+    """sentence-transformers on torch: the reference pipeline, and the one for GPUs."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        # sentence-transformers 6 renamed the method; older releases only have the long name.
+        dimension = getattr(model, "get_embedding_dimension", None) or (
+            model.get_sentence_embedding_dimension
+        )
+        self.dimension: int = dimension()
+
+    def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
+        matrix: np.ndarray = self.model.encode(
+            texts,
+            batch_size=batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return matrix.astype(np.float32, copy=False)
 
 
 @dataclass
@@ -27,13 +61,20 @@ class Embedder:
     """Encodes texts into L2-normalised vectors.
 
     Calls that arrive within `window_seconds` of each other, or while an encode is running, share
-    the next encode call (up to `batch_size` texts, a single call's texts never split): torch runs
-    one batch of 32 short texts in about the time of a few single ones on CPU."""
+    the next encode call (up to `batch_size` texts, a single call's texts never split): the model
+    runs one batch of 32 short texts in about the time of a few single ones on CPU."""
 
     def __init__(
-        self, model: Any, name: str, dimensions: int, batch_size: int, window_seconds: float
+        self,
+        encoder: TextEncoder,
+        name: str,
+        dimensions: int,
+        batch_size: int,
+        window_seconds: float,
+        backend: EmbeddingBackend = "torch",
     ) -> None:
-        self.model = model
+        self.encoder = encoder
+        self.backend = backend
         self.name = name
         self.dimensions = dimensions
         self.batch_size = batch_size
@@ -42,7 +83,8 @@ class Embedder:
         self._pending_texts = 0
         self._full = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
-        # torch releases the GIL while encoding; one encode at a time keeps its threads for it.
+        # torch and ONNX Runtime release the GIL while encoding; one encode at a time keeps the
+        # model's threads for it.
         self._encode_lock = threading.Lock()
 
     @classmethod
@@ -57,20 +99,30 @@ class Embedder:
         batch_size: int,
         window_seconds: float,
         threads: int = 1,
+        backend: EmbeddingBackend = "torch",
+        cache_dir: Path | None = None,
     ) -> Embedder:
-        """Load the model in a worker thread (torch import and weights take seconds)."""
-        model = await asyncio.to_thread(_load_model, path, device, precision, threads)
-        # sentence-transformers 6 renamed the method; older releases only have the long name.
-        dimension = getattr(model, "get_embedding_dimension", None) or (
-            model.get_sentence_embedding_dimension
-        )
-        actual = dimension()
-        if actual != dimensions:
+        """Load the model in a worker thread (imports, weights and a first export take seconds).
+        The onnx backends need `cache_dir` for the exported model."""
+        encoder: TextEncoder
+        if backend == "torch":
+            encoder = await asyncio.to_thread(load_torch_encoder, path, device, precision, threads)
+        else:
+            if cache_dir is None:
+                raise ValueError(f"the {backend} embedding backend needs a cache directory")
+            encoder = await asyncio.to_thread(
+                onnx_embeddings.load,
+                path,
+                cache_dir,
+                quantised=backend == "onnx-int8",
+                threads=threads,
+            )
+        if encoder.dimension != dimensions:
             raise SettingsError(
                 f"EDRS_REASONING_EMBEDDING_DIMENSIONS is {dimensions} but the model at {path} "
-                f"produces {actual}-dimensional vectors"
+                f"produces {encoder.dimension}-dimensional vectors"
             )
-        return cls(model, name, dimensions, batch_size, window_seconds)
+        return cls(encoder, name, dimensions, batch_size, window_seconds, backend)
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         """One vector per text, in order."""
@@ -122,21 +174,12 @@ class Embedder:
 
     def _encode(self, texts: list[str]) -> list[list[float]]:
         with self._encode_lock:
-            matrix = self.model.encode(
-                texts,
-                batch_size=self.batch_size,
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
-        return [row.astype("float32").tolist() for row in matrix]
+            matrix = self.encoder.encode(texts, self.batch_size)
+        return [row.tolist() for row in matrix]
 
 
-def _load_model(path: Path, device: str, precision: str, threads: int) -> Any:
-    # Set before sentence-transformers imports huggingface_hub, which reads it once: the model is
-    # a local folder and the service must never reach for the hub.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+def load_torch_encoder(path: Path, device: str, precision: str, threads: int) -> TorchEncoder:
+    onnx_embeddings.offline_hub()
     import torch
     from sentence_transformers import SentenceTransformer
 
@@ -150,5 +193,7 @@ def _load_model(path: Path, device: str, precision: str, threads: int) -> Any:
     model = SentenceTransformer(str(path), device="cuda" if device == "gpu" else "cpu")
     if precision == "float16":
         model = model.half()
-    log.info("embedding model loaded", extra={"path": str(path), "device": device})
-    return model
+    log.info(
+        "embedding model loaded", extra={"path": str(path), "device": device, "backend": "torch"}
+    )
+    return TorchEncoder(model)

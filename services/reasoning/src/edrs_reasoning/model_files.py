@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from importlib import metadata
 from pathlib import Path
 
@@ -46,6 +47,15 @@ def embedding_model_path(configured: str | None) -> Path:
             raise SettingsError(f"EDRS_REASONING_EMBEDDING_MODEL: no model folder at {path}")
         return path
     return _packaged(*_EMBEDDING_MODEL, "EDRS_REASONING_EMBEDDING_MODEL")
+
+
+def embedding_cache_dir(configured: str | None) -> Path:
+    """Where the onnx embedding backends keep exported models: never inside site-packages (read
+    only in the image, and shared by every user of the venv). In the image HOME is /tmp."""
+    if configured:
+        return Path(configured)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "edrs" / "reasoning"
 
 
 def transcription_model_path(configured: str | None) -> Path:
