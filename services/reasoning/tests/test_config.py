@@ -33,7 +33,7 @@ def test_defaults_are_the_documented_ones() -> None:
         4096,
     )
     assert (s.max_queued_transcriptions, s.max_queued_syntheses) == (8, 16)
-    assert (s.embedding_backend, s.resolved_embedding_backend) == ("auto", "onnx")
+    assert (s.embedding_backend, s.resolved_embedding_backend) == ("auto", "mixed")
 
 
 @pytest.mark.parametrize(
@@ -43,6 +43,7 @@ def test_defaults_are_the_documented_ones() -> None:
         ({"precision": "float16"}, "torch"),
         ({"embedding_backend": "torch"}, "torch"),
         ({"embedding_backend": "onnx-int8"}, "onnx-int8"),
+        ({"embedding_backend": "onnx"}, "onnx"),
         ({"embedding_backend": "torch", "device": "gpu"}, "torch"),
     ],
 )
@@ -78,6 +79,10 @@ def test_the_speech_servers_voices_are_a_comma_separated_list() -> None:
         (
             {"embedding_backend": "onnx", "device": "gpu"},
             "EDRS_REASONING_EMBEDDING_BACKEND=onnx runs on CPU only",
+        ),
+        (
+            {"embedding_backend": "mixed", "device": "gpu"},
+            "EDRS_REASONING_EMBEDDING_BACKEND=mixed runs on CPU only",
         ),
         (
             {"embedding_backend": "onnx-int8", "precision": "float16"},

@@ -14,7 +14,13 @@ import numpy as np
 import pytest
 from edrs_core import SettingsError
 from edrs_reasoning import model_files, onnx_embeddings
-from edrs_reasoning.embeddings import Embedder, TextEncoder
+from edrs_reasoning.embeddings import (
+    MIXED_MAX_TOKENS,
+    Embedder,
+    MixedEncoder,
+    TextEncoder,
+    TorchEncoder,
+)
 
 # A word that is one token, so the long texts below pass 256 tokens for certain.
 _LONG = "The service embeds passages of documents for search. " * 60
@@ -190,6 +196,22 @@ async def test_the_embedder_micro_batches_over_onnx(cache_dir: Path, onnx_fp32) 
     results = await asyncio.gather(*(embedder.embed(c) for c in calls))
     got = np.array([v for r in results for v in r], dtype=np.float32)
     assert cosines(got, onnx_fp32.encode(TEXTS, 32)).min() >= 0.9999
+
+
+def test_mixed_sends_small_calls_to_onnx_and_large_ones_to_torch(
+    onnx_fp32, torch_encoder: TextEncoder
+) -> None:
+    assert isinstance(torch_encoder, TorchEncoder)
+    mixed = MixedEncoder(onnx_fp32, torch_encoder)
+    small = TEXTS[:6]
+    large = [_LONG] * 3 + TEXTS  # 3 * 256 tokens, padded: well past the switch
+    assert onnx_fp32.padded_tokens(small) <= MIXED_MAX_TOKENS < onnx_fp32.padded_tokens(large)
+    for texts, engine in ((small, "onnx"), (large, "torch")):
+        before = dict(mixed.calls)
+        vectors = mixed.encode(texts, 32)
+        assert mixed.calls[engine] == before[engine] + 1
+        assert sum(mixed.calls.values()) == sum(before.values()) + 1
+        assert cosines(vectors, torch_encoder.encode(texts, 32)).min() >= 0.9999
 
 
 async def test_a_dimension_mismatch_names_both_numbers(cache_dir: Path, onnx_fp32) -> None:

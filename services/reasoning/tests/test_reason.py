@@ -106,15 +106,21 @@ async def test_concurrent_embed_calls_each_get_their_own_vectors_in_order(stub) 
         assert cosine(single.embeddings[0].values, joint.values) == pytest.approx(1.0, abs=1e-3)
 
 
-async def test_embed_runs_on_onnx_by_default_with_torchs_vectors(
+async def test_embed_runs_mixed_by_default_with_torchs_vectors(
     stub, reasoning: testing.RunningService, torch_encoder
 ) -> None:
-    assert reasoning.servicer("ReasoningService").embedder.backend == "onnx"
-    texts = ["the cat sat on the mat", "Grüße aus Köln", "quarterly revenue " * 200]
-    response = await stub.Embed(reasoning_pb2.EmbedRequest(texts=texts), metadata=TENANT_A)
-    reference = torch_encoder.encode(texts, 32)
-    for got, want in zip(response.embeddings, reference, strict=True):
-        assert cosine(got.values, want.tolist()) >= 0.9999
+    """A query goes to ONNX Runtime, a batch of passages to torch; the vectors are torch's."""
+    embedder = reasoning.servicer("ReasoningService").embedder
+    assert embedder.backend == "mixed"
+    before = dict(embedder.encoder.calls)
+    query = ["the cat sat on the mat"]
+    passages = [f"passage {i}: " + "quarterly revenue grew in every region " * 40 for i in range(8)]
+    for texts, engine in ((query, "onnx"), (passages, "torch")):
+        response = await stub.Embed(reasoning_pb2.EmbedRequest(texts=texts), metadata=TENANT_A)
+        reference = torch_encoder.encode(texts, 32)
+        for got, want in zip(response.embeddings, reference, strict=True):
+            assert cosine(got.values, want.tolist()) >= 0.9999
+        assert embedder.encoder.calls[engine] == before[engine] + 1
 
 
 @pytest.mark.parametrize(

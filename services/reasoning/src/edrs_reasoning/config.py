@@ -96,12 +96,13 @@ class ReasoningSettings(ServiceSettings):
             "arrive while an encode runs still share the next one"
         ),
     )
-    embedding_backend: Literal["auto", "torch", "onnx", "onnx-int8"] = Field(
+    embedding_backend: Literal["auto", "torch", "onnx", "onnx-int8", "mixed"] = Field(
         default="auto",
         description=(
             "what runs the embedding model: torch (sentence-transformers), onnx (ONNX Runtime, "
             "float32, the same vectors), onnx-int8 (weights quantised to int8: faster, vectors "
-            "differ slightly); auto is onnx on CPU at float32, torch otherwise"
+            "differ slightly), mixed (onnx for small calls, torch for large batches); auto is "
+            "mixed on CPU at float32, torch otherwise"
         ),
     )
     embedding_cache_dir: str | None = Field(
@@ -190,12 +191,13 @@ class ReasoningSettings(ServiceSettings):
     )
 
     @property
-    def resolved_embedding_backend(self) -> Literal["torch", "onnx", "onnx-int8"]:
-        """auto: ONNX Runtime at float32 on CPU (same vectors, faster: docs/reasoning.md); torch
-        on a GPU or at float16, which only torch runs here."""
+    def resolved_embedding_backend(self) -> Literal["torch", "onnx", "onnx-int8", "mixed"]:
+        """auto: mixed on CPU at float32 (the same vectors; ONNX Runtime answers a query in half
+        torch's time, torch encodes batches of passages faster: docs/reasoning.md); torch on a
+        GPU or at float16, which only torch runs here."""
         if self.embedding_backend != "auto":
             return self.embedding_backend
-        return "torch" if self.device == "gpu" or self.precision == "float16" else "onnx"
+        return "torch" if self.device == "gpu" or self.precision == "float16" else "mixed"
 
     @field_validator("tts_openai_voices", mode="before")
     @classmethod
@@ -219,12 +221,14 @@ class ReasoningSettings(ServiceSettings):
                 f"backend=openai needs {self.env_name('openai_base_url')} and "
                 f"{self.env_name('openai_model')}"
             )
-        if self.embedding_backend.startswith("onnx") and self.device == "gpu":
+        if self.embedding_backend in ("onnx", "onnx-int8", "mixed") and self.device == "gpu":
             raise ValueError(
                 f"{self.env_name('embedding_backend')}={self.embedding_backend} runs on CPU only; "
                 f"with {self.env_name('device')}=gpu use torch (or auto)"
             )
-        if self.embedding_backend.startswith("onnx") and self.precision == "float16":
+        if self.embedding_backend in ("onnx", "onnx-int8", "mixed") and (
+            self.precision == "float16"
+        ):
             raise ValueError(
                 f"{self.env_name('precision')}=float16 applies to the torch embedding backend, "
                 f"not {self.env_name('embedding_backend')}={self.embedding_backend}"

@@ -18,7 +18,13 @@ from edrs_reasoning import onnx_embeddings
 
 log = logging.getLogger("edrs.reasoning.embeddings")
 
-EmbeddingBackend = Literal["torch", "onnx", "onnx-int8"]
+EmbeddingBackend = Literal["torch", "onnx", "onnx-int8", "mixed"]
+# The mixed backend's switch: encode calls up to this many padded tokens go to ONNX Runtime.
+# Measured (2 cores under load, one thread, all-MiniLM-L6-v2): ONNX took 7.9 ms for a query where
+# torch took 13.7, 18.7 against 24.7 for 4 queries, 237 against 246 ms for 4 passages of 180 words
+# (1,024 tokens); torch was ahead from 8 passages on (476 against 505 ms wall but more CPU) and
+# clearly at 16 (894 against 1,043 ms). docs/decisions/0015-onnx-embeddings.md.
+MIXED_MAX_TOKENS = 1024
 
 
 class TextEncoder(Protocol):
@@ -55,6 +61,32 @@ class TorchEncoder:
 class _Pending:
     texts: Sequence[str]
     future: asyncio.Future[list[list[float]]]
+
+
+class MixedEncoder:
+    """ONNX Runtime for small encode calls (a query, a few passages), torch for large batches:
+    each is the faster one there, and both give the same vectors (cosine 1.0 measured), so an
+    index built by one serves the other's queries."""
+
+    def __init__(
+        self,
+        small: onnx_embeddings.OnnxEncoder,
+        large: TorchEncoder,
+        max_tokens: int = MIXED_MAX_TOKENS,
+    ) -> None:
+        if small.dimension != large.dimension:
+            raise ValueError(f"dimensions differ: {small.dimension} and {large.dimension}")
+        self.small, self.large, self.max_tokens = small, large, max_tokens
+        self.dimension = small.dimension
+        # Encode calls per engine, for tests and for a reader checking where the time goes.
+        self.calls = {"onnx": 0, "torch": 0}
+
+    def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
+        if self.small.padded_tokens(texts) <= self.max_tokens:
+            self.calls["onnx"] += 1
+            return self.small.encode(texts, batch_size)
+        self.calls["torch"] += 1
+        return self.large.encode(texts, batch_size)
 
 
 class Embedder:
@@ -110,13 +142,19 @@ class Embedder:
         else:
             if cache_dir is None:
                 raise ValueError(f"the {backend} embedding backend needs a cache directory")
-            encoder = await asyncio.to_thread(
+            onnx = await asyncio.to_thread(
                 onnx_embeddings.load,
                 path,
                 cache_dir,
                 quantised=backend == "onnx-int8",
                 threads=threads,
             )
+            encoder = onnx
+            if backend == "mixed":
+                torch = await asyncio.to_thread(
+                    load_torch_encoder, path, device, precision, threads
+                )
+                encoder = MixedEncoder(onnx, torch)
         if encoder.dimension != dimensions:
             raise SettingsError(
                 f"EDRS_REASONING_EMBEDDING_DIMENSIONS is {dimensions} but the model at {path} "

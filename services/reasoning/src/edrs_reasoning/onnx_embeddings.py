@@ -195,6 +195,13 @@ class OnnxEncoder:
             out[chunk] = self._encode_batch([texts[i] for i in chunk])
         return out
 
+    def padded_tokens(self, texts: list[str]) -> int:
+        """Tokens one batch of `texts` feeds the model: texts times the longest, truncated."""
+        if self.config.do_lower_case:
+            texts = [t.lower() for t in texts]
+        encodings = self.tokenizer.encode_batch(texts)
+        return len(encodings) * (len(encodings[0].ids) if encodings else 0)
+
     def _encode_batch(self, texts: list[str]) -> np.ndarray:
         if self.config.do_lower_case:
             texts = [t.lower() for t in texts]
