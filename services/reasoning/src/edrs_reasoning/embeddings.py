@@ -22,8 +22,8 @@ EmbeddingBackend = Literal["torch", "onnx", "onnx-int8", "mixed"]
 # The mixed backend's switch: encode calls up to this many padded tokens go to ONNX Runtime.
 # Measured (2 cores under load, one thread, all-MiniLM-L6-v2): ONNX took 7.9 ms for a query where
 # torch took 13.7, 18.7 against 24.7 for 4 queries, 237 against 246 ms for 4 passages of 180 words
-# (1,024 tokens); torch was ahead from 8 passages on (476 against 505 ms wall but more CPU) and
-# clearly at 16 (894 against 1,043 ms). docs/decisions/0015-onnx-embeddings.md.
+# (1,024 tokens); about even at 8 passages (476 against 505 ms wall, 452 against 420 ms CPU),
+# torch clearly ahead at 16 (894 against 1,043 ms). docs/decisions/0015-onnx-embeddings.md.
 MIXED_MAX_TOKENS = 1024
 
 
@@ -57,12 +57,6 @@ class TorchEncoder:
         return matrix.astype(np.float32, copy=False)
 
 
-@dataclass
-class _Pending:
-    texts: Sequence[str]
-    future: asyncio.Future[list[list[float]]]
-
-
 class MixedEncoder:
     """ONNX Runtime for small encode calls (a query, a few passages), torch for large batches:
     each is the faster one there, and both give the same vectors (cosine 1.0 measured), so an
@@ -87,6 +81,12 @@ class MixedEncoder:
             return self.small.encode(texts, batch_size)
         self.calls["torch"] += 1
         return self.large.encode(texts, batch_size)
+
+
+@dataclass
+class _Pending:
+    texts: Sequence[str]
+    future: asyncio.Future[list[list[float]]]
 
 
 class Embedder:
