@@ -201,6 +201,34 @@ async def test_many_tasks_get_exactly_the_burst(redis, prefix, clock) -> None:
     assert sum(d.allowed for d in decisions) == NO_REFILL.burst
 
 
+async def test_slots_released_together_are_all_freed(redis, prefix, clock) -> None:
+    """Releases that meet while one is on its way to Redis go in one round trip; every one of
+    them, for every subject, frees its slot, and each caller returns only once it is freed."""
+    roomy = TierLimits(per_minute=60_000, burst=1_000, concurrency=100)
+    limiter = RateLimiter(redis, key_prefix=prefix, limits={"standard": roomy}, clock=clock)
+    subjects = ("tenant:a", "tenant:b", "ip:203.0.113.8")
+    for subject in subjects:
+        for i in range(30):
+            assert (await limiter.acquire(subject, "standard", f"{subject}-{i}")).allowed
+
+    async def inflight(subject: str) -> int:
+        return int(await redis.zcard(limiter._keys(subject)[1]))
+
+    assert [await inflight(s) for s in subjects] == [30, 30, 30]
+    # Everything but one slot of the last subject, released at once.
+    await asyncio.gather(
+        *(
+            limiter.release(subject, f"{subject}-{i}")
+            for subject in subjects
+            for i in range(30)
+            if (subject, i) != (subjects[-1], 29)
+        )
+    )
+    assert [await inflight(s) for s in subjects] == [0, 0, 1]
+    await limiter.release(subjects[-1], f"{subjects[-1]}-29")
+    assert await inflight(subjects[-1]) == 0
+
+
 HAMMER = textwrap.dedent(
     """
     import asyncio, sys

@@ -44,7 +44,7 @@ from edrs_gateway.api.routes import (
     ws,
 )
 from edrs_gateway.api.turn_journal import TurnJournal
-from edrs_gateway.auth.middleware import AuthenticationMiddleware
+from edrs_gateway.auth.middleware import AuthenticationMiddleware, RevocationCheck
 from edrs_gateway.auth.principal import Principal
 from edrs_gateway.context import GatewayContext
 from edrs_gateway.edge import (
@@ -58,6 +58,7 @@ from edrs_gateway.edge import (
     IdempotencyStore,
     RateLimiter,
     RateLimitMiddleware,
+    RevocationCheckWithLimit,
     SecurityHeadersMiddleware,
     TenantPolicies,
     TierLimits,
@@ -246,6 +247,7 @@ def _add_edge(app: FastAPI, ctx: GatewayContext) -> None:
     # limits to each message frame itself (api/routes/ws.py).
     app.state.dlp = DlpGuard(scanner, policies.dlp_policy, record_dlp_hits)
     app.state.rate_limiter = None
+    revocation_check: RevocationCheck | None = None
     app.add_middleware(
         IdempotencyMiddleware, store=IdempotencyStore(redis), exempt_paths=AUTH_PATHS
     )
@@ -260,6 +262,9 @@ def _add_edge(app: FastAPI, ctx: GatewayContext) -> None:
         limiter = RateLimiter(redis, limits=limits)
         app.add_middleware(RateLimitMiddleware, limiter=limiter, exempt_paths=STREAM_PATHS)
         app.state.rate_limiter = limiter
+        # The revocation check takes each limited request's rate-limit decision in its Redis
+        # round trip; RateLimitMiddleware applies it (and releases the slot).
+        revocation_check = RevocationCheckWithLimit(limiter, ctx.revocations, STREAM_PATHS)
     # Verifies the bearer token of every request and leaves the Principal in the scope state for
     # routes (`require`) and for the middlewares inside it (rate limits, idempotency, DLP).
     app.add_middleware(
@@ -269,6 +274,7 @@ def _add_edge(app: FastAPI, ctx: GatewayContext) -> None:
         fleet_tokens=ctx.fleet_tokens,
         api_key_paths=(MCP_PATH,),
         api_keys=ctx.authenticator.api_key_principal,
+        revocation_check=revocation_check,
     )
     app.add_middleware(
         TimeoutMiddleware,

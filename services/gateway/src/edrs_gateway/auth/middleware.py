@@ -10,6 +10,7 @@ so every call to a service made while serving the request carries it.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from edrs_core.context import acting_as
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -23,6 +24,14 @@ PRINCIPAL = "principal"
 AUTH_ERROR = "auth_error"
 
 
+class RevocationCheck(Protocol):
+    """Whether a verified token of this request is revoked. The rate limiter's
+    (edge/ratelimit.py, RevocationCheckWithLimit) also takes the request's rate-limit decision in
+    the same Redis round trip."""
+
+    async def __call__(self, scope: Scope, token: VerifiedToken, /) -> bool: ...
+
+
 class AuthenticationMiddleware:
     def __init__(
         self,
@@ -33,10 +42,12 @@ class AuthenticationMiddleware:
         fleet_tokens: FleetTokens,
         api_key_paths: tuple[str, ...] = (),
         api_keys: Callable[[str], Awaitable[Principal | None]] | None = None,
+        revocation_check: RevocationCheck | None = None,
     ) -> None:
         self.app = app
         self.tokens = tokens
         self.revocations = revocations
+        self.is_revoked = revocation_check or self._is_revoked
         self.fleet_tokens = fleet_tokens
         # Paths whose bearer may be an API key itself (/api/v1/mcp: MCP clients send a static
         # header), checked as `POST /auth/token` checks a key.
@@ -55,7 +66,7 @@ class AuthenticationMiddleware:
                     if scope.get("path") in self.api_key_paths:
                         state[PRINCIPAL] = await self._api_key(header)
                     else:
-                        state[PRINCIPAL] = await self._authenticate(header)
+                        state[PRINCIPAL] = await self._authenticate(scope, header)
                 except InvalidToken as exc:
                     state[AUTH_ERROR] = str(exc)
             if (principal := state[PRINCIPAL]) is not None:
@@ -73,12 +84,17 @@ class AuthenticationMiddleware:
             raise InvalidToken("the API key is not valid (unknown, revoked or expired)")
         return principal
 
-    async def _authenticate(self, header: str) -> Principal:
+    async def _authenticate(self, scope: Scope, header: str) -> Principal:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise InvalidToken("the Authorization header must be 'Bearer <access token>'")
-        verified = await verify_unrevoked(self.tokens, self.revocations, token.strip())
+        verified = await self.tokens.verify(token.strip())
+        if await self.is_revoked(scope, verified):
+            raise InvalidToken("the token has been revoked")
         return verified.principal
+
+    async def _is_revoked(self, scope: Scope, token: VerifiedToken) -> bool:
+        return await self.revocations.is_revoked(token)
 
 
 async def verify_unrevoked(

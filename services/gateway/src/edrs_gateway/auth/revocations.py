@@ -38,12 +38,16 @@ class TokenRevocations:
             ex=ttl_seconds + 60,
         )
 
-    async def is_revoked(self, token: VerifiedToken) -> bool:
+    def keys(self, token: VerifiedToken) -> tuple[str, str]:
+        """The two entries that would refuse `token`: its own, and its subject's."""
         p = token.principal
-        # One round trip for both checks: this runs on every authenticated request.
-        by_token, by_subject = await self.redis.mget(
-            [self._token_key(p.token_id), self._subject_key(p.subject_kind, p.subject_id)]
-        )
+        return self._token_key(p.token_id), self._subject_key(p.subject_kind, p.subject_id)
+
+    async def is_revoked(self, token: VerifiedToken) -> bool:
+        # One round trip for both checks: this runs on every authenticated request. Where rate
+        # limits are on, the same rule runs inside the limiter's script instead
+        # (edge/ratelimit.py, _ADMIT), in the round trip that takes the request's token.
+        by_token, by_subject = await self.redis.mget(list(self.keys(token)))
         if by_token is not None:
             return True
         # A token issued in the very millisecond of the revocation survives; one issued before

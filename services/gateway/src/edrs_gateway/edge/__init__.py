@@ -6,7 +6,13 @@ from edrs_core.dlp import DlpPolicy, DlpScanner, Hit
 from edrs_gateway.edge.dlp import DlpGuard, DlpMiddleware, Verdict, blocked_problem
 from edrs_gateway.edge.idempotency import IdempotencyMiddleware, IdempotencyStore
 from edrs_gateway.edge.policies import TenantPolicies
-from edrs_gateway.edge.ratelimit import TIER_LIMITS, RateLimiter, RateLimitMiddleware, TierLimits
+from edrs_gateway.edge.ratelimit import (
+    TIER_LIMITS,
+    RateLimiter,
+    RateLimitMiddleware,
+    RevocationCheckWithLimit,
+    TierLimits,
+)
 from edrs_gateway.edge.security import (
     BodyLimitMiddleware,
     SecurityHeadersMiddleware,
@@ -26,6 +32,7 @@ __all__ = [
     "IdempotencyStore",
     "RateLimitMiddleware",
     "RateLimiter",
+    "RevocationCheckWithLimit",
     "SecurityHeadersMiddleware",
     "TenantPolicies",
     "TierLimits",

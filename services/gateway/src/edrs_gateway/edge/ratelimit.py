@@ -11,8 +11,8 @@ import logging
 import math
 import uuid
 from collections.abc import Awaitable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Literal, cast
 
 from edrs_core.clock import Clock
 from redis.asyncio import Redis
@@ -20,7 +20,9 @@ from redis.exceptions import MaxConnectionsError, RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edrs_gateway.api.problems import problem_response
-from edrs_gateway.auth.principal import Tier
+from edrs_gateway.auth.principal import Principal, Tier
+from edrs_gateway.auth.revocations import TokenRevocations
+from edrs_gateway.auth.tokens import VerifiedToken
 from edrs_gateway.edge._asgi import client_ip, is_exempt, principal_of
 
 log = logging.getLogger("edrs.gateway.ratelimit")
@@ -92,9 +94,7 @@ else
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 """
-_ACQUIRE = (
-    _NOW
-    + """
+_TAKE = """
 local rate = tonumber(ARGV[1])
 local capacity = tonumber(ARGV[2])
 local cap = tonumber(ARGV[3])
@@ -135,6 +135,28 @@ local allowed = 0
 if reason == 'ok' then allowed = 1 end
 return {allowed, reason, math.floor(tokens), full_ms, retry_ms}
 """
+_ACQUIRE = _NOW + _TAKE
+
+# The authentication middleware's revocation check and the acquire above in one script, so an
+# authenticated request costs one Redis round trip before its route runs, not two. KEYS[3] and
+# KEYS[4] are the token's revocation entries (auth/revocations.py) and ARGV[6] its `iat`; the rule
+# is TokenRevocations.is_revoked's: a revoked token id, or a subject revoked after the token was
+# issued. A revoked token takes nothing from its tenant (its request is then limited by client IP
+# like any anonymous one) and returns {-1}. All keys are named by the caller, as scripts must; the
+# gateway's Redis client is a single-node one, and a Redis Cluster would need the revocation keys
+# in the tenant's hash slot first.
+_ADMIT = (
+    _NOW
+    + """
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  return {-1}
+end
+local revoked_since = redis.call('GET', KEYS[4])
+if revoked_since and tonumber(ARGV[6]) < tonumber(revoked_since) then
+  return {-1}
+end
+"""
+    + _TAKE
 )
 
 # Extends a still-running request's lease (long responses); no-op once released.
@@ -149,6 +171,16 @@ end
 return 0
 """
 )
+
+
+@dataclass
+class _Releases:
+    """Slots waiting to be freed (inflight key → request ids and their waiters) and the task
+    sending them, on one event loop."""
+
+    loop: asyncio.AbstractEventLoop
+    pending: dict[str, list[tuple[str, asyncio.Future[None]]]] = field(default_factory=dict)
+    sending: asyncio.Task[None] | None = None
 
 
 class RateLimiter:
@@ -176,7 +208,9 @@ class RateLimiter:
         # register_script keeps the SHA and runs EVALSHA, loading the script only when Redis
         # answers NOSCRIPT (first use, or after a Redis restart).
         self._acquire = redis.register_script(_ACQUIRE)
+        self._admit = redis.register_script(_ADMIT)
         self._extend = redis.register_script(_EXTEND)
+        self._releases: _Releases | None = None
 
     def _keys(self, subject: str) -> tuple[str, str]:
         # The hash tag keeps both keys of a subject in one Redis Cluster slot.
@@ -186,33 +220,101 @@ class RateLimiter:
     async def acquire(self, subject: str, tier: Tier, request_id: str) -> Decision:
         """Take one token and one concurrency slot for `request_id`, or neither."""
         limits = self.limits[tier]
-        rate_per_ms = limits.per_minute / 60_000
         async with self._calls:
-            allowed, reason, remaining, full_ms, retry_ms = await self._acquire(
+            reply = await self._acquire(
                 keys=list(self._keys(subject)),
-                args=[
-                    repr(rate_per_ms),
-                    limits.burst,
-                    limits.concurrency,
-                    request_id,
-                    self.lease_ms,
-                    self._now_ms(),
-                ],
+                args=[*self._args(limits, request_id), self._now_ms()],
             )
+        return self._decision(limits, reply)
+
+    async def admit(
+        self,
+        subject: str,
+        tier: Tier,
+        request_id: str,
+        revocation_keys: tuple[str, str],
+        issued_at: float,
+    ) -> Decision | None:
+        """`acquire`, unless the token behind the request is revoked (None: nothing was taken).
+
+        `revocation_keys` are TokenRevocations.keys of the token, `issued_at` its `iat`: one
+        Redis round trip answers both questions."""
+        limits = self.limits[tier]
+        async with self._calls:
+            reply = await self._admit(
+                keys=[*self._keys(subject), *revocation_keys],
+                args=[*self._args(limits, request_id), repr(issued_at), self._now_ms()],
+            )
+        if int(reply[0]) < 0:
+            return None
+        return self._decision(limits, reply)
+
+    def _args(self, limits: TierLimits, request_id: str) -> list[str | int]:
+        return [
+            repr(limits.per_minute / 60_000),  # refill per millisecond
+            limits.burst,
+            limits.concurrency,
+            request_id,
+            self.lease_ms,
+        ]
+
+    @staticmethod
+    def _decision(limits: TierLimits, reply: Sequence[object]) -> Decision:
+        allowed, reason, remaining, full_ms, retry_ms = reply
         reason_text = reason.decode() if isinstance(reason, bytes) else str(reason)
         return Decision(
             allowed=bool(allowed),
             reason=reason_text,  # type: ignore[arg-type]
             limit=limits.burst,
-            remaining=int(remaining),
-            reset=math.ceil(int(full_ms) / 1000),
-            retry_after=max(1, math.ceil(int(retry_ms) / 1000)) if not allowed else 0,
+            remaining=int(cast(int, remaining)),
+            reset=math.ceil(int(cast(int, full_ms)) / 1000),
+            retry_after=max(1, math.ceil(int(cast(int, retry_ms)) / 1000)) if not allowed else 0,
         )
 
     async def release(self, subject: str, request_id: str) -> None:
-        """Free the concurrency slot of a finished request."""
-        async with self._calls:
-            await self.redis.zrem(self._keys(subject)[1], request_id)
+        """Free the concurrency slot of a finished request; returns once Redis has freed it.
+
+        Requests that finish while an earlier release is on its way to Redis are freed together
+        in the next round trip (one ZREM per subject), so under load most requests share one; a
+        release that finds none on its way goes at once."""
+        loop = asyncio.get_running_loop()
+        releases = self._releases
+        if releases is None or releases.loop is not loop:
+            releases = self._releases = _Releases(loop)
+        future: asyncio.Future[None] = loop.create_future()
+        releases.pending.setdefault(self._keys(subject)[1], []).append((request_id, future))
+        if releases.sending is None:
+            releases.sending = loop.create_task(self._send_releases(releases))
+        await future
+
+    async def _send_releases(self, releases: _Releases) -> None:
+        try:
+            while releases.pending:
+                batch, releases.pending = releases.pending, {}
+                futures = [future for entries in batch.values() for _, future in entries]
+                try:
+                    async with self._calls:
+                        if len(batch) == 1:
+                            [(key, entries)] = batch.items()
+                            await self.redis.zrem(key, *(request_id for request_id, _ in entries))
+                        else:
+                            async with self.redis.pipeline(transaction=False) as pipe:
+                                for key, entries in batch.items():
+                                    pipe.zrem(key, *(request_id for request_id, _ in entries))
+                                await pipe.execute()
+                except Exception as exc:
+                    for future in futures:
+                        if not future.done():
+                            future.set_exception(exc)
+                else:
+                    for future in futures:
+                        if not future.done():
+                            future.set_result(None)
+                finally:
+                    for future in futures:  # cancelled mid-send: its waiters must not hang
+                        future.cancel()
+        finally:
+            releases.sending = None
 
     async def extend(self, subject: str, request_id: str) -> None:
         """Renew the lease of a request that is still running."""
@@ -225,6 +327,50 @@ class RateLimiter:
         if self.clock is None:
             return ""
         return str(int(self.clock.now().timestamp() * 1000))
+
+
+# Where the authentication middleware leaves the decision it took with the revocation check, for
+# RateLimitMiddleware (right inside it) to apply instead of asking Redis again.
+ADMISSION = "rate_limit_admission"
+
+
+@dataclass(frozen=True)
+class Admission:
+    subject: str
+    request_id: str
+    decision: Decision
+
+
+def tenant_subject(principal: Principal) -> str:
+    return f"tenant:{principal.tenant_id}"
+
+
+class RevocationCheckWithLimit:
+    """The authentication middleware's revocation check (auth/middleware.py, RevocationCheck)
+    that also takes the request's rate-limit decision in the same Redis round trip.
+
+    Only for requests RateLimitMiddleware limits (not its exempt paths), so every slot taken here
+    is released there. Revocations are still read from Redis on every request, never cached."""
+
+    def __init__(
+        self, limiter: RateLimiter, revocations: TokenRevocations, exempt_paths: Sequence[str]
+    ) -> None:
+        self.limiter = limiter
+        self.revocations = revocations
+        self.exempt_paths = tuple(exempt_paths)
+
+    async def __call__(self, scope: Scope, token: VerifiedToken) -> bool:
+        if is_exempt(scope["path"], self.exempt_paths):
+            return await self.revocations.is_revoked(token)
+        principal = token.principal
+        subject, request_id = tenant_subject(principal), uuid.uuid4().hex
+        decision = await self.limiter.admit(
+            subject, principal.tier, request_id, self.revocations.keys(token), token.issued_at
+        )
+        if decision is None:
+            return True
+        scope.setdefault("state", {})[ADMISSION] = Admission(subject, request_id, decision)
+        return False
 
 
 class RateLimitMiddleware:
@@ -252,28 +398,28 @@ class RateLimitMiddleware:
         if scope["type"] != "http" or is_exempt(scope["path"], self.exempt_paths):
             await self.app(scope, receive, send)
             return
-        principal = principal_of(scope)
-        if principal is not None:
-            subject, tier = f"tenant:{principal.tenant_id}", principal.tier
+        admitted: Admission | None = scope.get("state", {}).pop(ADMISSION, None)
+        if admitted is not None:
+            # Taken with the revocation check (RevocationCheckWithLimit).
+            subject, request_id = admitted.subject, admitted.request_id
+            decision = admitted.decision
         else:
-            subject, tier = f"ip:{client_ip(scope)}", ANONYMOUS_TIER
-        request_id = uuid.uuid4().hex
-        try:
-            decision = await self.limiter.acquire(subject, tier, request_id)
-        except RedisError as exc:
-            log.warning("rate limiter unavailable; fail_open=%s", self.fail_open, exc_info=True)
-            # An exhausted connection pool means load, not an outage: letting those requests
-            # through would let a flood bypass the limit.
-            if self.fail_open and not isinstance(exc, MaxConnectionsError):
-                await self.app(scope, receive, send)
-            else:
-                await problem_response(
-                    503,
-                    "rate_limiter_unavailable",
-                    "rate limiting is unavailable; retry shortly",
-                    headers={"Retry-After": "1"},
-                )(scope, receive, send)
-            return
+            try:
+                subject, request_id, decision = await self._acquire(scope)
+            except RedisError as exc:
+                log.warning("rate limiter unavailable; fail_open=%s", self.fail_open, exc_info=True)
+                # An exhausted connection pool means load, not an outage: letting those requests
+                # through would let a flood bypass the limit.
+                if self.fail_open and not isinstance(exc, MaxConnectionsError):
+                    await self.app(scope, receive, send)
+                else:
+                    await problem_response(
+                        503,
+                        "rate_limiter_unavailable",
+                        "rate limiting is unavailable; retry shortly",
+                        headers={"Retry-After": "1"},
+                    )(scope, receive, send)
+                return
         headers = decision.headers()
         if not decision.allowed:
             await problem_response(
@@ -312,6 +458,15 @@ class RateLimitMiddleware:
             renewal.cancel()
             # Shielded so a cancelled request (client gone) still frees its slot.
             await asyncio.shield(self._quietly(self.limiter.release(subject, request_id)))
+
+    async def _acquire(self, scope: Scope) -> tuple[str, str, Decision]:
+        principal = principal_of(scope)
+        if principal is not None:
+            subject, tier = tenant_subject(principal), principal.tier
+        else:
+            subject, tier = f"ip:{client_ip(scope)}", ANONYMOUS_TIER
+        request_id = uuid.uuid4().hex
+        return subject, request_id, await self.limiter.acquire(subject, tier, request_id)
 
     @staticmethod
     async def _quietly(call: Awaitable[object]) -> None:
