@@ -378,9 +378,11 @@ async def test_client_streaming_calls_carry_the_tenant_request_id_and_deadline_t
         seen = servicer.metadata[-1]
         # The tenant travels as the tid of the signed token (the header is no longer believed).
         assert (token_claims(seen)["tid"], seen["x-request-id"]) == ("tenant-8", "req-44")
-        # The channel's default deadline (30 s: ample on a loaded CI machine) is on the call.
+        # The channel's default deadline (30 s: ample on a loaded CI machine) is on the call. The
+        # server's reading of it is not exact: time_remaining() was seen at 30.0995 on a loaded
+        # machine, so a second of slack; a call without this deadline reports none at all.
         remaining = servicer.time_remaining[-1]
-        assert remaining is not None and 0 < remaining <= 30.0
+        assert remaining is not None and 0 < remaining <= 31.0
     finally:
         await channels.close()
         await srv.stop(None)

@@ -9,7 +9,7 @@ import importlib
 import json
 import pkgutil
 from collections.abc import AsyncIterator, Callable, Generator, Mapping
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import grpc
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
@@ -23,6 +23,9 @@ from edrs_core.errors import PeerNotConfigured, peer_error
 from edrs_core.identity import AUTHORIZATION_KEY, ServiceTokens, bearer
 from edrs_core.tls import TlsFiles
 from edrs_core.tracing import inject_metadata
+
+if TYPE_CHECKING:
+    from purgatory.service._async.circuitbreaker import AsyncCircuitBreaker
 
 # Status codes that say "the peer is unhealthy", as opposed to "your request was wrong".
 _TRANSPORT_FAILURES = frozenset(
@@ -140,6 +143,7 @@ class _ClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
         self.timeout = timeout
         self.breakers = breakers
         self.service_tokens = service_tokens
+        self._breaker: AsyncCircuitBreaker | None = None
 
     def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
         metadata = grpc.aio.Metadata(*(details.metadata or ()))
@@ -177,15 +181,21 @@ class _ClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
     ) -> Any:
         with self._span(details):
             try:
-                breaker = await self.breakers.get_breaker(
-                    self.peer, exclude=[(grpc.aio.AioRpcError, _not_a_peer_failure)]
-                )
-                async with breaker:
+                async with self._breaker or await self._first_breaker():
                     call = await continuation(self._details(details), request)
                     await call  # surfaces the status inside the breaker
                     return call
             except OpenedState:
                 raise CircuitOpenError(self.peer) from None
+
+    async def _first_breaker(self) -> AsyncCircuitBreaker:
+        # The factory keeps breakers in memory and hands out a wrapper of the same state object
+        # each time; asking it on every call (a unit of work, a lookup, a new wrapper) cost more
+        # than the breaker itself, so the wrapper is kept.
+        self._breaker = await self.breakers.get_breaker(
+            self.peer, exclude=[(grpc.aio.AioRpcError, _not_a_peer_failure)]
+        )
+        return self._breaker
 
     async def intercept_unary_stream(
         self, continuation: Callable[..., Any], details: grpc.aio.ClientCallDetails, request: Any
