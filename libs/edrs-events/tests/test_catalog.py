@@ -90,3 +90,39 @@ def test_register_requires_a_known_owner_and_a_valid_schema() -> None:
     catalog.register("task.task_paused", "task", {"type": "object", "required": ["task_id"]})
     assert "task.task_paused" in catalog
     assert "task.task_paused" not in default_catalog(), "default_catalog() returns a fresh copy"
+
+
+IMPORT_PROBE = """
+import sys
+import edrs_events
+from edrs_events import BaseEvent, EventValidationError, SchemaCatalog
+
+loaded_at_import = "lark" in sys.modules
+catalog = SchemaCatalog(services=["task"])
+catalog.register(
+    "task.linked", "task", {"type": "object", "properties": {"u": {"type": "string", "format": "iri"}}}
+)
+catalog.validate(BaseEvent(event_type="task.linked", source_container="t", payload={"u": "https://example.org/ä"}))
+try:
+    catalog.validate(BaseEvent(event_type="task.linked", source_container="t", payload={"u": "no iri"}))
+    refused = ""
+except EventValidationError as exc:
+    refused = exc.field
+print(loaded_at_import, refused)
+"""
+
+
+def test_importing_the_sdk_defers_the_iri_grammar_and_iri_values_are_still_checked() -> None:
+    """`import edrs_events` does not build rfc3987-syntax's Lark parser (a second of CPU per
+    process); the first `iri` value checked builds it, and an invalid one is still refused."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("rfc3987_syntax") is None:
+        pytest.skip("jsonschema's format-nongpl extra is not installed")
+    result = subprocess.run(
+        [sys.executable, "-c", IMPORT_PROBE], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "payload.u"]

@@ -229,3 +229,79 @@ async def test_consumer_crashing_after_its_effect_and_before_ack_yields_one_effe
         await second.js.delete_stream(second.subjects.events_stream)
         await second.js.delete_stream(second.subjects.dlq_stream)
         await second.close()
+
+
+async def test_batched_consumer_over_the_bus_isolates_a_poison_event_and_handles_once(
+    pool: asyncpg.Pool, pg_dsn: str, bus: NatsBus, eventually: Eventually
+) -> None:
+    """Outbox -> relay -> JetStream -> many workers on one batched inbox: the events that arrive
+    together commit in shared transactions, exactly once each (a redelivered copy under another
+    broker dedup id changes nothing); the one poison event fails alone, is retried, and is
+    dead-lettered after `max_deliver` deliveries."""
+    inbox = Inbox(pool, "batch_bus")
+    poison_deliveries = 0
+    transactions: set[int] = set()
+
+    async def effect(event: BaseEvent, conn: asyncpg.Connection) -> None:
+        if event.payload["task_id"] == "poison":
+            raise ValueError("poison")
+        transactions.add(await conn.fetchval("SELECT txid_current()"))
+        await conn.execute("INSERT INTO effects VALUES ($1, 'batch_bus')", event.event_id)
+
+    options = ConsumerOptions(
+        ack_wait=30.0, max_deliver=3, backoff=(0.1,), concurrency=64, batch=200
+    )
+    events = [task_created(f"t{n}") for n in range(300)]
+    poison = task_created("poison")
+    outbox = Outbox()
+    async with pool.acquire() as conn, conn.transaction():
+        await outbox.add_many(conn, [*events[:150], poison, *events[150:]])
+    relay = OutboxRelay(pg_dsn, bus, batch_size=100, poll_interval=0.2)
+    stop = asyncio.Event()
+    relaying = asyncio.create_task(relay.run(stop))
+    batched = inbox.batched_handler(effect)
+
+    async def handle(event: BaseEvent) -> None:
+        nonlocal poison_deliveries
+        if event.event_id == poison.event_id:
+            poison_deliveries += 1
+        await batched(event)
+
+    await bus.subscribe("batch_bus", handle, options=options)
+
+    async def dead_lettered() -> bool:
+        return bool(await bus.dead_letters(consumer="batch_bus"))
+
+    async def all_handled() -> bool:
+        async with pool.acquire() as conn:
+            return bool(await conn.fetchval("SELECT count(*) FROM effects") >= len(events))
+
+    try:
+        await eventually(all_handled, within=120, what="the 300 good events handled")
+        await eventually(dead_lettered, within=120, what="the poison event dead-lettered")
+        # The same events again under new broker dedup ids (a re-drive): the inbox drops them.
+        from dataclasses import replace
+
+        from edrs_events import WireMessage
+
+        copies = [WireMessage.of(e) for e in events[:50]]
+        await bus.publish_wire([replace(m, msg_id=f"{m.event_id}:again") for m in copies])
+        marker = task_created("marker")
+        await bus.publish(marker)
+        await eventually(
+            lambda: inbox.handled(marker.event_id), within=60, what="the marker after the copies"
+        )
+    finally:
+        stop.set()
+        await relaying
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM effects") == len(events) + 1
+        assert (
+            await conn.fetchval("SELECT count(DISTINCT event_id) FROM effects") == len(events) + 1
+        )
+    assert len(transactions) < len(events), "events arriving together share transactions"
+    assert poison_deliveries == options.max_deliver
+    [letter] = await bus.dead_letters(consumer="batch_bus")
+    assert letter.event_id == str(poison.event_id)
+    assert "ValueError: poison" in letter.reason
+    assert not await inbox.handled(poison.event_id)

@@ -15,6 +15,7 @@ import asyncpg
 
 from edrs_events.bus import EventBus, WireMessage, connect_bus
 from edrs_events.envelope import Priority
+from edrs_events.loop import run as run_on_fast_loop
 from edrs_events.outbox import OUTBOX_CHANNEL, OUTBOX_TABLE, install_outbox
 from edrs_events.pg import Connection
 
@@ -23,6 +24,7 @@ log = logging.getLogger("edrs_events.relay")
 # One relay per database publishes at a time (the others wait on this lock), which keeps the
 # outbox order; a killed relay's session ends and the lock passes to the next one.
 _LEADER_LOCK = 0x0ED5_5E1A
+_PRIORITY = {p.value: p for p in Priority}  # a dict lookup per row, not an Enum call
 
 
 @dataclass
@@ -107,7 +109,7 @@ class OutboxRelay:
             WireMessage(
                 event_id=str(row["event_id"]),
                 event_type=row["event_type"],
-                priority=Priority(row["priority"]),
+                priority=_PRIORITY[row["priority"]],
                 body=bytes(row["body"]),
                 client_id=row["client_id"],
                 aggregate_id=row["aggregate_id"],
@@ -176,7 +178,7 @@ def main() -> None:
     if not args.dsn:
         parser.error("--dsn (or env EDRS_OUTBOX_DSN) is required")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(_main(args))
+    run_on_fast_loop(_main(args))
 
 
 if __name__ == "__main__":
