@@ -1,5 +1,8 @@
 """Unit tests of the schema catalog: owners, payload validation, errors that name the field."""
 
+import json
+from typing import Any
+
 import pytest
 from edrs_events import (
     BaseEvent,
@@ -7,6 +10,7 @@ from edrs_events import (
     UnknownEventTypeError,
     default_catalog,
 )
+from jsonschema.exceptions import best_match
 
 FIRST_TYPES = [
     "persona.persona_created",
@@ -126,3 +130,74 @@ def test_importing_the_sdk_defers_the_iri_grammar_and_iri_values_are_still_check
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["False", "payload.u"]
+
+
+def _valid_value(schema: dict[str, Any]) -> Any:
+    if "enum" in schema:
+        return schema["enum"][0]
+    kind = schema.get("type", "string")
+    kind = kind[0] if isinstance(kind, list) else kind
+    if kind == "string":
+        return "x" * max(1, schema.get("minLength", 1))
+    if kind in ("integer", "number"):
+        return schema.get("minimum", 0)
+    if kind == "boolean":
+        return True
+    if kind == "array":
+        return []
+    if kind == "object":
+        return {}
+    return None
+
+
+def _payloads(schema: dict[str, Any]) -> list[dict[str, Any]]:
+    """A valid payload, then one variant per way each property (or `required`) can break."""
+    props: dict[str, Any] = schema.get("properties", {})
+    valid = {name: _valid_value(sub) for name, sub in props.items()}
+    variants: list[dict[str, Any]] = [valid, {}]
+    wrong: list[Any] = ["", "zz-not-listed", -1, 10**6, 1.5, True, None, [], {}, ("a",), "x" * 300]
+    for name in props:
+        variants.append({k: v for k, v in valid.items() if k != name})
+        variants.extend({**valid, name: value} for value in wrong)
+    variants.append([])  # type: ignore[arg-type]  # not even an object
+    return variants
+
+
+def test_the_fast_validator_agrees_with_jsonschema_on_every_plain_catalog_type() -> None:
+    """Plain payload schemas are checked by jsonschema-rs first; its verdict must be jsonschema's
+    (the reference, which still names the field) on valid payloads and on every kind of break,
+    except a tuple, which jsonschema refuses as an array and the wire carries as one."""
+    catalog = default_catalog()
+    fast = [entry for entry in catalog if entry._fast is not None]
+    assert len(fast) >= len(catalog) - 5, "most shipped schemas are plain"
+    checked = 0
+    for entry in fast:
+        for payload in _payloads(entry.payload_schema):
+            reference = best_match(entry.validator().iter_errors(payload))
+            if isinstance(payload, dict) and any(isinstance(v, tuple) for v in payload.values()):
+                continue
+            e = BaseEvent.model_construct(event_type=entry.name, payload=payload)
+            try:
+                catalog.validate(e)
+                outcome = None
+            except EventValidationError as exc:
+                outcome = exc.field
+            assert (outcome is None) == (reference is None), (entry.name, payload)
+            checked += 1
+    assert checked > 1000
+
+
+def test_schemas_with_formats_patterns_or_references_stay_with_jsonschema() -> None:
+    catalog = default_catalog()
+    formats = [e for e in catalog if '"format"' in json.dumps(e.payload_schema)]
+    assert formats and all(e._fast is None for e in formats)
+    own = catalog.copy()
+    own.register(
+        "task.patterned", "task", {"type": "object", "properties": {"k": {"pattern": "^a"}}}
+    )
+    own.register(
+        "task.referenced", "task", {"$defs": {"s": {"type": "string"}}, "$ref": "#/$defs/s"}
+    )
+    assert own.get("task.patterned")._fast is None and own.get("task.referenced")._fast is None
+    with pytest.raises(EventValidationError, match=r"payload\.k"):
+        own.validate(event("task.patterned", {"k": "b"}))
