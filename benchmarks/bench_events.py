@@ -577,9 +577,12 @@ def print_run(run: PipelineRun, raw_rate: float, target: float | None) -> None:
         f"p95 {lat['p95']:.0f} ms, p99 {lat['p99']:.0f} ms   ratio to raw publish "
         f"{run.rate / raw_rate:.2f}"
     )
+    # Counted in the database after the consumer stopped: an event not consumed by then is
+    # lost only if the pipeline had drained; otherwise it may still wait in the stream.
+    missing = "lost" if run.drained_in is not None else "not consumed within --drain-within"
     print(
         f"    produced {run.produced}, consumed {run.consumed} (distinct effect rows), "
-        f"lost {run.lost}, duplicate effects {run.effects - run.consumed}, "
+        f"{missing} {run.lost}, duplicate effects {run.effects - run.consumed}, "
         f"redeliveries seen {run.redelivered}"
     )
     if target:
@@ -682,6 +685,17 @@ def main() -> None:
             f"  goal: >= {args.rate:.0f} events/s sustained for {args.duration:.0f} s with p95 < "
             "500 ms, >= 30% of raw publish, nothing lost"
         )
+        for run in runs:
+            verdict = {
+                "rate": run.rate >= 0.98 * args.rate,
+                "p95": run.latency["p95"] < 500,
+                "ratio": run.rate >= 0.3 * raw["rate"],
+                "nothing lost or doubled": run.drained_in is not None
+                and run.lost == 0
+                and run.effects == run.consumed,
+            }
+            met = ", ".join(f"{k} {'met' if ok else 'MISSED'}" for k, ok in verdict.items())
+            print(f"  {run.name}: {met}")
 
 
 if __name__ == "__main__":
