@@ -41,7 +41,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -243,7 +243,6 @@ class Engines:
     nats_url: str
     nats_pid: int
     dsn: str
-    postgres_pids: list[int] = field(default_factory=list)
 
 
 @contextmanager
@@ -255,16 +254,25 @@ def engines() -> Iterator[Engines]:
         yield Engines(server.url, server.process.pid, dsn)
 
 
-async def postgres_pids(dsn: str) -> list[int]:
-    """The benchmark's own PostgreSQL processes (others may run on this machine)."""
+async def postmaster_pid(dsn: str) -> int:
+    """The benchmark's own PostgreSQL server process (others may run on this machine)."""
     conn = await asyncpg.connect(dsn)
     data_dir = await conn.fetchval("SHOW data_directory")
     await conn.close()
     for proc in psutil.process_iter(["cmdline"]):
         cmdline = proc.info["cmdline"] or []
         if data_dir in cmdline and Path(cmdline[0]).name.startswith("postgres"):
-            return [proc.pid, *(child.pid for child in proc.children(recursive=True))]
-    return []
+            return proc.pid
+    raise SystemExit(f"no postgres process serves {data_dir}")
+
+
+def postgres_cpu_seconds(postmaster: int) -> float:
+    """CPU time of the server and all its backends so far: the live ones, and those that ended
+    (a backend's time passes to the postmaster's children times when it exits)."""
+    server = psutil.Process(postmaster)
+    t = server.cpu_times()
+    total = t.user + t.system + t.children_user + t.children_system
+    return total + cpu_seconds([child.pid for child in server.children(recursive=True)])
 
 
 async def reset_tables(dsn: str) -> None:
@@ -368,7 +376,7 @@ def pipeline(
         stdout=subprocess.DEVNULL,
         stderr=relay_log.open("wb"),
     )
-    pg = asyncio.run(postgres_pids(eng.dsn))
+    postmaster = asyncio.run(postmaster_pid(eng.dsn))
     time.sleep(2.0)  # the relay imports, connects and takes the leader lock
     producer_args = [*common]
     if rate:
@@ -381,13 +389,18 @@ def pipeline(
         "relay": [relay.pid],
         "consumer": [consumer.pid],
         "nats-server": [eng.nats_pid],
-        "postgres": pg,
     }
+
+    def cpu_now() -> dict[str, float]:
+        cpu = {k: cpu_seconds(v) for k, v in pids.items()}
+        cpu["postgres"] = postgres_cpu_seconds(postmaster)
+        return cpu
+
     t0 = time.time()
     if rate:
         time.sleep(warmup)
     window_start = time.time()
-    cpu_start = {k: cpu_seconds(v) for k, v in pids.items()}
+    cpu_start = cpu_now()
     recorders = (
         start_profiles(profile, name, {"relay": relay.pid, "consumer": consumer.pid}, seconds)
         if profile
@@ -397,7 +410,7 @@ def pipeline(
     if rate:
         time.sleep(seconds)
         window_end = time.time()
-        cpu_end = {k: cpu_seconds(v) for k, v in pids.items()}
+        cpu_end = cpu_now()
         backlog = asyncio.run(db_counts(eng.dsn))
         backlog_at_end = backlog["produced"] - backlog["consumed"]
     drain_started = time.time()
@@ -421,7 +434,7 @@ def pipeline(
         time.sleep(0.5)
     if not rate:
         window_end = time.time()
-        cpu_end = {k: cpu_seconds(v) for k, v in pids.items()}
+        cpu_end = cpu_now()
         backlog_at_end = 0
     for k, pid in (("relay", relay.pid), ("consumer", consumer.pid)):
         rss[k] = max(rss[k], peak_rss_mib(pid))
@@ -458,8 +471,8 @@ def pipeline(
     else:
         in_window = [h - c for c, h in zip(created, handled, strict=True)]
         consumed_rate = len(handled) / (max(handled) - t0) if handled else 0.0
-        moved = {k: max(1, counts["consumed"]) for k in pids}
-    cpu_ms = {k: (cpu_end[k] - cpu_start[k]) * 1000 / moved[k] for k in pids}
+        moved = {k: max(1, counts["consumed"]) for k in [*pids, "postgres"]}
+    cpu_ms = {k: (cpu_end[k] - cpu_start[k]) * 1000 / moved[k] for k in cpu_start}
     # The producer's own account (CPU over all it wrote): it may have exited before the window's end.
     cpu_ms["producer"] = prod["cpu_s"] * 1000 / max(1, prod["produced"])
     if recorders:
@@ -586,11 +599,14 @@ def print_run(run: PipelineRun, raw_rate: float, target: float | None) -> None:
         f"redeliveries seen {run.redelivered}"
     )
     if target:
-        drained = f"{run.drained_in:.1f} s" if run.drained_in is not None else "not drained"
+        drained = (
+            f"drained {run.drained_in:.1f} s later"
+            if run.drained_in is not None
+            else "not drained within --drain-within"
+        )
         print(
             f"    producer wrote {run.producer_rate:.0f}/s (at most {run.producer_max_behind:.2f} s "
-            f"behind schedule); backlog at the window's end {run.backlog_at_end}, drained "
-            f"after {drained}"
+            f"behind schedule); backlog at the window's end {run.backlog_at_end}, {drained}"
         )
     print(
         f"    stages: outbox writes {run.producer_rate:.0f}/s, relayed {run.relayed_rate:.0f}/s "

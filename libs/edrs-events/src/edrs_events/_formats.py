@@ -14,19 +14,22 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+import threading
 import types
 from typing import Any
 
 _NAME = "rfc3987_syntax"
+_LOADING = threading.Lock()  # two threads' first checks hand over once
 
 
 class _Deferred(types.ModuleType):
     """Stands in for `rfc3987_syntax` until it is used, then hands over to the real module."""
 
     def _load(self) -> types.ModuleType:
-        if sys.modules.get(_NAME) is self:
-            del sys.modules[_NAME]
-        return importlib.import_module(_NAME)
+        with _LOADING:
+            if sys.modules.get(_NAME) is self:
+                del sys.modules[_NAME]
+            return importlib.import_module(_NAME)
 
     def is_valid_syntax(self, term: str, value: str) -> bool:
         return bool(self._load().is_valid_syntax(term, value))
