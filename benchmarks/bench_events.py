@@ -157,7 +157,7 @@ async def role_consumer(args: argparse.Namespace) -> None:
     async def effect(event: BaseEvent, conn: Any) -> None:
         await conn.execute("INSERT INTO bench_effects VALUES ($1)", event.event_id)
 
-    inner = Inbox(pool, "bench").batched_handler(effect)
+    inner = Inbox(pool, "bench").batched_handler(effect, parallel=args.parallel)
 
     async def handle(event: BaseEvent) -> None:
         nonlocal redelivered
@@ -636,6 +636,9 @@ def main() -> None:
         "--concurrency", type=int, default=256, help="consumer handler calls in flight"
     )
     parser.add_argument(
+        "--parallel", type=int, default=1, help="consumer batches in flight (own transactions)"
+    )
+    parser.add_argument(
         "--fetch-batch", type=int, default=500, help="consumer fetch batch per lane"
     )
     # The child processes' arguments.
@@ -654,7 +657,10 @@ def main() -> None:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(role(args))
         return
-    consumer_args = ["--concurrency", str(args.concurrency), "--fetch-batch", str(args.fetch_batch)]
+    consumer_args = [
+        "--concurrency", str(args.concurrency), "--fetch-batch", str(args.fetch_batch),
+        "--parallel", str(args.parallel),
+    ]  # fmt: skip
     with ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-events-")))
         eng = stack.enter_context(engines())

@@ -159,6 +159,41 @@ async def test_batched_inbox_shares_a_transaction_and_isolates_a_poison_event(
     assert not await inbox.handled(poison.event_id)
 
 
+async def test_parallel_batches_handle_each_event_once_and_isolate_a_poison_event(
+    pool: asyncpg.Pool,
+) -> None:
+    """With `parallel=3`, batches run in transactions of their own at once; an event that is in
+    two of them (a redelivery arriving beside the first delivery) is still handled once."""
+    inbox = Inbox(pool, "parallel")
+    transactions: set[int] = set()
+
+    async def effect(event: BaseEvent, conn: asyncpg.Connection) -> None:
+        if event.payload["task_id"] == "poison":
+            raise ValueError("poison")
+        transactions.add(await conn.fetchval("SELECT txid_current()"))
+        await conn.execute("INSERT INTO effects VALUES ($1, 'parallel')", event.event_id)
+
+    with pytest.raises(ValueError, match="parallel"):
+        inbox.batched_handler(effect, parallel=0)
+    handle = inbox.batched_handler(effect, max_batch=20, parallel=3)
+    events = [task_created(f"t{n}") for n in range(120)]
+    poison = task_created("poison")
+
+    async def arrive(event: BaseEvent, after: float) -> None:
+        await asyncio.sleep(after)
+        await handle(event)
+
+    arrivals = [arrive(e, n % 6 * 0.001) for n, e in enumerate([*events, *events[::3]])]
+    results = await asyncio.gather(*arrivals, arrive(poison, 0.002), return_exceptions=True)
+    assert [r for r in results if r is not None] == [results[-1]]
+    assert isinstance(results[-1], ValueError)
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM effects") == len(events)
+        assert await conn.fetchval("SELECT count(DISTINCT event_id) FROM effects") == len(events)
+    assert len(transactions) >= len(events) // 20, "at most max_batch events a transaction"
+    assert not await inbox.handled(poison.event_id)
+
+
 async def test_effect_rolled_back_with_a_failing_handler_is_retried(pool: asyncpg.Pool) -> None:
     inbox = Inbox(pool, "billing")
     calls = 0

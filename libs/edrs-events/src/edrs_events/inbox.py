@@ -57,50 +57,67 @@ class Inbox:
 
         return run
 
-    def batched_handler(self, handle: TransactionalHandler, *, max_batch: int = 256) -> Handler:
+    def batched_handler(
+        self, handle: TransactionalHandler, *, max_batch: int = 256, parallel: int = 1
+    ) -> Handler:
         """Like `handler`, but events arriving together share one transaction (one commit).
 
         Run the subscription with `concurrency` > 1: the events its workers hold at the same time
         are claimed with one multi-row insert and handled in one transaction, which is what makes
         thousands of events per second possible. If that transaction fails, each event of the
         batch is retried in a transaction of its own, so one poison event fails alone.
+
+        `parallel` batches may be in flight at once, each in its own transaction on its own pool
+        connection, so one batch's round trips overlap another's (an event in two of them is
+        still handled once: the second claim waits for the first transaction, then finds the
+        row). Keep it below the pool's size if `handle` takes connections of its own.
         """
+        if parallel < 1:
+            raise ValueError(f"parallel must be >= 1, got {parallel}")
         pending: list[tuple[BaseEvent, asyncio.Future[None]]] = []
-        flushing: asyncio.Task[None] | None = None
+        flushers = 0
+        tasks: set[asyncio.Task[None]] = set()  # a reference to each running flush
         single = self.handler(handle)
 
         async def flush() -> None:
-            nonlocal flushing
-            # Let the other workers that are about to call in join this batch.
-            await asyncio.sleep(0)
-            while pending:
-                batch = pending[:max_batch]
-                del pending[:max_batch]
-                try:
-                    await self._run_batch(handle, [event for event, _ in batch])
-                except Exception:  # fall back to one transaction per event; see docstring
-                    results = await asyncio.gather(
-                        *(single(event) for event, _ in batch), return_exceptions=True
-                    )
-                    for (_, future), result in zip(batch, results, strict=True):
-                        if future.done():  # the waiting worker was cancelled (consumer stopping)
-                            continue
-                        if isinstance(result, BaseException):
-                            future.set_exception(result)
-                        else:
-                            future.set_result(None)
-                    continue
-                for _, future in batch:
-                    if not future.done():
+            nonlocal flushers
+            try:
+                # Let the other workers that are about to call in join this batch.
+                await asyncio.sleep(0)
+                while pending:
+                    batch = pending[:max_batch]
+                    del pending[:max_batch]
+                    await flush_one(batch)
+            finally:
+                flushers -= 1
+
+        async def flush_one(batch: list[tuple[BaseEvent, asyncio.Future[None]]]) -> None:
+            try:
+                await self._run_batch(handle, [event for event, _ in batch])
+            except Exception:  # fall back to one transaction per event; see docstring
+                results = await asyncio.gather(
+                    *(single(event) for event, _ in batch), return_exceptions=True
+                )
+                for (_, future), result in zip(batch, results, strict=True):
+                    if future.done():  # the waiting worker was cancelled (consumer stopping)
+                        continue
+                    if isinstance(result, BaseException):
+                        future.set_exception(result)
+                    else:
                         future.set_result(None)
-            flushing = None
+                return
+            for _, future in batch:
+                if not future.done():
+                    future.set_result(None)
 
         async def run(event: BaseEvent) -> None:
-            nonlocal flushing
+            nonlocal flushers
             future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             pending.append((event, future))
-            if flushing is None:
-                flushing = asyncio.create_task(flush())
+            if flushers < parallel:
+                flushers += 1
+                tasks.add(task := asyncio.create_task(flush()))
+                task.add_done_callback(tasks.discard)
             await future
 
         return run
@@ -114,7 +131,8 @@ class Inbox:
                     "SELECT $1, id FROM unnest($2::uuid[]) AS id "
                     "ON CONFLICT DO NOTHING RETURNING event_id",
                     self.consumer,
-                    [event.event_id for event in events],
+                    # In one order, so two batches in flight claim shared ids without deadlock.
+                    sorted({event.event_id for event in events}),
                 )
             }
             for event in events:
