@@ -5,6 +5,7 @@ rebuilt when its file is missing or corrupt)."""
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import os
 import shutil
@@ -50,6 +51,11 @@ def cache_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def onnx_fp32(cache_dir: Path) -> onnx_embeddings.OnnxEncoder:
+    # Every export below runs in a process that has loaded pulsar-client, as a reasoning service
+    # on a Pulsar bus has: traced in that process, the export failed with a bare RuntimeError
+    # (pybind11 extensions' types clash); it runs in a child of its own now. The monorepo
+    # installs pulsar-client (edrs-events[pulsar]).
+    importlib.import_module("pulsar")
     path = model_files.embedding_model_path(None)
     return onnx_embeddings.load(path, cache_dir, quantised=False, threads=1)
 
@@ -141,6 +147,18 @@ def test_a_damaged_cache_file_is_exported_again(tmp_path: Path, onnx_fp32, damag
     assert again.exported
     assert cosines(again.encode(TEXTS, 32), onnx_fp32.encode(TEXTS, 32)).min() >= 0.9999
     assert sorted(p.name for p in entry.iterdir()) == ["model.onnx", "model.onnx.sha256"]
+
+
+def test_a_failed_export_names_the_model_folder_and_the_childs_error(tmp_path: Path) -> None:
+    empty = tmp_path / "not-a-model"
+    empty.mkdir()
+    target = tmp_path / "model.onnx"
+    with pytest.raises(RuntimeError) as failed:
+        onnx_embeddings.export_fp32(empty, target)
+    message = str(failed.value)
+    assert message.startswith(f"exporting the embedding model at {empty} to ONNX failed (exit 1)")
+    assert "Error" in message.splitlines()[-1], message  # the child's exception, its last line
+    assert not target.exists()
 
 
 def test_another_model_folder_gets_its_own_cache_entry(tmp_path: Path, cache_dir: Path) -> None:

@@ -8,6 +8,8 @@ import hashlib
 import json
 import logging
 import os
+import subprocess
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -115,6 +117,28 @@ def _publish(tmp: Path, path: Path) -> None:
 
 
 def export_fp32(model_dir: Path, path: Path) -> None:
+    """Export the transformer to `path` in a fresh interpreter (`python -m
+    edrs_reasoning.onnx_embeddings MODEL_DIR PATH`). Not in the service's own process: TorchScript
+    tracing fails there with a bare RuntimeError once another pybind11 extension has registered
+    its types (pulsar-client's, which the service imports when its bus is Pulsar), and the torch
+    model the export loads is freed with the child rather than kept for the life of the service."""
+    offline_hub()
+    done = subprocess.run(
+        [sys.executable, "-m", __name__, str(model_dir), str(path)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        tail = "\n".join(done.stderr.strip().splitlines()[-12:])
+        raise RuntimeError(
+            f"exporting the embedding model at {model_dir} to ONNX failed "
+            f"(exit {done.returncode}):\n{tail}"
+        )
+
+
+def _export_fp32_here(model_dir: Path, path: Path) -> None:
     """Export the transformer (token ids → last hidden state) with dynamic batch and sequence
     axes. Eager attention rather than SDPA: its graph is the one ONNX Runtime fuses into its
     Attention kernel. The TorchScript exporter (dynamo=False) needs only `onnx`, not onnxscript."""
@@ -286,3 +310,9 @@ def load(model_dir: Path, cache_dir: Path, *, quantised: bool, threads: int) -> 
         extra={"path": str(target), "backend": "onnx-int8" if quantised else "onnx"},
     )
     return OnnxEncoder(session, tokenizer, config, exported)
+
+
+if __name__ == "__main__":
+    # export_fp32's child: MODEL_DIR PATH.
+    model_folder, target_file = sys.argv[1:3]
+    _export_fp32_here(Path(model_folder), Path(target_file))
