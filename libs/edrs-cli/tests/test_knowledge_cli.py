@@ -15,8 +15,15 @@ from pathlib import Path
 
 import httpx
 import pytest
+from edrs_cli import knowledge as knowledge_cli
 from edrs_cli.knowledge import KnowledgeError, files_of
-from edrs_core.testing import HTTP_TIMEOUT, engine_settings, running_service, wait_until
+from edrs_core.testing import (
+    HTTP_TIMEOUT,
+    engine_settings,
+    running_service,
+    unthrottled,
+    wait_until,
+)
 from edrs_gateway.app import definition as gateway_definition
 from edrs_gateway.context import GatewayContext
 from edrs_gateway.store import NewTenant
@@ -202,7 +209,10 @@ async def test_ingest_a_folder_then_again_then_search_list_and_delete(
     assert code == 0, err
     assert f"deleted collection {name}: 3 documents" in out
     async with httpx.AsyncClient(timeout=HTTP_TIMEOUT, base_url=gateway.url) as client:
-        gone = await client.get(f"/api/v1/knowledge/collections/{name}", headers=gateway.headers)
+        # A standard tenant: the CLI waited out 429s above, and so does this request.
+        gone = await unthrottled(
+            lambda: client.get(f"/api/v1/knowledge/collections/{name}", headers=gateway.headers)
+        )
     assert gone.status_code == 404
 
 
@@ -229,7 +239,9 @@ async def test_ingest_explains_what_went_wrong(gateway: Gateway, tmp_path: Path)
     assert code == 2 and "not both" in err, err
     # Nothing was created by the refused runs.
     async with httpx.AsyncClient(timeout=HTTP_TIMEOUT, base_url=gateway.url) as client:
-        missing = await client.get(f"/api/v1/knowledge/collections/{name}", headers=gateway.headers)
+        missing = await unthrottled(
+            lambda: client.get(f"/api/v1/knowledge/collections/{name}", headers=gateway.headers)
+        )
     assert missing.status_code == 404
 
 
@@ -295,3 +307,40 @@ def test_files_of_walks_folders_and_names_each_file_by_its_path_inside(tmp_path:
     assert [f.external_id for f in single] == ["kb/vpn.md"]
     with pytest.raises(KnowledgeError, match=r"would both be externalId 'vpn\.md'"):
         files_of([folder / "guides" / "vpn.md", folder / "guides"])
+
+
+def test_a_rate_limited_request_waits_its_retry_after_and_resends_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 429 is waited out as its Retry-After says and the request sent again, an upload with the
+    whole file each time; a 429 that never ends is returned after the last try, not looped on."""
+    upload = tmp_path / "notes.txt"
+    upload.write_bytes(b"the whole file")
+    bodies: list[bytes] = []
+    refusals = iter(["2", "1"])
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        bodies.append(request.read())
+        wait = next(refusals, None)
+        if wait is not None:
+            return httpx.Response(429, headers={"Retry-After": wait})
+        return httpx.Response(202, json={"ok": True})
+
+    slept: list[float] = []
+    monkeypatch.setattr(knowledge_cli.time, "sleep", slept.append)
+    with httpx.Client(transport=httpx.MockTransport(answer), base_url="http://gw") as client:
+        reply = knowledge_cli.send(
+            client, "POST", "/upload", files={"file": ("notes.txt", upload, "text/plain")}
+        )
+    assert reply.status_code == 202
+    assert slept == [2.0, 1.0]
+    assert len(bodies) == 3 and all(b"the whole file" in body for body in bodies)
+
+    slept.clear()
+    with httpx.Client(
+        transport=httpx.MockTransport(lambda _: httpx.Response(429)), base_url="http://gw"
+    ) as client:
+        reply = knowledge_cli.send(client, "GET", "/busy")
+    assert reply.status_code == 429
+    # No Retry-After: a second between tries, as many tries as the CLI allows.
+    assert slept == [1.0] * knowledge_cli.RATE_LIMIT_RETRIES

@@ -4,16 +4,21 @@ logged-in users to drive it with."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import httpx
 import pytest
 from edrs_core.clock import Clock
-from edrs_core.testing import HTTP_TIMEOUT, RunningService, engine_settings, running_service
+from edrs_core.testing import (
+    HTTP_TIMEOUT,
+    RunningService,
+    engine_settings,
+    running_service,
+    unthrottled,
+)
 from edrs_gateway.api.app import create_api
 from edrs_gateway.app import definition as gateway_definition
 from edrs_gateway.context import GatewayContext
@@ -26,19 +31,6 @@ from edrs_reasoning.app import definition as reasoning_definition
 from redis.asyncio import Redis
 
 PASSWORD = "correct horse battery staple"
-
-
-async def unthrottled(send: Callable[[], Awaitable[httpx.Response]]) -> httpx.Response:
-    """`send()`'s answer, sent again after `Retry-After` while it is 429. Sign-ins and requests
-    without a token are anonymous, limited per client IP (10 at once, 60 a minute) in the
-    session's shared Redis, and every gateway of the session is called from 127.0.0.1: a module
-    that signs in many users (or checks many 401s) waits as a client told to retry would."""
-    for _ in range(30):
-        reply = await send()
-        if reply.status_code != 429:
-            return reply
-        await asyncio.sleep(float(reply.headers.get("Retry-After", "1")))
-    return reply
 
 
 KEY_SECRET = "test-key-encryption-secret-0123456789"

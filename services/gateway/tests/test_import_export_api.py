@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 from edrs_core.engines.ports import free_port
-from edrs_core.testing import engine_settings, running_service, wait_until
+from edrs_core.testing import engine_settings, running_service, unthrottled, wait_until
 from edrs_gateway.app import definition as gateway_definition
 from edrs_gateway.context import GatewayContext
 from edrs_knowledge.app import definition as knowledge_definition
@@ -33,7 +33,6 @@ from .conftest import (
     KEY_SECRET,
     SERVICES_REDIS_DB,
     ConversationFleet,
-    unthrottled,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -21,7 +21,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from edrs_core.engines import free_port
-from edrs_core.testing import engine_settings, running_service, wait_until
+from edrs_core.testing import engine_settings, running_service, unthrottled, wait_until
 from edrs_core.testing_http import LoopbackHttpServer, RecordedRequest, Responder
 from edrs_gateway.app import definition as gateway_definition
 from edrs_gateway.context import GatewayContext
@@ -38,7 +38,6 @@ from .conftest import (
     KEY_SECRET,
     SERVICES_REDIS_DB,
     ConversationFleet,
-    unthrottled,
 )
 
 pytestmark = pytest.mark.integration

@@ -89,20 +89,26 @@ def _check(reply: httpx.Response, *expected: int) -> Any:
 
 
 def send(client: httpx.Client, method: str, path: str, **kwargs: Any) -> httpx.Response:
-    """One request; a 429 is waited out (Retry-After) and sent again, a few times at most. A file
-    to upload is given as `files={"file": (name, path, type)}` and opened anew for each try."""
-    for _ in range(RATE_LIMIT_RETRIES):
+    """One request; a 429 is waited out (Retry-After, a second without one, a minute at most) and
+    sent again, RATE_LIMIT_RETRIES times at most. A file to upload is given as
+    `files={"file": (name, path, type)}` and opened anew for each try."""
+
+    def once() -> httpx.Response:
         files = kwargs.get("files")
         if files is None:
-            reply = client.request(method, path, **kwargs)
-        else:
-            name, source, media = files["file"]
-            with Path(source).open("rb") as handle:
-                opened = {**kwargs, "files": {"file": (name, handle, media)}}
-                reply = client.request(method, path, **opened)
+            return client.request(method, path, **kwargs)
+        name, source, media = files["file"]
+        with Path(source).open("rb") as handle:
+            return client.request(
+                method, path, **{**kwargs, "files": {"file": (name, handle, media)}}
+            )
+
+    reply = once()
+    for _ in range(RATE_LIMIT_RETRIES):
         if reply.status_code != 429:
-            return reply
+            break
         time.sleep(min(float(reply.headers.get("Retry-After", "1") or 1), 60.0))
+        reply = once()
     return reply
 
 
