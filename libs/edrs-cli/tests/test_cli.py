@@ -7,7 +7,7 @@ from pathlib import Path
 
 from edrs_cli.main import app
 from edrs_cli.render import status_json, status_table
-from edrs_cli.supervisor import ServiceStatus
+from edrs_cli.supervisor import ProcessExit, ServiceStatus
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -117,3 +117,22 @@ def test_admin_without_the_gateways_command_says_where_to_run_it(tmp_path: Path)
     )
     assert result.exit_code == 1
     assert "cannot run" in result.stderr and "missing-command" in result.stderr
+
+
+def test_an_exit_is_explained_by_the_last_error_the_service_logged(tmp_path: Path) -> None:
+    log = tmp_path / "task.log"
+    lines = [
+        {"level": "INFO", "message": "task starting"},
+        {"level": "ERROR", "message": "an earlier error"},
+        {"level": "ERROR", "message": "start-up failed: could not reach Temporal\nTraceback"},
+        {"level": "INFO", "message": "Shutting down"},
+    ]
+    log.write_text(
+        "\n".join(json.dumps(line) for line in lines) + "\nnot json {\n", encoding="utf-8"
+    )
+    exit = ProcessExit("task", 1, log)
+    assert exit.reason() == "start-up failed: could not reach Temporal"
+    quiet = tmp_path / "quiet.log"
+    quiet.write_text('{"level": "INFO", "message": "stopped"}\nplain text\n', encoding="utf-8")
+    assert ProcessExit("echo", -9, quiet).reason() is None
+    assert ProcessExit("gone", 1, tmp_path / "missing.log").reason() is None

@@ -97,6 +97,8 @@ def up(
         console.print(f"engine {name} ready at {engine.url()} (pid {engine.pid})")
 
     code = 0
+    # The exit that stopped the fleet, repeated with its reason after the shutdown's output.
+    cause: ProcessExit | None = None
     try:
         console.print(f"starting the fleet in {fleet.state_dir}")
         rows = fleet.up(wait_timeout=wait_timeout, on_engine=engine_started)
@@ -107,7 +109,7 @@ def up(
         exited = fleet.supervise()
         if exited is not None:
             _print_exit(exited)
-            code = 1
+            cause, code = exited, 1
     except FleetInterruptedError:
         console.print("interrupted")
     except FleetDeclarationError as exc:
@@ -115,7 +117,7 @@ def up(
         code = 1
     except ServiceDiedError as exc:
         _print_exit(exc.exit)
-        code = 1
+        cause, code = exc.exit, 1
     except FleetNotReadyError as exc:
         err_console.print(f"[bold red]{exc}[/bold red]")
         for name in exc.names:
@@ -129,6 +131,14 @@ def up(
         for failed in fleet.shutdown():
             _print_exit(failed, 10)
         console.print("stopped")
+        if cause is not None:
+            reason = cause.reason()
+            because = f": {reason}" if reason else f" (see {cause.log_path})"
+            err_console.print(
+                f"the fleet stopped because {cause.name} exited with code {cause.code}{because}",
+                markup=False,
+                highlight=False,
+            )
     raise typer.Exit(code)
 
 

@@ -89,6 +89,22 @@ class ProcessExit:
     def log_tail(self, lines: int = LOG_TAIL) -> list[str]:
         return tail_lines(self.log_path, lines)
 
+    def reason(self, lines: int = 500) -> str | None:
+        """The message of the last error a service logged (its JSON log lines, level ERROR or
+        CRITICAL) among the log's last `lines`: why a service stopped, in one line, where the
+        tail alone ends with its shutdown. None when it logged none (an engine, a crash)."""
+        for line in reversed(tail_lines(self.log_path, lines)):
+            if not line.startswith("{"):
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and record.get("level") in ("ERROR", "CRITICAL"):
+                message = str(record.get("message", "")).strip()
+                return message.splitlines()[0] if message else None
+        return None
+
 
 class ServiceDiedError(FleetError):
     def __init__(self, exit: ProcessExit) -> None:
@@ -480,10 +496,14 @@ class Fleet:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(service.process.pid, signal.SIGKILL)
                 service.process.wait()
+        # A service that was still starting (never ready) may not have installed its SIGTERM
+        # handler yet: killed by the signal it was sent, it stopped as asked.
         failed = [
             ProcessExit(s.spec.name, s.process.returncode, s.log_path)
             for s in running
-            if s.process is not None and s.process.returncode != 0
+            if s.process is not None
+            and s.process.returncode != 0
+            and not (s.process.returncode == -signal.SIGTERM and not s.ready)
         ]
         for engine in reversed(list(self.engines.values())):
             engine.stop()
