@@ -80,6 +80,29 @@ def test_leaves_alone(text: str) -> None:
     assert kinds(text) == []
 
 
+# Ids the fleet makes (UUIDv7) that the detectors took for data before ids were exempt: the first
+# passes Luhn as a card number, the second is a valid US number. One id in about 600 was refused
+# or, redacted, no longer an id (a WebSocket frame's personaId: 422 instead of a turn).
+CARD_LIKE_ID = "01a25098-b2d3-7766-8ec2-361233556988"
+PHONE_LIKE_ID = "01a2509a-0047-7386-9037-c7792ff25354"
+
+
+@pytest.mark.parametrize("identifier", [CARD_LIKE_ID, PHONE_LIKE_ID, PHONE_LIKE_ID.upper()])
+def test_an_id_is_never_taken_for_data(identifier: str) -> None:
+    assert kinds(identifier) == []
+    assert kinds(f"persona {identifier}, please") == []
+    clean, hits = scanner.scan_json({"personaId": identifier, "text": "Hello?"})
+    assert hits == [] and clean["personaId"] == identifier
+
+
+def test_data_beside_an_id_or_holding_one_is_still_found() -> None:
+    assert kinds(f"{CARD_LIKE_ID} card 4111 1111 1111 1111") == ["payment_card"]
+    # A password that is a UUID: the finding only overlaps the id, so it is kept.
+    assert kinds(f"postgres://app:{CARD_LIKE_ID}@db.internal/app") == ["connection_credentials"]
+    # The same digits outside an id are a card number as before.
+    assert kinds("ref 8ec2-361233556988") == ["payment_card"]
+
+
 def test_redaction_replaces_only_the_secret() -> None:
     text, matches = scanner.redact("mail a@b.io, dsn redis://u:p4ss@cache:6379/0, ok")
     assert text == (

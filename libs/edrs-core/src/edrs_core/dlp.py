@@ -127,6 +127,13 @@ DETECTORS: tuple[Detector, ...] = (
 )
 
 PHONE_KIND = "phone"
+# A UUID's groups of hex digits can pass for a card number (Luhn holds for about 1 in 600 random
+# version-7 ids) or a phone number: ids are not client data, so a finding inside one is dropped.
+# A finding that only overlaps one (a connection string whose password is a UUID) is kept.
+_UUID = re.compile(
+    r"(?<![0-9A-Za-z-])[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
+    r"(?![0-9A-Za-z-])"
+)
 _PHONE_HINT = re.compile(r"(?:\d\D{0,3}){7}")  # seven digits close together, else no phone
 
 
@@ -161,8 +168,11 @@ class DlpScanner:
                     text, region, leniency=phonenumbers.Leniency.VALID
                 ):
                     found.append(Match(PHONE_KIND, pm.start, pm.end))
+        ids = [(u.start(), u.end()) for u in _UUID.finditer(text)] if "-" in text else []
         kept: list[Match] = []
         for match in found:  # already in priority order
+            if any(start <= match.start and match.end <= end for start, end in ids):
+                continue
             if all(match.end <= k.start or match.start >= k.end for k in kept):
                 kept.append(match)
         return sorted(kept, key=lambda m: m.start)
