@@ -212,6 +212,14 @@ async def test_a_users_export_then_erasure_across_the_fleet_even_with_memory_dow
         "messages": 2,
     }
     assert await working_memory_keys(fleet, tenant_id, bob_id) == 4
-    # And memory, restarted, serves again.
+
+    # And memory, restarted, serves again: the gateway's channel to it reconnects within its
+    # capped backoff (5 s), which may not have run out when the erasure above was seen.
+    async def recalls() -> bool:
+        recalled = await api.get(f"/api/v1/personas/{ada}/memories", headers=bob)
+        assert recalled.status_code in (200, 503), recalled.text
+        return recalled.status_code == 200
+
+    await wait_until(recalls, 60, "the gateway to reach memory again")
     recalled = await api.get(f"/api/v1/personas/{ada}/memories", headers=bob)
     assert recalled.status_code == 200, recalled.text

@@ -42,6 +42,9 @@ _TRANSPORT_FAILURES = frozenset(
 # process installs its tracer provider.
 _TRACER = trace.get_tracer("edrs_core.grpc")
 
+# The longest wait between two attempts to reach a peer that is down (docs/operations.md).
+MAX_RECONNECT_BACKOFF_SECONDS = 5.0
+
 _SAFE_TO_RETRY = (MethodOptions.NO_SIDE_EFFECTS, MethodOptions.IDEMPOTENT)
 
 
@@ -384,6 +387,9 @@ class PeerChannels:
                 _ClientStreamInterceptor(interceptor),
             ]
             options = [
+                # A peer that was down is tried again within 5 s of its return: gRPC's default
+                # reconnect backoff grows to 120 s, and until it ends every call fails at once.
+                ("grpc.max_reconnect_backoff_ms", int(MAX_RECONNECT_BACKOFF_SECONDS * 1000)),
                 ("grpc.enable_retries", 1),
                 ("grpc.service_config", retry_service_config(peer_service_descriptors(peer))),
             ]
