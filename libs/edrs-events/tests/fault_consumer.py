@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import sys
 
@@ -40,4 +41,6 @@ async def main(dsn: str, nats_url: str, namespace: str) -> None:
 
 
 if __name__ == "__main__":
+    # INFO shows the subscription's retries (a fetch or an ack lost while the broker is away).
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     asyncio.run(main(*sys.argv[1:4]))

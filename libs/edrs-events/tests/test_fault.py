@@ -25,21 +25,32 @@ CONSUMER_SCRIPT = Path(__file__).with_name("fault_consumer.py")
 
 
 class Child:
-    """A Python child process the test kills with SIGKILL and starts again."""
+    """A Python child process the test kills with SIGKILL and starts again.
 
-    def __init__(self, name: str, args: list[str]) -> None:
+    Its output goes to `log` (appended across restarts), so a failure can show what it said.
+    """
+
+    def __init__(self, name: str, args: list[str], log: Path) -> None:
         self.name = name
         self.args = args
+        self.log = log
         self.process: subprocess.Popen[bytes] | None = None
         self.kills = 0
 
     def start(self) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, *self.args],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=os.environ | {"PYTHONUNBUFFERED": "1"},
-        )
+        with self.log.open("ab") as out:
+            out.write(f"--- {self.name} started at {time.strftime('%X')}\n".encode())
+            out.flush()
+            self.process = subprocess.Popen(
+                [sys.executable, *self.args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=os.environ | {"PYTHONUNBUFFERED": "1"},
+            )
+
+    def tail(self, lines: int = 40) -> str:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
 
     def kill(self) -> None:
         assert self.process is not None and self.process.poll() is None, f"{self.name} died early"
@@ -58,7 +69,11 @@ class Child:
 
 
 async def test_no_event_lost_or_duplicated_through_kills_and_a_broker_restart(
-    pg_dsn: str, own_nats, namespace: str, eventually: Callable[..., Awaitable[None]]
+    pg_dsn: str,
+    own_nats,
+    namespace: str,
+    eventually: Callable[..., Awaitable[None]],
+    tmp_path: Path,
 ) -> None:
     conn = await asyncpg.connect(pg_dsn)
     await install_outbox(conn)
@@ -80,8 +95,13 @@ async def test_no_event_lost_or_duplicated_through_kills_and_a_broker_restart(
             "--batch-size",
             "500",
         ],
+        tmp_path / "relay.log",
     )
-    consumer = Child("consumer", [str(CONSUMER_SCRIPT), pg_dsn, own_nats.url, namespace])
+    consumer = Child(
+        "consumer",
+        [str(CONSUMER_SCRIPT), pg_dsn, own_nats.url, namespace],
+        tmp_path / "consumer.log",
+    )
     outbox = Outbox()
     produced = 0
     started = time.monotonic()
@@ -111,17 +131,52 @@ async def test_no_event_lost_or_duplicated_through_kills_and_a_broker_restart(
     async def handled() -> int:
         return int(await conn.fetchval("SELECT count(DISTINCT event_id) FROM effects"))
 
+    async def lanes() -> str:
+        """The broker's view of the consumer's lanes, or why it could not be read."""
+        try:
+            bus = await NatsBus.connect(own_nats.url, namespace=namespace)
+        except Exception as exc:  # a report of a failure must not hide it
+            return f"broker not reachable: {exc!r}"
+        try:
+            stream = bus.subjects.events_stream
+            state = (await bus.js.stream_info(stream)).state
+            lines = [f"stream {stream}: messages={state.messages} last_seq={state.last_seq}"]
+            for info in await bus.js.consumers_info(stream):
+                lines.append(
+                    f"consumer {info.name}: pending={info.num_pending} "
+                    f"ack_pending={info.num_ack_pending} redelivered={info.num_redelivered} "
+                    f"waiting_pulls={info.num_waiting} delivered={info.delivered.stream_seq} "
+                    f"acked={info.ack_floor.stream_seq}"
+                )
+            return "\n".join(lines)
+        except Exception as exc:
+            return f"broker state not readable: {exc!r}"
+        finally:
+            await bus.close()
+
+    async def waited(condition: Callable[[], Awaitable[bool]], within: float, what: str) -> None:
+        """`eventually`, and on a timeout everything that tells where the events stopped."""
+        try:
+            await eventually(condition, within=within, what=what, every=0.1)
+        except TimeoutError as exc:
+            pending = await Outbox.pending(conn)
+            raise AssertionError(
+                f"{exc}\nproduced={produced} relayed={await sent()} pending={pending} "
+                f"handled={await handled()}\n{await lanes()}\n"
+                f"relay log:\n{relay.tail()}\nconsumer log:\n{consumer.tail()}"
+            ) from exc
+
     async def wait_sent(n: int) -> None:
         async def reached() -> bool:
             return await sent() >= n
 
-        await eventually(reached, within=90, what=f"{n} events relayed", every=0.05)
+        await waited(reached, 90, f"{n} events relayed")
 
     async def wait_handled(n: int) -> None:
         async def reached() -> bool:
             return await handled() >= n
 
-        await eventually(reached, within=120, what=f"{n} events handled", every=0.1)
+        await waited(reached, 120, f"{n} events handled")
 
     relay.start()
     consumer.start()
@@ -136,6 +191,8 @@ async def test_no_event_lost_or_duplicated_through_kills_and_a_broker_restart(
         consumer.start()
         await produce_until(11_000)
         await wait_sent(9_000)
+        # The new consumer is handling events (connected, fetching) when the broker goes away.
+        await wait_handled(await handled() + 500)
         own_nats.restart()  # the broker goes away under both
         await produce_until(15_000)
         await wait_sent(13_000)

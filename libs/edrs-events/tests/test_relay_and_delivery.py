@@ -1,6 +1,7 @@
 """What docs/events.md promises of the relay and of delivery, against real PostgreSQL and NATS:
 one active relay per database, the fallback poll, pruning of sent rows, trace context carried
-through the outbox, and a hung handler dead-lettered after max deliveries."""
+through the outbox, a hung handler dead-lettered after max deliveries, and a subscription that
+outlives an unexpected failure of its fetch."""
 
 from __future__ import annotations
 
@@ -229,6 +230,44 @@ async def test_a_hung_handler_is_dead_lettered_after_max_deliveries(
     assert letter.deliveries == 2
     assert "max deliveries" in letter.reason
     assert calls == 2
+
+
+async def test_an_unexpected_fetch_failure_does_not_end_the_subscription(
+    bus: NatsBus, eventually: Eventually, caplog: pytest.LogCaptureFixture
+) -> None:
+    handled: list[str] = []
+
+    async def handle(event: BaseEvent) -> None:
+        handled.append(event.payload["task_id"])
+
+    subscription = await bus.subscribe("sturdy", handle, options=ConsumerOptions(concurrency=2))
+    failures = 0
+    for psub in subscription._pull_subs:  # every lane's next two fetches fail unexpectedly
+        real_fetch = psub.fetch
+
+        async def failing_fetch(*args, _real=real_fetch, _left=[2], **kwargs):  # noqa: B006
+            nonlocal failures
+            if _left[0]:
+                _left[0] -= 1
+                failures += 1
+                raise RuntimeError("a client defect")
+            return await _real(*args, **kwargs)
+
+        psub.fetch = failing_fetch
+
+    async def all_failed() -> bool:
+        return failures == 2 * len(subscription._pull_subs)
+
+    await eventually(all_failed, within=60, what="each lane's two failed fetches")
+    await bus.publish(task_created("after-the-failure"))
+
+    async def got_it() -> bool:
+        return handled == ["after-the-failure"]
+
+    await eventually(got_it, within=60, what="the event published after the failures handled")
+    assert subscription.running
+    logged = [r for r in caplog.records if "failed unexpectedly" in r.getMessage()]
+    assert logged and all("a client defect" in (r.exc_text or "") for r in logged)
 
 
 async def _eq(value: Awaitable[object], expected: object) -> bool:

@@ -447,6 +447,7 @@ class NatsSubscription(Subscription):
 
     async def _fetch(self, index: int, psub: Any) -> None:
         buffer, room = self._buffers[index], self._room[index]
+        unexpected = 0  # unexpected failures in a row, for the backoff
         while not self._stopping:
             # Refill only once half the buffer is used: fetching a few messages per request
             # costs a round trip each and dominated the consumer's time.
@@ -466,6 +467,18 @@ class NatsSubscription(Subscription):
                 log.info("fetch for %s failed (%r); retrying", self.consumer, exc)
                 await asyncio.sleep(0.2)
                 continue
+            except Exception:
+                # Anything else (a client defect met while the broker restarts, say) must not end
+                # this lane's fetching for good: the events would wait, unfetched, until a restart.
+                unexpected += 1
+                log.exception(
+                    "fetch for %s failed unexpectedly (%d in a row); retrying",
+                    self.consumer,
+                    unexpected,
+                )
+                await asyncio.sleep(min(0.2 * 2**unexpected, 5.0))
+                continue
+            unexpected = 0
             buffer.extend(msgs)
             self._ready.set()
 
@@ -489,6 +502,9 @@ class NatsSubscription(Subscription):
             except nats.errors.Error as exc:
                 # The ack or nak did not reach the server; the broker redelivers after ack_wait.
                 log.info("ack for %s lost (%r); it will be redelivered", self.consumer, exc)
+            except Exception:
+                # Not acked, so the broker redelivers it after ack_wait; this worker goes on.
+                log.exception("event for %s not settled; it will be redelivered", self.consumer)
 
     async def _process(self, msg: Msg) -> None:
         deliveries = msg.metadata.num_delivered
