@@ -40,6 +40,9 @@ async def memory(
         peers={"reasoning": reasoning.grpc_address},
         rpc_timeout_seconds=60.0,
         working_max_items=5,
+        # The service sweeps for unembedded episodes at start-up only: test_late_embedding.py
+        # sweeps when it means to.
+        late_embedding_interval_seconds=3_600.0,
         **settings,
     ) as svc:
         yield svc

@@ -14,6 +14,7 @@ from edrs_proto.reasoning.v1 import reasoning_pb2_grpc
 from edrs_memory import erasure
 from edrs_memory.config import MemorySettings
 from edrs_memory.embeddings import CachingEmbedder, Embedder, GrpcEmbedder
+from edrs_memory.late_embedding import LateEmbeddings
 from edrs_memory.recall import RecallPolicy
 from edrs_memory.retention import maintain, run_maintenance
 from edrs_memory.server import MemoryServicer
@@ -69,7 +70,9 @@ async def build(rt: Runtime[MemorySettings], clock: Clock | None = None) -> list
         ),
         "memory-maintenance",
     )
-    servicer = MemoryServicer(store, working, embedder, policy)
+    late = LateEmbeddings(rt.db, embedder, interval=settings.late_embedding_interval_seconds)
+    rt.spawn(late.run(), "memory-late-embedding")
+    servicer = MemoryServicer(store, working, embedder, policy, late)
     return [
         GrpcService(
             memory_pb2.DESCRIPTOR.services_by_name["MemoryService"].full_name,

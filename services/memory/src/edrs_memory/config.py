@@ -32,6 +32,12 @@ class MemorySettings(ServiceSettings):
         le=1_000_000,
         description="Vectors of recent texts kept in memory (0: none); a turn embeds its message twice",
     )
+    late_embedding_interval_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="How often episodes still without an embedding (a reply not yet embedded "
+        "when the process stopped, or when the reasoning service was down) are embedded",
+    )
     embedding_dimensions: int = Field(
         default=384,
         ge=1,

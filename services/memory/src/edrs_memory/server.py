@@ -15,7 +15,8 @@ from edrs_core.protobuf import timestamp
 from edrs_proto.memory.v1 import memory_pb2, memory_pb2_grpc
 
 from edrs_memory import facts, recall
-from edrs_memory.embeddings import Embedder
+from edrs_memory.embeddings import Embedder, Vector
+from edrs_memory.late_embedding import LateEmbeddings
 from edrs_memory.store import Episode, Fact, NewEpisode, Scope, WorkingItem
 from edrs_memory.store.postgres import PostgresMemoryStore
 from edrs_memory.working import WorkingMemory
@@ -117,11 +118,13 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
         working: WorkingMemory,
         embedder: Embedder,
         policy: recall.RecallPolicy,
+        late: LateEmbeddings,
     ) -> None:
         self.store = store
         self.working = working
         self.embedder = embedder
         self.policy = policy
+        self.late = late
 
     async def Remember(  # noqa: N802 (gRPC method name)
         self, request: memory_pb2.RememberRequest, context: ServicerContext
@@ -211,7 +214,10 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
                     trace_id=trace_id,
                 )
             )
-        vectors = await self.embedder.embed([e.text for e in turn])
+        # The user's message is embedded now (recall may look for it at once; the turn's own
+        # recall has usually cached its vector); the reply after this call returns.
+        [user_vector] = await self.embedder.embed([user_text])
+        vectors: list[Vector | None] = [user_vector, *([None] * (len(turn) - 1))]
         items = [
             self.working.new_item(
                 scope, conversation_id, e.text, priority=TURN_PRIORITY, kind="message", role=e.role
@@ -230,6 +236,7 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
                 source_episode_id=episodes[0].id,
             )
             await self.store.add_working_items(conn, scope.client_id, items)
+        self.late.add(scope.client_id, episodes[1:])
         await self.working.publish(scope, conversation_id, items)
         return memory_pb2.RecordTurnResponse(
             episodes=[memory_proto(e) for e in episodes],

@@ -264,7 +264,10 @@ Global___RecordTurnRequest: _TypeAlias = RecordTurnRequest  # noqa: Y015
 
 @_typing.final
 class RecordTurnResponse(_message.Message):
-    """RecordTurnResponse reports what the turn added to memory."""
+    """RecordTurnResponse reports what the turn added to memory. Both episodes are stored when it
+    returns; the user's is embedded, the reply's is embedded moments later (docs/memory.md, "When
+    an episode gets its embedding"), and recall scores its relevance 0 until then.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
