@@ -17,6 +17,7 @@ from edrs_core import SettingsError
 from edrs_reasoning import model_files, onnx_embeddings
 from edrs_reasoning.embeddings import (
     MIXED_MAX_TOKENS,
+    ONNX_THREADS,
     Embedder,
     MixedEncoder,
     TextEncoder,
@@ -129,11 +130,18 @@ def test_the_export_is_reused_on_the_next_load(onnx_fp32, cache_dir: Path) -> No
 
 
 @pytest.mark.parametrize("damage", ["corrupt", "missing", "checksum missing"])
-def test_a_damaged_cache_file_is_exported_again(tmp_path: Path, onnx_fp32, damage: str) -> None:
+def test_a_damaged_cache_file_is_exported_again(
+    tmp_path: Path, cache_dir: Path, onnx_fp32, damage: str
+) -> None:
     model = model_files.embedding_model_path(None)
+    # The module's intact export, copied (an export takes seconds; the damaged one is redone).
+    [source] = list(cache_dir.iterdir())
+    entry = tmp_path / source.name
+    entry.mkdir()
+    for name in (onnx_embeddings.FP32_FILE, onnx_embeddings.FP32_FILE + ".sha256"):
+        shutil.copy2(source / name, entry / name)
     first = onnx_embeddings.load(model, tmp_path, quantised=False, threads=1)
-    assert first.exported
-    [entry] = list(tmp_path.iterdir())
+    assert not first.exported
     exported = entry / onnx_embeddings.FP32_FILE
     if damage == "corrupt":
         with exported.open("r+b") as f:
@@ -214,6 +222,10 @@ async def test_the_embedder_micro_batches_over_onnx(cache_dir: Path, onnx_fp32) 
     results = await asyncio.gather(*(embedder.embed(c) for c in calls))
     got = np.array([v for r in results for v in r], dtype=np.float32)
     assert cosines(got, onnx_fp32.encode(TEXTS, 32)).min() >= 0.9999
+    # No threads given: ONNX Runtime's default (two, or the host's CPUs if fewer).
+    assert isinstance(embedder.encoder, onnx_embeddings.OnnxEncoder)
+    threads = embedder.encoder.session.get_session_options().intra_op_num_threads
+    assert threads == min(ONNX_THREADS, os.cpu_count() or 1)
 
 
 def test_mixed_sends_small_calls_to_onnx_and_large_ones_to_torch(

@@ -112,14 +112,13 @@ class ReasoningSettings(ServiceSettings):
             "$XDG_CACHE_HOME/edrs/reasoning or ~/.cache/edrs/reasoning"
         ),
     )
-    embedding_threads: int = Field(
-        default=1,
+    embedding_threads: int | None = Field(
+        default=None,
         ge=1,
         le=256,
         description=(
-            "threads of the embedding model (torch or ONNX Runtime): one answers a short text "
-            "fastest on a small host (waking a pool costs more than it saves); raise it for "
-            "large batches"
+            "threads of the embedding model; default: 2 for ONNX Runtime (1 on a one-CPU host), "
+            "1 for torch (docs/reasoning.md, measured per engine); raise it for large batches"
         ),
     )
 

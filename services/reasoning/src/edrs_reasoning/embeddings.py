@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +26,10 @@ EmbeddingBackend = Literal["torch", "onnx", "onnx-int8", "mixed"]
 # (1,024 tokens); about even at 8 passages (476 against 505 ms wall, 452 against 420 ms CPU),
 # torch clearly ahead at 16 (894 against 1,043 ms). docs/decisions/0015-onnx-embeddings.md.
 MIXED_MAX_TOKENS = 1024
+# ONNX Runtime's threads when EDRS_REASONING_EMBEDDING_THREADS is not set: two answered a query in
+# 8 ms against one's 12 (p95 9 against 17) on this 2-core host, quiet or under a full test suite
+# (docs/reasoning.md); torch keeps one, where a second cost more than it saved.
+ONNX_THREADS = 2
 
 
 class TextEncoder(Protocol):
@@ -130,15 +135,20 @@ class Embedder:
         precision: str,
         batch_size: int,
         window_seconds: float,
-        threads: int = 1,
+        threads: int | None = None,
         backend: EmbeddingBackend = "torch",
         cache_dir: Path | None = None,
     ) -> Embedder:
         """Load the model in a worker thread (imports, weights and a first export take seconds).
-        The onnx backends need `cache_dir` for the exported model."""
+        The onnx backends need `cache_dir` for the exported model. `threads` per engine unless
+        given: torch 1, ONNX Runtime `ONNX_THREADS` (fewer on a smaller host)."""
         encoder: TextEncoder
+        torch_threads = threads or 1
+        onnx_threads = threads or min(ONNX_THREADS, os.cpu_count() or 1)
         if backend == "torch":
-            encoder = await asyncio.to_thread(load_torch_encoder, path, device, precision, threads)
+            encoder = await asyncio.to_thread(
+                load_torch_encoder, path, device, precision, torch_threads
+            )
         else:
             if cache_dir is None:
                 raise ValueError(f"the {backend} embedding backend needs a cache directory")
@@ -147,12 +157,12 @@ class Embedder:
                 path,
                 cache_dir,
                 quantised=backend == "onnx-int8",
-                threads=threads,
+                threads=onnx_threads,
             )
             encoder = onnx
             if backend == "mixed":
                 torch = await asyncio.to_thread(
-                    load_torch_encoder, path, device, precision, threads
+                    load_torch_encoder, path, device, precision, torch_threads
                 )
                 encoder = MixedEncoder(onnx, torch)
         if encoder.dimension != dimensions:
