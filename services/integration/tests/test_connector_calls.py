@@ -338,7 +338,9 @@ async def test_test_connection_update_rotation_and_delete(stub, api, openbao_eng
         grpc.StatusCode.NOT_FOUND,
     )
     with pytest.raises(hvac.exceptions.InvalidPath):
-        vault.secrets.kv.v2.read_secret_version(path=path, mount_point="secret")
+        vault.secrets.kv.v2.read_secret_version(
+            path=path, mount_point="secret", raise_on_deleted_version=True
+        )
 
 
 async def test_the_http_request_tool_calls_through_a_connector(stub, integration, api) -> None:
