@@ -10,6 +10,10 @@ oldest first: one whose turn was stored just before the process stopped, one the
 service could not embed when it was handed over, and rows carried over from before embeddings.
 One replica sweeps at a time (an advisory lock); the others skip. A vector is written only where
 none is, so a row embedded twice (handed over and swept) is written once.
+
+The hand-off queue is bounded (`max_pending`): when it is full (the reasoning service slower than
+the turns, or down) an episode is left to the sweep rather than held in memory. A failing worker
+warns once per outage, not once per batch, and says when it works again.
 """
 
 from __future__ import annotations
@@ -43,6 +47,16 @@ _WRITE = """UPDATE episodes SET embedding = $4::text::vector
             WHERE client_id = $1 AND id = $2 AND created_at = $3 AND embedding IS NULL"""
 
 
+def _reason(exc: BaseException) -> object:
+    """A ServiceError's message (it names the peer), else the exception itself."""
+    return getattr(exc, "message", None) or exc
+
+
+# A peer's or the database's failure: expected while one is down, logged as a line. Anything else
+# is a defect, logged with its traceback; in both cases the work goes on.
+_EXPECTED = (ServiceError, OSError, asyncpg.PostgresError)
+
+
 @dataclass(frozen=True)
 class Unembedded:
     client_id: str
@@ -60,18 +74,35 @@ class LateEmbeddings:
         interval: float,
         batch_size: int = 32,
         sweep_limit: int = 1_000,
+        max_pending: int = 10_000,
     ) -> None:
         self.db = db
         self.embedder = embedder
         self.interval = interval
         self.batch_size = batch_size
         self.sweep_limit = sweep_limit
-        self._queue: asyncio.Queue[Unembedded] = asyncio.Queue()
+        self._queue: asyncio.Queue[Unembedded] = asyncio.Queue(maxsize=max_pending)
+        self._failing = False  # the last batch failed: warned once, until one succeeds
+        self._overflowed = False  # the queue was full: warned once, until it has room
 
     def add(self, client_id: str, episodes: Iterable[Episode]) -> None:
-        """Embed these stored episodes soon (never blocks)."""
+        """Embed these stored episodes soon (never blocks). With the queue full they are left to
+        the sweep."""
+        left = 0
         for e in episodes:
-            self._queue.put_nowait(Unembedded(client_id, e.id, e.created_at, e.text))
+            try:
+                self._queue.put_nowait(Unembedded(client_id, e.id, e.created_at, e.text))
+            except asyncio.QueueFull:
+                left += 1
+        if left and not self._overflowed:
+            self._overflowed = True
+            log.warning(
+                "%d stored episodes waiting for their embedding already; "
+                "the sweep embeds the ones that arrive until there is room",
+                self._queue.maxsize,
+            )
+        elif not left:
+            self._overflowed = False
 
     async def run(self) -> None:
         """For the life of the service: a sweep, then what is handed over, sweeping again every
@@ -92,16 +123,21 @@ class LateEmbeddings:
                 batch.append(self._queue.get_nowait())
             try:
                 await self.embed(batch)
-            except (ServiceError, OSError, asyncpg.PostgresError) as exc:
-                # The sweep embeds them later.
-                log.warning(
+            except _EXPECTED as exc:
+                # The sweep embeds them later. One warning per outage; the rest at debug level.
+                log.log(
+                    logging.DEBUG if self._failing else logging.WARNING,
                     "could not embed %d stored episodes now; the next sweep will: %s",
                     len(batch),
-                    getattr(exc, "message", None) or exc,
+                    _reason(exc),
                 )
+                self._failing = True
             except Exception:
-                # Not a peer's or the database's failure: logged whole, and the worker goes on.
                 log.exception("could not embed %d stored episodes now", len(batch))
+            else:
+                if self._failing:
+                    self._failing = False
+                    log.info("embedding stored episodes works again")
 
     async def embed(self, batch: list[Unembedded], conn: Connection | None = None) -> None:
         """One Embed call for the batch, then each vector written where none is yet (through
@@ -146,11 +182,8 @@ class LateEmbeddings:
     async def _sweep_logged(self) -> None:
         try:
             done = await self.sweep()
-        except (ServiceError, OSError, asyncpg.PostgresError) as exc:
-            log.warning(
-                "sweep of episodes without embeddings stopped: %s",
-                getattr(exc, "message", None) or exc,
-            )
+        except _EXPECTED as exc:
+            log.warning("sweep of episodes without embeddings stopped: %s", _reason(exc))
             return
         except Exception:
             log.exception("sweep of episodes without embeddings stopped")
