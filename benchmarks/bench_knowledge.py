@@ -396,7 +396,12 @@ async def searches(
             embed_took.append(time.perf_counter() - started)
             vectors.append(np.array(reply.embeddings[0].values, dtype=np.float32))
     conn = await asyncpg.connect(
-        dsn, server_settings={"hnsw.iterative_scan": "relaxed_order", "hnsw.ef_search": "100"}
+        dsn,
+        server_settings={
+            "hnsw.iterative_scan": "relaxed_order",
+            "hnsw.ef_search": "100",
+            "plan_cache_mode": "force_custom_plan",
+        },
     )
     await register_vector(conn)
     vector_took = []

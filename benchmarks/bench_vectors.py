@@ -70,7 +70,12 @@ async def timed_searches(index: VectorIndex, tenant: str, queries: np.ndarray) -
 async def bare_pgvector(dsn: str, table: str, queries: np.ndarray) -> list[float]:
     # The adapter's own HNSW settings, so the difference is the port's, not the search list's.
     conn = await asyncpg.connect(
-        dsn, server_settings={"hnsw.iterative_scan": "relaxed_order", "hnsw.ef_search": "100"}
+        dsn,
+        server_settings={
+            "hnsw.iterative_scan": "relaxed_order",
+            "hnsw.ef_search": "100",
+            "plan_cache_mode": "force_custom_plan",
+        },
     )
     await register_vector(conn)
     latencies = []
