@@ -315,6 +315,9 @@ async def recall_latency(
     memory: Service, tenant: str, persona_id: str, users: list[str], queries: list[str]
 ) -> list[float]:
     took: list[float] = []
+    # One token for the run, as a caller's session reuses its token: the service verifies a
+    # token once and then remembers it (edrs_core.identity.TokenVerifier).
+    metadata = tenant_metadata(tenant)
     async with grpc.aio.insecure_channel(memory.grpc_address) as channel:
         stub = memory_pb2_grpc.MemoryServiceStub(channel)
         for i, query in enumerate(queries):
@@ -322,7 +325,7 @@ async def recall_latency(
                 persona_id=persona_id, user_id=users[i % len(users)], query=query, limit=5
             )
             started = time.perf_counter()
-            await stub.Recall(request, metadata=tenant_metadata(tenant), timeout=30)
+            await stub.Recall(request, metadata=metadata, timeout=30)
             took.append(time.perf_counter() - started)
     return took
 
