@@ -28,11 +28,12 @@ HTTP_TIMEOUT = httpx.Timeout(120.0)
 
 async def unthrottled(send: Callable[[], Awaitable[httpx.Response]]) -> httpx.Response:
     """`send()`'s answer, sent again after `Retry-After` while it is 429, as a client told to
-    retry would (30 tries at most, each wait a minute at most, as `edrs knowledge`'s). A test gateway limits its tenants and anonymous callers like
-    any other: a standard tenant may send 60 requests a minute (10 at once), anonymous callers
-    the same per client IP in the session's shared Redis, and every test client is 127.0.0.1. A
-    test that is not about rate limits, but sends many requests (or its CLI does), asks through
-    this rather than failing on a 429 that only says the machine was slow."""
+    retry would (30 tries at most, each wait a minute at most, as `edrs knowledge`'s). A test
+    gateway limits its tenants and anonymous callers like any other: a standard tenant may send
+    60 requests a minute (10 at once), anonymous callers the same per client IP in the session's
+    shared Redis, and every test client is 127.0.0.1. A test that is not about rate limits, but
+    sends many requests (or its CLI does), asks through this rather than failing on a 429 that
+    only says the machine was slow."""
     tries = 30
     for tried in range(1, tries + 1):
         reply = await send()
