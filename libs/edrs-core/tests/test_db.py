@@ -75,3 +75,38 @@ def test_badly_named_migration_is_refused(tmp_path) -> None:
         MigrationError, match=re.escape("'create_things.sql' is not NNNN_lower_snake.sql")
     ):
         load_migrations(tmp_path)
+
+
+async def test_server_settings_start_every_pooled_connection_and_outlast_its_reset(
+    postgres_engine,
+) -> None:
+    url = postgres_engine.url(fresh("test_server_settings"))
+    custom = {"plan_cache_mode": "force_custom_plan"}
+    pool = await open_database(url, None, pool_size=2, server_settings=custom)
+    try:
+        async with pool.acquire() as first, pool.acquire() as second:
+            # Both connections the pool opens, not only the one a single call would take.
+            assert [await c.fetchval("SHOW plan_cache_mode") for c in (first, second)] == [
+                "force_custom_plan",
+                "force_custom_plan",
+            ]
+    finally:
+        await pool.close()
+    # One connection: a session's own SET is undone when the pool takes it back (asyncpg runs
+    # RESET ALL on release), and the startup setting is what RESET restores.
+    pool = await open_database(url, None, pool_size=1, server_settings=custom)
+    try:
+        async with pool.acquire() as conn:
+            pid = await conn.fetchval("SELECT pg_backend_pid()")
+            await conn.execute("SET plan_cache_mode = force_generic_plan")
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SELECT pg_backend_pid()") == pid
+            assert await conn.fetchval("SHOW plan_cache_mode") == "force_custom_plan"
+    finally:
+        await pool.close()
+    # Without them, the server's default.
+    plain = await open_database(url, None, pool_size=1)
+    try:
+        assert await plain.fetchval("SHOW plan_cache_mode") == "auto"
+    finally:
+        await plain.close()

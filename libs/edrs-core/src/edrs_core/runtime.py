@@ -8,7 +8,7 @@ import inspect
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.resources.abc import Traversable
 from typing import Any, Generic
@@ -97,6 +97,9 @@ class ServiceDefinition(Generic[SettingsT]):
     # Where `edrs dev up` runs it on one machine; None: ports after those of the declared ones.
     local_ports: LocalPorts | None = None
     consumers: Sequence[Consumer[SettingsT]] = ()
+    # PostgreSQL settings every connection of the service's pool starts with, from its settings
+    # (edrs_core.db.open_database's `server_settings`); None: the server's defaults.
+    database_settings: Callable[[SettingsT], Mapping[str, str]] | None = None
 
     @property
     def name(self) -> str:
@@ -271,9 +274,16 @@ class ServiceRunner(Generic[SettingsT]):
     async def _connect(self) -> Runtime[SettingsT]:
         s = self.settings
         deadline = asyncio.get_running_loop().time() + s.startup_timeout_seconds
+        settings_of = self.definition.database_settings
+        database_settings = settings_of(s) if settings_of is not None else None
         db = await self._retry(
             "PostgreSQL",
-            lambda: open_database(s.database_url, self.definition.migrations, s.database_pool_size),
+            lambda: open_database(
+                s.database_url,
+                self.definition.migrations,
+                s.database_pool_size,
+                server_settings=database_settings,
+            ),
             deadline,
         )
         redis: Redis | None = None

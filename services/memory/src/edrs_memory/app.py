@@ -18,7 +18,7 @@ from edrs_memory.late_embedding import LateEmbeddings
 from edrs_memory.recall import RecallPolicy
 from edrs_memory.retention import maintain, run_maintenance
 from edrs_memory.server import MemoryServicer
-from edrs_memory.store.postgres import PostgresMemoryStore
+from edrs_memory.store.postgres import PostgresMemoryStore, session_settings
 from edrs_memory.working import WorkingMemory
 
 
@@ -92,6 +92,7 @@ definition = ServiceDefinition(
     settings_cls=MemorySettings,
     build=build,
     migrations=files("edrs_memory") / "migrations",
+    database_settings=lambda settings: session_settings(settings.recall_candidates),
     local_ports=LocalPorts(grpc=50053, http=8104, metrics=8105),
     consumers=[
         # An erase must not give up soon: ten tries, the last ones 30 s apart, then the DLQ.
