@@ -9,6 +9,7 @@ import importlib
 import json
 import os
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -257,3 +258,66 @@ async def test_a_dimension_mismatch_names_both_numbers(cache_dir: Path, onnx_fp3
             backend="onnx",
             cache_dir=cache_dir,
         )
+
+
+class CountingEncoder:
+    """The real ONNX encoder, with a record of every encode call's texts (and a signal when one
+    starts, so a test can make a call arrive while the model runs)."""
+
+    def __init__(self, encoder: onnx_embeddings.OnnxEncoder) -> None:
+        self.encoder = encoder
+        self.dimension = encoder.dimension
+        self.calls: list[list[str]] = []
+        self.started = threading.Event()
+
+    def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
+        self.calls.append(list(texts))
+        self.started.set()
+        return self.encoder.encode(texts, batch_size)
+
+
+async def test_identical_calls_in_flight_are_encoded_once(onnx_fp32) -> None:
+    counted = CountingEncoder(onnx_fp32)
+    embedder = Embedder(counted, "m", 384, batch_size=32, window_seconds=0.05, backend="onnx")
+    message = "What did my manager ask for last week?"
+    # Within one batch window: the two identical calls are one entry of the batch.
+    first, second, other = await asyncio.gather(
+        embedder.embed([message]), embedder.embed([message]), embedder.embed(["bullet points"])
+    )
+    assert counted.calls == [[message, "bullet points"]]
+    assert first == second
+    assert cosines(np.array(first), onnx_fp32.encode([message], 32)).min() >= 0.9999
+    assert cosines(np.array(other), onnx_fp32.encode(["bullet points"], 32)).min() >= 0.9999
+    # Answered calls leave nothing behind: the same text later is encoded again.
+    again = await embedder.embed([message])
+    assert counted.calls[1:] == [[message]]
+    assert cosines(np.array(again), np.array(first)).min() >= 0.9999
+
+
+async def test_a_call_arriving_while_its_twin_is_encoded_shares_that_encode(onnx_fp32) -> None:
+    counted = CountingEncoder(onnx_fp32)
+    embedder = Embedder(counted, "m", 384, batch_size=32, window_seconds=0, backend="onnx")
+    texts = [f"passage {n} about the quarterly report" for n in range(8)]
+    running = asyncio.create_task(embedder.embed(texts))
+    await asyncio.to_thread(counted.started.wait, 30)
+    twin = await embedder.embed(texts)
+    assert await running == twin
+    assert counted.calls == [texts]
+
+
+async def test_one_caller_giving_up_leaves_the_others_answer(onnx_fp32) -> None:
+    counted = CountingEncoder(onnx_fp32)
+    embedder = Embedder(counted, "m", 384, batch_size=32, window_seconds=0.2, backend="onnx")
+    leaving = asyncio.create_task(embedder.embed(["a shared question"]))
+    staying = asyncio.create_task(embedder.embed(["a shared question"]))
+    alone = asyncio.create_task(embedder.embed(["nobody waits for this one"]))
+    await asyncio.sleep(0)  # all three are waiting for the batch window
+    leaving.cancel()
+    alone.cancel()
+    vectors = await staying
+    assert len(vectors) == 1 and len(vectors[0]) == 384
+    for task in (leaving, alone):
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    # The call nobody waited for any more was left out of the batch.
+    assert counted.calls == [["a shared question"]]

@@ -90,8 +90,10 @@ class MixedEncoder:
 
 @dataclass
 class _Pending:
-    texts: Sequence[str]
+    texts: tuple[str, ...]
     future: asyncio.Future[list[list[float]]]
+    # Calls waiting for this result: identical calls in flight share one entry.
+    waiters: int = 0
 
 
 class Embedder:
@@ -99,7 +101,12 @@ class Embedder:
 
     Calls that arrive within `window_seconds` of each other, or while an encode is running, share
     the next encode call (up to `batch_size` texts, a single call's texts never split): the model
-    runs one batch of 32 short texts in about the time of a few single ones on CPU."""
+    runs one batch of 32 short texts in about the time of a few single ones on CPU.
+
+    A call whose texts equal those of a call still waiting or being encoded gets that call's
+    vectors instead of encoding them again: a conversation turn embeds the user's message for
+    memory's recall and for the knowledge search at the same moment. Nothing is kept after a call
+    is answered (no cache of texts or vectors)."""
 
     def __init__(
         self,
@@ -117,6 +124,8 @@ class Embedder:
         self.batch_size = batch_size
         self.window_seconds = window_seconds
         self._pending: list[_Pending] = []
+        # Every call not answered yet (waiting or being encoded), by its texts.
+        self._inflight: dict[tuple[str, ...], _Pending] = {}
         self._pending_texts = 0
         self._full = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
@@ -173,15 +182,34 @@ class Embedder:
         return cls(encoder, name, dimensions, batch_size, window_seconds, backend)
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        """One vector per text, in order."""
-        future: asyncio.Future[list[list[float]]] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(texts, future))
-        self._pending_texts += len(texts)
-        if self._pending_texts >= self.batch_size:
-            self._full.set()
-        if self._worker is None or self._worker.done():
-            self._worker = asyncio.create_task(self._drain(), name="embedding-batcher")
-        return await future
+        """One vector per text, in order. Identical calls in flight get the same lists: read
+        them, do not change them."""
+        key = tuple(texts)
+        entry = self._inflight.get(key)
+        if entry is None:
+            entry = _Pending(key, asyncio.get_running_loop().create_future())
+            self._inflight[key] = entry
+            entry.future.add_done_callback(lambda _: self._forget(entry))
+            self._pending.append(entry)
+            self._pending_texts += len(key)
+            if self._pending_texts >= self.batch_size:
+                self._full.set()
+            if self._worker is None or self._worker.done():
+                self._worker = asyncio.create_task(self._drain(), name="embedding-batcher")
+        entry.waiters += 1
+        try:
+            # Shielded: one caller giving up must not cancel the others' answer.
+            return await asyncio.shield(entry.future)
+        except asyncio.CancelledError:
+            entry.waiters -= 1
+            if entry.waiters == 0:
+                # Nobody waits for it any more: a batch not yet taken leaves it out.
+                entry.future.cancel()
+            raise
+
+    def _forget(self, entry: _Pending) -> None:
+        if self._inflight.get(entry.texts) is entry:
+            del self._inflight[entry.texts]
 
     async def _drain(self) -> None:
         while self._pending:
