@@ -370,12 +370,22 @@ def main() -> None:
     parser.add_argument(
         "--parts", default="turns,recall", help="what to measure: turns, recall or both"
     )
+    parser.add_argument(
+        "--shared-buffers",
+        default="128MB",
+        help="PostgreSQL's shared_buffers (its own default, 128MB, holds less than the table at "
+        "100,000 episodes; a server is sized to its working set)",
+    )
     args = parser.parse_args()
+    print(f"PostgreSQL shared_buffers {args.shared_buffers}")
 
     with ExitStack() as stack:
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-conv-")))
         postgres = stack.enter_context(
-            EmbeddedPostgres(root / "postgres", settings=POSTGRES_SETTINGS)
+            EmbeddedPostgres(
+                root / "postgres",
+                settings={**POSTGRES_SETTINGS, "shared_buffers": args.shared_buffers},
+            )
         )
         redis = stack.enter_context(EmbeddedRedis(root / "redis"))
         nats = stack.enter_context(EmbeddedNats(root / "nats"))
