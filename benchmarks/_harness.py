@@ -108,8 +108,10 @@ def persona_and_gateway(
     redis: Any,
     reasoning: Service,
     memory: Service,
+    others: Sequence[Service] = (),
 ) -> tuple[Service, Service]:
-    """The persona service and the gateway in front of the fleet (Redis dbs 1 and 0)."""
+    """The persona service and the gateway in front of the fleet (Redis dbs 1 and 0); `others`
+    (knowledge, say) are peers of both too."""
     persona = fleet_service(
         stack,
         "persona",
@@ -119,7 +121,7 @@ def persona_and_gateway(
             "DATABASE_URL": postgres.url("bench_persona"),
             "REDIS_URL": redis.url(1),
         },
-        [memory, reasoning],
+        [memory, reasoning, *others],
     )
     gateway = fleet_service(
         stack,
@@ -130,7 +132,7 @@ def persona_and_gateway(
             "DATABASE_URL": postgres.url("bench_gateway"),
             "REDIS_URL": redis.url(0),
         },
-        [persona, memory, reasoning],
+        [persona, memory, reasoning, *others],
     )
     return persona, gateway
 

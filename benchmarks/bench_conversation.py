@@ -35,6 +35,7 @@ from _harness import (
     POSTGRES_SETTINGS,
     Service,
     dev_admin_headers,
+    fleet_service,
     memory_service,
     peak_rss,
     percentiles,
@@ -84,8 +85,54 @@ async def bare_generation(
     return took
 
 
-async def turns(gateway: Service, headers: dict[str, str], count: int) -> dict[str, Any]:
-    """`count` turns, one after another, in a few conversations of one persona."""
+# What the knowledge collection of `--knowledge` holds: a few short handbook pages.
+HANDBOOK = {
+    "Planning": "# Planning\n\nThe team plans the week on Monday mornings. Tomorrow's plan comes "
+    "from the open tasks, the calendar and what the manager asked for.",
+    "Managers": "# Managers\n\nPriya leads the platform team at Acme. Her reports send a short "
+    "weekly update by email every Friday.",
+    "Offsite": "# Offsite\n\nThe offsite is in Lisbon in the spring. Notes to the team about it "
+    "go out two weeks before, with the agenda and the travel budget.",
+    "Writing": "# Writing\n\nAnswers use bullet points when a reader asks for them. Keep notes "
+    "short: one screen, the decision first.",
+    "Security": "# Security\n\nThe security audit runs every quarter. Access to production "
+    "needs a ticket and the manager's approval.",
+}
+
+
+async def knowledge_collection(gateway: Service, headers: dict[str, str]) -> str:
+    """A collection of the HANDBOOK pages, every one indexed; its name."""
+    name = f"handbook-{uuid.uuid4().hex[:6]}"
+    knowledge = f"{API}/knowledge"
+    async with httpx.AsyncClient(base_url=gateway.http_url, headers=headers, timeout=300) as api:
+        made = await api.post(f"{knowledge}/collections", json={"name": name})
+        if made.status_code != 201:
+            raise SystemExit(f"could not create a collection: {made.status_code} {made.text}")
+        documents = []
+        for title, text in HANDBOOK.items():
+            added = await api.post(
+                f"{knowledge}/collections/{name}/documents", json={"title": title, "text": text}
+            )
+            if added.status_code != 202:
+                raise SystemExit(f"could not add a document: {added.status_code} {added.text}")
+            documents.append(added.json()["document"]["id"])
+        deadline = time.monotonic() + 300
+        for document in documents:
+            while True:
+                state = (await api.get(f"{knowledge}/documents/{document}")).json()["state"]
+                if state == "indexed":
+                    break
+                if state == "failed" or time.monotonic() > deadline:
+                    raise SystemExit(f"document {document} was not indexed: {state}")
+                await asyncio.sleep(0.2)
+    return name
+
+
+async def turns(
+    gateway: Service, headers: dict[str, str], count: int, collection: str | None = None
+) -> dict[str, Any]:
+    """`count` turns, one after another, in a few conversations of one persona (answering from
+    `collection` when given)."""
     texts = [
         "I prefer bullet points in every answer.",
         "My manager is Priya and I work at Acme.",
@@ -106,7 +153,12 @@ async def turns(gateway: Service, headers: dict[str, str], count: int) -> dict[s
     async with httpx.AsyncClient(base_url=gateway.http_url, headers=headers, timeout=300) as api:
         made = await api.post(
             f"{API}/personas",
-            json={"name": "Bench", "role": "benchmark subject", "tone": "brisk"},
+            json={
+                "name": "Bench",
+                "role": "benchmark subject",
+                "tone": "brisk",
+                **({"knowledgeCollections": [collection]} if collection else {}),
+            },
         )
         if made.status_code != 201:
             raise SystemExit(f"could not create a persona: {made.status_code} {made.text}")
@@ -376,6 +428,11 @@ def main() -> None:
         help="PostgreSQL's shared_buffers (its own default, 128MB, holds less than the table at "
         "100,000 episodes; a server is sized to its working set)",
     )
+    parser.add_argument(
+        "--knowledge",
+        action="store_true",
+        help="turns of a persona with a knowledge collection (starts the knowledge service)",
+    )
     args = parser.parse_args()
     print(f"PostgreSQL shared_buffers {args.shared_buffers}")
 
@@ -417,17 +474,37 @@ def run_turns(
     memory: Service,
     pids: dict[str, int],
 ) -> None:
+    others: list[Service] = []
+    if args.knowledge:
+        knowledge = fleet_service(
+            stack,
+            "knowledge",
+            root,
+            {
+                **common,
+                "DATABASE_URL": postgres.url("bench_knowledge"),
+                "KEYWORD_INDEX_DIR": str(root / "keywords"),
+            },
+            [reasoning],
+        )
+        others.append(knowledge)
+        pids["knowledge"] = knowledge.process.pid
     persona, gateway = persona_and_gateway(
-        stack, root, common["BUS_URL"], postgres, redis, reasoning, memory
+        stack, root, common["BUS_URL"], postgres, redis, reasoning, memory, others
     )
     pids.update({s.name: s.process.pid for s in (gateway, persona)})
     headers = asyncio.run(dev_admin_headers(gateway))
+    collection = asyncio.run(knowledge_collection(gateway, headers)) if args.knowledge else None
 
-    print(f"== turns: {args.turns} sequential turns, maxTokens {MAX_TOKENS}")
-    asyncio.run(turns(gateway, headers, 2))  # warm-up: first calls load and cache
+    attached = f", a persona with a knowledge collection of {len(HANDBOOK)} documents"
+    print(
+        f"== turns: {args.turns} sequential turns, maxTokens {MAX_TOKENS}"
+        + (attached if collection else "")
+    )
+    asyncio.run(turns(gateway, headers, 2, collection))  # warm-up: first calls load and cache
     with peak_rss(pids) as peak:
         started = time.perf_counter()
-        measured = asyncio.run(turns(gateway, headers, args.turns))
+        measured = asyncio.run(turns(gateway, headers, args.turns, collection))
         elapsed = time.perf_counter() - started
     bare = asyncio.run(bare_generation(reasoning, "bench", measured["prompts"]))
     print(f"  throughput {args.turns / elapsed:.2f} turns/s (one conversation turn at a time)")
@@ -439,7 +516,8 @@ def run_turns(
     line("  generation (in the model)", measured["persona_generation"])
     over = line("  fleet overhead, client-measured", measured["client_overhead"])
     line("    persona: overhead (total - generation - queue)", measured["persona_overhead"])
-    line("      recall (facts, memories, history)", measured["persona_recall"])
+    recall = "recall (facts, memories, history" + (", knowledge)" if collection else ")")
+    line(f"      {recall}", measured["persona_recall"])
     line("      prompt assembly", measured["persona_prompt"])
     line("      store the turn (memory, transcript)", measured["persona_store"])
     line("    persona: waiting for the conversation", measured["persona_queue"])
