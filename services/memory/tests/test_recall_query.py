@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -56,8 +57,20 @@ async def test_every_connection_of_the_service_starts_with_the_recall_settings(
     assert session_settings(10)["hnsw.ef_search"] == "40"
 
 
-async def seed(url: str, tenant: str, persona: uuid.UUID) -> np.ndarray:
-    """2,000 episodes of one user, all with random vectors; all but 60 in one conversation."""
+@dataclass(frozen=True)
+class Seeded:
+    url: str
+    tenant: str
+    persona: uuid.UUID
+    query: np.ndarray
+
+
+@pytest.fixture
+async def seeded(memory: testing.RunningService) -> Seeded:
+    """2,000 episodes of one user of a new tenant, all with random vectors; all but 60 in one
+    conversation ('big'); and a random query vector."""
+    url = database_url(memory)
+    tenant, persona = f"plans-{uuid.uuid4().hex[:8]}", uuid.uuid4()
     conn = await asyncpg.connect(url)
     try:
         await conn.execute(
@@ -74,15 +87,13 @@ async def seed(url: str, tenant: str, persona: uuid.UUID) -> np.ndarray:
         )
     finally:
         await conn.close()
-    return np.random.default_rng(3).normal(size=384)
+    return Seeded(url, tenant, persona, np.random.default_rng(3).normal(size=384))
 
 
 async def test_a_filtered_walk_of_the_vector_index_still_returns_the_nearest_asked_for(
-    memory: testing.RunningService,
+    seeded: Seeded,
 ) -> None:
-    url = database_url(memory)
-    tenant, persona = f"plans-{uuid.uuid4().hex[:8]}", uuid.uuid4()
-    query = await seed(url, tenant, persona)
+    url, tenant, persona, query = seeded.url, seeded.tenant, seeded.persona, seeded.query
     scope = Scope(client_id=tenant, persona_id=persona, user_id="u")
     # No sort allowed: the planner must take the nearest rows from the HNSW index rather than
     # compute every distance in the scope, which would find 50 whatever the scan settings.
@@ -119,16 +130,14 @@ async def test_a_filtered_walk_of_the_vector_index_still_returns_the_nearest_ask
 
 
 async def test_every_recall_gets_a_plan_made_for_its_own_scope_and_vector(
-    memory: testing.RunningService,
+    seeded: Seeded,
 ) -> None:
-    url = database_url(memory)
-    tenant, persona = f"plans-{uuid.uuid4().hex[:8]}", uuid.uuid4()
-    query = await seed(url, tenant, persona)
-    async with one_connection_store(url, session_settings(50)) as (store, pool):
+    tenant, persona = seeded.tenant, seeded.persona
+    async with one_connection_store(seeded.url, session_settings(50)) as (store, pool):
         for user in ["u", "nobody", "u", "u", "nobody", "u", "u", "u", "nobody", "u"]:
             await store.recall_candidates(
                 Scope(client_id=tenant, persona_id=persona, user_id=user),
-                query.tolist(),
+                seeded.query.tolist(),
                 exclude_conversation_id="big",
                 nearest=50,
                 recent=50,
