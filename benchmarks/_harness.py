@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -26,6 +27,18 @@ from edrs_proto.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 API = "/api/v1"
 # Same as the test engines: the figures are about the gateway, not about disk flushes.
 POSTGRES_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+
+
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    """A SIGTERM (a `kill`, a CI job's timeout) ends a benchmark as Ctrl-C does: its `with`
+    blocks unwind and stop the services and engines it started, rather than leaving them running
+    without their parent."""
+    raise SystemExit(128 + signum)
+
+
+# Every benchmark imports this module; a benchmark's own child processes that handle SIGTERM
+# themselves (bench_events' consumers) install their handler after it.
+signal.signal(signal.SIGTERM, _stop_on_sigterm)
 
 
 @dataclass
