@@ -6,10 +6,13 @@ the reasoning, memory, persona and gateway services as processes, then measures:
 - turns: `POST .../conversations/{id}/messages` one after another, each a full turn (auth, DLP,
   persona, recall, prompt, the model, storing the turn). The reply's own timings split a turn into
   generation (time in the model) and the fleet's overhead (everything else). Baseline, in the same
-  run: the bare model call (`Reason` on the reasoning service) for the same prompt size.
+  run: the bare model call (`Reason` on the reasoning service) for the same prompt size. With
+  `--knowledge` the persona has a knowledge collection (the knowledge service runs too), so each
+  turn also searches it.
 - recall: `Recall` on the memory service with 10,000 and then 100,000 stored episodes (vectors
-  precomputed from real sentence embeddings), and the store's query alone. Baseline: the same
-  query answered by an exact scan (no vector index).
+  precomputed from real sentence embeddings), the query's `Embed` alone and the store's query
+  alone. Baseline: the same query answered by an exact scan (no vector index).
+  `--shared-buffers` sets PostgreSQL's cache (default 128MB, PostgreSQL's own).
 
 It prints throughput, p50/p95/p99 and peak memory, and asserts nothing about time.
 """
@@ -119,7 +122,10 @@ async def knowledge_collection(gateway: Service, headers: dict[str, str]) -> str
         deadline = time.monotonic() + 300
         for document in documents:
             while True:
-                state = (await api.get(f"{knowledge}/documents/{document}")).json()["state"]
+                read = await api.get(f"{knowledge}/documents/{document}")
+                if read.status_code != 200:
+                    raise SystemExit(f"could not read a document: {read.status_code} {read.text}")
+                state = read.json()["state"]
                 if state == "indexed":
                     break
                 if state == "failed" or time.monotonic() > deadline:
