@@ -57,6 +57,22 @@ async def test_every_connection_of_the_service_starts_with_the_recall_settings(
     assert session_settings(10)["hnsw.ef_search"] == "40"
 
 
+async def test_connections_without_the_settings_are_named_with_what_they_have(
+    memory: testing.RunningService,
+) -> None:
+    """What the service checks at start-up, where a pooler could drop startup parameters."""
+    url = database_url(memory)
+    expected = session_settings(50)
+    async with one_connection_store(url, expected) as (store, _):
+        assert await store.settings_missing(expected) == {}
+    async with one_connection_store(url, {"hnsw.ef_search": "50"}) as (store, _):
+        # pgvector's own setting is unknown to a session that has not used the extension yet.
+        assert await store.settings_missing(expected) == {
+            "hnsw.iterative_scan": None,
+            "plan_cache_mode": "auto",
+        }
+
+
 @dataclass(frozen=True)
 class Seeded:
     url: str

@@ -45,6 +45,19 @@ async def build(rt: Runtime[MemorySettings], clock: Clock | None = None) -> list
     """`clock` judges working-memory expiry: the system clock, unless a test holds time."""
     settings = rt.settings
     store, working = stores(rt, await start_service_events(rt), clock)
+    missing = await store.settings_missing(session_settings(settings.recall_candidates))
+    if missing:
+        # Startup parameters dropped on the way (a pooler that ignores them): recall would still
+        # answer, but a filtered vector-index walk could come back short. Refuse to start.
+        got = ", ".join(
+            f"{name} is {'not set' if value is None else repr(value)}"
+            for name, value in missing.items()
+        )
+        raise RuntimeError(
+            f"memory's database connections do not carry the settings recall needs ({got}): "
+            "something between the service and PostgreSQL drops their startup parameters; "
+            "point EDRS_MEMORY_DATABASE_URL at PostgreSQL or at a pooler that passes them"
+        )
     stored = await store.embedding_dimensions()
     if stored != settings.embedding_dimensions:
         raise RuntimeError(

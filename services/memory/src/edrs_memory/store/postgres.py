@@ -93,6 +93,17 @@ class PostgresMemoryStore:
         self.db = db
         self.events = events
 
+    async def settings_missing(self, expected: dict[str, str]) -> dict[str, str | None]:
+        """Which of `expected` (name: value) a connection of the pool does not run with, and
+        what it has instead (None: not set, as pgvector's own are until the extension is
+        loaded): nothing, when the pool's connections carry them all."""
+        async with self.db.acquire() as conn:
+            shown = {
+                name: await conn.fetchval("SELECT current_setting($1, true)", name)
+                for name in expected
+            }
+        return {name: value for name, value in shown.items() if value != expected[name]}
+
     async def embedding_dimensions(self) -> int:
         """The dimension the episodes table stores (the `vector(n)` column's n)."""
         return int(
