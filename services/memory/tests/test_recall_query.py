@@ -124,6 +124,13 @@ async def test_a_filtered_walk_of_the_vector_index_still_returns_the_nearest_ask
     found = await nearest(session_settings(50))
     assert len(found) == 50
     assert all(c.episode.conversation_id.startswith("small-") for c in found)
+    # A call asking for more than the pool's ef_search (a recall's `limit` above the configured
+    # candidates): the iterative scan walks on until it has them, here all 60 eligible.
+    async with one_connection_store(url, {**session_settings(10), **index_only}) as (store, _):
+        everything = await store.recall_candidates(
+            scope, query.tolist(), exclude_conversation_id="big", nearest=60, recent=0
+        )
+    assert len(everything) == 60
     # The same walk without the iterative scan stops at its first 50 candidates, of which only
     # the few in the scope and outside the excluded conversation pass: what the setting prevents.
     stopped = await nearest({**session_settings(50), "hnsw.iterative_scan": "off"})
